@@ -1,0 +1,119 @@
+"""Every fact about MoEngage's Data API, in one place: hosts, paths, payloads, limits, rules."""
+
+from __future__ import annotations
+
+from typing import Any
+
+DATA_CENTERS = ("01", "02", "03", "04", "05", "06", "101")
+
+# Attribute rules from the track-user API page.
+BLOCKED_ATTRIBUTE_NAMES = frozenset({"id", "_id", ""})
+RESERVED_PREFIX = "moe_"
+# System attributes that legitimately carry the reserved prefix.
+SYSTEM_ATTRIBUTES = frozenset(
+    {
+        "moe_mobile",
+        "moe_email",
+        "moe_unsubscribe",
+        "moe_gaid",
+        "moe_spam",
+        "moe_hard_bounce",
+        "moe_ip_address",
+        "moe_geo_location",
+        "moe_creation_source",
+        "moe_wa_subscription",
+        "moe_sms_subscription",
+        "moe_push_opt_out",
+    }
+)
+MAX_ATTRIBUTE_NAME_LENGTH = 200
+MAX_STRING_LENGTH = 512
+MAX_ARRAY_ITEMS = 50
+MAX_ARRAY_ITEM_LENGTH = 512
+MAX_CUSTOM_ATTRIBUTES = 256
+PLATFORM_NAMES = ("ANDROID", "iOS", "web")
+
+# customer_id values MoEngage refuses (compared case-insensitively, after stripping).
+PLACEHOLDER_CUSTOMER_IDS = frozenset(
+    {
+        "unknown", "guest", "null", "0", "1", "2", "-1", "-2", "true", "false", "none",
+        "na", "n/a", "(empty)", "id", "uid", "userid", "user_id", "customer_id",
+        "user_attribute_unique_id", "dummy_seller_code",
+    }
+)
+
+# Payload keys.
+ADD_TO_ARRAY_KEY = "addValueToArrayField"
+REMOVE_FROM_ARRAY_KEY = "removeValueFromArrayField"
+PLATFORMS_KEY = "platforms"
+
+# Request limits.
+MAX_REQUEST_BYTES = 100_000
+DEFAULT_RATE_UPDATES = 10_000
+DEFAULT_RATE_PERIOD_SECONDS = 60.0
+
+# Statuses: which stop the run, which are about the data, which are transient.
+FATAL_STATUSES = frozenset({401, 403, 409})
+RATE_LIMITED_STATUS = 429
+TOO_LARGE_STATUS = 413
+BAD_PAYLOAD_STATUS = 400
+
+
+def is_transient_status(status: int) -> bool:
+    """5xx and 429 are worth another attempt; the rest are answers."""
+    return status == RATE_LIMITED_STATUS or 500 <= status <= 599
+
+
+def base_url_for(data_center: str) -> str:
+    if data_center not in DATA_CENTERS:
+        raise ValueError(f"unknown data center {data_center!r}; expected one of {', '.join(DATA_CENTERS)}")
+    if data_center == "101":
+        return "https://api-101.moengage.com"
+    return f"https://api-{data_center}.moengage.com"
+
+
+def bulk_path(workspace_id: str) -> str:
+    return f"/v1/transition/{workspace_id}"
+
+
+def customer_path(workspace_id: str) -> str:
+    return f"/v1/customer/{workspace_id}"
+
+
+def customer_element(
+    customer_id: str | None, attributes: dict[str, Any], update_existing_only: bool
+) -> dict[str, Any]:
+    """One user update, the shape both endpoints take."""
+    element: dict[str, Any] = {"type": "customer"}
+    if customer_id is not None:
+        element["customer_id"] = customer_id
+    element["attributes"] = attributes
+    element["update_existing_only"] = update_existing_only
+    return element
+
+
+# The bulk body is assembled from pre-encoded elements so batching can count bytes exactly.
+BULK_PREFIX = b'{"type":"transition","elements":['
+BULK_SUFFIX = b"]}"
+
+
+def bulk_body(encoded_elements: list[bytes]) -> bytes:
+    return BULK_PREFIX + b",".join(encoded_elements) + BULK_SUFFIX
+
+
+def error_body(error_type: str, message: str, request_id: str) -> dict[str, Any]:
+    """MoEngage's error envelope (the sandbox answers with it; delivery parses it)."""
+    return {"status": "fail", "error": {"type": error_type, "message": message, "request_id": request_id}}
+
+
+def parse_error(body: Any) -> tuple[str, str | None]:
+    """(message, request_id) from an error body, tolerating anything the server sends."""
+    if isinstance(body, dict):
+        error = body.get("error")
+        if isinstance(error, dict):
+            message = str(error.get("message") or error.get("type") or "error")
+            request_id = error.get("request_id")
+            return message, (str(request_id) if request_id is not None else None)
+        if "message" in body:
+            return str(body["message"]), None
+    return (str(body)[:300] if body else "no error message"), None
