@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import pandas as pd
+
+
+class RecordSource(Protocol):
+    """Anything that can give back a row as read (a Chunk, or a dead-letter line in replay)."""
+
+    def record(self, row: int) -> dict[str, Any]: ...
 
 
 @dataclass(slots=True)
@@ -31,7 +37,7 @@ class Row:
     customer_id: str | None
     element: dict[str, Any]
     encoded: bytes  # orjson encoding of `element`; batching counts these bytes
-    chunk: Chunk  # kept so the record is rebuilt only if the row ends in the dead-letter file
+    chunk: RecordSource  # kept so the record is rebuilt only if the row ends in the dead-letter file
 
     def record(self) -> dict[str, Any]:
         return self.chunk.record(self.row)

@@ -1,0 +1,197 @@
+"""Commands: parses arguments, calls the library, maps errors to exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from importer import __version__
+from importer.config import ConfigError, JobConfig, load_job
+from importer.deadletter import DeadLetterError
+from importer.report import EXIT_ABORTED, EXIT_INTERRUPTED, EXIT_USAGE, format_reasons, format_summary
+from importer.sources import SourceError
+from importer.state import StateError
+
+log = logging.getLogger("importer")
+
+USER_ERRORS = (ConfigError, SourceError, StateError, DeadLetterError)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be greater than 0")
+    return value
+
+
+def _add_run_options(parser: argparse.ArgumentParser, *, dry_run_flag: bool) -> None:
+    parser.add_argument("job", help="the job file (YAML)")
+    parser.add_argument("--input", help="input file, directory or glob (overrides source.path)")
+    if dry_run_flag:
+        parser.add_argument(
+            "--dry-run", action="store_true", help="map, validate and build every request; send nothing"
+        )
+    parser.add_argument("--fresh", action="store_true", help="ignore saved progress and start over")
+    parser.add_argument("--base-url", help="API base URL (overrides api.base_url / data_center)")
+    parser.add_argument("--rate", type=_positive_int, help="user updates per period (rate_limit.updates)")
+    parser.add_argument("--period", type=float, help="rate limit period in seconds")
+    parser.add_argument("--concurrency", type=_positive_int, help="requests in flight")
+    parser.add_argument("--dead-letter", help="dead-letter file (overrides output.dead_letter)")
+    parser.add_argument("--report", help="report file (overrides output.report)")
+    parser.add_argument("--state", help="progress file (overrides output.state)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar or progress lines")
+    parser.add_argument("--log-format", choices=("text", "json"), default="text")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from importer import sandbox
+
+    parser = argparse.ArgumentParser(
+        prog="moe-import",
+        description="Load user profiles from CSV and Parquet into MoEngage, within the rate limit.",
+    )
+    parser.add_argument("--version", action="version", version=f"moe-import {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="import a job's input")
+    _add_run_options(run, dry_run_flag=True)
+    validate = commands.add_parser("validate", help="the same as run --dry-run")
+    _add_run_options(validate, dry_run_flag=False)
+    replay = commands.add_parser("replay", help="send the rows of a dead-letter file again")
+    _add_run_options(replay, dry_run_flag=True)
+    replay.add_argument("dead_letter_in", metavar="DEAD_LETTER.jsonl", help="the dead-letter file to replay")
+
+    init = commands.add_parser("init", help="print a job file skeleton for an input")
+    init.add_argument("input", help="a CSV or Parquet file, a directory or a glob")
+
+    serve = commands.add_parser("sandbox", help="run the MoEngage-compatible server on loopback")
+    sandbox.add_arguments(serve)
+    return parser
+
+
+def apply_overrides(job: JobConfig, args: argparse.Namespace) -> JobConfig:
+    """Command-line options win over the job file."""
+
+    def section(name: str, **changes: Any) -> dict[str, Any]:
+        changes = {k: v for k, v in changes.items() if v is not None}
+        return {name: getattr(job, name).model_copy(update=changes)} if changes else {}
+
+    update: dict[str, Any] = {}
+    update |= section("api", base_url=args.base_url)
+    update |= section("rate_limit", updates=args.rate, period_seconds=args.period)
+    update |= section("delivery", concurrency=args.concurrency)
+    update |= section("source", path=args.input)
+    update |= section(
+        "output",
+        dead_letter=Path(args.dead_letter) if args.dead_letter else None,
+        report=Path(args.report) if args.report else None,
+        state=Path(args.state) if args.state else None,
+    )
+    job = job.model_copy(update=update)
+    if args.period is not None and args.period <= 0:
+        raise ConfigError("--period must be greater than 0")
+    return job
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return orjson.dumps(
+            {
+                "ts": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(record.created)),
+                "level": record.levelname.lower(),
+                "message": record.getMessage(),
+            }
+        ).decode()
+
+
+def configure_logging(log_format: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if log_format == "json":
+        handler.setFormatter(_JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("moe-import: %(levelname)s: %(message)s"))
+    log.handlers[:] = [handler]
+    log.setLevel(logging.INFO)
+    log.propagate = False
+
+
+def _print_outcome(outcome: Any, args: argparse.Namespace, job: JobConfig, *, validating: bool) -> None:
+    report = outcome.report
+    if args.log_format == "json":
+        print(json.dumps(report.to_dict()))
+        return
+    if validating:
+        from importer.mapping import Mapper
+
+        print("attributes:")
+        for attribute, column, kind in Mapper(job.mapping).describe():
+            print(f"  {attribute:<30} <- {column:<30} {kind}")
+        reasons = format_reasons(report.invalid_reasons)
+        if reasons:
+            print(reasons)
+        if outcome.samples:
+            print(f"sample of {len(outcome.samples)} built elements:")
+            for element in outcome.samples:
+                print("  " + orjson.dumps(element).decode())
+    print(format_summary(report))
+
+
+def _run_command(args: argparse.Namespace) -> int:
+    from importer import pipeline, replay
+
+    validating = args.command == "validate" or bool(getattr(args, "dry_run", False))
+    if args.command == "replay":
+        # A replay writes beside its input unless told otherwise, never over the job's files.
+        dead_letter, report = replay.replay_paths(Path(args.dead_letter_in))
+        args.dead_letter = args.dead_letter or str(dead_letter)
+        args.report = args.report or str(report)
+    job = apply_overrides(load_job(args.job), args)
+    options = pipeline.RunOptions(
+        dry_run=validating,
+        fresh=args.fresh,
+        progress=False if args.no_progress else None,
+    )
+    if args.command == "replay":
+        outcome = replay.replay_dead_letter(job, Path(args.dead_letter_in), options)
+    else:
+        outcome = pipeline.run_job(job, options)
+    outcome.report.write(job.output.report)
+    _print_outcome(outcome, args, job, validating=validating)
+    return outcome.report.exit_code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    configure_logging(getattr(args, "log_format", "text"))
+    try:
+        if args.command == "sandbox":
+            from importer import sandbox
+
+            return sandbox.run_from_args(args)
+        if args.command == "init":
+            from importer.scaffold import scaffold_job
+
+            sys.stdout.write(scaffold_job(args.input))
+            return 0
+        return _run_command(args)
+    except USER_ERRORS as error:
+        print(f"moe-import: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("moe-import: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except OSError as error:
+        print(f"moe-import: error: {error}", file=sys.stderr)
+        return EXIT_ABORTED

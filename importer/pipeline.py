@@ -1,0 +1,449 @@
+"""Wires the stages: source -> mapping -> batches -> rate limit -> delivery -> outcome.
+
+The loop that settles rows lives here once (`Settler`): a row is accepted when the
+request holding it got a 2xx, or written to the dead-letter file (flushed) before it is
+marked settled in the state store, so a crash at any point loses nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from importer import batching, sources
+from importer.config import ConfigError, JobConfig
+from importer.deadletter import DeadLetter, DeadLetterWriter, Stage
+from importer.delivery import ApiAbort, DeliveryStats, Refusal, Sender, make_session
+from importer.mapping import Mapper
+from importer.progress import Progress
+from importer.ratelimit import WindowLimiter
+from importer.report import Report, count_reasons
+from importer.rows import InvalidRow, Row
+from importer.state import RunLock, SettledRows, StateStore
+
+log = logging.getLogger("importer")
+
+# Requests per period at the least: smaller batches keep pacing smooth under a small limit.
+MIN_REQUESTS_PER_PERIOD = 20
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    dry_run: bool = False
+    fresh: bool = False
+    progress: bool | None = None  # None: a bar on a terminal, log lines otherwise
+    sample_size: int = 3
+
+
+@dataclass
+class SourceFile:
+    path: Path
+    name: str
+    fingerprint: str
+    settled: SettledRows
+
+
+@dataclass
+class Work:
+    """What the reader thread hands the event loop for one chunk."""
+
+    source: SourceFile
+    rows_read: int
+    rows_skipped: int
+    invalid: list[InvalidRow]
+    batches: list[list[Row]]
+
+
+WorkSource = Callable[[StateStore | None], Iterator[Work]]
+
+
+@dataclass
+class RunOutcome:
+    report: Report
+    samples: list[dict[str, Any]] = field(default_factory=list)
+
+
+def max_items_per_request(job: JobConfig) -> int:
+    if job.api.endpoint == "customer":
+        return 1
+    return max(1, job.rate_limit.updates // MIN_REQUESTS_PER_PERIOD)
+
+
+def discover_sources(job: JobConfig) -> list[Path]:
+    if not job.source.path:
+        raise ConfigError("source.path: no input given; set source.path or pass --input")
+    return sources.discover(job.source.path, job.source.format)
+
+
+def check_sources(job: JobConfig, mapper: Mapper, paths: list[Path]) -> None:
+    """Every file has every mapped column: refused before anything is sent."""
+    for path in paths:
+        mapper.check_columns(sources.read_columns(path, job.source), str(path))
+
+
+class Settler:
+    """The one place rows end: accepted, dead-lettered, or counted as skipped."""
+
+    def __init__(
+        self,
+        report: Report,
+        writer: DeadLetterWriter | None,
+        state: StateStore | None,
+        fingerprints: dict[str, str],
+        progress: Progress,
+    ) -> None:
+        self.report = report
+        self.writer = writer
+        self.state = state
+        self.fingerprints = fingerprints
+        self.progress = progress
+        self.reasons: Counter[str] = Counter()
+
+    def _mark(self, source: str, rows: list[int]) -> None:
+        if self.state is not None and rows:
+            self.state.mark_settled(source, self.fingerprints[source], rows)
+        self.progress.advance(len(rows))
+
+    def skipped(self, count: int) -> None:
+        self.report.rows_skipped += count
+        self.progress.advance(count)
+
+    def accepted(self, rows: list[Row]) -> None:
+        self.report.rows_accepted += len(rows)
+        for source, numbers in _by_source((r.source, r.row) for r in rows).items():
+            self._mark(source, numbers)
+
+    def invalid(self, rows: list[InvalidRow]) -> None:
+        if not rows:
+            return
+        letters = [
+            DeadLetter(r.source, r.row, "validation", r.error, None, r.customer_id, r.record, r.payload)
+            for r in rows
+        ]
+        for r in rows:
+            count_reasons(self.reasons, r.error)
+        self._dead_letter(letters)
+        self.report.rows_invalid += len(rows)
+
+    def refused(self, refusals: list[Refusal]) -> None:
+        if not refusals:
+            return
+        letters = [
+            DeadLetter(
+                f.row.source, f.row.row, f.stage, f.error, f.status, f.row.customer_id,
+                f.row.record(), f.row.element,
+            )
+            for f in refusals
+        ]
+        self._dead_letter(letters)
+        for f in refusals:
+            if f.stage == "rejected":
+                self.report.rows_rejected += 1
+            else:
+                self.report.rows_failed += 1
+
+    def _dead_letter(self, letters: list[DeadLetter]) -> None:
+        if self.writer is None:
+            return
+        for letter in letters:
+            self.writer.write(letter)
+        self.writer.flush()  # durable before the rows count as settled
+        for source, numbers in _by_source((d.source, d.row) for d in letters).items():
+            self._mark(source, numbers)
+
+
+def _by_source(pairs: Any) -> dict[str, list[int]]:
+    grouped: dict[str, list[int]] = {}
+    for source, row in pairs:
+        grouped.setdefault(source, []).append(row)
+    return grouped
+
+
+def _drop_settled(frame: Any, settled: SettledRows) -> tuple[Any, int]:
+    """Remove rows an earlier run settled (beyond the contiguous prefix already skipped)."""
+    if not settled.ranges or frame.empty:
+        return frame, 0
+    index = frame.index.to_numpy()
+    done = np.zeros(len(index), dtype=bool)
+    for first, last in settled.ranges:
+        done |= (index >= first) & (index <= last)
+    count = int(done.sum())
+    return (frame[~done], count) if count else (frame, 0)
+
+
+class Run:
+    """One import (or dry run) of a job over its source files."""
+
+    def __init__(
+        self,
+        job: JobConfig,
+        options: RunOptions,
+        paths: list[Path],
+        mapper: Mapper,
+        work: WorkSource | None = None,
+    ) -> None:
+        self.job = job
+        self.options = options
+        self.paths = paths
+        self.mapper = mapper
+        # Replay brings its own rows and keeps no progress: the dead-letter file is its input.
+        self._work_source: WorkSource = work or self._work
+        self._use_state = work is None and not options.dry_run
+        self._fingerprints: dict[str, str] = {}
+        self.report = Report(dry_run=options.dry_run, sources=[str(p) for p in paths])
+        self.samples: list[dict[str, Any]] = []
+        self.interrupted = False
+        self._signals = 0
+        self._stopping = asyncio.Event()
+        self._workers: list[asyncio.Task[None]] = []
+        self._producer: asyncio.Task[None] | None = None
+        self._batches: asyncio.Queue[list[Row] | None] | None = None
+
+    # --- reading and mapping, off the event loop thread ---------------------------------
+
+    def _work(self, state: StateStore | None) -> Iterator[Work]:
+        source_cfg = self.job.source
+        for path in self.paths:
+            name = str(path)
+            fingerprint = sources.fingerprint(path)
+            settled = SettledRows([])
+            if state is not None:
+                if state.changed_sources(name, fingerprint):
+                    log.warning("%s changed since the last run; its earlier progress does not apply", name)
+                settled = state.settled(name, fingerprint)
+            source = SourceFile(path, name, fingerprint, settled)
+            self._fingerprints[name] = fingerprint
+            prefix = settled.contiguous_through
+            if prefix:
+                yield Work(source, prefix, prefix, [], [])
+            rest = SettledRows([r for r in settled.ranges if r[0] > prefix])
+            for chunk in sources.iter_chunks(path, source_cfg, self.mapper.columns, start_row=prefix + 1):
+                rows_read = len(chunk.frame)
+                chunk.frame, skipped = _drop_settled(chunk.frame, rest)
+                mapped = self.mapper.map_chunk(chunk)
+                batches = list(
+                    batching.pack(
+                        mapped.valid,
+                        self.job.delivery.max_batch_bytes,
+                        max_items_per_request(self.job),
+                        self.job.api.endpoint,
+                    )
+                )
+                yield Work(source, rows_read, skipped, mapped.invalid, batches)
+
+    # --- the run ------------------------------------------------------------------------
+
+    async def execute(self) -> RunOutcome:
+        job, options = self.job, self.options
+        started = time.monotonic()
+        state: StateStore | None = None
+        lock: RunLock | None = None
+        writer: DeadLetterWriter | None = None
+        dead_letter_path = job.output.dead_letter
+        try:
+            if self._use_state:
+                lock = RunLock(job.output.state)
+                lock.acquire()
+                state = StateStore(job.output.state)
+                if options.fresh:
+                    state.reset()
+                resuming = state.has_progress()
+            else:
+                resuming = False
+            writer = DeadLetterWriter(dead_letter_path, append=resuming)
+            self.report.dead_letter = str(dead_letter_path)
+            self.report.state = None if state is None else str(job.output.state)
+            progress = Progress(
+                enabled=options.progress,
+                total=sources.count_rows(self.paths, job.source) if self.paths else None,
+                limit_per_minute=job.rate_limit.updates / job.rate_limit.period_seconds * 60,
+            )
+            settler = Settler(self.report, writer, state, self._fingerprints, progress)
+            try:
+                await self._pipeline(settler, state)
+            finally:
+                progress.close()
+                self.report.invalid_reasons = dict(settler.reasons.most_common())
+        finally:
+            if writer is not None:
+                writer.close()
+            if state is not None:
+                with contextlib.suppress(Exception):
+                    state.compact()
+                state.close()
+            if lock is not None:
+                lock.release()
+            elapsed = time.monotonic() - started
+            self.report.elapsed_seconds = round(elapsed, 3)
+            if elapsed > 0:
+                self.report.updates_per_minute = round(self.report.rows_accepted / elapsed * 60, 1)
+            self.report.settle_pending()
+            self.report.finish_exit_code(self.interrupted)
+        return RunOutcome(self.report, self.samples)
+
+    async def _pipeline(self, settler: Settler, state: StateStore | None) -> None:
+        job = self.job
+        loop = asyncio.get_running_loop()
+        self._install_signal_handlers(loop)
+        stats = DeliveryStats()
+        batches: asyncio.Queue[list[Row] | None] = asyncio.Queue(maxsize=job.delivery.concurrency * 2)
+        self._batches = batches
+        try:
+            if self.options.dry_run:
+                self._producer = asyncio.create_task(self._produce(settler, state, None))
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._producer
+                return
+            limiter = WindowLimiter(job.rate_limit.updates, job.rate_limit.period_seconds)
+            async with make_session(job.delivery) as session:
+                sender = Sender(job.api, job.delivery, limiter, session, stats)
+                self._workers = [
+                    asyncio.create_task(self._deliver(sender, batches, settler))
+                    for _ in range(job.delivery.concurrency)
+                ]
+                self._producer = asyncio.create_task(self._produce(settler, state, batches))
+                try:
+                    await self._producer
+                except asyncio.CancelledError:
+                    if not self._stopping.is_set():
+                        raise
+                if not self._stopping.is_set():
+                    for _ in self._workers:
+                        await batches.put(None)
+                await self._wait_workers()
+        finally:
+            self._remove_signal_handlers(loop)
+            self.report.requests = stats.requests
+            self.report.retries = stats.retries
+            self.report.http_429 = stats.http_429
+            self.report.status_counts = {str(k): v for k, v in sorted(stats.by_status.items())}
+
+    async def _produce(
+        self, settler: Settler, state: StateStore | None, batches: asyncio.Queue[list[Row] | None] | None
+    ) -> None:
+        work_items = self._work_source(state)
+        while not self._stopping.is_set():
+            work = await asyncio.to_thread(next, work_items, None)
+            if work is None:
+                return
+            self.report.rows_read += work.rows_read
+            if work.rows_skipped:
+                settler.skipped(work.rows_skipped)
+            settler.invalid(work.invalid)
+            for batch in work.batches:
+                if batches is None:
+                    # Dry run: build every request, send nothing; the rows stay pending.
+                    batching.request_body(batch, self.job.api.endpoint)
+                    self.report.requests_planned += 1
+                    self._keep_samples(batch)
+                    continue
+                if self._stopping.is_set():
+                    return
+                await batches.put(batch)
+
+    def _keep_samples(self, batch: list[Row]) -> None:
+        for row in batch[: self.options.sample_size - len(self.samples)]:
+            self.samples.append(row.element)
+
+    async def _deliver(
+        self, sender: Sender, batches: asyncio.Queue[list[Row] | None], settler: Settler
+    ) -> None:
+        while True:
+            batch = await batches.get()
+            if batch is None or self._stopping.is_set():
+                return
+            try:
+                result = await sender.send(batch)
+            except ApiAbort as abort:
+                self._abort(str(abort))
+                return
+            settler.accepted(result.accepted)
+            settler.refused(result.refused)
+
+    async def _wait_workers(self) -> None:
+        if not self._workers:
+            return
+        pending = set(self._workers)
+        grace = self.job.delivery.timeout_seconds
+        while pending:
+            done, pending = await asyncio.wait(pending, timeout=grace if self._stopping.is_set() else None)
+            if pending and self._stopping.is_set():
+                # In-flight requests had their grace; their rows stay pending for the next run.
+                for task in pending:
+                    task.cancel()
+                await asyncio.gather(*pending, return_exceptions=True)
+                pending = set()
+        for task in self._workers:
+            if not task.cancelled() and task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
+
+    def _abort(self, message: str) -> None:
+        if self.report.aborted is None:
+            self.report.aborted = message
+            log.error("stopping: %s", message)
+        self._stop(cancel_in_flight=True)
+
+    def _stop(self, *, cancel_in_flight: bool) -> None:
+        self._stopping.set()
+        if self._producer is not None:
+            self._producer.cancel()
+        # Queued batches are dropped (their rows stay pending); idle workers get a stop mark.
+        batches = self._batches
+        if batches is not None:
+            while not batches.empty():
+                batches.get_nowait()
+            for _ in self._workers:
+                batches.put_nowait(None)
+        if cancel_in_flight:
+            for task in self._workers:
+                if task is not asyncio.current_task():
+                    task.cancel()
+
+    # --- signals ------------------------------------------------------------------------
+
+    def _install_signal_handlers(self, loop: asyncio.AbstractEventLoop) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self._on_signal, sig)
+
+    def _remove_signal_handlers(self, loop: asyncio.AbstractEventLoop) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.remove_signal_handler(sig)
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        self._signals += 1
+        self.interrupted = True
+        if self._signals == 1:
+            log.warning(
+                "%s: stopping; letting requests in flight finish (again to stop at once)",
+                sig.name,
+            )
+            self._stop(cancel_in_flight=False)
+        else:
+            log.warning("%s again: stopping now; unsettled rows will be resent by the next run", sig.name)
+            self._stop(cancel_in_flight=True)
+
+
+def prepare(job: JobConfig) -> tuple[list[Path], Mapper]:
+    """Everything that can refuse a job before anything is sent (exit 2)."""
+    paths = discover_sources(job)
+    mapper = Mapper(job.mapping)
+    check_sources(job, mapper, paths)
+    return paths, mapper
+
+
+def run_job(job: JobConfig, options: RunOptions) -> RunOutcome:
+    paths, mapper = prepare(job)
+    run = Run(job, options, paths, mapper)
+    return asyncio.run(run.execute())

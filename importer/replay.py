@@ -1,0 +1,114 @@
+"""`replay`: send the rows of a dead-letter file again.
+
+Rows that failed in delivery or were rejected are re-sent as they were (their payload);
+rows that failed validation are re-mapped from their record with the job's current mapping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pandas as pd
+
+from importer import batching
+from importer.config import JobConfig
+from importer.deadletter import DeadLetter, DeadLetterError, read_dead_letter
+from importer.mapping import Mapper
+from importer.pipeline import Run, RunOptions, RunOutcome, SourceFile, Work, max_items_per_request
+from importer.rows import Chunk, Row
+from importer.state import SettledRows, StateStore
+
+
+class LetterRecords:
+    """The records of dead-letter lines, by row number, standing in for a source chunk."""
+
+    def __init__(self, letters: list[DeadLetter]) -> None:
+        self._records = {letter.row: letter.record for letter in letters}
+
+    def record(self, row: int) -> dict[str, Any]:
+        return self._records.get(row, {})
+
+
+def replay_paths(dead_letter_in: Path) -> tuple[Path, Path]:
+    """Default outputs of a replay, beside its input: X.replay.jsonl and X.replay.report.json."""
+    stem = dead_letter_in.name.removesuffix(".jsonl")
+    return (
+        dead_letter_in.with_name(f"{stem}.replay.jsonl"),
+        dead_letter_in.with_name(f"{stem}.replay.report.json"),
+    )
+
+
+def _by_source(letters: list[DeadLetter]) -> dict[str, list[DeadLetter]]:
+    grouped: dict[str, list[DeadLetter]] = {}
+    for letter in letters:
+        grouped.setdefault(letter.source, []).append(letter)
+    return grouped
+
+
+def _resend_rows(letters: list[DeadLetter], records: LetterRecords) -> list[Row]:
+    rows = []
+    for letter in letters:
+        if letter.payload is None:
+            raise DeadLetterError(
+                f"row {letter.row} of {letter.source} (stage {letter.stage}) has no payload to re-send"
+            )
+        rows.append(
+            Row(
+                letter.source,
+                letter.row,
+                letter.customer_id,
+                letter.payload,
+                orjson.dumps(letter.payload),
+                records,
+            )
+        )
+    return rows
+
+
+def _remap_chunk(source: str, letters: list[DeadLetter], mapper: Mapper) -> Chunk:
+    frame = pd.DataFrame.from_records(
+        [letter.record for letter in letters], index=[letter.row for letter in letters]
+    )
+    mapper.check_columns([str(c) for c in frame.columns], source)
+    return Chunk(source, frame)
+
+
+def replay_work(letters: list[DeadLetter], job: JobConfig, mapper: Mapper) -> Iterator[Work]:
+    for source, group in _by_source(letters).items():
+        file = SourceFile(Path(source), source, "", SettledRows([]))
+        records = LetterRecords(group)
+        resend = [d for d in group if d.stage != "validation"]
+        remap = [d for d in group if d.stage == "validation"]
+        rows = _resend_rows(resend, records)
+        invalid = []
+        if remap:
+            mapped = mapper.map_chunk(_remap_chunk(source, remap, mapper))
+            rows += mapped.valid
+            invalid = mapped.invalid
+        rows.sort(key=lambda r: r.row)
+        batches = list(
+            batching.pack(
+                rows, job.delivery.max_batch_bytes, max_items_per_request(job), job.api.endpoint
+            )
+        )
+        yield Work(file, len(group), 0, invalid, batches)
+
+
+def replay_dead_letter(job: JobConfig, dead_letter_in: Path, options: RunOptions) -> RunOutcome:
+    letters = list(read_dead_letter(dead_letter_in))
+    if job.output.dead_letter.resolve() == dead_letter_in.resolve():
+        raise DeadLetterError(
+            f"replay would overwrite its input {dead_letter_in}; pass --dead-letter for its output"
+        )
+    mapper = Mapper(job.mapping)
+    work = list(replay_work(letters, job, mapper))  # validates every line before anything is sent
+
+    def work_source(_state: StateStore | None) -> Iterator[Work]:
+        return iter(work)
+
+    run = Run(job, options, [], mapper, work=work_source)
+    return asyncio.run(run.execute())

@@ -1,0 +1,74 @@
+"""Shared helpers for end-to-end tests: run the CLI as a user would, write job files."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+SANDBOX_WORKSPACE = "SANDBOX"
+SANDBOX_KEY = "sandbox-key"
+
+
+def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
+            timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """`python -m importer ARGS`, as a subprocess, with text output captured."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "importer", *args],
+        cwd=cwd or ROOT,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def job_dict(tmp_path: Path, url: str, source: Path, mapping: dict[str, Any], **sections: Any) -> dict[str, Any]:
+    job: dict[str, Any] = {
+        "api": {"base_url": url, "workspace_id": SANDBOX_WORKSPACE, "api_key": SANDBOX_KEY},
+        "source": {"path": str(source)},
+        "mapping": mapping,
+        "output": {
+            "dead_letter": str(tmp_path / "out" / "dead_letter.jsonl"),
+            "state": str(tmp_path / "out" / "state.db"),
+            "report": str(tmp_path / "out" / "report.json"),
+        },
+    }
+    for name, values in sections.items():
+        job[name] = {**job.get(name, {}), **values}
+    return job
+
+
+def write_job(tmp_path: Path, job: dict[str, Any], name: str = "job.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(job, sort_keys=False))
+    return path
+
+
+def read_report(tmp_path: Path) -> dict[str, Any]:
+    return json.loads((tmp_path / "out" / "report.json").read_text())
+
+
+def read_dead_letters(tmp_path: Path) -> list[dict[str, Any]]:
+    path = tmp_path / "out" / "dead_letter.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def assert_report_adds_up(report: dict[str, Any]) -> None:
+    parts = ("rows_accepted", "rows_skipped", "rows_invalid", "rows_rejected", "rows_failed", "rows_pending")
+    assert report["rows_read"] == sum(report[p] for p in parts), report
+
+
+@pytest.fixture
+def root() -> Path:
+    return ROOT

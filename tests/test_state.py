@@ -1,0 +1,68 @@
+"""Progress store and run lock."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from importer.state import RunLock, SettledRows, StateError, StateStore, merge_ranges, to_ranges
+
+
+def test_ranges_merge_out_of_order_rows() -> None:
+    assert to_ranges([5, 1, 2, 3, 7, 6, 10]) == [(1, 3), (5, 7), (10, 10)]
+    assert merge_ranges([(5, 7), (1, 3), (4, 4), (9, 12), (10, 11)]) == [(1, 7), (9, 12)]
+
+
+def test_settled_rows_persist_and_prefix_is_contiguous(tmp_path: Path) -> None:
+    store = StateStore(tmp_path / "state.db")
+    store.mark_settled("a.csv", "fp1", [3, 1, 2])
+    store.mark_settled("a.csv", "fp1", [6, 5])
+    store.close()
+    again = StateStore(tmp_path / "state.db")
+    settled = again.settled("a.csv", "fp1")
+    assert settled.ranges == [(1, 3), (5, 6)]
+    assert settled.contiguous_through == 3
+    assert settled.count == 5
+    assert again.has_progress()
+    again.compact()
+    assert again.settled("a.csv", "fp1").ranges == [(1, 3), (5, 6)]
+
+
+def test_changed_file_does_not_inherit_progress(tmp_path: Path) -> None:
+    store = StateStore(tmp_path / "state.db")
+    store.mark_settled("a.csv", "old", [1, 2])
+    assert store.settled("a.csv", "new").ranges == []
+    assert store.changed_sources("a.csv", "new")
+    assert not store.changed_sources("a.csv", "old")
+
+
+def test_reset_forgets_everything(tmp_path: Path) -> None:
+    store = StateStore(tmp_path / "state.db")
+    store.mark_settled("a.csv", "fp", [1])
+    store.reset()
+    assert not store.has_progress()
+    assert store.settled("a.csv", "fp") == SettledRows([])
+
+
+def test_second_run_cannot_take_the_lock_and_learns_who_holds_it(tmp_path: Path) -> None:
+    state = tmp_path / "state.db"
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys,time; from pathlib import Path; from importer.state import RunLock;"
+         f"RunLock(Path({str(state)!r})).acquire(); print('held', flush=True); time.sleep(30)"],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        with pytest.raises(StateError, match=rf"pid.*{holder.pid}"):
+            RunLock(state).acquire()
+    finally:
+        holder.kill()
+        holder.wait()
+    # The kernel released the lock with the dead process: no stale lock after kill -9.
+    lock = RunLock(state)
+    lock.acquire()
+    lock.release()
