@@ -109,6 +109,7 @@ def test_rerun_skips_settled_rows(tmp_path: Path) -> None:
     first, _ = _import(tmp_path)
     assert first.returncode == 1
     source = tmp_path / "users.csv"
+    (tmp_path / "second").mkdir()
     with start_sandbox(tmp_path / "second") as sandbox:
         job = write_job(tmp_path, job_dict(tmp_path, sandbox.url, source, MAPPING))
         again = run_cli("run", str(job), "--no-progress")

@@ -1,0 +1,656 @@
+"""A MoEngage-compatible Data API server on loopback, for the demo, tests and rehearsals."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hmac
+import math
+import random
+import re
+import signal
+import socket
+import struct
+import sys
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+from aiohttp import BasicAuth, hdrs, web
+
+from importer import moengage
+
+HOST = "127.0.0.1"
+DEFAULT_PORT = 8377
+DEFAULT_WORKSPACE_ID = "SANDBOX"
+DEFAULT_API_KEY = "sandbox-key"
+FAIL_STATUSES = (500, 503)
+STATS_PATH = "/_sandbox/stats"
+# aiohttp refuses bodies over this on its own; ours (max_body_bytes) is checked below it.
+READ_LIMIT_BYTES = 64 * 1024 * 1024
+BULK = "bulk"
+CUSTOMER = "customer"
+_UNPARSED = object()  # the body was not valid JSON
+
+
+@dataclass(slots=True)
+class SandboxSettings:
+    port: int = DEFAULT_PORT
+    workspace_id: str = DEFAULT_WORKSPACE_ID
+    api_key: str = field(default=DEFAULT_API_KEY, repr=False)
+    rate: int = moengage.DEFAULT_RATE_UPDATES
+    period: float = moengage.DEFAULT_RATE_PERIOD_SECONDS
+    fail_rate: float = 0.0
+    reset_rate: float = 0.0
+    latency_ms: float = 0.0
+    record: Path | None = None
+    arrivals: Path | None = None
+    max_body_bytes: int = moengage.MAX_REQUEST_BYTES
+    strict_bulk: bool = False
+    reject_customer_ids: str | None = None  # a regex, searched in each customer_id
+    status_for_all: int | None = None
+    seed: int | None = None
+
+
+# ---------------------------------------------------------------- element rules
+
+
+def element_problem(element: Any) -> str | None:
+    """Why MoEngage would refuse this user update, or None if it is acceptable."""
+    if not isinstance(element, dict):
+        return "element is not a JSON object"
+    if element.get("type") != moengage.CUSTOMER_TYPE:
+        return f"type must be {moengage.CUSTOMER_TYPE!r}"
+    attributes = element.get("attributes")
+    if not isinstance(attributes, dict):
+        return "attributes must be a JSON object"
+    problem = customer_id_problem(element.get("customer_id"), attributes)
+    problem = problem or attributes_problem(attributes)
+    if problem:
+        return problem
+    if not isinstance(element.get("update_existing_only", False), bool):
+        return "update_existing_only must be true or false"
+    return None
+
+
+def customer_id_problem(customer_id: Any, attributes: dict[str, Any]) -> str | None:
+    if customer_id is None:
+        # Identity Resolution workspaces identify the user by one of its identifiers.
+        if any(attributes.get(name) not in (None, "") for name in moengage.IDENTIFIER_ATTRIBUTES):
+            return None
+        names = ", ".join(sorted(moengage.IDENTIFIER_ATTRIBUTES))
+        return f"customer_id is missing and the attributes carry no identifier ({names})"
+    if not isinstance(customer_id, str):
+        return "customer_id must be a string"
+    if not customer_id.strip():
+        return "customer_id is empty"
+    if customer_id.strip().lower() in moengage.PLACEHOLDER_CUSTOMER_IDS:
+        return f"customer_id {customer_id!r} is a placeholder value MoEngage refuses"
+    return None
+
+
+def attributes_problem(attributes: dict[str, Any]) -> str | None:
+    array_ops = (moengage.ADD_TO_ARRAY_KEY, moengage.REMOVE_FROM_ARRAY_KEY)
+    for name, value in attributes.items():
+        if name == moengage.PLATFORMS_KEY:
+            problem = platforms_problem(value)
+        elif name in array_ops:
+            problem = array_op_problem(name, value)
+        else:
+            problem = name_problem(name) or value_problem(name, value)
+        if problem:
+            return problem
+    set_names = attributes.keys() - {moengage.PLATFORMS_KEY, *array_ops}
+    for op in array_ops:
+        both = sorted(set_names & attributes.get(op, {}).keys())
+        if both:
+            return f"attribute {both[0]!r} is both set and in {op}"
+    return None
+
+
+def name_problem(name: str) -> str | None:
+    if name in moengage.BLOCKED_ATTRIBUTE_NAMES:
+        return f"attribute name {name!r} is blocked"
+    if len(name) > moengage.MAX_ATTRIBUTE_NAME_LENGTH:
+        return f"attribute name {_short(name)} is longer than {moengage.MAX_ATTRIBUTE_NAME_LENGTH}"
+    if name.startswith(moengage.RESERVED_PREFIX) and name not in moengage.SYSTEM_ATTRIBUTES:
+        return f"attribute {name!r} uses the reserved prefix {moengage.RESERVED_PREFIX!r}"
+    return None
+
+
+def value_problem(name: str, value: Any) -> str | None:
+    if value is None:
+        return f"attribute {name!r} is null (omit a missing value instead)"
+    if isinstance(value, bool | int):
+        return None
+    if isinstance(value, float):
+        return None if math.isfinite(value) else f"attribute {name!r} is not a finite number"
+    if isinstance(value, str):
+        if len(value) > moengage.MAX_STRING_LENGTH:
+            return f"attribute {name!r} is longer than {moengage.MAX_STRING_LENGTH} characters"
+        return None
+    if isinstance(value, list):
+        return array_problem(name, value)
+    if isinstance(value, dict):
+        for key, item in value.items():
+            problem = value_problem(f"{name}.{key}", item)
+            if problem:
+                return problem
+        return None
+    return f"attribute {name!r} has an unsupported type"
+
+
+def array_problem(name: str, items: Any) -> str | None:
+    if not isinstance(items, list):
+        return f"attribute {name!r} must be an array"
+    if len(items) > moengage.MAX_ARRAY_ITEMS:
+        return f"attribute {name!r} has more than {moengage.MAX_ARRAY_ITEMS} items"
+    kinds = {_item_kind(item) for item in items}
+    if None in kinds:
+        return f"attribute {name!r} holds items that are not strings, numbers or booleans"
+    if len(kinds) > 1:
+        return f"attribute {name!r} mixes item types ({', '.join(sorted(kinds))})"
+    for item in items:
+        if isinstance(item, float) and not math.isfinite(item):
+            return f"attribute {name!r} holds a number that is not finite"
+        if isinstance(item, str) and len(item) > moengage.MAX_ARRAY_ITEM_LENGTH:
+            limit = moengage.MAX_ARRAY_ITEM_LENGTH
+            return f"attribute {name!r} holds an item longer than {limit} characters"
+    return None
+
+
+def _item_kind(item: Any) -> str | None:
+    if isinstance(item, bool):
+        return "boolean"
+    if isinstance(item, int | float):
+        return "number"
+    if isinstance(item, str):
+        return "string"
+    return None
+
+
+def array_op_problem(op: str, value: Any) -> str | None:
+    if not isinstance(value, dict):
+        return f"{op} must be an object of arrays"
+    for name, items in value.items():
+        problem = name_problem(name) or array_problem(f"{op}.{name}", items)
+        if problem:
+            return problem
+    return None
+
+
+def platforms_problem(value: Any) -> str | None:
+    allowed = f"[{{'platform': {' | '.join(moengage.PLATFORM_NAMES)}, 'active': 'true'}}]"
+    if not isinstance(value, list):
+        return f"platforms must be a list like {allowed}"
+    for item in value:
+        if (
+            not isinstance(item, dict)
+            or item.keys() != {"platform", "active"}
+            or item["platform"] not in moengage.PLATFORM_NAMES
+            or item["active"] not in moengage.PLATFORM_ACTIVE_VALUES
+        ):
+            return f"platforms item {_short(item)} is not like {allowed}"
+    return None
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# ---------------------------------------------------------------- rate window
+
+
+class RateWindow:
+    """User updates counted over the last `period` seconds: a deque and a running sum."""
+
+    def __init__(self, limit: int, period: float) -> None:
+        self.limit = limit
+        self.period = period
+        self._entries: deque[tuple[float, int]] = deque()
+        self._total = 0
+
+    def _expire(self, now: float) -> None:
+        horizon = now - self.period
+        while self._entries and self._entries[0][0] <= horizon:
+            self._total -= self._entries.popleft()[1]
+
+    def wait_seconds(self, now: float, users: int) -> float | None:
+        """None if `users` more fit now; else the seconds until enough of the window expires."""
+        self._expire(now)
+        excess = self._total + users - self.limit
+        if excess <= 0:
+            return None
+        if users > self.limit:
+            return self.period  # never fits; tell the client to come back a period later
+        freed = 0
+        for arrived, count in self._entries:  # only walked when refusing, and stops early
+            freed += count
+            if freed >= excess:
+                return arrived + self.period - now
+        return self.period
+
+    def add(self, now: float, users: int) -> None:
+        if users:
+            self._entries.append((now, users))
+            self._total += users
+
+
+# ---------------------------------------------------------------- the server
+
+
+@dataclass(slots=True)
+class Answer:
+    status: int
+    body: dict[str, Any]
+    headers: dict[str, str] = field(default_factory=dict)
+    accepted: list[dict[str, Any]] = field(default_factory=list)
+    dropped: int = 0
+    reset: bool = False
+
+
+def success() -> Answer:
+    return Answer(200, {"status": "success", "message": moengage.SUCCESS_MESSAGE})
+
+
+def failure(status: int, message: str, error_type: str | None = None) -> Answer:
+    error_type = error_type or HTTPStatus(status).phrase
+    return Answer(status, moengage.error_body(error_type, message, uuid.uuid4().hex))
+
+
+class _JsonLines:
+    """An append-only JSON-lines file, flushed after each write so readers see it at once."""
+
+    def __init__(self, path: Path | None) -> None:
+        self._file: IO[bytes] | None = None
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = path.open("ab")
+
+    def write(self, items: list[dict[str, Any]]) -> None:
+        if self._file is None or not items:
+            return
+        self._file.write(b"".join(orjson.dumps(item) + b"\n" for item in items))
+        self._file.flush()
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+
+
+class SandboxServer:
+    """`async with SandboxServer(settings) as server:` serves on `server.url` in the block."""
+
+    def __init__(self, settings: SandboxSettings) -> None:
+        self.settings = settings
+        self._window = RateWindow(settings.rate, settings.period)
+        self._random = random.Random(settings.seed)
+        self._reject = (
+            re.compile(settings.reject_customer_ids) if settings.reject_customer_ids else None
+        )
+        self._record = _JsonLines(None)
+        self._arrivals = _JsonLines(None)
+        self._runner: web.AppRunner | None = None
+        self._port = settings.port
+        self.counters: dict[str, Any] = {
+            "requests": 0,
+            "users_accepted": 0,
+            "users_dropped": 0,
+            "resets": 0,
+            "by_status": {},
+        }
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self._port}"
+
+    def stats(self) -> dict[str, Any]:
+        return {**self.counters, "by_status": dict(self.counters["by_status"])}
+
+    async def __aenter__(self) -> SandboxServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def start(self) -> None:
+        app = web.Application(client_max_size=READ_LIMIT_BYTES)
+        app.router.add_post("/v1/transition/{workspace_id}", self._handle_bulk)
+        app.router.add_post("/v1/customer/{workspace_id}", self._handle_customer)
+        app.router.add_get(STATS_PATH, self._handle_stats)
+        self._record = _JsonLines(self.settings.record)
+        self._arrivals = _JsonLines(self.settings.arrivals)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, HOST, self.settings.port).start()
+        self._port = self._runner.addresses[0][1]
+
+    async def close(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        self._record.close()
+        self._arrivals.close()
+
+    async def _handle_stats(self, request: web.Request) -> web.Response:
+        return web.Response(body=orjson.dumps(self.stats()), content_type="application/json")
+
+    async def _handle_bulk(self, request: web.Request) -> web.StreamResponse:
+        return await self._handle(request, BULK)
+
+    async def _handle_customer(self, request: web.Request) -> web.StreamResponse:
+        return await self._handle(request, CUSTOMER)
+
+    async def _handle(self, request: web.Request, endpoint: str) -> web.StreamResponse:
+        try:
+            body: bytes | None = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            body = None  # far over any limit; answered 413 below
+        now = time.time()
+        parsed = _parse(body)
+        users = _count_users(parsed, endpoint)
+        # Decided without awaiting, so the window check and update are atomic.
+        answer = self._decide(request, endpoint, body, parsed, users, now)
+        if self.settings.latency_ms > 0:
+            await asyncio.sleep(self.settings.latency_ms / 1000)
+        self._account(request, endpoint, body, users, now, answer)
+        if answer.reset:
+            _cut_connection(request)
+        return web.Response(
+            status=answer.status,
+            body=orjson.dumps(answer.body),
+            headers=answer.headers,
+            content_type="application/json",
+        )
+
+    def _decide(
+        self,
+        request: web.Request,
+        endpoint: str,
+        body: bytes | None,
+        parsed: Any,
+        users: int,
+        now: float,
+    ) -> Answer:
+        settings = self.settings
+        if settings.status_for_all is not None:
+            return failure(settings.status_for_all, "the sandbox answers every request so")
+        refused = self._auth_problem(request)
+        if refused:
+            return refused
+        # From here the request reached the API: its users count in the window unless 429.
+        if request.content_type != "application/json":
+            self._window.add(now, users)
+            return failure(
+                moengage.UNSUPPORTED_MEDIA_STATUS, "Content-Type must be application/json"
+            )
+        if body is None or len(body) > settings.max_body_bytes:
+            self._window.add(now, users)
+            limit = settings.max_body_bytes
+            return failure(moengage.TOO_LARGE_STATUS, f"request body is over {limit} bytes")
+        wait = self._window.wait_seconds(now, users)
+        if wait is not None:
+            return self._rate_limited(now, wait)
+        self._window.add(now, users)
+        if settings.reset_rate and self._random.random() < settings.reset_rate:
+            return Answer(0, {}, reset=True)
+        if settings.fail_rate and self._random.random() < settings.fail_rate:
+            return failure(self._random.choice(FAIL_STATUSES), "transient failure (sandbox)")
+        if parsed is _UNPARSED:
+            return failure(moengage.BAD_PAYLOAD_STATUS, "body is not valid JSON")
+        if endpoint == BULK:
+            return self._check_bulk(parsed)
+        return self._check_customer(parsed)
+
+    def _auth_problem(self, request: web.Request) -> Answer | None:
+        path_workspace = request.match_info["workspace_id"]
+        header = request.headers.get(hdrs.AUTHORIZATION)
+        if not header:
+            return failure(401, "authentication required (HTTP Basic)")
+        try:
+            credentials = BasicAuth.decode(header)
+        except ValueError:
+            return failure(401, "malformed Authorization header")
+        if credentials.login != path_workspace:
+            return failure(409, "the workspace ID in the path does not match the credentials")
+        if path_workspace != self.settings.workspace_id:
+            return failure(401, "unknown workspace ID")
+        if not hmac.compare_digest(credentials.password.encode(), self.settings.api_key.encode()):
+            return failure(401, "invalid Data API key")
+        return None
+
+    def _rate_limited(self, now: float, wait: float) -> Answer:
+        answer = failure(
+            moengage.RATE_LIMITED_STATUS,
+            moengage.RATE_LIMIT_MESSAGE,
+            moengage.RATE_LIMIT_ERROR_TYPE,
+        )
+        # Retry-After in whole seconds; x-ratelimit-reset as the Unix time the room is back.
+        answer.headers = {
+            hdrs.RETRY_AFTER: str(max(1, math.ceil(wait))),
+            moengage.RATE_LIMIT_RESET_HEADER: str(math.ceil(now + wait)),
+        }
+        return answer
+
+    def _check_customer(self, element: Any) -> Answer:
+        problem = element_problem(element) or self._rejected(element)
+        if problem:
+            return failure(moengage.BAD_PAYLOAD_STATUS, problem)
+        answer = success()
+        answer.accepted = [element]
+        return answer
+
+    def _check_bulk(self, body: Any) -> Answer:
+        if not isinstance(body, dict) or body.get("type") != moengage.BULK_TYPE:
+            return failure(
+                moengage.BAD_PAYLOAD_STATUS,
+                f"body must be an object with type {moengage.BULK_TYPE!r}",
+            )
+        elements = body.get("elements")
+        if not isinstance(elements, list) or not elements:
+            return failure(moengage.BAD_PAYLOAD_STATUS, "elements must be a non-empty list")
+        accepted: list[dict[str, Any]] = []
+        problems: list[str] = []
+        for index, element in enumerate(elements):
+            rejected = self._rejected(element)
+            if rejected:  # refused outright, however lenient the bulk endpoint is
+                return failure(moengage.BAD_PAYLOAD_STATUS, f"element {index}: {rejected}")
+            problem = element_problem(element)
+            if problem:
+                problems.append(f"element {index}: {problem}")
+            else:
+                accepted.append(element)
+        if problems and self.settings.strict_bulk:
+            return failure(moengage.BAD_PAYLOAD_STATUS, "; ".join(problems[:5]))
+        answer = success()
+        answer.accepted = accepted
+        answer.dropped = len(problems)  # MoEngage answers 200 and drops them later
+        return answer
+
+    def _rejected(self, element: Any) -> str | None:
+        if self._reject is None or not isinstance(element, dict):
+            return None
+        customer_id = element.get("customer_id")
+        if isinstance(customer_id, str) and self._reject.search(customer_id):
+            return f"customer_id {_short(customer_id)} is refused (sandbox --reject-customer-ids)"
+        return None
+
+    def _account(
+        self,
+        request: web.Request,
+        endpoint: str,
+        body: bytes | None,
+        users: int,
+        now: float,
+        answer: Answer,
+    ) -> None:
+        """Counters, the arrivals line and the record lines for one answered request.
+
+        An arrivals line is {t, path, users, bytes, status, dropped[, project_code]}; status
+        is null for a cut connection. A record line is one accepted user.
+        """
+        counters = self.counters
+        counters["requests"] += 1
+        counters["users_accepted"] += len(answer.accepted)
+        counters["users_dropped"] += answer.dropped
+        if answer.reset:
+            counters["resets"] += 1
+        else:
+            by_status = counters["by_status"]
+            by_status[str(answer.status)] = by_status.get(str(answer.status), 0) + 1
+        arrival: dict[str, Any] = {
+            "t": now,
+            "path": request.path,
+            "users": users,
+            "bytes": len(body) if body is not None else request.content_length,
+            "status": None if answer.reset else answer.status,
+            "dropped": answer.dropped,
+        }
+        if "project_code" in request.query:
+            arrival["project_code"] = request.query["project_code"]
+        self._arrivals.write([arrival])
+        self._record.write([_record_line(element, endpoint, now) for element in answer.accepted])
+
+
+def _parse(body: bytes | None) -> Any:
+    if body is None:
+        return _UNPARSED
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return _UNPARSED
+
+
+def _count_users(parsed: Any, endpoint: str) -> int:
+    if endpoint == CUSTOMER:
+        return 1
+    elements = parsed.get("elements") if isinstance(parsed, dict) else None
+    return len(elements) if isinstance(elements, list) else 0
+
+
+def _record_line(element: dict[str, Any], endpoint: str, now: float) -> dict[str, Any]:
+    return {
+        "received_at": now,
+        "endpoint": endpoint,
+        "customer_id": element.get("customer_id"),
+        "attributes": element["attributes"],
+        "update_existing_only": element.get("update_existing_only", False),
+    }
+
+
+def _cut_connection(request: web.Request) -> None:
+    """Drop the connection with a TCP reset, so the client sees it broken, not answered."""
+    transport = request.transport
+    if transport is None:
+        return
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        # Linger 0: close() sends RST instead of FIN.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()
+    # The handler still returns a response; aiohttp finds the transport closed and drops it.
+
+
+# ---------------------------------------------------------------- command line
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text} is not a fraction between 0 and 1")
+    return value
+
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive number")
+    return value
+
+
+def _regex(text: str) -> str:
+    try:
+        re.compile(text)
+    except re.error as exc:
+        raise argparse.ArgumentTypeError(f"bad regular expression {text!r}: {exc}") from exc
+    return text
+
+
+def _status(text: str) -> int:
+    value = int(text)
+    if not 100 <= value <= 599:
+        raise argparse.ArgumentTypeError(f"{text} is not an HTTP status code")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The `sandbox` command's options."""
+    add = parser.add_argument
+    add("--port", type=int, default=DEFAULT_PORT, help="0 = any free port (default %(default)s)")
+    add("--workspace-id", default=DEFAULT_WORKSPACE_ID, help="default %(default)s")
+    add("--api-key", default=DEFAULT_API_KEY, help="the Data API key clients must send")
+    add("--rate", type=int, default=moengage.DEFAULT_RATE_UPDATES, help="user updates per period")
+    add("--period", type=_positive, default=moengage.DEFAULT_RATE_PERIOD_SECONDS, help="seconds")
+    add("--fail-rate", type=_fraction, default=0.0, help="fraction answered 500/503")
+    add("--reset-rate", type=_fraction, default=0.0, help="fraction whose connection is cut")
+    add("--latency-ms", type=float, default=0.0, help="delay before each answer")
+    add("--record", type=Path, help="append accepted users here as JSON lines")
+    add("--arrivals", type=Path, help="append every request here as a JSON line")
+    add("--max-body-bytes", type=int, default=moengage.MAX_REQUEST_BYTES, help="larger: 413")
+    add("--strict-bulk", action="store_true", help="bulk: 400 for an invalid element, not drop")
+    add("--reject-customer-ids", type=_regex, metavar="REGEX", help="400 for matching ids")
+    add("--status-for-all", type=_status, metavar="CODE", help="answer every request so")
+    add("--seed", type=int, help="seed for the fault injection")
+
+
+def settings_from_args(args: argparse.Namespace) -> SandboxSettings:
+    return SandboxSettings(
+        port=args.port,
+        workspace_id=args.workspace_id,
+        api_key=args.api_key,
+        rate=args.rate,
+        period=args.period,
+        fail_rate=args.fail_rate,
+        reset_rate=args.reset_rate,
+        latency_ms=args.latency_ms,
+        record=args.record,
+        arrivals=args.arrivals,
+        max_body_bytes=args.max_body_bytes,
+        strict_bulk=args.strict_bulk,
+        reject_customer_ids=args.reject_customer_ids,
+        status_for_all=args.status_for_all,
+        seed=args.seed,
+    )
+
+
+async def serve(settings: SandboxSettings) -> None:
+    """Serve until SIGINT or SIGTERM."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with SandboxServer(settings) as server:
+        print(f"sandbox listening on {server.url} (workspace {settings.workspace_id})", flush=True)
+        await stop.wait()
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    try:
+        asyncio.run(serve(settings_from_args(args)))
+    except OSError as exc:  # the port is taken, most likely
+        print(f"sandbox: cannot listen on {HOST}:{args.port}: {exc.strerror}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    _parser = argparse.ArgumentParser(prog="python -m importer.sandbox", description=__doc__)
+    add_arguments(_parser)
+    raise SystemExit(run_from_args(_parser.parse_args()))
