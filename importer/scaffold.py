@@ -1,0 +1,708 @@
+"""`moe-import init`: a commented job file for an input, with types guessed from a sample."""
+
+from __future__ import annotations
+
+import csv
+import glob
+import re
+import textwrap
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import yaml
+
+from importer import moengage
+from importer.config import ConfigError, OutputConfig, attribute_name_problem
+
+SAMPLE_ROWS = 1_000
+# A typed column may hold this share of values that do not parse; those rows get dead-lettered.
+BAD_VALUE_SHARE = 0.01
+CSV_SUFFIXES = (".csv", ".csv.gz", ".csv.bz2", ".csv.zst", ".csv.xz", ".csv.zip", ".tsv", ".txt")
+PARQUET_SUFFIXES = (".parquet", ".pq")
+CSV_DELIMITERS = (",", ";", "\t", "|")
+
+# Column names that usually hold the customer id, best first (compared without case or _).
+CUSTOMER_ID_NAMES = (
+    "customerid",
+    "userid",
+    "uid",
+    "externalid",
+    "memberid",
+    "accountid",
+    "clientid",
+    "id",
+    "email",
+    "emailaddress",
+)
+# Name parts that mark identifiers and codes: numbers there are labels, so they stay text.
+_IDENTIFIER_PARTS = frozenset(
+    {"id", "ids", "uid", "uuid", "guid", "code", "zip", "zipcode", "postcode", "postal", "phone"}
+    | {"mobile", "msisdn", "tel", "telephone", "sku", "ean", "upc", "iban"}
+)
+_FLAG_PREFIXES = ("is_", "has_", "can_", "was_", "opt_in", "optin", "allow")
+_LIST_NAME_PARTS = frozenset({"tags", "interests", "categories", "labels", "segments", "list"})
+_ARRAY_SEPARATORS = ("|", ";")
+
+# The boolean spellings the contract accepts (any case).
+_BOOLEAN_TOKENS = frozenset({"true", "false", "t", "f", "yes", "no", "1", "0"})
+_INTEGER = re.compile(r"-?(0|[1-9][0-9]{0,14})")  # no leading zeros, no "+", fits a double
+_NUMBER = re.compile(r"-?(0|[1-9][0-9]{0,14})(\.[0-9]+)?([eE][-+]?[0-9]+)?|-?\.[0-9]+")
+# A leading zero or plus sign marks a code or a phone number, whatever the other cells hold.
+_CODE_LIKE = re.compile(r"[+]|-?0[0-9]")
+_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+_ISO_DATETIME = re.compile(
+    r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}(:?\d{2})?)?"
+)
+_HAS_OFFSET = re.compile(r"(Z|[+-]\d{2}(:?\d{2})?)$")
+# Other layouts exports use; day-first comes before month-first (most of the world).
+_DATE_FORMATS = ("%d/%m/%Y", "%m/%d/%Y", "%d.%m.%Y", "%Y/%m/%d", "%d-%m-%Y")
+_DATETIME_FORMATS = tuple(f"{f} %H:%M:%S" for f in _DATE_FORMATS) + tuple(
+    f"{f} %H:%M" for f in _DATE_FORMATS
+)
+
+
+class ScaffoldError(ConfigError):
+    """The input cannot be scaffolded (missing, unreadable, no data files).
+
+    A ConfigError, so the CLI reports it as bad usage (exit 2) like any job problem.
+    """
+
+
+@dataclass
+class Guess:
+    """What one column becomes in the job file, and what a human should check."""
+
+    column: str
+    type: str = "string"  # an attribute type, or "platforms", or "skip" (not importable)
+    options: dict[str, Any] = field(default_factory=dict)
+    checks: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Sample:
+    """The columns of one input file and the first rows of each (native values, None = missing)."""
+
+    path: Path
+    kind: str  # csv | parquet
+    columns: list[str]
+    values: dict[str, list[Any]]
+    arrow_types: dict[str, pa.DataType] = field(default_factory=dict)
+    delimiter: str = ","
+
+
+# ---------------------------------------------------------------------------------------------
+# Finding and sampling the input
+
+
+def _kind(path: Path) -> str | None:
+    name = path.name.lower()
+    if name.endswith(PARQUET_SUFFIXES):
+        return "parquet"
+    if name.endswith(CSV_SUFFIXES):
+        return "csv"
+    return None
+
+
+def _data_files(candidates: Iterable[Path]) -> list[Path]:
+    return sorted(p for p in candidates if p.is_file() and _kind(p) is not None)
+
+
+def input_files(input_path: str) -> list[Path]:
+    """The data files a path, directory or glob names (sorted), as the job would read them."""
+    path = Path(input_path)
+    if path.is_dir():
+        files = _data_files(path.iterdir())  # not subfolders: the job reads one level too
+    elif glob.has_magic(input_path):
+        files = _data_files(Path(p) for p in glob.glob(input_path, recursive=True))
+    elif path.is_file():
+        return [path]
+    else:
+        raise ScaffoldError(f"{input_path}: no such file or directory")
+    if not files:
+        kinds = ", ".join(CSV_SUFFIXES[:2] + PARQUET_SUFFIXES[:1])
+        raise ScaffoldError(f"{input_path}: no data files ({kinds}) found")
+    return files
+
+
+def _is_parquet(path: Path) -> bool:
+    if _kind(path) is not None:
+        return _kind(path) == "parquet"
+    with path.open("rb") as handle:
+        return handle.read(4) == b"PAR1"
+
+
+def _sniff_delimiter(path: Path) -> str:
+    # The header line as one cell (NUL never occurs in text), decompressed by pandas.
+    try:
+        header = pd.read_csv(
+            path, nrows=1, header=None, sep="\x00", dtype=str, quoting=csv.QUOTE_NONE
+        )
+        first_line = str(header.iat[0, 0]) if header.size else ""
+    except (ValueError, OSError, UnicodeDecodeError):
+        return ","
+    return max(CSV_DELIMITERS, key=first_line.count)
+
+
+def _sample_csv(path: Path) -> Sample:
+    delimiter = _sniff_delimiter(path)
+    # Text exactly as written: only empty cells are missing, so NA stays Namibia and 00123 stays.
+    frame = pd.read_csv(
+        path,
+        sep=delimiter,
+        nrows=SAMPLE_ROWS,
+        dtype=str,
+        keep_default_na=False,
+        na_values=[""],
+        compression="infer",
+        encoding="utf-8",
+    )
+    columns = [str(c) for c in frame.columns]
+    values = {str(c): [None if pd.isna(v) else v for v in frame[c].tolist()] for c in frame.columns}
+    return Sample(path, "csv", columns, values, delimiter=delimiter)
+
+
+def _sample_parquet(path: Path) -> Sample:
+    parquet = pq.ParquetFile(path)
+    schema = parquet.schema_arrow
+    batch = next(parquet.iter_batches(batch_size=SAMPLE_ROWS), None)
+    table = pa.Table.from_batches([batch]) if batch is not None else schema.empty_table()
+    values = {name: table.column(name).to_pylist() for name in schema.names}
+    types = {f.name: f.type for f in schema}
+    return Sample(path, "parquet", list(schema.names), values, arrow_types=types)
+
+
+def sample_input(input_path: str) -> list[Sample]:
+    """The first rows of the first file of each format (CSV, Parquet) the input names."""
+    samples: dict[str, Sample] = {}
+    for path in input_files(input_path):
+        kind = "parquet" if _is_parquet(path) else "csv"
+        if kind in samples:
+            continue
+        try:
+            samples[kind] = _sample_parquet(path) if kind == "parquet" else _sample_csv(path)
+        except (OSError, ValueError, UnicodeDecodeError, pa.ArrowException) as error:
+            raise ScaffoldError(f"{path}: cannot read a sample: {error}") from None
+    return list(samples.values())
+
+
+# ---------------------------------------------------------------------------------------------
+# Guessing types
+
+
+def _name_parts(name: str) -> list[str]:
+    spaced = re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", name)  # customerId -> customer_Id
+    return [p for p in re.split(r"[^a-z0-9]+", spaced.lower()) if p]
+
+
+def _looks_like_identifier(name: str) -> bool:
+    parts = _name_parts(name)
+    compact = "".join(parts)
+    return bool(_IDENTIFIER_PARTS.intersection(parts)) or compact in CUSTOMER_ID_NAMES
+
+
+def _looks_like_flag(name: str) -> bool:
+    return name.lower().startswith(_FLAG_PREFIXES)
+
+
+def _bad_count(values: Sequence[Any], ok: Callable[[Any], Any]) -> int | None:
+    """How many values fail `ok`, or None once more fail than a typed column may hold."""
+    allowed = int(len(values) * BAD_VALUE_SHARE)
+    bad = 0
+    for value in values:
+        if not ok(value):
+            bad += 1
+            if bad > allowed:  # stop early: most columns fail most guesses at once
+                return None
+    return bad
+
+
+def _parses(fmt: str, value: str) -> bool:
+    try:
+        datetime.strptime(value, fmt)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_iso_date(value: str) -> bool:
+    if not _ISO_DATE.fullmatch(value):
+        return False
+    try:
+        date.fromisoformat(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_iso_datetime(value: str) -> bool:
+    if not _ISO_DATETIME.fullmatch(value):
+        return False
+    try:
+        datetime.fromisoformat(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _bad_note(bad: int, total: int, what: str) -> list[str]:
+    if not bad:
+        return []
+    return [f"{bad} of {total} sampled values do not read as {what}; such rows get dead-lettered"]
+
+
+def _guess_temporal(name: str, values: Sequence[str]) -> Guess | None:
+    total = len(values)
+    bad_dates = _bad_count(values, _is_iso_date)
+    if bad_dates is not None:
+        return Guess(name, "date", checks=_bad_note(bad_dates, total, "a date"))
+    bad_times = _bad_count(values, lambda v: _is_iso_date(v) or _is_iso_datetime(v))
+    if bad_times is not None:
+        checks = _bad_note(bad_times, total, "a datetime")
+        if not any(_HAS_OFFSET.search(v) for v in values):
+            checks.append("no UTC offset in the values: read as UTC unless you add timezone:")
+        return Guess(name, "datetime", checks=checks)
+    for kind, formats in (("date", _DATE_FORMATS), ("datetime", _DATETIME_FORMATS)):
+        for fmt in formats:
+            bad = _bad_count(values, lambda v, fmt=fmt: _parses(fmt, v))
+            if bad is not None:
+                checks = [
+                    f"read with format {fmt}; make sure day and month are the right way round"
+                ]
+                if kind == "datetime":
+                    checks.append(
+                        "no UTC offset in the values: read as UTC unless you add timezone:"
+                    )
+                return Guess(
+                    name, kind, {"format": fmt}, checks + _bad_note(bad, total, f"a {kind}")
+                )
+    return None
+
+
+def _item_type(items: Sequence[str]) -> str:
+    if items and all(_INTEGER.fullmatch(i) for i in items):
+        return "integer"
+    if items and all(_NUMBER.fullmatch(i) for i in items):
+        return "number"
+    return "string"
+
+
+def _guess_text_array(name: str, values: Sequence[str]) -> Guess | None:
+    separators = list(_ARRAY_SEPARATORS)
+    if _LIST_NAME_PARTS.intersection(_name_parts(name)):
+        separators.append(",")
+    for separator in separators:
+        holding = sum(1 for v in values if separator in v)
+        # A separator in a good share of cells, and short items: a list, not prose.
+        if holding * 5 < len(values):
+            continue
+        items = [i.strip() for v in values for i in v.split(separator)]
+        if max(map(len, items), default=0) > moengage.MAX_ARRAY_ITEM_LENGTH:
+            continue
+        options: dict[str, Any] = {"separator": separator}
+        if (item_type := _item_type(items)) != "string":
+            options["items"] = item_type
+        checks = []
+        longest = max(len(v.split(separator)) for v in values)
+        if longest > moengage.MAX_ARRAY_ITEMS:
+            checks.append(
+                f"a sampled cell has {longest} items; MoEngage takes at most"
+                f" {moengage.MAX_ARRAY_ITEMS}, so such rows will be dead-lettered"
+            )
+        return Guess(name, "array", options, checks)
+    return None
+
+
+def _guess_boolean(name: str, values: Sequence[str]) -> Guess | None:
+    tokens = {v.strip().lower() for v in values}
+    bad = _bad_count(values, lambda v: v.strip().lower() in _BOOLEAN_TOKENS)
+    if bad is None:
+        return None
+    if tokens <= {"0", "1"} and not _looks_like_flag(name):
+        return None  # 0/1 alone is as likely a count as a flag; the integer guess says so
+    return Guess(name, "boolean", checks=_bad_note(bad, len(values), "a boolean"))
+
+
+def _guess_number(name: str, values: Sequence[str]) -> Guess | None:
+    if any(_CODE_LIKE.match(v) for v in values):
+        return None
+    total = len(values)
+    bad_integers = _bad_count(values, _INTEGER.fullmatch)
+    if bad_integers is not None:
+        checks = _bad_note(bad_integers, total, "an integer")
+        if {v.strip() for v in values} <= {"0", "1"}:
+            checks.append("only 0 and 1 seen: make it type: boolean if it is a flag")
+        return Guess(name, "integer", checks=checks)
+    bad_numbers = _bad_count(values, _NUMBER.fullmatch)
+    if bad_numbers is not None:
+        return Guess(name, "number", checks=_bad_note(bad_numbers, total, "a number"))
+    return None
+
+
+def _string_checks(values: Sequence[str]) -> list[str]:
+    longest = max(map(len, values), default=0)
+    if longest > moengage.MAX_STRING_LENGTH:
+        return [
+            f"a sampled value has {longest} characters; MoEngage takes at most"
+            f" {moengage.MAX_STRING_LENGTH}, so such rows will be dead-lettered"
+        ]
+    return []
+
+
+def _text_numbers_note(values: Sequence[str]) -> list[str]:
+    if values and all(re.fullmatch(r"\+?[0-9][0-9 ()./-]*", v) for v in values):
+        return ["digits, kept as text: leading zeros and + signs are part of the value"]
+    return []
+
+
+def guess_text_column(name: str, values: Sequence[Any]) -> Guess:
+    """The attribute type for a column of text cells (CSV, or Parquet strings)."""
+    present = [str(v) for v in values if v is not None]
+    if not present:
+        return Guess(name, checks=["no values in the sample; guessed string"])
+    if _looks_like_identifier(name):
+        return Guess(name, checks=_text_numbers_note(present) + _string_checks(present))
+    for guesser in (_guess_boolean, _guess_number, _guess_temporal, _guess_text_array):
+        guess = guesser(name, present)
+        if guess is not None:
+            return guess
+    return Guess(name, checks=_text_numbers_note(present) + _string_checks(present))
+
+
+def _list_item_type(item_type: pa.DataType) -> str | None:
+    if pa.types.is_integer(item_type):
+        return "integer"
+    if pa.types.is_floating(item_type) or pa.types.is_decimal(item_type):
+        return "number"
+    if pa.types.is_string(item_type) or pa.types.is_large_string(item_type):
+        return "string"
+    return None
+
+
+def _guess_list_column(name: str, arrow_type: pa.DataType, values: Sequence[Any]) -> Guess:
+    items = _list_item_type(arrow_type.value_type)
+    if items is None:
+        return Guess(
+            name, "skip", checks=[f"a list of {arrow_type.value_type}: not a MoEngage type"]
+        )
+    options = {"items": items} if items != "string" else {}
+    longest = max((len(v) for v in values if v is not None), default=0)
+    checks = []
+    if longest > moengage.MAX_ARRAY_ITEMS:
+        checks.append(
+            f"a sampled cell has {longest} items; MoEngage takes at most"
+            f" {moengage.MAX_ARRAY_ITEMS}, so such rows will be dead-lettered"
+        )
+    return Guess(name, "array", options, checks)
+
+
+def guess_arrow_column(name: str, arrow_type: pa.DataType, values: Sequence[Any]) -> Guess:
+    """The attribute type for a Parquet column, from its native type (text is sniffed)."""
+    if pa.types.is_dictionary(arrow_type):
+        arrow_type = arrow_type.value_type
+    if pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type):
+        return guess_text_column(name, values)
+    if pa.types.is_boolean(arrow_type):
+        return Guess(name, "boolean")
+    if pa.types.is_integer(arrow_type):
+        if _looks_like_identifier(name):
+            return Guess(name, checks=["numbers in the file, sent as text because it names an id"])
+        return Guess(name, "integer")
+    if pa.types.is_floating(arrow_type) or pa.types.is_decimal(arrow_type):
+        return Guess(name, "number")
+    if pa.types.is_timestamp(arrow_type):
+        checks = [] if arrow_type.tz else ["timestamps without a time zone are read as UTC"]
+        return Guess(name, "datetime", checks=checks)
+    if pa.types.is_date(arrow_type):
+        return Guess(name, "date")
+    if pa.types.is_list(arrow_type) or pa.types.is_large_list(arrow_type):
+        return _guess_list_column(name, arrow_type, values)
+    if pa.types.is_null(arrow_type):
+        return Guess(name, checks=["no values in the file; guessed string"])
+    return Guess(name, "skip", checks=[f"Parquet type {arrow_type} is not a MoEngage type"])
+
+
+def _guess_sample_column(sample: Sample, name: str) -> Guess:
+    if sample.kind == "parquet":
+        return guess_arrow_column(name, sample.arrow_types[name], sample.values[name])
+    return guess_text_column(name, sample.values[name])
+
+
+def _merge(first: Guess, second: Guess) -> Guess:
+    """One guess for a column seen in a CSV and a Parquet file of the same input."""
+    if first.type == second.type:
+        options = {**second.options, **first.options}  # a CSV's separator still applies to text
+        return Guess(first.column, first.type, options, first.checks + second.checks)
+    if {first.type, second.type} == {"integer", "number"}:
+        return Guess(first.column, "number", checks=first.checks + second.checks)
+    note = f"the files disagree ({first.type} / {second.type}); guessed string"
+    return Guess(first.column, checks=[note])
+
+
+def _platform_cells(values: Sequence[Any]) -> bool:
+    present = [v for v in values if v is not None]
+    return bool(present) and _bad_count(present, moengage.PLATFORM_NAMES.__contains__) is not None
+
+
+def guess_columns(samples: Sequence[Sample]) -> dict[str, Guess]:
+    """A guess for every column of the input, in the order the first file has them."""
+    guesses: dict[str, Guess] = {}
+    for sample in samples:
+        for name in sample.columns:
+            if _platform_cells(sample.values[name]):
+                guess = Guess(name, "platforms")
+            else:
+                guess = _guess_sample_column(sample, name)
+            guesses[name] = _merge(guesses[name], guess) if name in guesses else guess
+    return guesses
+
+
+def guess_customer_id(columns: Sequence[str]) -> str | None:
+    """The column most likely to hold customer_id, by name."""
+    by_compact = {"".join(_name_parts(c)): c for c in reversed(columns)}
+    for candidate in CUSTOMER_ID_NAMES:
+        if candidate in by_compact:
+            return by_compact[candidate]
+    return None
+
+
+def _placeholder_count(samples: Sequence[Sample], column: str) -> tuple[int, int]:
+    values = [v for s in samples if column in s.values for v in s.values[column]]
+    refused = sum(
+        1
+        for v in values
+        if v is None
+        or not str(v).strip()
+        or str(v).strip().lower() in moengage.PLACEHOLDER_CUSTOMER_IDS
+    )
+    return refused, len(values)
+
+
+# ---------------------------------------------------------------------------------------------
+# Attribute names
+
+
+def attribute_name_for(column: str, taken: set[str]) -> tuple[str, str | None]:
+    """The attribute name for a column, and why it differs from the column (None: it does not).
+
+    A valid column name is kept; any other gets a valid name not in `taken`.
+    """
+    reason = attribute_name_problem(column)
+    if reason is None:
+        return column, None
+    if column.startswith(moengage.RESERVED_PREFIX):
+        name = column[len(moengage.RESERVED_PREFIX) :]
+    elif column in moengage.BLOCKED_ATTRIBUTE_NAMES:
+        name = f"source{column if column.startswith('_') else '_' + column}"
+    elif len(column) > moengage.MAX_ATTRIBUTE_NAME_LENGTH:
+        name = column[: moengage.MAX_ATTRIBUTE_NAME_LENGTH]
+    else:
+        name = f"{column}_value"
+    if not name or attribute_name_problem(name) is not None:
+        name = "column_value"
+    base, suffix = name, 2
+    while name in taken:
+        name = f"{base[: moengage.MAX_ATTRIBUTE_NAME_LENGTH - 4]}_{suffix}"
+        suffix += 1
+    return name, reason
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing the job file
+
+COMMENT_COLUMN = 40  # where trailing comments start, so the file reads as two columns
+LINE_WIDTH = 100
+
+
+def _scalar(value: Any) -> str:
+    """One YAML scalar, quoted only when YAML needs it."""
+    dumped = yaml.safe_dump([value], default_flow_style=True, allow_unicode=True, width=10**6)
+    return dumped.strip()[1:-1]
+
+
+def _flow(mapping: dict[str, Any]) -> str:
+    return yaml.safe_dump(
+        mapping, default_flow_style=True, allow_unicode=True, sort_keys=False, width=10**6
+    ).strip()
+
+
+def _line(text: str, comment: str = "") -> str:
+    if not comment:
+        return text
+    return f"{text.ljust(COMMENT_COLUMN - 1)} # {comment}"
+
+
+def _checks(indent: str, notes: Iterable[str]) -> list[str]:
+    lines = []
+    for note in dict.fromkeys(notes):  # a column seen in two files may repeat a note
+        width = LINE_WIDTH - len(indent) - len("# check: ")
+        wrapped = textwrap.wrap(note, width) or [""]
+        lines.append(f"{indent}# check: {wrapped[0]}")
+        lines += [f"{indent}#        {rest}" for rest in wrapped[1:]]
+    return lines
+
+
+def _sample_rows(sample: Sample) -> int:
+    return len(next(iter(sample.values.values()), []))
+
+
+def _header(input_path: str, samples: Sequence[Sample]) -> list[str]:
+    read = ", ".join(f"{s.path} ({_sample_rows(s)} rows)" for s in samples)
+    return [
+        f"# moe-import job for {input_path}, written by `moe-import init`.",
+        *(f"# {t}" for t in textwrap.wrap(f"Types guessed from the first rows of {read}.", 96)),
+        "# Review every '# check:' line, then try the job with `moe-import validate`.",
+        "",
+    ]
+
+
+def _api_lines() -> list[str]:
+    return [
+        "api:",
+        _line('  data_center: "01"', "01-06 or 101, as in your dashboard's URL"),
+        _line("  # base_url: http://127.0.0.1:8377", "wins over data_center (sandbox, proxy)"),
+        _line("  workspace_id: ${MOENGAGE_WORKSPACE_ID}", "Settings > Account > APIs"),
+        _line("  api_key: ${MOENGAGE_API_KEY}", "the Data API key: keep it in the environment"),
+        _line("  # project_code: ...", "Portfolio workspaces only"),
+        _line("  endpoint: bulk", "bulk = /v1/transition; customer = one user a call"),
+        "",
+        "rate_limit:",
+        _line(f"  updates: {moengage.DEFAULT_RATE_UPDATES}", "per period, retries included"),
+        _line(
+            f"  period_seconds: {moengage.DEFAULT_RATE_PERIOD_SECONDS:g}", "support can raise it"
+        ),
+        "",
+    ]
+
+
+def _source_lines(input_path: str, samples: Sequence[Sample]) -> list[str]:
+    lines = [
+        "source:",
+        _line(f"  path: {_scalar(input_path)}", "a file, a directory or a glob"),
+        _line("  format: auto", "auto | csv | parquet"),
+        _line('  null_values: [""]', "only empty cells are missing: NA is data"),
+    ]
+    delimiters = {s.delimiter for s in samples if s.kind == "csv"}
+    if delimiters and delimiters != {","}:
+        lines.append(f"  csv: {_flow({'delimiter': delimiters.pop()})}")
+    return [*lines, ""]
+
+
+def _customer_id_lines(samples: Sequence[Sample], customer_id: str | None) -> list[str]:
+    if customer_id is None:
+        note = (
+            "no customer id column recognised: name the column holding customer_id, or, in an"
+            " Identity Resolution workspace, keep null and map the identifier attributes"
+            " (e.g. moe_email, moe_mobile) and list them under identifiers"
+        )
+        return [*_checks("  ", [note]), "  customer_id: null"]
+    lines = [_line(f"  customer_id: {_scalar(customer_id)}", "read as text exactly as written")]
+    refused, total = _placeholder_count(samples, customer_id)
+    if refused:
+        note = (
+            f"{refused} of {total} sampled rows have an empty or placeholder customer_id"
+            " (guest, null, 0, ...); MoEngage refuses them, so they will be dead-lettered"
+        )
+        lines = _checks("  ", [note]) + lines
+    return lines
+
+
+def _attribute_spec(guess: Guess) -> str:
+    if guess.type == "string" and not guess.options:
+        return _scalar(guess.column)  # a bare column name is a string attribute
+    return _flow({"column": guess.column, "type": guess.type, **guess.options})
+
+
+def _attribute_lines(
+    guesses: dict[str, Guess], customer_id: str | None
+) -> tuple[list[str], str | None]:
+    """The attributes block, and the platforms column if one was recognised."""
+    lines = [_line("  attributes:", "MoEngage attribute: column, or {column, type, ...}")]
+    # Columns whose names are valid keep them; renamed ones must not take those.
+    taken = {column for column in guesses if attribute_name_problem(column) is None}
+    platforms: str | None = None
+    custom = 0
+    for guess in guesses.values():
+        if guess.column == customer_id:
+            continue
+        if guess.type == "platforms":
+            if platforms is None:
+                platforms = guess.column
+                continue
+            note = f"platform names too; mapping.platforms reads {platforms!r}"
+            guess = Guess(guess.column, checks=[*guess.checks, note])
+        lines += _checks("    ", guess.checks)
+        if guess.type == "skip":
+            lines.append(f"    # {_scalar(guess.column)}: skipped, not importable as it is")
+            continue
+        name, renamed = attribute_name_for(guess.column, taken)
+        taken.add(name)
+        if renamed:
+            lines += _checks("    ", [f"renamed from column {guess.column!r}: {renamed}"])
+        custom += name not in moengage.SYSTEM_ATTRIBUTES
+        entry = f"{_scalar(name)}: {_attribute_spec(guess)}"
+        if custom > moengage.MAX_CUSTOM_ATTRIBUTES:
+            limit = f"over MoEngage's limit of {moengage.MAX_CUSTOM_ATTRIBUTES} custom attributes"
+            lines.append(_line(f"    # {entry}", limit))
+            continue
+        lines.append(f"    {entry}")
+    if len(lines) == 1:
+        lines[0] = "  attributes: {}"
+    return lines, platforms
+
+
+def _mapping_lines(samples: Sequence[Sample], guesses: dict[str, Guess]) -> list[str]:
+    customer_id = guess_customer_id(list(guesses))
+    attributes, platforms = _attribute_lines(guesses, customer_id)
+    if platforms is not None:
+        platform_line = _line(f"  platforms: {_flow({'column': platforms})}", "ANDROID, iOS, web")
+    else:
+        platform_line = _line("  # platforms: {column: platform}", "or a list: [ANDROID, web]")
+    return [
+        "mapping:",
+        *_customer_id_lines(samples, customer_id),
+        _line("  update_existing_only: false", "true: only update users MoEngage knows"),
+        *attributes,
+        _line("  # add_to_array:", "-> attributes.addValueToArrayField"),
+        '  #   tags: {column: new_tags, separator: "|"}',
+        _line("  # remove_from_array:", "-> attributes.removeValueFromArrayField"),
+        platform_line,
+        _line("  identifiers: []", "Identity Resolution, with customer_id null"),
+        "",
+    ]
+
+
+def _output_lines(input_path: str) -> list[str]:
+    defaults = OutputConfig()
+    # Name the output folder after the input, up to the first glob pattern in its path.
+    fixed = [part for part in Path(input_path).parts if not glob.has_magic(part)]
+    stem = (Path(*fixed).name if fixed else "").split(".")[0] or "job"
+    folder = defaults.dead_letter.parent / re.sub(r"[^A-Za-z0-9_-]+", "_", stem)
+    return [
+        "output:",
+        _line(
+            f"  dead_letter: {_scalar(str(folder / defaults.dead_letter.name))}",
+            "rows not imported and why (personal data)",
+        ),
+        _line(f"  state: {_scalar(str(folder / defaults.state.name))}", "progress, for resuming"),
+        _line(f"  report: {_scalar(str(folder / defaults.report.name))}", "the run's counts"),
+    ]
+
+
+def scaffold_job(input_path: str) -> str:
+    """A commented YAML job file for the input, ready for review (raises ScaffoldError)."""
+    samples = sample_input(input_path)
+    guesses = guess_columns(samples)
+    lines = [
+        *_header(input_path, samples),
+        *_api_lines(),
+        *_source_lines(input_path, samples),
+        *_mapping_lines(samples, guesses),
+        *_output_lines(input_path),
+    ]
+    return "\n".join(lines) + "\n"
