@@ -117,3 +117,45 @@ def parse_error(body: Any) -> tuple[str, str | None]:
         if "message" in body:
             return str(body["message"]), None
     return (str(body)[:300] if body else "no error message"), None
+
+
+# Payload and answer shapes (the sandbox checks and answers with these).
+CUSTOMER_TYPE = "customer"
+BULK_TYPE = "transition"
+PLATFORM_ACTIVE_VALUES = ("true", "false")
+# Identity Resolution: attribute names taken as a user identifier when customer_id is
+# absent. A real workspace chooses its own; these are the common ones.
+IDENTIFIER_ATTRIBUTES = frozenset({"moe_mobile", "moe_email", "u_em", "u_mb"})
+SUCCESS_MESSAGE = "Your request has been accepted and will be processed soon."
+RATE_LIMIT_ERROR_TYPE = "RateLimitError"
+RATE_LIMIT_MESSAGE = "Rate limit exceeded"
+UNSUPPORTED_MEDIA_STATUS = 415
+
+
+# Added for retry/delivery: more statuses and what the fatal ones mean to a user.
+UNPROCESSABLE_STATUS = 422
+# A wrong URL or a client bug, not the data: retrying or bisecting cannot help.
+CLIENT_BUG_STATUSES = frozenset({404, 405, 415})
+STATUS_MEANINGS = {
+    401: "bad credentials (check api.workspace_id and api.api_key)",
+    403: "account suspended or blocked",
+    409: "the workspace ID in the path does not match the credentials",
+    404: "no such endpoint (check api.base_url / api.data_center)",
+    405: "method not allowed (check api.base_url / api.data_center)",
+    415: "unsupported media type (check api.base_url; a proxy may be rewriting the request)",
+}
+# MoEngage may say when the rate limit window resets: seconds, or a unix epoch.
+RATE_LIMIT_RESET_HEADER = "x-ratelimit-reset"
+
+
+def error_type(body: Any) -> str | None:
+    """The `error.type` of an error body (e.g. RateLimitError), if there is one."""
+    if isinstance(body, dict):
+        error = body.get("error")
+        if isinstance(error, dict) and error.get("type") is not None:
+            return str(error["type"])
+    return None
+
+
+# System attributes that messages name when explaining the reserved moe_ prefix.
+SYSTEM_ATTRIBUTE_EXAMPLES = ("moe_mobile", "moe_email", "moe_unsubscribe")

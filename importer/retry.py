@@ -1,0 +1,102 @@
+"""Which answers and errors are retried, how long to back off, and what Retry-After says."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Mapping
+from datetime import UTC
+from email.utils import parsedate_to_datetime
+
+import aiohttp
+
+from importer import moengage
+
+# Never wait longer than this on a server's word: a bad header must not stall a run for hours.
+MAX_RETRY_AFTER_SECONDS = 300.0
+# x-ratelimit-reset above this is a unix epoch, not a number of seconds.
+EPOCH_THRESHOLD = 1_000_000_000
+
+
+def is_fatal(status: int) -> bool:
+    """Credentials, account, workspace mismatch, or a wrong URL: stop the run."""
+    return status in moengage.FATAL_STATUSES or status in moengage.CLIENT_BUG_STATUSES
+
+
+def is_rate_limited(status: int) -> bool:
+    return status == moengage.RATE_LIMITED_STATUS
+
+
+def is_transient(status: int) -> bool:
+    """A server-side failure: the same request may succeed later."""
+    return 500 <= status <= 599
+
+
+def is_too_large(status: int) -> bool:
+    """413: split the request and send the halves."""
+    return status == moengage.TOO_LARGE_STATUS
+
+
+def is_data_refusal(status: int) -> bool:
+    """The API refused the data: bisect a bulk request (400, 422) or split it (413)."""
+    return status in (moengage.BAD_PAYLOAD_STATUS, moengage.UNPROCESSABLE_STATUS) or is_too_large(
+        status
+    )
+
+
+def is_retryable_exception(exc: BaseException) -> bool:
+    """Timeouts and broken connections (reset, server disconnected, truncated answer)."""
+    return isinstance(
+        exc,
+        asyncio.TimeoutError
+        | aiohttp.ClientConnectionError
+        | aiohttp.ClientPayloadError
+        | ConnectionResetError,
+    )
+
+
+def backoff_delay(attempt: int, base: float, cap: float, rng: random.Random | None = None) -> float:
+    """Exponential backoff with full jitter after failed attempt number `attempt` (1-based)."""
+    ceiling = min(cap, base * 2 ** max(attempt - 1, 0))
+    return (rng or random).uniform(0, ceiling)
+
+
+def retry_after_seconds(headers: Mapping[str, str], now: float) -> float | None:
+    """Seconds to wait from Retry-After (seconds or HTTP date) or x-ratelimit-reset.
+
+    `now` is wall-clock unix time, to read dates and epochs. None when neither header
+    is present or readable; otherwise between 0 and MAX_RETRY_AFTER_SECONDS.
+    """
+    retry_after = headers.get(aiohttp.hdrs.RETRY_AFTER)
+    if retry_after is not None:
+        seconds = _seconds_or_date(retry_after.strip(), now)
+        if seconds is not None:
+            return _clamp(seconds)
+    reset = headers.get(moengage.RATE_LIMIT_RESET_HEADER)
+    if reset is not None:
+        try:
+            value = float(reset.strip())
+        except ValueError:
+            return None
+        return _clamp(value - now if value > EPOCH_THRESHOLD else value)
+    return None
+
+
+def _seconds_or_date(value: str, now: float) -> float | None:
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        moment = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if moment.tzinfo is None:  # HTTP dates are GMT; "-0000" parses as naive
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp() - now
+
+
+def _clamp(seconds: float) -> float:
+    if seconds != seconds:  # NaN
+        return 0.0
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER_SECONDS)

@@ -1,0 +1,441 @@
+"""delivery: attempts, retries, 429 pauses, splitting and bisection against a scripted server."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import pandas as pd
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from importer import moengage
+from importer.config import ApiConfig, DeliveryConfig
+from importer.delivery import ApiAbort, DeliveryStats, Sender, make_session
+from importer.ratelimit import WindowLimiter
+from importer.rows import Chunk, Row
+
+KEY = "s3cret-api-key-XYZ"
+WORKSPACE = "WS123"
+CHUNK = Chunk("in.csv", pd.DataFrame({"user_id": ["x"]}, index=[1]))
+
+
+def make_rows(count: int, bad: frozenset[int] = frozenset(), pad: int = 0) -> list[Row]:
+    rows = []
+    for number in range(1, count + 1):
+        customer_id = f"bad-{number}" if number in bad else f"u{number}"
+        element = moengage.customer_element(customer_id, {"pad": "x" * pad}, False)
+        rows.append(Row("in.csv", number, customer_id, element, orjson.dumps(element), CHUNK))
+    return rows
+
+
+@dataclass
+class Seen:
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]
+    body: bytes
+    at: float
+
+    def customer_ids(self) -> list[str]:
+        parsed = orjson.loads(self.body)
+        elements = parsed["elements"] if parsed.get("type") == "transition" else [parsed]
+        return [element["customer_id"] for element in elements]
+
+
+Handler = Callable[["FakeApi", web.Request, Seen], Awaitable[web.StreamResponse]]
+
+
+@dataclass
+class FakeApi:
+    """A scripted stand-in for MoEngage: records every request, answers as the test says."""
+
+    behave: Handler
+    seen: list[Seen] = field(default_factory=list)
+    accepted: list[str] = field(default_factory=list)
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        seen = Seen(
+            request.path, dict(request.query), dict(request.headers), body, time.monotonic()
+        )
+        self.seen.append(seen)
+        response = await self.behave(self, request, seen)
+        cut = request.transport is None or request.transport.is_closing()
+        if response.status == 200 and not cut:
+            self.accepted.extend(seen.customer_ids())
+        return response
+
+
+def ok() -> web.Response:
+    return web.json_response({"status": "success", "message": moengage.SUCCESS_MESSAGE})
+
+
+def fail(
+    status: int, error_type: str, message: str, request_id: str, **headers: str
+) -> web.Response:
+    body = moengage.error_body(error_type, message, request_id)
+    return web.json_response(body, status=status, headers=headers)
+
+
+def config(base_url: str, **delivery: Any) -> tuple[ApiConfig, DeliveryConfig]:
+    api_fields = {k: delivery.pop(k) for k in ("endpoint", "project_code") if k in delivery}
+    api = ApiConfig(workspace_id=WORKSPACE, api_key=KEY, base_url=base_url, **api_fields)
+    settings = {
+        "max_attempts": 3,
+        "timeout_seconds": 2,
+        "backoff_base_seconds": 0.01,
+        "backoff_max_seconds": 0.05,
+        **delivery,
+    }
+    return api, DeliveryConfig(**settings)
+
+
+Scenario = Callable[[Sender, FakeApi, DeliveryStats, WindowLimiter], Awaitable[Any]]
+
+
+def run(
+    behave: Handler,
+    scenario: Scenario,
+    updates: int = 10_000,
+    period: float = 1.0,
+    **delivery: Any,
+) -> FakeApi:
+    """Start the scripted server on loopback, build a Sender against it, play the scenario."""
+    fake = FakeApi(behave)
+
+    async def main() -> None:
+        app = web.Application()
+        app.router.add_post("/{tail:.*}", fake.handle)
+        server = TestServer(app, host="127.0.0.1")
+        await server.start_server()
+        try:
+            api, settings = config(str(server.make_url("/")), **delivery)
+            limiter = WindowLimiter(updates, period)
+            stats = DeliveryStats()
+            async with make_session(settings) as session:
+                sender = Sender(api, settings, limiter, session, stats)
+                await scenario(sender, fake, stats, limiter)
+            assert limiter.in_flight == 0  # every attempt gave its permit back
+        finally:
+            await server.close()
+
+    asyncio.run(main())
+    return fake
+
+
+async def always_ok(fake: FakeApi, request: web.Request, seen: Seen) -> web.Response:
+    return ok()
+
+
+def test_accepted_request_is_well_formed() -> None:
+    rows = make_rows(5)
+
+    async def scenario(sender: Sender, fake: FakeApi, stats: DeliveryStats, _: Any) -> None:
+        result = await sender.send(rows)
+        assert result.accepted == rows and result.refused == []
+        assert (stats.requests, stats.retries, stats.http_429) == (1, 0, 0)
+        assert stats.users_sent == 5 and stats.by_status == {200: 1}
+
+    fake = run(always_ok, scenario)
+    (seen,) = fake.seen
+    assert seen.path == f"/v1/transition/{WORKSPACE}"
+    assert seen.query == {}
+    assert seen.body == moengage.bulk_body([row.encoded for row in rows])
+    assert seen.headers["Content-Type"] == "application/json"
+    expected = base64.b64encode(f"{WORKSPACE}:{KEY}".encode()).decode()
+    assert seen.headers["Authorization"] == f"Basic {expected}"
+
+
+def test_project_code_and_customer_endpoint() -> None:
+    rows = make_rows(1)
+
+    async def scenario(sender: Sender, *_: Any) -> None:
+        assert (await sender.send(rows)).accepted == rows
+
+    fake = run(always_ok, scenario, endpoint="customer", project_code="PORT 1")
+    (seen,) = fake.seen
+    assert seen.path == f"/v1/customer/{WORKSPACE}"
+    assert seen.query == {"project_code": "PORT 1"}
+    assert seen.body == rows[0].encoded
+
+
+def test_5xx_then_success_is_retried_and_counted() -> None:
+    async def flaky(fake: FakeApi, request: web.Request, seen: Seen) -> web.Response:
+        if len(fake.seen) <= 2:
+            return fail(503, "ServiceUnavailable", "try later", f"r{len(fake.seen)}")
+        return ok()
+
+    rows = make_rows(4)
+
+    async def scenario(sender: Sender, fake: FakeApi, stats: DeliveryStats, _: Any) -> None:
+        result = await sender.send(rows)
+        assert result.accepted == rows
+        assert (stats.requests, stats.retries) == (3, 2)
+        assert stats.by_status == {503: 2, 200: 1}
+        assert stats.users_sent == 12
+
+    run(flaky, scenario)
+
+
+def test_always_5xx_ends_in_delivery_refusals_after_max_attempts() -> None:
+    async def down(fake: FakeApi, request: web.Request, seen: Seen) -> web.Response:
+        return fail(503, "ServiceUnavailable", "down for maintenance", "req-9")
+
+    rows = make_rows(3)
+
+    async def scenario(sender: Sender, fake: FakeApi, stats: DeliveryStats, _: Any) -> None:
+        result = await sender.send(rows)
+        assert result.accepted == []
+        assert [r.row for r in result.refused] == rows
+        assert {(r.stage, r.status) for r in result.refused} == {("delivery", 503)}
+        error = result.refused[0].error
+        assert error.startswith("503 after 3 attempts: ")
+        assert "down for maintenance" in error and "req-9" in error
+        assert stats.requests == 3
+
+    run(down, scenario, max_attempts=3)
+
+
+def test_retry_after_on_5xx_is_honoured() -> None:
+    async def busy(fake: FakeApi, request: web.Request, seen: Seen) -> web.Response:
+        if len(fake.seen) == 1:
+            return fail(503, "Busy", "busy", "r1", **{"Retry-After": "0.3"})
+        return ok()
+
+    async def scenario(sender: Sender, *_: Any) -> None:
+        assert len((await sender.send(make_rows(2))).accepted) == 2
+
+    fake = run(busy, scenario)
+    assert fake.seen[1].at - fake.seen[0].at >= 0.29
+
+
+def test_timeouts_are_retried_then_refused() -> None:
+    async def slow(fake: FakeApi, request: web.Request, seen: Seen) -> web.Response:
+        await asyncio.sleep(0.6)
+        return ok()
+
+    rows = make_rows(2)
+
+    async def scenario(sender: Sender, fake: FakeApi, stats: DeliveryStats, _: Any) -> None:
+        result = await sender.send(rows)
+        assert result.accepted == []
+        assert {(r.stage, r.status) for r in result.refused} == {("delivery", None)}
+        assert "timeout" in result.refused[0].error
+        assert "after 2 attempts" in result.refused[0].error
+        assert stats.requests == 2 and stats.retries == 1
+
+    run(slow, scenario, max_attempts=2, timeout_seconds=0.2)
+
+
+def cut_first(times: int) -> Handler:
+    async def cut(fake: FakeApi, request: web.Request, seen: Seen) -> web.StreamResponse:
+        if len(fake.seen) <= times:
+            assert request.transport is not None
+            request.transport.close()  # the connection drops with no answer
+            return web.Response()
+        return ok()
+
+    return cut
+
+
+def test_cut_connections_are_retried() -> None:
+    rows = make_rows(3)
+
+    async def scenario(sender: Sender, fake: FakeApi, stats: DeliveryStats, _: Any) -> None:
+        result = await sender.send(rows)
+        assert result.accepted == rows
+        assert stats.requests == 3 and stats.retries == 2
+        assert sum(stats.errors.values()) == 2
+
+    fake = run(cut_first(2), scenario, max_attempts=3)
+    assert fake.accepted == ["u1", "u2", "u3"]
+
+
+def test_always_cut_ends_in_delivery_refusals() -> None:
+    async def scenario(sender: Sender, *_: Any) -> None:
+        result = await sender.send(make_rows(2))
+        assert {(r.stage, r.status) for r in result.refused} == {("delivery", None)}
+        assert result.refused[0].error.endswith("after 3 attempts")
+
+    run(cut_first(100), scenario, max_attempts=3)
+
+
+def test_429_pauses_every_sender_and_does_not_eat_failure_attempts() -> None:
+    async def limited(fake: FakeApi, request: web.Request, seen: Seen) -> web.Response:
+        if len(fake.seen) <= 3:
+            return fail(
+                429, "RateLimitError", "Rate limit exceeded", "rl", **{"Retry-After": "0.2"}
+            )
+        return ok()
+
+    rows = make_rows(2)
+
+    async def scenario(sender: Sender, fake: FakeApi, stats: DeliveryStats, lim: Any) -> None:
+        first = asyncio.ensure_future(sender.send(rows))
+        while not fake.seen:
+            await asyncio.sleep(0.005)
+        await asyncio.sleep(0.05)
+        # Another batch arriving now waits for the pause too: the limit is the workspace's.
+        other = await sender.send(make_rows(1))
+        assert other.accepted
+        assert (await first).accepted == rows
+        assert stats.http_429 == 3
+        assert stats.by_status[429] == 3
+
+    # One failure attempt allowed: 429s use their own budget.
+    fake = run(limited, scenario, max_attempts=1)
+    first, *later = fake.seen
+    assert len(later) == 4
+    # Nothing was sent while paused: the retry and the other batch both waited out Retry-After.
+    assert all(seen.at - first.at >= 0.19 for seen in later)
+    assert min(seen.at for seen in later[2:]) - max(seen.at for seen in later[:2]) >= 0.15
+
+
+def test_429_without_end_exhausts_its_own_budget() -> None:
+    async def limited(fake: FakeApi, request: web.Request, seen: Seen) -> web.Response:
+        return fail(429, "RateLimitError", "Rate limit exceeded", "rl", **{"Retry-After": "0"})
+
+    async def scenario(sender: Sender, fake: FakeApi, stats: DeliveryStats, _: Any) -> None:
+        result = await sender.send(make_rows(2))
+        assert {(r.stage, r.status) for r in result.refused} == {("delivery", 429)}
+        assert "after 4 rate-limited attempts" in result.refused[0].error
+        assert stats.http_429 == 4
+
+    run(limited, scenario, max_rate_limited_attempts=4)
+
+
+def test_413_splits_until_requests_fit() -> None:
+    limit = 700
+
+    async def small_only(fake: FakeApi, request: web.Request, seen: Seen) -> web.Response:
+        if len(seen.body) > limit:
+            return fail(413, "PayloadTooLarge", "too large", "big")
+        return ok()
+
+    rows = make_rows(12, pad=60)
+    rows.append(make_rows(13, pad=800)[-1])  # alone it is still too large
+
+    async def scenario(sender: Sender, *_: Any) -> None:
+        result = await sender.send(rows)
+        assert result.accepted == rows[:12]
+        (refusal,) = result.refused
+        assert (refusal.row.row, refusal.stage, refusal.status) == (13, "rejected", 413)
+
+    fake = run(small_only, scenario)
+    assert sorted(fake.accepted) == sorted(f"u{n}" for n in range(1, 13))
+
+
+def test_400_bisects_to_the_refused_elements() -> None:
+    async def picky(fake: FakeApi, request: web.Request, seen: Seen) -> web.Response:
+        if any(cid.startswith("bad-") for cid in seen.customer_ids()):
+            return fail(400, "BadRequestError", "invalid element", f"rid-{len(fake.seen)}")
+        return ok()
+
+    rows = make_rows(40, bad=frozenset({3, 17, 18}))
+
+    async def scenario(sender: Sender, fake: FakeApi, stats: DeliveryStats, _: Any) -> None:
+        result = await sender.send(rows)
+        assert sorted(r.row.row for r in result.refused) == [3, 17, 18]
+        assert all(r.stage == "rejected" and r.status == 400 for r in result.refused)
+        assert result.refused[0].error.startswith("400 BadRequestError: invalid element")
+        assert "(request_id rid-" in result.refused[0].error
+        assert sorted(r.row for r in result.accepted) == sorted(set(range(1, 41)) - {3, 17, 18})
+        assert stats.retries == 0  # splitting is not retrying
+
+    fake = run(picky, scenario)
+    # Every good element reached the API exactly once; no bad one was accepted.
+    assert sorted(fake.accepted) == sorted(f"u{n}" for n in set(range(1, 41)) - {3, 17, 18})
+
+
+def test_400_on_the_customer_endpoint_is_rejected_at_once() -> None:
+    async def refuse(fake: FakeApi, request: web.Request, seen: Seen) -> web.Response:
+        return fail(400, "BadRequestError", "attribute name is blocked", "c1")
+
+    async def scenario(sender: Sender, fake: FakeApi, *_: Any) -> None:
+        result = await sender.send(make_rows(1))
+        (refusal,) = result.refused
+        assert (refusal.stage, refusal.status) == ("rejected", 400)
+        assert refusal.error == "400 BadRequestError: attribute name is blocked (request_id c1)"
+
+    fake = run(refuse, scenario, endpoint="customer")
+    assert len(fake.seen) == 1
+
+
+@pytest.mark.parametrize(
+    ("status", "words"),
+    [
+        (401, "bad credentials"),
+        (403, "suspended or blocked"),
+        (409, "does not match"),
+        (404, "base_url"),
+        (415, "base_url"),
+    ],
+)
+def test_fatal_answers_abort_and_nothing_more_is_sent(status: int, words: str) -> None:
+    async def refuse(fake: FakeApi, request: web.Request, seen: Seen) -> web.Response:
+        auth = request.headers["Authorization"]  # a careless server echoing the request
+        return fail(status, "Refused", f"refused {auth} {KEY}", "fatal-1")
+
+    async def scenario(sender: Sender, fake: FakeApi, stats: DeliveryStats, _: Any) -> None:
+        with pytest.raises(ApiAbort) as caught:
+            await sender.send(make_rows(5))
+        error = caught.value
+        assert error.status == status
+        assert words in error.message and "fatal-1" in error.message
+        with pytest.raises(ApiAbort):
+            await sender.send(make_rows(2))
+        assert len(fake.seen) == 1 and stats.requests == 1
+        text = f"{error} {error!r} {error.message} {error.args}"
+        assert KEY not in text
+        assert base64.b64encode(f"{WORKSPACE}:{KEY}".encode()).decode() not in text
+
+    run(refuse, scenario)
+
+
+def test_key_never_in_refusal_text() -> None:
+    async def echo(fake: FakeApi, request: web.Request, seen: Seen) -> web.Response:
+        auth = request.headers["Authorization"]
+        return fail(400, "Bad", f"you sent {auth} / {KEY}", "e1")
+
+    async def scenario(sender: Sender, *_: Any) -> None:
+        result = await sender.send(make_rows(1))
+        (refusal,) = result.refused
+        assert KEY not in refusal.error and "Basic ***" in refusal.error
+
+    run(echo, scenario)
+
+
+def test_a_batch_larger_than_the_limit_is_split_to_fit() -> None:
+    async def scenario(sender: Sender, fake: FakeApi, *_: Any) -> None:
+        assert len((await sender.send(make_rows(10))).accepted) == 10
+
+    fake = run(always_ok, scenario, updates=4, period=0.1)
+    assert all(len(seen.customer_ids()) <= 4 for seen in fake.seen)
+    assert sorted(fake.accepted) == sorted(f"u{n}" for n in range(1, 11))
+
+
+def test_cancelled_send_releases_its_permit() -> None:
+    started = asyncio.Event()
+
+    async def hang(fake: FakeApi, request: web.Request, seen: Seen) -> web.Response:
+        started.set()
+        await asyncio.sleep(0.5)
+        return ok()
+
+    async def scenario(sender: Sender, fake: FakeApi, stats: DeliveryStats, lim: Any) -> None:
+        task = asyncio.ensure_future(sender.send(make_rows(3)))
+        await started.wait()
+        assert lim.in_flight == 3
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert lim.in_flight == 0 and lim.occupied() == 3  # released, still in the window
+
+    run(hang, scenario)

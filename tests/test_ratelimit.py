@@ -1,0 +1,356 @@
+"""ratelimit: no window of the period, however placed, exceeds the limit; the pipe stays full."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import selectors
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import numpy as np
+import pytest
+from aiolimiter import AsyncLimiter
+
+from importer.ratelimit import PACER_HEADROOM, WindowLimiter
+
+T = TypeVar("T")
+
+
+class _VirtualSelector:
+    """Answers I/O as usual, but an idle wait advances virtual time instead of sleeping."""
+
+    def __init__(self, loop: VirtualTimeLoop) -> None:
+        self._real = selectors.DefaultSelector()
+        self._loop = loop
+
+    def select(self, timeout: float | None = None) -> list[Any]:
+        events = self._real.select(0)
+        if not events and timeout is not None:
+            # At least a microsecond per turn, as on a real clock: a timer computed to fire
+            # "now" after float rounding (aiolimiter's) would otherwise spin forever.
+            self._loop.now += max(timeout, 1e-6)
+        return events
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+
+class VirtualTimeLoop(asyncio.SelectorEventLoop):
+    """An event loop whose clock only moves when every task is waiting on a timer."""
+
+    def __init__(self) -> None:
+        self.now = 1_000.0
+        super().__init__(selector=_VirtualSelector(self))  # type: ignore[arg-type]
+
+    def time(self) -> float:
+        return self.now
+
+
+def run_virtual(make: Callable[[VirtualTimeLoop], Awaitable[T]]) -> T:
+    loop = VirtualTimeLoop()
+    try:
+        return loop.run_until_complete(make(loop))
+    finally:
+        loop.close()
+
+
+Interval = tuple[int, float, float]  # (updates, granted_at, released_at)
+
+
+def worst_window(intervals: list[Interval], period: float) -> int:
+    """The most updates any half-open window of `period` can see, each request's arrival put
+    anywhere between its grant and its completion (so both the grant-time and the
+    completion-time placements, and everything between, are covered)."""
+    n = np.array([i[0] for i in intervals])
+    granted = np.array([i[1] for i in intervals])
+    released = np.array([i[2] for i in intervals])
+    worst = 0
+    # A window [a, a + period) can hold request i iff granted_i < a + period and released_i >= a;
+    # the most is reached with `a` at some request's completion.
+    for start in released:
+        caught = (released >= start) & (granted < start + period)
+        worst = max(worst, int(n[caught].sum()))
+    return worst
+
+
+async def workload(
+    acquire: Callable[[int], Awaitable[Callable[[], None]]],
+    clock: Callable[[], float],
+    *,
+    workers: int,
+    duration: float,
+    sizes: Callable[[random.Random], int],
+    latency: Callable[[random.Random], float],
+    seed: int,
+    cancel_share: float = 0.0,
+) -> list[Interval]:
+    """Workers acquire, "send" for a random latency, release; some sends are cancelled."""
+    rng = random.Random(seed)
+    intervals: list[Interval] = []
+    end = clock() + duration
+
+    async def send(n: int, release: Callable[[], None]) -> None:
+        start = clock()
+        try:
+            await asyncio.sleep(latency(rng))
+        finally:
+            release()
+            intervals.append((n, start, clock()))
+
+    async def worker() -> None:
+        while clock() < end:
+            n = sizes(rng)
+            release = await acquire(n)
+            task = asyncio.ensure_future(send(n, release))
+            if rng.random() < cancel_share:
+                await asyncio.sleep(0)
+                task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    await asyncio.gather(*(worker() for _ in range(workers)))
+    return intervals
+
+
+def window_acquirer(limiter: WindowLimiter, record: list[Interval]) -> Callable[..., Any]:
+    """Use the limiter's own grant and release times, so the check is exact."""
+
+    async def acquire(n: int) -> Callable[[], None]:
+        permit = await limiter.acquire(n)
+
+        def release() -> None:
+            permit.release()
+            assert permit.released_at is not None
+            record.append((permit.n, permit.granted_at, permit.released_at))
+
+        return release
+
+    return acquire
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_no_window_exceeds_the_limit_however_placed(seed: int) -> None:
+    updates, period = 10_000, 60.0
+
+    async def main(loop: VirtualTimeLoop) -> list[Interval]:
+        limiter = WindowLimiter(updates, period, clock=loop.time)
+        record: list[Interval] = []
+        await workload(
+            window_acquirer(limiter, record),
+            loop.time,
+            workers=8,
+            duration=5 * period,
+            sizes=lambda r: r.randint(1, 600),
+            # Mostly quick answers, some slow ones, a few near the timeout.
+            latency=lambda r: r.choice([r.uniform(0.01, 0.5), r.uniform(0.5, 5), r.uniform(5, 30)]),
+            seed=seed,
+            cancel_share=0.05,
+        )
+        assert limiter.granted_total == sum(i[0] for i in record)
+        return record
+
+    record = run_virtual(main)
+    assert sum(i[0] for i in record) > 4 * updates  # it did run at the limit
+    assert worst_window(record, period) <= updates
+
+
+def test_the_check_catches_a_plain_leaky_bucket() -> None:
+    # The burst the ledger exists for: aiolimiter alone lets a straddling window see ~2x.
+    updates, period = 1_000, 10.0
+
+    async def main(loop: VirtualTimeLoop) -> list[Interval]:
+        bucket = AsyncLimiter(updates, period)
+
+        async def acquire(n: int) -> Callable[[], None]:
+            await bucket.acquire(n)
+            return lambda: None
+
+        return await workload(
+            acquire,
+            loop.time,
+            workers=4,
+            duration=3 * period,
+            sizes=lambda r: 10,
+            latency=lambda r: 0.01,
+            seed=0,
+        )
+
+    assert worst_window(run_virtual(main), period) > 1.5 * updates
+
+
+@pytest.mark.parametrize(("period", "latency"), [(6.0, 0.02), (60.0, 0.5)])
+def test_a_long_run_moves_at_least_97_percent(period: float, latency: float) -> None:
+    updates = 10_000
+
+    async def main(loop: VirtualTimeLoop) -> tuple[int, float]:
+        limiter = WindowLimiter(updates, period, clock=loop.time)
+        record: list[Interval] = []
+        start = loop.time()
+        await workload(
+            window_acquirer(limiter, record),
+            loop.time,
+            workers=8,
+            duration=10 * period,
+            sizes=lambda r: r.randint(50, 300),
+            latency=lambda r: latency,
+            seed=4,
+        )
+        return sum(i[0] for i in record if i[1] < start + 10 * period), start
+
+    moved, _ = run_virtual(main)
+    assert moved / (10 * updates) >= 0.97
+    assert moved <= 10 * updates
+
+
+def test_pacing_spreads_the_first_period() -> None:
+    updates, period = 10_000, 60.0
+
+    async def main(loop: VirtualTimeLoop) -> tuple[list[Interval], float]:
+        limiter = WindowLimiter(updates, period, clock=loop.time)
+        record: list[Interval] = []
+        start = loop.time()
+        await workload(
+            window_acquirer(limiter, record),
+            loop.time,
+            workers=8,
+            duration=period,
+            sizes=lambda r: 100,
+            latency=lambda r: 0.05,
+            seed=5,
+        )
+        return record, start
+
+    record, start = run_virtual(main)
+    first_period = sum(n for n, granted, _ in record if granted < start + period)
+    assert first_period >= 0.97 * updates
+    for tenth in range(10):
+        lo, hi = start + tenth * period / 10, start + (tenth + 1) * period / 10
+        moved = sum(n for n, granted, _ in record if lo <= granted < hi)
+        # No burst: about a tenth of the limit each tenth of the period (pacer headroom 5%),
+        # plus at most the small bucket (2% of the limit) and one batch.
+        assert moved <= updates / 10 * PACER_HEADROOM + 0.02 * updates + 100
+
+
+def test_real_clock_short_period() -> None:
+    updates, period, duration = 200, 1.0, 2.5
+
+    async def main() -> list[Interval]:
+        limiter = WindowLimiter(updates, period)
+        record: list[Interval] = []
+        loop = asyncio.get_running_loop()
+        await workload(
+            window_acquirer(limiter, record),
+            loop.time,
+            workers=6,
+            duration=duration,
+            sizes=lambda r: r.randint(1, 25),
+            latency=lambda r: r.uniform(0.002, 0.05),
+            seed=6,
+            cancel_share=0.1,
+        )
+        return record
+
+    record = asyncio.run(main())
+    assert worst_window(record, period) <= updates
+    start = min(i[1] for i in record)
+    moved = sum(i[0] for i in record if i[1] < start + duration)
+    assert moved >= 0.95 * updates * duration / period
+
+
+def test_waiters_are_served_first_come_first_served() -> None:
+    async def main(loop: VirtualTimeLoop) -> tuple[list[str], float, float]:
+        limiter = WindowLimiter(100, 1.0, clock=loop.time, burst=100)
+        held = await limiter.acquire(50)
+        order: list[str] = []
+
+        async def take(name: str, n: int) -> float:
+            permit = await limiter.acquire(n)
+            order.append(name)
+            return permit.granted_at
+
+        big = asyncio.ensure_future(take("big", 80))
+        await asyncio.sleep(0.1)
+        small = asyncio.ensure_future(take("small", 10))  # would fit now, but must queue
+        await asyncio.sleep(0.1)
+        assert order == []
+        released = loop.time()
+        held.release()
+        big_at, small_at = await asyncio.gather(big, small)
+        assert big_at >= released + 1.0  # the 50 left the ledger one period after release
+        return order, big_at, small_at
+
+    order, big_at, small_at = run_virtual(main)
+    assert order == ["big", "small"]
+    assert small_at >= big_at
+
+
+def test_wakes_on_expiry_without_a_release() -> None:
+    async def main(loop: VirtualTimeLoop) -> float:
+        limiter = WindowLimiter(10, 2.0, clock=loop.time, burst=10)
+        with await limiter.acquire(10):
+            await asyncio.sleep(0.5)
+        done = loop.time()
+        permit = await limiter.acquire(1)
+        return permit.granted_at - done
+
+    assert run_virtual(main) == pytest.approx(2.0, abs=1e-3)
+
+
+def test_pause_until_stops_every_grant() -> None:
+    async def main(loop: VirtualTimeLoop) -> tuple[float, list[float]]:
+        limiter = WindowLimiter(1_000, 1.0, clock=loop.time)
+        (await limiter.acquire(1)).release()
+        deadline = loop.time() + 3.0
+        limiter.pause_until(deadline)
+        limiter.pause_until(deadline - 2.0)  # an earlier deadline does not shorten the pause
+        permits = await asyncio.gather(*(limiter.acquire(5) for _ in range(4)))
+        return deadline, [p.granted_at for p in permits]
+
+    deadline, granted = run_virtual(main)
+    assert all(at >= deadline for at in granted)
+
+
+def test_cancelled_request_releases_its_permit() -> None:
+    async def main(loop: VirtualTimeLoop) -> None:
+        limiter = WindowLimiter(10, 1.0, clock=loop.time, burst=10)
+
+        async def request() -> None:
+            with await limiter.acquire(10):
+                await asyncio.sleep(100)
+
+        task = asyncio.ensure_future(request())
+        await asyncio.sleep(0.1)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        cancelled_at = loop.time()
+        permit = await asyncio.wait_for(limiter.acquire(10), timeout=5)
+        assert permit.granted_at == pytest.approx(cancelled_at + 1.0, abs=1e-3)
+
+    run_virtual(main)
+
+
+def test_cancelled_waiter_takes_nothing_and_does_not_block_the_queue() -> None:
+    async def main(loop: VirtualTimeLoop) -> None:
+        limiter = WindowLimiter(10, 1.0, clock=loop.time, burst=10)
+        held = await limiter.acquire(10)
+        waiter = asyncio.ensure_future(limiter.acquire(10))
+        await asyncio.sleep(0.1)
+        waiter.cancel()
+        await asyncio.gather(waiter, return_exceptions=True)
+        held.release()
+        permit = await asyncio.wait_for(limiter.acquire(10), timeout=5)
+        assert limiter.granted_total == 20  # the cancelled waiter was granted nothing
+        permit.release()
+        permit.release()  # idempotent
+        assert limiter.occupied() == 10
+
+    run_virtual(main)
+
+
+@pytest.mark.parametrize("n", [0, -1, 101])
+def test_acquire_refuses_impossible_sizes(n: int) -> None:
+    async def main() -> None:
+        with pytest.raises(ValueError):
+            await WindowLimiter(100, 1.0).acquire(n)
+
+    asyncio.run(main())
