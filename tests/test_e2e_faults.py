@@ -163,7 +163,8 @@ def test_rate_limited_answers_are_waited_out(tmp_path: Path) -> None:
     source = _users(tmp_path, 300)
     # The workspace's real limit is lower than the job thinks: 429s with Retry-After.
     with start_sandbox(tmp_path, "--rate", "100", "--period", "1") as sandbox:
-        job = _job(tmp_path, sandbox.url, source, rate_limit={"updates": 100000, "period_seconds": 60})
+        job = _job(tmp_path, sandbox.url, source, rate_limit={"updates": 100000, "period_seconds": 60},
+                   delivery={"max_batch_bytes": 2000})
         result = run_cli("run", str(job), "--no-progress")
         recorded = {r["customer_id"] for r in sandbox.records()}
     assert result.returncode == 0, result.stderr
