@@ -16,7 +16,13 @@ import orjson
 from importer import __version__
 from importer.config import ConfigError, JobConfig, load_job
 from importer.deadletter import DeadLetterError
-from importer.report import EXIT_ABORTED, EXIT_INTERRUPTED, EXIT_USAGE, format_reasons, format_summary
+from importer.report import (
+    EXIT_ABORTED,
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    format_reasons,
+    format_summary,
+)
 from importer.sources import SourceError
 from importer.state import StateError
 
@@ -40,17 +46,23 @@ def _add_run_options(parser: argparse.ArgumentParser, *, dry_run_flag: bool) -> 
     parser.add_argument("--input", help="input file, directory or glob (overrides source.path)")
     if dry_run_flag:
         parser.add_argument(
-            "--dry-run", action="store_true", help="map, validate and build every request; send nothing"
+            "--dry-run",
+            action="store_true",
+            help="map, validate and build every request; send nothing",
         )
     parser.add_argument("--fresh", action="store_true", help="ignore saved progress and start over")
     parser.add_argument("--base-url", help="API base URL (overrides api.base_url / data_center)")
-    parser.add_argument("--rate", type=_positive_int, help="user updates per period (rate_limit.updates)")
+    parser.add_argument(
+        "--rate", type=_positive_int, help="user updates per period (rate_limit.updates)"
+    )
     parser.add_argument("--period", type=float, help="rate limit period in seconds")
     parser.add_argument("--concurrency", type=_positive_int, help="requests in flight")
     parser.add_argument("--dead-letter", help="dead-letter file (overrides output.dead_letter)")
     parser.add_argument("--report", help="report file (overrides output.report)")
     parser.add_argument("--state", help="progress file (overrides output.state)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar or progress lines")
+    parser.add_argument(
+        "--no-progress", action="store_true", help="no progress bar or progress lines"
+    )
     parser.add_argument("--log-format", choices=("text", "json"), default="text")
 
 
@@ -70,7 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_options(validate, dry_run_flag=False)
     replay = commands.add_parser("replay", help="send the rows of a dead-letter file again")
     _add_run_options(replay, dry_run_flag=True)
-    replay.add_argument("dead_letter_in", metavar="DEAD_LETTER.jsonl", help="the dead-letter file to replay")
+    replay.add_argument(
+        "dead_letter_in", metavar="DEAD_LETTER.jsonl", help="the dead-letter file to replay"
+    )
 
     init = commands.add_parser("init", help="print a job file skeleton for an input")
     init.add_argument("input", help="a CSV or Parquet file, a directory or a glob")
@@ -126,7 +140,9 @@ def configure_logging(log_format: str) -> None:
     log.propagate = False
 
 
-def _print_outcome(outcome: Any, args: argparse.Namespace, job: JobConfig, *, validating: bool) -> None:
+def _print_outcome(
+    outcome: Any, args: argparse.Namespace, job: JobConfig, *, validating: bool
+) -> None:
     report = outcome.report
     if args.log_format == "json":
         print(json.dumps(report.to_dict()))

@@ -109,4 +109,6 @@ def read_dead_letter(path: Path) -> Iterator[DeadLetter]:
                     payload=data.get("payload"),
                 )
             except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as error:
-                raise DeadLetterError(f"{path}:{number}: not a dead-letter line ({error})") from None
+                raise DeadLetterError(
+                    f"{path}:{number}: not a dead-letter line ({error})"
+                ) from None

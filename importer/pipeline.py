@@ -22,7 +22,7 @@ import numpy as np
 
 from importer import batching, sources
 from importer.config import ConfigError, JobConfig
-from importer.deadletter import DeadLetter, DeadLetterWriter, Stage
+from importer.deadletter import DeadLetter, DeadLetterWriter
 from importer.delivery import ApiAbort, DeliveryStats, Refusal, Sender, make_session
 from importer.mapping import Mapper
 from importer.progress import Progress
@@ -127,7 +127,9 @@ class Settler:
         if not rows:
             return
         letters = [
-            DeadLetter(r.source, r.row, "validation", r.error, None, r.customer_id, r.record, r.payload)
+            DeadLetter(
+                r.source, r.row, "validation", r.error, None, r.customer_id, r.record, r.payload
+            )
             for r in rows
         ]
         for r in rows:
@@ -140,8 +142,14 @@ class Settler:
             return
         letters = [
             DeadLetter(
-                f.row.source, f.row.row, f.stage, f.error, f.status, f.row.customer_id,
-                f.row.record(), f.row.element,
+                f.row.source,
+                f.row.row,
+                f.stage,
+                f.error,
+                f.status,
+                f.row.customer_id,
+                f.row.record(),
+                f.row.element,
             )
             for f in refusals
         ]
@@ -219,7 +227,9 @@ class Run:
             settled = SettledRows([])
             if state is not None:
                 if state.changed_sources(name, fingerprint):
-                    log.warning("%s changed since the last run; its earlier progress does not apply", name)
+                    log.warning(
+                        "%s changed since the last run; its earlier progress does not apply", name
+                    )
                 settled = state.settled(name, fingerprint)
             source = SourceFile(path, name, fingerprint, settled)
             self._fingerprints[name] = fingerprint
@@ -227,7 +237,9 @@ class Run:
             if prefix:
                 yield Work(source, prefix, prefix, [], [])
             rest = SettledRows([r for r in settled.ranges if r[0] > prefix])
-            for chunk in sources.iter_chunks(path, source_cfg, self.mapper.columns, start_row=prefix + 1):
+            for chunk in sources.iter_chunks(
+                path, source_cfg, self.mapper.columns, start_row=prefix + 1
+            ):
                 rows_read = len(chunk.frame)
                 chunk.frame, skipped = _drop_settled(chunk.frame, rest)
                 mapped = self.mapper.map_chunk(chunk)
@@ -296,7 +308,9 @@ class Run:
         loop = asyncio.get_running_loop()
         self._install_signal_handlers(loop)
         stats = DeliveryStats()
-        batches: asyncio.Queue[list[Row] | None] = asyncio.Queue(maxsize=job.delivery.concurrency * 2)
+        batches: asyncio.Queue[list[Row] | None] = asyncio.Queue(
+            maxsize=job.delivery.concurrency * 2
+        )
         self._batches = batches
         try:
             if self.options.dry_run:
@@ -329,7 +343,10 @@ class Run:
             self.report.status_counts = {str(k): v for k, v in sorted(stats.by_status.items())}
 
     async def _produce(
-        self, settler: Settler, state: StateStore | None, batches: asyncio.Queue[list[Row] | None] | None
+        self,
+        settler: Settler,
+        state: StateStore | None,
+        batches: asyncio.Queue[list[Row] | None] | None,
     ) -> None:
         work_items = self._work_source(state)
         while not self._stopping.is_set():
@@ -376,7 +393,9 @@ class Run:
         pending = set(self._workers)
         grace = self.job.delivery.timeout_seconds
         while pending:
-            done, pending = await asyncio.wait(pending, timeout=grace if self._stopping.is_set() else None)
+            _, pending = await asyncio.wait(
+                pending, timeout=grace if self._stopping.is_set() else None
+            )
             if pending and self._stopping.is_set():
                 # In-flight requests had their grace; their rows stay pending for the next run.
                 for task in pending:
@@ -431,7 +450,9 @@ class Run:
             )
             self._stop(cancel_in_flight=False)
         else:
-            log.warning("%s again: stopping now; unsettled rows will be resent by the next run", sig.name)
+            log.warning(
+                "%s again: stopping now; unsettled rows will be resent by the next run", sig.name
+            )
             self._stop(cancel_in_flight=True)
 
 

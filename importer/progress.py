@@ -63,7 +63,13 @@ class Progress:
             pace = min(per_minute, self._limit_per_minute) or self._limit_per_minute
             eta = f", about {remaining / pace * 60:,.0f} s left"
         of_total = f" of {self.total:,}" if self.total else ""
-        log.info("progress: %s%s rows settled, %s rows/minute%s", f"{self.settled:,}", of_total, f"{per_minute:,.0f}", eta)
+        log.info(
+            "progress: %s%s rows settled, %s rows/minute%s",
+            f"{self.settled:,}",
+            of_total,
+            f"{per_minute:,.0f}",
+            eta,
+        )
 
     def close(self) -> None:
         if self._bar is not None:

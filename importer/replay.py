@@ -54,7 +54,8 @@ def _resend_rows(letters: list[DeadLetter], records: LetterRecords) -> list[Row]
     for letter in letters:
         if letter.payload is None:
             raise DeadLetterError(
-                f"row {letter.row} of {letter.source} (stage {letter.stage}) has no payload to re-send"
+                f"row {letter.row} of {letter.source} (stage {letter.stage}) "
+                "has no payload to re-send"
             )
         rows.append(
             Row(

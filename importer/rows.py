@@ -37,7 +37,9 @@ class Row:
     customer_id: str | None
     element: dict[str, Any]
     encoded: bytes  # orjson encoding of `element`; batching counts these bytes
-    chunk: RecordSource  # kept so the record is rebuilt only if the row ends in the dead-letter file
+    chunk: (
+        RecordSource  # kept so the record is rebuilt only if the row ends in the dead-letter file
+    )
 
     def record(self) -> dict[str, Any]:
         return self.chunk.record(self.row)

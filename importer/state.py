@@ -109,7 +109,11 @@ class RunLock:
                 "wait for it to finish or stop it"
             ) from None
         os.ftruncate(fd, 0)
-        holder = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        holder = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
         os.write(fd, json.dumps(holder).encode())
         self._fd = fd
 
@@ -153,9 +157,7 @@ class StateStore:
     def _source_id(self, source: str, fingerprint: str) -> int:
         key = (source, fingerprint)
         if key not in self._source_ids:
-            self._db.execute(
-                "INSERT OR IGNORE INTO sources(path, fingerprint) VALUES (?, ?)", key
-            )
+            self._db.execute("INSERT OR IGNORE INTO sources(path, fingerprint) VALUES (?, ?)", key)
             (source_id,) = self._db.execute(
                 "SELECT id FROM sources WHERE path = ? AND fingerprint = ?", key
             ).fetchone()

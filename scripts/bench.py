@@ -58,7 +58,9 @@ MAPPING = {
 
 def generate(rows: int, seed: int = 1) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
-    first = np.array(["Ada", "Bob", "Chen", "Dana", "Emeka", "Fatima", "Gus", "Hana", "Ivan", "Jun"])
+    first = np.array(
+        ["Ada", "Bob", "Chen", "Dana", "Emeka", "Fatima", "Gus", "Hana", "Ivan", "Jun"]
+    )
     last = np.array(["Smith", "Okafor", "Müller", "Tanaka", "Silva", "Khan", "Novak", "Rossi"])
     cities = np.array(["Berlin", "Lagos", "Mumbai", "São Paulo", "Jakarta", "Austin", "Paris"])
     tags = np.array(["sports", "books", "travel", "music", "food", "tech", "games"])
@@ -67,10 +69,10 @@ def generate(rows: int, seed: int = 1) -> pd.DataFrame:
     points[rng.random(rows) < 0.05] = ""
     base = np.datetime64("2020-01-01T00:00:00")
     signup = base + rng.integers(0, 5 * 365 * 86400, rows).astype("timedelta64[s]")
-    birthday = np.datetime64("1950-01-01") + rng.integers(0, 50 * 365, rows).astype("timedelta64[D]")
-    interests = [
-        "|".join(tags[rng.integers(0, len(tags), k)]) for k in rng.integers(0, 4, rows)
-    ]
+    birthday = np.datetime64("1950-01-01") + rng.integers(0, 50 * 365, rows).astype(
+        "timedelta64[D]"
+    )
+    interests = ["|".join(tags[rng.integers(0, len(tags), k)]) for k in rng.integers(0, 4, rows)]
     frame = pd.DataFrame(
         {
             "user_id": np.char.zfill(ids.astype(str), 9),
@@ -106,7 +108,9 @@ def ensure_data() -> tuple[Path, Path]:
     return one, five
 
 
-def write_job(path: Path, source: Path, url: str, updates: int, period: float, **delivery: object) -> Path:
+def write_job(
+    path: Path, source: Path, url: str, updates: int, period: float, **delivery: object
+) -> Path:
     out = DATA / "out" / path.stem
     job = {
         "api": {"base_url": url, "workspace_id": "SANDBOX", "api_key": "sandbox-key"},
@@ -129,7 +133,9 @@ def timed_cli(*args: str) -> tuple[float, int, int]:
     started = time.perf_counter()
     process = subprocess.Popen(
         [sys.executable, "-m", "importer", *args, "--no-progress", "--fresh"],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
     _, status, usage = os.wait4(process.pid, 0)
     elapsed = time.perf_counter() - started
@@ -152,7 +158,12 @@ print(count, time.perf_counter() - started)
 
 
 def plain_script(source: Path) -> float:
-    out = subprocess.run([sys.executable, "-c", PLAIN_SCRIPT, str(source)], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", PLAIN_SCRIPT, str(source)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return float(out.stdout.split()[1])
 
 
@@ -162,8 +173,20 @@ def sandbox(*args: str) -> Iterator[tuple[str, Path, Path]]:
     for path in (record, arrivals):
         path.unlink(missing_ok=True)
     process = subprocess.Popen(
-        [sys.executable, "-m", "importer", "sandbox", "--port", "0", "--arrivals", str(arrivals), *args],
-        cwd=ROOT, stdout=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "importer",
+            "sandbox",
+            "--port",
+            "0",
+            "--arrivals",
+            str(arrivals),
+            *args,
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     assert process.stdout is not None
     url = re.search(r"http://127\.0\.0\.1:\d+", process.stdout.readline())
@@ -180,7 +203,9 @@ def requests_loop(url: str, users: int) -> float:
     session_less_started = time.perf_counter()
     for i in range(users):
         body = {"type": "customer", "customer_id": f"plain{i}", "attributes": {"first_name": "x"}}
-        requests.post(f"{url}/v1/customer/SANDBOX", json=body, auth=("SANDBOX", "sandbox-key"), timeout=30)
+        requests.post(
+            f"{url}/v1/customer/SANDBOX", json=body, auth=("SANDBOX", "sandbox-key"), timeout=30
+        )
     return users / (time.perf_counter() - session_less_started)
 
 
@@ -194,16 +219,30 @@ def main() -> int:
     assert code in (0, 1), f"validate exited {code}"
     print("bench: plain script 1M rows ...", flush=True)
     plain = plain_script(one)
-    results.append(("validate, 1M rows x 12 columns", f"{1_000_000 / seconds:,.0f} rows/s ({seconds:.1f} s)",
-                    f"{1_000_000 / plain:,.0f} rows/s ({plain:.1f} s)", f"{plain / seconds:.1f}x"))
+    results.append(
+        (
+            "validate, 1M rows x 12 columns",
+            f"{1_000_000 / seconds:,.0f} rows/s ({seconds:.1f} s)",
+            f"{1_000_000 / plain:,.0f} rows/s ({plain:.1f} s)",
+            f"{plain / seconds:.1f}x",
+        )
+    )
 
     print("bench: validate 5M rows ...", flush=True)
     job_5m = write_job(DATA / "validate_5m.yaml", five, "http://127.0.0.1:9", 10_000, 60)
     seconds_5m, code, rss_5m = timed_cli("validate", str(job_5m))
     assert code in (0, 1), f"validate exited {code}"
-    results.append(("peak memory of validate, 1M / 5M rows", f"{rss_1m} MB / {rss_5m} MB",
-                    "", f"5M/1M = {rss_5m / rss_1m:.2f}"))
-    results.append(("validate, 5M rows", f"{5_000_000 / seconds_5m:,.0f} rows/s ({seconds_5m:.1f} s)", "", ""))
+    results.append(
+        (
+            "peak memory of validate, 1M / 5M rows",
+            f"{rss_1m} MB / {rss_5m} MB",
+            "",
+            f"5M/1M = {rss_5m / rss_1m:.2f}",
+        )
+    )
+    results.append(
+        ("validate, 5M rows", f"{5_000_000 / seconds_5m:,.0f} rows/s ({seconds_5m:.1f} s)", "", "")
+    )
 
     unthrottled_rows = 300_000
     subset = DATA / "users_300k.csv"
@@ -217,10 +256,14 @@ def main() -> int:
         seconds, code, _ = timed_cli("run", str(job))
         assert code == 0, f"run exited {code}"
         plain_rate = requests_loop(url, 300)
-    results.append(("unthrottled run into the sandbox, 20 ms latency",
-                    f"{unthrottled_rows / seconds:,.0f} users/s ({seconds:.1f} s for 300k)",
-                    f"{plain_rate:,.0f} users/s (requests.post per user)",
-                    f"{unthrottled_rows / seconds / plain_rate:.0f}x"))
+    results.append(
+        (
+            "unthrottled run into the sandbox, 20 ms latency",
+            f"{unthrottled_rows / seconds:,.0f} users/s ({seconds:.1f} s for 300k)",
+            f"{plain_rate:,.0f} users/s (requests.post per user)",
+            f"{unthrottled_rows / seconds / plain_rate:.0f}x",
+        )
+    )
 
     updates, period, rows = 3000, 5.0, 15_000
     paced_source = DATA / "users_15k.csv"
@@ -238,9 +281,15 @@ def main() -> int:
     first_users = min(arrivals, key=lambda a: a["t"])["users"]
     share = (rows - first_users) / (times[-1] - times[0]) / (updates / period)
     report = json.loads((DATA / "out" / "paced" / "report.json").read_text())
-    results.append(("paced run, 3,000 per 5 s, 15,000 rows",
-                    f"{share:.1%} of the limit; busiest {period:.0f} s window {busiest:,} (limit {updates:,})",
-                    "", f"429s: {report['http_429']}"))
+    results.append(
+        (
+            "paced run, 3,000 per 5 s, 15,000 rows",
+            f"{share:.1%} of the limit; busiest {period:.0f} s window "
+            f"{busiest:,} (limit {updates:,})",
+            "",
+            f"429s: {report['http_429']}",
+        )
+    )
 
     print("bench: time to first request on the 5M-row file ...", flush=True)
     with sandbox("--rate", "100000000") as (url, _, arrivals_path):
@@ -248,7 +297,9 @@ def main() -> int:
         started = time.time()
         process = subprocess.Popen(
             [sys.executable, "-m", "importer", "run", str(job), "--no-progress", "--fresh"],
-            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         while not read_json_lines(arrivals_path) and time.time() - started < 60:
             time.sleep(0.01)
@@ -259,7 +310,10 @@ def main() -> int:
 
     table = ["| measure | moe-import | plain approach | ratio |", "| --- | --- | --- | --- |"]
     table += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in results]
-    machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, {platform.system()}"
+    machine = (
+        f"{platform.machine()}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}, {platform.system()}"
+    )
     text = "\n".join(table) + f"\n\nMachine: {machine}. Command: `make bench`.\n"
     (DATA / "results.md").write_text(text)
     print(text)

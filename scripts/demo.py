@@ -18,8 +18,20 @@ URL_LINE = re.compile(r"listening on (http://127\.0\.0\.1:\d+)")
 
 def start_sandbox() -> tuple[subprocess.Popen[str], str]:
     server = subprocess.Popen(
-        [sys.executable, "-m", "importer", "sandbox", "--port", "0", "--rate", "60000", "--period", "60",
-         "--record", "out/demo/sandbox_record.jsonl"],
+        [
+            sys.executable,
+            "-m",
+            "importer",
+            "sandbox",
+            "--port",
+            "0",
+            "--rate",
+            "60000",
+            "--period",
+            "60",
+            "--record",
+            "out/demo/sandbox_record.jsonl",
+        ],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         text=True,
@@ -38,17 +50,32 @@ def main() -> int:
     (ROOT / "out" / "demo").mkdir(parents=True, exist_ok=True)
     server, url = start_sandbox()
     try:
-        command = [sys.executable, "-m", "importer", "run", "configs/demo.yaml", "--base-url", url,
-                   "--rate", "60000", "--fresh"]
+        command = [
+            sys.executable,
+            "-m",
+            "importer",
+            "run",
+            "configs/demo.yaml",
+            "--base-url",
+            url,
+            "--rate",
+            "60000",
+            "--fresh",
+        ]
         print("demo: moe-import " + " ".join(command[3:]))
         code = subprocess.call(command, cwd=ROOT)
     finally:
         server.terminate()
         server.wait(timeout=10)
     report = json.loads((ROOT / "out" / "demo" / "report.json").read_text())
-    settled = sum(report[k] for k in ("rows_accepted", "rows_skipped", "rows_invalid", "rows_rejected", "rows_failed"))
-    print(f"demo: {report['rows_read']:,} rows read, {settled:,} accounted for; "
-          f"dead letters in {report['dead_letter']}")
+    settled = sum(
+        report[k]
+        for k in ("rows_accepted", "rows_skipped", "rows_invalid", "rows_rejected", "rows_failed")
+    )
+    print(
+        f"demo: {report['rows_read']:,} rows read, {settled:,} accounted for; "
+        f"dead letters in {report['dead_letter']}"
+    )
     if code in (0, 1) and settled == report["rows_read"]:
         return 0
     return code or 1

@@ -17,8 +17,9 @@ SANDBOX_WORKSPACE = "SANDBOX"
 SANDBOX_KEY = "sandbox-key"
 
 
-def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
-            timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
     """`python -m importer ARGS`, as a subprocess, with text output captured."""
     full_env = {**os.environ, **(env or {})}
     return subprocess.run(
@@ -31,7 +32,9 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = No
     )
 
 
-def job_dict(tmp_path: Path, url: str, source: Path, mapping: dict[str, Any], **sections: Any) -> dict[str, Any]:
+def job_dict(
+    tmp_path: Path, url: str, source: Path, mapping: dict[str, Any], **sections: Any
+) -> dict[str, Any]:
     job: dict[str, Any] = {
         "api": {"base_url": url, "workspace_id": SANDBOX_WORKSPACE, "api_key": SANDBOX_KEY},
         "source": {"path": str(source)},
@@ -65,7 +68,14 @@ def read_dead_letters(tmp_path: Path) -> list[dict[str, Any]]:
 
 
 def assert_report_adds_up(report: dict[str, Any]) -> None:
-    parts = ("rows_accepted", "rows_skipped", "rows_invalid", "rows_rejected", "rows_failed", "rows_pending")
+    parts = (
+        "rows_accepted",
+        "rows_skipped",
+        "rows_invalid",
+        "rows_rejected",
+        "rows_failed",
+        "rows_pending",
+    )
     assert report["rows_read"] == sum(report[p] for p in parts), report
 
 

@@ -10,8 +10,16 @@ import pytest
 
 from importer.deadletter import DeadLetter, DeadLetterError, DeadLetterWriter, read_dead_letter
 
-LETTER = DeadLetter("a.csv", 3, "delivery", "503 after 6 attempts", 503, "00123",
-                    {"user_id": "00123", "points": None}, {"type": "customer", "customer_id": "00123"})
+LETTER = DeadLetter(
+    "a.csv",
+    3,
+    "delivery",
+    "503 after 6 attempts",
+    503,
+    "00123",
+    {"user_id": "00123", "points": None},
+    {"type": "customer", "customer_id": "00123"},
+)
 
 
 def test_lines_hold_every_contract_field_and_mode_is_0600(tmp_path: Path) -> None:
@@ -21,8 +29,13 @@ def test_lines_hold_every_contract_field_and_mode_is_0600(tmp_path: Path) -> Non
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     (line,) = path.read_text().splitlines()
     assert json.loads(line) == {
-        "source": "a.csv", "row": 3, "stage": "delivery", "error": "503 after 6 attempts",
-        "status": 503, "customer_id": "00123", "record": {"user_id": "00123", "points": None},
+        "source": "a.csv",
+        "row": 3,
+        "stage": "delivery",
+        "error": "503 after 6 attempts",
+        "status": 503,
+        "customer_id": "00123",
+        "record": {"user_id": "00123", "points": None},
         "payload": {"type": "customer", "customer_id": "00123"},
     }
 

@@ -12,7 +12,6 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-
 from conftest import (
     ROOT,
     assert_report_adds_up,
@@ -46,10 +45,16 @@ def _job(tmp_path: Path, url: str, source: Path, **sections: dict) -> Path:
 
 def test_faults_are_retried_until_every_user_is_recorded(tmp_path: Path) -> None:
     source = _users(tmp_path, 2000)
-    with start_sandbox(tmp_path, "--fail-rate", "0.15", "--reset-rate", "0.05", "--seed", "7") as sandbox:
-        job = _job(tmp_path, sandbox.url, source,
-                   rate_limit={"updates": 100000, "period_seconds": 60},
-                   delivery={"max_batch_bytes": 4000, "max_attempts": 8})
+    with start_sandbox(
+        tmp_path, "--fail-rate", "0.15", "--reset-rate", "0.05", "--seed", "7"
+    ) as sandbox:
+        job = _job(
+            tmp_path,
+            sandbox.url,
+            source,
+            rate_limit={"updates": 100000, "period_seconds": 60},
+            delivery={"max_batch_bytes": 4000, "max_attempts": 8},
+        )
         result = run_cli("run", str(job), "--no-progress")
         recorded = {r["customer_id"] for r in sandbox.records()}
     assert result.returncode == 0, result.stderr
@@ -64,7 +69,10 @@ def test_faults_are_retried_until_every_user_is_recorded(tmp_path: Path) -> None
 def _start_run(job: Path) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "importer", "run", str(job), "--no-progress"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 
@@ -134,7 +142,8 @@ def test_refused_elements_are_isolated_and_the_rest_delivered(tmp_path: Path) ->
     assert len(recorded) == 298 and not any(c.startswith("bad") for c in recorded)
     letters = read_dead_letters(tmp_path)
     assert [(d["row"], d["stage"], d["status"]) for d in letters] == [
-        (17, "rejected", 400), (250, "rejected", 400)
+        (17, "rejected", 400),
+        (250, "rejected", 400),
     ]
     assert letters[0]["payload"]["customer_id"] == "bad00017"
     assert "request_id" in letters[0]["error"]
@@ -163,8 +172,13 @@ def test_rate_limited_answers_are_waited_out(tmp_path: Path) -> None:
     source = _users(tmp_path, 300)
     # The workspace's real limit is lower than the job thinks: 429s with Retry-After.
     with start_sandbox(tmp_path, "--rate", "100", "--period", "1") as sandbox:
-        job = _job(tmp_path, sandbox.url, source, rate_limit={"updates": 100000, "period_seconds": 60},
-                   delivery={"max_batch_bytes": 2000})
+        job = _job(
+            tmp_path,
+            sandbox.url,
+            source,
+            rate_limit={"updates": 100000, "period_seconds": 60},
+            delivery={"max_batch_bytes": 2000},
+        )
         result = run_cli("run", str(job), "--no-progress")
         recorded = {r["customer_id"] for r in sandbox.records()}
     assert result.returncode == 0, result.stderr
@@ -177,21 +191,33 @@ def test_replay_resends_failed_rows_and_remaps_invalid_ones(tmp_path: Path) -> N
     source = tmp_path / "users.csv"
     source.write_text("user_id,first_name,points\nu1,Ann,1\nu2,Bo,2.5\nu3,Cy,3\n")
     with start_sandbox(tmp_path, "--fail-rate", "1") as broken:
-        job = _job(tmp_path, broken.url, source, delivery={"max_attempts": 2, "backoff_base_seconds": 0.01})
+        job = _job(
+            tmp_path, broken.url, source, delivery={"max_attempts": 2, "backoff_base_seconds": 0.01}
+        )
         first = run_cli("run", str(job), "--no-progress")
     assert first.returncode == 1, first.stderr
     dead = tmp_path / "out" / "dead_letter.jsonl"
     assert sorted((d["row"], d["stage"]) for d in read_dead_letters(tmp_path)) == [
-        (1, "delivery"), (2, "validation"), (3, "delivery")
+        (1, "delivery"),
+        (2, "validation"),
+        (3, "delivery"),
     ]
     # Fix the mapping (points are numbers after all) and replay against a healthy API.
     healthy_dir = tmp_path / "healthy"
     healthy_dir.mkdir()
     with start_sandbox(healthy_dir) as healthy:
-        fixed = job_dict(tmp_path, healthy.url, source, {
-            "customer_id": "user_id",
-            "attributes": {"first_name": "first_name", "points": {"column": "points", "type": "number"}},
-        })
+        fixed = job_dict(
+            tmp_path,
+            healthy.url,
+            source,
+            {
+                "customer_id": "user_id",
+                "attributes": {
+                    "first_name": "first_name",
+                    "points": {"column": "points", "type": "number"},
+                },
+            },
+        )
         replay_job = write_job(tmp_path, fixed, "fixed.yaml")
         result = run_cli("replay", str(replay_job), str(dead), "--no-progress")
         recorded = {r["customer_id"]: r["attributes"] for r in healthy.records()}

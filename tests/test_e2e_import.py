@@ -1,4 +1,4 @@
-"""End to end: the CLI against the sandbox; what the server recorded, the dead-letter file, the report."""
+"""End to end: the CLI against the sandbox; what it recorded, the dead-letter file, the report."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The window promise, checked from the sandbox's arrival log: never over, and the pipe kept full."""
+"""The window promise, checked from the sandbox's arrival log: never over, the pipe kept full."""
 
 from __future__ import annotations
 
@@ -16,12 +16,22 @@ def test_no_window_exceeds_the_limit_and_pace_is_near_it(tmp_path: Path) -> None
     source.write_text("\n".join(lines) + "\n")
     mapping = {
         "customer_id": "user_id",
-        "attributes": {"first_name": "first_name", "points": {"column": "points", "type": "integer"}},
+        "attributes": {
+            "first_name": "first_name",
+            "points": {"column": "points", "type": "integer"},
+        },
     }
     # The sandbox enforces the same limit: a single 429 would mean we broke the promise.
-    with start_sandbox(tmp_path, "--rate", str(RATE), "--period", str(PERIOD), "--latency-ms", "20") as sandbox:
-        job = job_dict(tmp_path, sandbox.url, source, mapping,
-                       rate_limit={"updates": RATE, "period_seconds": PERIOD})
+    with start_sandbox(
+        tmp_path, "--rate", str(RATE), "--period", str(PERIOD), "--latency-ms", "20"
+    ) as sandbox:
+        job = job_dict(
+            tmp_path,
+            sandbox.url,
+            source,
+            mapping,
+            rate_limit={"updates": RATE, "period_seconds": PERIOD},
+        )
         result = run_cli("run", str(write_job(tmp_path, job)), "--no-progress", timeout=120)
         arrivals = sandbox.arrivals()
         recorded = sandbox.records()

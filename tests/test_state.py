@@ -50,10 +50,14 @@ def test_reset_forgets_everything(tmp_path: Path) -> None:
 def test_second_run_cannot_take_the_lock_and_learns_who_holds_it(tmp_path: Path) -> None:
     state = tmp_path / "state.db"
     holder = subprocess.Popen(
-        [sys.executable, "-c",
-         "import sys,time; from pathlib import Path; from importer.state import RunLock;"
-         f"RunLock(Path({str(state)!r})).acquire(); print('held', flush=True); time.sleep(30)"],
-        stdout=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-c",
+            "import sys,time; from pathlib import Path; from importer.state import RunLock;"
+            f"RunLock(Path({str(state)!r})).acquire(); print('held', flush=True); time.sleep(30)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
