@@ -1,0 +1,262 @@
+"""Sources: finding files, reading CSV / Parquet into numbered chunks, records, fingerprints."""
+
+from __future__ import annotations
+
+import bz2
+import datetime as dt
+import decimal
+import gzip
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import zstandard
+
+from importer.config import CsvOptions, SourceConfig
+from importer.sources import (
+    SourceError,
+    count_rows,
+    discover,
+    fingerprint,
+    format_of,
+    iter_chunks,
+    read_columns,
+    record_of,
+)
+
+TEXT = 'id,name,note\n00123,"Doe, Jane","line one\nline two"\n+7,NA,\n3,null,None\n'
+
+
+def rows_of(path: Path, source: SourceConfig, **options: Any) -> list[tuple[int, dict[str, Any]]]:
+    """(row number, record) for every row, across chunks."""
+    return [
+        (int(number), record_of(chunk.frame, number))
+        for chunk in iter_chunks(path, source, **options)
+        for number in chunk.frame.index
+    ]
+
+
+def test_discover_file_directory_glob_and_nothing(tmp_path: Path) -> None:
+    for name in ("b.csv", "a.csv.gz", "c.parquet", "notes.txt"):
+        (tmp_path / name).write_bytes(b"x")
+    assert discover(str(tmp_path / "b.csv")) == [tmp_path / "b.csv"]
+    assert discover(str(tmp_path)) == [tmp_path / n for n in ("a.csv.gz", "b.csv", "c.parquet")]
+    assert discover(str(tmp_path / "*.csv*")) == [tmp_path / "a.csv.gz", tmp_path / "b.csv"]
+    with pytest.raises(SourceError, match=r"no files match .*\*\.json"):
+        discover(str(tmp_path / "*.json"))
+    with pytest.raises(SourceError, match="no CSV or Parquet files"):
+        (tmp_path / "empty").mkdir()
+        discover(str(tmp_path / "empty"))
+
+
+def test_format_of() -> None:
+    assert format_of(Path("a.csv.zst"), "auto") == "csv"
+    assert format_of(Path("a.parquet"), "auto") == "parquet"
+    assert format_of(Path("a.dat"), "parquet") == "parquet"
+    with pytest.raises(SourceError, match=r"a\.dat.*source\.format"):
+        format_of(Path("a.dat"), "auto")
+
+
+def test_csv_bom_quotes_newlines_and_row_numbers(tmp_path: Path) -> None:
+    path = tmp_path / "in.csv"
+    path.write_bytes("\ufeff".encode() + TEXT.encode())
+    assert read_columns(path, SourceConfig()) == ["id", "name", "note"]
+    assert rows_of(path, SourceConfig()) == [
+        (1, {"id": "00123", "name": "Doe, Jane", "note": "line one\nline two"}),
+        (2, {"id": "+7", "name": "NA", "note": None}),
+        (3, {"id": "3", "name": "null", "note": "None"}),
+    ]
+
+
+def test_chunk_boundaries_keep_row_numbers(tmp_path: Path) -> None:
+    path = tmp_path / "in.csv"
+    path.write_text("n\n" + "".join(f'"{i}\n"\n' for i in range(1, 11)))
+    chunks = list(iter_chunks(path, SourceConfig(chunk_rows=3)))
+    assert [len(c.frame) for c in chunks] == [3, 3, 3, 1]
+    assert [list(c.frame.index) for c in chunks][1] == [4, 5, 6]
+    assert all(c.source == str(path) for c in chunks)
+    numbers = [n for c in chunks for n in c.frame.index]
+    assert numbers == list(range(1, 11))
+    assert [c.frame.at[n, "n"] for c in chunks for n in c.frame.index] == [
+        f"{i}\n" for i in range(1, 11)
+    ]
+
+
+@pytest.mark.parametrize("start_row", [1, 2, 4, 7, 10, 11])
+def test_start_row_csv(tmp_path: Path, start_row: int) -> None:
+    path = tmp_path / "in.csv"
+    path.write_text("n\n" + "".join(f'"{i}\nx"\n' for i in range(1, 11)))
+    got = rows_of(path, SourceConfig(chunk_rows=3), start_row=start_row)
+    assert [n for n, _ in got] == list(range(start_row, 11))
+    assert all(record["n"] == f"{n}\nx" for n, record in got)
+
+
+def test_other_delimiter_and_encoding(tmp_path: Path) -> None:
+    path = tmp_path / "in.csv"
+    path.write_bytes("id;city\n1;Zürich\n2;São Paulo\n".encode("latin-1"))
+    source = SourceConfig(csv=CsvOptions(delimiter=";", encoding="latin-1"))
+    assert [r["city"] for _, r in rows_of(path, source)] == ["Zürich", "São Paulo"]
+
+
+def test_bad_encoding_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "in.csv"
+    path.write_bytes("id,city\n1,Zürich\n".encode("latin-1"))
+    with pytest.raises(SourceError, match=r"in\.csv.*not valid UTF-8.*source\.csv\.encoding"):
+        list(iter_chunks(path, SourceConfig()))
+
+
+def test_ragged_row_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "in.csv"
+    path.write_text("a,b\n1,2\n3,4,5\n")
+    with pytest.raises(SourceError, match=r"in\.csv: cannot parse CSV"):
+        list(iter_chunks(path, SourceConfig()))
+
+
+def test_missing_file_and_empty_file(tmp_path: Path) -> None:
+    with pytest.raises(SourceError, match=r"nope\.csv"):
+        read_columns(tmp_path / "nope.csv", SourceConfig())
+    (tmp_path / "empty.csv").write_text("")
+    with pytest.raises(SourceError, match="empty"):
+        read_columns(tmp_path / "empty.csv", SourceConfig())
+
+
+def test_null_values(tmp_path: Path) -> None:
+    path = tmp_path / "in.csv"
+    path.write_text('a,b,c\n\\N,,NA\n"",x,-\n')
+    got = rows_of(path, SourceConfig(null_values=["\\N", "-"]))
+    assert [r for _, r in got] == [{"a": None, "b": "", "c": "NA"}, {"a": "", "b": "x", "c": None}]
+    default = rows_of(path, SourceConfig())
+    assert [r for _, r in default] == [
+        {"a": "\\N", "b": None, "c": "NA"},
+        {"a": None, "b": "x", "c": "-"},
+    ]
+
+
+@pytest.mark.parametrize(
+    ("suffix", "compress"),
+    [
+        (".csv.gz", gzip.compress),
+        (".csv.bz2", bz2.compress),
+        (".csv.zst", lambda data: zstandard.ZstdCompressor().compress(data)),
+    ],
+)
+def test_compressed_csv(tmp_path: Path, suffix: str, compress: Any) -> None:
+    path = tmp_path / f"in{suffix}"
+    path.write_bytes(compress(TEXT.encode()))
+    assert read_columns(path, SourceConfig()) == ["id", "name", "note"]
+    assert [r["id"] for _, r in rows_of(path, SourceConfig())] == ["00123", "+7", "3"]
+
+
+def test_usecols_reads_only_those(tmp_path: Path) -> None:
+    path = tmp_path / "in.csv"
+    path.write_text(TEXT)
+    chunk = next(iter_chunks(path, SourceConfig(), columns=["note", "id"]))
+    assert sorted(chunk.frame.columns) == ["id", "note"]
+    with pytest.raises(SourceError, match="'missing'"):
+        list(iter_chunks(path, SourceConfig(), columns=["missing"]))
+
+
+def write_parquet(path: Path, rows: int, group_rows: int) -> Path:
+    table = pa.table({"n": pa.array(range(1, rows + 1), pa.int64())})
+    pq.write_table(table, path, row_group_size=group_rows)
+    return path
+
+
+@pytest.mark.parametrize("start_row", [1, 2, 5, 6, 9, 13, 14])
+def test_start_row_parquet(tmp_path: Path, start_row: int) -> None:
+    path = write_parquet(tmp_path / "in.parquet", rows=13, group_rows=5)
+    got = rows_of(path, SourceConfig(chunk_rows=4), start_row=start_row)
+    assert [n for n, _ in got] == list(range(start_row, 14))
+    assert [r["n"] for _, r in got] == list(range(start_row, 14))
+
+
+def test_parquet_native_types_and_records(tmp_path: Path) -> None:
+    table = pa.table(
+        {
+            "i": pa.array([1, None], pa.int64()),
+            "b": pa.array([True, None]),
+            "tz": pa.array(
+                [dt.datetime(2024, 1, 1, 10, tzinfo=dt.UTC), None], pa.timestamp("us", tz="UTC")
+            ),
+            "naive": pa.array([dt.datetime(2024, 1, 1, 10), None], pa.timestamp("ms")),
+            "d": pa.array([dt.date(2024, 1, 31), None], pa.date32()),
+            "dec": pa.array([decimal.Decimal("1.50"), None], pa.decimal128(10, 2)),
+            "ls": pa.array([["a", "b"], None], pa.list_(pa.string())),
+            "dic": pa.array(["x", None]).dictionary_encode(),
+            "f": pa.array([0.5, float("nan")]),
+        }
+    )
+    path = tmp_path / "in.parquet"
+    pq.write_table(table, path)
+    assert read_columns(path, SourceConfig()) == table.column_names
+    chunk = next(
+        iter_chunks(
+            path, SourceConfig(), columns=["i", "b", "tz", "naive", "d", "dec", "ls", "dic", "f"]
+        )
+    )
+    assert str(chunk.frame["i"].dtype) == "int64[pyarrow]"
+    first, second = record_of(chunk.frame, 1), record_of(chunk.frame, 2)
+    assert first == {
+        "i": 1,
+        "b": True,
+        "tz": "2024-01-01T10:00:00+00:00",
+        "naive": "2024-01-01T10:00:00",
+        "d": "2024-01-31",
+        "dec": "1.50",
+        "ls": ["a", "b"],
+        "dic": "x",
+        "f": 0.5,
+    }
+    assert set(second.values()) == {None}
+    orjson.dumps(first)
+
+
+def test_record_of_pandas_values() -> None:
+    frame = pd.DataFrame(
+        {"a": [pd.NA], "b": [float("nan")], "c": [pd.Timestamp("2024-01-01")]}, index=[7]
+    )
+    assert orjson.loads(orjson.dumps(record_of(frame, 7))) == {
+        "a": None,
+        "b": None,
+        "c": "2024-01-01T00:00:00",
+    }
+
+
+def test_fingerprint_changes_with_content(tmp_path: Path) -> None:
+    small = tmp_path / "small.csv"
+    small.write_text("a\n1\n")
+    first = fingerprint(small)
+    assert fingerprint(small) == first
+    small.write_text("a\n2\n")
+    assert fingerprint(small) != first
+
+    big = tmp_path / "big.bin"
+    data = bytearray(b"x" * (6 << 20))
+    big.write_bytes(data)
+    before = fingerprint(big)
+    data[-10] = ord("y")  # the tail is always sampled
+    big.write_bytes(data)
+    assert fingerprint(big) != before
+    big.write_bytes(bytes(data) + b"z")
+    assert fingerprint(big).startswith(f"{len(data) + 1}:")
+
+
+def test_count_rows_exact_for_parquet_and_small_csv(tmp_path: Path) -> None:
+    csv_path = tmp_path / "in.csv"
+    csv_path.write_text(TEXT)
+    parquet = write_parquet(tmp_path / "in.parquet", rows=13, group_rows=5)
+    assert count_rows([csv_path, parquet], SourceConfig()) == 16
+    gz = tmp_path / "in.csv.gz"
+    gz.write_bytes(gzip.compress(TEXT.encode()))
+    assert count_rows([gz], SourceConfig()) is None
+
+
+def test_count_rows_estimates_large_csv(tmp_path: Path) -> None:
+    path = tmp_path / "big.csv"
+    path.write_text("n,t\n" + "".join(f"{i:06d},text\n" for i in range(300_000)))
+    estimate = count_rows([path], SourceConfig())
+    assert estimate is not None and abs(estimate - 300_000) < 3_000
