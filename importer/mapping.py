@@ -718,26 +718,6 @@ def _customer_ids(series: pd.Series, column: str) -> tuple[list[Any], pa.Array, 
 # --- rows --------------------------------------------------------------------------------
 
 
-class _EncodedRow(Row):
-    """A Row whose element is decoded from `encoded` only when asked for (dead letters,
-    samples): building a dict per valid row would cost more than everything else here."""
-
-    __slots__ = ()
-
-    def __init__(
-        self, source: str, row: int, customer_id: str | None, encoded: bytes, chunk: Chunk
-    ) -> None:
-        self.source = source
-        self.row = row
-        self.customer_id = customer_id
-        self.encoded = encoded
-        self.chunk = chunk
-
-    @property  # type: ignore[override]
-    def element(self) -> dict[str, Any]:
-        return orjson.loads(self.encoded)
-
-
 def _element_template(with_customer_id: bool, update_existing_only: bool) -> tuple[str, ...]:
     """The element JSON around the customer_id and the attribute members, from the one
     builder of the shape (moengage.customer_element), so the key order stays its own."""
@@ -1009,12 +989,10 @@ class Mapper:
             bad = np.zeros(len(numbers), dtype=bool)
             bad[list(problems)] = True
             good = np.flatnonzero(~bad).tolist()
-            mapped.valid = [
-                _EncodedRow(source, numbers[p], ids[p], encoded[p], chunk) for p in good
-            ]
+            mapped.valid = [Row(source, numbers[p], ids[p], encoded[p], chunk) for p in good]
         else:
             mapped.valid = [
-                _EncodedRow(source, number, customer_id, data, chunk)
+                Row(source, number, customer_id, data, chunk)
                 for number, customer_id, data in zip(numbers, ids, encoded, strict=True)
             ]
         for position in sorted(problems):

@@ -36,9 +36,27 @@ PLATFORM_NAMES = ("ANDROID", "iOS", "web")
 # customer_id values MoEngage refuses (compared case-insensitively, after stripping).
 PLACEHOLDER_CUSTOMER_IDS = frozenset(
     {
-        "unknown", "guest", "null", "0", "1", "2", "-1", "-2", "true", "false", "none",
-        "na", "n/a", "(empty)", "id", "uid", "userid", "user_id", "customer_id",
-        "user_attribute_unique_id", "dummy_seller_code",
+        "unknown",
+        "guest",
+        "null",
+        "0",
+        "1",
+        "2",
+        "-1",
+        "-2",
+        "true",
+        "false",
+        "none",
+        "na",
+        "n/a",
+        "(empty)",
+        "id",
+        "uid",
+        "userid",
+        "user_id",
+        "customer_id",
+        "user_attribute_unique_id",
+        "dummy_seller_code",
     }
 )
 
@@ -66,7 +84,9 @@ def is_transient_status(status: int) -> bool:
 
 def base_url_for(data_center: str) -> str:
     if data_center not in DATA_CENTERS:
-        raise ValueError(f"unknown data center {data_center!r}; expected one of {', '.join(DATA_CENTERS)}")
+        raise ValueError(
+            f"unknown data center {data_center!r}; expected one of {', '.join(DATA_CENTERS)}"
+        )
     if data_center == "101":
         return "https://api-101.moengage.com"
     return f"https://api-{data_center}.moengage.com"
@@ -103,7 +123,10 @@ def bulk_body(encoded_elements: list[bytes]) -> bytes:
 
 def error_body(error_type: str, message: str, request_id: str) -> dict[str, Any]:
     """MoEngage's error envelope (the sandbox answers with it; delivery parses it)."""
-    return {"status": "fail", "error": {"type": error_type, "message": message, "request_id": request_id}}
+    return {
+        "status": "fail",
+        "error": {"type": error_type, "message": message, "request_id": request_id},
+    }
 
 
 def parse_error(body: Any) -> tuple[str, str | None]:

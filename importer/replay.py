@@ -62,7 +62,6 @@ def _resend_rows(letters: list[DeadLetter], records: LetterRecords) -> list[Row]
                 letter.source,
                 letter.row,
                 letter.customer_id,
-                letter.payload,
                 orjson.dumps(letter.payload),
                 records,
             )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import orjson
 import pandas as pd
 
 
@@ -35,11 +36,13 @@ class Row:
     source: str
     row: int
     customer_id: str | None
-    element: dict[str, Any]
-    encoded: bytes  # orjson encoding of `element`; batching counts these bytes
-    chunk: (
-        RecordSource  # kept so the record is rebuilt only if the row ends in the dead-letter file
-    )
+    encoded: bytes  # the element as JSON; batching counts these bytes
+    chunk: RecordSource  # rebuilds the record only if the row ends in the dead-letter file
+
+    @property
+    def element(self) -> dict[str, Any]:
+        """Decoded on demand (dead letters, samples): a dict per valid row costs too much."""
+        return orjson.loads(self.encoded)
 
     def record(self) -> dict[str, Any]:
         return self.chunk.record(self.row)

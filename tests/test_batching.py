@@ -18,7 +18,7 @@ CHUNK = Chunk("in.csv", pd.DataFrame({"user_id": ["x"]}, index=[1]))
 
 def make_row(number: int, filler: int = 0) -> Row:
     element = moengage.customer_element(f"u{number}", {"pad": "x" * filler}, False)
-    return Row("in.csv", number, f"u{number}", element, orjson.dumps(element), CHUNK)
+    return Row("in.csv", number, f"u{number}", orjson.dumps(element), CHUNK)
 
 
 def test_bulk_body_is_exactly_what_pack_counted() -> None:

@@ -31,7 +31,7 @@ def make_rows(count: int, bad: frozenset[int] = frozenset(), pad: int = 0) -> li
     for number in range(1, count + 1):
         customer_id = f"bad-{number}" if number in bad else f"u{number}"
         element = moengage.customer_element(customer_id, {"pad": "x" * pad}, False)
-        rows.append(Row("in.csv", number, customer_id, element, orjson.dumps(element), CHUNK))
+        rows.append(Row("in.csv", number, customer_id, orjson.dumps(element), CHUNK))
     return rows
 
 

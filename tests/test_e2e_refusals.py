@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from conftest import job_dict, run_cli, write_job
 from sandbox_proc import start_sandbox
 
