@@ -66,9 +66,7 @@ def _add_run_options(parser: argparse.ArgumentParser, *, dry_run_flag: bool) -> 
     parser.add_argument("--log-format", choices=("text", "json"), default="text")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from importer import sandbox
-
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="moe-import",
         description="Load user profiles from CSV and Parquet into MoEngage, within the rate limit.",
@@ -90,7 +88,12 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("input", help="a CSV or Parquet file, a directory or a glob")
 
     serve = commands.add_parser("sandbox", help="run the MoEngage-compatible server on loopback")
-    sandbox.add_arguments(serve)
+    words = sys.argv[1:] if argv is None else argv
+    if "sandbox" in words:
+        # Only then: the server's options pull in aiohttp.web, which other commands do without.
+        from importer import sandbox
+
+        sandbox.add_arguments(serve)
     return parser
 
 
@@ -188,7 +191,7 @@ def _run_command(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     configure_logging(getattr(args, "log_format", "text"))
     try:

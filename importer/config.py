@@ -87,7 +87,7 @@ class SourceConfig(_Strict):
     format: Literal["auto", "csv", "parquet"] = "auto"
     null_values: list[str] = Field(default_factory=lambda: [""])
     csv: CsvOptions = Field(default_factory=CsvOptions)
-    chunk_rows: int = Field(50_000, ge=1)
+    chunk_rows: int = Field(10_000, ge=1)
 
 
 class AttributeSpec(_Strict):

@@ -22,12 +22,21 @@ Stage = Literal["rejected", "delivery"]
 
 
 class ApiAbort(Exception):
-    """The API refused the run itself (credentials, account, workspace, URL): stop sending."""
+    """The API refused the run itself (credentials, account, workspace, URL): stop sending.
 
-    def __init__(self, status: int | None, message: str) -> None:
+    `partial` holds what the interrupted send had settled before the abort (rows accepted by
+    an earlier 2xx, rows refused); rows of the batch in neither list are pending.
+    """
+
+    def __init__(self, status: int | None, message: str, partial: SendResult | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.partial = partial if partial is not None else SendResult()
+
+    def with_partial(self, partial: SendResult) -> ApiAbort:
+        """The same abort, carrying what one send had settled."""
+        return ApiAbort(self.status, self.message, partial)
 
 
 @dataclass
@@ -122,11 +131,30 @@ class Sender:
         self._secrets = [api.api_key.get_secret_value(), authorization.split(" ", 1)[1]]
         self._timeout = aiohttp.ClientTimeout(total=delivery.timeout_seconds)
         self._abort: ApiAbort | None = None  # once set, nothing more is sent
+        # How late a request that got no answer may still reach the server, after we gave up
+        # on it: its limiter slot is held this much longer (see _post).
+        self._in_transit_bound = delivery.timeout_seconds
 
-    async def send(self, rows: list[Row]) -> SendResult:
-        """Deliver `rows`; every row ends accepted or refused. Raises ApiAbort on a fatal answer."""
-        result = SendResult()
-        await self._deliver(rows, result)
+    async def send(self, rows: list[Row], result: SendResult | None = None) -> SendResult:
+        """Deliver `rows`; every row ends accepted or refused, unless the send is cut short.
+
+        Rows are appended to `result` (a new SendResult if None; it is also returned) as soon
+        as their fate is known: a 2xx for the request holding them, or a refusal. While
+        splitting, earlier halves are settled before later ones are sent, so:
+
+        - on a fatal answer (401, 403, 409, 404, 415) it raises ApiAbort whose `partial` is
+          `result`, holding what was settled before the abort;
+        - if the task is cancelled, a caller that passed its own `result` still has what was
+          settled; the rows of the request in flight are not in it.
+
+        Rows of `rows` in neither `result.accepted` nor `result.refused` are pending: their
+        fate is unknown and they must be sent again on resume.
+        """
+        result = SendResult() if result is None else result
+        try:
+            await self._deliver(rows, result)
+        except ApiAbort as abort:
+            raise abort.with_partial(result) from None
         return result
 
     async def _deliver(self, rows: list[Row], result: SendResult) -> None:
@@ -221,15 +249,26 @@ class Sender:
         return _Answer(status, f"{status} {reason}")
 
     async def _post(self, body: bytes, users: int) -> tuple[int, CIMultiDictProxy[str], bytes]:
-        """One HTTP attempt under a limiter permit, held until the answer is read."""
+        """One HTTP attempt under a limiter permit, held until the answer is read.
+
+        An answer (its status line) means the request reached the server before it: the
+        permit is released plainly. Without one (a timeout, a broken connection, a
+        cancellation) the request may still be in transit (a proxy, the kernel's send
+        buffer after close) and reach the server after our release, so the slot is held
+        `timeout_seconds` longer: the deadline we gave the whole exchange, given again to a
+        request still on its way. This is an assumption about the network, not a proof;
+        nothing on the client side can bound a proxy's buffering.
+        """
         if self._abort is not None:
             raise self._abort
         permit = await self._limiter.acquire(users)
+        in_transit = False
         try:
             if self._abort is not None:  # another request aborted while we waited
                 raise self._abort
             self._stats.requests += 1
             self._stats.users_sent += users
+            in_transit = True
             async with self._session.post(
                 self.url,
                 data=body,
@@ -237,10 +276,11 @@ class Sender:
                 headers=self._headers,
                 timeout=self._timeout,
             ) as response:
+                in_transit = False  # answered: it arrived before this
                 payload = await response.read()
                 return response.status, response.headers, payload
         finally:
-            permit.release()
+            permit.release(self._in_transit_bound if in_transit else 0.0)
 
     def _scrub(self, text: str) -> str:
         for secret in self._secrets:

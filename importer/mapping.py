@@ -42,7 +42,7 @@ import pyarrow.compute as pc
 
 from importer import moengage
 from importer.config import ArrayOpSpec, AttributeSpec, ConfigError, MappingConfig
-from importer.rows import Chunk, InvalidRow, MappedChunk, Row
+from importer.rows import Chunk, InvalidRow, MappedChunk, ValidRows
 
 # The JSON text of one mapped column's values (null = omit) and its problems by row position.
 Converted = tuple[pa.Array, dict[int, str]]
@@ -924,7 +924,9 @@ class Mapper:
         members += self._array_ops(moengage.REMOVE_FROM_ARRAY_KEY, self._remove, converted, rows)
         members += self._platforms(converted, rows)
         elements = self._elements(id_json, members, rows)
-        return self._settle(chunk, ids, elements, problems)
+        mapped = self._settle(chunk, ids, elements, problems)
+        _add_malformed(mapped, chunk)
+        return mapped
 
     def _array_ops(
         self, key: str, fields: list[_Field], converted: Callable[[_Field], pa.Array], rows: int
@@ -986,15 +988,18 @@ class Mapper:
         source = chunk.source
         mapped = MappedChunk(source=source, rows_read=len(numbers))
         if problems:
-            bad = np.zeros(len(numbers), dtype=bool)
-            bad[list(problems)] = True
-            good = np.flatnonzero(~bad).tolist()
-            mapped.valid = [Row(source, numbers[p], ids[p], encoded[p], chunk) for p in good]
+            keep = np.ones(len(numbers), dtype=bool)
+            keep[list(problems)] = False
+            good = np.flatnonzero(keep).tolist()
+            mapped.valid = ValidRows(
+                source,
+                [numbers[p] for p in good],
+                [ids[p] for p in good],
+                [encoded[p] for p in good],
+                chunk,
+            )
         else:
-            mapped.valid = [
-                Row(source, number, customer_id, data, chunk)
-                for number, customer_id, data in zip(numbers, ids, encoded, strict=True)
-            ]
+            mapped.valid = ValidRows(source, numbers, list(ids), encoded, chunk)
         for position in sorted(problems):
             payload = orjson.loads(encoded[position])
             if payload.get("customer_id", "") is None:
@@ -1011,3 +1016,15 @@ class Mapper:
                 )
             )
         return mapped
+
+
+def _add_malformed(mapped: MappedChunk, chunk: Chunk) -> None:
+    """CSV records with the wrong number of fields: rows of their own, dead-lettered as read."""
+    if not chunk.malformed:
+        return
+    mapped.rows_read += len(chunk.malformed)
+    mapped.invalid += [
+        InvalidRow(chunk.source, row, None, f"malformed record: {reason}", {"_raw": text})
+        for row, text, reason in chunk.malformed
+    ]
+    mapped.invalid.sort(key=lambda invalid: invalid.row)

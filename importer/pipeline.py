@@ -12,26 +12,34 @@ import contextlib
 import logging
 import signal
 import time
-from collections import Counter
-from collections.abc import Callable, Iterator
+from collections import Counter, deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from importer import batching, sources
 from importer.config import ConfigError, JobConfig
 from importer.deadletter import DeadLetter, DeadLetterWriter
-from importer.delivery import ApiAbort, DeliveryStats, Refusal, Sender, make_session
 from importer.mapping import Mapper
+from importer.moengage import BULK_PREFIX, BULK_SUFFIX
 from importer.progress import Progress
 from importer.ratelimit import WindowLimiter
 from importer.report import Report, count_reasons
-from importer.rows import InvalidRow, Row
+from importer.rows import Chunk, InvalidRow, MappedChunk, Row
+from importer.sources import SourceError
 from importer.state import RunLock, SettledRows, StateStore
 
+if TYPE_CHECKING:
+    from importer.delivery import Refusal
+
 log = logging.getLogger("importer")
+
+# Chunks mapped at once: the arrow kernels release the GIL, so two threads use two cores.
+MAPPING_THREADS = 2
 
 # Requests per period at the least: smaller batches keep pacing smooth under a small limit.
 MIN_REQUESTS_PER_PERIOD = 20
@@ -61,7 +69,9 @@ class Work:
     rows_read: int
     rows_skipped: int
     invalid: list[InvalidRow]
-    batches: list[list[Row]]
+    batches: list[list[Row]]  # to send
+    planned: int = 0  # dry run: requests built, not sent
+    samples: list[dict[str, Any]] = field(default_factory=list)  # dry run: elements to show
 
 
 WorkSource = Callable[[StateStore | None], Iterator[Work]]
@@ -77,6 +87,12 @@ def max_items_per_request(job: JobConfig) -> int:
     if job.api.endpoint == "customer":
         return 1
     return max(1, job.rate_limit.updates // MIN_REQUESTS_PER_PERIOD)
+
+
+def mapper_for(job: JobConfig) -> Mapper:
+    """A mapper that refuses elements too large for one request of this job."""
+    frame = 0 if job.api.endpoint == "customer" else len(BULK_PREFIX) + len(BULK_SUFFIX)
+    return Mapper(job.mapping, max_element_bytes=job.delivery.max_batch_bytes - frame)
 
 
 def discover_sources(job: JobConfig) -> list[Path]:
@@ -189,6 +205,20 @@ def _drop_settled(frame: Any, settled: SettledRows) -> tuple[Any, int]:
     return (frame[~done], count) if count else (frame, 0)
 
 
+def dry_run_sibling(path: Path) -> Path:
+    return path.with_name(f"{path.name.removesuffix('.jsonl')}.dry-run.jsonl")
+
+
+def _has_saved_progress(state_path: Path) -> bool:
+    if not state_path.exists():
+        return False
+    store = StateStore(state_path)
+    try:
+        return store.has_progress()
+    finally:
+        store.close()
+
+
 class Run:
     """One import (or dry run) of a job over its source files."""
 
@@ -216,6 +246,8 @@ class Run:
         self._workers: list[asyncio.Task[None]] = []
         self._producer: asyncio.Task[None] | None = None
         self._batches: asyncio.Queue[list[Row] | None] | None = None
+        self._stats: Any = None
+        self._input_error = False
 
     # --- reading and mapping, off the event loop thread ---------------------------------
 
@@ -237,21 +269,60 @@ class Run:
             if prefix:
                 yield Work(source, prefix, prefix, [], [])
             rest = SettledRows([r for r in settled.ranges if r[0] > prefix])
-            for chunk in sources.iter_chunks(
+            chunks = sources.iter_chunks(
                 path, source_cfg, self.mapper.columns, start_row=prefix + 1
-            ):
-                rows_read = len(chunk.frame)
-                chunk.frame, skipped = _drop_settled(chunk.frame, rest)
-                mapped = self.mapper.map_chunk(chunk)
-                batches = list(
-                    batching.pack(
-                        mapped.valid,
-                        self.job.delivery.max_batch_bytes,
-                        max_items_per_request(self.job),
-                        self.job.api.endpoint,
-                    )
-                )
-                yield Work(source, rows_read, skipped, mapped.invalid, batches)
+            )
+            for rows_read, skipped, mapped in self._map_ahead(chunks, rest):
+                yield self.batched(source, rows_read, skipped, mapped.valid, mapped.invalid)
+
+    def _map_ahead(
+        self, chunks: Iterator[Chunk], settled: SettledRows
+    ) -> Iterator[tuple[int, int, MappedChunk]]:
+        """Map chunks on MAPPING_THREADS threads, in order, a few chunks ahead of the reader.
+
+        The arrow kernels that do most of mapping release the GIL, so a second thread uses
+        the second core; the look-ahead is bounded, so memory stays flat.
+        """
+
+        def prepare(chunk: Chunk) -> tuple[int, int, MappedChunk]:
+            rows_read = len(chunk.frame) + len(chunk.malformed)
+            chunk.frame, skipped = _drop_settled(chunk.frame, settled)
+            if chunk.malformed and settled.ranges:
+                kept = [m for m in chunk.malformed if not settled.covers(m[0])]
+                skipped += len(chunk.malformed) - len(kept)
+                chunk.malformed = kept
+            return rows_read, skipped, self.mapper.map_chunk(chunk)
+
+        with ThreadPoolExecutor(MAPPING_THREADS, thread_name_prefix="map") as pool:
+            ahead: deque[Future[tuple[int, int, MappedChunk]]] = deque()
+            for chunk in chunks:
+                ahead.append(pool.submit(prepare, chunk))
+                if len(ahead) > MAPPING_THREADS:
+                    yield ahead.popleft().result()
+            while ahead:
+                yield ahead.popleft().result()
+
+    def batched(
+        self,
+        source: SourceFile,
+        rows_read: int,
+        skipped: int,
+        valid: Sequence[Row],
+        invalid: list[InvalidRow],
+    ) -> Work:
+        """Requests for a chunk's valid rows: Row lists to send, or, in a dry run, built bodies."""
+        job = self.job
+        spans = batching.row_spans(
+            valid, job.delivery.max_batch_bytes, max_items_per_request(job), job.api.endpoint
+        )
+        if not self.options.dry_run:
+            return Work(source, rows_read, skipped, invalid, [list(valid[s:e]) for s, e in spans])
+        encoded = batching.encoded_of(valid)
+        for start, end in spans:
+            batching.encoded_body(encoded[start:end], job.api.endpoint)  # built, never sent
+        wanted = max(self.options.sample_size - len(self.samples), 0)
+        samples = [row.element for row in valid[:wanted]]
+        return Work(source, rows_read, skipped, invalid, [], len(spans), samples)
 
     # --- the run ------------------------------------------------------------------------
 
@@ -262,6 +333,13 @@ class Run:
         lock: RunLock | None = None
         writer: DeadLetterWriter | None = None
         dead_letter_path = job.output.dead_letter
+        if options.dry_run and _has_saved_progress(job.output.state):
+            # The dead-letter file belongs to the unfinished run that a rerun will resume.
+            dead_letter_path = dry_run_sibling(dead_letter_path)
+            log.warning(
+                "a run of this job can be resumed; the dry run writes its dead letters to %s",
+                dead_letter_path,
+            )
         try:
             if self._use_state:
                 lock = RunLock(job.output.state)
@@ -300,25 +378,35 @@ class Run:
             if elapsed > 0:
                 self.report.updates_per_minute = round(self.report.rows_accepted / elapsed * 60, 1)
             self.report.settle_pending()
-            self.report.finish_exit_code(self.interrupted)
+            self.report.finish_exit_code(self.interrupted, input_error=self._input_error)
         return RunOutcome(self.report, self.samples)
 
     async def _pipeline(self, settler: Settler, state: StateStore | None) -> None:
-        job = self.job
         loop = asyncio.get_running_loop()
         self._install_signal_handlers(loop)
-        stats = DeliveryStats()
-        batches: asyncio.Queue[list[Row] | None] = asyncio.Queue(
-            maxsize=job.delivery.concurrency * 2
-        )
-        self._batches = batches
         try:
             if self.options.dry_run:
                 self._producer = asyncio.create_task(self._produce(settler, state, None))
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._producer
                 return
-            limiter = WindowLimiter(job.rate_limit.updates, job.rate_limit.period_seconds)
+            await self._send_all(settler, state)
+        finally:
+            self._remove_signal_handlers(loop)
+
+    async def _send_all(self, settler: Settler, state: StateStore | None) -> None:
+        # Imported here: a dry run never needs the HTTP stack, and starts faster without it.
+        from importer.delivery import DeliveryStats, Sender, make_session
+
+        job = self.job
+        stats = DeliveryStats()
+        self._stats = stats
+        batches: asyncio.Queue[list[Row] | None] = asyncio.Queue(
+            maxsize=job.delivery.concurrency * 2
+        )
+        self._batches = batches
+        limiter = WindowLimiter(job.rate_limit.updates, job.rate_limit.period_seconds)
+        try:
             async with make_session(job.delivery) as session:
                 sender = Sender(job.api, job.delivery, limiter, session, stats)
                 self._workers = [
@@ -326,17 +414,13 @@ class Run:
                     for _ in range(job.delivery.concurrency)
                 ]
                 self._producer = asyncio.create_task(self._produce(settler, state, batches))
-                try:
+                with contextlib.suppress(asyncio.CancelledError):
                     await self._producer
-                except asyncio.CancelledError:
-                    if not self._stopping.is_set():
-                        raise
                 if not self._stopping.is_set():
                     for _ in self._workers:
                         await batches.put(None)
                 await self._wait_workers()
         finally:
-            self._remove_signal_handlers(loop)
             self.report.requests = stats.requests
             self.report.retries = stats.retries
             self.report.http_429 = stats.http_429
@@ -350,42 +434,55 @@ class Run:
     ) -> None:
         work_items = self._work_source(state)
         while not self._stopping.is_set():
-            work = await asyncio.to_thread(next, work_items, None)
+            try:
+                work = await asyncio.to_thread(next, work_items, None)
+            except (SourceError, ConfigError) as error:
+                # Bad input found mid-run: stop cleanly; the report and progress are kept.
+                self._input_error = self._stats is None or self._stats.requests == 0
+                self._abort(str(error))
+                return
             if work is None:
                 return
             self.report.rows_read += work.rows_read
             if work.rows_skipped:
                 settler.skipped(work.rows_skipped)
             settler.invalid(work.invalid)
+            # Dry run: every request was built; the rows stay pending.
+            self.report.requests_planned += work.planned
+            self.samples += work.samples[: max(self.options.sample_size - len(self.samples), 0)]
+            if batches is None:
+                continue
             for batch in work.batches:
-                if batches is None:
-                    # Dry run: build every request, send nothing; the rows stay pending.
-                    batching.request_body(batch, self.job.api.endpoint)
-                    self.report.requests_planned += 1
-                    self._keep_samples(batch)
-                    continue
                 if self._stopping.is_set():
                     return
                 await batches.put(batch)
 
-    def _keep_samples(self, batch: list[Row]) -> None:
-        for row in batch[: self.options.sample_size - len(self.samples)]:
-            self.samples.append(row.element)
-
     async def _deliver(
-        self, sender: Sender, batches: asyncio.Queue[list[Row] | None], settler: Settler
+        self, sender: Any, batches: asyncio.Queue[list[Row] | None], settler: Settler
     ) -> None:
+        from importer.delivery import ApiAbort, SendResult
+
         while True:
             batch = await batches.get()
             if batch is None or self._stopping.is_set():
                 return
+            # Filled as each row's fate is known, so an abort or a cancel mid-split still
+            # settles the halves that were answered.
+            result = SendResult()
             try:
-                result = await sender.send(batch)
+                await sender.send(batch, result)
             except ApiAbort as abort:
                 self._abort(str(abort))
                 return
-            settler.accepted(result.accepted)
-            settler.refused(result.refused)
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # a fault no retry can mend: stop, keep what is settled
+                log.debug("delivery failed", exc_info=True)
+                self._abort(f"delivery stopped by an unexpected error: {error!r}")
+                return
+            finally:
+                settler.accepted(result.accepted)
+                settler.refused(result.refused)
 
     async def _wait_workers(self) -> None:
         if not self._workers:
@@ -459,7 +556,7 @@ class Run:
 def prepare(job: JobConfig) -> tuple[list[Path], Mapper]:
     """Everything that can refuse a job before anything is sent (exit 2)."""
     paths = discover_sources(job)
-    mapper = Mapper(job.mapping)
+    mapper = mapper_for(job)
     check_sources(job, mapper, paths)
     return paths, mapper
 

@@ -5,18 +5,24 @@ Why not aiolimiter alone: a leaky bucket bounds the *average* rate, not every wi
 window that straddles the start sees nearly twice the limit (aiolimiter issues 90, 200, 298).
 
 The hard guarantee is a ledger of grants. The server sees a request arrive at some moment
-between our grant (before the request is written) and our completion (after the answer, an
-error or a cancellation); we cannot observe which. So a permit of ``n`` granted at ``g`` and
-released at ``c`` occupies ``n`` slots from ``g`` until ``c + period`` (forever while in
-flight), and a grant of ``n`` at time ``t`` is allowed only if ``occupied(t) + n <= updates``.
+after our grant (before the request is written); we cannot observe which. When an HTTP answer
+comes back, the request arrived before it, so before our release ``c``. Without an answer (a
+timeout, a broken connection, a cancellation) the request may still be in transit when we
+give up (a proxy, the kernel's send buffer after close), so the caller bounds how much later
+it can arrive: ``release(extra_hold=h)``, ``h = 0`` after an answer. So a permit of ``n``
+granted at ``g`` and released at ``c`` with hold ``h`` occupies ``n`` slots from ``g`` until
+``c + h + period`` (forever while in flight), and a grant of ``n`` at time ``t`` is allowed
+only if ``occupied(t) + n <= updates``.
 
 Why this keeps the promise, for every half-open window ``[a, a + period)``: take the requests
 arriving in it, and among them the one granted last, at ``g*``. Every other one, R, was
-granted before ``g*`` and arrived at or after ``a``, so it completed at ``c_R >= a`` (or is
-still in flight); and ``g* < a + period <= c_R + period``. So R still occupied its slots at
-``g*``, and the grant at ``g*`` was allowed only because all of them together, plus its own,
-fit in ``updates``. Hence no window sees more than ``updates`` arrivals, wherever in
-``[g, c]`` each one really landed, retries included (each attempt takes its own permit).
+granted before ``g*`` and arrived at or after ``a``, and it arrives by ``c_R + h_R``, so
+``c_R + h_R >= a`` (or it is still in flight); and ``g* < a + period <= c_R + h_R + period``.
+So R still occupied its slots at ``g*``, and the grant at ``g*`` was allowed only because all
+of them together, plus its own, fit in ``updates``. Hence no window sees more than
+``updates`` arrivals, wherever in ``[g, c + h]`` each one really landed, retries included
+(each attempt takes its own permit). The promise is as good as the holds: ``h`` must bound
+how late an unanswered request can still arrive.
 
 Throughput: a slot is reused every ``period + latency``, so a long run moves
 ``updates * period / (period + latency)``: over 99% for a 60 s period and 0.5 s latency.
@@ -37,9 +43,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import math
 import time
-from collections import deque
 from collections.abc import Callable
 from types import TracebackType
 
@@ -55,19 +61,36 @@ PACER_HEADROOM = 1.05
 class Permit:
     """Room for `n` updates in one request; release it when the request has finished."""
 
-    __slots__ = ("_limiter", "granted_at", "n", "released_at")
+    __slots__ = ("_limiter", "extra_hold", "granted_at", "n", "released_at")
 
     def __init__(self, limiter: WindowLimiter, n: int, granted_at: float) -> None:
         self._limiter = limiter
         self.n = n
         self.granted_at = granted_at
         self.released_at: float | None = None
+        self.extra_hold = 0.0
 
-    def release(self) -> None:
-        """Mark the request finished (answered, failed or cancelled). Idempotent."""
+    def release(self, extra_hold: float = 0.0) -> None:
+        """Mark the request finished (answered, failed or cancelled). Idempotent.
+
+        The slots stay taken until release + `extra_hold` + period. `extra_hold` bounds how
+        long after now the request may still reach the server: 0 after an HTTP answer (the
+        request arrived before it); more when it ended without one (timeout, broken connection,
+        cancellation), since it may still be in transit.
+        """
+        if not extra_hold >= 0:  # also refuses NaN
+            raise ValueError(f"extra_hold must be >= 0, not {extra_hold}")
         if self.released_at is None:
             self.released_at = self._limiter.clock()
+            self.extra_hold = extra_hold
             self._limiter._on_release(self)
+
+    @property
+    def expires_at(self) -> float | None:
+        """When the slots come free (clock time); None while the request is in flight."""
+        if self.released_at is None:
+            return None
+        return self.released_at + self.extra_hold + self._limiter.period_seconds
 
     def __enter__(self) -> Permit:
         return self
@@ -78,6 +101,7 @@ class Permit:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        # No hold: a caller that got no answer calls release(extra_hold) itself first.
         self.release()
 
 
@@ -106,7 +130,8 @@ class WindowLimiter:
         self._turn = asyncio.Lock()  # FIFO: waiters are served in arrival order
         self._changed = asyncio.Event()  # set on release: there is a new expiry to wait for
         self._in_flight = 0
-        self._expiring: deque[tuple[float, int]] = deque()  # (release + period, n), in order
+        # A heap of (release + hold + period, n): holds differ, so expiries come out of order.
+        self._expiring: list[tuple[float, int]] = []
         self._expiring_total = 0
         self._paused_until = -math.inf
         self.granted_total = 0  # updates granted so far, every attempt counted
@@ -126,7 +151,7 @@ class WindowLimiter:
         self._paused_until = max(self._paused_until, deadline)
 
     def occupied(self) -> int:
-        """Updates in flight or released less than a period ago."""
+        """Updates in flight, or released less than their hold plus a period ago."""
         self._expire(self.clock())
         return self._in_flight + self._expiring_total
 
@@ -174,12 +199,13 @@ class WindowLimiter:
 
     def _expire(self, now: float) -> None:
         while self._expiring and self._expiring[0][0] <= now:
-            _, n = self._expiring.popleft()
+            _, n = heapq.heappop(self._expiring)
             self._expiring_total -= n
 
     def _on_release(self, permit: Permit) -> None:
-        assert permit.released_at is not None
+        expires_at = permit.expires_at
+        assert expires_at is not None
         self._in_flight -= permit.n
-        self._expiring.append((permit.released_at + self.period_seconds, permit.n))
+        heapq.heappush(self._expiring, (expires_at, permit.n))
         self._expiring_total += permit.n
         self._changed.set()

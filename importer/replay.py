@@ -7,20 +7,19 @@ rows that failed validation are re-mapped from their record with the job's curre
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pandas as pd
 
-from importer import batching
 from importer.config import JobConfig
 from importer.deadletter import DeadLetter, DeadLetterError, read_dead_letter
 from importer.mapping import Mapper
-from importer.pipeline import Run, RunOptions, RunOutcome, SourceFile, Work, max_items_per_request
-from importer.rows import Chunk, Row
-from importer.state import SettledRows, StateStore
+from importer.pipeline import Run, RunOptions, RunOutcome, SourceFile, Work, mapper_for
+from importer.rows import Chunk, InvalidRow, Row
+from importer.state import SettledRows
 
 
 class LetterRecords:
@@ -77,38 +76,42 @@ def _remap_chunk(source: str, letters: list[DeadLetter], mapper: Mapper) -> Chun
     return Chunk(source, frame)
 
 
-def replay_work(letters: list[DeadLetter], job: JobConfig, mapper: Mapper) -> Iterator[Work]:
+Batcher = Callable[[SourceFile, int, int, Sequence[Row], list[InvalidRow]], Work]
+
+
+def replay_work(letters: list[DeadLetter], mapper: Mapper, batched: Batcher) -> Iterator[Work]:
     for source, group in _by_source(letters).items():
         file = SourceFile(Path(source), source, "", SettledRows([]))
         records = LetterRecords(group)
         resend = [d for d in group if d.stage != "validation"]
         remap = [d for d in group if d.stage == "validation"]
         rows = _resend_rows(resend, records)
-        invalid = []
+        invalid: list[InvalidRow] = []
         if remap:
             mapped = mapper.map_chunk(_remap_chunk(source, remap, mapper))
             rows += mapped.valid
             invalid = mapped.invalid
         rows.sort(key=lambda r: r.row)
-        batches = list(
-            batching.pack(
-                rows, job.delivery.max_batch_bytes, max_items_per_request(job), job.api.endpoint
-            )
-        )
-        yield Work(file, len(group), 0, invalid, batches)
+        yield batched(file, len(group), 0, rows, invalid)
 
 
 def replay_dead_letter(job: JobConfig, dead_letter_in: Path, options: RunOptions) -> RunOutcome:
-    letters = list(read_dead_letter(dead_letter_in))
+    letters = _unique(read_dead_letter(dead_letter_in))
     if job.output.dead_letter.resolve() == dead_letter_in.resolve():
         raise DeadLetterError(
             f"replay would overwrite its input {dead_letter_in}; pass --dead-letter for its output"
         )
-    mapper = Mapper(job.mapping)
-    work = list(replay_work(letters, job, mapper))  # validates every line before anything is sent
-
-    def work_source(_state: StateStore | None) -> Iterator[Work]:
-        return iter(work)
-
-    run = Run(job, options, [], mapper, work=work_source)
+    mapper = mapper_for(job)
+    work: list[Work] = []
+    run = Run(job, options, [], mapper, work=lambda _state: iter(work))
+    work += replay_work(letters, mapper, run.batched)  # every line checked before anything is sent
     return asyncio.run(run.execute())
+
+
+def _unique(letters: Iterable[DeadLetter]) -> list[DeadLetter]:
+    """One line per (source, row): a crash between writing a line and saving progress can
+    write a row's line twice, and a replay must not send it twice."""
+    latest: dict[tuple[str, int], DeadLetter] = {}
+    for letter in letters:
+        latest[(letter.source, letter.row)] = letter
+    return list(latest.values())

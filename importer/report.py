@@ -64,9 +64,11 @@ class Report:
     def rows_dead_lettered(self) -> int:
         return self.rows_invalid + self.rows_rejected + self.rows_failed
 
-    def finish_exit_code(self, interrupted: bool) -> int:
+    def finish_exit_code(self, interrupted: bool, input_error: bool = False) -> int:
         if interrupted:
             self.exit_code = EXIT_INTERRUPTED
+        elif input_error:
+            self.exit_code = EXIT_USAGE  # bad input, found before anything was sent
         elif self.aborted:
             self.exit_code = EXIT_ABORTED
         elif self.rows_dead_lettered:

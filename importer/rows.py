@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, overload
 
 import orjson
 import pandas as pd
@@ -21,6 +22,8 @@ class Chunk:
 
     source: str
     frame: pd.DataFrame
+    # CSV records with the wrong number of fields: (data row, raw text <= 500 chars, reason)
+    malformed: list[tuple[int, str, str]] = field(default_factory=list)
 
     def record(self, row: int) -> dict[str, Any]:
         """The row as read, JSON-ready (missing cells are None), for the dead-letter file."""
@@ -60,9 +63,56 @@ class InvalidRow:
     payload: dict[str, Any] | None = None  # the element as it would have been sent, if built
 
 
+class ValidRows(Sequence[Row]):
+    """A chunk's valid rows as parallel lists; a `Row` object is made only when one is asked for.
+
+    Validating a large export never needs a per-row object, and a paced run makes them
+    a batch at a time, so a million `Row`s never sit in memory at once.
+    """
+
+    __slots__ = ("chunk", "customer_ids", "encoded", "numbers", "source")
+
+    def __init__(
+        self,
+        source: str,
+        numbers: list[int],
+        customer_ids: list[str | None],
+        encoded: list[bytes],
+        chunk: RecordSource,
+    ) -> None:
+        self.source = source
+        self.numbers = numbers
+        self.customer_ids = customer_ids
+        self.encoded = encoded
+        self.chunk = chunk
+
+    def __len__(self) -> int:
+        return len(self.numbers)
+
+    @overload
+    def __getitem__(self, index: int) -> Row: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[Row]: ...
+    def __getitem__(self, index: int | slice) -> Row | list[Row]:
+        if isinstance(index, slice):
+            return [
+                Row(self.source, number, customer_id, data, self.chunk)
+                for number, customer_id, data in zip(
+                    self.numbers[index], self.customer_ids[index], self.encoded[index], strict=True
+                )
+            ]
+        return Row(
+            self.source,
+            self.numbers[index],
+            self.customer_ids[index],
+            self.encoded[index],
+            self.chunk,
+        )
+
+
 @dataclass(slots=True)
 class MappedChunk:
     source: str
     rows_read: int
-    valid: list[Row] = field(default_factory=list)
+    valid: Sequence[Row] = field(default_factory=list)
     invalid: list[InvalidRow] = field(default_factory=list)

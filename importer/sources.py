@@ -93,6 +93,13 @@ def iter_chunks(
     Only `columns` are read when given. Rows before `start_row` (resume) are never turned into
     frames: CSV blocks are parsed and dropped (so row numbers stay exactly those of a full
     read), Parquet row groups are skipped by their metadata.
+
+    A CSV record with the wrong number of fields is a data row of its own: it is left out of
+    the frame and listed in `Chunk.malformed` with its number, so the rows after it keep the
+    numbers of a full read. A CSV chunk covers `chunk_rows` consecutive data rows, good and
+    malformed (its frame can be empty). Should arrow not number a malformed record (it does
+    when reading single-threaded, as here), the read stops with a SourceError naming the file
+    and about where, rather than guess the numbers after it.
     """
     if start_row < 1:
         raise ValueError("start_row is 1-based")
@@ -134,16 +141,19 @@ def _estimate_csv_rows(path: Path, source: SourceConfig) -> int | None:
         sample = handle.read(COUNT_SAMPLE_BYTES)
     if len(sample) < size:
         sample = sample[: sample.rfind(b"\n") + 1]  # whole lines; a quoted one may be cut
+    malformed = _MalformedRecords()  # they are data rows too
     try:
         reader = pa_csv.open_csv(
             pa.BufferReader(sample),
             read_options=pa_csv.ReadOptions(encoding=source.csv.encoding, use_threads=False),
             parse_options=pa_csv.ParseOptions(
-                delimiter=source.csv.delimiter, newlines_in_values=True
+                delimiter=source.csv.delimiter,
+                newlines_in_values=True,
+                invalid_row_handler=malformed,
             ),
             convert_options=pa_csv.ConvertOptions(include_columns=[]),
         )
-        rows = sum(batch.num_rows for batch in reader)
+        rows = sum(batch.num_rows for batch in reader) + len(malformed.take())
     except (pa.ArrowInvalid, UnicodeDecodeError):
         return None
     if len(sample) >= size:
@@ -162,11 +172,26 @@ def _estimate_csv_rows(path: Path, source: SourceConfig) -> int | None:
 CSV_BLOCK_BYTES = 1 << 20  # arrow reads ~36 blocks ahead; a record must fit in one
 
 
+InvalidRowHandler = Callable[[pa_csv.InvalidRow], str]
+
+
+def _skip_invalid(_row: pa_csv.InvalidRow) -> str:
+    return "skip"
+
+
 @contextmanager
 def _csv_reader(
-    path: Path, source: SourceConfig, text_columns: list[str], columns: list[str] | None = None
+    path: Path,
+    source: SourceConfig,
+    text_columns: list[str],
+    columns: list[str] | None = None,
+    on_invalid: InvalidRowHandler = _skip_invalid,
 ) -> Iterator[pa_csv.CSVStreamingReader]:
-    """The streaming reader; `text_columns` are read as text, `columns` (if given) only."""
+    """The streaming reader; `text_columns` are read as text, `columns` (if given) only.
+
+    Records with the wrong number of fields go to `on_invalid` and are left out of the
+    batches. `use_threads=False` is what makes arrow number them (`InvalidRow.number`).
+    """
     options = source.csv
     stream = _open_compressed(path, options.compression)
     try:
@@ -181,6 +206,7 @@ def _csv_reader(
                 escape_char=options.escapechar or False,
                 double_quote=True,
                 newlines_in_values=True,
+                invalid_row_handler=on_invalid,
             ),
             convert_options=pa_csv.ConvertOptions(
                 column_types={name: pa.string() for name in text_columns},
@@ -195,7 +221,7 @@ def _csv_reader(
 
 
 def _header(path: Path, source: SourceConfig) -> list[str]:
-    with _csv_reader(path, source, []) as reader:  # parses the first block only
+    with _csv_reader(path, source, []) as reader:  # parses the first block, skips bad records
         return list(reader.schema.names)
 
 
@@ -233,42 +259,154 @@ _COMPRESSION_SUFFIXES = {
 def _csv_chunks(
     path: Path, source: SourceConfig, columns: list[str] | None, start_row: int
 ) -> Iterator[Chunk]:
-    done = 0  # data rows read so far (including skipped ones)
-    with _csv_errors(path, lambda: done):
+    malformed = _MalformedRecords()
+    chunks = _CsvChunker(path, source.chunk_rows, start_row)
+    with _csv_errors(path, chunks.known_through):
         header = _header(path, source)
         missing = sorted(set(columns or []) - set(header))
         if missing:
             raise SourceError(f"{path}: no column {', '.join(map(repr, missing))}")
-        reader_context = _csv_reader(path, source, header, columns)
-    with _csv_errors(path, lambda: done), reader_context as reader:
-        pending: list[pa.RecordBatch] = []
-        pending_rows = 0
+        reader_context = _csv_reader(path, source, header, columns, malformed)
+    with _csv_errors(path, chunks.known_through), reader_context as reader:
+        chunks.schema = reader.schema
         for batch in reader:
-            if done + batch.num_rows < start_row:  # wholly before start_row: drop unconverted
-                done += batch.num_rows
-                continue
-            if done + 1 < start_row:
-                skip = start_row - 1 - done
-                batch = batch.slice(skip)
-                done += skip
-            pending.append(batch)
-            pending_rows += batch.num_rows
-            while pending_rows >= source.chunk_rows:
-                table = pa.Table.from_batches(pending)
-                head = table.slice(0, source.chunk_rows)
-                rest = table.slice(source.chunk_rows)
-                yield _csv_chunk(path, head, done + 1)
-                done += head.num_rows
-                pending, pending_rows = rest.to_batches(), rest.num_rows
-        if pending_rows:
-            yield _csv_chunk(path, pa.Table.from_batches(pending), done + 1)
-            done += pending_rows
+            # Arrow reports a block's bad records while parsing it, before yielding its batch.
+            chunks.add_malformed(malformed.take())
+            chunks.add_batch(batch)
+            yield from chunks.ready()
+        chunks.add_malformed(malformed.take())
+        yield from chunks.rest()
 
 
-def _csv_chunk(path: Path, table: pa.Table, first_row: int) -> Chunk:
-    frame = table.to_pandas(types_mapper=pd.ArrowDtype)
-    frame.index = pd.RangeIndex(first_row, first_row + table.num_rows)
-    return Chunk(source=str(path), frame=frame)
+MALFORMED_TEXT_CHARS = 500
+
+
+class _MalformedRecords:
+    """The `invalid_row_handler`: keeps the records arrow skips until the chunker numbers them."""
+
+    def __init__(self) -> None:
+        self._reported: list[pa_csv.InvalidRow] = []
+
+    def __call__(self, row: pa_csv.InvalidRow) -> str:
+        self._reported.append(row)
+        return "skip"
+
+    def take(self) -> list[pa_csv.InvalidRow]:
+        reported, self._reported = self._reported, []
+        return reported
+
+
+class _CsvChunker:
+    """Numbers the good rows of a CSV stream around the malformed records and cuts chunks.
+
+    Arrow leaves a malformed record out of its batches and reports it with `number`, its
+    record count from the header (header = 1; quoted newlines do not count, blank lines are
+    not records), so its data row is `number - 1`, and the good rows take the numbers left
+    between them. Each chunk covers `chunk_rows` consecutive data rows, good ones in the
+    frame and malformed ones in `malformed`; a run of malformed rows can make a chunk with an
+    empty frame. A record reported without a number, or out of order, stops the read with a
+    SourceError rather than risk numbering the rows after it wrongly.
+    """
+
+    def __init__(self, path: Path, chunk_rows: int, start_row: int) -> None:
+        self.path = path
+        self.chunk_rows = chunk_rows
+        self.start_row = start_row
+        self.schema: pa.Schema | None = None
+        self._next_row = 1  # the first data row number not yet given to a good row
+        self._last_malformed = 0
+        self._ahead: list[int] = []  # malformed rows at or after _next_row
+        self._chunk_start = start_row
+        self._batches: list[pa.RecordBatch] = []  # good rows not yet in a chunk ...
+        self._numbers: list[np.ndarray] = []  # ... and their data row numbers
+        self._malformed: list[tuple[int, str, str]] = []  # from start_row, not yet in a chunk
+
+    def known_through(self) -> int:
+        """The data rows 1..n whose fate (good or malformed) is known."""
+        known = self._next_row - 1
+        for row in self._ahead:
+            if row != known + 1:
+                break
+            known = row
+        return known
+
+    def add_malformed(self, rows: list[pa_csv.InvalidRow]) -> None:
+        for invalid in rows:
+            reason = f"expected {invalid.expected_columns} fields, found {invalid.actual_columns}"
+            if invalid.number is None:
+                raise SourceError(
+                    f"{self.path}: a record after data row {self.known_through()} has the wrong "
+                    f"number of fields ({reason}) and its row number is unknown"
+                )
+            row = invalid.number - 1  # the header is record 1
+            if row < self._next_row or row <= self._last_malformed:
+                raise SourceError(
+                    f"{self.path}: cannot number the rows around a record with the wrong number "
+                    f"of fields ({reason}) near data row {row}"
+                )
+            self._last_malformed = row
+            self._ahead.append(row)
+            if row >= self.start_row:
+                self._malformed.append((row, _shorten(invalid.text), reason))
+
+    def add_batch(self, batch: pa.RecordBatch) -> None:
+        count = batch.num_rows
+        if count == 0:
+            return
+        numbers = _good_row_numbers(self._next_row, count, self._ahead)
+        self._next_row = int(numbers[-1]) + 1
+        self._ahead = [row for row in self._ahead if row >= self._next_row]
+        if self._next_row <= self.start_row:  # wholly before start_row: drop unconverted
+            return
+        first = int(np.searchsorted(numbers, self.start_row))
+        self._batches.append(batch.slice(first))
+        self._numbers.append(numbers[first:])
+
+    def ready(self) -> Iterator[Chunk]:
+        """The chunks whose every row is known."""
+        while self._chunk_start + self.chunk_rows - 1 <= self.known_through():
+            yield self._cut(self._chunk_start + self.chunk_rows - 1)
+
+    def rest(self) -> Iterator[Chunk]:
+        """At the end of the stream: every row is known; the last chunks."""
+        last = max(self._next_row - 1, self._last_malformed)
+        while self._chunk_start <= last:
+            yield self._cut(min(self._chunk_start + self.chunk_rows - 1, last))
+
+    def _cut(self, last: int) -> Chunk:
+        """The chunk of data rows `_chunk_start..last`."""
+        table = pa.Table.from_batches(self._batches, schema=self.schema)
+        numbers = np.concatenate(self._numbers) if self._numbers else np.empty(0, np.int64)
+        count = int(np.searchsorted(numbers, last, side="right"))
+        rest = table.slice(count)
+        self._batches, self._numbers = rest.to_batches(), [numbers[count:]]
+        split = next((i for i, bad in enumerate(self._malformed) if bad[0] > last), None)
+        split = len(self._malformed) if split is None else split
+        malformed, self._malformed = self._malformed[:split], self._malformed[split:]
+        self._chunk_start = last + 1
+        frame = table.slice(0, count).to_pandas(types_mapper=pd.ArrowDtype)
+        frame.index = _row_index(numbers[:count])
+        return Chunk(source=str(self.path), frame=frame, malformed=malformed)
+
+
+def _good_row_numbers(next_row: int, count: int, malformed: list[int]) -> np.ndarray:
+    """The `count` data row numbers from `next_row` on that are not `malformed` rows."""
+    candidates = np.arange(next_row, next_row + count + len(malformed), dtype=np.int64)
+    if malformed:
+        candidates = candidates[~np.isin(candidates, malformed)]
+    return candidates[:count]
+
+
+def _row_index(numbers: np.ndarray) -> pd.Index:
+    if len(numbers) and int(numbers[-1]) - int(numbers[0]) == len(numbers) - 1:
+        return pd.RangeIndex(int(numbers[0]), int(numbers[-1]) + 1)
+    return pd.Index(numbers, dtype="int64")
+
+
+def _shorten(text: str) -> str:
+    if len(text) <= MALFORMED_TEXT_CHARS:
+        return text
+    return text[: MALFORMED_TEXT_CHARS - 1] + "…"
 
 
 @contextmanager

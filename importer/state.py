@@ -82,8 +82,8 @@ class SettledRows:
             return self.ranges[0][1]
         return 0
 
-    def contains_any(self) -> bool:
-        return bool(self.ranges)
+    def covers(self, row: int) -> bool:
+        return any(first <= row <= last for first, last in self.ranges)
 
 
 class RunLock:

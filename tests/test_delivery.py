@@ -17,7 +17,7 @@ from aiohttp.test_utils import TestServer
 
 from importer import moengage
 from importer.config import ApiConfig, DeliveryConfig
-from importer.delivery import ApiAbort, DeliveryStats, Sender, make_session
+from importer.delivery import ApiAbort, DeliveryStats, Sender, SendResult, make_session
 from importer.ratelimit import WindowLimiter
 from importer.rows import Chunk, Row
 
@@ -389,6 +389,7 @@ def test_fatal_answers_abort_and_nothing_more_is_sent(status: int, words: str) -
         error = caught.value
         assert error.status == status
         assert words in error.message and "fatal-1" in error.message
+        assert error.partial == SendResult()  # nothing was settled before the abort
         with pytest.raises(ApiAbort):
             await sender.send(make_rows(2))
         assert len(fake.seen) == 1 and stats.requests == 1
@@ -439,3 +440,104 @@ def test_cancelled_send_releases_its_permit() -> None:
         assert lim.in_flight == 0 and lim.occupied() == 3  # released, still in the window
 
     run(hang, scenario)
+
+
+def settled_ids(result: SendResult) -> tuple[list[int], list[tuple[int, str, int | None]]]:
+    accepted = [row.row for row in result.accepted]
+    refused = [(r.row.row, r.stage, r.status) for r in result.refused]
+    return accepted, refused
+
+
+def bisect_then(later: Handler) -> Handler:
+    """400 while a bad element is in the body; a body holding u5 goes to `later`; else 200."""
+
+    async def behave(fake: FakeApi, request: web.Request, seen: Seen) -> web.StreamResponse:
+        ids = seen.customer_ids()
+        if any(cid.startswith("bad-") for cid in ids):
+            return fail(400, "BadRequestError", "invalid element", "b")
+        if "u5" in ids:
+            return await later(fake, request, seen)
+        return ok()
+
+    return behave
+
+
+async def unauthorized(fake: FakeApi, request: web.Request, seen: Seen) -> web.Response:
+    return fail(401, "AuthenticationError", "bad key", "auth-1")
+
+
+# Rows 1-8 with row 2 bad: [1-8] 400, [1-4] 400, [1-2] 400, [1] ok, [2] refused, [3-4] ok,
+# then [5-8] meets the scripted later answer.
+SETTLED_FIRST = ([1, 3, 4], [(2, "rejected", 400)])
+
+
+@pytest.mark.parametrize("own_result", [False, True])
+def test_abort_on_a_later_half_carries_what_was_settled(own_result: bool) -> None:
+    rows = make_rows(8, bad=frozenset({2}))
+
+    async def scenario(sender: Sender, fake: FakeApi, *_: Any) -> None:
+        mine = SendResult() if own_result else None
+        with pytest.raises(ApiAbort) as caught:
+            await sender.send(rows, mine)
+        abort = caught.value
+        assert abort.status == 401
+        assert settled_ids(abort.partial) == SETTLED_FIRST  # rows 5-8 stay pending
+        if mine is not None:
+            assert abort.partial is mine
+        # Another batch after the abort sends nothing and settles nothing.
+        with pytest.raises(ApiAbort) as again:
+            await sender.send(make_rows(2))
+        assert again.value.partial == SendResult()
+
+    fake = run(bisect_then(unauthorized), scenario)
+    assert fake.accepted == ["u1", "u3", "u4"]
+    assert len(fake.seen) == 7
+
+
+def test_cancel_mid_split_keeps_what_was_settled() -> None:
+    rows = make_rows(8, bad=frozenset({2}))
+    hanging = asyncio.Event()
+
+    async def hang(fake: FakeApi, request: web.Request, seen: Seen) -> web.Response:
+        hanging.set()
+        await asyncio.sleep(1.0)
+        return ok()
+
+    async def scenario(sender: Sender, fake: FakeApi, stats: DeliveryStats, lim: Any) -> None:
+        result = SendResult()
+        task = asyncio.ensure_future(sender.send(rows, result))
+        await hanging.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert settled_ids(result) == SETTLED_FIRST  # the cancelled [5-8] stays pending
+        # Past a period, the answered attempts' slots are free; the cancelled request's are
+        # still held: it may yet reach the server.
+        await asyncio.sleep(0.4)
+        assert lim.occupied() == 4
+
+    run(bisect_then(hang), scenario, period=0.3, timeout_seconds=2)
+
+
+async def too_slow(fake: FakeApi, request: web.Request, seen: Seen) -> web.Response:
+    await asyncio.sleep(1.0)
+    return ok()
+
+
+@pytest.mark.parametrize(
+    ("behave", "held"),
+    [(always_ok, 0), (too_slow, 2), (cut_first(100), 2)],
+    ids=["answered", "timeout", "cut"],
+)
+def test_only_unanswered_attempts_hold_their_slots_longer(behave: Handler, held: int) -> None:
+    # Period 0.3 s, timeout 0.4 s: an answered attempt frees its slots 0.3 s after it ends;
+    # one without an answer holds them 0.4 s more, as it may still be on its way.
+    async def scenario(sender: Sender, fake: FakeApi, stats: DeliveryStats, lim: Any) -> None:
+        await sender.send(make_rows(2))
+        assert stats.requests == 1
+        await asyncio.sleep(0.4)
+        assert lim.occupied() == held
+        await asyncio.sleep(0.35)
+        assert lim.occupied() == 0
+
+    run(behave, scenario, period=0.3, timeout_seconds=0.4, max_attempts=1)

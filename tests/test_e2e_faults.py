@@ -230,3 +230,19 @@ def test_replay_resends_failed_rows_and_remaps_invalid_ones(tmp_path: Path) -> N
     replay_report = json.loads((tmp_path / "out" / "dead_letter.replay.report.json").read_text())
     assert replay_report["rows_read"] == 3 and replay_report["rows_accepted"] == 3
     assert os.path.getsize(tmp_path / "out" / "dead_letter.replay.jsonl") == 0
+
+
+def test_dry_run_leaves_a_resumable_runs_dead_letters_alone(tmp_path: Path) -> None:
+    source = tmp_path / "users.csv"
+    source.write_text("user_id,first_name,points\nu1,Ann,1\nu2,Bo,2.5\n")
+    with start_sandbox(tmp_path) as sandbox:
+        job = _job(tmp_path, sandbox.url, source)
+        assert run_cli("run", str(job), "--no-progress").returncode == 1
+        before = (tmp_path / "out" / "dead_letter.jsonl").read_text()
+        dry = run_cli("validate", str(job))
+        assert dry.returncode == 1, dry.stderr
+        assert (tmp_path / "out" / "dead_letter.jsonl").read_text() == before
+        assert (tmp_path / "out" / "dead_letter.dry-run.jsonl").exists()
+        again = run_cli("run", str(job), "--no-progress")
+        assert again.returncode == 0 and read_report(tmp_path)["rows_skipped"] == 2
+    assert (tmp_path / "out" / "dead_letter.jsonl").read_text() == before

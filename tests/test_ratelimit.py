@@ -55,7 +55,7 @@ def run_virtual(make: Callable[[VirtualTimeLoop], Awaitable[T]]) -> T:
         loop.close()
 
 
-Interval = tuple[int, float, float]  # (updates, granted_at, released_at)
+Interval = tuple[int, float, float]  # (updates, granted_at, latest arrival: release + hold)
 
 
 def worst_window(intervals: list[Interval], period: float) -> int:
@@ -75,7 +75,7 @@ def worst_window(intervals: list[Interval], period: float) -> int:
 
 
 async def workload(
-    acquire: Callable[[int], Awaitable[Callable[[], None]]],
+    acquire: Callable[[int], Awaitable[Callable[[float], None]]],
     clock: Callable[[], float],
     *,
     workers: int,
@@ -84,19 +84,25 @@ async def workload(
     latency: Callable[[random.Random], float],
     seed: int,
     cancel_share: float = 0.0,
+    cancel_hold: float = 0.0,
 ) -> list[Interval]:
-    """Workers acquire, "send" for a random latency, release; some sends are cancelled."""
+    """Workers acquire, "send" for a random latency, release; some sends are cancelled, and
+    those release with `cancel_hold` (they may still arrive that much later)."""
     rng = random.Random(seed)
     intervals: list[Interval] = []
     end = clock() + duration
 
     async def send(n: int, release: Callable[[], None]) -> None:
         start = clock()
+        hold = 0.0
         try:
             await asyncio.sleep(latency(rng))
+        except asyncio.CancelledError:
+            hold = cancel_hold
+            raise
         finally:
-            release()
-            intervals.append((n, start, clock()))
+            release(hold)
+            intervals.append((n, start, clock() + hold))
 
     async def worker() -> None:
         while clock() < end:
@@ -115,13 +121,14 @@ async def workload(
 def window_acquirer(limiter: WindowLimiter, record: list[Interval]) -> Callable[..., Any]:
     """Use the limiter's own grant and release times, so the check is exact."""
 
-    async def acquire(n: int) -> Callable[[], None]:
+    async def acquire(n: int) -> Callable[[float], None]:
         permit = await limiter.acquire(n)
 
-        def release() -> None:
-            permit.release()
+        def release(hold: float) -> None:
+            permit.release(hold)
             assert permit.released_at is not None
-            record.append((permit.n, permit.granted_at, permit.released_at))
+            # The request may arrive any time up to its hold after the release.
+            record.append((permit.n, permit.granted_at, permit.released_at + hold))
 
         return release
 
@@ -154,6 +161,32 @@ def test_no_window_exceeds_the_limit_however_placed(seed: int) -> None:
     assert worst_window(record, period) <= updates
 
 
+@pytest.mark.parametrize("seed", [7, 8])
+def test_late_arrivals_within_their_hold_keep_the_promise(seed: int) -> None:
+    # A third of the sends are cancelled and may still arrive up to 20 s after the release.
+    updates, period, hold = 1_000, 10.0, 20.0
+
+    async def main(loop: VirtualTimeLoop) -> list[Interval]:
+        limiter = WindowLimiter(updates, period, clock=loop.time)
+        record: list[Interval] = []
+        await workload(
+            window_acquirer(limiter, record),
+            loop.time,
+            workers=8,
+            duration=8 * period,
+            sizes=lambda r: r.randint(1, 80),
+            latency=lambda r: r.uniform(0.01, 2.0),
+            seed=seed,
+            cancel_share=0.3,
+            cancel_hold=hold,
+        )
+        return record
+
+    record = run_virtual(main)
+    assert sum(i[0] for i in record) > 3 * updates  # it did run at the limit
+    assert worst_window(record, period) <= updates
+
+
 def test_the_check_catches_a_plain_leaky_bucket() -> None:
     # The burst the ledger exists for: aiolimiter alone lets a straddling window see ~2x.
     updates, period = 1_000, 10.0
@@ -161,9 +194,9 @@ def test_the_check_catches_a_plain_leaky_bucket() -> None:
     async def main(loop: VirtualTimeLoop) -> list[Interval]:
         bucket = AsyncLimiter(updates, period)
 
-        async def acquire(n: int) -> Callable[[], None]:
+        async def acquire(n: int) -> Callable[[float], None]:
             await bucket.acquire(n)
-            return lambda: None
+            return lambda hold: None
 
         return await workload(
             acquire,
@@ -294,6 +327,53 @@ def test_wakes_on_expiry_without_a_release() -> None:
         return permit.granted_at - done
 
     assert run_virtual(main) == pytest.approx(2.0, abs=1e-3)
+
+
+@pytest.mark.parametrize("hold", [0.0, 3.0])
+def test_an_unanswered_request_holds_its_slots_for_its_extra_hold(hold: float) -> None:
+    async def main(loop: VirtualTimeLoop) -> tuple[float, float, float | None]:
+        limiter = WindowLimiter(10, 2.0, clock=loop.time, burst=10)
+        permit = await limiter.acquire(10)
+        await asyncio.sleep(0.5)
+        permit.release(hold)
+        permit.release(99.0)  # idempotent: the first release's hold stands
+        released = loop.time()
+        later = await limiter.acquire(1)
+        return later.granted_at - released, permit.extra_hold, permit.expires_at
+
+    waited, extra_hold, expires_at = run_virtual(main)
+    assert waited == pytest.approx(hold + 2.0, abs=1e-3)
+    assert extra_hold == hold
+    assert expires_at is not None
+
+
+def test_holds_expire_in_their_own_order() -> None:
+    # A long hold released first must not keep a shorter one, released after it, from expiring.
+    async def main(loop: VirtualTimeLoop) -> float:
+        limiter = WindowLimiter(10, 1.0, clock=loop.time, burst=10)
+        long_held, short_held = await limiter.acquire(5), await limiter.acquire(5)
+        long_held.release(30.0)
+        await asyncio.sleep(0.1)
+        short_held.release()
+        released = loop.time()
+        assert limiter.occupied() == 10
+        permit = await asyncio.wait_for(limiter.acquire(5), timeout=5)
+        assert limiter.occupied() == 10  # the long hold's 5 plus the new grant
+        return permit.granted_at - released
+
+    assert run_virtual(main) == pytest.approx(1.0, abs=1e-3)
+
+
+@pytest.mark.parametrize("hold", [-1.0, float("nan")])
+def test_release_refuses_a_negative_hold(hold: float) -> None:
+    async def main(loop: VirtualTimeLoop) -> None:
+        limiter = WindowLimiter(10, 1.0, clock=loop.time, burst=10)
+        permit = await limiter.acquire(1)
+        with pytest.raises(ValueError):
+            permit.release(hold)
+        assert limiter.in_flight == 1  # not released by the refused call
+
+    run_virtual(main)
 
 
 def test_pause_until_stops_every_grant() -> None:
