@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 
 from importer import __version__
-from importer.config import ConfigError, JobConfig, load_job
+from importer.config import ConfigError, JobConfig, load_job, with_overrides
 from importer.deadletter import DeadLetterError
 from importer.report import (
     EXIT_ABORTED,
@@ -98,27 +98,21 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
 
 
 def apply_overrides(job: JobConfig, args: argparse.Namespace) -> JobConfig:
-    """Command-line options win over the job file."""
-
-    def section(name: str, **changes: Any) -> dict[str, Any]:
-        changes = {k: v for k, v in changes.items() if v is not None}
-        return {name: getattr(job, name).model_copy(update=changes)} if changes else {}
-
-    update: dict[str, Any] = {}
-    update |= section("api", base_url=args.base_url)
-    update |= section("rate_limit", updates=args.rate, period_seconds=args.period)
-    update |= section("delivery", concurrency=args.concurrency)
-    update |= section("source", path=args.input)
-    update |= section(
-        "output",
-        dead_letter=Path(args.dead_letter) if args.dead_letter else None,
-        report=Path(args.report) if args.report else None,
-        state=Path(args.state) if args.state else None,
+    """Command-line options win over the job file, and are checked like it."""
+    return with_overrides(
+        job,
+        {
+            "api": {"base_url": args.base_url},
+            "rate_limit": {"updates": args.rate, "period_seconds": args.period},
+            "delivery": {"concurrency": args.concurrency},
+            "source": {"path": args.input},
+            "output": {
+                "dead_letter": args.dead_letter,
+                "report": args.report,
+                "state": args.state,
+            },
+        },
     )
-    job = job.model_copy(update=update)
-    if args.period is not None and args.period <= 0:
-        raise ConfigError("--period must be greater than 0")
-    return job
 
 
 class _JsonFormatter(logging.Formatter):
@@ -185,8 +179,12 @@ def _run_command(args: argparse.Namespace) -> int:
         outcome = replay.replay_dead_letter(job, Path(args.dead_letter_in), options)
     else:
         outcome = pipeline.run_job(job, options)
-    outcome.report.write(job.output.report)
     _print_outcome(outcome, args, job, validating=validating)
+    try:
+        outcome.report.write(job.output.report)
+    except OSError as error:
+        # The run itself is done and accounted for; a lost report file does not undo that.
+        log.error("cannot write the report %s: %s", job.output.report, error.strerror)
     return outcome.report.exit_code
 
 

@@ -60,7 +60,7 @@ class ApiConfig(_Strict):
 
 class RateLimitConfig(_Strict):
     updates: int = Field(moengage.DEFAULT_RATE_UPDATES, gt=0)
-    period_seconds: float = Field(moengage.DEFAULT_RATE_PERIOD_SECONDS, gt=0)
+    period_seconds: float = Field(moengage.DEFAULT_RATE_PERIOD_SECONDS, gt=0, allow_inf_nan=False)
 
 
 class DeliveryConfig(_Strict):
@@ -69,9 +69,9 @@ class DeliveryConfig(_Strict):
     max_attempts: int = Field(6, ge=1)
     # 429s wait on their own budget so rate limiting does not eat the attempts meant for failures.
     max_rate_limited_attempts: int = Field(30, ge=1)
-    timeout_seconds: float = Field(30, gt=0)
-    backoff_base_seconds: float = Field(0.5, gt=0)
-    backoff_max_seconds: float = Field(30, gt=0)
+    timeout_seconds: float = Field(30, gt=0, allow_inf_nan=False)
+    backoff_base_seconds: float = Field(0.5, gt=0, allow_inf_nan=False)
+    backoff_max_seconds: float = Field(30, gt=0, allow_inf_nan=False)
 
 
 class CsvOptions(_Strict):
@@ -537,6 +537,20 @@ def parse_job(raw: Any, env: Mapping[str, str] | None = None) -> JobConfig:
         raise ConfigError(_format_validation_error(error)) from None
     check_job_rules(job)
     return job
+
+
+def with_overrides(job: JobConfig, overrides: Mapping[str, Mapping[str, Any]]) -> JobConfig:
+    """The job with command-line values put in, validated like the file itself."""
+    # Only what the file set: the rules tell options a user wrote from defaults.
+    tree = job.model_dump(exclude_unset=True)  # the api key stays a SecretStr
+    for section, values in overrides.items():
+        tree.setdefault(section, {}).update({k: v for k, v in values.items() if v is not None})
+    try:
+        updated = JobConfig.model_validate(tree)
+    except ValidationError as error:
+        raise ConfigError(_format_validation_error(error)) from None
+    check_job_rules(updated)
+    return updated
 
 
 def load_job(path: str | Path, env: Mapping[str, str] | None = None) -> JobConfig:

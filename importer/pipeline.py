@@ -31,7 +31,7 @@ from importer.ratelimit import WindowLimiter
 from importer.report import Report, count_reasons
 from importer.rows import Chunk, InvalidRow, MappedChunk, Row
 from importer.sources import SourceError
-from importer.state import RunLock, SettledRows, StateStore
+from importer.state import RunLock, SettledRows, StateError, StateStore
 
 if TYPE_CHECKING:
     from importer.delivery import Refusal
@@ -115,7 +115,7 @@ class Settler:
         report: Report,
         writer: DeadLetterWriter | None,
         state: StateStore | None,
-        fingerprints: dict[str, str],
+        fingerprints: dict[str, tuple[str, str]],
         progress: Progress,
     ) -> None:
         self.report = report
@@ -127,7 +127,7 @@ class Settler:
 
     def _mark(self, source: str, rows: list[int]) -> None:
         if self.state is not None and rows:
-            self.state.mark_settled(source, self.fingerprints[source], rows)
+            self.state.mark_settled(*self.fingerprints[source], rows)
         self.progress.advance(len(rows))
 
     def skipped(self, count: int) -> None:
@@ -237,7 +237,8 @@ class Run:
         # Replay brings its own rows and keeps no progress: the dead-letter file is its input.
         self._work_source: WorkSource = work or self._work
         self._use_state = work is None and not options.dry_run
-        self._fingerprints: dict[str, str] = {}
+        # source as named in rows -> (state key, fingerprint)
+        self._fingerprints: dict[str, tuple[str, str]] = {}
         self.report = Report(dry_run=options.dry_run, sources=[str(p) for p in paths])
         self.samples: list[dict[str, Any]] = []
         self.interrupted = False
@@ -255,16 +256,18 @@ class Run:
         source_cfg = self.job.source
         for path in self.paths:
             name = str(path)
+            # Progress is keyed by the absolute path: ./x.csv and x.csv are one file.
+            key = str(path.resolve())
             fingerprint = sources.fingerprint(path)
             settled = SettledRows([])
             if state is not None:
-                if state.changed_sources(name, fingerprint):
+                if state.changed_sources(key, fingerprint):
                     log.warning(
                         "%s changed since the last run; its earlier progress does not apply", name
                     )
-                settled = state.settled(name, fingerprint)
+                settled = state.settled(key, fingerprint)
             source = SourceFile(path, name, fingerprint, settled)
-            self._fingerprints[name] = fingerprint
+            self._fingerprints[name] = (key, fingerprint)
             prefix = settled.contiguous_through
             if prefix:
                 yield Work(source, prefix, prefix, [], [])
@@ -341,16 +344,22 @@ class Run:
                 dead_letter_path,
             )
         try:
-            if self._use_state:
-                lock = RunLock(job.output.state)
-                lock.acquire()
-                state = StateStore(job.output.state)
-                if options.fresh:
-                    state.reset()
-                resuming = state.has_progress()
-            else:
-                resuming = False
-            writer = DeadLetterWriter(dead_letter_path, append=resuming)
+            try:
+                if self._use_state:
+                    lock = RunLock(job.output.state)
+                    lock.acquire()
+                    state = StateStore(job.output.state)
+                    if options.fresh:
+                        state.reset()
+                    resuming = state.has_progress()
+                else:
+                    resuming = False
+                writer = DeadLetterWriter(dead_letter_path, append=resuming)
+            except OSError as error:
+                # Output paths are the user's to fix, and nothing has been sent yet.
+                raise StateError(
+                    f"cannot open {error.filename or 'an output file'}: {error.strerror}"
+                ) from None
             self.report.dead_letter = str(dead_letter_path)
             self.report.state = None if state is None else str(job.output.state)
             progress = Progress(

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import job_dict, run_cli, write_job
+from conftest import ROOT, job_dict, run_cli, write_job
 from sandbox_proc import start_sandbox
 
 CSV = "user_id,first_name,points,tags,new_tags\nu1,Ann,1,a|b,c\nu2,Bo,2,,d\n"
@@ -94,3 +96,37 @@ def test_missing_input_and_unreadable_job_are_usage_errors(tmp_path: Path) -> No
 def test_bad_option_is_a_usage_error(tmp_path: Path) -> None:
     result = run_cli("run", "job.yaml", "--rate", "-5")
     assert result.returncode == 2 and "--rate" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("option", "expected"),
+    [
+        (("--base-url", "notaurl"), "api.base_url"),
+        (("--period", "nan"), "rate_limit.period_seconds"),
+        (("--concurrency", "1000"), "delivery.concurrency"),
+        (("--dead-letter", "/"), "cannot open /"),
+    ],
+)
+def test_command_line_overrides_are_checked_like_the_job_file(
+    tmp_path: Path, option: tuple[str, str], expected: str
+) -> None:
+    source = tmp_path / "users.csv"
+    source.write_text(CSV)
+    job = write_job(tmp_path, job_dict(tmp_path, "http://127.0.0.1:9", source, GOOD))
+    result = run_cli("run", str(job), "--no-progress", *option)
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert expected in result.stderr and "Traceback" not in result.stderr
+
+
+def test_resume_does_not_depend_on_how_the_path_is_spelt(tmp_path: Path) -> None:
+    source = tmp_path / "users.csv"
+    source.write_text(CSV)
+    with start_sandbox(tmp_path) as sandbox:
+        job = write_job(tmp_path, job_dict(tmp_path, sandbox.url, source, GOOD))
+        assert run_cli("run", str(job), "--no-progress").returncode == 0
+        spelt_otherwise = os.path.relpath(source, ROOT)  # the CLI runs in the repo root
+        assert spelt_otherwise != str(source)
+        again = run_cli("run", str(job), "--input", spelt_otherwise, "--no-progress")
+        assert again.returncode == 0, again.stderr
+        assert len(sandbox.records()) == 2
+    assert json.loads((tmp_path / "out" / "report.json").read_text())["rows_skipped"] == 2
