@@ -336,7 +336,12 @@ class Run:
         lock: RunLock | None = None
         writer: DeadLetterWriter | None = None
         dead_letter_path = job.output.dead_letter
-        if options.dry_run and _has_saved_progress(job.output.state):
+        if (
+            options.dry_run
+            and dead_letter_path.exists()
+            and dead_letter_path.stat().st_size
+            and _has_saved_progress(job.output.state)
+        ):
             # The dead-letter file belongs to the unfinished run that a rerun will resume.
             dead_letter_path = dry_run_sibling(dead_letter_path)
             log.warning(

@@ -17,12 +17,13 @@ EXIT_USAGE = 2
 EXIT_ABORTED = 3
 EXIT_INTERRUPTED = 130
 
-_QUOTED_VALUE = re.compile(r"'(?:[^'\\]|\\.)*'")
+# A value follows ": " in a row's reason; the column name before it stays.
+_QUOTED_VALUE = re.compile(r"""(: )(?:'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")""")
 
 
 def reason_key(error: str) -> str:
-    """An error with its quoted values blanked, so rows broken the same way group together."""
-    return _QUOTED_VALUE.sub("'…'", error)
+    """An error with its values blanked, so rows broken the same way group together."""
+    return "; ".join(_QUOTED_VALUE.sub(r"\1'…'", part) for part in error.split("; "))
 
 
 @dataclass
