@@ -83,7 +83,7 @@ def _wait_for_records(sandbox, count: int, timeout: float = 30) -> None:
         time.sleep(0.05)
 
 
-@pytest.mark.parametrize("how", ["kill", "sigint"])
+@pytest.mark.parametrize("how", ["kill", "sigint", "sigterm"])
 def test_interrupted_run_resumes_without_losing_or_resending_much(tmp_path: Path, how: str) -> None:
     rows = 2000
     source = _users(tmp_path, rows)
@@ -91,12 +91,10 @@ def test_interrupted_run_resumes_without_losing_or_resending_much(tmp_path: Path
         job = _job(tmp_path, sandbox.url, source, rate_limit={"updates": 500, "period_seconds": 1})
         first = _start_run(job)
         _wait_for_records(sandbox, 600)
-        if how == "kill":
-            first.send_signal(signal.SIGKILL)
-        else:
-            first.send_signal(signal.SIGINT)
+        signals = {"kill": signal.SIGKILL, "sigint": signal.SIGINT, "sigterm": signal.SIGTERM}
+        first.send_signal(signals[how])
         first.communicate(timeout=60)
-        if how == "sigint":
+        if how != "kill":
             assert first.returncode == 130
             interrupted = read_report(tmp_path)
             assert_report_adds_up(interrupted)
@@ -246,3 +244,31 @@ def test_dry_run_leaves_a_resumable_runs_dead_letters_alone(tmp_path: Path) -> N
         again = run_cli("run", str(job), "--no-progress")
         assert again.returncode == 0 and read_report(tmp_path)["rows_skipped"] == 2
     assert (tmp_path / "out" / "dead_letter.jsonl").read_text() == before
+
+
+def test_second_interrupt_stops_at_once_and_loses_nothing(tmp_path: Path) -> None:
+    source = _users(tmp_path, 400)
+    with start_sandbox(tmp_path, "--latency-ms", "4000") as slow:
+        job = _job(tmp_path, slow.url, source, delivery={"max_batch_bytes": 2000})
+        first = _start_run(job)
+        time.sleep(2.0)  # requests are in flight, each answered only after 4 s
+        first.send_signal(signal.SIGINT)
+        time.sleep(0.3)
+        stopped = time.monotonic()
+        first.send_signal(signal.SIGINT)
+        first.communicate(timeout=60)
+        assert time.monotonic() - stopped < 3.5  # did not wait for the 4 s answers
+    assert first.returncode == 130
+    interrupted = read_report(tmp_path)
+    assert_report_adds_up(interrupted)
+    assert interrupted["rows_pending"] > 0
+    fast_dir = tmp_path / "fast"
+    fast_dir.mkdir()
+    with start_sandbox(fast_dir) as fast:
+        job = _job(tmp_path, fast.url, source, delivery={"max_batch_bytes": 2000})
+        again = run_cli("run", str(job), "--no-progress")
+        recorded = {r["customer_id"] for r in fast.records()} | {
+            r["customer_id"] for r in slow.records()
+        }
+    assert again.returncode == 0, again.stderr
+    assert recorded == {f"u{i:05d}" for i in range(1, 401)}
