@@ -389,8 +389,10 @@ class Run:
                 lock.release()
             elapsed = time.monotonic() - started
             self.report.elapsed_seconds = round(elapsed, 3)
-            if elapsed > 0:
-                self.report.updates_per_minute = round(self.report.rows_accepted / elapsed * 60, 1)
+            # Over at least a minute: a 4-second run's 5,000 updates are 5,000 in that minute,
+            # not a pace of 75,000 a minute that no minute ever saw.
+            minutes = max(elapsed, 60.0) / 60
+            self.report.updates_per_minute = round(self.report.rows_accepted / minutes, 1)
             self.report.settle_pending()
             self.report.finish_exit_code(self.interrupted, input_error=self._input_error)
         return RunOutcome(self.report, self.samples)

@@ -62,6 +62,7 @@ def main() -> int:
             "60000",
             "--fresh",
         ]
+        print("demo: pacing at 60,000 updates a minute (a raised limit) so the demo takes seconds")
         print("demo: moe-import " + " ".join(command[3:]))
         code = subprocess.call(command, cwd=ROOT)
     finally:
