@@ -218,3 +218,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as error:
         print(f"moe-import: error: {error}", file=sys.stderr)
         return EXIT_ABORTED
+    except Exception as error:  # a fault we did not foresee: say so plainly, exit as aborted
+        log.debug("unexpected error", exc_info=True)
+        print(f"moe-import: error: unexpected {type(error).__name__}: {error}", file=sys.stderr)
+        return EXIT_ABORTED

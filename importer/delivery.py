@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 from collections import Counter
@@ -55,6 +56,10 @@ class Refusal:
     stage: Stage
     status: int | None
     error: str
+
+
+class _Stopped(Exception):
+    """The sender was stopped before these rows' fate was known."""
 
 
 @dataclass
@@ -134,6 +139,13 @@ class Sender:
         # How late a request that got no answer may still reach the server, after we gave up
         # on it: its limiter slot is held this much longer (see _post).
         self._in_transit_bound = delivery.timeout_seconds
+        # Set by stop(): no new attempt starts, and waits between attempts end early.
+        self._stopping = asyncio.Event()
+
+    def stop(self) -> None:
+        """A graceful stop: requests in flight finish, nothing new is tried; rows whose
+        request was not answered stay pending (neither accepted nor refused)."""
+        self._stopping.set()
 
     async def send(self, rows: list[Row], result: SendResult | None = None) -> SendResult:
         """Deliver `rows`; every row ends accepted or refused, unless the send is cut short.
@@ -155,6 +167,8 @@ class Sender:
             await self._deliver(rows, result)
         except ApiAbort as abort:
             raise abort.with_partial(result) from None
+        except _Stopped:
+            pass  # what is not in `result` stays pending
         return result
 
     async def _deliver(self, rows: list[Row], result: SendResult) -> None:
@@ -194,6 +208,8 @@ class Sender:
         body = batching.request_body(rows, self._endpoint)
         budget = _Budget()
         while True:
+            if self._stopping.is_set():
+                raise _Stopped
             if budget.attempts:
                 self._stats.retries += 1
             budget.attempts += 1
@@ -207,7 +223,8 @@ class Sender:
                 outcome = self._after_answer(status, headers, payload, budget)
             if isinstance(outcome, _Answer):
                 return outcome
-            await asyncio.sleep(outcome)
+            with contextlib.suppress(TimeoutError):  # a stop cuts the wait short
+                await asyncio.wait_for(self._stopping.wait(), timeout=outcome)
 
     def _after_error(self, exc: BaseException, budget: _Budget) -> _Answer | float:
         """A timeout or broken connection: the answer if the budget is spent, else the wait."""

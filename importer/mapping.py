@@ -1018,13 +1018,19 @@ class Mapper:
         return mapped
 
 
+# The record of a CSV line that could not be split into columns: its text as read.
+MALFORMED_RECORD_KEY = "_raw"
+
+
 def _add_malformed(mapped: MappedChunk, chunk: Chunk) -> None:
     """CSV records with the wrong number of fields: rows of their own, dead-lettered as read."""
     if not chunk.malformed:
         return
     mapped.rows_read += len(chunk.malformed)
     mapped.invalid += [
-        InvalidRow(chunk.source, row, None, f"malformed record: {reason}", {"_raw": text})
+        InvalidRow(
+            chunk.source, row, None, f"malformed record: {reason}", {MALFORMED_RECORD_KEY: text}
+        )
         for row, text, reason in chunk.malformed
     ]
     mapped.invalid.sort(key=lambda invalid: invalid.row)

@@ -67,7 +67,7 @@ class Work:
 
     source: SourceFile
     rows_read: int
-    rows_skipped: int
+    rows_skipped: tuple[int, int]  # (skipped, of which dead-lettered by an earlier run)
     invalid: list[InvalidRow]
     batches: list[list[Row]]  # to send
     planned: int = 0  # dry run: requests built, not sent
@@ -125,13 +125,14 @@ class Settler:
         self.progress = progress
         self.reasons: Counter[str] = Counter()
 
-    def _mark(self, source: str, rows: list[int]) -> None:
+    def _mark(self, source: str, rows: list[int], dead_lettered: bool = False) -> None:
         if self.state is not None and rows:
-            self.state.mark_settled(*self.fingerprints[source], rows)
+            self.state.mark_settled(*self.fingerprints[source], rows, dead_lettered=dead_lettered)
         self.progress.advance(len(rows))
 
-    def skipped(self, count: int) -> None:
+    def skipped(self, count: int, dead_lettered: int) -> None:
         self.report.rows_skipped += count
+        self.report.rows_skipped_dead_lettered += dead_lettered
         self.progress.advance(count)
 
     def accepted(self, rows: list[Row]) -> None:
@@ -183,7 +184,7 @@ class Settler:
             self.writer.write(letter)
         self.writer.flush()  # durable before the rows count as settled
         for source, numbers in _by_source((d.source, d.row) for d in letters).items():
-            self._mark(source, numbers)
+            self._mark(source, numbers, dead_lettered=True)
 
 
 def _by_source(pairs: Any) -> dict[str, list[int]]:
@@ -193,16 +194,40 @@ def _by_source(pairs: Any) -> dict[str, list[int]]:
     return grouped
 
 
-def _drop_settled(frame: Any, settled: SettledRows) -> tuple[Any, int]:
-    """Remove rows an earlier run settled (beyond the contiguous prefix already skipped)."""
-    if not settled.ranges or frame.empty:
-        return frame, 0
-    index = frame.index.to_numpy()
-    done = np.zeros(len(index), dtype=bool)
-    for first, last in settled.ranges:
-        done |= (index >= first) & (index <= last)
-    count = int(done.sum())
-    return (frame[~done], count) if count else (frame, 0)
+def _within(numbers: np.ndarray, ranges: list[tuple[int, int]]) -> np.ndarray:
+    inside = np.zeros(len(numbers), dtype=bool)
+    for first, last in ranges:
+        inside |= (numbers >= first) & (numbers <= last)
+    return inside
+
+
+def _drop_settled(chunk: Chunk, settled: SettledRows) -> tuple[int, int]:
+    """Remove rows an earlier run settled (beyond the contiguous prefix already skipped).
+
+    Returns (rows skipped, of which dead-lettered by that earlier run)."""
+    if not settled.ranges:
+        return 0, 0
+    numbers = np.concatenate(
+        [chunk.frame.index.to_numpy(dtype=np.int64), np.array([m[0] for m in chunk.malformed])]
+    ).astype(np.int64)
+    done = _within(numbers, settled.ranges)
+    if not done.any():
+        return 0, 0
+    rows = len(chunk.frame)
+    chunk.frame = chunk.frame[~done[:rows]]
+    chunk.malformed = [m for m, gone in zip(chunk.malformed, done[rows:], strict=True) if not gone]
+    return int(done.sum()), int((done & _within(numbers, settled.dead)).sum())
+
+
+def _unreachable(result: Any) -> bool:
+    """Every row refused in delivery without one HTTP answer (connection errors only)."""
+    return bool(result.refused) and all(
+        refusal.stage == "delivery" and refusal.status is None for refusal in result.refused
+    )
+
+
+def _dead_in_prefix(settled: SettledRows, prefix: int) -> int:
+    return sum(min(last, prefix) - first + 1 for first, last in settled.dead if first <= prefix)
 
 
 def dry_run_sibling(path: Path) -> Path:
@@ -248,6 +273,8 @@ class Run:
         self._producer: asyncio.Task[None] | None = None
         self._batches: asyncio.Queue[list[Row] | None] | None = None
         self._stats: Any = None
+        self._sender: Any = None
+        self._reached_api = False
         self._input_error = False
 
     # --- reading and mapping, off the event loop thread ---------------------------------
@@ -270,8 +297,11 @@ class Run:
             self._fingerprints[name] = (key, fingerprint)
             prefix = settled.contiguous_through
             if prefix:
-                yield Work(source, prefix, prefix, [], [])
-            rest = SettledRows([r for r in settled.ranges if r[0] > prefix])
+                yield Work(source, prefix, (prefix, _dead_in_prefix(settled, prefix)), [], [])
+            rest = SettledRows(
+                [r for r in settled.ranges if r[0] > prefix],
+                [r for r in settled.dead if r[0] > prefix],
+            )
             chunks = sources.iter_chunks(
                 path, source_cfg, self.mapper.columns, start_row=prefix + 1
             )
@@ -280,24 +310,20 @@ class Run:
 
     def _map_ahead(
         self, chunks: Iterator[Chunk], settled: SettledRows
-    ) -> Iterator[tuple[int, int, MappedChunk]]:
+    ) -> Iterator[tuple[int, tuple[int, int], MappedChunk]]:
         """Map chunks on MAPPING_THREADS threads, in order, a few chunks ahead of the reader.
 
         The arrow kernels that do most of mapping release the GIL, so a second thread uses
         the second core; the look-ahead is bounded, so memory stays flat.
         """
 
-        def prepare(chunk: Chunk) -> tuple[int, int, MappedChunk]:
+        def prepare(chunk: Chunk) -> tuple[int, tuple[int, int], MappedChunk]:
             rows_read = len(chunk.frame) + len(chunk.malformed)
-            chunk.frame, skipped = _drop_settled(chunk.frame, settled)
-            if chunk.malformed and settled.ranges:
-                kept = [m for m in chunk.malformed if not settled.covers(m[0])]
-                skipped += len(chunk.malformed) - len(kept)
-                chunk.malformed = kept
+            skipped = _drop_settled(chunk, settled)
             return rows_read, skipped, self.mapper.map_chunk(chunk)
 
         with ThreadPoolExecutor(MAPPING_THREADS, thread_name_prefix="map") as pool:
-            ahead: deque[Future[tuple[int, int, MappedChunk]]] = deque()
+            ahead: deque[Future[tuple[int, tuple[int, int], MappedChunk]]] = deque()
             for chunk in chunks:
                 ahead.append(pool.submit(prepare, chunk))
                 if len(ahead) > MAPPING_THREADS:
@@ -309,7 +335,7 @@ class Run:
         self,
         source: SourceFile,
         rows_read: int,
-        skipped: int,
+        skipped: tuple[int, int],
         valid: Sequence[Row],
         invalid: list[InvalidRow],
     ) -> Work:
@@ -339,10 +365,10 @@ class Run:
         if (
             options.dry_run
             and dead_letter_path.exists()
-            and dead_letter_path.stat().st_size
-            and _has_saved_progress(job.output.state)
+            and (_has_saved_progress(job.output.state) or RunLock(job.output.state).is_held())
         ):
-            # The dead-letter file belongs to the unfinished run that a rerun will resume.
+            # The dead-letter file belongs to a run that a rerun will resume, or that is
+            # running now: a dry run must not write into it.
             dead_letter_path = dry_run_sibling(dead_letter_path)
             log.warning(
                 "a run of this job can be resumed; the dry run writes its dead letters to %s",
@@ -425,6 +451,7 @@ class Run:
         try:
             async with make_session(job.delivery) as session:
                 sender = Sender(job.api, job.delivery, limiter, session, stats)
+                self._sender = sender
                 self._workers = [
                     asyncio.create_task(self._deliver(sender, batches, settler))
                     for _ in range(job.delivery.concurrency)
@@ -457,11 +484,15 @@ class Run:
                 self._input_error = self._stats is None or self._stats.requests == 0
                 self._abort(str(error))
                 return
+            except Exception as error:  # a fault reading input (a file gone, a disk error)
+                log.debug("reading stopped", exc_info=True)
+                self._abort(f"reading the input stopped: {error}")
+                return
             if work is None:
                 return
             self.report.rows_read += work.rows_read
-            if work.rows_skipped:
-                settler.skipped(work.rows_skipped)
+            if work.rows_skipped[0]:
+                settler.skipped(*work.rows_skipped)
             settler.invalid(work.invalid)
             # Dry run: every request was built; the rows stay pending.
             self.report.requests_planned += work.planned
@@ -497,6 +528,13 @@ class Run:
                 self._abort(f"delivery stopped by an unexpected error: {error!r}")
                 return
             finally:
+                if result.accepted:
+                    self._reached_api = True
+                elif not self._reached_api and _unreachable(result):
+                    # Never one answer from the API: a wrong URL or a network down, not bad
+                    # rows. Stop rather than dead-letter everything; the rows stay pending.
+                    self._abort(f"cannot reach the API at {sender.url}: {result.refused[0].error}")
+                    result.refused.clear()
                 settler.accepted(result.accepted)
                 settler.refused(result.refused)
 
@@ -504,17 +542,21 @@ class Run:
         if not self._workers:
             return
         pending = set(self._workers)
-        grace = self.job.delivery.timeout_seconds
-        while pending:
-            _, pending = await asyncio.wait(
-                pending, timeout=grace if self._stopping.is_set() else None
-            )
-            if pending and self._stopping.is_set():
-                # In-flight requests had their grace; their rows stay pending for the next run.
-                for task in pending:
-                    task.cancel()
-                await asyncio.gather(*pending, return_exceptions=True)
-                pending = set()
+        stop = asyncio.create_task(self._stopping.wait())
+        try:
+            # Until the workers finish, or a stop: then they get the grace of one request.
+            while not stop.done() and any(not task.done() for task in pending):
+                await asyncio.wait(pending | {stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+        pending = {task for task in pending if not task.done()}
+        if pending:
+            _, pending = await asyncio.wait(pending, timeout=self.job.delivery.timeout_seconds)
+        if pending:
+            # In-flight requests had their grace; their rows stay pending for the next run.
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
         for task in self._workers:
             if not task.cancelled() and task.exception() is not None:
                 raise task.exception()  # type: ignore[misc]
@@ -527,6 +569,8 @@ class Run:
 
     def _stop(self, *, cancel_in_flight: bool) -> None:
         self._stopping.set()
+        if self._sender is not None:
+            self._sender.stop()  # no new attempts; unanswered rows stay pending
         if self._producer is not None:
             self._producer.cancel()
         # Queued batches are dropped (their rows stay pending); idle workers get a stop mark.

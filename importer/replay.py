@@ -16,7 +16,7 @@ import pandas as pd
 
 from importer.config import JobConfig
 from importer.deadletter import DeadLetter, DeadLetterError, read_dead_letter
-from importer.mapping import Mapper
+from importer.mapping import MALFORMED_RECORD_KEY, Mapper
 from importer.pipeline import Run, RunOptions, RunOutcome, SourceFile, Work, mapper_for
 from importer.rows import Chunk, InvalidRow, Row
 from importer.state import SettledRows
@@ -76,7 +76,25 @@ def _remap_chunk(source: str, letters: list[DeadLetter], mapper: Mapper) -> Chun
     return Chunk(source, frame)
 
 
-Batcher = Callable[[SourceFile, int, int, Sequence[Row], list[InvalidRow]], Work]
+Batcher = Callable[[SourceFile, int, tuple[int, int], Sequence[Row], list[InvalidRow]], Work]
+
+
+def _is_malformed(letter: DeadLetter) -> bool:
+    return set(letter.record) == {MALFORMED_RECORD_KEY}
+
+
+def _fitting(rows: list[Row], limit: int) -> tuple[list[Row], list[InvalidRow]]:
+    """Rows whose element fits one request of this job; the others as validation failures."""
+    fitting, too_large = [], []
+    for row in rows:
+        if len(row.encoded) <= limit:
+            fitting.append(row)
+            continue
+        error = f"element is {len(row.encoded)} bytes; one request holds at most {limit}"
+        too_large.append(
+            InvalidRow(row.source, row.row, row.customer_id, error, row.record(), row.element)
+        )
+    return fitting, too_large
 
 
 def replay_work(letters: list[DeadLetter], mapper: Mapper, batched: Batcher) -> Iterator[Work]:
@@ -84,15 +102,21 @@ def replay_work(letters: list[DeadLetter], mapper: Mapper, batched: Batcher) -> 
         file = SourceFile(Path(source), source, "", SettledRows([]))
         records = LetterRecords(group)
         resend = [d for d in group if d.stage != "validation"]
-        remap = [d for d in group if d.stage == "validation"]
-        rows = _resend_rows(resend, records)
-        invalid: list[InvalidRow] = []
+        malformed = [d for d in group if d.stage == "validation" and _is_malformed(d)]
+        remap = [d for d in group if d.stage == "validation" and not _is_malformed(d)]
+        rows, invalid = _fitting(_resend_rows(resend, records), mapper.max_element_bytes)
+        # A record that was never split into columns cannot be re-mapped: it stays as it was.
+        invalid += [
+            InvalidRow(d.source, d.row, d.customer_id, d.error, d.record, d.payload)
+            for d in malformed
+        ]
         if remap:
             mapped = mapper.map_chunk(_remap_chunk(source, remap, mapper))
             rows += mapped.valid
-            invalid = mapped.invalid
+            invalid += mapped.invalid
         rows.sort(key=lambda r: r.row)
-        yield batched(file, len(group), 0, rows, invalid)
+        invalid.sort(key=lambda r: r.row)
+        yield batched(file, len(group), (0, 0), rows, invalid)
 
 
 def replay_dead_letter(job: JobConfig, dead_letter_in: Path, options: RunOptions) -> RunOutcome:

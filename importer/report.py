@@ -35,6 +35,7 @@ class Report:
     rows_rejected: int = 0
     rows_failed: int = 0
     rows_pending: int = 0
+    rows_skipped_dead_lettered: int = 0  # of rows_skipped: in the dead-letter file already
     requests: int = 0
     retries: int = 0
     http_429: int = 0
@@ -72,7 +73,9 @@ class Report:
             self.exit_code = EXIT_USAGE  # bad input, found before anything was sent
         elif self.aborted:
             self.exit_code = EXIT_ABORTED
-        elif self.rows_dead_lettered:
+        elif self.rows_dead_lettered or self.rows_skipped_dead_lettered:
+            # Also on a resume: rows an earlier (perhaps killed) run dead-lettered still
+            # need someone's attention.
             self.exit_code = EXIT_DEAD_LETTERED
         else:
             self.exit_code = EXIT_OK
@@ -99,7 +102,12 @@ def format_summary(report: Report) -> str:
         "moe-import " + ("dry run (nothing sent)" if report.dry_run else "run") + " summary",
         f"  rows read       {report.rows_read:>10,}",
         f"  accepted        {report.rows_accepted:>10,}",
-        f"  skipped         {report.rows_skipped:>10,}   (settled by an earlier run)",
+        f"  skipped         {report.rows_skipped:>10,}   (settled by an earlier run"
+        + (
+            f"; {report.rows_skipped_dead_lettered:,} of them dead-lettered)"
+            if report.rows_skipped_dead_lettered
+            else ")"
+        ),
         f"  invalid         {report.rows_invalid:>10,}   (dead-letter, stage validation)",
         f"  rejected        {report.rows_rejected:>10,}   (dead-letter, stage rejected)",
         f"  failed          {report.rows_failed:>10,}   (dead-letter, stage delivery)",
@@ -114,7 +122,7 @@ def format_summary(report: Report) -> str:
             f"  elapsed         {report.elapsed_seconds:>10.1f} s  "
             f"({report.updates_per_minute:,.0f} updates/minute)",
         ]
-    if report.rows_dead_lettered and report.dead_letter:
+    if (report.rows_dead_lettered or report.rows_skipped_dead_lettered) and report.dead_letter:
         lines.append(f"  dead letters    {report.dead_letter}")
     if report.aborted:
         lines.append(f"  aborted         {report.aborted}")

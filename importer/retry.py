@@ -45,7 +45,13 @@ def is_data_refusal(status: int) -> bool:
 
 
 def is_retryable_exception(exc: BaseException) -> bool:
-    """Timeouts and broken connections (reset, server disconnected, truncated answer)."""
+    """Timeouts and broken connections (reset, server disconnected, truncated answer).
+
+    A TLS failure (bad certificate, wrong host) is no passing fault: retrying would only
+    end in dead-lettering every row, so it stops the run instead.
+    """
+    if isinstance(exc, aiohttp.ClientSSLError | aiohttp.ClientConnectorCertificateError):
+        return False
     return isinstance(
         exc,
         asyncio.TimeoutError

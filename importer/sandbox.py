@@ -590,10 +590,20 @@ def _status(text: str) -> int:
     return value
 
 
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a port number (0 to 65535)")
+    return port
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The `sandbox` command's options."""
     add = parser.add_argument
-    add("--port", type=int, default=DEFAULT_PORT, help="0 = any free port (default %(default)s)")
+    add("--port", type=_port, default=DEFAULT_PORT, help="0 = any free port (default %(default)s)")
     add("--workspace-id", default=DEFAULT_WORKSPACE_ID, help="default %(default)s")
     add("--api-key", default=DEFAULT_API_KEY, help="the Data API key clients must send")
     add("--rate", type=int, default=moengage.DEFAULT_RATE_UPDATES, help="user updates per period")

@@ -16,7 +16,7 @@ import socket
 import sqlite3
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 SCHEMA = """
@@ -29,7 +29,8 @@ CREATE TABLE IF NOT EXISTS sources (
 CREATE TABLE IF NOT EXISTS settled (
     source_id INTEGER NOT NULL REFERENCES sources(id),
     first_row INTEGER NOT NULL,
-    last_row INTEGER NOT NULL
+    last_row INTEGER NOT NULL,
+    dead_lettered INTEGER NOT NULL DEFAULT 0  -- 1: the rows went to the dead-letter file
 );
 CREATE INDEX IF NOT EXISTS settled_by_source ON settled(source_id, first_row);
 CREATE TABLE IF NOT EXISTS customers (
@@ -67,9 +68,10 @@ def merge_ranges(ranges: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
 
 @dataclass(frozen=True)
 class SettledRows:
-    """What an earlier run settled in one source file."""
+    """What an earlier run settled in one source file (`dead` ranges: dead-lettered)."""
 
     ranges: list[tuple[int, int]]
+    dead: list[tuple[int, int]] = field(default_factory=list)
 
     @property
     def count(self) -> int:
@@ -81,9 +83,6 @@ class SettledRows:
         if self.ranges and self.ranges[0][0] == 1:
             return self.ranges[0][1]
         return 0
-
-    def covers(self, row: int) -> bool:
-        return any(first <= row <= last for first, last in self.ranges)
 
 
 class RunLock:
@@ -116,6 +115,17 @@ class RunLock:
         }
         os.write(fd, json.dumps(holder).encode())
         self._fd = fd
+
+    def is_held(self) -> bool:
+        """Whether a run holds the lock now (checked by taking and dropping it)."""
+        try:
+            self.acquire()
+        except StateError:
+            return True
+        except OSError:
+            return False
+        self.release()
+        return False
 
     def release(self) -> None:
         if self._fd is not None:
@@ -167,9 +177,13 @@ class StateStore:
     def settled(self, source: str, fingerprint: str) -> SettledRows:
         source_id = self._source_id(source, fingerprint)
         rows = self._db.execute(
-            "SELECT first_row, last_row FROM settled WHERE source_id = ?", (source_id,)
+            "SELECT first_row, last_row, dead_lettered FROM settled WHERE source_id = ?",
+            (source_id,),
         ).fetchall()
-        return SettledRows(merge_ranges(rows))
+        return SettledRows(
+            merge_ranges((first, last) for first, last, _ in rows),
+            merge_ranges((first, last) for first, last, dead in rows if dead),
+        )
 
     def changed_sources(self, source: str, fingerprint: str) -> bool:
         """True when progress exists for this path under another fingerprint (the file changed)."""
@@ -180,7 +194,9 @@ class StateStore:
         ).fetchone()
         return row is not None
 
-    def mark_settled(self, source: str, fingerprint: str, rows: Iterable[int]) -> None:
+    def mark_settled(
+        self, source: str, fingerprint: str, rows: Iterable[int], *, dead_lettered: bool = False
+    ) -> None:
         ranges = to_ranges(rows)
         if not ranges:
             return
@@ -188,22 +204,27 @@ class StateStore:
         with self._db:
             self._db.execute("BEGIN")
             self._db.executemany(
-                "INSERT INTO settled(source_id, first_row, last_row) VALUES (?, ?, ?)",
-                [(source_id, first, last) for first, last in ranges],
+                "INSERT INTO settled(source_id, first_row, last_row, dead_lettered)"
+                " VALUES (?, ?, ?, ?)",
+                [(source_id, first, last, int(dead_lettered)) for first, last in ranges],
             )
 
     def compact(self) -> None:
         """Merge stored ranges so the table stays small over a long run."""
         with self._db:
             self._db.execute("BEGIN")
-            for (source_id,) in self._db.execute("SELECT id FROM sources").fetchall():
+            for source_id, dead in self._db.execute(
+                "SELECT DISTINCT source_id, dead_lettered FROM settled"
+            ).fetchall():
+                where = "WHERE source_id = ? AND dead_lettered = ?"
                 rows = self._db.execute(
-                    "SELECT first_row, last_row FROM settled WHERE source_id = ?", (source_id,)
+                    f"SELECT first_row, last_row FROM settled {where}", (source_id, dead)
                 ).fetchall()
                 merged = merge_ranges(rows)
                 if len(merged) < len(rows):
-                    self._db.execute("DELETE FROM settled WHERE source_id = ?", (source_id,))
+                    self._db.execute(f"DELETE FROM settled {where}", (source_id, dead))
                     self._db.executemany(
-                        "INSERT INTO settled(source_id, first_row, last_row) VALUES (?, ?, ?)",
-                        [(source_id, first, last) for first, last in merged],
+                        "INSERT INTO settled(source_id, first_row, last_row, dead_lettered)"
+                        " VALUES (?, ?, ?, ?)",
+                        [(source_id, first, last, dead) for first, last in merged],
                     )

@@ -242,7 +242,7 @@ def test_dry_run_leaves_a_resumable_runs_dead_letters_alone(tmp_path: Path) -> N
         assert (tmp_path / "out" / "dead_letter.jsonl").read_text() == before
         assert (tmp_path / "out" / "dead_letter.dry-run.jsonl").exists()
         again = run_cli("run", str(job), "--no-progress")
-        assert again.returncode == 0 and read_report(tmp_path)["rows_skipped"] == 2
+        assert again.returncode == 1 and read_report(tmp_path)["rows_skipped"] == 2
     assert (tmp_path / "out" / "dead_letter.jsonl").read_text() == before
 
 
@@ -272,3 +272,66 @@ def test_second_interrupt_stops_at_once_and_loses_nothing(tmp_path: Path) -> Non
         }
     assert again.returncode == 0, again.stderr
     assert recorded == {f"u{i:05d}" for i in range(1, 401)}
+
+
+def test_first_interrupt_leaves_unanswered_rows_pending_not_failed(tmp_path: Path) -> None:
+    source = _users(tmp_path, 200)
+    with start_sandbox(tmp_path, "--latency-ms", "4000") as slow:
+        job = _job(
+            tmp_path,
+            slow.url,
+            source,
+            delivery={"max_batch_bytes": 2000, "timeout_seconds": 1, "max_attempts": 6},
+        )
+        first = _start_run(job)
+        time.sleep(1.8)  # the first attempts have timed out; retries are due
+        first.send_signal(signal.SIGINT)
+        first.communicate(timeout=60)
+    assert first.returncode == 130
+    report = read_report(tmp_path)
+    assert_report_adds_up(report)
+    assert report["rows_failed"] == 0 and report["rows_pending"] == 200
+    assert read_dead_letters(tmp_path) == []
+
+
+def test_an_unreachable_api_stops_the_run_instead_of_dead_lettering(tmp_path: Path) -> None:
+    source = _users(tmp_path, 50)
+    # Nothing listens on port 9 of the loopback: every attempt is refused.
+    job = _job(
+        tmp_path,
+        "http://127.0.0.1:9",
+        source,
+        delivery={"max_attempts": 2, "backoff_base_seconds": 0.01},
+    )
+    result = run_cli("run", str(job), "--no-progress")
+    assert result.returncode == 3, result.stderr
+    assert "cannot reach the API" in result.stderr
+    report = read_report(tmp_path)
+    assert_report_adds_up(report)
+    assert report["rows_pending"] == 50 and report["rows_failed"] == 0
+    assert read_dead_letters(tmp_path) == []
+
+
+def test_replay_keeps_malformed_and_oversized_lines_as_validation_rows(tmp_path: Path) -> None:
+    big = {"type": "customer", "customer_id": "u9", "attributes": {"bio": "x" * 1500}}
+    lines = [
+        {"source": "a.csv", "row": 2, "stage": "validation", "error": "malformed record: x",
+         "status": None, "customer_id": None, "record": {"_raw": "u2,,,"}, "payload": None},
+        {"source": "a.csv", "row": 9, "stage": "rejected", "error": "413 too large",
+         "status": 413, "customer_id": "u9", "record": {"user_id": "u9"}, "payload": big},
+        {"source": "a.csv", "row": 11, "stage": "delivery", "error": "503 after 6 attempts",
+         "status": 503, "customer_id": "u11", "record": {"user_id": "u11"},
+         "payload": {"type": "customer", "customer_id": "u11", "attributes": {"first_name": "K"}}},
+    ]  # fmt: skip
+    dead = tmp_path / "dead.jsonl"
+    dead.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    with start_sandbox(tmp_path) as sandbox:
+        job = _job(tmp_path, sandbox.url, tmp_path / "a.csv", delivery={"max_batch_bytes": 1000})
+        result = run_cli("replay", str(job), str(dead), "--no-progress")
+        recorded = [r["customer_id"] for r in sandbox.records()]
+    assert result.returncode == 1, result.stderr
+    assert recorded == ["u11"]
+    out = [json.loads(x) for x in (tmp_path / "dead.replay.jsonl").read_text().splitlines()]
+    assert [(d["row"], d["stage"]) for d in out] == [(2, "validation"), (9, "validation")]
+    assert out[0]["record"] == {"_raw": "u2,,,"} and "malformed" in out[0]["error"]
+    assert "one request holds at most" in out[1]["error"]

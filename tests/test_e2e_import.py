@@ -115,8 +115,11 @@ def test_rerun_skips_settled_rows(tmp_path: Path) -> None:
         again = run_cli("run", str(job), "--no-progress")
         assert sandbox.records() == []  # nothing re-sent
     report = read_report(tmp_path)
-    assert again.returncode == 0, again.stderr
+    # Still 1: the earlier run's dead-lettered rows still want someone's attention.
+    assert again.returncode == 1, again.stderr
     assert report["rows_skipped"] == 6 and report["rows_read"] == 6
+    assert report["rows_skipped_dead_lettered"] == 2 and report["rows_invalid"] == 0
+    assert "2 of them dead-lettered" in again.stdout
     assert len(read_dead_letters(tmp_path)) == 2  # the earlier dead letters are kept
 
 

@@ -220,6 +220,7 @@ def test_malformed_records_are_dead_lettered_and_not_twice(tmp_path: Path) -> No
     assert [(d["row"], d["stage"]) for d in letters] == [(2, "validation"), (4, "validation")]
     assert "expected 2 fields, found 3" in letters[0]["error"]
     assert letters[1]["record"] == {"_raw": "u4"}
-    assert again.returncode == 0, again.stderr
+    assert again.returncode == 1, again.stderr  # the dead-lettered rows are still there
     report = read_report(tmp_path)
     assert report["rows_read"] == 5 and report["rows_skipped"] == 5
+    assert report["rows_skipped_dead_lettered"] == 2

@@ -101,3 +101,13 @@ def test_missing_or_garbage_headers() -> None:
     assert retry.retry_after_seconds({}, NOW) is None
     assert retry.retry_after_seconds({"Retry-After": "soon"}, NOW) is None
     assert retry.retry_after_seconds({"x-ratelimit-reset": "later"}, NOW) is None
+
+
+def test_tls_failures_are_not_retried() -> None:
+    import ssl
+
+    from aiohttp.client_reqrep import ConnectionKey
+
+    key = ConnectionKey("example.invalid", 443, True, True, None, None, None)
+    error = aiohttp.ClientConnectorCertificateError(key, ssl.SSLCertVerificationError("bad"))
+    assert not retry.is_retryable_exception(error)
