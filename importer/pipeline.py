@@ -54,18 +54,9 @@ class RunOptions:
 
 
 @dataclass
-class SourceFile:
-    path: Path
-    name: str
-    fingerprint: str
-    settled: SettledRows
-
-
-@dataclass
 class Work:
     """What the reader thread hands the event loop for one chunk."""
 
-    source: SourceFile
     rows_read: int
     rows_skipped: tuple[int, int]  # (skipped, of which dead-lettered by an earlier run)
     invalid: list[InvalidRow]
@@ -293,11 +284,10 @@ class Run:
                         "%s changed since the last run; its earlier progress does not apply", name
                     )
                 settled = state.settled(key, fingerprint)
-            source = SourceFile(path, name, fingerprint, settled)
             self._fingerprints[name] = (key, fingerprint)
             prefix = settled.contiguous_through
             if prefix:
-                yield Work(source, prefix, (prefix, _dead_in_prefix(settled, prefix)), [], [])
+                yield Work(prefix, (prefix, _dead_in_prefix(settled, prefix)), [], [])
             rest = SettledRows(
                 [r for r in settled.ranges if r[0] > prefix],
                 [r for r in settled.dead if r[0] > prefix],
@@ -306,7 +296,7 @@ class Run:
                 path, source_cfg, self.mapper.columns, start_row=prefix + 1
             )
             for rows_read, skipped, mapped in self._map_ahead(chunks, rest):
-                yield self.batched(source, rows_read, skipped, mapped.valid, mapped.invalid)
+                yield self.batched(rows_read, skipped, mapped.valid, mapped.invalid)
 
     def _map_ahead(
         self, chunks: Iterator[Chunk], settled: SettledRows
@@ -333,7 +323,6 @@ class Run:
 
     def batched(
         self,
-        source: SourceFile,
         rows_read: int,
         skipped: tuple[int, int],
         valid: Sequence[Row],
@@ -345,13 +334,13 @@ class Run:
             valid, job.delivery.max_batch_bytes, max_items_per_request(job), job.api.endpoint
         )
         if not self.options.dry_run:
-            return Work(source, rows_read, skipped, invalid, [list(valid[s:e]) for s, e in spans])
+            return Work(rows_read, skipped, invalid, [list(valid[s:e]) for s, e in spans])
         encoded = batching.encoded_of(valid)
         for start, end in spans:
             batching.encoded_body(encoded[start:end], job.api.endpoint)  # built, never sent
         wanted = max(self.options.sample_size - len(self.samples), 0)
         samples = [row.element for row in valid[:wanted]]
-        return Work(source, rows_read, skipped, invalid, [], len(spans), samples)
+        return Work(rows_read, skipped, invalid, [], len(spans), samples)
 
     # --- the run ------------------------------------------------------------------------
 

@@ -17,9 +17,8 @@ import pandas as pd
 from importer.config import JobConfig
 from importer.deadletter import DeadLetter, DeadLetterError, read_dead_letter
 from importer.mapping import MALFORMED_RECORD_KEY, Mapper
-from importer.pipeline import Run, RunOptions, RunOutcome, SourceFile, Work, mapper_for
+from importer.pipeline import Run, RunOptions, RunOutcome, Work, mapper_for
 from importer.rows import Chunk, InvalidRow, Row
-from importer.state import SettledRows
 
 
 class LetterRecords:
@@ -76,7 +75,7 @@ def _remap_chunk(source: str, letters: list[DeadLetter], mapper: Mapper) -> Chun
     return Chunk(source, frame)
 
 
-Batcher = Callable[[SourceFile, int, tuple[int, int], Sequence[Row], list[InvalidRow]], Work]
+Batcher = Callable[[int, tuple[int, int], Sequence[Row], list[InvalidRow]], Work]
 
 
 def _is_malformed(letter: DeadLetter) -> bool:
@@ -99,7 +98,6 @@ def _fitting(rows: list[Row], limit: int) -> tuple[list[Row], list[InvalidRow]]:
 
 def replay_work(letters: list[DeadLetter], mapper: Mapper, batched: Batcher) -> Iterator[Work]:
     for source, group in _by_source(letters).items():
-        file = SourceFile(Path(source), source, "", SettledRows([]))
         records = LetterRecords(group)
         resend = [d for d in group if d.stage != "validation"]
         malformed = [d for d in group if d.stage == "validation" and _is_malformed(d)]
@@ -116,7 +114,7 @@ def replay_work(letters: list[DeadLetter], mapper: Mapper, batched: Batcher) -> 
             invalid += mapped.invalid
         rows.sort(key=lambda r: r.row)
         invalid.sort(key=lambda r: r.row)
-        yield batched(file, len(group), (0, 0), rows, invalid)
+        yield batched(len(group), (0, 0), rows, invalid)
 
 
 def replay_dead_letter(job: JobConfig, dead_letter_in: Path, options: RunOptions) -> RunOutcome:

@@ -146,9 +146,18 @@ class StateStore:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(SCHEMA)
+            self._upgrade()
         except sqlite3.DatabaseError as error:
             raise StateError(f"cannot use state file {path}: {error}") from None
         self._source_ids: dict[tuple[str, str], int] = {}
+
+    def _upgrade(self) -> None:
+        """Bring a state file written by an earlier version up to this schema."""
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(settled)")}
+        if "dead_lettered" not in columns:
+            self._db.execute(
+                "ALTER TABLE settled ADD COLUMN dead_lettered INTEGER NOT NULL DEFAULT 0"
+            )
 
     def close(self) -> None:
         self._db.close()

@@ -70,3 +70,24 @@ def test_second_run_cannot_take_the_lock_and_learns_who_holds_it(tmp_path: Path)
     lock = RunLock(state)
     lock.acquire()
     lock.release()
+
+
+def test_a_state_file_from_before_dead_letter_tracking_is_upgraded(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "state.db"
+    old = sqlite3.connect(path)
+    old.executescript(
+        "CREATE TABLE sources (id INTEGER PRIMARY KEY, path TEXT NOT NULL,"
+        " fingerprint TEXT NOT NULL, UNIQUE (path, fingerprint));"
+        "CREATE TABLE settled (source_id INTEGER NOT NULL, first_row INTEGER NOT NULL,"
+        " last_row INTEGER NOT NULL);"
+        "INSERT INTO sources VALUES (1, 'a.csv', 'fp');"
+        "INSERT INTO settled VALUES (1, 1, 5);"
+    )
+    old.commit()
+    old.close()
+    store = StateStore(path)
+    store.mark_settled("a.csv", "fp", [6], dead_lettered=True)
+    settled = store.settled("a.csv", "fp")
+    assert settled.ranges == [(1, 6)] and settled.dead == [(6, 6)]
