@@ -210,6 +210,12 @@ def _drop_settled(chunk: Chunk, settled: SettledRows) -> tuple[int, int]:
     return int(done.sum()), int((done & _within(numbers, settled.dead)).sum())
 
 
+async def _tick(progress: Progress, every: float = 1.0) -> None:
+    while True:
+        await asyncio.sleep(every)
+        progress.tick()
+
+
 def _unreachable(result: Any) -> bool:
     """Every row refused in delivery without one HTTP answer (connection errors only)."""
     return bool(result.refused) and all(
@@ -388,9 +394,11 @@ class Run:
                 limit_per_minute=job.rate_limit.updates / job.rate_limit.period_seconds * 60,
             )
             settler = Settler(self.report, writer, state, self._fingerprints, progress)
+            ticker = asyncio.create_task(_tick(progress))
             try:
                 await self._pipeline(settler, state)
             finally:
+                ticker.cancel()
                 progress.close()
                 self.report.invalid_reasons = dict(settler.reasons.most_common())
         finally:

@@ -47,11 +47,18 @@ class Progress:
         self.settled += rows
         if self._bar is not None:
             self._bar.update(rows)
-        elif self._log_lines:
-            now = time.monotonic()
-            if now - self._last_log >= self._interval:
-                self._last_log = now
-                self._log(now)
+        else:
+            self.tick()
+
+    def tick(self) -> None:
+        """A log line if one is due: also called on a timer, so a long wait still shows."""
+        if self._bar is not None:
+            self._bar.refresh()
+            return
+        now = time.monotonic()
+        if self._log_lines and now - self._last_log >= self._interval:
+            self._last_log = now
+            self._log(now)
 
     def _log(self, now: float) -> None:
         elapsed = max(now - self._started, 1e-9)

@@ -1,0 +1,34 @@
+"""Progress lines when nobody watches a terminal: also during a long wait."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import pytest
+
+from importer.progress import Progress
+
+
+def test_log_lines_come_on_a_timer_even_when_nothing_settles(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    progress = Progress(enabled=None, total=1000, limit_per_minute=600, interval=0.05)
+    caplog.set_level(logging.INFO, logger="importer")
+    logger = logging.getLogger("importer")
+    logger.propagate = True
+    progress.advance(10)
+    time.sleep(0.06)
+    progress.tick()  # no rows settled since: the line still comes
+    lines = [r.getMessage() for r in caplog.records if "progress" in r.getMessage()]
+    assert lines and "10 of 1,000 rows settled" in lines[-1]
+    assert "left" in lines[-1]
+
+
+def test_no_lines_when_progress_is_turned_off(caplog: pytest.LogCaptureFixture) -> None:
+    progress = Progress(enabled=False, total=None, limit_per_minute=600, interval=0.0)
+    caplog.set_level(logging.INFO, logger="importer")
+    logging.getLogger("importer").propagate = True
+    progress.advance(5)
+    progress.tick()
+    assert not [r for r in caplog.records if "progress" in r.getMessage()]
