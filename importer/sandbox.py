@@ -6,15 +6,20 @@ import argparse
 import asyncio
 import hmac
 import math
+import queue
 import random
 import re
 import signal
 import socket
 import struct
+import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections import deque
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from pathlib import Path
@@ -664,3 +669,65 @@ if __name__ == "__main__":
     _parser = argparse.ArgumentParser(prog="python -m importer.sandbox", description=__doc__)
     add_arguments(_parser)
     raise SystemExit(run_from_args(_parser.parse_args()))
+
+
+# --- running it in a subprocess (the demo, the benchmark, the tests) ------------------------
+
+URL_LINE = re.compile(r"^sandbox listening on (http://127\.0\.0\.1:\d+) \(workspace (.*)\)$")
+STARTUP_TIMEOUT_SECONDS = 15.0
+STOP_TIMEOUT_SECONDS = 5.0
+
+
+@contextmanager
+def launched(
+    args: Sequence[str],
+    *,
+    cwd: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    stderr: IO[str] | None = None,
+) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """`python -m importer.sandbox --port 0 ARGS` in a subprocess: yields it and its URL,
+    and stops it on exit. A sandbox that does not report its URL is a RuntimeError."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "importer.sandbox", "--port", "0", *args],
+        stdout=subprocess.PIPE,
+        stderr=stderr,
+        text=True,
+        cwd=cwd,
+        env=None if env is None else dict(env),
+    )
+    try:
+        yield process, _reported_url(process)
+    finally:
+        _stop_process(process)
+
+
+def _reported_url(process: subprocess.Popen[str]) -> str:
+    assert process.stdout is not None
+    lines: queue.Queue[str] = queue.Queue()
+    # readline has no timeout: a thread reads, the caller waits on the queue.
+    threading.Thread(target=lambda: lines.put(process.stdout.readline()), daemon=True).start()
+    try:
+        line = lines.get(timeout=STARTUP_TIMEOUT_SECONDS)
+    except queue.Empty:
+        line = ""
+    match = URL_LINE.match(line.strip())
+    if match is None:
+        _stop_process(process)
+        raise RuntimeError(
+            f"sandbox did not report its URL within {STARTUP_TIMEOUT_SECONDS:.0f} s "
+            f"(exit code {process.returncode}, first line {line!r})"
+        )
+    return match.group(1)
+
+
+def _stop_process(process: subprocess.Popen[str]) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=STOP_TIMEOUT_SECONDS)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    if process.stdout is not None:
+        process.stdout.close()

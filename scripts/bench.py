@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import re
 import signal
 import subprocess
 import sys
@@ -32,6 +31,8 @@ ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "bench_data"
 sys.path.insert(0, str(ROOT / "tests"))
 from sandbox_proc import max_in_any_window, read_json_lines  # noqa: E402
+
+from importer.sandbox import launched  # noqa: E402
 
 COLUMNS = [
     "user_id", "first_name", "last_name", "email", "phone", "city",
@@ -169,33 +170,12 @@ def plain_script(source: Path) -> float:
 
 @contextmanager
 def sandbox(*args: str) -> Iterator[tuple[str, Path, Path]]:
+    """The sandbox on a free port, logging arrivals (not users: recording costs its CPU)."""
     record, arrivals = DATA / "record.jsonl", DATA / "arrivals.jsonl"
     for path in (record, arrivals):
         path.unlink(missing_ok=True)
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "importer",
-            "sandbox",
-            "--port",
-            "0",
-            "--arrivals",
-            str(arrivals),
-            *args,
-        ],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert process.stdout is not None
-    url = re.search(r"http://127\.0\.0\.1:\d+", process.stdout.readline())
-    assert url, "sandbox did not start"
-    try:
-        yield url.group(0), record, arrivals
-    finally:
-        process.terminate()
-        process.wait()
+    with launched(["--arrivals", str(arrivals), *args], cwd=ROOT) as (_, url):
+        yield url, record, arrivals
 
 
 def requests_loop(url: str, users: int) -> float:

@@ -7,49 +7,27 @@ that are meant to land in the dead-letter file), and with the import's code othe
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 import sys
 from pathlib import Path
 
+from importer.sandbox import launched
+
 ROOT = Path(__file__).resolve().parent.parent
-URL_LINE = re.compile(r"listening on (http://127\.0\.0\.1:\d+)")
-
-
-def start_sandbox() -> tuple[subprocess.Popen[str], str]:
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "importer",
-            "sandbox",
-            "--port",
-            "0",
-            "--rate",
-            "60000",
-            "--period",
-            "60",
-            "--record",
-            "out/demo/sandbox_record.jsonl",
-        ],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert server.stdout is not None
-    line = server.stdout.readline()
-    match = URL_LINE.search(line)
-    if not match:
-        server.terminate()
-        raise SystemExit(f"demo: the sandbox did not start ({line.strip() or 'no output'})")
-    print(f"demo: {line.strip()}")
-    return server, match.group(1)
 
 
 def main() -> int:
     (ROOT / "out" / "demo").mkdir(parents=True, exist_ok=True)
-    server, url = start_sandbox()
-    try:
+    sandbox_args = [
+        "--rate",
+        "60000",
+        "--period",
+        "60",
+        "--record",
+        "out/demo/sandbox_record.jsonl",
+    ]
+    with launched(sandbox_args, cwd=ROOT) as (_, url):
+        print(f"demo: sandbox listening on {url}")
         command = [
             sys.executable,
             "-m",
@@ -65,9 +43,6 @@ def main() -> int:
         print("demo: pacing at 60,000 updates a minute (a raised limit) so the demo takes seconds")
         print("demo: moe-import " + " ".join(command[3:]))
         code = subprocess.call(command, cwd=ROOT)
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
     report = json.loads((ROOT / "out" / "demo" / "report.json").read_text())
     settled = sum(
         report[k]

@@ -3,24 +3,19 @@
 from __future__ import annotations
 
 import os
-import queue
-import re
 import subprocess
-import sys
-import threading
 import urllib.request
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import orjson
 
+from importer.sandbox import launched
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
-STARTUP_TIMEOUT_SECONDS = 15.0
-STOP_TIMEOUT_SECONDS = 5.0
-URL_LINE = re.compile(r"^sandbox listening on (http://127\.0\.0\.1:\d+) \(workspace (.*)\)$")
 
 
 @dataclass
@@ -60,61 +55,22 @@ def read_json_lines(path: Path) -> list[dict[str, Any]]:
 
 @contextmanager
 def start_sandbox(tmp_path: Path, *extra_args: str) -> Iterator[SandboxProcess]:
-    """Start `python -m importer.sandbox --port 0` recording into tmp_path; stop it on exit."""
+    """Start the sandbox on a free port recording into tmp_path; stop it on exit."""
     record_path = tmp_path / "record.jsonl"
     arrivals_path = tmp_path / "arrivals.jsonl"
     stderr_path = tmp_path / "sandbox.stderr"
-    command = [
-        sys.executable, "-m", "importer.sandbox", "--port", "0",
-        "--record", str(record_path), "--arrivals", str(arrivals_path), *extra_args,
-    ]  # fmt: skip
+    args = ["--record", str(record_path), "--arrivals", str(arrivals_path), *extra_args]
     # The subprocess imports `importer` from this checkout, installed or not.
     python_path = [str(REPO_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(python_path)}
     with stderr_path.open("w") as stderr:
-        process = subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=stderr, text=True, env=env, cwd=REPO_ROOT
-        )
-    try:
-        url = _wait_for_url(process, stderr_path)
-        yield SandboxProcess(process, url, record_path, arrivals_path, stderr_path)
-    finally:
-        _stop(process)
-
-
-def _wait_for_url(process: subprocess.Popen[str], stderr_path: Path) -> str:
-    assert process.stdout is not None
-    lines: queue.Queue[str] = queue.Queue()
-    threading.Thread(target=_first_line, args=(process.stdout, lines), daemon=True).start()
-    try:
-        line = lines.get(timeout=STARTUP_TIMEOUT_SECONDS)
-    except queue.Empty:
-        line = ""
-    match = URL_LINE.match(line.strip())
-    if match is None:
-        _stop(process)
-        raise RuntimeError(
-            f"sandbox did not report its URL within {STARTUP_TIMEOUT_SECONDS:.0f} s "
-            f"(exit code {process.returncode}, first line {line!r}); stderr:\n"
-            + stderr_path.read_text(errors="replace")
-        )
-    return match.group(1)
-
-
-def _first_line(stream: IO[str], lines: queue.Queue[str]) -> None:
-    lines.put(stream.readline())
-
-
-def _stop(process: subprocess.Popen[str]) -> None:
-    if process.poll() is None:
-        process.terminate()
         try:
-            process.wait(timeout=STOP_TIMEOUT_SECONDS)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-    if process.stdout is not None:
-        process.stdout.close()
+            with launched(args, cwd=REPO_ROOT, env=env, stderr=stderr) as (process, url):
+                yield SandboxProcess(process, url, record_path, arrivals_path, stderr_path)
+        except RuntimeError as error:
+            if "did not report its URL" not in str(error):
+                raise
+            raise RuntimeError(f"{error}; stderr:\n{stderr_path.read_text()}") from None
 
 
 def max_in_any_window(
