@@ -336,11 +336,11 @@ class Run:
     ) -> Work:
         """Requests for a chunk's valid rows: Row lists to send, or, in a dry run, built bodies."""
         job = self.job
-        spans = batching.row_spans(
-            valid, job.delivery.max_batch_bytes, max_items_per_request(job), job.api.endpoint
-        )
+        limits = (job.delivery.max_batch_bytes, max_items_per_request(job), job.api.endpoint)
         if not self.options.dry_run:
-            return Work(rows_read, skipped, invalid, [list(valid[s:e]) for s, e in spans])
+            return Work(rows_read, skipped, invalid, list(batching.pack(valid, *limits)))
+        # A dry run builds each body from the encoded elements: no Row objects needed.
+        spans = batching.row_spans(valid, *limits)
         encoded = batching.encoded_of(valid)
         for start, end in spans:
             batching.encoded_body(encoded[start:end], job.api.endpoint)  # built, never sent
