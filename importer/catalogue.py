@@ -104,7 +104,7 @@ STANDARD_ATTRIBUTES: tuple[StandardAttribute, ...] = (
         "u_em", _S, "email address", shape="email", identifier=True, aliases=("email",)
     ),
     StandardAttribute("u_mb", _S, "mobile number", identifier=True, aliases=("mobile",)),
-    StandardAttribute("u_bd", _D, "birthday (an ISO 8601 date-time)", aliases=("birthday",)),
+    StandardAttribute("u_bd", _D, "birthday", aliases=("birthday",)),
     StandardAttribute("geo", _S, 'location, "latitude longitude"', shape="geo"),
     StandardAttribute("u_l_a", _I, "last seen, epoch seconds"),
     StandardAttribute("cr_t", _I, "first seen, epoch seconds", create_only=True),
@@ -195,7 +195,6 @@ _COLUMN_NAMES: dict[str, str] = {
     "surname": "u_ln",
     "familyname": "u_ln",
     "fullname": "u_n",
-    "name": "u_n",
     "phone": "u_mb",
     "phonenumber": "u_mb",
     "mobile": "u_mb",
@@ -235,4 +234,4 @@ def propose_for_column(column: str, guessed_type: str, taken: set[str]) -> tuple
         return None
     if guessed_type not in COMPATIBLE_TYPES[attribute.type]:
         return None
-    return attribute.name, f"MoEngage's standard attribute: {attribute.description}"
+    return attribute.name, f"standard attribute: {attribute.description}"
