@@ -227,11 +227,27 @@ def standard_name_for_column(column: str) -> StandardAttribute | None:
 
 
 def propose_for_column(column: str, guessed_type: str, taken: set[str]) -> tuple[str, str] | None:
-    """For `init`: (standard attribute name, a comment) when the column's name means one whose
-    type the guess fits and no other column took it; else None (a custom attribute)."""
+    """For `init`: (an attribute name, a comment) when the column's name means a standard
+    attribute: its name if the guessed type fits and no other column took it, or, if the
+    column's own name is that attribute's alias, a custom name that does not set it twice.
+    None: the column is an ordinary custom attribute."""
     attribute = standard_name_for_column(column)
-    if attribute is None or attribute.name in taken:
+    if attribute is None:
+        return None
+    if attribute.name in taken:
+        if lookup(column) is attribute:
+            return f"{column}_other", f"another column already maps {attribute.name}"
         return None
     if guessed_type not in COMPATIBLE_TYPES[attribute.type]:
         return None
     return attribute.name, f"standard attribute: {attribute.description}"
+
+
+def duplicate_standard_names(names: list[str]) -> dict[str, list[str]]:
+    """Standard attributes that more than one of `names` sets (u_em and its alias email)."""
+    by_standard: dict[str, list[str]] = {}
+    for name in names:
+        attribute = lookup(name)
+        if attribute is not None:
+            by_standard.setdefault(attribute.name, []).append(name)
+    return {standard: found for standard, found in by_standard.items() if len(found) > 1}

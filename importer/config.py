@@ -433,6 +433,11 @@ def _standard_attribute_problems(mapping: MappingConfig) -> Iterator[str]:
                 )
         if problem:
             yield f"{_key('mapping.attributes', name)}.type: {problem}"
+    for standard, names in catalogue.duplicate_standard_names(list(mapping.attributes)).items():
+        yield (
+            f"{_key('mapping.attributes', names[1])}: sets MoEngage's standard attribute"
+            f" {standard}, as {names[0]} does; map it once"
+        )
     for section in ("add_to_array", "remove_from_array"):
         for name in getattr(mapping, section):
             problem = catalogue.array_op_contradiction(name)
