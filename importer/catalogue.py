@@ -1,4 +1,4 @@
-"""MoEngage's standard user attributes, typed as its track-user schema (`UserAttributes`) types them.
+"""MoEngage's standard user attributes, as its track-user schema (`UserAttributes`) types them.
 
 Written from MoEngage's public track-user and bulk-import documentation. A standard attribute
 is one MoEngage itself defines: its name, the JSON type it holds, the values it allows, whether
@@ -152,22 +152,30 @@ def identifier_names() -> frozenset[str]:
     return frozenset(name for name, attribute in BY_NAME.items() if attribute.identifier)
 
 
-def type_contradiction(name: str, mapped_type: str, as_text: bool = False) -> str | None:
+def type_contradiction(
+    name: str, mapped_type: str, as_text: bool = False, items: str = "string"
+) -> str | None:
     """Why mapping `name` as `mapped_type` contradicts MoEngage's schema, or None.
 
     The message names both types; the caller adds the key path."""
     attribute = lookup(name)
     if attribute is None:
         return None
-    sent = "date kept as text (as_text)" if as_text else mapped_type
-    allowed = COMPATIBLE_TYPES[attribute.type]
-    if mapped_type in allowed and not (as_text and attribute.type is ValueType.DATETIME):
-        return None
     standard = name if name == attribute.name else f"{name} ({attribute.name})"
-    wanted = " or ".join(sorted(allowed))
+    is_text_date = as_text and attribute.type is ValueType.DATETIME
+    if mapped_type in COMPATIBLE_TYPES[attribute.type] and not is_text_date:
+        if mapped_type == "array" and items != "string":
+            return (
+                f"MoEngage's standard attribute {standard} is {attribute.type.value};"
+                f" this maps it as an array of {items}: use items string"
+            )
+        return None
+    sent = "a date kept as text (as_text)" if as_text else mapped_type
+    wanted = " or ".join(sorted(COMPATIBLE_TYPES[attribute.type]))
+    hint = "; drop as_text" if is_text_date else ""
     return (
         f"MoEngage's standard attribute {standard} is {attribute.type.value}"
-        f" ({attribute.description}); this maps it as {sent}: use type {wanted}"
+        f" ({attribute.description}); this maps it as {sent}: use type {wanted}{hint}"
     )
 
 

@@ -423,20 +423,15 @@ def _standard_attribute_problems(mapping: MappingConfig) -> Iterator[str]:
     """A standard attribute mapped as a type its schema contradicts would be dropped by
     MoEngage without a word: refuse the job instead."""
     for name, spec in mapping.attributes.items():
-        problem = catalogue.type_contradiction(name, spec.type, spec.as_text)
-        if problem is None and spec.type == "array" and spec.items != "string":
-            standard = catalogue.lookup(name)
-            if standard is not None:
-                problem = (
-                    f"MoEngage's standard attribute {name} is {standard.type.value};"
-                    f" this maps it as an array of {spec.items}: use items string"
-                )
+        problem = catalogue.type_contradiction(name, spec.type, spec.as_text, spec.items)
         if problem:
             yield f"{_key('mapping.attributes', name)}.type: {problem}"
-    for standard, names in catalogue.duplicate_standard_names(list(mapping.attributes)).items():
+    for standard_name, names in catalogue.duplicate_standard_names(
+        list(mapping.attributes)
+    ).items():
         yield (
             f"{_key('mapping.attributes', names[1])}: sets MoEngage's standard attribute"
-            f" {standard}, as {names[0]} does; map it once"
+            f" {standard_name}, as {names[0]} does; map it once"
         )
     for section in ("add_to_array", "remove_from_array"):
         for name in getattr(mapping, section):

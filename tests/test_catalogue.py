@@ -50,9 +50,9 @@ def test_every_moe_name_the_issue_names_is_a_standard_attribute() -> None:
     ):
         assert name in moengage.SYSTEM_ATTRIBUTES, name
     # The reserved prefix admits exactly the catalogue's moe_ names.
-    assert moengage.SYSTEM_ATTRIBUTES == {
+    assert {
         name for name in catalogue.BY_NAME if name.startswith(moengage.RESERVED_PREFIX)
-    }
+    } == moengage.SYSTEM_ATTRIBUTES
 
 
 def test_catalogue_types_enums_create_only_and_identifiers() -> None:
@@ -170,7 +170,9 @@ def test_a_standard_attribute_mapped_twice_is_refused() -> None:
 
 
 def test_as_text_only_applies_to_date() -> None:
-    message = refusal({"attributes": {"when": {"column": "w", "type": "datetime", "as_text": True}}})
+    message = refusal(
+        {"attributes": {"when": {"column": "w", "type": "datetime", "as_text": True}}}
+    )
     assert "mapping.attributes.when.as_text: only applies to type date" in message
 
 

@@ -83,8 +83,9 @@ def test_dates_and_standard_attributes_arrive_as_moengage_documents_them(
     letters = {letter["customer_id"]: letter for letter in read_dead_letters(tmp_path)}
     assert set(letters) == {"u3", "u4"}
     assert letters["u3"]["stage"] == "validation"
-    assert "column 'optin': 'maybe' is not one of DOUBLE_OPTED_IN, OPTED_OUT, OPT_IN_PENDING" in (
-        letters["u3"]["error"]
+    assert (
+        "column 'optin': 'maybe' is not one of DOUBLE_OPTED_IN, OPTED_OUT, OPT_IN_PENDING"
+        in (letters["u3"]["error"])
     )
     assert "column 'mail': 'not-an-email' is not an email address" in letters["u4"]["error"]
     report = read_report(tmp_path)

@@ -61,7 +61,11 @@ def test_the_schema_is_valid_draft_2020_12_and_ships_with_the_package() -> None:
 
 def test_the_schema_and_the_catalogue_name_the_same_standard_attributes() -> None:
     properties = request_schema.load_schema()["$defs"]["UserAttributes"]["properties"]
-    payload_keys = {moengage.PLATFORMS_KEY, moengage.ADD_TO_ARRAY_KEY, moengage.REMOVE_FROM_ARRAY_KEY}
+    payload_keys = {
+        moengage.PLATFORMS_KEY,
+        moengage.ADD_TO_ARRAY_KEY,
+        moengage.REMOVE_FROM_ARRAY_KEY,
+    }
     assert set(properties) - payload_keys == set(catalogue.BY_NAME)
     json_types = {
         catalogue.ValueType.STRING: "string",
