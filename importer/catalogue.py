@@ -240,8 +240,8 @@ def propose_for_column(column: str, guessed_type: str, taken: set[str]) -> tuple
     column's own name is that attribute's alias, a custom name that does not set it twice.
     None: the column is an ordinary custom attribute."""
     attribute = standard_name_for_column(column)
-    if attribute is None:
-        return None
+    if attribute is None or column == attribute.name:
+        return None  # a custom column, or one already named as MoEngage names it
     if attribute.name in taken:
         if lookup(column) is attribute:
             return f"{column}_other", f"another column already maps {attribute.name}"

@@ -809,7 +809,7 @@ def _attribute_field(name: str, spec: AttributeSpec) -> _Field:
         kind = _with_options(kind, format=spec.format, timezone=spec.timezone)
     elif spec.type == "date":
         converter = partial(_to_date, column=column, fmt=spec.format, as_text=spec.as_text)
-        kind = _with_options(kind, format=spec.format, as_text="true" if spec.as_text else None)
+        kind = _with_options("date as text" if spec.as_text else kind, format=spec.format)
     else:  # array
         converter = partial(_to_array, column=column, separator=spec.separator, items=spec.items)
         kind = _with_options(f"array of {spec.items}", separator=spec.separator)

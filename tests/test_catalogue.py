@@ -262,3 +262,19 @@ def test_init_proposes_standard_names_with_a_comment(tmp_path: Path) -> None:
     assert "    city: city" in text
     parsed = parse_job({**yaml.safe_load(text), "api": API}, env={})
     assert parsed.mapping.attributes["u_bd"].type == "date"
+
+
+def test_init_keeps_standard_names_and_does_not_set_one_twice(tmp_path: Path) -> None:
+    source = tmp_path / "people.csv"
+    source.write_text(
+        "id,u_em,email,moe_mobile,mobile\nu1,a@example.com,b@example.com,+491511,+491512\n",
+        encoding="utf-8",
+    )
+    parsed = parse_job({**yaml.safe_load(scaffold_job(str(source))), "api": API}, env={})
+    columns = {name: spec.column for name, spec in parsed.mapping.attributes.items()}
+    assert columns == {
+        "u_em": "u_em",
+        "email_other": "email",
+        "moe_mobile": "moe_mobile",
+        "u_mb": "mobile",
+    }
