@@ -71,6 +71,7 @@ _NOT_A_PLATFORM = f"is not a platform ({', '.join(moengage.PLATFORM_NAMES)})"
 _PLACEHOLDERS = pa.array(sorted(moengage.PLACEHOLDER_CUSTOMER_IDS | {""}), pa.string())
 _INTEGER_TEXT = re.compile(r"[+-]?\d+(?:\.0*)?")
 _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+_FULL_DATE_PREFIX = re.compile(r"\d{4}(-\d{1,2}-\d{1,2}|\d{4})(?!\d)")
 _NEEDS_ESCAPE = r"[\x00-\x1f\"\\]"  # what JSON must escape inside a string
 _NULL_TEXT = pa.scalar(None, pa.string())
 MIDNIGHT_UTC = "T00:00:00Z"  # what type date appends to the calendar date
@@ -573,7 +574,17 @@ def _iso_date_cell(cell: Any) -> tuple[Any, str | None]:
             return dt.datetime.fromisoformat(text).date().isoformat(), None
     except ValueError:
         pass
-    return None, "is not a date"
+    # What datetime's ISO 8601 parser reads (20240131, 2024-1-5) reads as a date too, as
+    # long as it names a day: a year or a month alone is no date.
+    if not _FULL_DATE_PREFIX.match(text):
+        return None, "is not a date"
+    try:
+        parsed = pd.to_datetime(text, format="ISO8601")
+    except (ValueError, TypeError, OverflowError):
+        return None, "is not a date"
+    if pd.isna(parsed):
+        return None, "is not a date"
+    return parsed.date().isoformat(), None
 
 
 def _formatted_date_cell(cell: Any, fmt: str) -> tuple[Any, str | None]:

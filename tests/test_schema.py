@@ -196,3 +196,35 @@ def test_every_element_the_mapper_builds_conforms() -> None:
         element = orjson.loads(row.encoded)
         assert request_schema.element_problem(element) is None, element
     assert orjson.loads(mapped.valid[1].encoded)["attributes"]["u_bd"] == "2001-12-24T00:00:00Z"
+
+
+@pytest.mark.parametrize(
+    ("cell", "sent"),
+    [
+        ("2024-01-31", "2024-01-31T00:00:00Z"),
+        ("2024-01-31T23:30:00-05:00", "2024-01-31T00:00:00Z"),  # the date as written
+        ("2024-01-31 10:00", "2024-01-31T00:00:00Z"),
+        ("20240131", "2024-01-31T00:00:00Z"),  # forms datetime reads, date reads too
+        ("2024-1-5", "2024-01-05T00:00:00Z"),
+        ("20240131T101010Z", "2024-01-31T00:00:00Z"),
+        ("2024", None),  # a year alone is no date (datetime reads it as 1 January)
+        ("2024-01", None),
+        ("2024-02-30", None),
+    ],
+)
+def test_date_reads_what_datetime_reads_and_sends_a_schema_date_time(
+    cell: str, sent: str | None
+) -> None:
+    frame = pd.DataFrame({"id": ["u1", "u2"], "born": ["1999-12-31", cell]}, dtype=object)
+    frame.index = pd.RangeIndex(1, 3)
+    mapping = MappingConfig.model_validate(
+        {"customer_id": "id", "attributes": {"u_bd": {"column": "born", "type": "date"}}}
+    )
+    mapped = Mapper(mapping).map_chunk(Chunk(source="t.csv", frame=frame))
+    if sent is None:
+        assert [row.customer_id for row in mapped.invalid] == ["u2"]
+        assert f"{cell!r} is not a date" in mapped.invalid[0].error
+        return
+    element = orjson.loads(mapped.valid[1].encoded)
+    assert element["attributes"]["u_bd"] == sent
+    assert request_schema.element_problem(element) is None
