@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import logging
 import os
 import re
 from collections.abc import Iterable, Iterator, Mapping
@@ -15,7 +16,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
-from importer import moengage
+from importer import catalogue, moengage
 
 
 class ConfigError(Exception):
@@ -97,6 +98,8 @@ class AttributeSpec(_Strict):
     items: ItemType = "string"
     format: str | None = None
     timezone: str | None = None
+    # type date: send the bare YYYY-MM-DD as text instead of midnight UTC as a date-time.
+    as_text: bool = False
 
 
 class ArrayOpSpec(_Strict):
@@ -120,6 +123,8 @@ class MappingConfig(_Strict):
     remove_from_array: dict[str, ArrayOpSpec] = Field(default_factory=dict)
     platforms: PlatformsSpec | None = None
     identifiers: list[str] = Field(default_factory=list)
+    # moe_ names MoEngage's catalogue lacks that a job may still send (with a warning).
+    allow_reserved: list[str] = Field(default_factory=list)
 
     @field_validator("attributes", mode="before")
     @classmethod
@@ -303,18 +308,25 @@ _DATE_TYPES = ("datetime", "date")
 _SHOWN_NAME_LENGTH = 40
 
 
-def attribute_name_problem(name: str) -> str | None:
-    """Why MoEngage would refuse (or punish) this attribute name, or None if it is fine."""
+def attribute_name_problem(name: str, allow_reserved: Iterable[str] = ()) -> str | None:
+    """Why MoEngage would refuse (or punish) this attribute name, or None if it is fine.
+
+    `allow_reserved` admits moe_ names the catalogue lacks (mapping.allow_reserved)."""
     if name in moengage.BLOCKED_ATTRIBUTE_NAMES:
         shown = repr(name) if name else "the empty name"
         return f"{shown} is blocked by MoEngage as an attribute name"
     if name in _PAYLOAD_KEYS:
         return f"{name} is a payload key of its own; use {_PAYLOAD_KEYS[name]} instead"
-    if name.startswith(moengage.RESERVED_PREFIX) and name not in moengage.SYSTEM_ATTRIBUTES:
+    if (
+        name.startswith(moengage.RESERVED_PREFIX)
+        and name not in moengage.SYSTEM_ATTRIBUTES
+        and name not in allow_reserved
+    ):
         examples = ", ".join(moengage.SYSTEM_ATTRIBUTE_EXAMPLES[:2])
         return (
             f"the {moengage.RESERVED_PREFIX} prefix is reserved for MoEngage's system attributes"
             f" ({examples}, ...); a custom attribute using it can get the workspace blacklisted"
+            " (list a system attribute MoEngage added since in mapping.allow_reserved)"
         )
     if len(name) > moengage.MAX_ATTRIBUTE_NAME_LENGTH:
         return (
@@ -344,14 +356,14 @@ def _attribute_sections(mapping: MappingConfig) -> dict[str, Mapping[str, Any]]:
 def _attribute_name_problems(mapping: MappingConfig) -> Iterator[str]:
     for section, specs in _attribute_sections(mapping).items():
         for name in specs:
-            problem = attribute_name_problem(name)
+            problem = attribute_name_problem(name, mapping.allow_reserved)
             if problem:
                 yield f"{_key(section, name)}: {problem}"
 
 
 def _attribute_count_problems(mapping: MappingConfig) -> Iterator[str]:
     names = set(mapping.attributes) | set(mapping.add_to_array) | set(mapping.remove_from_array)
-    custom = names - moengage.SYSTEM_ATTRIBUTES
+    custom = {name for name in names if catalogue.lookup(name) is None}
     if len(custom) > moengage.MAX_CUSTOM_ATTRIBUTES:
         yield (
             f"mapping: {len(custom)} distinct custom attributes; MoEngage allows at most"
@@ -391,6 +403,8 @@ def _attribute_option_problems(mapping: MappingConfig) -> Iterator[str]:
             for option in ("format", "timezone"):
                 if option in given:
                     yield f"{path}.{option}: only applies to types datetime and date"
+        if spec.type != "date" and "as_text" in given:
+            yield f"{path}.as_text: only applies to type date (this one is {spec.type})"
         if spec.separator == "":
             yield f"{path}.separator: must not be empty"
         if spec.format == "":
@@ -403,6 +417,60 @@ def _attribute_option_problems(mapping: MappingConfig) -> Iterator[str]:
         for name, op in getattr(mapping, section).items():
             if op.separator == "":
                 yield f"{_key('mapping.' + section, name)}.separator: must not be empty"
+
+
+def _standard_attribute_problems(mapping: MappingConfig) -> Iterator[str]:
+    """A standard attribute mapped as a type its schema contradicts would be dropped by
+    MoEngage without a word: refuse the job instead."""
+    for name, spec in mapping.attributes.items():
+        problem = catalogue.type_contradiction(name, spec.type, spec.as_text, spec.items)
+        if problem:
+            yield f"{_key('mapping.attributes', name)}.type: {problem}"
+    for standard_name, names in catalogue.duplicate_standard_names(
+        list(mapping.attributes)
+    ).items():
+        yield (
+            f"{_key('mapping.attributes', names[1])}: sets MoEngage's standard attribute"
+            f" {standard_name}, as {names[0]} does; map it once"
+        )
+    for section in ("add_to_array", "remove_from_array"):
+        for name in getattr(mapping, section):
+            problem = catalogue.array_op_contradiction(name)
+            if problem:
+                yield f"{_key('mapping.' + section, name)}: {problem}"
+    for i, name in enumerate(mapping.allow_reserved):
+        if not name.startswith(moengage.RESERVED_PREFIX):
+            yield (
+                f"mapping.allow_reserved[{i}]: {name!r} does not start with"
+                f" {moengage.RESERVED_PREFIX}; only reserved names need allowing"
+            )
+        elif name in moengage.SYSTEM_ATTRIBUTES:
+            yield (
+                f"mapping.allow_reserved[{i}]: {name} is already one of MoEngage's standard"
+                " attributes; remove it from allow_reserved"
+            )
+
+
+def job_warnings(mapping: MappingConfig) -> list[str]:
+    """What the job may send but a user should know about (the job still runs)."""
+    warnings = []
+    mapped = [*mapping.attributes, *mapping.add_to_array, *mapping.remove_from_array]
+    for name in mapping.allow_reserved:
+        if name in mapped:
+            warnings.append(
+                f"mapping.allow_reserved: sending {name}, which is not among MoEngage's"
+                f" documented system attributes; a custom attribute with the"
+                f" {moengage.RESERVED_PREFIX} prefix can get the workspace blacklisted"
+            )
+    if mapping.update_existing_only:
+        for name in mapping.attributes:
+            standard = catalogue.lookup(name)
+            if standard is not None and standard.create_only:
+                warnings.append(
+                    f"{_key('mapping.attributes', name)}: MoEngage sets {name} only when it"
+                    " creates a user, and update_existing_only: true creates none"
+                )
+    return warnings
 
 
 def _platform_problem(value: str) -> str:
@@ -493,6 +561,7 @@ def check_job_rules(job: JobConfig) -> None:
         *_attribute_count_problems(mapping),
         *_set_and_changed_problems(mapping),
         *_attribute_option_problems(mapping),
+        *_standard_attribute_problems(mapping),
         *_platform_problems(mapping),
     ]
     if problems:
@@ -536,6 +605,8 @@ def parse_job(raw: Any, env: Mapping[str, str] | None = None) -> JobConfig:
     except ValidationError as error:
         raise ConfigError(_format_validation_error(error)) from None
     check_job_rules(job)
+    for warning in job_warnings(job.mapping):
+        logging.getLogger("importer").warning(warning)
     return job
 
 

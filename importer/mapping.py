@@ -16,7 +16,12 @@ Type rules beyond the contract, chosen to be strict:
 - datetime: ISO 8601 text (date-only means midnight; "T" or a space before the time); naive
   values are read in `timezone` (default UTC), an ambiguous local time as its first occurrence
   and a nonexistent one (DST gap) as the first instant after the gap; sub-seconds are dropped.
-- date: ISO 8601 text; a datetime keeps the calendar date as written (its offset is ignored).
+- date: the inputs datetime reads (ISO 8601 text, a `format`, native dates and timestamps); a
+  datetime keeps the calendar date as written (its offset is ignored). Sent as midnight UTC,
+  YYYY-MM-DDT00:00:00Z, since MoEngage documents dates only as date-times; `as_text` keeps the
+  bare YYYY-MM-DD (MoEngage then stores text).
+- standard attributes (importer/catalogue.py): a value outside the attribute's enum, or not of
+  its shape (an email, a "lat lon" location), breaks a rule.
 - array without a separator: text that is a JSON array (`["a","b"]`) is parsed, other text is a
   one-item array.
 """
@@ -40,7 +45,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from importer import moengage
+from importer import catalogue, moengage
 from importer.config import ArrayOpSpec, AttributeSpec, ConfigError, MappingConfig
 from importer.rows import Chunk, InvalidRow, MappedChunk, ValidRows
 
@@ -66,8 +71,10 @@ _NOT_A_PLATFORM = f"is not a platform ({', '.join(moengage.PLATFORM_NAMES)})"
 _PLACEHOLDERS = pa.array(sorted(moengage.PLACEHOLDER_CUSTOMER_IDS | {""}), pa.string())
 _INTEGER_TEXT = re.compile(r"[+-]?\d+(?:\.0*)?")
 _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+_FULL_DATE_PREFIX = re.compile(r"\d{4}(-\d{1,2}-\d{1,2}|\d{4})(?!\d)")
 _NEEDS_ESCAPE = r"[\x00-\x1f\"\\]"  # what JSON must escape inside a string
 _NULL_TEXT = pa.scalar(None, pa.string())
+MIDNIGHT_UTC = "T00:00:00Z"  # what type date appends to the calendar date
 
 
 # --- showing values in errors ------------------------------------------------------------
@@ -516,7 +523,17 @@ def _datetime_cell(cell: Any, timezone: str | None) -> tuple[Any, str | None]:
 # --- date --------------------------------------------------------------------------------
 
 
-def _to_date(series: pd.Series, column: str, fmt: str | None) -> Converted:
+def _to_date(series: pd.Series, column: str, fmt: str | None, as_text: bool = False) -> Converted:
+    """Midnight UTC of the calendar date, as MoEngage documents dates (ISO 8601 date-times);
+    with `as_text`, the bare YYYY-MM-DD, which MoEngage keeps as text."""
+    fragments, errors = _to_calendar_dates(series, column, fmt)
+    if as_text:
+        return fragments, errors
+    return pc.replace_substring_regex(fragments, '"$', f'{MIDNIGHT_UTC}"'), errors
+
+
+def _to_calendar_dates(series: pd.Series, column: str, fmt: str | None) -> Converted:
+    """The calendar dates as JSON strings "YYYY-MM-DD" (null = omit) and the problems."""
     text = _text_array(series)
     if text is None:
         native = _native_array(series)
@@ -557,7 +574,17 @@ def _iso_date_cell(cell: Any) -> tuple[Any, str | None]:
             return dt.datetime.fromisoformat(text).date().isoformat(), None
     except ValueError:
         pass
-    return None, "is not a date"
+    # What datetime's ISO 8601 parser reads (20240131, 2024-1-5) reads as a date too, as
+    # long as it names a day: a year or a month alone is no date.
+    if not _FULL_DATE_PREFIX.match(text):
+        return None, "is not a date"
+    try:
+        parsed = pd.to_datetime(text, format="ISO8601")
+    except (ValueError, TypeError, OverflowError):
+        return None, "is not a date"
+    if pd.isna(parsed):
+        return None, "is not a date"
+    return parsed.date().isoformat(), None
 
 
 def _formatted_date_cell(cell: Any, fmt: str) -> tuple[Any, str | None]:
@@ -574,6 +601,34 @@ def _date_cell(cell: Any) -> tuple[Any, str | None]:
     if isinstance(cell, dt.date):
         return cell.isoformat(), None
     return None, "is not a date"
+
+
+# --- standard attributes -----------------------------------------------------------------
+
+
+def _checked_values(
+    series: pd.Series,
+    convert: Callable[[pd.Series], Converted],
+    standard: catalogue.StandardAttribute,
+    column: str,
+) -> Converted:
+    """The converted values, less those MoEngage's schema refuses for a standard attribute
+    (a value outside its enum, an email that is not one): those rows break a rule."""
+    fragments, errors = convert(series)
+    distinct = pc.unique(fragments).drop_null().to_pylist()
+    refused = {}
+    for text in distinct:
+        rule = standard.value_problem(orjson.loads(text))
+        if rule is not None:
+            refused[text] = rule
+    if not refused:
+        return fragments, errors
+    bad = _mask(pc.is_in(fragments, value_set=pa.array(list(refused), pa.string())))
+    errors = dict(errors)
+    for position in np.flatnonzero(bad):
+        text = fragments[int(position)].as_py()
+        errors[int(position)] = _problem(column, orjson.loads(text), refused[text])
+    return _drop(fragments, errors), errors
 
 
 # --- arrays ------------------------------------------------------------------------------
@@ -764,11 +819,14 @@ def _attribute_field(name: str, spec: AttributeSpec) -> _Field:
         converter = partial(_to_datetime, column=column, fmt=spec.format, timezone=spec.timezone)
         kind = _with_options(kind, format=spec.format, timezone=spec.timezone)
     elif spec.type == "date":
-        converter = partial(_to_date, column=column, fmt=spec.format)
-        kind = _with_options(kind, format=spec.format)
+        converter = partial(_to_date, column=column, fmt=spec.format, as_text=spec.as_text)
+        kind = _with_options("date as text" if spec.as_text else kind, format=spec.format)
     else:  # array
         converter = partial(_to_array, column=column, separator=spec.separator, items=spec.items)
         kind = _with_options(f"array of {spec.items}", separator=spec.separator)
+    standard = catalogue.lookup(name)
+    if standard is not None and (standard.enum or standard.shape):
+        converter = partial(_checked_values, convert=converter, standard=standard, column=column)
     return _Field(name, column, f"{key}.column", kind, converter)
 
 

@@ -4,28 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
+from importer import catalogue
+
 DATA_CENTERS = ("01", "02", "03", "04", "05", "06", "101")
 
 # Attribute rules from the track-user API page.
 BLOCKED_ATTRIBUTE_NAMES = frozenset({"id", "_id", ""})
 RESERVED_PREFIX = "moe_"
-# System attributes that legitimately carry the reserved prefix.
-SYSTEM_ATTRIBUTES = frozenset(
-    {
-        "moe_mobile",
-        "moe_email",
-        "moe_unsubscribe",
-        "moe_gaid",
-        "moe_spam",
-        "moe_hard_bounce",
-        "moe_ip_address",
-        "moe_geo_location",
-        "moe_creation_source",
-        "moe_wa_subscription",
-        "moe_sms_subscription",
-        "moe_push_opt_out",
-    }
-)
+# System attributes that legitimately carry the reserved prefix: exactly the standard ones
+# MoEngage's schema documents (importer/catalogue.py); a job admits others by name
+# (mapping.allow_reserved).
+SYSTEM_ATTRIBUTES = catalogue.names_with_prefix(RESERVED_PREFIX)
 MAX_ATTRIBUTE_NAME_LENGTH = 200
 MAX_STRING_LENGTH = 512
 MAX_ARRAY_ITEMS = 50
@@ -147,8 +136,8 @@ CUSTOMER_TYPE = "customer"
 BULK_TYPE = "transition"
 PLATFORM_ACTIVE_VALUES = ("true", "false")
 # Identity Resolution: attribute names taken as a user identifier when customer_id is
-# absent. A real workspace chooses its own; these are the common ones.
-IDENTIFIER_ATTRIBUTES = frozenset({"moe_mobile", "moe_email", "u_em", "u_mb"})
+# absent. A real workspace chooses its own; these are the standard ones.
+IDENTIFIER_ATTRIBUTES = catalogue.identifier_names()
 SUCCESS_MESSAGE = "Your request has been accepted and will be processed soon."
 RATE_LIMIT_ERROR_TYPE = "RateLimitError"
 RATE_LIMIT_MESSAGE = "Rate limit exceeded"

@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
-from importer import moengage
+from importer import catalogue, moengage
 from importer.config import ConfigError, OutputConfig, attribute_name_problem
 
 SAMPLE_ROWS = 1_000
@@ -641,6 +641,9 @@ def _attribute_lines(
             lines.append(f"    # {_scalar(guess.column)}: skipped, not importable as it is")
             continue
         name, renamed = attribute_name_for(guess.column, taken)
+        standard = catalogue.propose_for_column(guess.column, guess.type, taken)
+        if standard is not None:
+            name, renamed = standard[0], None
         taken.add(name)
         if renamed:
             lines += _checks("    ", [f"renamed from column {guess.column!r}: {renamed}"])
@@ -650,7 +653,7 @@ def _attribute_lines(
             limit = f"over MoEngage's limit of {moengage.MAX_CUSTOM_ATTRIBUTES} custom attributes"
             lines.append(_line(f"    # {entry}", limit))
             continue
-        lines.append(f"    {entry}")
+        lines.append(_line(f"    {entry}", standard[1] if standard else ""))
     if len(lines) == 1:
         lines[0] = "  attributes: {}"
     return lines, platforms

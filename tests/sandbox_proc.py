@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 
 from importer.sandbox import launched
 
@@ -25,6 +26,7 @@ class SandboxProcess:
     record_path: Path
     arrivals_path: Path
     stderr_path: Path
+    violations_path: Path
 
     def records(self) -> list[dict[str, Any]]:
         """Accepted users so far (the server flushes after each request)."""
@@ -41,6 +43,10 @@ class SandboxProcess:
     def stderr(self) -> str:
         return self.stderr_path.read_text(errors="replace")
 
+    def schema_violations(self) -> list[dict[str, Any]]:
+        """Elements received that MoEngage's request schema refuses (the sandbox writes them)."""
+        return read_json_lines(self.violations_path)
+
 
 def read_json_lines(path: Path) -> list[dict[str, Any]]:
     """Complete lines only: a line still being written is left for the next read."""
@@ -54,23 +60,51 @@ def read_json_lines(path: Path) -> list[dict[str, Any]]:
 
 
 @contextmanager
-def start_sandbox(tmp_path: Path, *extra_args: str) -> Iterator[SandboxProcess]:
-    """Start the sandbox on a free port recording into tmp_path; stop it on exit."""
+def start_sandbox(
+    tmp_path: Path, *extra_args: str, allow_schema_violations: bool = False
+) -> Iterator[SandboxProcess]:
+    """Start the sandbox on a free port recording into tmp_path; stop it on exit.
+
+    Every element it receives is checked against MoEngage's request schema: unless the test
+    sends invalid ones on purpose (`allow_schema_violations`), any violation fails the test
+    when the block ends, so no change can start sending a shape MoEngage refuses.
+    """
     record_path = tmp_path / "record.jsonl"
     arrivals_path = tmp_path / "arrivals.jsonl"
     stderr_path = tmp_path / "sandbox.stderr"
-    args = ["--record", str(record_path), "--arrivals", str(arrivals_path), *extra_args]
+    violations_path = tmp_path / "schema_violations.jsonl"
+    args = [
+        *("--record", str(record_path), "--arrivals", str(arrivals_path)),
+        *("--schema-violations", str(violations_path)),
+        *extra_args,
+    ]
     # The subprocess imports `importer` from this checkout, installed or not.
     python_path = [str(REPO_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(python_path)}
     with stderr_path.open("w") as stderr:
         try:
             with launched(args, cwd=REPO_ROOT, env=env, stderr=stderr) as (process, url):
-                yield SandboxProcess(process, url, record_path, arrivals_path, stderr_path)
+                yield SandboxProcess(
+                    process, url, record_path, arrivals_path, stderr_path, violations_path
+                )
         except RuntimeError as error:
             if "did not report its URL" not in str(error):
                 raise
             raise RuntimeError(f"{error}; stderr:\n{stderr_path.read_text()}") from None
+    if not allow_schema_violations:
+        fail_on_schema_violations(violations_path)
+
+
+def fail_on_schema_violations(path: Path) -> None:
+    """Fail the test if the sandbox received any element MoEngage's request schema refuses."""
+    violations = read_json_lines(path)
+    if violations:
+        shown = "\n".join(f"  {v['endpoint']}: {v['problem']}" for v in violations[:5])
+        pytest.fail(
+            f"the sandbox received {len(violations)} element(s) MoEngage's request schema"
+            f" refuses (see {path}):\n{shown}",
+            pytrace=False,
+        )
 
 
 def max_in_any_window(

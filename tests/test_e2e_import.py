@@ -61,7 +61,7 @@ def test_import_sends_typed_values_and_dead_letters_bad_rows(tmp_path: Path) -> 
         "points": 20,
         "super_user": True,
         "signup_at": "2024-01-31T08:00:00Z",  # offset converted to UTC
-        "birthday": "1990-05-01",
+        "birthday": "1990-05-01T00:00:00Z",  # MoEngage stores date-times
         "interests": ["a", "b"],
         "country": "NA",  # Namibia, not a missing value
         "platforms": [{"platform": "ANDROID", "active": "true"}],

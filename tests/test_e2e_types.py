@@ -148,7 +148,7 @@ def test_parquet_directory_of_native_types(tmp_path: Path) -> None:
         "vip": True,
         "seen_at": "2024-01-31T10:00:00Z",
         "naive_at": "2024-02-01T08:30:00Z",
-        "born": "1990-05-01",
+        "born": "1990-05-01T00:00:00Z",
         "balance": 12.5,
         "tags": ["a", "b"],
         "tier": "gold",

@@ -128,10 +128,16 @@ TYPE_CASES = [
         "2024-07-01T12:00:00Z",
         "2024-07-01T12:00:00Z",
     ),
-    ({"type": "date"}, "2024-01-31", "2024-01-31"),
-    ({"type": "date"}, "2024-01-31T23:30:00-05:00", "2024-01-31"),
+    # Dates go as midnight UTC date-times, the only date form MoEngage documents.
+    ({"type": "date"}, "2024-01-31", "2024-01-31T00:00:00Z"),
+    ({"type": "date", "as_text": True}, "2024-01-31", "2024-01-31"),
+    ({"type": "date"}, "2024-01-31T23:30:00-05:00", "2024-01-31T00:00:00Z"),
+    ({"type": "date", "as_text": True}, "2024-01-31T23:30:00-05:00", "2024-01-31"),
+    ({"type": "date"}, "2024-01-31 10:00:00", "2024-01-31T00:00:00Z"),
+    ({"type": "date"}, "2024-01-31T10:00:00.987Z", "2024-01-31T00:00:00Z"),
+    ({"type": "date"}, " 2024-01-31 ", "2024-01-31T00:00:00Z"),
     ({"type": "date"}, "2024-02-30", Invalid("'2024-02-30' is not a date")),
-    ({"type": "date", "format": "%d.%m.%Y"}, "31.01.2024", "2024-01-31"),
+    ({"type": "date", "format": "%d.%m.%Y"}, "31.01.2024", "2024-01-31T00:00:00Z"),
     ({"type": "date", "format": "%d.%m.%Y"}, "2024-01-31", Invalid("is not a date in the format")),
     ({"type": "array", "separator": "|"}, "a| b ||c", ["a", "b", "c"]),
     ({"type": "array", "separator": "|"}, " | ", OMITTED),
@@ -455,9 +461,9 @@ def test_parquet_native_types_map_without_loss(tmp_path: Path) -> None:
         "vip": True,
         "seen_tz": "2024-01-01T10:00:00Z",
         "seen_naive": "2024-01-01T09:00:00Z",
-        "born": "1990-05-17",
+        "born": "1990-05-17T00:00:00Z",
         "born_at": "1990-05-17T00:00:00Z",
-        "seen_day": "2024-01-01",
+        "seen_day": "2024-01-01T00:00:00Z",
         "balance": 12.5,
         "tags": ["a", "b"],
         "lucky": [7, 8],
@@ -467,7 +473,7 @@ def test_parquet_native_types_map_without_loss(tmp_path: Path) -> None:
     assert attributes[2]["points"] == 3 and type(attributes[2]["points"]) is int
     assert attributes[2]["vip"] is False and attributes[2]["balance"] == 7
     assert "ratio" not in attributes[2] and "tags" not in attributes[2]
-    assert attributes[2]["seen_day"] == "2024-06-01"  # 18:30 in New York
+    assert attributes[2]["seen_day"] == "2024-06-01T00:00:00Z"  # 18:30 in New York
     assert orjson.loads(mapped.valid[2].encoded) == mapped.valid[2].element
 
 

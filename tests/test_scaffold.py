@@ -104,7 +104,8 @@ def test_tricky_csv(tmp_path: Path) -> None:
     assert attributes["moe_mobile"].column == "moe_mobile"
     # Codes and phone numbers stay text; so does an id column of digits.
     assert attributes["zip"].type == "string"
-    assert attributes["phone"].type == "string"
+    # A phone column becomes MoEngage's standard mobile attribute (importer/catalogue.py).
+    assert (attributes["u_mb"].column, attributes["u_mb"].type) == ("phone", "string")
     assert attributes["source_id"].type == "string"
     assert attributes["score"].type == "integer"
     assert attributes["amount"].type == "number"

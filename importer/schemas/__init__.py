@@ -1,0 +1,1 @@
+"""JSON Schemas of MoEngage's documented request bodies, shipped as package data."""
