@@ -80,6 +80,9 @@ class CsvOptions(_Strict):
     quotechar: str = '"'
     escapechar: str | None = None
     compression: Literal["infer", "gzip", "bz2", "zstd", "xz", "zip"] | None = "infer"
+    # A record (header included) longer than this is set aside as malformed; a quoted field
+    # still open this far on is taken for a stray quote.
+    max_record_bytes: int = Field(1 << 20, ge=1024, le=1 << 30)
 
 
 class SourceConfig(_Strict):
@@ -88,6 +91,7 @@ class SourceConfig(_Strict):
     null_values: list[str] = Field(default_factory=lambda: [""])
     csv: CsvOptions = Field(default_factory=CsvOptions)
     chunk_rows: int = Field(10_000, ge=1)
+    allow_empty: bool = False  # a run that reads no data row exits 4 unless this is true
 
 
 class AttributeSpec(_Strict):
