@@ -118,6 +118,8 @@ class PlatformsSpec(_Strict):
 
 class MappingConfig(_Strict):
     customer_id: str | None = None
+    # Surrounding whitespace in a customer_id is a validation error unless this is true.
+    strip_customer_id: bool = False
     update_existing_only: bool = False
     attributes: dict[str, AttributeSpec] = Field(default_factory=dict)
     add_to_array: dict[str, ArrayOpSpec] = Field(default_factory=dict)
