@@ -432,7 +432,9 @@ def _to_datetime(
         if native is not None and (
             pa.types.is_timestamp(native.type) or pa.types.is_date(native.type)
         ):
-            return _quoted(_format_instants(_instants_from_native(native, timezone))), {}
+            instants = _instants_from_native(native, timezone)
+            errors = _beyond_format_years(instants, column)
+            return _drop(_quoted(_format_instants(instants)), errors), errors
         return _per_unique(series, column, partial(_datetime_cell, timezone=timezone))
     instants = _instants_from_text(series, text, fmt, timezone)
     rule = "is not a datetime" + (f" in the format {fmt!r}" if fmt else "")
@@ -489,6 +491,19 @@ def _instants_from_native(native: pa.Array, timezone: str | None) -> pa.Array:
     if native.type.tz is None:
         return _assume_zone(pc.cast(native, pa.timestamp("us"), safe=False), timezone)
     return pc.cast(native, pa.timestamp("us", tz="UTC"), safe=False)
+
+
+def _beyond_format_years(instants: pa.Array, column: str) -> dict[int, str]:
+    """Instants MoEngage's YYYY-MM-DDTHH:MM:SSZ cannot write (Parquet holds years past 9999)."""
+    years = pc.year(instants)
+    outside = _mask(pc.or_(pc.less(years, 1), pc.greater(years, 9999)))
+    rule = "is outside the years 0001-9999 that MoEngage's date-time (YYYY-MM-DDTHH:MM:SSZ) holds"
+    return {
+        int(p): _problem(
+            column, pc.cast(instants[int(p) : int(p) + 1], pa.string())[0].as_py(), rule
+        )
+        for p in np.flatnonzero(outside)
+    }
 
 
 def _format_instants(instants: pa.Array) -> pa.Array:

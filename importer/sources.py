@@ -11,6 +11,7 @@ import hashlib
 import lzma
 import math
 import re
+import stat
 import zipfile
 import zlib
 from collections.abc import Callable, Iterator
@@ -26,7 +27,7 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 import zstandard
 
-from importer.config import CsvOptions, SourceConfig
+from importer.config import CsvOptions, SourceConfig, redact
 from importer.csvrecords import (
     BadRecord,
     Records,
@@ -43,7 +44,12 @@ PARQUET_SUFFIXES = (".parquet", ".pq")
 
 
 class SourceError(Exception):
-    """An input problem a user can fix (no match, unreadable, bad encoding); names the file."""
+    """An input problem a user can fix (no match, unreadable, bad encoding); names the file.
+
+    Its message never holds a secret (a key placed by mistake in source.path, say)."""
+
+    def __init__(self, message: str = "") -> None:
+        super().__init__(redact(message))
 
 
 def discover(path: str, fmt: str = "auto") -> list[Path]:
@@ -57,11 +63,31 @@ def discover(path: str, fmt: str = "auto") -> list[Path]:
         if not found:
             raise SourceError(f"no CSV or Parquet files in directory {target}")
         return sorted(found)
+    if target.exists():
+        raise SourceError(_not_regular(target))
     matches = sorted(Path(p) for p in glob.glob(str(target), recursive=True))
     files = [p for p in matches if p.is_file()]
     if not files:
-        raise SourceError(f"no files match {path}")
+        special = [p for p in matches if p.exists() and not p.is_dir()]
+        raise SourceError(_not_regular(special[0]) if special else f"no files match {path}")
     return files
+
+
+def _not_regular(path: Path) -> str:
+    mode = path.stat().st_mode
+    kind = (
+        "a named pipe (FIFO)"
+        if stat.S_ISFIFO(mode)
+        else "a socket"
+        if stat.S_ISSOCK(mode)
+        else "a device"
+        if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+        else "not a regular file"
+    )
+    return (
+        f"{path} is {kind}: moe-import reads its input more than once (the header first, and "
+        "again to resume), so write it to a regular file and import that"
+    )
 
 
 def _has_suffix(path: Path, suffixes: tuple[str, ...] | None) -> bool:
@@ -631,7 +657,9 @@ def _decoded_runs(
 
 def _parquet_file(path: Path) -> pq.ParquetFile:
     try:
-        return pq.ParquetFile(path)
+        # Spark's INT96 timestamps in microseconds: as nanoseconds, values outside 1677-2262
+        # (9999-12-31, the usual "no end") would wrap around silently.
+        return pq.ParquetFile(path, coerce_int96_timestamp_unit="us")
     except OSError as error:
         raise SourceError(f"{path}: cannot read as Parquet: {error}") from None
     except pa.ArrowInvalid as error:
