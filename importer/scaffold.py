@@ -14,17 +14,21 @@ from typing import Any
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 import yaml
 
-from importer import moengage
-from importer.config import ConfigError, OutputConfig, attribute_name_problem
+from importer import moengage, sources
+from importer.config import (
+    ConfigError,
+    CsvOptions,
+    OutputConfig,
+    SourceConfig,
+    attribute_name_problem,
+)
+from importer.sources import SourceError
 
 SAMPLE_ROWS = 1_000
 # A typed column may hold this share of values that do not parse; those rows get dead-lettered.
 BAD_VALUE_SHARE = 0.01
-CSV_SUFFIXES = (".csv", ".csv.gz", ".csv.bz2", ".csv.zst", ".csv.xz", ".csv.zip", ".tsv", ".txt")
-PARQUET_SUFFIXES = (".parquet", ".pq")
 CSV_DELIMITERS = (",", ";", "\t", "|")
 
 # Column names that usually hold the customer id, best first (compared without case or _).
@@ -100,41 +104,29 @@ class Sample:
 # Finding and sampling the input
 
 
-def _kind(path: Path) -> str | None:
-    name = path.name.lower()
-    if name.endswith(PARQUET_SUFFIXES):
-        return "parquet"
-    if name.endswith(CSV_SUFFIXES):
-        return "csv"
-    return None
-
-
-def _data_files(candidates: Iterable[Path]) -> list[Path]:
-    return sorted(p for p in candidates if p.is_file() and _kind(p) is not None)
-
-
-def input_files(input_path: str) -> list[Path]:
-    """The data files a path, directory or glob names (sorted), as the job would read them."""
-    path = Path(input_path)
-    if path.is_dir():
-        files = _data_files(path.iterdir())  # not subfolders: the job reads one level too
-    elif glob.has_magic(input_path):
-        files = _data_files(Path(p) for p in glob.glob(input_path, recursive=True))
-    elif path.is_file():
-        return [path]
-    else:
-        raise ScaffoldError(f"{input_path}: no such file or directory")
-    if not files:
-        kinds = ", ".join(CSV_SUFFIXES[:2] + PARQUET_SUFFIXES[:1])
-        raise ScaffoldError(f"{input_path}: no data files ({kinds}) found")
-    return files
+def input_files(input_path: str) -> tuple[list[Path], str]:
+    """The data files a path, directory or glob names (sorted), found as the job will find
+    them (`sources.discover`), and the source.format the job needs for that: auto, or csv
+    for a directory of text files (.txt, .tsv) that only an explicit csv format reads."""
+    try:
+        return sources.discover(input_path, "auto"), "auto"
+    except SourceError as error:
+        if Path(input_path).expanduser().is_dir():
+            try:
+                return sources.discover(input_path, "csv"), "csv"
+            except SourceError:
+                pass
+        if not Path(input_path).expanduser().exists() and not glob.has_magic(input_path):
+            raise ScaffoldError(f"{input_path}: no such file or directory") from None
+        raise ScaffoldError(str(error)) from None
 
 
 def _is_parquet(path: Path) -> bool:
-    if _kind(path) is not None:
-        return _kind(path) == "parquet"
-    with path.open("rb") as handle:
-        return handle.read(4) == b"PAR1"
+    try:
+        return sources.format_of(path, "auto") == "parquet"
+    except SourceError:
+        with path.open("rb") as handle:
+            return handle.read(4) == b"PAR1"
 
 
 def _sniff_delimiter(path: Path) -> str:
@@ -149,46 +141,59 @@ def _sniff_delimiter(path: Path) -> str:
     return max(CSV_DELIMITERS, key=first_line.count)
 
 
-def _sample_csv(path: Path) -> Sample:
-    delimiter = _sniff_delimiter(path)
-    # Text exactly as written: only empty cells are missing, so NA stays Namibia and 00123 stays.
-    frame = pd.read_csv(
-        path,
-        sep=delimiter,
-        nrows=SAMPLE_ROWS,
-        dtype=str,
-        keep_default_na=False,
-        na_values=[""],
-        compression="infer",
-        encoding="utf-8",
+def _sample(path: Path, kind: str) -> Sample:
+    """The first rows of a file, read by the importer's own readers (text exactly as the
+    job will read it: only empty cells are missing, 00123 stays 00123)."""
+    delimiter = _sniff_delimiter(path) if kind == "csv" else ","
+    source = SourceConfig(
+        format=kind,  # type: ignore[arg-type]
+        csv=CsvOptions(delimiter=delimiter),
+        chunk_rows=SAMPLE_ROWS,
     )
-    columns = [str(c) for c in frame.columns]
-    values = {str(c): [None if pd.isna(v) else v for v in frame[c].tolist()] for c in frame.columns}
-    return Sample(path, "csv", columns, values, delimiter=delimiter)
-
-
-def _sample_parquet(path: Path) -> Sample:
-    parquet = pq.ParquetFile(path)
-    schema = parquet.schema_arrow
-    batch = next(parquet.iter_batches(batch_size=SAMPLE_ROWS), None)
-    table = pa.Table.from_batches([batch]) if batch is not None else schema.empty_table()
-    values = {name: table.column(name).to_pylist() for name in schema.names}
-    types = {f.name: f.type for f in schema}
-    return Sample(path, "parquet", list(schema.names), values, arrow_types=types)
+    columns = [str(c) for c in sources.read_columns(path, source)]
+    chunk = next(sources.iter_chunks(path, source), None)
+    values: dict[str, list[Any]] = {c: [] for c in columns}
+    types: dict[str, pa.DataType] = {}
+    if chunk is not None:
+        for column in columns:
+            array = pa.array(chunk.frame[column])
+            values[column] = array.to_pylist()
+            types[column] = array.type
+    elif kind == "parquet":
+        types = {f.name: f.type for f in sources.parquet_schema(path)}
+    if kind == "csv":
+        return Sample(path, "csv", columns, values, delimiter=delimiter)
+    return Sample(path, "parquet", columns, values, arrow_types=types)
 
 
 def sample_input(input_path: str) -> list[Sample]:
     """The first rows of the first file of each format (CSV, Parquet) the input names."""
     samples: dict[str, Sample] = {}
-    for path in input_files(input_path):
+    files, _format = input_files(input_path)
+    for path in files:
         kind = "parquet" if _is_parquet(path) else "csv"
         if kind in samples:
             continue
         try:
-            samples[kind] = _sample_parquet(path) if kind == "parquet" else _sample_csv(path)
+            samples[kind] = _sample(path, kind)
+        except SourceError as error:
+            raise ScaffoldError(str(error)) from None
         except (OSError, ValueError, UnicodeDecodeError, pa.ArrowException) as error:
             raise ScaffoldError(f"{path}: cannot read a sample: {error}") from None
     return list(samples.values())
+
+
+def source_format(input_path: str, samples: Sequence[Sample]) -> str:
+    """What source.format the job needs: auto when the file names tell, else csv / parquet."""
+    files, fmt = input_files(input_path)
+    if fmt != "auto":
+        return fmt
+    for path in files:
+        try:
+            sources.format_of(path, "auto")
+        except SourceError:
+            return samples[0].kind if samples else "csv"
+    return "auto"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -580,11 +585,11 @@ def _api_lines() -> list[str]:
     ]
 
 
-def _source_lines(input_path: str, samples: Sequence[Sample]) -> list[str]:
+def _source_lines(input_path: str, samples: Sequence[Sample], fmt: str) -> list[str]:
     lines = [
         "source:",
         _line(f"  path: {_scalar(input_path)}", "a file, a directory or a glob"),
-        _line("  format: auto", "auto | csv | parquet"),
+        _line(f"  format: {fmt}", "auto | csv | parquet"),
         _line('  null_values: [""]', "only empty cells are missing: NA is data"),
     ]
     delimiters = {s.delimiter for s in samples if s.kind == "csv"}
@@ -701,7 +706,7 @@ def scaffold_job(input_path: str) -> str:
     lines = [
         *_header(input_path, samples),
         *_api_lines(),
-        *_source_lines(input_path, samples),
+        *_source_lines(input_path, samples, source_format(input_path, samples)),
         *_mapping_lines(samples, guesses),
         *_output_lines(input_path),
     ]

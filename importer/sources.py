@@ -39,7 +39,9 @@ from importer.rows import Chunk, LineMap, Malformed
 
 Format = Literal["csv", "parquet"]
 
-CSV_SUFFIXES = (".csv", ".csv.gz", ".csv.bz2", ".csv.zst")
+CSV_SUFFIXES = (".csv", ".csv.gz", ".csv.bz2", ".csv.zst", ".csv.xz", ".csv.zip")
+# Text files that may be CSV: read from a directory only when source.format is csv.
+TEXT_SUFFIXES = (".txt", ".tsv", ".txt.gz", ".tsv.gz")
 PARQUET_SUFFIXES = (".parquet", ".pq")
 
 
@@ -58,10 +60,21 @@ def discover(path: str, fmt: str = "auto") -> list[Path]:
     if target.is_file():
         return [target]
     if target.is_dir():
-        suffixes = CSV_SUFFIXES if fmt == "csv" else PARQUET_SUFFIXES if fmt == "parquet" else None
+        suffixes = (
+            CSV_SUFFIXES + TEXT_SUFFIXES
+            if fmt == "csv"
+            else PARQUET_SUFFIXES
+            if fmt == "parquet"
+            else None
+        )
         found = [p for p in target.iterdir() if p.is_file() and _has_suffix(p, suffixes)]
         if not found:
-            raise SourceError(f"no CSV or Parquet files in directory {target}")
+            hint = ""
+            if fmt == "auto" and any(_has_suffix(p, TEXT_SUFFIXES) for p in target.iterdir()):
+                hint = (
+                    f" (to read its {', '.join(TEXT_SUFFIXES[:2])} files, set source.format: csv)"
+                )
+            raise SourceError(f"no CSV or Parquet files in directory {target}{hint}")
         return sorted(found)
     if target.exists():
         raise SourceError(_not_regular(target))
@@ -102,7 +115,7 @@ def format_of(path: Path, fmt: str) -> Format:
     name = path.name.lower()
     if name.endswith(PARQUET_SUFFIXES):
         return "parquet"
-    if name.endswith(CSV_SUFFIXES) or name.endswith((".csv.xz", ".csv.zip", ".tsv", ".txt")):
+    if name.endswith(CSV_SUFFIXES + TEXT_SUFFIXES):
         return "csv"
     raise SourceError(
         f"{path}: cannot tell the format from the extension; set source.format to csv or parquet"
@@ -664,6 +677,11 @@ def _parquet_file(path: Path) -> pq.ParquetFile:
         raise SourceError(f"{path}: cannot read as Parquet: {error}") from None
     except pa.ArrowInvalid as error:
         raise SourceError(f"{path}: not a Parquet file: {error}") from None
+
+
+def parquet_schema(path: Path) -> pa.Schema:
+    """A Parquet file's arrow schema, as the reader sees it (INT96 in microseconds)."""
+    return _parquet_file(path).schema_arrow
 
 
 def _parquet_chunks(
