@@ -20,6 +20,7 @@ from importer.deadletter import DeadLetterError
 from importer.report import (
     EXIT_ABORTED,
     EXIT_INTERRUPTED,
+    EXIT_OK,
     EXIT_USAGE,
     format_reasons,
     format_summary,
@@ -193,7 +194,8 @@ def _run_command(args: argparse.Namespace) -> int:
         outcome = replay.replay_dead_letter(job, Path(args.dead_letter_in), options)
     else:
         outcome = pipeline.run_job(job, options)
-        if outcome.report.rows_read == 0 and not job.source.allow_empty:
+        report = outcome.report
+        if report.rows_read == 0 and report.exit_code == EXIT_OK and not job.source.allow_empty:
             outcome.report.mark_empty()
             log.warning("%s", outcome.report.warnings[-1])
     _print_outcome(outcome, args, job, validating=validating)

@@ -231,7 +231,25 @@ class RecordScanner:
         rows = np.arange(self._next_row, self._next_row + len(starts), dtype=np.int64)
         self._next_row += len(starts)
         self._consume(last)
-        return Records(buffer[:last], starts, bounds, rows, first, last_lines)
+        too_long = np.flatnonzero(bounds - starts > self.max_record_bytes)
+        bad = [
+            BadRecord(
+                int(rows[i]),
+                int(first[i]),
+                int(last_lines[i]),
+                _text(buffer[int(starts[i]) : int(bounds[i])]),
+                f"the record is {int(bounds[i] - starts[i]):,} bytes, longer than "
+                f"source.csv.max_record_bytes ({self.max_record_bytes:,}); raise it if the "
+                "record is real",
+            )
+            for i in too_long
+        ]
+        if bad:
+            keep = np.ones(len(starts), dtype=bool)
+            keep[too_long] = False
+            starts, bounds, rows = starts[keep], bounds[keep], rows[keep]
+            first, last_lines = first[keep], last_lines[keep]
+        return Records(buffer[:last], starts, bounds, rows, first, last_lines, bad)
 
     def _set_aside_first_line(self, quoted: bool, *, at_end: bool) -> Records:
         """The record at the buffer's start cannot be split: set aside its first line only."""
@@ -387,3 +405,9 @@ class RecordScanner:
             else:  # the escape character: the next byte is literal
                 pos, field_start = at + 2, False
         return ends, False
+
+
+def _text(raw: bytes) -> str:
+    """A record's bytes as text for the dead-letter file: its line end dropped, bytes that
+    are not UTF-8 shown escaped."""
+    return raw.removesuffix(b"\n").removesuffix(b"\r").decode("utf-8", errors="backslashreplace")

@@ -23,6 +23,7 @@ from typing import Any, BinaryIO, Literal
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 import zstandard
@@ -733,7 +734,17 @@ def _first_row_group(metadata: pq.FileMetaData, start_row: int) -> tuple[int, in
 
 def record_of(frame: pd.DataFrame, row: int) -> dict[str, Any]:
     """The row numbered `row` as read, with every value JSON-ready (missing cells are None)."""
-    return {str(column): _json_value(frame.at[row, column]) for column in frame.columns}
+    return {str(column): _json_value(_cell(frame, row, column)) for column in frame.columns}
+
+
+def _cell(frame: pd.DataFrame, row: int, column: Any) -> Any:
+    try:
+        return frame.at[row, column]
+    except (OverflowError, ValueError):
+        # A value Python cannot hold (a timestamp past year 9999): arrow writes it as text.
+        position = frame.index.get_loc(row)
+        cell = pa.array(frame[column].iloc[position : position + 1])
+        return pa.compute.cast(cell, pa.string())[0].as_py()
 
 
 def _json_value(value: Any) -> Any:
