@@ -29,6 +29,10 @@ import numpy as np
 
 READ_BYTES = 1 << 20
 LF, CR = 10, 13
+
+# What follows the complete records in the buffer: a record not yet ended, one inside an open
+# quoted field, or one whose multi-line quoted field closed mid-field (a stray quote).
+OPEN, QUOTED, STRAY = "open", "quoted", "stray"
 UTF8_BOM = b"\xef\xbb\xbf"
 
 
@@ -166,7 +170,7 @@ class RecordScanner:
         A first record that cannot be split (an open quote, no line end within
         `max_record_bytes`) is its first line, for the caller to judge."""
         while True:
-            ends, _quoted = self._split()
+            ends, _state = self._split()
             start = 0
             for end in ends:
                 if self._buffer[start:end].strip(b"\r\n"):
@@ -194,20 +198,23 @@ class RecordScanner:
     def records(self) -> Iterator[Records]:
         """The data records, a read block at a time, until the end of the stream."""
         while True:
-            ends, quoted = self._split()
+            ends, state = self._split()
             if ends:
                 yield self._take(ends)
                 continue
+            if state == STRAY:
+                yield self._set_aside_first_line(state, at_end=False)
+                continue
             if len(self._buffer) > self.max_record_bytes:
-                yield self._set_aside_first_line(quoted, at_end=False)
+                yield self._set_aside_first_line(state, at_end=False)
                 continue
             if not self._eof:
                 self._fill()
                 continue  # split again: at the end, a last quote or CR is no longer in doubt
             if not self._buffer:
                 return
-            if quoted:
-                yield self._set_aside_first_line(quoted, at_end=True)
+            if state != OPEN:
+                yield self._set_aside_first_line(state, at_end=True)
                 continue
             self._buffer += b"\n"  # the last record had no line end
 
@@ -251,7 +258,7 @@ class RecordScanner:
             first, last_lines = first[keep], last_lines[keep]
         return Records(buffer[:last], starts, bounds, rows, first, last_lines, bad)
 
-    def _set_aside_first_line(self, quoted: bool, *, at_end: bool) -> Records:
+    def _set_aside_first_line(self, state: str, *, at_end: bool) -> Records:
         """The record at the buffer's start cannot be split: set aside its first line only."""
         limit = self.max_record_bytes
         newline = self._buffer.find(b"\n")
@@ -261,7 +268,13 @@ class RecordScanner:
         end = len(self._buffer) if newline < 0 else newline + 1
         raw = self._buffer[:end]
         line = self._line
-        if quoted:
+        if state == STRAY:
+            reason = (
+                f"unterminated quote: the quoted field opened on line {line} closes on a later "
+                "line in the middle of a field, so it is taken for a stray quote; this line is "
+                "set aside and reading goes on with the next line"
+            )
+        elif state == QUOTED:
             where = "the end of the file" if at_end else f"{limit:,} bytes"
             reason = (
                 f"unterminated quote: a quoted field opened on line {line} is still open at "
@@ -288,12 +301,12 @@ class RecordScanner:
 
     # --- splitting ----------------------------------------------------------------------
 
-    def _split(self) -> tuple[list[int], bool]:
-        """Offsets past each complete record's line end in the buffer, and whether the rest
-        (an incomplete record) is inside quotes."""
+    def _split(self) -> tuple[list[int], str]:
+        """Offsets past each complete record's line end in the buffer, and the state of the
+        rest (OPEN, QUOTED, or STRAY: the next record's quote is taken for a stray one)."""
         buffer = self._buffer
         if not buffer:
-            return [], False
+            return [], OPEN
         fast = self._split_by_parity(buffer)
         if fast is not None and fast[0]:
             return fast
@@ -314,7 +327,7 @@ class RecordScanner:
             bare = np.append(bare, n - 1)
         return np.union1d(lf, bare) if len(bare) else lf
 
-    def _split_by_parity(self, buffer: bytes) -> tuple[list[int], bool] | None:
+    def _split_by_parity(self, buffer: bytes) -> tuple[list[int], str] | None:
         """Record ends by counting quotes, or None when some quote is placed where counting
         would disagree with arrow (or an escape character is set)."""
         if self._escape is not None:
@@ -322,18 +335,18 @@ class RecordScanner:
         bytes_ = np.frombuffer(buffer, np.uint8)
         terms = self._terminators(bytes_)
         if self._quote is None:
-            return (terms + 1).tolist(), False
+            return (terms + 1).tolist(), OPEN
         quotes = np.flatnonzero(bytes_ == self._quote)
         if not len(quotes):
-            return (terms + 1).tolist(), False
+            return (terms + 1).tolist(), OPEN
         before = np.searchsorted(quotes, terms)
         outside = terms[before % 2 == 0]
         if not len(outside):
-            return [], len(quotes) % 2 == 1
+            return None
         checked = quotes[quotes < outside[-1]]
         if not self._parity_agrees(bytes_, checked):
             return None
-        return (outside + 1).tolist(), (len(quotes) - len(checked)) % 2 == 1
+        return (outside + 1).tolist(), QUOTED if (len(quotes) - len(checked)) % 2 else OPEN
 
     def _parity_agrees(self, bytes_: np.ndarray, quotes: np.ndarray) -> bool:
         """Each opening quote starts a field and each closing one ends it (or doubles)."""
@@ -354,8 +367,12 @@ class RecordScanner:
         ends = np.isin(following, np.append(boundary, self._quote)) & inside
         return bool((ends | (~inside & self._eof)).all())
 
-    def _split_exactly(self, buffer: bytes) -> tuple[list[int], bool]:
-        """Arrow's state machine over the buffer, jumping from one special byte to the next."""
+    def _split_exactly(self, buffer: bytes) -> tuple[list[int], str]:
+        """Arrow's state machine over the buffer, jumping from one special byte to the next.
+
+        One departure: a quoted field that runs over a line end and then closes in the
+        middle of a field (`"Doe, J` ... `"two` on a later line) is taken for a stray quote
+        (STRAY), rather than joining every line between into one record as arrow would."""
         ends: list[int] = []
         n = len(buffer)
         pos = 0
@@ -364,14 +381,15 @@ class RecordScanner:
         while pos < n:
             if field_start and quote is not None and buffer[pos] == quote:
                 assert self._quoted_special is not None
+                opened = pos
                 pos += 1
                 while True:
                     match = self._quoted_special.search(buffer, pos)
                     if match is None:
-                        return ends, True
+                        return ends, QUOTED
                     at = match.start()
                     if at + 1 >= n and not self._eof:
-                        return ends, True  # a quote or escape at the end: need the next byte
+                        return ends, QUOTED  # a quote or escape at the end: need the next byte
                     if buffer[at] == escape:
                         pos = at + 2
                         continue
@@ -380,11 +398,17 @@ class RecordScanner:
                         continue
                     pos = at + 1
                     break
+                if (
+                    pos < n
+                    and buffer[pos] not in (self._delimiter, LF, CR)
+                    and buffer.find(b"\n", opened, pos) >= 0
+                ):
+                    return ends, STRAY
                 field_start = False
                 continue
             match = self._unquoted_special.search(buffer, pos)
             if match is None:
-                return ends, False
+                return ends, OPEN
             at = match.start()
             byte = buffer[at]
             if byte == self._delimiter:
@@ -394,7 +418,7 @@ class RecordScanner:
                 pos, field_start = at + 1, True
             elif byte == CR:
                 if at + 1 >= n and not self._eof:
-                    return ends, False
+                    return ends, OPEN
                 if at + 1 < n and buffer[at + 1] == LF:
                     ends.append(at + 2)
                     pos = at + 2
@@ -404,7 +428,7 @@ class RecordScanner:
                 field_start = True
             else:  # the escape character: the next byte is literal
                 pos, field_start = at + 2, False
-        return ends, False
+        return ends, OPEN
 
 
 def _text(raw: bytes) -> str:

@@ -8,6 +8,7 @@ import datetime as dt
 import glob
 import gzip
 import hashlib
+import itertools
 import lzma
 import math
 import re
@@ -433,7 +434,7 @@ class _ChunkAssembler:
         rows: list[np.ndarray] = []
         lines: list[np.ndarray] = []
         offset = len(self.header)
-        for piece in pieces:
+        for piece in (run for whole in pieces for run in _contiguous(whole)):
             for run, decoded, problems in _decoded_runs(piece, self.encoding):
                 for index, reason in problems:
                     text = piece.data[piece.starts[index] : piece.ends[index]]
@@ -618,6 +619,16 @@ def _without_line_end(text: str) -> str:
         if text.endswith(end):
             return text[: -len(end)]
     return text
+
+
+def _contiguous(records: Records) -> Iterator[Records]:
+    """The records in runs that sit next to each other in `data` (records set aside, and
+    blank lines, leave gaps)."""
+    gaps = np.flatnonzero(records.starts[1:] != records.ends[:-1]) + 1
+    bounds = [0, *gaps.tolist(), len(records.rows)]
+    for lo, hi in itertools.pairwise(bounds):
+        if hi > lo:
+            yield _sliced(records, lo, hi)
 
 
 def _sliced(records: Records, lo: int, hi: int) -> Records:
