@@ -113,6 +113,8 @@ def read_dead_letter(path: Path) -> Iterator[DeadLetter]:
                     customer_id=data.get("customer_id"),
                     record=data.get("record") or {},
                     payload=data.get("payload"),
+                    line=data.get("line"),
+                    lines=tuple(data["lines"]) if data.get("lines") else None,
                 )
             except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as error:
                 raise DeadLetterError(

@@ -105,7 +105,9 @@ def replay_work(letters: list[DeadLetter], mapper: Mapper, batched: Batcher) -> 
         rows, invalid = _fitting(_resend_rows(resend, records), mapper.max_element_bytes)
         # A record that was never split into columns cannot be re-mapped: it stays as it was.
         invalid += [
-            InvalidRow(d.source, d.row, d.customer_id, d.error, d.record, d.payload)
+            InvalidRow(
+                d.source, d.row, d.customer_id, d.error, d.record, d.payload, d.line, d.lines
+            )
             for d in malformed
         ]
         if remap:
