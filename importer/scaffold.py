@@ -624,21 +624,17 @@ def _attribute_spec(guess: Guess) -> str:
 
 
 def _attribute_lines(
-    guesses: dict[str, Guess], customer_id: str | None
-) -> tuple[list[str], str | None]:
-    """The attributes block, and the platforms column if one was recognised."""
+    guesses: dict[str, Guess], customer_id: str | None, platforms: str | None
+) -> list[str]:
+    """The attributes block (the platforms column, if any, is mapped apart)."""
     lines = [_line("  attributes:", "MoEngage attribute: column, or {column, type, ...}")]
     # Columns whose names are valid keep them; renamed ones must not take those.
     taken = {column for column in guesses if attribute_name_problem(column) is None}
-    platforms: str | None = None
     custom = 0
     for guess in guesses.values():
-        if guess.column == customer_id:
+        if guess.column in (customer_id, platforms):
             continue
         if guess.type == "platforms":
-            if platforms is None:
-                platforms = guess.column
-                continue
             note = f"platform names too; mapping.platforms reads {platforms!r}"
             guess = Guess(guess.column, checks=[*guess.checks, note])
         lines += _checks("    ", guess.checks)
@@ -658,12 +654,13 @@ def _attribute_lines(
         lines.append(f"    {entry}")
     if len(lines) == 1:
         lines[0] = "  attributes: {}"
-    return lines, platforms
+    return lines
 
 
-def _mapping_lines(samples: Sequence[Sample], guesses: dict[str, Guess]) -> list[str]:
-    customer_id = guess_customer_id(list(guesses))
-    attributes, platforms = _attribute_lines(guesses, customer_id)
+def _mapping_lines(guess: JobGuess) -> list[str]:
+    samples, guesses, customer_id = guess.samples, guess.columns, guess.customer_id
+    platforms = guess.platforms
+    attributes = _attribute_lines(guesses, customer_id, platforms)
     if platforms is not None:
         platform_line = _line(f"  platforms: {_flow({'column': platforms})}", "ANDROID, iOS, web")
     else:
@@ -699,15 +696,44 @@ def _output_lines(input_path: str) -> list[str]:
     ]
 
 
-def scaffold_job(input_path: str) -> str:
-    """A commented YAML job file for the input, ready for review (raises ScaffoldError)."""
+@dataclass
+class JobGuess:
+    """What `init` concluded about an input, before any YAML is written."""
+
+    input_path: str
+    samples: list[Sample]
+    format: str  # source.format
+    columns: dict[str, Guess]
+    customer_id: str | None
+    platforms: str | None  # the column mapping.platforms reads
+
+
+def guess_job(input_path: str) -> JobGuess:
+    """Find and sample the input as the job will read it, and guess the mapping (raises
+    ScaffoldError). Nothing here writes YAML: `render_job` does."""
     samples = sample_input(input_path)
-    guesses = guess_columns(samples)
+    columns = guess_columns(samples)
+    customer_id = guess_customer_id(list(columns))
+    platforms = next(
+        (g.column for g in columns.values() if g.type == "platforms" and g.column != customer_id),
+        None,
+    )
+    fmt = source_format(input_path, samples)
+    return JobGuess(input_path, samples, fmt, columns, customer_id, platforms)
+
+
+def render_job(guess: JobGuess) -> str:
+    """The commented YAML job file for a guess."""
     lines = [
-        *_header(input_path, samples),
+        *_header(guess.input_path, guess.samples),
         *_api_lines(),
-        *_source_lines(input_path, samples, source_format(input_path, samples)),
-        *_mapping_lines(samples, guesses),
-        *_output_lines(input_path),
+        *_source_lines(guess.input_path, guess.samples, guess.format),
+        *_mapping_lines(guess),
+        *_output_lines(guess.input_path),
     ]
     return "\n".join(lines) + "\n"
+
+
+def scaffold_job(input_path: str) -> str:
+    """A commented YAML job file for the input, ready for review (raises ScaffoldError)."""
+    return render_job(guess_job(input_path))
