@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import difflib
 import os
 import re
@@ -139,6 +140,28 @@ class CsvOptions(_Strict):
     # A record (header included) longer than this is set aside as malformed; a quoted field
     # still open this far on is taken for a stray quote.
     max_record_bytes: int = Field(1 << 20, ge=1024, le=1 << 30)
+
+    @field_validator("delimiter", "quotechar", "escapechar")
+    @classmethod
+    def _one_ascii_character(cls, value: str | None, info: Any) -> str | None:
+        # The reader splits records on bytes: these must be one byte in any ASCII encoding.
+        empty_ok = info.field_name != "delimiter"
+        if value is None or (empty_ok and value == ""):
+            return value
+        if len(value) != 1 or not value.isascii() or value in "\r\n":
+            raise ValueError("must be one ASCII character (not a newline)")
+        return value
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, value: str) -> str:
+        try:
+            codecs.lookup(value)
+        except LookupError:
+            raise ValueError(
+                "unknown encoding; use a Python codec name such as utf-8 or latin-1"
+            ) from None
+        return value
 
 
 class SourceConfig(_Strict):
