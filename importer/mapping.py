@@ -759,7 +759,16 @@ def _customer_ids(
         shown = values[position]
         rule = "is blank" if not shown.strip() else "is a placeholder MoEngage refuses"
         errors[int(position)] = f"{where}: {_show(shown)} {rule}"
+    for position in np.flatnonzero(_mask(pc.is_in(normal, value_set=_MISSING_AS_TEXT))):
+        errors[int(position)] = (
+            f"{where}: {_show(values[position])} is a missing value written out as text"
+            " (pandas' NaN / <NA> / NaT)"
+        )
     return values, _json_strings(text), errors, warnings
+
+
+# What pandas writes for a missing value when an id column is turned into text.
+_MISSING_AS_TEXT = pa.array(["nan", "<na>", "nat"], pa.string())
 
 
 def _is_missing(cell: Any) -> bool:

@@ -204,6 +204,17 @@ def test_whitespace_around_a_customer_id(tmp_path: Path, strip: bool) -> None:
         assert "mapping.strip_customer_id" in letters[0]["error"]
 
 
+def test_nan_written_as_text_is_not_a_customer(tmp_path: Path) -> None:
+    source = tmp_path / "in.csv"
+    source.write_text("user_id,name,city\nnan,a,b\nNaN,c,d\n<NA>,e,f\nu4,g,h\n")
+    result, records = _run(tmp_path, source)
+    assert result.returncode == 1, result.stderr
+    assert [r["customer_id"] for r in records] == ["u4"]
+    letters = read_dead_letters(tmp_path)
+    assert [d["row"] for d in letters] == [1, 2, 3]
+    assert all("missing value written out as text" in d["error"] for d in letters)
+
+
 # --- 3. INT96 timestamps exact -----------------------------------------------------------------
 
 
