@@ -430,7 +430,8 @@ class _ChunkAssembler:
     def _parse(self, pieces: list[Records], bad: list[BadRecord]) -> Chunk:
         malformed = [Malformed(b.row, b.text, b.reason, b.first_line, b.last_line) for b in bad]
         parts: list[bytes] = [self.header]
-        spans: list[tuple[int, int]] = []  # each good record's span in the payload
+        span_starts: list[np.ndarray] = []  # each good record's span in the payload
+        span_ends: list[np.ndarray] = []
         rows: list[np.ndarray] = []
         lines: list[np.ndarray] = []
         offset = len(self.header)
@@ -457,7 +458,8 @@ class _ChunkAssembler:
                 ends = piece.ends[lo:hi] - base + offset
                 if not decoded.endswith((b"\n", b"\r")):
                     decoded += b"\n"
-                spans += zip(starts.tolist(), ends.tolist(), strict=True)
+                span_starts.append(starts)
+                span_ends.append(ends)
                 rows.append(piece.rows[lo:hi])
                 lines.append(piece.first_lines[lo:hi])
                 # Re-encoding can change lengths: offsets only matter for UTF-8 input.
@@ -468,6 +470,14 @@ class _ChunkAssembler:
         payload = b"".join(parts)
         frame, wrong = self._arrow_frame(payload, len(good_rows))
         keep = np.ones(len(good_rows), dtype=bool)
+        if wrong:
+            spans = list(
+                zip(
+                    np.concatenate(span_starts).tolist(),
+                    np.concatenate(span_ends).tolist(),
+                    strict=True,
+                )
+            )
         for position, reason in wrong:
             keep[position] = False
             start, end = spans[position] if self.encoding_is_utf8 else (0, 0)
