@@ -160,6 +160,18 @@ def test_dead_letter_line_finds_the_record_when_blank_lines_shift_rows(tmp_path:
     assert sed.stdout == "guest,c,d\n"
 
 
+def test_a_row_the_api_rejects_carries_its_line_too(tmp_path: Path) -> None:
+    source = tmp_path / "in.csv"
+    source.write_text('user_id,name,city\n\nu1,"a\nb",c\n\nbad-2,d,e\nu3,f,g\n')
+    with start_sandbox(tmp_path, "--strict-bulk", "--reject-customer-ids", "^bad-") as sandbox:
+        result = run_cli("run", str(_job(tmp_path, sandbox.url, source, MAPPING)), "--no-progress")
+        received = [r["customer_id"] for r in sandbox.records()]
+    assert result.returncode == 1, result.stderr
+    assert received == ["u1", "u3"]
+    [letter] = read_dead_letters(tmp_path)
+    assert (letter["stage"], letter["row"], letter["line"]) == ("rejected", 2, 6)
+
+
 # --- 2. NaN never becomes a customer ---------------------------------------------------------
 
 
