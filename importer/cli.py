@@ -194,9 +194,9 @@ def _run_command(args: argparse.Namespace) -> int:
         outcome = replay.replay_dead_letter(job, Path(args.dead_letter_in), options)
     else:
         outcome = pipeline.run_job(job, options)
-        report = outcome.report
-        if report.rows_read == 0 and report.exit_code == EXIT_OK and not job.source.allow_empty:
-            outcome.report.mark_empty()
+        summary = outcome.report
+        if summary.rows_read == 0 and summary.exit_code == EXIT_OK and not job.source.allow_empty:
+            summary.mark_empty()
             log.warning("%s", outcome.report.warnings[-1])
     _print_outcome(outcome, args, job, validating=validating)
     try:

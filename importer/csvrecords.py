@@ -364,7 +364,8 @@ class RecordScanner:
         after = closers + 1
         inside = after < n
         following = bytes_[np.minimum(after, n - 1)]
-        ends = np.isin(following, np.append(boundary, self._quote)) & inside
+        closing = np.append(boundary, np.uint8(self._quote or 0))
+        ends = np.isin(following, closing) & inside
         return bool((ends | (~inside & self._eof)).all())
 
     def _split_exactly(self, buffer: bytes) -> tuple[list[int], str]:

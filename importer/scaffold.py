@@ -147,7 +147,7 @@ def _sample(path: Path, kind: str) -> Sample:
     delimiter = _sniff_delimiter(path) if kind == "csv" else ","
     source = SourceConfig(
         format=kind,  # type: ignore[arg-type]
-        csv=CsvOptions(delimiter=delimiter),
+        csv=CsvOptions.model_validate({"delimiter": delimiter}),
         chunk_rows=SAMPLE_ROWS,
     )
     columns = [str(c) for c in sources.read_columns(path, source)]

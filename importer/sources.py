@@ -345,7 +345,10 @@ def _csv_chunks(
     path: Path, source: SourceConfig, columns: list[str] | None, start_row: int
 ) -> Iterator[Chunk]:
     assembler: _ChunkAssembler | None = None
-    rows_done = lambda: 0 if assembler is None else assembler.known_through()  # noqa: E731
+
+    def rows_done() -> int:
+        return 0 if assembler is None else assembler.known_through()
+
     with _csv_errors(path, rows_done), _open_text(path, source) as stream:
         scanner = _scanner(stream, source.csv)
         names, header = _read_header(path, source, scanner)
@@ -478,16 +481,16 @@ class _ChunkAssembler:
                     strict=True,
                 )
             )
-        for position, reason in wrong:
+        for position, (rule, arrow_text) in wrong:
             keep[position] = False
             start, end = spans[position] if self.encoding_is_utf8 else (0, 0)
-            text = _without_line_end(payload[start:end].decode("utf-8", errors="backslashreplace"))
-            text = text or reason[1]
+            as_read = payload[start:end].decode("utf-8", errors="backslashreplace")
+            text = _without_line_end(as_read) or arrow_text
             malformed.append(
                 Malformed(
                     int(good_rows[position]),
                     text,
-                    reason[0],
+                    rule,
                     int(good_lines[position]),
                     _last_line(int(good_lines[position]), text),
                 )
@@ -763,7 +766,7 @@ def _cell(frame: pd.DataFrame, row: int, column: Any) -> Any:
         return frame.at[row, column]
     except (OverflowError, ValueError):
         # A value Python cannot hold (a timestamp past year 9999): arrow writes it as text.
-        position = frame.index.get_loc(row)
+        position = int(np.flatnonzero(frame.index == row)[0])
         cell = pa.array(frame[column].iloc[position : position + 1])
         return pa.compute.cast(cell, pa.string())[0].as_py()
 
