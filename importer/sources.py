@@ -441,12 +441,12 @@ class _ChunkAssembler:
         for piece in (run for whole in pieces for run in _contiguous(whole)):
             for run, decoded, problems in _decoded_runs(piece, self.encoding):
                 for index, reason in problems:
-                    text = piece.data[piece.starts[index] : piece.ends[index]]
+                    undecodable = piece.data[piece.starts[index] : piece.ends[index]]
                     malformed.append(
                         Malformed(
                             int(piece.rows[index]),
                             _without_line_end(
-                                text.decode(self.encoding, errors="backslashreplace")
+                                undecodable.decode(self.encoding, errors="backslashreplace")
                             ),
                             reason,
                             int(piece.first_lines[index]),
