@@ -27,7 +27,7 @@ _SECRET_VARIABLE = re.compile(r"KEY|SECRET|TOKEN|PASSWORD", re.IGNORECASE)
 # A run of this many characters of a secret, in any case, is the secret: long enough that
 # ordinary words in a message never match, short enough that a value cut for display does.
 _SECRET_RUN = 12
-_SHORTEST_SECRET = 4  # shorter values (flags, ports) would redact ordinary words
+_SHORTEST_SECRET = 8  # shorter values (flags, ports, "date") would redact ordinary words
 _secrets: dict[str, str] = {}  # value -> how to show it instead
 
 
