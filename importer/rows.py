@@ -52,6 +52,9 @@ class Chunk:
     malformed: list[Malformed] = field(default_factory=list)
     lines: LineMap | None = None  # CSV: where each row's record starts
     warnings: list[str] = field(default_factory=list)  # for the run summary; no cell values
+    # No cell holds a control character (other than tab and newlines): checked on the raw
+    # CSV bytes at once, which spares mapping a check per column.
+    control_free: bool = False
 
     def record(self, row: int) -> dict[str, Any]:
         """The row as read, JSON-ready (missing cells are None), for the dead-letter file."""

@@ -385,6 +385,7 @@ class _ChunkAssembler:
         self.columns = columns
         self.start_row = start_row
         self.encoding = _text_encoding(source)
+        self.text_columns = {name: pa.string() for name in _names_of(header, source.csv)}
         self._pending: list[Records] = []
         self._bad: list[BadRecord] = []
         self._known = 0  # data rows numbered so far
@@ -515,6 +516,7 @@ class _ChunkAssembler:
             malformed=malformed,
             lines=LineMap(all_rows[order], all_lines[order]),
             warnings=warnings,
+            control_free=_CONTROL_BYTES.search(payload) is None,
         )
 
     @property
@@ -543,7 +545,7 @@ class _ChunkAssembler:
             ),
             parse_options=_parse_options(options, on_invalid),
             convert_options=pa_csv.ConvertOptions(
-                column_types={name: pa.string() for name in _names_of(self.header, options)},
+                column_types=self.text_columns,
                 include_columns=self.columns or [],
                 null_values=list(self.source.null_values),
                 strings_can_be_null=True,
