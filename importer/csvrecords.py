@@ -245,9 +245,8 @@ class RecordScanner:
                 int(first[i]),
                 int(last_lines[i]),
                 _text(buffer[int(starts[i]) : int(bounds[i])]),
-                f"the record is {int(bounds[i] - starts[i]):,} bytes, longer than "
-                f"source.csv.max_record_bytes ({self.max_record_bytes:,}); raise it if the "
-                "record is real",
+                f"the record is longer than source.csv.max_record_bytes "
+                f"({self.max_record_bytes:,} bytes); raise it if the record is real",
             )
             for i in too_long
         ]
@@ -270,14 +269,14 @@ class RecordScanner:
         line = self._line
         if state == STRAY:
             reason = (
-                f"unterminated quote: the quoted field opened on line {line} closes on a later "
+                "unterminated quote: the quoted field opened on this line closes on a later "
                 "line in the middle of a field, so it is taken for a stray quote; this line is "
                 "set aside and reading goes on with the next line"
             )
         elif state == QUOTED:
             where = "the end of the file" if at_end else f"{limit:,} bytes"
             reason = (
-                f"unterminated quote: a quoted field opened on line {line} is still open at "
+                "unterminated quote: a quoted field opened on this line is still open at "
                 f"{where}; this line is set aside and reading goes on with the next line "
                 "(if the record really is that long, raise source.csv.max_record_bytes)"
             )
@@ -287,9 +286,7 @@ class RecordScanner:
                 "raise it if the record is real"
             )
         cut = raw[:limit]
-        text = (
-            cut.removesuffix(b"\n").removesuffix(b"\r").decode("utf-8", errors="backslashreplace")
-        )
+        text = _text(cut)
         if len(cut) < len(raw):
             text += "…"
             reason += f" (its text is cut at {limit:,} bytes)"

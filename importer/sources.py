@@ -677,11 +677,11 @@ def _decoded_runs(
             at = start + error.start
             bad = int(np.searchsorted(piece.ends, at, side="right"))
             good = piece.data[start : int(piece.starts[bad])]
-            shown = repr(error.object[error.start : error.end])
-            within = at - int(piece.starts[bad])
+            # The bytes as a quoted value (as rules show values), so reasons group by rule.
+            shown = repr(error.object[error.start : error.end])[1:]
             reason = (
-                f"not valid {encoding}: bytes {shown} at byte {within + 1} of the record "
-                "(set source.csv.encoding if the file is not all in one encoding)"
+                f"bytes not valid in {encoding}: {shown} (set source.csv.encoding if the file"
+                " is not all in one encoding)"
             )
             run = (lo, bad) if bad > lo else None
             decoded = good if utf8 else good.decode(encoding).encode("utf-8")
