@@ -26,9 +26,14 @@ class LetterRecords:
 
     def __init__(self, letters: list[DeadLetter]) -> None:
         self._records = {letter.row: letter.record for letter in letters}
+        self._lines = {letter.row: letter.line for letter in letters}
 
     def record(self, row: int) -> dict[str, Any]:
         return self._records.get(row, {})
+
+    def line(self, row: int) -> int | None:
+        """The CSV line the earlier run wrote down for the row, if any."""
+        return self._lines.get(row)
 
 
 def replay_paths(dead_letter_in: Path) -> tuple[Path, Path]:
