@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
 import pandas as pd
 
@@ -18,7 +19,7 @@ from importer.config import JobConfig
 from importer.deadletter import DeadLetter, DeadLetterError, read_dead_letter
 from importer.mapping import MALFORMED_RECORD_KEY, Mapper
 from importer.pipeline import Run, RunOptions, RunOutcome, Work, mapper_for
-from importer.rows import Chunk, InvalidRow, Row
+from importer.rows import Chunk, InvalidRow, LineMap, Row
 
 
 class LetterRecords:
@@ -77,7 +78,9 @@ def _remap_chunk(source: str, letters: list[DeadLetter], mapper: Mapper) -> Chun
         [letter.record for letter in letters], index=[letter.row for letter in letters]
     )
     mapper.check_columns([str(c) for c in frame.columns], source)
-    return Chunk(source, frame)
+    known = sorted((d.row, d.line) for d in letters if d.line is not None)
+    lines = LineMap(np.array([r for r, _ in known], np.int64), np.array([n for _, n in known]))
+    return Chunk(source, frame, lines=lines if known else None)
 
 
 Batcher = Callable[[int, tuple[int, int], Sequence[Row], list[InvalidRow]], Work]

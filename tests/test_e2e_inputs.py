@@ -171,6 +171,21 @@ def test_a_row_the_api_rejects_carries_its_line_too(tmp_path: Path) -> None:
     assert (letter["stage"], letter["row"], letter["line"]) == ("rejected", 2, 6)
 
 
+def test_a_replayed_row_that_fails_again_keeps_its_line(tmp_path: Path) -> None:
+    source = tmp_path / "in.csv"
+    source.write_text("user_id,name,city\n\nguest,a,b\n\nu2,c\x01d,e\nu3,f,g\n")
+    job = _job(tmp_path, "http://127.0.0.1:9", source, MAPPING)
+    assert run_cli("validate", str(job), "--no-progress").returncode == 1
+    first = read_dead_letters(tmp_path)
+    assert [(d["row"], d["line"]) for d in first] == [(1, 3), (2, 5)]
+    replayed = tmp_path / "replayed.jsonl"
+    dead_letter = str(tmp_path / "out" / "dead_letter.jsonl")
+    result = run_cli("replay", str(job), dead_letter, "--dry-run", "--dead-letter", str(replayed))
+    assert result.returncode == 1, result.stderr
+    again = [json.loads(line) for line in replayed.read_text().splitlines()]
+    assert [(d["row"], d["line"]) for d in again] == [(1, 3), (2, 5)]
+
+
 # --- 2. NaN never becomes a customer ---------------------------------------------------------
 
 
