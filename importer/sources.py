@@ -125,7 +125,7 @@ def format_of(path: Path, fmt: str) -> Format:
 
 
 def read_columns(path: Path, source: SourceConfig) -> list[str]:
-    """The file's column names: the CSV header (only the first block is parsed) or the schema."""
+    """The file's column names: the CSV header (only its first record is read) or the schema."""
     if format_of(path, source.format) == "parquet":
         return list(_parquet_file(path).schema_arrow.names)
     with _csv_errors(path, lambda: 0):
@@ -141,15 +141,17 @@ def iter_chunks(
     """Chunks of about `source.chunk_rows` rows; `frame.index` holds the 1-based data row numbers.
 
     Only `columns` are read when given. Rows before `start_row` (resume) are never turned into
-    frames: CSV blocks are parsed and dropped (so row numbers stay exactly those of a full
-    read), Parquet row groups are skipped by their metadata.
+    frames: CSV records are counted by the scanner and dropped unparsed (so row numbers stay
+    exactly those of a full read), Parquet row groups are skipped by their metadata.
 
-    A CSV record with the wrong number of fields is a data row of its own: it is left out of
-    the frame and listed in `Chunk.malformed` with its number, so the rows after it keep the
-    numbers of a full read. A CSV chunk covers `chunk_rows` consecutive data rows, good and
-    malformed (its frame can be empty). Should arrow not number a malformed record (it does
-    when reading single-threaded, as here), the read stops with a SourceError naming the file
-    and about where, rather than guess the numbers after it.
+    A CSV record that cannot be read as a row (wrong number of fields, an unterminated quote,
+    bytes not in the encoding, longer than `source.csv.max_record_bytes`) is a data row of
+    its own: it is left out of the frame and listed in `Chunk.malformed` with its number, full
+    text and lines, so the rows after it keep the numbers of a full read. A CSV chunk covers
+    `chunk_rows` consecutive data rows, good and malformed (its frame can be empty), and
+    `Chunk.lines` gives the physical line where each starts. Should arrow ever count the
+    records differently from the scanner, the read stops with a SourceError naming the file
+    and about where, rather than misnumber the rows after it.
     """
     if start_row < 1:
         raise ValueError("start_row is 1-based")
