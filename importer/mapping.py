@@ -737,6 +737,12 @@ def _customer_ids(
             text = pa.array(
                 [None if _is_missing(c) else _string_cell(c)[0] for c in cells], pa.string()
             )
+    elif pc.any(pc.match_substring_regex(text, r"^[+-]?\d+\.0+$")).as_py():
+        warnings.append(
+            f"customer_id column {column!r} has whole numbers written with '.0' (a float column"
+            " written out by pandas or Spark?); they are sent as written, so '7.0' and '7' would"
+            " be two customers: export the column as integer or text (the export is lossy)"
+        )
     trimmed = pc.utf8_trim_whitespace(text)
     if strip:
         text = trimmed

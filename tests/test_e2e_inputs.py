@@ -247,6 +247,17 @@ def test_control_characters_in_a_csv_value_are_invalid_tabs_and_newlines_are_dat
     assert "column 'city'" in letters[1]["error"] and "control character" in letters[1]["error"]
 
 
+def test_ids_written_as_floats_in_a_csv_are_sent_as_written_with_a_warning(
+    tmp_path: Path,
+) -> None:
+    source = tmp_path / "in.csv"
+    source.write_text("user_id,name,city\n7.0,a,b\n8.0,c,d\n")
+    result, records = _run(tmp_path, source)
+    assert result.returncode == 0, result.stderr
+    assert [r["customer_id"] for r in records] == ["7.0", "8.0"]  # text exactly as written
+    assert re.search(r"warning .*'\.0'.*lossy", result.stdout), result.stdout
+
+
 def test_nan_written_as_text_is_not_a_customer(tmp_path: Path) -> None:
     source = tmp_path / "in.csv"
     source.write_text("user_id,name,city\nnan,a,b\nNaN,c,d\n<NA>,e,f\nu4,g,h\n")
