@@ -764,11 +764,13 @@ def load_job(
         raise ConfigError(f"cannot read job file {job_path}: not UTF-8 text") from None
     try:
         raw = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass
+        _check_expanded_size(raw, job_path)
     except yaml.YAMLError as error:
         raise ConfigError(_yaml_error_message(job_path, error)) from None
     except ConfigError as error:
+        if str(error).startswith(str(job_path)):
+            raise
         raise ConfigError(f"{job_path}: {error}") from None
     except RecursionError:
         raise ConfigError(f"{job_path}: the YAML nests too deeply") from None
-    _check_expanded_size(raw, job_path)
     return parse_job(raw, env, need_credentials=need_credentials)
