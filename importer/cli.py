@@ -15,11 +15,12 @@ from typing import Any
 import orjson
 
 from importer import __version__
-from importer.config import ConfigError, JobConfig, load_job, with_overrides
+from importer.config import ConfigError, JobConfig, load_job, redact, with_overrides
 from importer.deadletter import DeadLetterError
 from importer.report import (
     EXIT_ABORTED,
     EXIT_INTERRUPTED,
+    EXIT_OK,
     EXIT_USAGE,
     format_reasons,
     format_summary,
@@ -98,7 +99,9 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     return parser
 
 
-def apply_overrides(job: JobConfig, args: argparse.Namespace) -> JobConfig:
+def apply_overrides(
+    job: JobConfig, args: argparse.Namespace, *, need_credentials: bool = True
+) -> JobConfig:
     """Command-line options win over the job file, and are checked like it."""
     return with_overrides(
         job,
@@ -113,6 +116,7 @@ def apply_overrides(job: JobConfig, args: argparse.Namespace) -> JobConfig:
                 "state": args.state,
             },
         },
+        need_credentials=need_credentials,
     )
 
 
@@ -175,7 +179,12 @@ def _run_command(args: argparse.Namespace) -> int:
         dead_letter, report = replay.replay_paths(Path(args.dead_letter_in))
         args.dead_letter = args.dead_letter or str(dead_letter)
         args.report = args.report or str(report)
-    job = apply_overrides(load_job(args.job), args)
+    # A dry run sends nothing, so it needs no credentials.
+    job = apply_overrides(
+        load_job(args.job, need_credentials=not validating),
+        args,
+        need_credentials=not validating,
+    )
     options = pipeline.RunOptions(
         dry_run=validating,
         fresh=args.fresh,
@@ -185,6 +194,10 @@ def _run_command(args: argparse.Namespace) -> int:
         outcome = replay.replay_dead_letter(job, Path(args.dead_letter_in), options)
     else:
         outcome = pipeline.run_job(job, options)
+        summary = outcome.report
+        if summary.rows_read == 0 and summary.exit_code == EXIT_OK and not job.source.allow_empty:
+            summary.mark_empty()
+            log.warning("%s", outcome.report.warnings[-1])
     _print_outcome(outcome, args, job, validating=validating)
     try:
         outcome.report.write(job.output.report)
@@ -210,15 +223,25 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         return _run_command(args)
     except USER_ERRORS as error:
-        print(f"moe-import: error: {error}", file=sys.stderr)
+        _fatal(str(error), args)
         return EXIT_USAGE
     except KeyboardInterrupt:
-        print("moe-import: interrupted", file=sys.stderr)
+        _fatal("interrupted", args, prefix="")
         return EXIT_INTERRUPTED
     except OSError as error:
-        print(f"moe-import: error: {error}", file=sys.stderr)
+        _fatal(str(error), args)
         return EXIT_ABORTED
     except Exception as error:  # a fault we did not foresee: say so plainly, exit as aborted
         log.debug("unexpected error", exc_info=True)
-        print(f"moe-import: error: unexpected {type(error).__name__}: {error}", file=sys.stderr)
+        _fatal(f"unexpected {type(error).__name__}: {error}", args)
         return EXIT_ABORTED
+
+
+def _fatal(message: str, args: argparse.Namespace, prefix: str = "error: ") -> None:
+    """The error that ends the run, on stderr: a JSON line with --log-format json."""
+    message = redact(message)
+    if getattr(args, "log_format", "text") == "json":
+        record = logging.LogRecord("importer", logging.ERROR, "", 0, message, None, None)
+        print(_JsonFormatter().format(record), file=sys.stderr)
+    else:
+        print(f"moe-import: {prefix}{message}", file=sys.stderr)

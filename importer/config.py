@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import difflib
 import logging
 import os
@@ -18,9 +19,63 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 
 from importer import catalogue, moengage
 
+# ---------------------------------------------------------------------------------------------
+# Secret values: a value taken from a variable that holds a secret is never printed, wherever a
+# mistake puts it (a key pasted as ${MOENGAGE_API_KEY} into mapping.customer_id, a timezone,
+# source.path...). Errors about values redact them at construction, so no later path can leak.
+
+_SECRET_VARIABLE = re.compile(r"KEY|SECRET|TOKEN|PASSWORD", re.IGNORECASE)
+# A run of this many characters of a secret, in any case, is the secret: long enough that
+# ordinary words in a message never match, short enough that a value cut for display does.
+_SECRET_RUN = 12
+_SHORTEST_SECRET = 8  # shorter values (flags, ports, "date") would redact ordinary words
+_secrets: dict[str, str] = {}  # value -> how to show it instead
+
+
+def is_secret_variable(name: str) -> bool:
+    return bool(_SECRET_VARIABLE.search(name))
+
+
+def register_secret(value: str, shown_as: str) -> None:
+    """From now on, `redact` hides `value` (and any long run of it) as `shown_as`."""
+    if len(value.strip()) >= _SHORTEST_SECRET:
+        _secrets.setdefault(value, shown_as)
+
+
+def forget_secrets() -> None:
+    """Tests: start from no registered secrets."""
+    _secrets.clear()
+
+
+def redact(text: str) -> str:
+    """`text` with every registered secret, and every long run of one, replaced."""
+    for value, shown_as in _secrets.items():
+        if len(value) < _SECRET_RUN:
+            text = text.replace(value, shown_as)
+            continue
+        lowered = text.lower()
+        windows = {value.lower()[i : i + _SECRET_RUN] for i in range(len(value) - _SECRET_RUN + 1)}
+        hidden = [False] * len(text)
+        for i in range(len(text) - _SECRET_RUN + 1):
+            if lowered[i : i + _SECRET_RUN] in windows:
+                hidden[i : i + _SECRET_RUN] = [True] * _SECRET_RUN
+        if not any(hidden):
+            continue
+        parts: list[str] = []
+        for i, char in enumerate(text):
+            if not hidden[i]:
+                parts.append(char)
+            elif i == 0 or not hidden[i - 1]:
+                parts.append(shown_as)
+        text = "".join(parts)
+    return text
+
 
 class ConfigError(Exception):
-    """A job file problem a user can fix; the message names the key path."""
+    """A job file problem a user can fix; the message names the key path (never a secret)."""
+
+    def __init__(self, message: str = "") -> None:
+        super().__init__(redact(message))
 
 
 AttributeType = Literal["string", "integer", "number", "boolean", "datetime", "date", "array"]
@@ -35,7 +90,9 @@ class ApiConfig(_Strict):
     data_center: str = "01"
     base_url: str | None = None
     workspace_id: str
-    api_key: SecretStr
+    api_key: SecretStr = SecretStr("")
+    # A file holding the key (one trailing newline is dropped); instead of api_key.
+    api_key_file: Path | None = None
     project_code: str | None = None
     endpoint: Literal["bulk", "customer"] = "bulk"
 
@@ -81,6 +138,31 @@ class CsvOptions(_Strict):
     quotechar: str = '"'
     escapechar: str | None = None
     compression: Literal["infer", "gzip", "bz2", "zstd", "xz", "zip"] | None = "infer"
+    # A record (header included) longer than this is set aside as malformed; a quoted field
+    # still open this far on is taken for a stray quote.
+    max_record_bytes: int = Field(1 << 20, ge=1024, le=1 << 30)
+
+    @field_validator("delimiter", "quotechar", "escapechar")
+    @classmethod
+    def _one_ascii_character(cls, value: str | None, info: Any) -> str | None:
+        # The reader splits records on bytes: these must be one byte in any ASCII encoding.
+        empty_ok = info.field_name != "delimiter"
+        if value is None or (empty_ok and value == ""):
+            return value
+        if len(value) != 1 or not value.isascii() or value in "\r\n":
+            raise ValueError("must be one ASCII character (not a newline)")
+        return value
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, value: str) -> str:
+        try:
+            codecs.lookup(value)
+        except LookupError:
+            raise ValueError(
+                "unknown encoding; use a Python codec name such as utf-8 or latin-1"
+            ) from None
+        return value
 
 
 class SourceConfig(_Strict):
@@ -89,6 +171,7 @@ class SourceConfig(_Strict):
     null_values: list[str] = Field(default_factory=lambda: [""])
     csv: CsvOptions = Field(default_factory=CsvOptions)
     chunk_rows: int = Field(10_000, ge=1)
+    allow_empty: bool = False  # a run that reads no data row exits 4 unless this is true
 
 
 class AttributeSpec(_Strict):
@@ -117,6 +200,8 @@ class PlatformsSpec(_Strict):
 
 class MappingConfig(_Strict):
     customer_id: str | None = None
+    # Surrounding whitespace in a customer_id is a validation error unless this is true.
+    strip_customer_id: bool = False
     update_existing_only: bool = False
     attributes: dict[str, AttributeSpec] = Field(default_factory=dict)
     add_to_array: dict[str, ArrayOpSpec] = Field(default_factory=dict)
@@ -164,30 +249,49 @@ class JobConfig(_Strict):
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
-def interpolate(tree: Any, env: Mapping[str, str], path: str = "") -> Any:
-    """Replace ${NAME} in every string; missing variables are one error naming each and its key."""
+CREDENTIAL_PATHS = ("api.api_key", "api.api_key_file", "api.workspace_id")
+
+
+def interpolate(
+    tree: Any, env: Mapping[str, str], path: str = "", *, need_credentials: bool = True
+) -> Any:
+    """Replace ${NAME} in every string; missing variables are one error naming each and its key.
+
+    Values of variables that hold secrets (the API key's, and any *KEY*, *SECRET*, *TOKEN*,
+    *PASSWORD*) are registered for redaction. Without `need_credentials` (validate, init) a
+    missing variable in the credentials is no error."""
     missing: list[str] = []
-    result = _interpolate(tree, env, path, missing)
+    result = _interpolate(tree, env, path, missing, need_credentials)
     if missing:
         raise ConfigError("\n".join(missing))
     return result
 
 
-def _interpolate(tree: Any, env: Mapping[str, str], path: str, missing: list[str]) -> Any:
+def _interpolate(
+    tree: Any, env: Mapping[str, str], path: str, missing: list[str], need_credentials: bool
+) -> Any:
     if isinstance(tree, dict):
         return {
-            k: _interpolate(v, env, f"{path}.{k}" if path else str(k), missing)
+            k: _interpolate(v, env, f"{path}.{k}" if path else str(k), missing, need_credentials)
             for k, v in tree.items()
         }
     if isinstance(tree, list):
-        return [_interpolate(v, env, f"{path}[{i}]", missing) for i, v in enumerate(tree)]
+        return [
+            _interpolate(v, env, f"{path}[{i}]", missing, need_credentials)
+            for i, v in enumerate(tree)
+        ]
     if isinstance(tree, str):
 
         def substitute(match: re.Match[str]) -> str:
             name = match.group(1)
             if name not in env:
-                missing.append(f"{path or '(top level)'}: environment variable {name} is not set")
+                if need_credentials or path not in CREDENTIAL_PATHS:
+                    missing.append(
+                        f"{path or '(top level)'}: environment variable {name} is not set"
+                    )
                 return ""
+            if path == "api.api_key" or is_secret_variable(name):
+                register_secret(env[name], f"${{{name}}}")
             return env[name]
 
         return _ENV_REF.sub(substitute, tree)
@@ -531,12 +635,34 @@ def _base_url_problem(url: str) -> str | None:
     return None
 
 
-def _api_problems(api: ApiConfig) -> Iterator[str]:
+_WORKSPACE_ID = re.compile(r"[A-Za-z0-9._~-]+")
+
+
+def _api_problems(api: ApiConfig, need_credentials: bool = True) -> Iterator[str]:
     # Never quote api.* values here: a misplaced key could be anywhere in this section.
-    if not api.workspace_id.strip():
+    key = api.api_key.get_secret_value()
+    if need_credentials and not api.workspace_id.strip():
         yield "api.workspace_id: must not be empty"
-    if not api.api_key.get_secret_value().strip():
-        yield "api.api_key: must not be empty"
+    elif api.workspace_id and not _WORKSPACE_ID.fullmatch(api.workspace_id):
+        odd = sorted({c for c in api.workspace_id if not _WORKSPACE_ID.fullmatch(c)})
+        yield (
+            "api.workspace_id: may hold only letters, digits and . _ ~ - (it is part of the URL"
+            f" path and the Basic auth user name); found {' '.join(map(repr, odd))}"
+        )
+    if key and api.api_key_file is not None:
+        yield "api.api_key_file: give either api.api_key or api.api_key_file, not both"
+    elif need_credentials and api.api_key_file is None and not key.strip():
+        yield (
+            "api.api_key: must not be empty"
+            if "api_key" in api.model_fields_set
+            else "api.api_key: required key is missing (or give api.api_key_file)"
+        )
+    elif need_credentials and key != key.strip():
+        yield (
+            "api.api_key: the key has whitespace at its start or end (a newline from `cat "
+            "keyfile`?); remove it, or name the file in api.api_key_file, which drops one "
+            "trailing newline"
+        )
     if api.base_url is not None:
         problem = _base_url_problem(api.base_url)
         if problem:
@@ -545,16 +671,38 @@ def _api_problems(api: ApiConfig) -> Iterator[str]:
         yield "api.project_code: must not be empty (leave it out if the workspace has none)"
 
 
+def read_api_key_file(path: Path) -> str:
+    """The key in `path`, less one trailing newline (what `echo KEY > file` adds)."""
+    try:
+        data = path.expanduser().read_bytes()
+    except OSError as error:
+        raise ConfigError(f"api.api_key_file: cannot read {path}: {error.strerror}") from None
+    try:
+        key = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"api.api_key_file: {path} is not UTF-8 text") from None
+    key = key.removesuffix("\n").removesuffix("\r")
+    register_secret(key, "the key in api.api_key_file")
+    if not key.strip():
+        raise ConfigError(f"api.api_key_file: {path} is empty")
+    if key != key.strip():
+        raise ConfigError(
+            f"api.api_key_file: the key in {path} has whitespace at its start or end beyond"
+            " one trailing newline; remove it"
+        )
+    return key
+
+
 def _delivery_problems(delivery: DeliveryConfig) -> Iterator[str]:
     if delivery.backoff_base_seconds > delivery.backoff_max_seconds:
         yield "delivery.backoff_base_seconds: must not exceed delivery.backoff_max_seconds"
 
 
-def check_job_rules(job: JobConfig) -> None:
+def check_job_rules(job: JobConfig, need_credentials: bool = True) -> None:
     """Refuse a job MoEngage would refuse (or punish), listing every problem, one a line."""
     mapping = job.mapping
     problems = [
-        *_api_problems(job.api),
+        *_api_problems(job.api, need_credentials),
         *_delivery_problems(job.delivery),
         *_identity_problems(mapping),
         *_attribute_name_problems(mapping),
@@ -585,6 +733,40 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+MAX_YAML_VALUES = 100_000  # a job file has hundreds; aliases must not multiply them
+
+
+def _check_expanded_size(tree: Any, job_path: Path) -> None:
+    """Refuse a tree whose aliases expand it beyond MAX_YAML_VALUES values (an alias bomb),
+    counted without expanding: each shared node is sized once."""
+    sizes: dict[int, int] = {}
+    in_progress: set[int] = set()
+
+    def size(node: Any) -> int:
+        if not isinstance(node, dict | list):
+            return 1
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if key in in_progress:
+            raise ConfigError(f"{job_path}: a YAML alias refers to itself")
+        in_progress.add(key)
+        children = list(node.items()) if isinstance(node, dict) else node
+        total = 1
+        for child in children:
+            total += size(child[1]) if isinstance(node, dict) else size(child)
+            if total > MAX_YAML_VALUES:
+                raise ConfigError(
+                    f"{job_path}: the YAML expands to more than {MAX_YAML_VALUES:,} values"
+                    " through its aliases (&anchor / *alias); a job file needs far fewer"
+                )
+        in_progress.discard(key)
+        sizes[key] = total
+        return total
+
+    size(tree)
+
+
 def _yaml_error_message(job_path: Path, error: yaml.YAMLError) -> str:
     # PyYAML's own text quotes the offending line, which may hold the API key: keep only the
     # position and the problem.
@@ -595,22 +777,38 @@ def _yaml_error_message(job_path: Path, error: yaml.YAMLError) -> str:
     return f"{job_path}: not valid YAML"
 
 
-def parse_job(raw: Any, env: Mapping[str, str] | None = None) -> JobConfig:
-    """Interpolate, validate and apply the job-level rules to an already-parsed YAML tree."""
+def parse_job(
+    raw: Any, env: Mapping[str, str] | None = None, *, need_credentials: bool = True
+) -> JobConfig:
+    """Interpolate, validate and apply the job-level rules to an already-parsed YAML tree.
+
+    Without `need_credentials` (validate, init: nothing is sent) the API key and workspace
+    may be missing, and a key file is not read."""
     if not isinstance(raw, dict):
         raise ConfigError("the job file must be a YAML mapping with api, source, mapping, ...")
-    tree = interpolate(raw, os.environ if env is None else env)
+    tree = interpolate(raw, os.environ if env is None else env, need_credentials=need_credentials)
     try:
         job = JobConfig.model_validate(tree)
     except ValidationError as error:
         raise ConfigError(_format_validation_error(error)) from None
-    check_job_rules(job)
+    key = job.api.api_key.get_secret_value()
+    register_secret(key, "the API key")
+    check_job_rules(job, need_credentials)
     for warning in job_warnings(job.mapping):
         logging.getLogger("importer").warning(warning)
+    if need_credentials and job.api.api_key_file is not None:
+        key = read_api_key_file(job.api.api_key_file)
+        api = job.api.model_copy(update={"api_key": SecretStr(key), "api_key_file": None})
+        job = job.model_copy(update={"api": api})
     return job
 
 
-def with_overrides(job: JobConfig, overrides: Mapping[str, Mapping[str, Any]]) -> JobConfig:
+def with_overrides(
+    job: JobConfig,
+    overrides: Mapping[str, Mapping[str, Any]],
+    *,
+    need_credentials: bool = True,
+) -> JobConfig:
     """The job with command-line values put in, validated like the file itself."""
     # Only what the file set: the rules tell options a user wrote from defaults.
     tree = job.model_dump(exclude_unset=True)  # the api key stays a SecretStr
@@ -620,11 +818,13 @@ def with_overrides(job: JobConfig, overrides: Mapping[str, Mapping[str, Any]]) -
         updated = JobConfig.model_validate(tree)
     except ValidationError as error:
         raise ConfigError(_format_validation_error(error)) from None
-    check_job_rules(updated)
+    check_job_rules(updated, need_credentials)
     return updated
 
 
-def load_job(path: str | Path, env: Mapping[str, str] | None = None) -> JobConfig:
+def load_job(
+    path: str | Path, env: Mapping[str, str] | None = None, *, need_credentials: bool = True
+) -> JobConfig:
     """Read, interpolate and validate a job file; every problem is a ConfigError."""
     job_path = Path(path)
     try:
@@ -635,8 +835,13 @@ def load_job(path: str | Path, env: Mapping[str, str] | None = None) -> JobConfi
         raise ConfigError(f"cannot read job file {job_path}: not UTF-8 text") from None
     try:
         raw = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass
+        _check_expanded_size(raw, job_path)
     except yaml.YAMLError as error:
         raise ConfigError(_yaml_error_message(job_path, error)) from None
     except ConfigError as error:
+        if str(error).startswith(str(job_path)):
+            raise
         raise ConfigError(f"{job_path}: {error}") from None
-    return parse_job(raw, env)
+    except RecursionError:
+        raise ConfigError(f"{job_path}: the YAML nests too deeply") from None
+    return parse_job(raw, env, need_credentials=need_credentials)

@@ -28,12 +28,18 @@ class DeadLetter:
     customer_id: str | None
     record: dict[str, Any]
     payload: dict[str, Any] | None
+    line: int | None = None  # CSV: the physical line where the record starts
+    lines: tuple[int, int] | None = None  # a malformed CSV record: its first and last line
 
     def to_json(self) -> bytes:
+        fields: dict[str, Any] = {"source": self.source, "row": self.row}
+        if self.line is not None:
+            fields["line"] = self.line
+        if self.lines is not None:
+            fields["lines"] = list(self.lines)
         return orjson.dumps(
             {
-                "source": self.source,
-                "row": self.row,
+                **fields,
                 "stage": self.stage,
                 "error": self.error,
                 "status": self.status,
@@ -107,6 +113,8 @@ def read_dead_letter(path: Path) -> Iterator[DeadLetter]:
                     customer_id=data.get("customer_id"),
                     record=data.get("record") or {},
                     payload=data.get("payload"),
+                    line=data.get("line"),
+                    lines=tuple(data["lines"]) if data.get("lines") else None,
                 )
             except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as error:
                 raise DeadLetterError(

@@ -439,7 +439,9 @@ def _to_datetime(
         if native is not None and (
             pa.types.is_timestamp(native.type) or pa.types.is_date(native.type)
         ):
-            return _quoted(_format_instants(_instants_from_native(native, timezone))), {}
+            instants = _instants_from_native(native, timezone)
+            errors = _beyond_format_years(instants, column)
+            return _drop(_quoted(_format_instants(instants)), errors), errors
         return _per_unique(series, column, partial(_datetime_cell, timezone=timezone))
     instants = _instants_from_text(series, text, fmt, timezone)
     rule = "is not a datetime" + (f" in the format {fmt!r}" if fmt else "")
@@ -496,6 +498,19 @@ def _instants_from_native(native: pa.Array, timezone: str | None) -> pa.Array:
     if native.type.tz is None:
         return _assume_zone(pc.cast(native, pa.timestamp("us"), safe=False), timezone)
     return pc.cast(native, pa.timestamp("us", tz="UTC"), safe=False)
+
+
+def _beyond_format_years(instants: pa.Array, column: str) -> dict[int, str]:
+    """Instants MoEngage's YYYY-MM-DDTHH:MM:SSZ cannot write (Parquet holds years past 9999)."""
+    years = pc.year(instants)
+    outside = _mask(pc.or_(pc.less(years, 1), pc.greater(years, 9999)))
+    rule = "is outside the years 0001-9999 that MoEngage's date-time (YYYY-MM-DDTHH:MM:SSZ) holds"
+    return {
+        int(p): _problem(
+            column, pc.cast(instants[int(p) : int(p) + 1], pa.string())[0].as_py(), rule
+        )
+        for p in np.flatnonzero(outside)
+    }
 
 
 def _format_instants(instants: pa.Array) -> pa.Array:
@@ -742,32 +757,122 @@ def _to_platforms(series: pd.Series, column: str) -> Converted:
 # --- customer_id -------------------------------------------------------------------------
 
 
-def _customer_ids(series: pd.Series, column: str) -> tuple[list[Any], pa.Array, dict[int, str]]:
-    """customer_id as text exactly as written: (values, JSON text, problems by position).
+_ID_CONTROL = r"[\x00-\x1f\x7f]"
+# In attribute values tab and newlines are data (addresses); other control characters are not.
+_VALUE_CONTROL = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]"
+_CONTROL_RULE = "holds a control character (NUL and the like)"
 
-    Missing, blank or placeholder ids are problems.
+
+def _customer_ids(
+    series: pd.Series, column: str, strip: bool = False
+) -> tuple[list[Any], pa.Array, dict[int, str], list[str]]:
+    """customer_id as text exactly as written: (values, JSON text, problems by position,
+    warnings for the summary).
+
+    Missing (NaN too), blank or placeholder ids, control characters, and surrounding
+    whitespace (unless `strip`) are problems. A float column's whole values lose their ".0".
     """
+    warnings: list[str] = []
     text = _text_array(series)
     if text is None:
         native = _native_array(series)
         if native is not None and pa.types.is_integer(native.type):
             text = pc.cast(native, pa.string())
+        elif native is not None and pa.types.is_floating(native.type):
+            text = _float_ids(native)
+            if text.null_count < len(text):
+                warnings.append(
+                    f"customer_id column {column!r} holds floating-point numbers (an export from "
+                    "pandas or Spark?): whole values are sent without '.0' and missing ones are "
+                    "invalid, but ids beyond 2**53 may have lost digits; export it as integer "
+                    "or text (the export is lossy)"
+                )
         else:
             cells = series.to_numpy(dtype=object, na_value=None).tolist()
-            text = pa.array([None if c is None else _string_cell(c)[0] for c in cells], pa.string())
-    if pd.api.types.is_object_dtype(series.dtype) and text.type == pa.string():
-        values = series.to_numpy(dtype=object, na_value=None).tolist()
-    else:
-        values = text.to_numpy(zero_copy_only=False).tolist()
-    normal = pc.utf8_lower(pc.utf8_trim_whitespace(text))
+            text = pa.array(
+                [None if _is_missing(c) else _string_cell(c)[0] for c in cells], pa.string()
+            )
+    elif pc.any(pc.match_substring_regex(text, r"^[+-]?\d+\.0+$")).as_py():
+        warnings.append(
+            f"customer_id column {column!r} has whole numbers written with '.0' (a float column"
+            " written out by pandas or Spark?); they are sent as written, so '7.0' and '7' would"
+            " be two customers: export the column as integer or text (the export is lossy)"
+        )
+    trimmed = pc.utf8_trim_whitespace(text)
+    if strip:
+        text = trimmed
+    values = text.to_numpy(zero_copy_only=False).tolist()
+    normal = pc.utf8_lower(trimmed)
     placeholder = _mask(pc.is_in(normal, value_set=_PLACEHOLDERS))
     where = f"customer_id (column {column!r})"
     errors = {int(p): f"{where} is empty" for p in np.flatnonzero(_nulls(text))}
+    control = _mask(pc.match_substring_regex(text, _ID_CONTROL))
+    for position in np.flatnonzero(control):
+        errors[int(position)] = f"{where}: {_show(values[position])} {_CONTROL_RULE}"
+    if not strip:
+        padded = _mask(pc.not_equal(text, trimmed)) & ~placeholder & ~control
+        for position in np.flatnonzero(padded):
+            errors[int(position)] = (
+                f"{where}: {_show(values[position])} has whitespace at its start or end "
+                "(set mapping.strip_customer_id: true to remove it)"
+            )
     for position in np.flatnonzero(placeholder):
         shown = values[position]
         rule = "is blank" if not shown.strip() else "is a placeholder MoEngage refuses"
         errors[int(position)] = f"{where}: {_show(shown)} {rule}"
-    return values, _json_strings(text), errors
+    for position in np.flatnonzero(_mask(pc.is_in(normal, value_set=_MISSING_AS_TEXT))):
+        errors[int(position)] = (
+            f"{where}: {_show(values[position])} is a missing value written out as text"
+            " (pandas' NaN / <NA> / NaT)"
+        )
+    return values, _json_strings(text), errors, warnings
+
+
+# What pandas writes for a missing value when an id column is turned into text.
+_MISSING_AS_TEXT = pa.array(["nan", "<na>", "nat"], pa.string())
+
+
+def _is_missing(cell: Any) -> bool:
+    return cell is None or (isinstance(cell, float) and math.isnan(cell))
+
+
+def _float_ids(native: pa.Array) -> pa.Array:
+    """A float column's ids as text: NaN missing, whole values without ".0"."""
+    floats = pc.cast(native, pa.float64())
+    present = pc.and_kleene(pc.invert(pc.is_nan(floats)), pc.is_finite(floats))
+    floats = pc.if_else(present, floats, pa.scalar(None, pa.float64()))
+    whole = pc.fill_null(pc.equal(floats, pc.floor(floats)), False)
+    small = pc.fill_null(pc.less(pc.abs(floats), float(2**63)), False)
+    as_int = pc.if_else(pc.and_(whole, small), floats, pa.scalar(None, pa.float64()))
+    int_text = pc.cast(pc.cast(as_int, pa.int64()), pa.string())
+    return pc.coalesce(int_text, pc.cast(floats, pa.string()))
+
+
+def _control_problems(series: pd.Series, column: str) -> dict[int, str]:
+    """Cells of a text column that hold control characters (list items too)."""
+    text = _text_array(series)
+    if text is not None:
+        found = _mask(pc.match_substring_regex(text, _VALUE_CONTROL))
+        return {
+            int(p): _problem(column, text[int(p)].as_py(), _CONTROL_RULE)
+            for p in np.flatnonzero(found)
+        }
+    if isinstance(series.dtype, pd.ArrowDtype) and _is_list_type(series.dtype.pyarrow_dtype):
+        lists = _combined(pa.array(series))
+        items = pc.list_flatten(lists)
+        if not (pa.types.is_string(items.type) or pa.types.is_large_string(items.type)):
+            return {}
+        found = _mask(pc.match_substring_regex(items, _VALUE_CONTROL))
+        if not found.any():
+            return {}
+        parents = pc.list_parent_indices(lists).to_numpy()
+        return {
+            int(parents[p]): _problem(
+                column, items[int(p)].as_py(), "has an item that " + _CONTROL_RULE
+            )
+            for p in np.flatnonzero(found)
+        }
+    return {}
 
 
 # --- rows --------------------------------------------------------------------------------
@@ -961,17 +1066,27 @@ class Mapper:
         rows = len(frame)
         problems: dict[int, list[str]] = {}
 
+        # The id column has its own rules; a chunk known to be free of control characters
+        # needs no check per column.
+        checked = set(frame.columns) if chunk.control_free else {self.mapping.customer_id}
+
         def converted(field: _Field) -> pa.Array:
             fragments, errors = field.convert(frame[field.column])
+            if field.column not in checked:
+                checked.add(field.column)
+                errors = {**_control_problems(frame[field.column], field.column), **errors}
             for position, message in errors.items():
                 problems.setdefault(position, []).append(message)
             return fragments
 
         ids: list[Any] = [None] * rows
         id_json: pa.Array | None = None
+        warnings: list[str] = []
         if self.mapping.customer_id is not None:
             column = self.mapping.customer_id
-            ids, id_json, id_errors = _customer_ids(frame[column], column)
+            ids, id_json, id_errors, warnings = _customer_ids(
+                frame[column], column, self.mapping.strip_customer_id
+            )
             for position, message in id_errors.items():
                 problems.setdefault(position, []).append(message)
         attributes = [converted(field) for field in self._attributes]
@@ -983,6 +1098,7 @@ class Mapper:
         members += self._platforms(converted, rows)
         elements = self._elements(id_json, members, rows)
         mapped = self._settle(chunk, ids, elements, problems)
+        mapped.warnings += warnings
         _add_malformed(mapped, chunk)
         return mapped
 
@@ -1071,6 +1187,7 @@ class Mapper:
                     error="; ".join(problems[position]),
                     record=chunk.record(number),
                     payload=payload,
+                    line=chunk.line(number),
                 )
             )
         return mapped
@@ -1081,14 +1198,21 @@ MALFORMED_RECORD_KEY = "_raw"
 
 
 def _add_malformed(mapped: MappedChunk, chunk: Chunk) -> None:
-    """CSV records with the wrong number of fields: rows of their own, dead-lettered as read."""
+    """CSV records that could not be read as rows: rows of their own, dead-lettered as read."""
+    mapped.warnings += chunk.warnings
     if not chunk.malformed:
         return
     mapped.rows_read += len(chunk.malformed)
     mapped.invalid += [
         InvalidRow(
-            chunk.source, row, None, f"malformed record: {reason}", {MALFORMED_RECORD_KEY: text}
+            chunk.source,
+            bad.row,
+            None,
+            f"malformed record: {bad.reason}",
+            {MALFORMED_RECORD_KEY: bad.text},
+            line=bad.first_line,
+            lines=(bad.first_line, bad.last_line),
         )
-        for row, text, reason in chunk.malformed
+        for bad in chunk.malformed
     ]
     mapped.invalid.sort(key=lambda invalid: invalid.row)

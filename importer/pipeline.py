@@ -63,6 +63,7 @@ class Work:
     batches: list[list[Row]]  # to send
     planned: int = 0  # dry run: requests built, not sent
     samples: list[dict[str, Any]] = field(default_factory=list)  # dry run: elements to show
+    warnings: list[str] = field(default_factory=list)  # for the summary; no cell values
 
 
 WorkSource = Callable[[StateStore | None], Iterator[Work]]
@@ -136,7 +137,16 @@ class Settler:
             return
         letters = [
             DeadLetter(
-                r.source, r.row, "validation", r.error, None, r.customer_id, r.record, r.payload
+                r.source,
+                r.row,
+                "validation",
+                r.error,
+                None,
+                r.customer_id,
+                r.record,
+                r.payload,
+                line=r.line,
+                lines=r.lines,
             )
             for r in rows
         ]
@@ -158,6 +168,7 @@ class Settler:
                 f.row.customer_id,
                 f.row.record(),
                 f.row.element,
+                line=f.row.line(),
             )
             for f in refusals
         ]
@@ -302,7 +313,9 @@ class Run:
                 path, source_cfg, self.mapper.columns, start_row=prefix + 1
             )
             for rows_read, skipped, mapped in self._map_ahead(chunks, rest):
-                yield self.batched(rows_read, skipped, mapped.valid, mapped.invalid)
+                work = self.batched(rows_read, skipped, mapped.valid, mapped.invalid)
+                work.warnings = mapped.warnings
+                yield work
 
     def _map_ahead(
         self, chunks: Iterator[Chunk], settled: SettledRows
@@ -488,6 +501,9 @@ class Run:
             if work is None:
                 return
             self.report.rows_read += work.rows_read
+            for warning in work.warnings:
+                if self.report.warn(warning):
+                    log.warning("%s", warning)
             if work.rows_skipped[0]:
                 settler.skipped(*work.rows_skipped)
             settler.invalid(work.invalid)

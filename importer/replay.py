@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
 import pandas as pd
 
@@ -18,7 +19,7 @@ from importer.config import JobConfig
 from importer.deadletter import DeadLetter, DeadLetterError, read_dead_letter
 from importer.mapping import MALFORMED_RECORD_KEY, Mapper
 from importer.pipeline import Run, RunOptions, RunOutcome, Work, mapper_for
-from importer.rows import Chunk, InvalidRow, Row
+from importer.rows import Chunk, InvalidRow, LineMap, Row
 
 
 class LetterRecords:
@@ -26,9 +27,14 @@ class LetterRecords:
 
     def __init__(self, letters: list[DeadLetter]) -> None:
         self._records = {letter.row: letter.record for letter in letters}
+        self._lines = {letter.row: letter.line for letter in letters}
 
     def record(self, row: int) -> dict[str, Any]:
         return self._records.get(row, {})
+
+    def line(self, row: int) -> int | None:
+        """The CSV line the earlier run wrote down for the row, if any."""
+        return self._lines.get(row)
 
 
 def replay_paths(dead_letter_in: Path) -> tuple[Path, Path]:
@@ -72,7 +78,9 @@ def _remap_chunk(source: str, letters: list[DeadLetter], mapper: Mapper) -> Chun
         [letter.record for letter in letters], index=[letter.row for letter in letters]
     )
     mapper.check_columns([str(c) for c in frame.columns], source)
-    return Chunk(source, frame)
+    known = sorted((d.row, d.line) for d in letters if d.line is not None)
+    lines = LineMap(np.array([r for r, _ in known], np.int64), np.array([n for _, n in known]))
+    return Chunk(source, frame, lines=lines if known else None)
 
 
 Batcher = Callable[[int, tuple[int, int], Sequence[Row], list[InvalidRow]], Work]
@@ -105,7 +113,9 @@ def replay_work(letters: list[DeadLetter], mapper: Mapper, batched: Batcher) -> 
         rows, invalid = _fitting(_resend_rows(resend, records), mapper.max_element_bytes)
         # A record that was never split into columns cannot be re-mapped: it stays as it was.
         invalid += [
-            InvalidRow(d.source, d.row, d.customer_id, d.error, d.record, d.payload)
+            InvalidRow(
+                d.source, d.row, d.customer_id, d.error, d.record, d.payload, d.line, d.lines
+            )
             for d in malformed
         ]
         if remap:

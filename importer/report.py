@@ -15,7 +15,10 @@ EXIT_OK = 0
 EXIT_DEAD_LETTERED = 1
 EXIT_USAGE = 2
 EXIT_ABORTED = 3
+EXIT_EMPTY = 4  # the input held no data rows (allowed with source.allow_empty: true)
 EXIT_INTERRUPTED = 130
+
+MAX_WARNINGS = 20  # the report stays small whatever the input
 
 # A value follows ": " in a row's reason; the column name before it stays.
 _QUOTED_VALUE = re.compile(r"""(: )(?:'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")""")
@@ -50,6 +53,20 @@ class Report:
     aborted: str | None = None
     invalid_reasons: dict[str, int] = field(default_factory=dict)
     status_counts: dict[str, int] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)  # never cell values
+
+    def warn(self, warning: str) -> bool:
+        """Keep a warning for the summary once; False if it was kept already (or too many)."""
+        if warning in self.warnings or len(self.warnings) >= MAX_WARNINGS:
+            return False
+        self.warnings.append(warning)
+        return True
+
+    def mark_empty(self) -> None:
+        """No data row was read: an export that failed upstream must not pass unnoticed."""
+        self.warn("the input held no data rows (set source.allow_empty: true if that is expected)")
+        if self.exit_code == EXIT_OK:
+            self.exit_code = EXIT_EMPTY
 
     def settle_pending(self) -> None:
         """Whatever was read and not settled is pending; keeps the sum the contract states."""
@@ -126,6 +143,8 @@ def format_summary(report: Report) -> str:
         lines.append(f"  dead letters    {report.dead_letter}")
     if report.aborted:
         lines.append(f"  aborted         {report.aborted}")
+    for warning in report.warnings:
+        lines.append(f"  warning         {warning}")
     lines.append(f"  exit code       {report.exit_code}")
     return "\n".join(lines)
 

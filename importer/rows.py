@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, overload
+from typing import Any, NamedTuple, Protocol, overload
 
+import numpy as np
 import orjson
 import pandas as pd
 
@@ -16,20 +17,54 @@ class RecordSource(Protocol):
     def record(self, row: int) -> dict[str, Any]: ...
 
 
+class Malformed(NamedTuple):
+    """A CSV record that could not be read as a row: its full raw text and physical lines."""
+
+    row: int
+    text: str
+    reason: str
+    first_line: int
+    last_line: int
+
+
+@dataclass(frozen=True, slots=True)
+class LineMap:
+    """Data row -> the physical line where its record starts (CSV only)."""
+
+    rows: np.ndarray  # sorted
+    lines: np.ndarray
+
+    def line(self, row: int) -> int | None:
+        index = int(np.searchsorted(self.rows, row))
+        if index < len(self.rows) and int(self.rows[index]) == row:
+            return int(self.lines[index])
+        return None
+
+
 @dataclass(slots=True)
 class Chunk:
     """A slice of one source file. `frame.index` holds the 1-based data row numbers."""
 
     source: str
     frame: pd.DataFrame
-    # CSV records with the wrong number of fields: (data row, raw text <= 500 chars, reason)
-    malformed: list[tuple[int, str, str]] = field(default_factory=list)
+    # CSV records that could not be read as rows (wrong number of fields, open quote, bytes
+    # not in the encoding, too long)
+    malformed: list[Malformed] = field(default_factory=list)
+    lines: LineMap | None = None  # CSV: where each row's record starts
+    warnings: list[str] = field(default_factory=list)  # for the run summary; no cell values
+    # No cell holds a control character (other than tab and newlines): checked on the raw
+    # CSV bytes at once, which spares mapping a check per column.
+    control_free: bool = False
 
     def record(self, row: int) -> dict[str, Any]:
         """The row as read, JSON-ready (missing cells are None), for the dead-letter file."""
         from importer.sources import record_of  # sources owns how native values are rendered
 
         return record_of(self.frame, row)
+
+    def line(self, row: int) -> int | None:
+        """The physical line where the row's record starts (CSV), else None."""
+        return None if self.lines is None else self.lines.line(row)
 
 
 @dataclass(slots=True)
@@ -50,6 +85,11 @@ class Row:
     def record(self) -> dict[str, Any]:
         return self.chunk.record(self.row)
 
+    def line(self) -> int | None:
+        """The physical line of the row's record, when its source knows lines (CSV)."""
+        line_of = getattr(self.chunk, "line", None)
+        return None if line_of is None else line_of(self.row)
+
 
 @dataclass(slots=True)
 class InvalidRow:
@@ -61,6 +101,8 @@ class InvalidRow:
     error: str  # names the column, the value (shortened) and the rule
     record: dict[str, Any]
     payload: dict[str, Any] | None = None  # the element as it would have been sent, if built
+    line: int | None = None  # CSV: the physical line where the record starts
+    lines: tuple[int, int] | None = None  # a malformed CSV record: its first and last line
 
 
 class ValidRows(Sequence[Row]):
@@ -116,3 +158,4 @@ class MappedChunk:
     rows_read: int
     valid: Sequence[Row] = field(default_factory=list)
     invalid: list[InvalidRow] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # for the run summary; no cell values

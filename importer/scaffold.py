@@ -14,17 +14,21 @@ from typing import Any
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 import yaml
 
-from importer import catalogue, moengage
-from importer.config import ConfigError, OutputConfig, attribute_name_problem
+from importer import catalogue, moengage, sources
+from importer.config import (
+    ConfigError,
+    CsvOptions,
+    OutputConfig,
+    SourceConfig,
+    attribute_name_problem,
+)
+from importer.sources import SourceError
 
 SAMPLE_ROWS = 1_000
 # A typed column may hold this share of values that do not parse; those rows get dead-lettered.
 BAD_VALUE_SHARE = 0.01
-CSV_SUFFIXES = (".csv", ".csv.gz", ".csv.bz2", ".csv.zst", ".csv.xz", ".csv.zip", ".tsv", ".txt")
-PARQUET_SUFFIXES = (".parquet", ".pq")
 CSV_DELIMITERS = (",", ";", "\t", "|")
 
 # Column names that usually hold the customer id, best first (compared without case or _).
@@ -100,41 +104,29 @@ class Sample:
 # Finding and sampling the input
 
 
-def _kind(path: Path) -> str | None:
-    name = path.name.lower()
-    if name.endswith(PARQUET_SUFFIXES):
-        return "parquet"
-    if name.endswith(CSV_SUFFIXES):
-        return "csv"
-    return None
-
-
-def _data_files(candidates: Iterable[Path]) -> list[Path]:
-    return sorted(p for p in candidates if p.is_file() and _kind(p) is not None)
-
-
-def input_files(input_path: str) -> list[Path]:
-    """The data files a path, directory or glob names (sorted), as the job would read them."""
-    path = Path(input_path)
-    if path.is_dir():
-        files = _data_files(path.iterdir())  # not subfolders: the job reads one level too
-    elif glob.has_magic(input_path):
-        files = _data_files(Path(p) for p in glob.glob(input_path, recursive=True))
-    elif path.is_file():
-        return [path]
-    else:
-        raise ScaffoldError(f"{input_path}: no such file or directory")
-    if not files:
-        kinds = ", ".join(CSV_SUFFIXES[:2] + PARQUET_SUFFIXES[:1])
-        raise ScaffoldError(f"{input_path}: no data files ({kinds}) found")
-    return files
+def input_files(input_path: str) -> tuple[list[Path], str]:
+    """The data files a path, directory or glob names (sorted), found as the job will find
+    them (`sources.discover`), and the source.format the job needs for that: auto, or csv
+    for a directory of text files (.txt, .tsv) that only an explicit csv format reads."""
+    try:
+        return sources.discover(input_path, "auto"), "auto"
+    except SourceError as error:
+        if Path(input_path).expanduser().is_dir():
+            try:
+                return sources.discover(input_path, "csv"), "csv"
+            except SourceError:
+                pass
+        if not Path(input_path).expanduser().exists() and not glob.has_magic(input_path):
+            raise ScaffoldError(f"{input_path}: no such file or directory") from None
+        raise ScaffoldError(str(error)) from None
 
 
 def _is_parquet(path: Path) -> bool:
-    if _kind(path) is not None:
-        return _kind(path) == "parquet"
-    with path.open("rb") as handle:
-        return handle.read(4) == b"PAR1"
+    try:
+        return sources.format_of(path, "auto") == "parquet"
+    except SourceError:
+        with path.open("rb") as handle:
+            return handle.read(4) == b"PAR1"
 
 
 def _sniff_delimiter(path: Path) -> str:
@@ -149,46 +141,59 @@ def _sniff_delimiter(path: Path) -> str:
     return max(CSV_DELIMITERS, key=first_line.count)
 
 
-def _sample_csv(path: Path) -> Sample:
-    delimiter = _sniff_delimiter(path)
-    # Text exactly as written: only empty cells are missing, so NA stays Namibia and 00123 stays.
-    frame = pd.read_csv(
-        path,
-        sep=delimiter,
-        nrows=SAMPLE_ROWS,
-        dtype=str,
-        keep_default_na=False,
-        na_values=[""],
-        compression="infer",
-        encoding="utf-8",
+def _sample(path: Path, kind: str) -> Sample:
+    """The first rows of a file, read by the importer's own readers (text exactly as the
+    job will read it: only empty cells are missing, 00123 stays 00123)."""
+    delimiter = _sniff_delimiter(path) if kind == "csv" else ","
+    source = SourceConfig(
+        format=kind,  # type: ignore[arg-type]
+        csv=CsvOptions.model_validate({"delimiter": delimiter}),
+        chunk_rows=SAMPLE_ROWS,
     )
-    columns = [str(c) for c in frame.columns]
-    values = {str(c): [None if pd.isna(v) else v for v in frame[c].tolist()] for c in frame.columns}
-    return Sample(path, "csv", columns, values, delimiter=delimiter)
-
-
-def _sample_parquet(path: Path) -> Sample:
-    parquet = pq.ParquetFile(path)
-    schema = parquet.schema_arrow
-    batch = next(parquet.iter_batches(batch_size=SAMPLE_ROWS), None)
-    table = pa.Table.from_batches([batch]) if batch is not None else schema.empty_table()
-    values = {name: table.column(name).to_pylist() for name in schema.names}
-    types = {f.name: f.type for f in schema}
-    return Sample(path, "parquet", list(schema.names), values, arrow_types=types)
+    columns = [str(c) for c in sources.read_columns(path, source)]
+    chunk = next(sources.iter_chunks(path, source), None)
+    values: dict[str, list[Any]] = {c: [] for c in columns}
+    types: dict[str, pa.DataType] = {}
+    if chunk is not None:
+        for column in columns:
+            array = pa.array(chunk.frame[column])
+            values[column] = array.to_pylist()
+            types[column] = array.type
+    elif kind == "parquet":
+        types = {f.name: f.type for f in sources.parquet_schema(path)}
+    if kind == "csv":
+        return Sample(path, "csv", columns, values, delimiter=delimiter)
+    return Sample(path, "parquet", columns, values, arrow_types=types)
 
 
 def sample_input(input_path: str) -> list[Sample]:
     """The first rows of the first file of each format (CSV, Parquet) the input names."""
     samples: dict[str, Sample] = {}
-    for path in input_files(input_path):
+    files, _format = input_files(input_path)
+    for path in files:
         kind = "parquet" if _is_parquet(path) else "csv"
         if kind in samples:
             continue
         try:
-            samples[kind] = _sample_parquet(path) if kind == "parquet" else _sample_csv(path)
+            samples[kind] = _sample(path, kind)
+        except SourceError as error:
+            raise ScaffoldError(str(error)) from None
         except (OSError, ValueError, UnicodeDecodeError, pa.ArrowException) as error:
             raise ScaffoldError(f"{path}: cannot read a sample: {error}") from None
     return list(samples.values())
+
+
+def source_format(input_path: str, samples: Sequence[Sample]) -> str:
+    """What source.format the job needs: auto when the file names tell, else csv / parquet."""
+    files, fmt = input_files(input_path)
+    if fmt != "auto":
+        return fmt
+    for path in files:
+        try:
+            sources.format_of(path, "auto")
+        except SourceError:
+            return samples[0].kind if samples else "csv"
+    return "auto"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -580,11 +585,11 @@ def _api_lines() -> list[str]:
     ]
 
 
-def _source_lines(input_path: str, samples: Sequence[Sample]) -> list[str]:
+def _source_lines(input_path: str, samples: Sequence[Sample], fmt: str) -> list[str]:
     lines = [
         "source:",
         _line(f"  path: {_scalar(input_path)}", "a file, a directory or a glob"),
-        _line("  format: auto", "auto | csv | parquet"),
+        _line(f"  format: {fmt}", "auto | csv | parquet"),
         _line('  null_values: [""]', "only empty cells are missing: NA is data"),
     ]
     delimiters = {s.delimiter for s in samples if s.kind == "csv"}
@@ -619,21 +624,17 @@ def _attribute_spec(guess: Guess) -> str:
 
 
 def _attribute_lines(
-    guesses: dict[str, Guess], customer_id: str | None
-) -> tuple[list[str], str | None]:
-    """The attributes block, and the platforms column if one was recognised."""
+    guesses: dict[str, Guess], customer_id: str | None, platforms: str | None
+) -> list[str]:
+    """The attributes block (the platforms column, if any, is mapped apart)."""
     lines = [_line("  attributes:", "MoEngage attribute: column, or {column, type, ...}")]
     # Columns whose names are valid keep them; renamed ones must not take those.
     taken = {column for column in guesses if attribute_name_problem(column) is None}
-    platforms: str | None = None
     custom = 0
     for guess in guesses.values():
-        if guess.column == customer_id:
+        if guess.column in (customer_id, platforms):
             continue
         if guess.type == "platforms":
-            if platforms is None:
-                platforms = guess.column
-                continue
             note = f"platform names too; mapping.platforms reads {platforms!r}"
             guess = Guess(guess.column, checks=[*guess.checks, note])
         lines += _checks("    ", guess.checks)
@@ -656,12 +657,13 @@ def _attribute_lines(
         lines.append(_line(f"    {entry}", standard[1] if standard else ""))
     if len(lines) == 1:
         lines[0] = "  attributes: {}"
-    return lines, platforms
+    return lines
 
 
-def _mapping_lines(samples: Sequence[Sample], guesses: dict[str, Guess]) -> list[str]:
-    customer_id = guess_customer_id(list(guesses))
-    attributes, platforms = _attribute_lines(guesses, customer_id)
+def _mapping_lines(guess: JobGuess) -> list[str]:
+    samples, guesses, customer_id = guess.samples, guess.columns, guess.customer_id
+    platforms = guess.platforms
+    attributes = _attribute_lines(guesses, customer_id, platforms)
     if platforms is not None:
         platform_line = _line(f"  platforms: {_flow({'column': platforms})}", "ANDROID, iOS, web")
     else:
@@ -697,15 +699,44 @@ def _output_lines(input_path: str) -> list[str]:
     ]
 
 
-def scaffold_job(input_path: str) -> str:
-    """A commented YAML job file for the input, ready for review (raises ScaffoldError)."""
+@dataclass
+class JobGuess:
+    """What `init` concluded about an input, before any YAML is written."""
+
+    input_path: str
+    samples: list[Sample]
+    format: str  # source.format
+    columns: dict[str, Guess]
+    customer_id: str | None
+    platforms: str | None  # the column mapping.platforms reads
+
+
+def guess_job(input_path: str) -> JobGuess:
+    """Find and sample the input as the job will read it, and guess the mapping (raises
+    ScaffoldError). Nothing here writes YAML: `render_job` does."""
     samples = sample_input(input_path)
-    guesses = guess_columns(samples)
+    columns = guess_columns(samples)
+    customer_id = guess_customer_id(list(columns))
+    platforms = next(
+        (g.column for g in columns.values() if g.type == "platforms" and g.column != customer_id),
+        None,
+    )
+    fmt = source_format(input_path, samples)
+    return JobGuess(input_path, samples, fmt, columns, customer_id, platforms)
+
+
+def render_job(guess: JobGuess) -> str:
+    """The commented YAML job file for a guess."""
     lines = [
-        *_header(input_path, samples),
+        *_header(guess.input_path, guess.samples),
         *_api_lines(),
-        *_source_lines(input_path, samples),
-        *_mapping_lines(samples, guesses),
-        *_output_lines(input_path),
+        *_source_lines(guess.input_path, guess.samples, guess.format),
+        *_mapping_lines(guess),
+        *_output_lines(guess.input_path),
     ]
     return "\n".join(lines) + "\n"
+
+
+def scaffold_job(input_path: str) -> str:
+    """A commented YAML job file for the input, ready for review (raises ScaffoldError)."""
+    return render_job(guess_job(input_path))

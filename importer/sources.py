@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import bz2
+import codecs
 import datetime as dt
 import glob
 import gzip
 import hashlib
+import itertools
 import lzma
 import math
+import re
+import stat
 import zipfile
 import zlib
 from collections.abc import Callable, Iterator
@@ -20,21 +24,36 @@ from typing import Any, BinaryIO, Literal
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 import zstandard
 
-from importer.config import SourceConfig
-from importer.rows import Chunk
+from importer.config import CsvOptions, SourceConfig, redact
+from importer.csvrecords import (
+    BadRecord,
+    Records,
+    RecordScanner,
+    TranscodedStream,
+    is_ascii_compatible,
+)
+from importer.rows import Chunk, LineMap, Malformed
 
 Format = Literal["csv", "parquet"]
 
-CSV_SUFFIXES = (".csv", ".csv.gz", ".csv.bz2", ".csv.zst")
+CSV_SUFFIXES = (".csv", ".csv.gz", ".csv.bz2", ".csv.zst", ".csv.xz", ".csv.zip")
+# Text files that may be CSV: read from a directory only when source.format is csv.
+TEXT_SUFFIXES = (".txt", ".tsv", ".txt.gz", ".tsv.gz")
 PARQUET_SUFFIXES = (".parquet", ".pq")
 
 
 class SourceError(Exception):
-    """An input problem a user can fix (no match, unreadable, bad encoding); names the file."""
+    """An input problem a user can fix (no match, unreadable, bad encoding); names the file.
+
+    Its message never holds a secret (a key placed by mistake in source.path, say)."""
+
+    def __init__(self, message: str = "") -> None:
+        super().__init__(redact(message))
 
 
 def discover(path: str, fmt: str = "auto") -> list[Path]:
@@ -43,16 +62,47 @@ def discover(path: str, fmt: str = "auto") -> list[Path]:
     if target.is_file():
         return [target]
     if target.is_dir():
-        suffixes = CSV_SUFFIXES if fmt == "csv" else PARQUET_SUFFIXES if fmt == "parquet" else None
+        suffixes = (
+            CSV_SUFFIXES + TEXT_SUFFIXES
+            if fmt == "csv"
+            else PARQUET_SUFFIXES
+            if fmt == "parquet"
+            else None
+        )
         found = [p for p in target.iterdir() if p.is_file() and _has_suffix(p, suffixes)]
         if not found:
-            raise SourceError(f"no CSV or Parquet files in directory {target}")
+            hint = ""
+            if fmt == "auto" and any(_has_suffix(p, TEXT_SUFFIXES) for p in target.iterdir()):
+                hint = (
+                    f" (to read its {', '.join(TEXT_SUFFIXES[:2])} files, set source.format: csv)"
+                )
+            raise SourceError(f"no CSV or Parquet files in directory {target}{hint}")
         return sorted(found)
+    if target.exists():
+        raise SourceError(_not_regular(target))
     matches = sorted(Path(p) for p in glob.glob(str(target), recursive=True))
     files = [p for p in matches if p.is_file()]
     if not files:
-        raise SourceError(f"no files match {path}")
+        special = [p for p in matches if p.exists() and not p.is_dir()]
+        raise SourceError(_not_regular(special[0]) if special else f"no files match {path}")
     return files
+
+
+def _not_regular(path: Path) -> str:
+    mode = path.stat().st_mode
+    kind = (
+        "a named pipe (FIFO)"
+        if stat.S_ISFIFO(mode)
+        else "a socket"
+        if stat.S_ISSOCK(mode)
+        else "a device"
+        if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+        else "not a regular file"
+    )
+    return (
+        f"{path} is {kind}: moe-import reads its input more than once (the header first, and "
+        "again to resume), so write it to a regular file and import that"
+    )
 
 
 def _has_suffix(path: Path, suffixes: tuple[str, ...] | None) -> bool:
@@ -67,7 +117,7 @@ def format_of(path: Path, fmt: str) -> Format:
     name = path.name.lower()
     if name.endswith(PARQUET_SUFFIXES):
         return "parquet"
-    if name.endswith(CSV_SUFFIXES) or name.endswith((".csv.xz", ".csv.zip", ".tsv", ".txt")):
+    if name.endswith(CSV_SUFFIXES + TEXT_SUFFIXES):
         return "csv"
     raise SourceError(
         f"{path}: cannot tell the format from the extension; set source.format to csv or parquet"
@@ -75,7 +125,7 @@ def format_of(path: Path, fmt: str) -> Format:
 
 
 def read_columns(path: Path, source: SourceConfig) -> list[str]:
-    """The file's column names: the CSV header (only the first block is parsed) or the schema."""
+    """The file's column names: the CSV header (only its first record is read) or the schema."""
     if format_of(path, source.format) == "parquet":
         return list(_parquet_file(path).schema_arrow.names)
     with _csv_errors(path, lambda: 0):
@@ -91,15 +141,17 @@ def iter_chunks(
     """Chunks of about `source.chunk_rows` rows; `frame.index` holds the 1-based data row numbers.
 
     Only `columns` are read when given. Rows before `start_row` (resume) are never turned into
-    frames: CSV blocks are parsed and dropped (so row numbers stay exactly those of a full
-    read), Parquet row groups are skipped by their metadata.
+    frames: CSV records are counted by the scanner and dropped unparsed (so row numbers stay
+    exactly those of a full read), Parquet row groups are skipped by their metadata.
 
-    A CSV record with the wrong number of fields is a data row of its own: it is left out of
-    the frame and listed in `Chunk.malformed` with its number, so the rows after it keep the
-    numbers of a full read. A CSV chunk covers `chunk_rows` consecutive data rows, good and
-    malformed (its frame can be empty). Should arrow not number a malformed record (it does
-    when reading single-threaded, as here), the read stops with a SourceError naming the file
-    and about where, rather than guess the numbers after it.
+    A CSV record that cannot be read as a row (wrong number of fields, an unterminated quote,
+    bytes not in the encoding, longer than `source.csv.max_record_bytes`) is a data row of
+    its own: it is left out of the frame and listed in `Chunk.malformed` with its number, full
+    text and lines, so the rows after it keep the numbers of a full read. A CSV chunk covers
+    `chunk_rows` consecutive data rows, good and malformed (its frame can be empty), and
+    `Chunk.lines` gives the physical line where each starts. Should arrow ever count the
+    records differently from the scanner, the read stops with a SourceError naming the file
+    and about where, rather than misnumber the rows after it.
     """
     if start_row < 1:
         raise ValueError("start_row is 1-based")
@@ -162,92 +214,127 @@ def _estimate_csv_rows(path: Path, source: SourceConfig) -> int | None:
 
 
 # --- CSV ---------------------------------------------------------------------------------
-# pyarrow's streaming CSV reader, not pandas.read_csv: measured on 1M rows x 12 columns it
-# parses in a third of the time and hands mapping arrow strings directly, which saves the
-# conversion of every cell to a Python str and back (together ~2 s of ~7 s per million rows).
+# pyarrow's CSV parser, not pandas.read_csv: measured on 1M rows x 12 columns it parses in a
+# third of the time and hands mapping arrow strings directly, which saves the conversion of
+# every cell to a Python str and back (together ~2 s of ~7 s per million rows).
 # The semantics match what the job file promises: every column is text, only
 # `source.null_values` are missing ("NA", "null" stay text), quoted newlines stay in one
 # record, a UTF-8 BOM is dropped, and blank lines are not rows.
-
-CSV_BLOCK_BYTES = 1 << 20  # arrow reads ~36 blocks ahead; a record must fit in one
-
+# Record boundaries come from `csvrecords` first (lines, stray quotes, bad bytes); arrow
+# parses only the good records, a chunk at a time, already UTF-8.
 
 InvalidRowHandler = Callable[[pa_csv.InvalidRow], str]
+
+
+def _parse_options(options: CsvOptions, on_invalid: InvalidRowHandler) -> pa_csv.ParseOptions:
+    return pa_csv.ParseOptions(
+        delimiter=options.delimiter,
+        quote_char=options.quotechar or False,
+        escape_char=options.escapechar or False,
+        double_quote=True,
+        newlines_in_values=True,
+        invalid_row_handler=on_invalid,
+    )
+
+
+def _open_text(path: Path, source: SourceConfig) -> BinaryIO:
+    """The decompressed bytes, re-encoded as UTF-8 if the encoding's newlines are not ASCII."""
+    stream = _open_compressed(path, source.csv.compression)
+    if is_ascii_compatible(source.csv.encoding):
+        return stream
+    return TranscodedStream(stream, source.csv.encoding)  # type: ignore[return-value]
+
+
+def _text_encoding(source: SourceConfig) -> str:
+    """The encoding of the bytes the scanner sees."""
+    return source.csv.encoding if is_ascii_compatible(source.csv.encoding) else "utf-8"
+
+
+SCAN_READ_BYTES = 1 << 20  # what the scanner reads at a time (tests make it tiny)
+
+
+def _scanner(stream: BinaryIO, options: CsvOptions) -> RecordScanner:
+    return RecordScanner(
+        stream,
+        delimiter=options.delimiter,
+        quotechar=options.quotechar or None,
+        escapechar=options.escapechar,
+        max_record_bytes=options.max_record_bytes,
+        read_bytes=SCAN_READ_BYTES,
+    )
+
+
+_CONTROL_BYTES = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def _read_header(
+    path: Path, source: SourceConfig, scanner: RecordScanner
+) -> tuple[list[str], bytes]:
+    """The column names and the header record as UTF-8; refuses what is not CSV text."""
+    found = scanner.header()
+    if found is None:
+        raise SourceError(f"{path}: the file is empty (no header row)")
+    raw, _line = found
+    encoding = _text_encoding(source)
+    if not raw.endswith((b"\n", b"\r")):
+        if len(raw) >= scanner.max_record_bytes:
+            raise SourceError(
+                f"{path}: no line end in the first {scanner.max_record_bytes:,} bytes: not a CSV "
+                "file? (raise source.csv.max_record_bytes if its header really is that long)"
+            )
+        raw += b"\n"
+    try:
+        text = raw.decode(encoding)
+    except UnicodeDecodeError as error:
+        shown = repr(error.object[error.start : error.end][:8])
+        raise SourceError(
+            f"{path}: the header line is not valid {encoding} (bytes {shown}): not a CSV "
+            "file, or set source.csv.encoding"
+        ) from None
+    if _CONTROL_BYTES.search(raw) or "\ufffd" in text:
+        raise SourceError(
+            f"{path}: the header line holds control characters (binary data?): not a CSV file"
+        )
+    header = text.encode("utf-8")
+    try:
+        table = pa_csv.read_csv(
+            pa.BufferReader(header),
+            read_options=pa_csv.ReadOptions(use_threads=False),
+            parse_options=_parse_options(source.csv, _skip_invalid),
+        )
+    except pa.ArrowInvalid as error:
+        raise SourceError(f"{path}: cannot read the header line: {error}") from None
+    return list(table.schema.names), header
 
 
 def _skip_invalid(_row: pa_csv.InvalidRow) -> str:
     return "skip"
 
 
-@contextmanager
-def _csv_reader(
-    path: Path,
-    source: SourceConfig,
-    text_columns: list[str],
-    columns: list[str] | None = None,
-    on_invalid: InvalidRowHandler = _skip_invalid,
-) -> Iterator[pa_csv.CSVStreamingReader]:
-    """The streaming reader; `text_columns` are read as text, `columns` (if given) only.
-
-    Records with the wrong number of fields go to `on_invalid` and are left out of the
-    batches. `use_threads=False` is what makes arrow number them (`InvalidRow.number`).
-    """
-    options = source.csv
-    stream = _open_compressed(path, options.compression)
-    try:
-        yield pa_csv.open_csv(
-            stream,
-            read_options=pa_csv.ReadOptions(
-                encoding=options.encoding, block_size=CSV_BLOCK_BYTES, use_threads=False
-            ),
-            parse_options=pa_csv.ParseOptions(
-                delimiter=options.delimiter,
-                quote_char=options.quotechar or False,
-                escape_char=options.escapechar or False,
-                double_quote=True,
-                newlines_in_values=True,
-                invalid_row_handler=on_invalid,
-            ),
-            convert_options=pa_csv.ConvertOptions(
-                column_types={name: pa.string() for name in text_columns},
-                include_columns=columns or [],
-                null_values=list(source.null_values),
-                strings_can_be_null=True,
-                quoted_strings_can_be_null=True,
-            ),
-        )
-    finally:
-        stream.close()
-
-
 def _header(path: Path, source: SourceConfig) -> list[str]:
-    with _csv_reader(path, source, []) as reader:  # parses the first block, skips bad records
-        return list(reader.schema.names)
+    with _open_text(path, source) as stream:
+        return _read_header(path, source, _scanner(stream, source.csv))[0]
 
 
 def _open_compressed(path: Path, compression: str | None) -> BinaryIO:
-    """A Python binary stream of the file's decompressed bytes.
-
-    Python file objects on purpose: handed an arrow input stream, the CSV reader reads ahead
-    some 36 blocks (~290 MiB here), while from a Python file it reads as it parses.
-    """
+    """A Python binary stream of the file's decompressed bytes."""
     codec = compression
     if compression == "infer":
         codec = _COMPRESSION_SUFFIXES.get(path.suffix.lower())
     if codec == "gzip":
-        return gzip.open(path, "rb")
+        return gzip.open(path, "rb")  # type: ignore[return-value]
     if codec == "bz2":
-        return bz2.open(path, "rb")
+        return bz2.open(path, "rb")  # type: ignore[return-value]
     if codec == "zstd":
-        return zstandard.open(path, "rb")
+        return zstandard.open(path, "rb")  # type: ignore[return-value]
     if codec == "xz":
-        return lzma.open(path, "rb")
+        return lzma.open(path, "rb")  # type: ignore[return-value]
     if codec == "zip":
         archive = zipfile.ZipFile(path)
         members = [name for name in archive.namelist() if not name.endswith("/")]
         if len(members) != 1:
             raise SourceError(f"{path}: a zip file must hold exactly one CSV file")
-        return archive.open(members[0])
+        return archive.open(members[0])  # type: ignore[return-value]
     return path.open("rb")
 
 
@@ -259,30 +346,224 @@ _COMPRESSION_SUFFIXES = {
 def _csv_chunks(
     path: Path, source: SourceConfig, columns: list[str] | None, start_row: int
 ) -> Iterator[Chunk]:
-    malformed = _MalformedRecords()
-    chunks = _CsvChunker(path, source.chunk_rows, start_row)
-    with _csv_errors(path, chunks.known_through):
-        header = _header(path, source)
-        missing = sorted(set(columns or []) - set(header))
+    assembler: _ChunkAssembler | None = None
+
+    def rows_done() -> int:
+        return 0 if assembler is None else assembler.known_through()
+
+    with _csv_errors(path, rows_done), _open_text(path, source) as stream:
+        scanner = _scanner(stream, source.csv)
+        names, header = _read_header(path, source, scanner)
+        missing = sorted(set(columns or []) - set(names))
         if missing:
             raise SourceError(f"{path}: no column {', '.join(map(repr, missing))}")
-        reader_context = _csv_reader(path, source, header, columns, malformed)
-    with _csv_errors(path, chunks.known_through), reader_context as reader:
-        chunks.schema = reader.schema
-        for batch in reader:
-            # Arrow reports a block's bad records while parsing it, before yielding its batch.
-            chunks.add_malformed(malformed.take())
-            chunks.add_batch(batch)
-            yield from chunks.ready()
-        chunks.add_malformed(malformed.take())
-        yield from chunks.rest()
+        assembler = _ChunkAssembler(path, source, header, columns, start_row)
+        for records in scanner.records():
+            assembler.add(records)
+            yield from assembler.ready()
+        yield from assembler.rest()
 
 
-MALFORMED_TEXT_CHARS = 500
+class _ChunkAssembler:
+    """Cuts the scanner's records into chunks of `chunk_rows` consecutive data rows and has
+    arrow parse each chunk's good records.
+
+    Rows before `start_row` (resume) are dropped unparsed. A record arrow finds with the
+    wrong number of fields, one whose bytes are not in the encoding, and one the scanner set
+    aside are the chunk's `malformed` rows, each with its full raw text and lines.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        source: SourceConfig,
+        header: bytes,
+        columns: list[str] | None,
+        start_row: int,
+    ) -> None:
+        self.path = path
+        self.source = source
+        self.header = header
+        self.columns = columns
+        self.start_row = start_row
+        self.encoding = _text_encoding(source)
+        self.text_columns = {name: pa.string() for name in _names_of(header, source.csv)}
+        self._pending: list[Records] = []
+        self._bad: list[BadRecord] = []
+        self._known = 0  # data rows numbered so far
+        self._chunk_start = start_row
+
+    def known_through(self) -> int:
+        return self._known
+
+    def add(self, records: Records) -> None:
+        if len(records.rows):
+            self._known = max(self._known, int(records.rows[-1]))
+            self._pending.append(records)
+        for bad in records.bad:
+            self._known = max(self._known, bad.row)
+            self._bad.append(bad)
+
+    def ready(self) -> Iterator[Chunk]:
+        rows = self.source.chunk_rows
+        while self._chunk_start + rows - 1 <= self._known:
+            yield self._cut(self._chunk_start + rows - 1)
+
+    def rest(self) -> Iterator[Chunk]:
+        while self._chunk_start <= self._known:
+            yield self._cut(min(self._chunk_start + self.source.chunk_rows - 1, self._known))
+
+    def _cut(self, last: int) -> Chunk:
+        """The chunk of data rows `_chunk_start..last`."""
+        first = self._chunk_start
+        self._chunk_start = last + 1
+        pieces: list[Records] = []
+        kept: list[Records] = []
+        for records in self._pending:
+            upto = int(np.searchsorted(records.rows, last, side="right"))
+            if upto:
+                pieces.append(_sliced(records, 0, upto))
+            if upto < len(records.rows):
+                kept.append(_sliced(records, upto, len(records.rows)))
+        self._pending = kept
+        bad = [b for b in self._bad if b.row <= last]
+        self._bad = [b for b in self._bad if b.row > last]
+        if first > self.start_row or any(len(p.rows) and p.rows[0] < first for p in pieces):
+            pieces = [_sliced(p, int(np.searchsorted(p.rows, first)), len(p.rows)) for p in pieces]
+            bad = [b for b in bad if b.row >= first]
+        return self._parse(pieces, bad)
+
+    def _parse(self, pieces: list[Records], bad: list[BadRecord]) -> Chunk:
+        malformed = [Malformed(b.row, b.text, b.reason, b.first_line, b.last_line) for b in bad]
+        parts: list[bytes] = [self.header]
+        span_starts: list[np.ndarray] = []  # each good record's span in the payload
+        span_ends: list[np.ndarray] = []
+        rows: list[np.ndarray] = []
+        lines: list[np.ndarray] = []
+        offset = len(self.header)
+        for piece in (run for whole in pieces for run in _contiguous(whole)):
+            for run, decoded, problems in _decoded_runs(piece, self.encoding):
+                for index, reason in problems:
+                    undecodable = piece.data[piece.starts[index] : piece.ends[index]]
+                    malformed.append(
+                        Malformed(
+                            int(piece.rows[index]),
+                            _without_line_end(
+                                undecodable.decode(self.encoding, errors="backslashreplace")
+                            ),
+                            reason,
+                            int(piece.first_lines[index]),
+                            int(piece.last_lines[index]),
+                        )
+                    )
+                if run is None:
+                    continue
+                lo, hi = run
+                base = int(piece.starts[lo])
+                starts = piece.starts[lo:hi] - base + offset
+                ends = piece.ends[lo:hi] - base + offset
+                if not decoded.endswith((b"\n", b"\r")):
+                    decoded += b"\n"
+                span_starts.append(starts)
+                span_ends.append(ends)
+                rows.append(piece.rows[lo:hi])
+                lines.append(piece.first_lines[lo:hi])
+                # Re-encoding can change lengths: offsets only matter for UTF-8 input.
+                offset += len(decoded)
+                parts.append(decoded)
+        good_rows = np.concatenate(rows) if rows else np.empty(0, np.int64)
+        good_lines = np.concatenate(lines) if lines else np.empty(0, np.int64)
+        payload = b"".join(parts)
+        frame, wrong = self._arrow_frame(payload, len(good_rows))
+        keep = np.ones(len(good_rows), dtype=bool)
+        if wrong:
+            spans = list(
+                zip(
+                    np.concatenate(span_starts).tolist(),
+                    np.concatenate(span_ends).tolist(),
+                    strict=True,
+                )
+            )
+        for position, (rule, arrow_text) in wrong:
+            keep[position] = False
+            start, end = spans[position] if self.encoding_is_utf8 else (0, 0)
+            as_read = payload[start:end].decode("utf-8", errors="backslashreplace")
+            text = _without_line_end(as_read) or arrow_text
+            malformed.append(
+                Malformed(
+                    int(good_rows[position]),
+                    text,
+                    rule,
+                    int(good_lines[position]),
+                    _last_line(int(good_lines[position]), text),
+                )
+            )
+        frame.index = _row_index(good_rows[keep])
+        malformed.sort(key=lambda m: m.row)
+        all_rows = np.concatenate([good_rows, np.array([m.row for m in malformed], np.int64)])
+        all_lines = np.concatenate(
+            [good_lines, np.array([m.first_line for m in malformed], np.int64)]
+        )
+        order = np.argsort(all_rows, kind="stable")
+        warnings = [
+            f"{self.path}: data row {m.row} is a malformed record spanning lines "
+            f"{m.first_line}-{m.last_line} (a stray quote can join lines); it is in the "
+            "dead-letter file with its full text"
+            for m in malformed
+            if m.last_line > m.first_line
+        ]
+        return Chunk(
+            source=str(self.path),
+            frame=frame,
+            malformed=malformed,
+            lines=LineMap(all_rows[order], all_lines[order]),
+            warnings=warnings,
+            control_free=_CONTROL_BYTES.search(payload) is None,
+        )
+
+    @property
+    def encoding_is_utf8(self) -> bool:
+        return codecs.lookup(self.encoding).name == "utf-8"
+
+    def _arrow_frame(
+        self, payload: bytes, records: int
+    ) -> tuple[pd.DataFrame, list[tuple[int, tuple[str, str]]]]:
+        """The good records parsed, and those arrow found with the wrong number of fields:
+        (position among the records, (reason, arrow's text of it))."""
+        wrong: list[tuple[int, tuple[str, str]]] = []
+
+        def on_invalid(row: pa_csv.InvalidRow) -> str:
+            reason = f"expected {row.expected_columns} fields, found {row.actual_columns}"
+            if row.number is None:
+                raise SourceError(f"{self.path}: a record's number is unknown ({reason})")
+            wrong.append((row.number - 2, (reason, row.text)))
+            return "skip"
+
+        options = self.source.csv
+        table = pa_csv.read_csv(
+            pa.BufferReader(payload),
+            read_options=pa_csv.ReadOptions(
+                use_threads=False, block_size=max(len(payload) + 1, 1 << 20)
+            ),
+            parse_options=_parse_options(options, on_invalid),
+            convert_options=pa_csv.ConvertOptions(
+                column_types=self.text_columns,
+                include_columns=self.columns or [],
+                null_values=list(self.source.null_values),
+                strings_can_be_null=True,
+                quoted_strings_can_be_null=True,
+            ),
+        )
+        if table.num_rows + len(wrong) != records:
+            raise SourceError(
+                f"{self.path}: cannot split the records after data row {self._chunk_start - 1} "
+                "consistently (an unusual quoting?); set source.csv.quotechar / escapechar"
+            )
+        return table.to_pandas(types_mapper=pd.ArrowDtype), wrong
 
 
 class _MalformedRecords:
-    """The `invalid_row_handler`: keeps the records arrow skips until the chunker numbers them."""
+    """An `invalid_row_handler` for the row estimate: counts the records arrow skips."""
 
     def __init__(self) -> None:
         self._reported: list[pa_csv.InvalidRow] = []
@@ -296,117 +577,10 @@ class _MalformedRecords:
         return reported
 
 
-class _CsvChunker:
-    """Numbers the good rows of a CSV stream around the malformed records and cuts chunks.
-
-    Arrow leaves a malformed record out of its batches and reports it with `number`, its
-    record count from the header (header = 1; quoted newlines do not count, blank lines are
-    not records), so its data row is `number - 1`, and the good rows take the numbers left
-    between them. Each chunk covers `chunk_rows` consecutive data rows, good ones in the
-    frame and malformed ones in `malformed`; a run of malformed rows can make a chunk with an
-    empty frame. A record reported without a number, or out of order, stops the read with a
-    SourceError rather than risk numbering the rows after it wrongly.
-    """
-
-    def __init__(self, path: Path, chunk_rows: int, start_row: int) -> None:
-        self.path = path
-        self.chunk_rows = chunk_rows
-        self.start_row = start_row
-        self.schema: pa.Schema | None = None
-        self._next_row = 1  # the first data row number not yet given to a good row
-        self._last_malformed = 0
-        self._ahead: list[int] = []  # malformed rows at or after _next_row
-        self._chunk_start = start_row
-        self._batches: list[pa.RecordBatch] = []  # good rows not yet in a chunk ...
-        self._numbers: list[np.ndarray] = []  # ... and their data row numbers
-        self._malformed: list[tuple[int, str, str]] = []  # from start_row, not yet in a chunk
-
-    def known_through(self) -> int:
-        """The data rows 1..n whose fate (good or malformed) is known."""
-        known = self._next_row - 1
-        for row in self._ahead:
-            if row != known + 1:
-                break
-            known = row
-        return known
-
-    def add_malformed(self, rows: list[pa_csv.InvalidRow]) -> None:
-        for invalid in rows:
-            reason = f"expected {invalid.expected_columns} fields, found {invalid.actual_columns}"
-            if invalid.number is None:
-                raise SourceError(
-                    f"{self.path}: a record after data row {self.known_through()} has the wrong "
-                    f"number of fields ({reason}) and its row number is unknown"
-                )
-            row = invalid.number - 1  # the header is record 1
-            if row < self._next_row or row <= self._last_malformed:
-                raise SourceError(
-                    f"{self.path}: cannot number the rows around a record with the wrong number "
-                    f"of fields ({reason}) near data row {row}"
-                )
-            self._last_malformed = row
-            self._ahead.append(row)
-            if row >= self.start_row:
-                self._malformed.append((row, _shorten(invalid.text), reason))
-
-    def add_batch(self, batch: pa.RecordBatch) -> None:
-        count = batch.num_rows
-        if count == 0:
-            return
-        numbers = _good_row_numbers(self._next_row, count, self._ahead)
-        self._next_row = int(numbers[-1]) + 1
-        self._ahead = [row for row in self._ahead if row >= self._next_row]
-        if self._next_row <= self.start_row:  # wholly before start_row: drop unconverted
-            return
-        first = int(np.searchsorted(numbers, self.start_row))
-        self._batches.append(batch.slice(first))
-        self._numbers.append(numbers[first:])
-
-    def ready(self) -> Iterator[Chunk]:
-        """The chunks whose every row is known."""
-        while self._chunk_start + self.chunk_rows - 1 <= self.known_through():
-            yield self._cut(self._chunk_start + self.chunk_rows - 1)
-
-    def rest(self) -> Iterator[Chunk]:
-        """At the end of the stream: every row is known; the last chunks."""
-        last = max(self._next_row - 1, self._last_malformed)
-        while self._chunk_start <= last:
-            yield self._cut(min(self._chunk_start + self.chunk_rows - 1, last))
-
-    def _cut(self, last: int) -> Chunk:
-        """The chunk of data rows `_chunk_start..last`."""
-        table = pa.Table.from_batches(self._batches, schema=self.schema)
-        numbers = np.concatenate(self._numbers) if self._numbers else np.empty(0, np.int64)
-        count = int(np.searchsorted(numbers, last, side="right"))
-        rest = table.slice(count)
-        self._batches, self._numbers = rest.to_batches(), [numbers[count:]]
-        split = next((i for i, bad in enumerate(self._malformed) if bad[0] > last), None)
-        split = len(self._malformed) if split is None else split
-        malformed, self._malformed = self._malformed[:split], self._malformed[split:]
-        self._chunk_start = last + 1
-        frame = table.slice(0, count).to_pandas(types_mapper=pd.ArrowDtype)
-        frame.index = _row_index(numbers[:count])
-        return Chunk(source=str(self.path), frame=frame, malformed=malformed)
-
-
-def _good_row_numbers(next_row: int, count: int, malformed: list[int]) -> np.ndarray:
-    """The `count` data row numbers from `next_row` on that are not `malformed` rows."""
-    candidates = np.arange(next_row, next_row + count + len(malformed), dtype=np.int64)
-    if malformed:
-        candidates = candidates[~np.isin(candidates, malformed)]
-    return candidates[:count]
-
-
 def _row_index(numbers: np.ndarray) -> pd.Index:
     if len(numbers) and int(numbers[-1]) - int(numbers[0]) == len(numbers) - 1:
         return pd.RangeIndex(int(numbers[0]), int(numbers[-1]) + 1)
     return pd.Index(numbers, dtype="int64")
-
-
-def _shorten(text: str) -> str:
-    if len(text) <= MALFORMED_TEXT_CHARS:
-        return text
-    return text[: MALFORMED_TEXT_CHARS - 1] + "…"
 
 
 @contextmanager
@@ -419,18 +593,11 @@ def _csv_errors(path: Path, rows_done: Callable[[], int]) -> Iterator[None]:
     except UnicodeDecodeError as error:
         raise SourceError(
             f"{path}: not valid {error.encoding} after data row {rows_done()} "
-            f"({error.reason}); set source.csv.encoding"
+            f"(bytes {error.object[error.start : error.end]!r}); set source.csv.encoding"
         ) from None
     except pa.ArrowInvalid as error:
-        text = str(error)
-        if "UTF8" in text or "decode" in text.lower():
-            raise SourceError(
-                f"{path}: not valid UTF-8 after data row {rows_done()}; set source.csv.encoding"
-            ) from None
-        if "Empty CSV file" in text:
-            raise SourceError(f"{path}: the file is empty (no header row)") from None
         raise SourceError(
-            f"{path}: cannot parse CSV after data row {rows_done()}: {text}"
+            f"{path}: cannot parse CSV after data row {rows_done()}: {_printable(str(error))}"
         ) from None
     except OSError as error:
         raise SourceError(f"{path}: cannot read: {error.strerror or error}") from None
@@ -442,7 +609,89 @@ def _csv_errors(path: Path, rows_done: Callable[[], int]) -> Iterator[None]:
         zlib.error,
         zstandard.ZstdError,
     ) as error:
-        raise SourceError(f"{path}: cannot read: {error}") from None
+        raise SourceError(f"{path}: cannot read: {_printable(str(error))}") from None
+
+
+def _printable(text: str) -> str:
+    """Text safe for a terminal: control characters and odd bytes escaped."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def _names_of(header: bytes, options: CsvOptions) -> list[str]:
+    table = pa_csv.read_csv(
+        pa.BufferReader(header),
+        read_options=pa_csv.ReadOptions(use_threads=False),
+        parse_options=_parse_options(options, _skip_invalid),
+    )
+    return list(table.schema.names)
+
+
+def _last_line(first: int, text: str) -> int:
+    return first + text.count("\n")
+
+
+def _without_line_end(text: str) -> str:
+    """A record's text without the newline that ends it (quoted newlines stay)."""
+    for end in ("\r\n", "\n", "\r"):
+        if text.endswith(end):
+            return text[: -len(end)]
+    return text
+
+
+def _contiguous(records: Records) -> Iterator[Records]:
+    """The records in runs that sit next to each other in `data` (records set aside, and
+    blank lines, leave gaps)."""
+    gaps = np.flatnonzero(records.starts[1:] != records.ends[:-1]) + 1
+    bounds = [0, *gaps.tolist(), len(records.rows)]
+    for lo, hi in itertools.pairwise(bounds):
+        if hi > lo:
+            yield _sliced(records, lo, hi)
+
+
+def _sliced(records: Records, lo: int, hi: int) -> Records:
+    return Records(
+        records.data,
+        records.starts[lo:hi],
+        records.ends[lo:hi],
+        records.rows[lo:hi],
+        records.first_lines[lo:hi],
+        records.last_lines[lo:hi],
+    )
+
+
+def _decoded_runs(
+    piece: Records, encoding: str
+) -> Iterator[tuple[tuple[int, int] | None, bytes, list[tuple[int, str]]]]:
+    """The piece's records as UTF-8, in runs between records whose bytes are not valid in
+    `encoding`: (record index range or None, UTF-8 bytes, [(bad record index, reason)])."""
+    count = len(piece.rows)
+    if not count:
+        return
+    utf8 = codecs.lookup(encoding).name == "utf-8"
+    lo = 0
+    while lo < count:
+        start = int(piece.starts[lo])
+        end = int(piece.ends[count - 1])
+        raw = piece.data[start:end]
+        try:
+            text = raw.decode(encoding)
+        except UnicodeDecodeError as error:
+            at = start + error.start
+            bad = int(np.searchsorted(piece.ends, at, side="right"))
+            good = piece.data[start : int(piece.starts[bad])]
+            # The bytes as a quoted value (as rules show values), so reasons group by rule.
+            shown = repr(error.object[error.start : error.end])[1:]
+            reason = (
+                f"bytes not valid in {encoding}: {shown} (set source.csv.encoding if the file"
+                " is not all in one encoding)"
+            )
+            run = (lo, bad) if bad > lo else None
+            decoded = good if utf8 else good.decode(encoding).encode("utf-8")
+            yield run, decoded, [(bad, reason)]
+            lo = bad + 1
+            continue
+        yield (lo, count), raw if utf8 else text.encode("utf-8"), []
+        return
 
 
 # --- Parquet -----------------------------------------------------------------------------
@@ -450,11 +699,18 @@ def _csv_errors(path: Path, rows_done: Callable[[], int]) -> Iterator[None]:
 
 def _parquet_file(path: Path) -> pq.ParquetFile:
     try:
-        return pq.ParquetFile(path)
+        # Spark's INT96 timestamps in microseconds: as nanoseconds, values outside 1677-2262
+        # (9999-12-31, the usual "no end") would wrap around silently.
+        return pq.ParquetFile(path, coerce_int96_timestamp_unit="us")
     except OSError as error:
         raise SourceError(f"{path}: cannot read as Parquet: {error}") from None
     except pa.ArrowInvalid as error:
         raise SourceError(f"{path}: not a Parquet file: {error}") from None
+
+
+def parquet_schema(path: Path) -> pa.Schema:
+    """A Parquet file's arrow schema, as the reader sees it (INT96 in microseconds)."""
+    return _parquet_file(path).schema_arrow
 
 
 def _parquet_chunks(
@@ -506,7 +762,17 @@ def _first_row_group(metadata: pq.FileMetaData, start_row: int) -> tuple[int, in
 
 def record_of(frame: pd.DataFrame, row: int) -> dict[str, Any]:
     """The row numbered `row` as read, with every value JSON-ready (missing cells are None)."""
-    return {str(column): _json_value(frame.at[row, column]) for column in frame.columns}
+    return {str(column): _json_value(_cell(frame, row, column)) for column in frame.columns}
+
+
+def _cell(frame: pd.DataFrame, row: int, column: Any) -> Any:
+    try:
+        return frame.at[row, column]
+    except (OverflowError, ValueError):
+        # A value Python cannot hold (a timestamp past year 9999): arrow writes it as text.
+        position = int(np.flatnonzero(frame.index == row)[0])
+        cell = pa.array(frame[column].iloc[position : position + 1])
+        return pa.compute.cast(cell, pa.string())[0].as_py()
 
 
 def _json_value(value: Any) -> Any:

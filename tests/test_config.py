@@ -392,3 +392,83 @@ def test_list_items_and_number_keys_are_named() -> None:
     message = refusal("source: {null_values: ['', 3]}\nmapping: {attributes: {123: city}}")
     assert "source.null_values[1]: must be text" in message
     assert "mapping.attributes.123: this key must be text" in message
+
+
+# --- issue 9: secrets in errors, the key file, credentials, YAML aliases, workspace ids ---------
+
+
+@pytest.fixture
+def no_secrets() -> Any:
+    from importer.config import forget_secrets
+
+    forget_secrets()
+    yield
+    forget_secrets()
+
+
+def test_redact_hides_a_secret_and_long_runs_of_it_in_any_case(no_secrets: None) -> None:
+    from importer.config import redact, register_secret
+
+    register_secret("Zq8Rt2Vw9Lm4Xp7Nc3Bv", "${MY_TOKEN}")
+    assert redact("no column 'Zq8Rt2Vw9Lm4Xp7Nc3Bv'") == "no column '${MY_TOKEN}'"
+    assert redact("shown 'zq8rt2vw9lm4xp…'") == "shown '${MY_TOKEN}…'"  # cut, lower-cased
+    assert redact("distinct words stay") == "distinct words stay"
+
+
+def test_a_secret_variable_in_a_value_is_never_in_the_error(no_secrets: None) -> None:
+    env = {**ENV, "S3_SECRET": "Zq8Rt2Vw9Lm4Xp7Nc3Bv"}
+    tree = job_tree(
+        "mapping: {attributes: {t: {column: c, type: datetime, timezone: '${S3_SECRET}'}}}"
+    )
+    with pytest.raises(ConfigError) as caught:
+        parse_job(tree, env=env)
+    assert "Zq8Rt2Vw9Lm4Xp7Nc3Bv" not in str(caught.value)
+    assert "'${S3_SECRET}'" in str(caught.value)
+
+
+def test_api_key_file_drops_one_trailing_newline(tmp_path: Path) -> None:
+    key_file = tmp_path / "key"
+    key_file.write_text("sk-from-file-123\n")
+    tree = job_tree()
+    del tree["api"]["api_key"]
+    tree["api"]["api_key_file"] = str(key_file)
+    job = parse_job(tree, env=ENV)
+    assert job.api.api_key.get_secret_value() == "sk-from-file-123"
+    key_file.write_text("sk-from-file-123\n\n")
+    with pytest.raises(ConfigError, match=r"api\.api_key_file: .*whitespace"):
+        parse_job(tree, env=ENV)
+    tree["api"]["api_key"] = "x"
+    with pytest.raises(ConfigError, match=r"either api\.api_key or api\.api_key_file"):
+        parse_job(tree, env=ENV)
+
+
+def test_a_key_with_surrounding_whitespace_is_refused_with_a_hint() -> None:
+    tree = job_tree("api: {api_key: '${MOENGAGE_API_KEY}'}")
+    with pytest.raises(ConfigError, match=r"api\.api_key: .*whitespace.*cat keyfile"):
+        parse_job(tree, env={**ENV, "MOENGAGE_API_KEY": SECRET + "\n"})
+
+
+def test_credentials_are_optional_only_when_nothing_is_sent() -> None:
+    tree = job_tree("api: {workspace_id: '${WS}', api_key: '${KEY}'}")
+    job = parse_job(tree, env={}, need_credentials=False)
+    assert job.api.api_key.get_secret_value() == ""
+    with pytest.raises(ConfigError, match="KEY is not set"):
+        parse_job(tree, env={})
+
+
+@pytest.mark.parametrize("workspace", ["a:b", "a/b", "a b", "a?b", "a#b", "a%2F"])
+def test_workspace_ids_that_cannot_be_in_a_url_path_or_user_name(workspace: str) -> None:
+    assert "api.workspace_id: may hold only" in refusal(f"api: {{workspace_id: '{workspace}'}}")
+
+
+def test_recursive_yaml_aliases_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "job.yaml"
+    path.write_text("a: &a [1, *a]\n")
+    with pytest.raises(ConfigError, match="refers to itself"):
+        load_job(path, {})
+
+
+def test_unknown_keys_still_name_their_path() -> None:
+    assert "source.csv.max_record_byte: unknown key (did you mean max_record_bytes?)" in refusal(
+        "source: {csv: {max_record_byte: 10}}"
+    )

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gzip
+import os
+import re
 from datetime import datetime
 from pathlib import Path
 
@@ -203,7 +205,7 @@ def test_output_is_yaml_with_comments_a_person_can_read(tmp_path: Path) -> None:
 def test_missing_input_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(ScaffoldError, match="no such file or directory"):
         scaffold_job(str(tmp_path / "nope.csv"))
-    with pytest.raises(ScaffoldError, match="no data files"):
+    with pytest.raises(ScaffoldError, match="no CSV or Parquet files"):
         scaffold_job(str(tmp_path))
 
 
@@ -252,3 +254,24 @@ def test_more_columns_than_moengage_allows_are_left_commented(tmp_path: Path) ->
     job, text = scaffolded(source, tmp_path)
     assert len(job.mapping.attributes) == 256
     assert "# c299: c299" in text
+
+
+def test_a_csv_named_txt_in_a_folder_scaffolds_a_job_that_validates(tmp_path: Path) -> None:
+    """init finds files as the job does (sources.discover), so validate reads the same."""
+    from conftest import run_cli
+
+    folder = tmp_path / "exports"
+    folder.mkdir()
+    (folder / "users.txt").write_text("user_id,first_name\nu1,Ann\nu2,Bo\n")
+    init = run_cli("init", str(folder))
+    assert init.returncode == 0, init.stderr
+    assert "format: csv" in init.stdout
+    job = yaml.safe_load(init.stdout)
+    job["output"] = {k: str(tmp_path / "out" / Path(v).name) for k, v in job["output"].items()}
+    job_file = tmp_path / "job.yaml"
+    job_file.write_text(yaml.safe_dump(job))
+    # No credentials in the environment: validate sends nothing and needs none.
+    assert "MOENGAGE_API_KEY" not in os.environ
+    validate = run_cli("validate", str(job_file), "--no-progress")
+    assert validate.returncode == 0, validate.stderr
+    assert re.search(r"rows read +2\n", validate.stdout), validate.stdout
