@@ -52,8 +52,9 @@ check: install
 
 lint: check
 
+# BENCH_ARGS="--runs 1" for a quick look; the README's figures come from the default 3.
 bench: install
-	$(BIN)/python -m scripts.bench
+	$(BIN)/python -m scripts.bench $(BENCH_ARGS)
 
 clean:
 	rm -rf out .pytest_cache .mypy_cache bench_data
