@@ -388,6 +388,15 @@ def machine() -> str:
     )
 
 
+def spread_note(runs: int) -> str:
+    if runs == 1:
+        return "Each figure is from a single round (`--runs 1`)."
+    return (
+        f"Each figure is the median of {runs} rounds with the lowest and highest in brackets; "
+        "each ratio pairs two figures of one round."
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3, help="rounds per figure (default 3)")
@@ -412,9 +421,8 @@ def main() -> int:
     table += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
     notes = [
         f"Command `make bench`, {when:%Y-%m-%d %H:%M} UTC, commit {git_commit()}. "
-        f"Each figure is the median of {runs} rounds with the lowest and highest in brackets; "
-        "each ratio pairs two figures of one round. Peak memory is the command's own "
-        "maximum resident set after its exec.",
+        f"{spread_note(runs)} Peak memory is the command's own maximum resident set after "
+        "its exec.",
         f"Machine: {machine()}; load average {load_before:.1f} at the start, "
         f"{os.getloadavg()[0]:.1f} at the end; the bench took {minutes:.1f} minutes.",
         cross_check,
