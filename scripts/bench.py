@@ -5,8 +5,8 @@ Prints a markdown table the README takes verbatim (also bench_data/results.md):
    with (pandas read_csv, iterrows, a dict per row, json.dumps), the two run in turn;
 2. `validate` on 5,000,000 rows, and each command's own peak memory (scripts/measure.py);
 3. an unthrottled `run` into the sandbox (20 ms latency) beside a requests.post loop;
-4. a history export (3 rows per customer, newest last) run the same way, beside 3: what
-   keeping each customer's rows in file order costs;
+4. a history export (3 rows per customer, newest last) run the same way, in turn with 3
+   (ABBA): what keeping each customer's rows in file order costs;
 5. a paced run's share of the limit and its busiest window;
 6. the time to the first request on the 5M-row file.
 Every ratio pairs two figures from the same round, never medians from different rounds.
@@ -20,6 +20,7 @@ import os
 import platform
 import re
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -213,12 +214,15 @@ def requests_loop(url: str, users: int) -> float:
 
 
 def delivery(distinct: Path, history: Path, runs: int) -> list[TableRow]:
-    """Distinct customers, then the history export (alternating which goes first), then
-    the requests.post loop, into one sandbox per round."""
+    """Per round, in one sandbox: distinct customers, the history export twice, distinct
+    customers again (ABBA, so a host slowing or speeding up mid-round cancels out of the
+    ratio), then the requests.post loop. A round's time for each file is its mean."""
     plain: list[Measured] = []
     ordered: list[Measured] = []
+    plain_seconds: list[float] = []
+    ordered_seconds: list[float] = []
     loop_rates: list[float] = []
-    duplicates: set[object] = set()
+    duplicates: set[int] = set()
     for round_ in range(1, runs + 1):
         print(
             f"bench: unthrottled runs into the sandbox (20 ms latency), round {round_} ...",
@@ -229,20 +233,24 @@ def delivery(distinct: Path, history: Path, runs: int) -> list[TableRow]:
                 "unthrottled": write_job("unthrottled", distinct, url, UNLIMITED, 60),
                 "history": write_job("history", history, url, UNLIMITED, 60),
             }
-            names = list(jobs) if round_ % 2 else list(reversed(jobs))
-            for name in names:
-                measured = measured_cli("run", str(jobs[name]))
-                (plain if name == "unthrottled" else ordered).append(measured)
-            duplicates.add(report_of("history").get("duplicate_customers", "not counted"))
+            this_round: dict[str, list[Measured]] = {name: [] for name in jobs}
+            for name in ("unthrottled", "history", "history", "unthrottled"):
+                this_round[name].append(measured_cli("run", str(jobs[name])))
+            if "duplicate_customers" in (report := report_of("history")):
+                duplicates.add(int(report["duplicate_customers"]))
             loop_rates.append(requests_loop(url, REQUESTS_USERS))
-    plain_rates = [DELIVERY_ROWS / m.seconds for m in plain]
-    ordered_rates = [DELIVERY_ROWS / m.seconds for m in ordered]
+        plain += this_round["unthrottled"]
+        ordered += this_round["history"]
+        plain_seconds.append(statistics.mean(m.seconds for m in this_round["unthrottled"]))
+        ordered_seconds.append(statistics.mean(m.seconds for m in this_round["history"]))
+    plain_rates = [DELIVERY_ROWS / s for s in plain_seconds]
+    ordered_rates = [DELIVERY_ROWS / s for s in ordered_seconds]
     history_share = Spread.of(o / p for o, p in zip(ordered_rates, plain_rates, strict=True))
     verdict = "meets" if history_share.median >= HISTORY_FLOOR else "MISSES"
     return [
         (
             "unthrottled run into the sandbox, 20 ms latency, 300k customers",
-            rate_and_time(DELIVERY_ROWS, [m.seconds for m in plain], "users/s"),
+            rate_and_time(DELIVERY_ROWS, plain_seconds, "users/s"),
             f"{Spread.of(loop_rates).show(',.0f', ' users/s')} (requests.post per user)",
             Spread.of(p / r for p, r in zip(plain_rates, loop_rates, strict=True)).show(
                 ",.0f", "x"
@@ -251,8 +259,8 @@ def delivery(distinct: Path, history: Path, runs: int) -> list[TableRow]:
         (
             f"history export the same way: {DELIVERY_ROWS // 1000}k rows, "
             f"{HISTORY_VERSIONS} per customer, newest last",
-            rate_and_time(DELIVERY_ROWS, [m.seconds for m in ordered], "rows/s"),
-            f"duplicate_customers: {', '.join(map(fmt_count, sorted(duplicates, key=str)))}",
+            rate_and_time(DELIVERY_ROWS, ordered_seconds, "rows/s") + counted(duplicates),
+            "",
             f"{history_share.show('.2f')} of the row above "
             f"({verdict} the {HISTORY_FLOOR:.2f} floor)",
         ),
@@ -265,8 +273,11 @@ def delivery(distinct: Path, history: Path, runs: int) -> list[TableRow]:
     ]
 
 
-def fmt_count(value: object) -> str:
-    return f"{value:,}" if isinstance(value, int) else str(value)
+def counted(duplicates: set[int]) -> str:
+    """The report's duplicate_customers, once the code counts them (issue 8)."""
+    if not duplicates:
+        return ""
+    return "; duplicate_customers " + " / ".join(f"{d:,}" for d in sorted(duplicates))
 
 
 def steady_share(arrivals: list[dict[str, Any]], period: float, updates: int) -> float:
