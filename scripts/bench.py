@@ -161,7 +161,7 @@ def validate_rows(
         (
             "peak memory of validate, 1M / 5M rows",
             f"{peak(ours_1m)} / {peak(ours_5m)}",
-            f"{peak([p.measured for p in plain_1m])} (1M rows)",
+            f"1M rows: {peak([p.measured for p in plain_1m])}",
             "5M/1M = "
             + Spread.of(
                 five.peak_mib / one.peak_mib for one, five in zip(ours_1m, ours_5m, strict=True)
@@ -251,7 +251,7 @@ def delivery(distinct: Path, history: Path, runs: int) -> list[TableRow]:
         (
             "unthrottled run into the sandbox, 20 ms latency, 300k customers",
             rate_and_time(DELIVERY_ROWS, plain_seconds, "users/s"),
-            f"{Spread.of(loop_rates).show(',.0f', ' users/s')} (requests.post per user)",
+            f"requests.post per user: {Spread.of(loop_rates).show(',.0f', ' users/s')}",
             Spread.of(p / r for p, r in zip(plain_rates, loop_rates, strict=True)).show(
                 ",.0f", "x"
             ),
