@@ -353,7 +353,7 @@ def first_request(five: Path, runs: int) -> list[TableRow]:
     ]
 
 
-def memory_cross_check(one: Path, ours_1m: list[Measured]) -> str:
+def memory_cross_check(ours_1m: list[Measured]) -> str:
     """validate 1M once more, under GNU time -v, which also reports the command's own peak."""
     sampled = Spread.of(m.sampled_peak_mib or 0 for m in ours_1m)
     ours = (
@@ -425,7 +425,7 @@ def main() -> int:
     rows += delivery(distinct, history, runs)
     rows += paced(paced_source, runs)
     rows += first_request(five, runs)
-    cross_check = memory_cross_check(one, ours_1m)
+    cross_check = memory_cross_check(ours_1m)
 
     minutes = (time.monotonic() - started) / 60
     table = ["| measure | moe-import | plain approach | ratio |", "| --- | --- | --- | --- |"]
