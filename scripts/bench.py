@@ -6,7 +6,7 @@ Prints a markdown table the README takes verbatim (also bench_data/results.md):
 2. `validate` on 5,000,000 rows, and each command's own peak memory (scripts/measure.py);
 3. an unthrottled `run` into the sandbox (20 ms latency) beside a requests.post loop;
 4. a history export (3 rows per customer, newest last) run the same way, in turn with 3
-   (ABBA): what keeping each customer's rows in file order costs;
+   (ABBA BAAB): what keeping each customer's rows in file order costs;
 5. a paced run's share of the limit and its busiest window;
 6. the time to the first request on the 5M-row file.
 Every ratio pairs two figures from the same round, never medians from different rounds.
@@ -53,6 +53,8 @@ NO_API = "http://127.0.0.1:9"  # validate sends nothing
 UNLIMITED = 100_000_000
 DELIVERY_ROWS = 300_000
 HISTORY_CUSTOMERS = DELIVERY_ROWS // HISTORY_VERSIONS
+_A, _B = "unthrottled", "history"
+DELIVERY_ORDER = (_A, _B, _B, _A, _B, _A, _A, _B)  # ABBA BAAB: drift cancels out
 HISTORY_FLOOR = 0.80  # issue 8: ordering may cost at most 20% of the plain rate
 REQUESTS_USERS = 300
 PACED_UPDATES, PACED_PERIOD, PACED_ROWS = 3000, 5.0, 15_000
@@ -214,9 +216,10 @@ def requests_loop(url: str, users: int) -> float:
 
 
 def delivery(distinct: Path, history: Path, runs: int) -> list[TableRow]:
-    """Per round, in one sandbox: distinct customers, the history export twice, distinct
-    customers again (ABBA, so a host slowing or speeding up mid-round cancels out of the
-    ratio), then the requests.post loop. A round's time for each file is its mean."""
+    """Per round, in one sandbox: distinct customers (A) and the history export (B) four
+    times each in the order ABBA BAAB, so a host slowing down or speeding up mid-round
+    cancels out of the ratio; then the requests.post loop. A round's time for each file is
+    the mean of its four runs: on a shared host single runs of either vary by 30%."""
     plain: list[Measured] = []
     ordered: list[Measured] = []
     plain_seconds: list[float] = []
@@ -234,7 +237,7 @@ def delivery(distinct: Path, history: Path, runs: int) -> list[TableRow]:
                 "history": write_job("history", history, url, UNLIMITED, 60),
             }
             this_round: dict[str, list[Measured]] = {name: [] for name in jobs}
-            for name in ("unthrottled", "history", "history", "unthrottled"):
+            for name in DELIVERY_ORDER:
                 this_round[name].append(measured_cli("run", str(jobs[name])))
             if "duplicate_customers" in (report := report_of("history")):
                 duplicates.add(int(report["duplicate_customers"]))
