@@ -1,32 +1,60 @@
-# moe-import: install, demo, test, lint, bench. Every target creates .venv if needed.
+# moe-import: install, demo, test, check, bench. Every target creates .venv if needed.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+CONSTRAINTS := constraints.txt
+LOCK_VENV := .venv-lock
+# pytest exits 5 when it selects no test: not a failure of the code.
+PYTEST := $(BIN)/python -m pytest -q
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test test-fast check lint lock bench clean
 
 install: $(STAMP)
 
-# Reinstall only when the project's declared dependencies change.
-$(STAMP): pyproject.toml
+# Reinstall only when the declared dependencies or their pinned versions change.
+$(STAMP): pyproject.toml $(CONSTRAINTS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --constraint $(CONSTRAINTS) pip
+	$(BIN)/python -m pip install --quiet --constraint $(CONSTRAINTS) -e '.[dev]'
 	touch $(STAMP)
+
+# Re-resolve every dependency in a fresh venv and pin what it got (run after editing
+# pyproject.toml's dependencies, or to take newer releases).
+lock:
+	rm -rf $(LOCK_VENV)
+	$(PYTHON) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(LOCK_VENV)/bin/python -m pip install --quiet -e '.[dev]'
+	{ echo "# Pinned by 'make lock' ($$($(LOCK_VENV)/bin/python -V)); 'make install' uses it."; \
+	  $(LOCK_VENV)/bin/python -m pip freeze --all --exclude moe-import; \
+	} > $(CONSTRAINTS)
+	rm -rf $(LOCK_VENV)
 
 demo: install
 	$(BIN)/python scripts/demo.py
 
+# The whole suite (what .ci/run runs).
 test: install
-	$(BIN)/python -m pytest -q
+	$(PYTEST) || test $$? -eq 5
 
-lint: install
-	$(BIN)/ruff check importer tests scripts
+# Everything but the end-to-end and slow tests: seconds, for the edit-test loop.
+test-fast: install
+	$(PYTEST) -m "not e2e and not slow" || test $$? -eq 5
+
+# Formatting, lint and types. scripts/ is typed on its own: the benchmark imports the
+# tests' sandbox helpers as tests.sandbox_proc, the tests themselves as sandbox_proc.
+check: install
 	$(BIN)/ruff format --check importer tests scripts
+	$(BIN)/ruff check importer tests scripts
+	$(BIN)/mypy importer tests
+	$(BIN)/mypy scripts
 
+lint: check
+
+# BENCH_ARGS="--runs 1" for a quick look; the README's figures come from the default 3.
 bench: install
-	$(BIN)/python scripts/bench.py
+	$(BIN)/python -m scripts.bench $(BENCH_ARGS)
 
 clean:
-	rm -rf out .pytest_cache bench_data
+	rm -rf out .pytest_cache .mypy_cache bench_data

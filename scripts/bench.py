@@ -1,122 +1,74 @@
-"""`make bench`: generate data, then measure moe-import side by side with the plain approach.
+"""`make bench`: moe-import beside the plain approach, each figure the median of 3 runs.
 
-Prints a markdown table (and writes bench_data/results.md):
-1. `validate` on a 1,000,000-row, 12-column CSV vs the plain script most teams start with
-   (pandas read_csv, iterrows, a dict per row, json.dumps);
-2. an unthrottled `run` into the sandbox (20 ms latency) vs a loop of requests.post per user;
-3. peak memory of `validate` at 1M and 5M rows;
-4. a paced run's share of the limit and its busiest window;
-5. time to the first request on the 5M-row file.
+Prints a markdown table the README takes verbatim (also bench_data/results.md):
+1. `validate` on a 1,000,000-row, 12-column CSV beside the plain script most teams start
+   with (pandas read_csv, iterrows, a dict per row, json.dumps), the two run in turn;
+2. `validate` on 5,000,000 rows, and each command's own peak memory (scripts/measure.py);
+3. an unthrottled `run` into the sandbox (20 ms latency) beside a requests.post loop;
+4. a history export (3 rows per customer, newest last) run the same way, in turn with 3
+   (ABBA BAAB): what keeping each customer's rows in file order costs;
+5. a paced run's share of the limit and its busiest window;
+6. the time to the first request on the 5M-row file.
+Every ratio pairs two figures from the same round, never medians from different rounds.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
+import re
 import signal
+import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Container, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-import pandas as pd
 import requests
 import yaml
 
+from importer.sandbox import launched
+from scripts.bench_data import (
+    HISTORY_VERSIONS,
+    MAPPING,
+    head,
+    history_file,
+    users_files,
+)
+from scripts.measure import Measured, run_measured
+from scripts.spread import Spread
+from tests.sandbox_proc import max_in_any_window, read_json_lines
+
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "bench_data"
-sys.path.insert(0, str(ROOT / "tests"))
-from sandbox_proc import max_in_any_window, read_json_lines  # noqa: E402
+NO_API = "http://127.0.0.1:9"  # validate sends nothing
+UNLIMITED = 100_000_000
+DELIVERY_ROWS = 300_000
+HISTORY_CUSTOMERS = DELIVERY_ROWS // HISTORY_VERSIONS
+_A, _B = "unthrottled", "history"
+DELIVERY_ORDER = (_A, _B, _B, _A, _B, _A, _A, _B)  # ABBA BAAB: drift cancels out
+HISTORY_FLOOR = 0.80  # issue 8: ordering may cost at most 20% of the plain rate
+REQUESTS_USERS = 300
+PACED_UPDATES, PACED_PERIOD, PACED_ROWS = 3000, 5.0, 15_000
+GNU_TIME = Path("/usr/bin/time")
 
-from importer.sandbox import launched  # noqa: E402
-
-COLUMNS = [
-    "user_id", "first_name", "last_name", "email", "phone", "city",
-    "loyalty_points", "lifetime_value", "is_super", "signup_at", "birthday", "interests",
-]  # fmt: skip
-
-MAPPING = {
-    "customer_id": "user_id",
-    "attributes": {
-        "first_name": "first_name",
-        "last_name": "last_name",
-        "email": "email",
-        "phone": "phone",
-        "city": "city",
-        "loyalty_points": {"column": "loyalty_points", "type": "integer"},
-        "lifetime_value": {"column": "lifetime_value", "type": "number"},
-        "super_user": {"column": "is_super", "type": "boolean"},
-        "signup_at": {"column": "signup_at", "type": "datetime"},
-        "birthday": {"column": "birthday", "type": "date"},
-        "interests": {"column": "interests", "type": "array", "separator": "|"},
-    },
-}
+TableRow = tuple[str, str, str, str]
 
 
-def generate(rows: int, seed: int = 1) -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    first = np.array(
-        ["Ada", "Bob", "Chen", "Dana", "Emeka", "Fatima", "Gus", "Hana", "Ivan", "Jun"]
-    )
-    last = np.array(["Smith", "Okafor", "Müller", "Tanaka", "Silva", "Khan", "Novak", "Rossi"])
-    cities = np.array(["Berlin", "Lagos", "Mumbai", "São Paulo", "Jakarta", "Austin", "Paris"])
-    tags = np.array(["sports", "books", "travel", "music", "food", "tech", "games"])
-    ids = np.arange(1, rows + 1)
-    points = rng.integers(0, 50_000, rows).astype(str).astype(object)
-    points[rng.random(rows) < 0.05] = ""
-    base = np.datetime64("2020-01-01T00:00:00")
-    signup = base + rng.integers(0, 5 * 365 * 86400, rows).astype("timedelta64[s]")
-    birthday = np.datetime64("1950-01-01") + rng.integers(0, 50 * 365, rows).astype(
-        "timedelta64[D]"
-    )
-    interests = ["|".join(tags[rng.integers(0, len(tags), k)]) for k in rng.integers(0, 4, rows)]
-    frame = pd.DataFrame(
-        {
-            "user_id": np.char.zfill(ids.astype(str), 9),
-            "first_name": first[rng.integers(0, len(first), rows)],
-            "last_name": last[rng.integers(0, len(last), rows)],
-            "email": [f"user{i}@example.com" for i in ids],
-            "phone": ["+4915" + str(n) for n in rng.integers(10_000_000, 99_999_999, rows)],
-            "city": cities[rng.integers(0, len(cities), rows)],
-            "loyalty_points": points,
-            "lifetime_value": np.round(rng.random(rows) * 1000, 2),
-            "is_super": rng.choice(np.array(["true", "false", "yes", "no"]), rows),
-            "signup_at": np.datetime_as_string(signup, unit="s"),
-            "birthday": np.datetime_as_string(birthday, unit="D"),
-            "interests": interests,
-        }
-    )
-    return frame[COLUMNS]
-
-
-def ensure_data() -> tuple[Path, Path]:
-    DATA.mkdir(exist_ok=True)
-    one, five = DATA / "users_1m.csv", DATA / "users_5m.csv"
-    if not one.exists():
-        print("bench: generating 1,000,000 rows ...", flush=True)
-        generate(1_000_000).to_csv(one, index=False)
-    if not five.exists():
-        print("bench: building the 5,000,000-row file (the 1M rows five times) ...", flush=True)
-        body = one.read_bytes().split(b"\n", 1)[1]
-        with five.open("wb") as out:
-            out.write(",".join(COLUMNS).encode() + b"\n")
-            for _ in range(5):
-                out.write(body)
-    return one, five
-
-
-def write_job(
-    path: Path, source: Path, url: str, updates: int, period: float, **delivery: object
-) -> Path:
-    out = DATA / "out" / path.stem
+def write_job(name: str, source: Path, url: str, updates: int, period: float) -> Path:
+    out = DATA / "out" / name
     job = {
         "api": {"base_url": url, "workspace_id": "SANDBOX", "api_key": "sandbox-key"},
         "rate_limit": {"updates": updates, "period_seconds": period},
-        "delivery": {"concurrency": 8, **delivery},
+        "delivery": {"concurrency": 8},
         "source": {"path": str(source)},
         "mapping": MAPPING,
         "output": {
@@ -125,22 +77,26 @@ def write_job(
             "report": str(out / "report.json"),
         },
     }
+    path = DATA / f"{name}.yaml"
     path.write_text(yaml.safe_dump(job, sort_keys=False))
     return path
 
 
-def timed_cli(*args: str) -> tuple[float, int, int]:
-    """(seconds, exit code, peak RSS in MB) of one CLI run, measured by wait4."""
-    started = time.perf_counter()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "importer", *args, "--no-progress", "--fresh"],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    _, status, usage = os.wait4(process.pid, 0)
-    elapsed = time.perf_counter() - started
-    return elapsed, os.waitstatus_to_exitcode(status), usage.ru_maxrss // 1024
+def report_of(name: str) -> dict[str, Any]:
+    report: dict[str, Any] = json.loads((DATA / "out" / name / "report.json").read_text())
+    return report
+
+
+def cli_argv(*args: str) -> list[str]:
+    return [sys.executable, "-m", "importer", *args, "--no-progress", "--fresh"]
+
+
+def measured_cli(*args: str, expect: Container[int] = (0,)) -> Measured:
+    result = run_measured(cli_argv(*args), cwd=ROOT)
+    if result.exit_code not in expect:
+        tail = result.stderr[-2000:]
+        raise SystemExit(f"bench: `moe-import {' '.join(args)}` exited {result.exit_code}\n{tail}")
+    return result
 
 
 PLAIN_SCRIPT = """
@@ -158,162 +114,336 @@ print(count, time.perf_counter() - started)
 """
 
 
-def plain_script(source: Path) -> float:
-    out = subprocess.run(
-        [sys.executable, "-c", PLAIN_SCRIPT, str(source)],
-        capture_output=True,
-        text=True,
-        check=True,
+@dataclass(frozen=True)
+class PlainRun:
+    seconds: float  # as the script reports it: reading and the loop, imports excluded
+    measured: Measured
+
+
+def plain_script(source: Path) -> PlainRun:
+    stdout = DATA / "plain_script.out"
+    result = run_measured(
+        [sys.executable, "-c", PLAIN_SCRIPT, str(source)], cwd=ROOT, stdout=stdout
     )
-    return float(out.stdout.split()[1])
+    if result.exit_code != 0:
+        raise SystemExit(f"bench: the plain script exited {result.exit_code}\n{result.stderr}")
+    return PlainRun(float(stdout.read_text().split()[1]), result)
+
+
+def validate_side_by_side(one: Path, runs: int) -> tuple[list[Measured], list[PlainRun]]:
+    job = write_job("validate_1m", one, NO_API, 10_000, 60)
+    ours: list[Measured] = []
+    plain: list[PlainRun] = []
+    for round_ in range(1, runs + 1):
+        print(f"bench: validate 1M rows, then the plain script, round {round_} ...", flush=True)
+        ours.append(measured_cli("validate", str(job), expect=(0, 1)))
+        plain.append(plain_script(one))
+    return ours, plain
+
+
+def validate_rows(
+    ours_1m: list[Measured], plain_1m: list[PlainRun], ours_5m: list[Measured]
+) -> list[TableRow]:
+    plain_seconds = [p.seconds for p in plain_1m]
+    return [
+        (
+            "validate, 1M rows x 12 columns",
+            rate_and_time(1_000_000, [m.seconds for m in ours_1m], "rows/s"),
+            rate_and_time(1_000_000, plain_seconds, "rows/s"),
+            Spread.of(p / m.seconds for m, p in zip(ours_1m, plain_seconds, strict=True)).show(
+                ".1f", "x"
+            ),
+        ),
+        (
+            "validate, 5M rows",
+            rate_and_time(5_000_000, [m.seconds for m in ours_5m], "rows/s"),
+            "",
+            "",
+        ),
+        (
+            "peak memory of validate, 1M / 5M rows",
+            f"{peak(ours_1m)} / {peak(ours_5m)}",
+            f"1M rows: {peak([p.measured for p in plain_1m])}",
+            "5M/1M = "
+            + Spread.of(
+                five.peak_mib / one.peak_mib for one, five in zip(ours_1m, ours_5m, strict=True)
+            ).show(".2f"),
+        ),
+    ]
+
+
+def validate_5m(five: Path, runs: int) -> list[Measured]:
+    job = write_job("validate_5m", five, NO_API, 10_000, 60)
+    measures = []
+    for round_ in range(1, runs + 1):
+        print(f"bench: validate 5M rows, round {round_} ...", flush=True)
+        measures.append(measured_cli("validate", str(job), expect=(0, 1)))
+    return measures
+
+
+def rate_and_time(rows: int, seconds: list[float], unit: str) -> str:
+    """'190,000 rows/s (180,000–200,000); 5.3 s (5.0–5.6)'."""
+    rates = Spread.of(rows / s for s in seconds).show(",.0f", f" {unit}")
+    return f"{rates}; {Spread.of(seconds).show('.1f', ' s')}"
+
+
+def peak(measures: list[Measured]) -> str:
+    return Spread.of(m.peak_mib for m in measures).show(",.0f", " MiB")
 
 
 @contextmanager
-def sandbox(*args: str) -> Iterator[tuple[str, Path, Path]]:
-    """The sandbox on a free port, logging arrivals (not users: recording costs its CPU)."""
-    record, arrivals = DATA / "record.jsonl", DATA / "arrivals.jsonl"
-    for path in (record, arrivals):
-        path.unlink(missing_ok=True)
+def sandbox(*args: str) -> Iterator[tuple[str, Path]]:
+    """The sandbox on a free port logging arrivals (not users: recording costs its CPU)."""
+    arrivals = DATA / "arrivals.jsonl"
+    arrivals.unlink(missing_ok=True)
     with launched(["--arrivals", str(arrivals), *args], cwd=ROOT) as (_, url):
-        yield url, record, arrivals
+        yield url, arrivals
 
 
 def requests_loop(url: str, users: int) -> float:
-    """Users per second of the per-user requests.post loop."""
-    session_less_started = time.perf_counter()
+    """Users per second of a requests.post loop, one user per request, no session."""
+    started = time.perf_counter()
     for i in range(users):
-        body = {"type": "customer", "customer_id": f"plain{i}", "attributes": {"first_name": "x"}}
+        body: dict[str, Any] = {
+            "type": "customer",
+            "customer_id": f"plain{i}",
+            "attributes": {"first_name": "x"},
+        }
         requests.post(
             f"{url}/v1/customer/SANDBOX", json=body, auth=("SANDBOX", "sandbox-key"), timeout=30
         )
-    return users / (time.perf_counter() - session_less_started)
+    return users / (time.perf_counter() - started)
 
 
-def steady_share(arrivals: list[dict], period: float, updates: int) -> float:
+def delivery(distinct: Path, history: Path, runs: int) -> list[TableRow]:
+    """Per round, in one sandbox: distinct customers (A) and the history export (B) four
+    times each in the order ABBA BAAB, so a host slowing down or speeding up mid-round
+    cancels out of the ratio; then the requests.post loop. A round's time for each file is
+    the mean of its four runs: on a shared host single runs of either vary by 30%."""
+    plain: list[Measured] = []
+    ordered: list[Measured] = []
+    plain_seconds: list[float] = []
+    ordered_seconds: list[float] = []
+    loop_rates: list[float] = []
+    duplicates: set[int] = set()
+    for round_ in range(1, runs + 1):
+        print(
+            f"bench: unthrottled runs into the sandbox (20 ms latency), round {round_} ...",
+            flush=True,
+        )
+        # The schema check costs the sandbox about 0.5 ms a user; these runs measure the importer.
+        unthrottled = ("--latency-ms", "20", "--rate", str(UNLIMITED), "--period", "60")
+        with sandbox(*unthrottled, "--no-schema-check") as (url, _):
+            jobs = {
+                "unthrottled": write_job("unthrottled", distinct, url, UNLIMITED, 60),
+                "history": write_job("history", history, url, UNLIMITED, 60),
+            }
+            this_round: dict[str, list[Measured]] = {name: [] for name in jobs}
+            for name in DELIVERY_ORDER:
+                this_round[name].append(measured_cli("run", str(jobs[name])))
+            if "duplicate_customers" in (report := report_of("history")):
+                duplicates.add(int(report["duplicate_customers"]))
+            loop_rates.append(requests_loop(url, REQUESTS_USERS))
+        plain += this_round["unthrottled"]
+        ordered += this_round["history"]
+        plain_seconds.append(statistics.mean(m.seconds for m in this_round["unthrottled"]))
+        ordered_seconds.append(statistics.mean(m.seconds for m in this_round["history"]))
+    plain_rates = [DELIVERY_ROWS / s for s in plain_seconds]
+    ordered_rates = [DELIVERY_ROWS / s for s in ordered_seconds]
+    history_share = Spread.of(o / p for o, p in zip(ordered_rates, plain_rates, strict=True))
+    verdict = "meets" if history_share.median >= HISTORY_FLOOR else "MISSES"
+    return [
+        (
+            "unthrottled run into the sandbox, 20 ms latency, 300k customers",
+            rate_and_time(DELIVERY_ROWS, plain_seconds, "users/s"),
+            f"requests.post per user: {Spread.of(loop_rates).show(',.0f', ' users/s')}",
+            Spread.of(p / r for p, r in zip(plain_rates, loop_rates, strict=True)).show(
+                ",.0f", "x"
+            ),
+        ),
+        (
+            f"history export the same way: {DELIVERY_ROWS // 1000}k rows, "
+            f"{HISTORY_VERSIONS} per customer, newest last",
+            rate_and_time(DELIVERY_ROWS, ordered_seconds, "rows/s") + counted(duplicates),
+            "",
+            f"{history_share.show('.2f')} of the row above "
+            f"({verdict} the {HISTORY_FLOOR:.2f} floor)",
+        ),
+        (
+            "peak memory of run, 300k rows / history export",
+            f"{peak(plain)} / {peak(ordered)}",
+            "",
+            "",
+        ),
+    ]
+
+
+def counted(duplicates: set[int]) -> str:
+    """The report's duplicate_customers, once the code counts them (issue 8)."""
+    if not duplicates:
+        return ""
+    return "; duplicate_customers " + " / ".join(f"{d:,}" for d in sorted(duplicates))
+
+
+def steady_share(arrivals: list[dict[str, Any]], period: float, updates: int) -> float:
     """Mean users per full window (one starting at every arrival) over the limit."""
-    times = np.array(sorted(a["t"] for a in arrivals))
-    users = np.array([a["users"] for a in sorted(arrivals, key=lambda a: a["t"])])
-    cumulative = np.concatenate(([0], np.cumsum(users)))
+    arrivals = sorted(arrivals, key=lambda a: a["t"])
+    times = np.array([a["t"] for a in arrivals])
+    cumulative = np.concatenate(([0], np.cumsum([a["users"] for a in arrivals])))
     starts = np.flatnonzero(times <= times[-1] - period)
     ends = np.searchsorted(times, times[starts] + period, side="left")
-    per_window = cumulative[ends] - cumulative[starts]
-    return float(per_window.mean()) / updates
+    return float((cumulative[ends] - cumulative[starts]).mean()) / updates
+
+
+def paced(source: Path, runs: int) -> list[TableRow]:
+    shares: list[float] = []
+    busiest: list[int] = []
+    too_many: list[int] = []
+    for round_ in range(1, runs + 1):
+        print(
+            f"bench: paced run, {PACED_UPDATES} updates per {PACED_PERIOD:.0f} s, "
+            f"{PACED_ROWS:,} rows, round {round_} ...",
+            flush=True,
+        )
+        with sandbox("--rate", str(PACED_UPDATES), "--period", str(PACED_PERIOD)) as (url, log):
+            job = write_job("paced", source, url, PACED_UPDATES, PACED_PERIOD)
+            measured_cli("run", str(job))
+            arrivals = read_json_lines(log)
+        shares.append(steady_share(arrivals, PACED_PERIOD, PACED_UPDATES))
+        busiest.append(max_in_any_window(arrivals, PACED_PERIOD))
+        too_many.append(int(report_of("paced")["http_429"]))
+    return [
+        (
+            f"paced run, {PACED_UPDATES:,} per {PACED_PERIOD:.0f} s, {PACED_ROWS:,} rows",
+            f"{Spread.of(s * 100 for s in shares).show('.1f', '%')} of the limit per full window; "
+            f"busiest {PACED_PERIOD:.0f} s window {Spread.of(busiest).show(',.0f')} "
+            f"(limit {PACED_UPDATES:,})",
+            "",
+            f"429s: {Spread.of(too_many).show(',.0f')}",
+        )
+    ]
+
+
+def first_request(five: Path, runs: int) -> list[TableRow]:
+    """Seconds from starting `run` on the 5M-row file to the sandbox seeing a request."""
+    delays = []
+    for round_ in range(1, runs + 1):
+        print(
+            f"bench: time to the first request on the 5M-row file, round {round_} ...", flush=True
+        )
+        with sandbox("--rate", str(UNLIMITED)) as (url, log):
+            job = write_job("first", five, url, UNLIMITED, 60)
+            started = time.time()
+            process = subprocess.Popen(
+                cli_argv("run", str(job)),
+                cwd=ROOT,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            while not read_json_lines(log) and time.time() - started < 60:
+                time.sleep(0.01)
+            arrivals = read_json_lines(log)
+            process.send_signal(signal.SIGINT)
+            process.wait(timeout=120)
+        if not arrivals:
+            raise SystemExit("bench: no request reached the sandbox within 60 s")
+        delays.append(float(arrivals[0]["t"]) - started)
+    return [
+        (
+            "first request on the 5M-row file",
+            f"{Spread.of(delays).show('.2f', ' s')} after start",
+            "",
+            "",
+        )
+    ]
+
+
+def memory_cross_check(ours_1m: list[Measured]) -> str:
+    """validate 1M once more, under GNU time -v, which also reports the command's own peak."""
+    sampled = Spread.of(m.sampled_peak_mib or 0 for m in ours_1m)
+    ours = (
+        f"the rounds above: {peak(ours_1m)} by wait4 from the launcher, "
+        f"{sampled.show(',.0f', ' MiB')} by VmHWM sampled every 50 ms"
+    )
+    if not GNU_TIME.exists():
+        return f"Memory cross-check: {ours}; /usr/bin/time is not installed, so no third figure."
+    print("bench: validate 1M rows under /usr/bin/time -v ...", flush=True)
+    job = DATA / "validate_1m.yaml"
+    timed = run_measured([str(GNU_TIME), "-v", *cli_argv("validate", str(job))], cwd=ROOT)
+    found = re.search(r"Maximum resident set size \(kbytes\): (\d+)", timed.stderr)
+    if found is None:
+        return f"Memory cross-check: {ours}; /usr/bin/time -v printed no maximum resident set."
+    return (
+        f"Memory cross-check, validate 1M: /usr/bin/time -v {int(found.group(1)) / 1024:,.0f} MiB "
+        f"and this bench's launcher {timed.peak_mib:,.0f} MiB for one run; {ours}."
+    )
+
+
+def git_commit() -> str:
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=False)
+        return done.stdout.strip() if done.returncode == 0 else ""
+
+    commit = git("rev-parse", "--short", "HEAD") or "unknown"
+    return (
+        f"{commit} (with uncommitted changes)"
+        if git("status", "--porcelain", "--untracked-files=no")
+        else commit
+    )
+
+
+def machine() -> str:
+    memory = ""
+    with open("/proc/meminfo") as meminfo:
+        for line in meminfo:
+            if line.startswith("MemTotal:"):
+                memory = f", {int(line.split()[1]) / 2**20:.0f} GiB"
+    return (
+        f"{platform.machine()}, {os.cpu_count()} cores{memory}, "
+        f"Python {platform.python_version()}, {platform.system()}"
+    )
+
+
+def spread_note(runs: int) -> str:
+    if runs == 1:
+        return "Each figure is from a single round (`--runs 1`)."
+    return (
+        f"Each figure is the median of {runs} rounds with the lowest and highest in brackets; "
+        "each ratio pairs two figures of one round."
+    )
 
 
 def main() -> int:
-    one, five = ensure_data()
-    results: list[tuple[str, str, str, str]] = []
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=3, help="rounds per figure (default 3)")
+    runs = parser.parse_args().runs
+    started, load_before = time.monotonic(), os.getloadavg()[0]
+    when = datetime.now(UTC)
+    one, five = users_files(DATA)
+    distinct = head(one, DELIVERY_ROWS, DATA / f"users_{DELIVERY_ROWS // 1000}k.csv")
+    history = history_file(DATA, HISTORY_CUSTOMERS)
+    paced_source = head(one, PACED_ROWS, DATA / f"users_{PACED_ROWS // 1000}k.csv")
 
-    print("bench: validate 1M rows ...", flush=True)
-    job_1m = write_job(DATA / "validate_1m.yaml", one, "http://127.0.0.1:9", 10_000, 60)
-    seconds, code, rss_1m = timed_cli("validate", str(job_1m))
-    assert code in (0, 1), f"validate exited {code}"
-    print("bench: plain script 1M rows ...", flush=True)
-    plain = plain_script(one)
-    results.append(
-        (
-            "validate, 1M rows x 12 columns",
-            f"{1_000_000 / seconds:,.0f} rows/s ({seconds:.1f} s)",
-            f"{1_000_000 / plain:,.0f} rows/s ({plain:.1f} s)",
-            f"{plain / seconds:.1f}x",
-        )
-    )
+    ours_1m, plain_1m = validate_side_by_side(one, runs)
+    ours_5m = validate_5m(five, runs)
+    rows = validate_rows(ours_1m, plain_1m, ours_5m)
+    rows += delivery(distinct, history, runs)
+    rows += paced(paced_source, runs)
+    rows += first_request(five, runs)
+    cross_check = memory_cross_check(ours_1m)
 
-    print("bench: validate 5M rows ...", flush=True)
-    job_5m = write_job(DATA / "validate_5m.yaml", five, "http://127.0.0.1:9", 10_000, 60)
-    seconds_5m, code, rss_5m = timed_cli("validate", str(job_5m))
-    assert code in (0, 1), f"validate exited {code}"
-    results.append(
-        (
-            "peak memory of validate, 1M / 5M rows",
-            f"{rss_1m} MB / {rss_5m} MB",
-            "",
-            f"5M/1M = {rss_5m / rss_1m:.2f}",
-        )
-    )
-    results.append(
-        ("validate, 5M rows", f"{5_000_000 / seconds_5m:,.0f} rows/s ({seconds_5m:.1f} s)", "", "")
-    )
-
-    unthrottled_rows = 300_000
-    subset = DATA / "users_300k.csv"
-    if not subset.exists():
-        with one.open("rb") as src, subset.open("wb") as dst:
-            for _ in range(unthrottled_rows + 1):
-                dst.write(src.readline())
-    print("bench: unthrottled run into the sandbox (20 ms latency) ...", flush=True)
-    # The schema check costs the sandbox about 0.5 ms a user; this run measures the importer.
-    unthrottled = (
-        "--latency-ms",
-        "20",
-        "--rate",
-        "100000000",
-        "--period",
-        "60",
-        "--no-schema-check",
-    )
-    with sandbox(*unthrottled) as (url, _, _):
-        job = write_job(DATA / "unthrottled.yaml", subset, url, 100_000_000, 60)
-        seconds, code, _ = timed_cli("run", str(job))
-        assert code == 0, f"run exited {code}"
-        plain_rate = requests_loop(url, 300)
-    results.append(
-        (
-            "unthrottled run into the sandbox, 20 ms latency",
-            f"{unthrottled_rows / seconds:,.0f} users/s ({seconds:.1f} s for 300k)",
-            f"{plain_rate:,.0f} users/s (requests.post per user)",
-            f"{unthrottled_rows / seconds / plain_rate:.0f}x",
-        )
-    )
-
-    updates, period, rows = 3000, 5.0, 15_000
-    paced_source = DATA / "users_15k.csv"
-    with one.open("rb") as src, paced_source.open("wb") as dst:
-        for _ in range(rows + 1):
-            dst.write(src.readline())
-    print(f"bench: paced run, {updates} updates per {period:.0f} s, {rows:,} rows ...", flush=True)
-    with sandbox("--rate", str(updates), "--period", str(period)) as (url, _, arrivals_path):
-        job = write_job(DATA / "paced.yaml", paced_source, url, updates, period)
-        seconds, code, _ = timed_cli("run", str(job))
-        assert code == 0, f"paced run exited {code}"
-        arrivals = read_json_lines(arrivals_path)
-    busiest = max_in_any_window(arrivals, period)
-    share = steady_share(arrivals, period, updates)
-    report = json.loads((DATA / "out" / "paced" / "report.json").read_text())
-    results.append(
-        (
-            "paced run, 3,000 per 5 s, 15,000 rows",
-            f"{share:.1%} of the limit per full window; busiest {period:.0f} s window "
-            f"{busiest:,} (limit {updates:,})",
-            "",
-            f"429s: {report['http_429']}",
-        )
-    )
-
-    print("bench: time to first request on the 5M-row file ...", flush=True)
-    with sandbox("--rate", "100000000") as (url, _, arrivals_path):
-        job = write_job(DATA / "first.yaml", five, url, 100_000_000, 60)
-        started = time.time()
-        process = subprocess.Popen(
-            [sys.executable, "-m", "importer", "run", str(job), "--no-progress", "--fresh"],
-            cwd=ROOT,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        while not read_json_lines(arrivals_path) and time.time() - started < 60:
-            time.sleep(0.01)
-        first = read_json_lines(arrivals_path)[0]["t"] - started
-        process.send_signal(signal.SIGINT)
-        process.wait(timeout=120)
-    results.append(("first request on the 5M-row file", f"{first:.2f} s after start", "", ""))
-
+    minutes = (time.monotonic() - started) / 60
     table = ["| measure | moe-import | plain approach | ratio |", "| --- | --- | --- | --- |"]
-    table += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in results]
-    machine = (
-        f"{platform.machine()}, {os.cpu_count()} cores, "
-        f"Python {platform.python_version()}, {platform.system()}"
-    )
-    text = "\n".join(table) + f"\n\nMachine: {machine}. Command: `make bench`.\n"
+    table += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
+    notes = [
+        f"Command `make bench`, {when:%Y-%m-%d %H:%M} UTC, commit {git_commit()}. "
+        f"{spread_note(runs)} Peak memory is the command's own maximum resident set after "
+        "its exec.",
+        f"Machine: {machine()}; load average {load_before:.1f} at the start, "
+        f"{os.getloadavg()[0]:.1f} at the end; the bench took {minutes:.1f} minutes.",
+        cross_check,
+    ]
+    text = "\n".join(table) + "\n\n" + "\n\n".join(notes) + "\n"
     (DATA / "results.md").write_text(text)
     print(text)
     return 0

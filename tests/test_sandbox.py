@@ -14,10 +14,10 @@ import aiohttp
 import orjson
 import pytest
 import requests
+from sandbox_proc import max_in_any_window, read_json_lines, start_sandbox
 
 from importer import moengage
 from importer.sandbox import RateWindow, SandboxServer, SandboxSettings, element_problem
-from tests.sandbox_proc import max_in_any_window, read_json_lines, start_sandbox
 
 WORKSPACE = "SANDBOX"
 KEY = "sandbox-key"
