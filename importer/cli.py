@@ -16,7 +16,7 @@ import orjson
 
 from importer import __version__
 from importer.config import ConfigError, JobConfig, load_job, with_overrides
-from importer.deadletter import DeadLetterError
+from importer.deadletter import DeadLetterError, DeadLetterFault
 from importer.report import (
     EXIT_ABORTED,
     EXIT_INTERRUPTED,
@@ -25,7 +25,7 @@ from importer.report import (
     format_summary,
 )
 from importer.sources import SourceError
-from importer.state import StateError
+from importer.state import StateError, StateFault
 
 log = logging.getLogger("importer")
 
@@ -212,6 +212,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except USER_ERRORS as error:
         print(f"moe-import: error: {error}", file=sys.stderr)
         return EXIT_USAGE
+    except (StateFault, DeadLetterFault) as error:  # our own files failed us: rerun once fixed
+        print(f"moe-import: error: {error}", file=sys.stderr)
+        return EXIT_ABORTED
     except KeyboardInterrupt:
         print("moe-import: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -87,6 +87,7 @@ class DeadLetterWriter:
             _set_aside_torn_tail(path, fd)
         self._pending: list[bytes] = []
         self.written = 0
+        self.failed = False  # a write failed: nothing more is written
 
     def write(self, letter: DeadLetter) -> None:
         self._pending.append(letter.to_json() + b"\n")
@@ -96,6 +97,9 @@ class DeadLetterWriter:
         """Write and fsync the pending lines; on failure cut the file back to whole lines."""
         if not self._pending or self._fd < 0:
             return
+        if self.failed:
+            self._pending.clear()
+            raise DeadLetterFault(f"the dead-letter file {self.path} could not be written")
         data = b"".join(self._pending)
         self._pending.clear()
         start = os.fstat(self._fd).st_size
@@ -105,6 +109,7 @@ class DeadLetterWriter:
                 view = view[os.write(self._fd, view) :]
             os.fsync(self._fd)
         except OSError as error:
+            self.failed = True
             # If even this fails, the torn tail is found and set aside on the next open.
             with contextlib.suppress(OSError):
                 os.ftruncate(self._fd, start)

@@ -41,14 +41,31 @@ class Row:
     customer_id: str | None
     encoded: bytes  # the element as JSON; batching counts these bytes
     chunk: RecordSource  # rebuilds the record only if the row ends in the dead-letter file
+    # Rows of one customer merged into this one element (see ordering.merge_runs): each
+    # (row number, its own encoded element), in file order. Empty for a plain row.
+    parts: tuple[tuple[int, bytes], ...] = ()
 
     @property
     def element(self) -> dict[str, Any]:
         """Decoded on demand (dead letters, samples): a dict per valid row costs too much."""
         return orjson.loads(self.encoded)
 
+    @property
+    def numbers(self) -> list[int]:
+        """The source rows this element settles."""
+        return [number for number, _ in self.parts] if self.parts else [self.row]
+
     def record(self) -> dict[str, Any]:
         return self.chunk.record(self.row)
+
+    def split(self) -> list[Row]:
+        """A merged row as the rows it was made of (each its own element); else itself."""
+        if not self.parts:
+            return [self]
+        return [
+            Row(self.source, number, self.customer_id, encoded, self.chunk)
+            for number, encoded in self.parts
+        ]
 
 
 @dataclass(slots=True)
