@@ -304,8 +304,8 @@ class Settler:
         """One more try at saving the progress marks a failed write left unsaved."""
         if self.state is None or not self._unsaved:
             return
-        unsaved, self._unsaved = self._unsaved, []
-        for source, rows, dead_lettered, retry_later in unsaved:
+        while self._unsaved:
+            source, rows, dead_lettered, retry_later = self._unsaved[0]
             try:
                 self.state.mark_settled(
                     *self.fingerprints[source],
@@ -314,7 +314,8 @@ class Settler:
                     retry_later=retry_later,
                 )
             except StateFault:
-                self._unsaved.append((source, rows, dead_lettered, retry_later))
+                break  # still failing: each further try would only wait out the same lock
+            self._unsaved.pop(0)
         if self._unsaved:
             lost = sum(len(rows) for _, rows, _, _ in self._unsaved)
             log.error(
@@ -623,8 +624,9 @@ class Run:
         if state is not None:
             if settler is not None:
                 settler.finish()
-            with contextlib.suppress(StateFault):
-                state.compact()
+            if settler is None or settler.fault is None:  # a failing database is left alone
+                with contextlib.suppress(StateFault):
+                    state.compact()
             try:
                 state.close()
             except StateFault as fault:
