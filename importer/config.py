@@ -568,4 +568,11 @@ def load_job(path: str | Path, env: Mapping[str, str] | None = None) -> JobConfi
         raise ConfigError(_yaml_error_message(job_path, error)) from None
     except ConfigError as error:
         raise ConfigError(f"{job_path}: {error}") from None
-    return parse_job(raw, env)
+    job = parse_job(raw, env)
+    output = raw.get("output")
+    if not (isinstance(output, dict) and output.get("state")):
+        # Progress belongs to the job, not the input: two jobs over one export (a rehearsal
+        # and the real one) must not share it. Default: <job name>.state.db by the dead letters.
+        state = job.output.dead_letter.parent / f"{job_path.stem}.state.db"
+        job = with_overrides(job, {"output": {"state": str(state)}})
+    return job

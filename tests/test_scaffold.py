@@ -251,3 +251,17 @@ def test_more_columns_than_moengage_allows_are_left_commented(tmp_path: Path) ->
     job, text = scaffolded(source, tmp_path)
     assert len(job.mapping.attributes) == 256
     assert "# c299: c299" in text
+
+
+def test_the_state_file_is_named_after_the_job_not_the_input(tmp_path: Path) -> None:
+    from importer.config import load_job
+
+    text = scaffold_job(str(SAMPLE / "customers.csv"))
+    assert "state" not in yaml.safe_load(text)["output"]
+    states = []
+    for name in ("rehearsal.yaml", "nightly.yaml"):
+        (tmp_path / name).write_text(text)
+        job = load_job(tmp_path / name, env={"MOENGAGE_WORKSPACE_ID": "W", "MOENGAGE_API_KEY": "k"})
+        states.append(job.output.state)
+        assert job.output.state.parent == job.output.dead_letter.parent
+    assert [s.name for s in states] == ["rehearsal.state.db", "nightly.state.db"]
