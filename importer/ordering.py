@@ -14,6 +14,7 @@ Three parts, each cheap enough to leave the unthrottled rate nearly whole:
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,13 +39,15 @@ def customer_ids(rows: Sequence[Row]) -> list[str | None]:
 
 def _plain(element: Any) -> bool:
     """An element whose effect is a plain set of attributes (the same whatever came before)."""
-    return (
-        isinstance(element, dict)
-        and element.get("type") == "customer"
-        and element.keys() <= _PLAIN_KEYS
-        and isinstance(element.get("attributes"), dict)
-        and not element["attributes"].keys() & _NOT_PLAIN
-    )
+    try:
+        return (
+            element["type"] == "customer"
+            and _PLAIN_KEYS.issuperset(element)
+            and _NOT_PLAIN.isdisjoint(element["attributes"])
+            and isinstance(element["attributes"], dict)
+        )
+    except (KeyError, TypeError):
+        return False
 
 
 def merge(earlier: dict[str, Any], later: dict[str, Any]) -> dict[str, Any] | None:
@@ -56,30 +59,46 @@ def merge(earlier: dict[str, Any], later: dict[str, Any]) -> dict[str, Any] | No
     return {**later, "attributes": {**earlier["attributes"], **later["attributes"]}}
 
 
-def _merged_row(rows: list[Row], max_element_bytes: int) -> list[Row]:
-    """A customer's rows, in order, with consecutive mergeable ones made one element."""
-    out: list[Row] = []
-    current: dict[str, Any] | None = None  # the element `out[-1]` holds, decoded
-    for row in rows:
-        element = orjson.loads(row.encoded)
-        combined = merge(current, element) if current is not None else None
-        if combined is not None:
-            encoded = orjson.dumps(combined)
-            if len(encoded) <= max_element_bytes:
-                last = out[-1]
-                parts = last.parts or ((last.row, last.encoded),)
-                out[-1] = Row(
-                    last.source,
-                    last.row,
-                    last.customer_id,
-                    encoded,
-                    last.chunk,
-                    (*parts, (row.row, row.encoded)),
-                )
-                current = combined
-                continue
-        out.append(row)
-        current = element
+# One element to send: (row number, customer_id, encoded, parts); parts as in Row.parts.
+_Element = tuple[int, "str | None", bytes, tuple[tuple[int, bytes], ...]]
+
+
+def _merge_run(run: list[tuple[int, bytes, dict[str, Any]]]) -> bytes | None:
+    """The encoded element for a run of plain elements of one customer, in order."""
+    attributes: dict[str, Any] = {}
+    for _, _, element in run:
+        attributes.update(element["attributes"])
+    return orjson.dumps({**run[-1][2], "attributes": attributes})
+
+
+def _customer_elements(
+    customer: str, found: list[tuple[int, bytes]], max_element_bytes: int
+) -> list[_Element]:
+    """A customer's rows, in order, with each run of mergeable ones made one element."""
+    out: list[_Element] = []
+    run: list[tuple[int, bytes, dict[str, Any]]] = []
+
+    def close_run() -> None:
+        if not run:
+            return
+        merged = _merge_run(run) if len(run) > 1 else None
+        if merged is not None and len(merged) <= max_element_bytes:
+            parts = tuple((number, encoded) for number, encoded, _ in run)
+            out.append((run[0][0], customer, merged, parts))
+        else:  # one row, or too large merged: each row its own element
+            out.extend((number, customer, encoded, ()) for number, encoded, _ in run)
+        run.clear()
+
+    for number, encoded in found:
+        element = orjson.loads(encoded)
+        if not _plain(element):
+            close_run()
+            out.append((number, customer, encoded, ()))
+            continue
+        if run and run[0][2].get("update_existing_only") != element.get("update_existing_only"):
+            close_run()
+        run.append((number, encoded, element))
+    close_run()
     return out
 
 
@@ -92,32 +111,48 @@ def sequence(rows: Sequence[Row], max_element_bytes: int) -> list[Sequence[Row]]
     ids = customer_ids(rows)
     if len(set(ids)) == len(ids):
         return None
-    positions: dict[str, list[int]] = {}
-    for position, customer in enumerate(ids):
-        if customer is not None:
-            positions.setdefault(customer, []).append(position)
-    repeated = {c: p for c, p in positions.items() if len(p) > 1}
+    repeated = {c for c, n in Counter(ids).items() if n > 1 and c is not None}
     if not repeated:
         return None
-    # Each repeated customer's elements, merged where that keeps the end state.
-    placed: dict[int, tuple[int, Row]] = {}  # first position -> (round, row)
-    skip: set[int] = set()
-    for found in repeated.values():
-        merged = _merged_row([rows[p] for p in found], max_element_bytes)
-        by_number = {rows[p].row: p for p in found}
-        for round_number, row in enumerate(merged):
-            placed[by_number[row.row]] = (round_number, row)
-        skip.update(found)
-    rounds: list[list[Row]] = [[]]
-    for position in range(len(rows)):
-        if position in placed:
-            round_number, row = placed[position]
-            while len(rounds) <= round_number:
+    if isinstance(rows, ValidRows):
+        numbers, encoded, chunk = rows.numbers, rows.encoded, rows.chunk
+    else:
+        numbers = [r.row for r in rows]
+        encoded = [r.encoded for r in rows]
+        chunk = rows[0].chunk
+    source = rows[0].source
+    found: dict[str, list[tuple[int, bytes]]] = {}
+    first_at: dict[int, str] = {}  # position of a repeated customer's first row
+    for position, customer in enumerate(ids):
+        if customer in repeated:
+            if customer not in found:
+                found[customer] = []
+                first_at[position] = customer
+            found[customer].append((numbers[position], encoded[position]))
+    rounds: list[list[_Element]] = [[]]
+    first = rounds[0]
+    for position, customer in enumerate(ids):
+        if customer not in repeated:
+            first.append((numbers[position], customer, encoded[position], ()))
+        elif position in first_at:
+            elements = _customer_elements(customer, found[customer], max_element_bytes)
+            while len(rounds) < len(elements):
                 rounds.append([])
-            rounds[round_number].append(row)
-        elif position not in skip:
-            rounds[0].append(rows[position])
-    return [r for r in rounds if r]
+            for round_number, element in enumerate(elements):
+                rounds[round_number].append(element)
+    return [_as_rows(source, r, chunk) for r in rounds if r]
+
+
+def _as_rows(source: str, elements: list[_Element], chunk: Any) -> ValidRows:
+    parts = [e[3] for e in elements]
+    return ValidRows(
+        source,
+        [e[0] for e in elements],
+        [e[1] for e in elements],
+        [e[2] for e in elements],
+        chunk,
+        parts if any(parts) else None,
+    )
 
 
 @dataclass

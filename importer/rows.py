@@ -87,7 +87,7 @@ class ValidRows(Sequence[Row]):
     a batch at a time, so a million `Row`s never sit in memory at once.
     """
 
-    __slots__ = ("chunk", "customer_ids", "encoded", "numbers", "source")
+    __slots__ = ("chunk", "customer_ids", "encoded", "numbers", "parts", "source")
 
     def __init__(
         self,
@@ -96,12 +96,14 @@ class ValidRows(Sequence[Row]):
         customer_ids: list[str | None],
         encoded: list[bytes],
         chunk: RecordSource,
+        parts: list[tuple[tuple[int, bytes], ...]] | None = None,  # see Row.parts
     ) -> None:
         self.source = source
         self.numbers = numbers
         self.customer_ids = customer_ids
         self.encoded = encoded
         self.chunk = chunk
+        self.parts = parts
 
     def __len__(self) -> int:
         return len(self.numbers)
@@ -112,18 +114,20 @@ class ValidRows(Sequence[Row]):
     def __getitem__(self, index: slice) -> list[Row]: ...
     def __getitem__(self, index: int | slice) -> Row | list[Row]:
         if isinstance(index, slice):
+            if self.parts is not None:
+                return [self._row(i) for i in range(*index.indices(len(self.numbers)))]
             return [
                 Row(self.source, number, customer_id, data, self.chunk)
                 for number, customer_id, data in zip(
                     self.numbers[index], self.customer_ids[index], self.encoded[index], strict=True
                 )
             ]
+        return self._row(index)
+
+    def _row(self, i: int) -> Row:
+        parts = self.parts[i] if self.parts is not None else ()
         return Row(
-            self.source,
-            self.numbers[index],
-            self.customer_ids[index],
-            self.encoded[index],
-            self.chunk,
+            self.source, self.numbers[i], self.customer_ids[i], self.encoded[i], self.chunk, parts
         )
 
 
