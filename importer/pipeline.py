@@ -242,10 +242,7 @@ class Settler:
             )
             for r in rows
         ]
-        self._dead_letter(letters)
-        for r in rows:
-            count_reasons(self.reasons, r.error)
-        self.report.rows_invalid += len(rows)
+        self._dead_letter(letters, self._count_invalid)
 
     def refused(self, refusals: list[Refusal]) -> None:
         if not refusals:
@@ -266,7 +263,14 @@ class Settler:
             for f in refusals
             for row in f.row.split()  # a merged element: a line per row it was made of
         ]
-        self._dead_letter(letters)
+        self._dead_letter(letters, self._count_refused)
+
+    def _count_invalid(self, letters: list[DeadLetter]) -> None:
+        for letter in letters:
+            count_reasons(self.reasons, letter.error)
+        self.report.rows_invalid += len(letters)
+
+    def _count_refused(self, letters: list[DeadLetter]) -> None:
         for letter in letters:
             if letter.stage == "rejected":
                 self.report.rows_rejected += 1
@@ -277,8 +281,13 @@ class Settler:
         known = self.fingerprints.get(source)
         return known[1] if known else None
 
-    def _dead_letter(self, letters: list[DeadLetter]) -> None:
+    def _dead_letter(
+        self, letters: list[DeadLetter], count: Callable[[list[DeadLetter]], None]
+    ) -> None:
+        """Written and flushed, then counted (a row in the file is dead-lettered, whatever
+        happens to the progress mark after), then marked settled."""
         if self.writer is None:
+            count(letters)
             return
         if self.writer.failed:
             raise SettleFault(self.fault or "the dead-letter file cannot be written")
@@ -288,6 +297,7 @@ class Settler:
             self.writer.flush()  # durable before the rows count as settled
         except DeadLetterFault as error:
             raise self._fail(error) from None
+        count(letters)
         fault: SettleFault | None = None
         for stage in ("validation", "rejected", "delivery"):
             pairs = ((d.source, d.row) for d in letters if d.stage == stage)
