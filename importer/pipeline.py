@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -529,10 +529,9 @@ class Run:
             for round_rows in rounds:
                 round_ids = ids if round_rows is valid else ordering.customer_ids(round_rows)
                 for start, end in batching.row_spans(round_rows, *limits):
-                    customers = frozenset(round_ids[start:end])
-                    if None in customers:
-                        customers = customers - {None}
-                    batches.append(Batch(list(round_rows[start:end]), customers))  # type: ignore[arg-type]
+                    held = frozenset(round_ids[start:end])
+                    customers = cast("frozenset[str]", held - {None} if None in held else held)
+                    batches.append(Batch(list(round_rows[start:end]), customers))
             return Work(rows_read, skipped, invalid, batches)
         # A dry run builds each body from the encoded elements: no Row objects needed.
         planned = 0

@@ -149,12 +149,12 @@ class RunLock:
                 "wait for it to finish or stop it"
             ) from None
         os.ftruncate(fd, 0)
-        holder = {
+        about = {
             "pid": os.getpid(),
             "host": socket.gethostname(),
             "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
-        os.write(fd, json.dumps(holder).encode())
+        os.write(fd, json.dumps(about).encode())
         self._fd = fd
 
     def is_held(self) -> bool:

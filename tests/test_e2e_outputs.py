@@ -27,10 +27,11 @@ from conftest import (
 )
 from sandbox_proc import start_sandbox
 
-MAPPING = {
-    "customer_id": "user_id",
-    "attributes": {"first_name": "first_name", "points": {"column": "points", "type": "integer"}},
+ATTRIBUTES: dict[str, Any] = {
+    "first_name": "first_name",
+    "points": {"column": "points", "type": "integer"},
 }
+MAPPING: dict[str, Any] = {"customer_id": "user_id", "attributes": ATTRIBUTES}
 
 
 def _users(tmp_path: Path, count: int, *, bad_every: int = 0) -> Path:
@@ -224,7 +225,7 @@ def test_report_holds_no_cell_value_however_many_distinct_bad_values(tmp_path: P
     mapping = {
         **MAPPING,
         "attributes": {
-            **MAPPING["attributes"],
+            **ATTRIBUTES,
             "tags": {"column": "tags", "type": "array", "separator": "|"},
         },
     }
