@@ -32,7 +32,7 @@ from importer.moengage import BULK_PREFIX, BULK_SUFFIX
 from importer.progress import Progress
 from importer.ratelimit import WindowLimiter
 from importer.report import Report, count_reasons, report_tmp
-from importer.rows import Chunk, InvalidRow, MappedChunk, Row
+from importer.rows import Chunk, InvalidRow, MappedChunk, Row, ValidRows
 from importer.sources import SourceError
 from importer.state import (
     RunLock,
@@ -366,6 +366,53 @@ def _drop_settled(chunk: Chunk, settled: SettledRows) -> tuple[int, int]:
     return int(done.sum()), int((done & _within(numbers, settled.dead)).sum())
 
 
+def _resend_filter(
+    mapped: MappedChunk, settled: SettledRows, resent: set[str]
+) -> tuple[Sequence[Row], list[InvalidRow], tuple[int, int]]:
+    """A chunk's rows for a rerun that resends delivery failures, in file order.
+
+    Rows not settled are sent, and their customers noted in `resent`; a row accepted by an
+    earlier run is sent again when its customer has an earlier row being resent (else the
+    resent older row would end up the last update applied); other settled rows are skipped.
+    Returns (valid rows to send, invalid rows to dead-letter, (skipped, of which dead)).
+    """
+    valid = mapped.valid
+    numbers = np.asarray(_numbers_of(valid), dtype=np.int64)
+    done = _within(numbers, settled.ranges)
+    dead = _within(numbers, settled.dead)
+    ids = ordering.customer_ids(valid)
+    keep: list[int] = []
+    for position, customer in enumerate(ids):
+        if not done[position]:
+            keep.append(position)
+            if customer is not None:
+                resent.add(customer)
+        elif not dead[position] and customer in resent:
+            keep.append(position)
+    invalid_numbers = np.array([r.row for r in mapped.invalid], dtype=np.int64)
+    invalid_done = _within(invalid_numbers, settled.ranges)
+    invalid = [r for r, gone in zip(mapped.invalid, invalid_done, strict=True) if not gone]
+    skipped = len(valid) - len(keep) + int(invalid_done.sum())
+    skipped_dead = int(dead.sum()) + int(
+        (invalid_done & _within(invalid_numbers, settled.dead)).sum()
+    )
+    if len(keep) == len(valid):
+        return valid, invalid, (skipped, skipped_dead)
+    encoded = batching.encoded_of(valid)
+    rows = ValidRows(
+        mapped.source,
+        [int(numbers[p]) for p in keep],
+        [ids[p] for p in keep],
+        [encoded[p] for p in keep],
+        valid.chunk if isinstance(valid, ValidRows) else valid[0].chunk,
+    )
+    return rows, invalid, (skipped, skipped_dead)
+
+
+def _numbers_of(rows: Sequence[Row]) -> list[int]:
+    return rows.numbers if isinstance(rows, ValidRows) else [row.row for row in rows]
+
+
 async def _tick(progress: Progress, every: float = 1.0) -> None:
     while True:
         await asyncio.sleep(every)
@@ -477,15 +524,22 @@ class Run:
             rest = SettledRows(
                 [r for r in settled.ranges if r[0] > prefix],
                 [r for r in settled.dead if r[0] > prefix],
+                settled.retry,
             )
             chunks = sources.iter_chunks(
                 path, source_cfg, self.mapper.columns, start_row=prefix + 1
             )
-            for rows_read, skipped, mapped in self._map_ahead(chunks, rest):
-                yield self.batched(rows_read, skipped, mapped.valid, mapped.invalid)
+            # Rows resent after a delivery failure must not end older than the customer's
+            # later rows, accepted before: those are resent after them (see _resend_filter).
+            resent: set[str] | None = set() if rest.retry else None
+            for rows_read, skipped, mapped in self._map_ahead(chunks, rest, resent is None):
+                valid, invalid = mapped.valid, mapped.invalid
+                if resent is not None:
+                    valid, invalid, skipped = _resend_filter(mapped, rest, resent)
+                yield self.batched(rows_read, skipped, valid, invalid)
 
     def _map_ahead(
-        self, chunks: Iterator[Chunk], settled: SettledRows
+        self, chunks: Iterator[Chunk], settled: SettledRows, drop_settled: bool = True
     ) -> Iterator[tuple[int, tuple[int, int], MappedChunk]]:
         """Map chunks on MAPPING_THREADS threads, in order, a few chunks ahead of the reader.
 
@@ -495,7 +549,7 @@ class Run:
 
         def prepare(chunk: Chunk) -> tuple[int, tuple[int, int], MappedChunk]:
             rows_read = len(chunk.frame) + len(chunk.malformed)
-            skipped = _drop_settled(chunk, settled)
+            skipped = _drop_settled(chunk, settled) if drop_settled else (0, 0)
             return rows_read, skipped, self.mapper.map_chunk(chunk)
 
         with ThreadPoolExecutor(MAPPING_THREADS, thread_name_prefix="map") as pool:

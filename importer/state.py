@@ -102,12 +102,33 @@ def merge_ranges(ranges: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
     return merged
 
 
+def subtract_ranges(
+    ranges: list[tuple[int, int]], minus: list[tuple[int, int]]
+) -> list[tuple[int, int]]:
+    """Merged `ranges` without the rows of merged `minus`."""
+    result: list[tuple[int, int]] = []
+    for first, last in ranges:
+        for cut_first, cut_last in minus:
+            if cut_last < first or cut_first > last:
+                continue
+            if cut_first > first:
+                result.append((first, cut_first - 1))
+            first = cut_last + 1
+            if first > last:
+                break
+        if first <= last:
+            result.append((first, last))
+    return result
+
+
 @dataclass(frozen=True)
 class SettledRows:
     """What an earlier run settled in one source file (`dead` ranges: dead-lettered)."""
 
     ranges: list[tuple[int, int]]
     dead: list[tuple[int, int]] = field(default_factory=list)
+    # Rows dead-lettered in delivery and not accepted since: a rerun sends them again.
+    retry: list[tuple[int, int]] = field(default_factory=list)
 
     @property
     def count(self) -> int:
@@ -233,13 +254,15 @@ class StateStore:
         with _faults(self.path):
             source_id = self._source_id(source, fingerprint)
             rows = self._db.execute(
-                "SELECT first_row, last_row, outcome FROM settled_rows"
-                " WHERE source_id = ? AND outcome != ?",
-                (source_id, RETRY_LATER),
+                "SELECT first_row, last_row, outcome FROM settled_rows WHERE source_id = ?",
+                (source_id,),
             ).fetchall()
+        ranges = merge_ranges((first, last) for first, last, o in rows if o != RETRY_LATER)
+        retry = merge_ranges((first, last) for first, last, o in rows if o == RETRY_LATER)
         return SettledRows(
-            merge_ranges((first, last) for first, last, _ in rows),
-            merge_ranges((first, last) for first, last, outcome in rows if outcome),
+            ranges,
+            merge_ranges((first, last) for first, last, o in rows if o == DEAD_LETTERED),
+            subtract_ranges(retry, ranges),
         )
 
     def changed_sources(self, source: str, fingerprint: str) -> bool:

@@ -160,3 +160,39 @@ def test_merged_rows_that_are_refused_are_dead_lettered_each_with_its_own_row(
     report = read_report(tmp_path)
     assert_report_adds_up(report)
     assert report["rows_rejected"] == 2 and report["rows_accepted"] == 60
+
+
+def test_a_rerun_resending_failed_rows_still_ends_on_each_customers_last_row(
+    tmp_path: Path,
+) -> None:
+    from urllib.parse import urlparse
+
+    source = _history(tmp_path, customers=300, versions=3, seed=9)
+    settings: dict[str, Any] = {
+        "rate_limit": {"updates": 1_000_000, "period_seconds": 60},
+        "delivery": {"concurrency": 8, "max_batch_bytes": 1500, "max_attempts": 1},
+    }
+    with start_sandbox(tmp_path, "--fail-rate", "0.4", "--seed", "4", "--rate", "1000000") as flaky:
+        port = str(urlparse(flaky.url).port)
+        job = write_job(tmp_path, job_dict(tmp_path, flaky.url, source, WITH_ARRAY_ADD, **settings))
+        first = run_cli("run", str(job), "--no-progress")
+        records = flaky.records()
+    assert first.returncode == 1, first.stderr
+    failed = read_report(tmp_path)["rows_failed"]
+    assert failed > 50
+    # Some customers' older rows failed while newer ones were accepted.
+    final_first = _final_versions(records)
+    assert any(version == 3 for version in final_first.values())
+    (tmp_path / "healthy").mkdir()
+    with start_sandbox(tmp_path / "healthy", "--port", port, "--rate", "1000000") as healthy:
+        again = run_cli("run", str(job), "--no-progress")
+        resent = healthy.records()
+    assert again.returncode == 0, again.stderr
+    final = {**final_first, **_final_versions(resent)}
+    assert final == {f"c{c:05d}": 3 for c in range(300)}
+    for customer, versions in _versions_in_arrival_order(resent).items():
+        assert versions == sorted(versions), customer
+        assert versions[-1] == 3, customer  # a resent older row is followed by the newer ones
+    report = read_report(tmp_path)
+    assert_report_adds_up(report)
+    assert report["rows_accepted"] >= failed and report["rows_failed"] == 0
