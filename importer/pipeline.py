@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import secrets
 import signal
@@ -91,6 +92,10 @@ WorkSource = Callable[[StateStore | None], Iterator[Work]]
 class RunOutcome:
     report: Report
     samples: list[dict[str, Any]] = field(default_factory=list)
+
+
+# Errors writing our own files that are the machine's, not the job file's (exit 3, not 2).
+_DISK_FAULTS = frozenset({errno.ENOSPC, errno.EFBIG, errno.EIO, errno.EDQUOT, errno.EROFS})
 
 
 def new_run_id() -> str:
@@ -639,10 +644,12 @@ class Run:
                 self._abort(str(fault))
                 return RunOutcome(self.report, self.samples)
             except OSError as error:
+                message = f"cannot open {error.filename or 'an output file'}: {error.strerror}"
+                if error.errno in _DISK_FAULTS:  # a fault of our own: rerun once fixed
+                    self._abort(message)
+                    return RunOutcome(self.report, self.samples)
                 # Output paths are the user's to fix, and nothing has been sent yet.
-                raise StateError(
-                    f"cannot open {error.filename or 'an output file'}: {error.strerror}"
-                ) from None
+                raise StateError(message) from None
             self.report.dead_letter = str(dead_letter_path)
             self.report.state = None if state is None else str(job.output.state)
             progress = Progress(
