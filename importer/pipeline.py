@@ -116,18 +116,16 @@ def job_scope(job: JobConfig) -> str:
 
 
 def check_output_paths(job: JobConfig, dead_letter: Path, *, with_state: bool) -> None:
-    """No output is written through a symlink in its last component: refused up front."""
-    try:
-        refuse_symlink(dead_letter, "dead-letter file")
-        refuse_symlink(job.output.report, "report file")
-        refuse_symlink(report_tmp(job.output.report), "report temporary file")
-        if with_state:
-            state = job.output.state
-            for path in (state, *(state.with_name(state.name + s) for s in ("-wal", "-shm"))):
-                refuse_symlink(path, "state file")
-            refuse_symlink(RunLock(state).path, "lock file")
-    except StateError as error:
-        raise StateError(str(error)) from None
+    """No output is written through a symlink in its last component: refused up front
+    (StateError, exit 2); the writers open with O_NOFOLLOW as well."""
+    refuse_symlink(dead_letter, "dead-letter file")
+    refuse_symlink(job.output.report, "report file")
+    refuse_symlink(report_tmp(job.output.report), "report temporary file")
+    if with_state:
+        state = job.output.state
+        for path in (state, *(state.with_name(state.name + s) for s in ("-wal", "-shm"))):
+            refuse_symlink(path, "state file")
+        refuse_symlink(RunLock(state).path, "lock file")
 
 
 def max_items_per_request(job: JobConfig) -> int:
