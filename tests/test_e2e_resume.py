@@ -160,6 +160,8 @@ def test_first_interrupt_stops_sending_within_a_second(tmp_path: Path) -> None:
             tmp_path,
             sandbox.url,
             source,
+            # No pacing: waits inside the limiter are the sender's to cut short, not this test's.
+            rate_limit={"updates": 1_000_000, "period_seconds": 60},
             delivery={"max_batch_bytes": 1500, "concurrency": 8, "timeout_seconds": 5},
         )
         run = subprocess.Popen(
