@@ -63,8 +63,9 @@ def merge(earlier: dict[str, Any], later: dict[str, Any]) -> dict[str, Any] | No
 _Element = tuple[int, "str | None", bytes, tuple[tuple[int, bytes], ...]]
 
 
-def _merge_run(run: list[tuple[int, bytes, dict[str, Any]]]) -> bytes | None:
-    """The encoded element for a run of plain elements of one customer, in order."""
+def _merge_run(run: list[tuple[int, bytes, dict[str, Any]]]) -> bytes:
+    """The encoded element for a run of plain elements of one customer, in order: `merge`
+    folded over the run, in one pass."""
     attributes: dict[str, Any] = {}
     for _, _, element in run:
         attributes.update(element["attributes"])
