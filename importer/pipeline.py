@@ -412,6 +412,15 @@ def _resend_filter(
     return rows, invalid, (skipped, skipped_dead)
 
 
+def _describe_fault(error: BaseException) -> str:
+    """A reader fault without its message: a parser's message can quote the input's text
+    (personal data), which belongs in the dead-letter file only."""
+    if isinstance(error, OSError):
+        where = f" ({error.filename})" if error.filename else ""
+        return f"{error.strerror or type(error).__name__}{where}"
+    return f"{type(error).__name__} (its message is not shown: it may quote the input)"
+
+
 def _numbers_of(rows: Sequence[Row]) -> list[int]:
     return rows.numbers if isinstance(rows, ValidRows) else [row.row for row in rows]
 
@@ -770,7 +779,7 @@ class Run:
                 return
             except Exception as error:  # a fault reading input (a file gone, a disk error)
                 log.debug("reading stopped", exc_info=True)
-                self._abort(f"reading the input stopped: {error}")
+                self._abort(f"reading the input stopped: {_describe_fault(error)}")
                 return
             if work is None:
                 return
