@@ -189,8 +189,11 @@ def _run_command(args: argparse.Namespace) -> int:
     try:
         outcome.report.write(job.output.report)
     except OSError as error:
-        # The run itself is done and accounted for; a lost report file does not undo that.
+        # The run itself is done and accounted for, but whoever reads the report cannot
+        # tell: a fault of our own (exit 3) unless a stronger code already stands.
         log.error("cannot write the report %s: %s", job.output.report, error.strerror)
+        if outcome.report.exit_code in (0, 1):
+            return EXIT_ABORTED
     return outcome.report.exit_code
 
 
