@@ -16,7 +16,7 @@ import orjson
 
 from importer import __version__
 from importer.config import ConfigError, JobConfig, load_job, redact, with_overrides
-from importer.deadletter import DeadLetterError
+from importer.deadletter import DeadLetterError, DeadLetterFault
 from importer.report import (
     EXIT_ABORTED,
     EXIT_INTERRUPTED,
@@ -26,7 +26,7 @@ from importer.report import (
     format_summary,
 )
 from importer.sources import SourceError
-from importer.state import StateError
+from importer.state import StateError, StateFault
 
 log = logging.getLogger("importer")
 
@@ -202,8 +202,11 @@ def _run_command(args: argparse.Namespace) -> int:
     try:
         outcome.report.write(job.output.report)
     except OSError as error:
-        # The run itself is done and accounted for; a lost report file does not undo that.
+        # The run itself is done and accounted for, but whoever reads the report cannot
+        # tell: a fault of our own (exit 3) unless a stronger code already stands.
         log.error("cannot write the report %s: %s", job.output.report, error.strerror)
+        if outcome.report.exit_code in (0, 1):
+            return EXIT_ABORTED
     return outcome.report.exit_code
 
 
@@ -225,6 +228,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except USER_ERRORS as error:
         _fatal(str(error), args)
         return EXIT_USAGE
+    except (StateFault, DeadLetterFault) as error:  # our own files failed us: rerun once fixed
+        _fatal(str(error), args)
+        return EXIT_ABORTED
     except KeyboardInterrupt:
         _fatal("interrupted", args, prefix="")
         return EXIT_INTERRUPTED

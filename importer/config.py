@@ -844,4 +844,13 @@ def load_job(
         raise ConfigError(f"{job_path}: {error}") from None
     except RecursionError:
         raise ConfigError(f"{job_path}: the YAML nests too deeply") from None
-    return parse_job(raw, env, need_credentials=need_credentials)
+    job = parse_job(raw, env, need_credentials=need_credentials)
+    output = raw.get("output")
+    if not (isinstance(output, dict) and output.get("state")):
+        # Progress belongs to the job, not the input: two jobs over one export (a rehearsal
+        # and the real one) must not share it. Default: <job name>.state.db by the dead letters.
+        state = job.output.dead_letter.parent / f"{job_path.stem}.state.db"
+        job = with_overrides(
+            job, {"output": {"state": str(state)}}, need_credentials=need_credentials
+        )
+    return job

@@ -1,8 +1,15 @@
-"""The dead-letter file: one JSON line per row that was not accepted, created with mode 0600."""
+"""The dead-letter file: one JSON line per row that was not accepted, created with mode 0600.
+
+A line is either whole or absent: a write that fails (disk full) is cut back to the last
+whole line, and a tail torn by a crash is moved aside to `X.torn-<stamp>` on the next open.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,8 +21,15 @@ Stage = Literal["validation", "rejected", "delivery"]
 STAGES: tuple[Stage, ...] = ("validation", "rejected", "delivery")
 
 
+log = logging.getLogger("importer")
+
+
 class DeadLetterError(Exception):
-    """A dead-letter file that cannot be read back (replay)."""
+    """A dead-letter file that cannot be read back (replay), or an output path refused."""
+
+
+class DeadLetterFault(Exception):
+    """Writing the dead-letter file failed mid-run (disk full, file gone): exit 3."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +44,8 @@ class DeadLetter:
     payload: dict[str, Any] | None
     line: int | None = None  # CSV: the physical line where the record starts
     lines: tuple[int, int] | None = None  # a malformed CSV record: its first and last line
+    run_id: str | None = None  # the run that wrote the line
+    fingerprint: str | None = None  # the source's, as that run read it
 
     def to_json(self) -> bytes:
         fields: dict[str, Any] = {"source": self.source, "row": self.row}
@@ -46,6 +62,8 @@ class DeadLetter:
                 "customer_id": self.customer_id,
                 "record": self.record,
                 "payload": self.payload,
+                "run_id": self.run_id,
+                "fingerprint": self.fingerprint,
             },
             option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS,
             default=str,
@@ -53,34 +71,65 @@ class DeadLetter:
 
 
 class DeadLetterWriter:
-    """Appends lines; `flush()` makes them durable before their rows count as settled."""
+    """Appends lines; `flush()` makes them durable before their rows count as settled.
+
+    Without `append`, an earlier non-empty file is kept, renamed `X.<its run_id>.jsonl`.
+    """
 
     def __init__(self, path: Path, *, append: bool) -> None:
         self.path = path
+        if path.is_symlink():
+            raise DeadLetterError(
+                f"dead-letter file {path} is a symbolic link; refusing to write through it"
+            )
         path.parent.mkdir(parents=True, exist_ok=True)
-        flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if append else os.O_TRUNC)
+        if not append:
+            _keep_previous(path)
         # 0600: the file holds personal data. chmod too, in case it already existed.
-        fd = os.open(path, flags, 0o600)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
         os.fchmod(fd, 0o600)
-        self._file = os.fdopen(fd, "ab")
-        self._unflushed = 0
+        self._fd = fd
+        if append:
+            _set_aside_torn_tail(path, fd)
+        self._pending: list[bytes] = []
         self.written = 0
+        self.failed = False  # a write failed: nothing more is written
 
     def write(self, letter: DeadLetter) -> None:
-        self._file.write(letter.to_json() + b"\n")
-        self._unflushed += 1
+        self._pending.append(letter.to_json() + b"\n")
         self.written += 1
 
     def flush(self) -> None:
-        if self._unflushed:
-            self._file.flush()
-            os.fsync(self._file.fileno())
-            self._unflushed = 0
+        """Write and fsync the pending lines; on failure cut the file back to whole lines."""
+        if not self._pending or self._fd < 0:
+            return
+        if self.failed:
+            self._pending.clear()
+            raise DeadLetterFault(f"the dead-letter file {self.path} could not be written")
+        data = b"".join(self._pending)
+        self._pending.clear()
+        start = os.fstat(self._fd).st_size
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(self._fd, view) :]
+            os.fsync(self._fd)
+        except OSError as error:
+            self.failed = True
+            # If even this fails, the torn tail is found and set aside on the next open.
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, start)
+            raise DeadLetterFault(
+                f"cannot write the dead-letter file {self.path}: {error.strerror or error}"
+            ) from None
 
     def close(self) -> None:
-        if not self._file.closed:
-            self.flush()
-            self._file.close()
+        if self._fd >= 0:
+            try:
+                self.flush()
+            finally:
+                os.close(self._fd)
+                self._fd = -1
 
     def __enter__(self) -> DeadLetterWriter:
         return self
@@ -89,8 +138,85 @@ class DeadLetterWriter:
         self.close()
 
 
+def _stamp() -> str:
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+
+
+def _last_run_id(path: Path) -> str | None:
+    """The run_id on the file's last whole line, if it has one."""
+    with path.open("rb", buffering=0) as handle:
+        handle.seek(max(path.stat().st_size - 65536, 0))
+        lines = [line for line in handle.read().split(b"\n") if line.strip()]
+    for line in reversed(lines):
+        try:
+            run_id = orjson.loads(line).get("run_id")
+        except (orjson.JSONDecodeError, AttributeError):
+            continue
+        if isinstance(run_id, str) and run_id.replace("-", "").isalnum():
+            return run_id
+    return None
+
+
+def _keep_previous(path: Path) -> None:
+    """A fresh start never destroys earlier dead letters: the old file is renamed."""
+    try:
+        if path.stat().st_size == 0:
+            return
+    except FileNotFoundError:
+        return
+    stem = path.name.removesuffix(".jsonl")
+    name = f"{stem}.{_last_run_id(path) or 'previous-' + _stamp()}.jsonl"
+    kept = path.with_name(name)
+    if kept.exists() or kept.is_symlink():
+        kept = path.with_name(f"{stem}.{_stamp()}-{os.getpid()}.jsonl")
+    os.replace(path, kept)
+    log.warning("the earlier dead-letter file is kept as %s", kept)
+
+
+def _set_aside_torn_tail(path: Path, fd: int) -> None:
+    """A line cut short by a crash: moved to `X.torn-<stamp>` (never silently dropped)."""
+    size = os.fstat(fd).st_size
+    if size == 0:
+        return
+    with path.open("rb") as handle:
+        back = 0
+        while True:
+            back = min(size, back + 65536)
+            handle.seek(size - back)
+            block = handle.read(back)
+            if block.endswith(b"\n"):
+                return
+            cut = block.rfind(b"\n")
+            if cut >= 0 or back == size:
+                break
+        whole = size - back + cut + 1
+        handle.seek(0)
+        line_number = handle.read(whole).count(b"\n") + 1
+        handle.seek(whole)
+        tail = handle.read()
+    aside = path.with_name(f"{path.name}.torn-{_stamp()}")
+    side = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
+        os.write(side, tail)
+        os.fsync(side)
+    finally:
+        os.close(side)
+    os.ftruncate(fd, whole)
+    log.warning(
+        "%s: line %d was cut short by an earlier crash; its %d bytes are kept in %s",
+        path,
+        line_number,
+        len(tail),
+        aside,
+    )
+
+
 def read_dead_letter(path: Path) -> Iterator[DeadLetter]:
-    """Lines of a dead-letter file; a malformed line is an error naming its line number."""
+    """Lines of a dead-letter file.
+
+    A line that is not JSON was torn (a crash or a full disk cut it): it is skipped with a
+    warning naming it. A JSON line that is not a dead letter is an error naming its number.
+    """
     try:
         handle = path.open("rb")
     except OSError as error:
@@ -101,6 +227,12 @@ def read_dead_letter(path: Path) -> Iterator[DeadLetter]:
                 continue
             try:
                 data = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                log.warning(
+                    "%s:%d: a torn line (cut short, %d bytes); skipped", path, number, len(line)
+                )
+                continue
+            try:
                 stage = data["stage"]
                 if stage not in STAGES:
                     raise ValueError(f"unknown stage {stage!r}")
@@ -115,8 +247,10 @@ def read_dead_letter(path: Path) -> Iterator[DeadLetter]:
                     payload=data.get("payload"),
                     line=data.get("line"),
                     lines=tuple(data["lines"]) if data.get("lines") else None,
+                    run_id=data.get("run_id"),
+                    fingerprint=data.get("fingerprint"),
                 )
-            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+            except (AttributeError, KeyError, TypeError, ValueError) as error:
                 raise DeadLetterError(
                     f"{path}:{number}: not a dead-letter line ({error})"
                 ) from None

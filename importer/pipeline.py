@@ -2,14 +2,18 @@
 
 The loop that settles rows lives here once (`Settler`): a row is accepted when the
 request holding it got a 2xx, or written to the dead-letter file (flushed) before it is
-marked settled in the state store, so a crash at any point loses nothing.
+marked settled in the state store, so a crash at any point loses nothing. A failure of
+those writes (disk full, database locked) stops the run at once (exit 3), never hangs it.
+Rows of one customer are sent in file order (see `ordering`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
+import secrets
 import signal
 import time
 from collections import Counter, deque
@@ -17,21 +21,29 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
-from importer import batching, sources
+from importer import batching, ordering, sources
 from importer.config import ConfigError, JobConfig
-from importer.deadletter import DeadLetter, DeadLetterWriter
+from importer.deadletter import DeadLetter, DeadLetterFault, DeadLetterWriter
 from importer.mapping import Mapper
 from importer.moengage import BULK_PREFIX, BULK_SUFFIX
 from importer.progress import Progress
 from importer.ratelimit import WindowLimiter
-from importer.report import Report, count_reasons
-from importer.rows import Chunk, InvalidRow, MappedChunk, Row
+from importer.report import Report, count_reasons, report_tmp
+from importer.rows import Chunk, InvalidRow, MappedChunk, Row, ValidRows
 from importer.sources import SourceError
-from importer.state import RunLock, SettledRows, StateError, StateStore
+from importer.state import (
+    RunLock,
+    SettledRows,
+    StateError,
+    StateFault,
+    StateStore,
+    progress_scope,
+    refuse_symlink,
+)
 
 if TYPE_CHECKING:
     from importer.delivery import Refusal
@@ -53,6 +65,14 @@ class RunOptions:
     sample_size: int = 3
 
 
+@dataclass(slots=True)
+class Batch:
+    """The rows of one request, and the customers it holds (for per-customer order)."""
+
+    rows: list[Row]
+    customers: frozenset[str]
+
+
 @dataclass
 class Work:
     """What the reader thread hands the event loop for one chunk."""
@@ -60,7 +80,7 @@ class Work:
     rows_read: int
     rows_skipped: tuple[int, int]  # (skipped, of which dead-lettered by an earlier run)
     invalid: list[InvalidRow]
-    batches: list[list[Row]]  # to send
+    batches: list[Batch]  # to send, in this order
     planned: int = 0  # dry run: requests built, not sent
     samples: list[dict[str, Any]] = field(default_factory=list)  # dry run: elements to show
     warnings: list[str] = field(default_factory=list)  # for the summary; no cell values
@@ -73,6 +93,40 @@ WorkSource = Callable[[StateStore | None], Iterator[Work]]
 class RunOutcome:
     report: Report
     samples: list[dict[str, Any]] = field(default_factory=list)
+
+
+# Errors writing our own files that are the machine's, not the job file's (exit 3, not 2).
+_DISK_FAULTS = frozenset({errno.ENOSPC, errno.EFBIG, errno.EIO, errno.EDQUOT, errno.EROFS})
+
+
+def new_run_id() -> str:
+    """Time-sortable and unique enough: 20261129T034512Z-3f9a1c."""
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(3)
+
+
+def job_scope(job: JobConfig) -> str:
+    """What saved progress belongs to: the target and the mapping (see state.progress_scope)."""
+    api = job.api
+    target = {
+        "url": api.resolved_base_url().rstrip("/"),
+        "workspace_id": api.workspace_id,
+        "project_code": api.project_code,
+        "endpoint": api.endpoint,
+    }
+    return progress_scope(target, job.mapping.model_dump(mode="json"))
+
+
+def check_output_paths(job: JobConfig, dead_letter: Path, *, with_state: bool) -> None:
+    """No output is written through a symlink in its last component: refused up front
+    (StateError, exit 2); the writers open with O_NOFOLLOW as well."""
+    refuse_symlink(dead_letter, "dead-letter file")
+    refuse_symlink(job.output.report, "report file")
+    refuse_symlink(report_tmp(job.output.report), "report temporary file")
+    if with_state:
+        state = job.output.state
+        for path in (state, *(state.with_name(state.name + s) for s in ("-wal", "-shm"))):
+            refuse_symlink(path, "state file")
+        refuse_symlink(RunLock(state).path, "lock file")
 
 
 def max_items_per_request(job: JobConfig) -> int:
@@ -99,8 +153,17 @@ def check_sources(job: JobConfig, mapper: Mapper, paths: list[Path]) -> None:
         mapper.check_columns(sources.read_columns(path, job.source), str(path))
 
 
+class SettleFault(Exception):
+    """Recording an outcome failed (disk full, state locked): the run stops, exit 3."""
+
+
 class Settler:
-    """The one place rows end: accepted, dead-lettered, or counted as skipped."""
+    """The one place rows end: accepted, dead-lettered, or counted as skipped.
+
+    When a write fails, the rows the API answered are still counted in the report;
+    progress marks that could not be saved are kept and tried once more at `finish`, and
+    rows whose dead-letter line could not be written stay pending.
+    """
 
     def __init__(
         self,
@@ -109,18 +172,43 @@ class Settler:
         state: StateStore | None,
         fingerprints: dict[str, tuple[str, str]],
         progress: Progress,
+        run_id: str | None = None,
     ) -> None:
         self.report = report
         self.writer = writer
         self.state = state
         self.fingerprints = fingerprints
         self.progress = progress
+        self.run_id = run_id
         self.reasons: Counter[str] = Counter()
+        self.fault: str | None = None
+        # (source, rows, dead_lettered, retry_later) not saved because the state failed
+        self._unsaved: list[tuple[str, list[int], bool, bool]] = []
 
-    def _mark(self, source: str, rows: list[int], dead_lettered: bool = False) -> None:
-        if self.state is not None and rows:
-            self.state.mark_settled(*self.fingerprints[source], rows, dead_lettered=dead_lettered)
+    def _fail(self, error: Exception) -> SettleFault:
+        if self.fault is None:
+            self.fault = str(error)
+        return SettleFault(self.fault)
+
+    def _mark(
+        self, source: str, rows: list[int], dead_lettered: bool = False, retry_later: bool = False
+    ) -> None:
         self.progress.advance(len(rows))
+        if self.state is None or not rows:
+            return
+        if self.fault is not None:
+            self._unsaved.append((source, rows, dead_lettered, retry_later))
+            return
+        try:
+            self.state.mark_settled(
+                *self.fingerprints[source],
+                rows,
+                dead_lettered=dead_lettered,
+                retry_later=retry_later,
+            )
+        except StateFault as error:
+            self._unsaved.append((source, rows, dead_lettered, retry_later))
+            raise self._fail(error) from None
 
     def skipped(self, count: int, dead_lettered: int) -> None:
         self.report.rows_skipped += count
@@ -128,9 +216,17 @@ class Settler:
         self.progress.advance(count)
 
     def accepted(self, rows: list[Row]) -> None:
-        self.report.rows_accepted += len(rows)
-        for source, numbers in _by_source((r.source, r.row) for r in rows).items():
-            self._mark(source, numbers)
+        """Counted first: the API took them, whatever happens to our own records after."""
+        numbered = [(r.source, number) for r in rows for number in r.numbers]
+        self.report.rows_accepted += len(numbered)
+        fault: SettleFault | None = None
+        for source, numbers in _by_source(numbered).items():
+            try:
+                self._mark(source, numbers)
+            except SettleFault as error:
+                fault = error
+        if fault is not None:
+            raise fault
 
     def invalid(self, rows: list[InvalidRow]) -> None:
         if not rows:
@@ -145,48 +241,104 @@ class Settler:
                 r.customer_id,
                 r.record,
                 r.payload,
+                run_id=self.run_id,
+                fingerprint=self._fingerprint(r.source),
                 line=r.line,
                 lines=r.lines,
             )
             for r in rows
         ]
-        for r in rows:
-            count_reasons(self.reasons, r.error)
-        self._dead_letter(letters)
-        self.report.rows_invalid += len(rows)
+        self._dead_letter(letters, self._count_invalid)
 
     def refused(self, refusals: list[Refusal]) -> None:
         if not refusals:
             return
         letters = [
             DeadLetter(
-                f.row.source,
-                f.row.row,
+                row.source,
+                row.row,
                 f.stage,
                 f.error,
                 f.status,
-                f.row.customer_id,
-                f.row.record(),
-                f.row.element,
-                line=f.row.line(),
+                row.customer_id,
+                row.record(),
+                row.element,
+                run_id=self.run_id,
+                fingerprint=self._fingerprint(row.source),
+                line=row.line(),
             )
             for f in refusals
+            for row in f.row.split()  # a merged element: a line per row it was made of
         ]
-        self._dead_letter(letters)
-        for f in refusals:
-            if f.stage == "rejected":
+        self._dead_letter(letters, self._count_refused)
+
+    def _count_invalid(self, letters: list[DeadLetter]) -> None:
+        for letter in letters:
+            count_reasons(self.reasons, letter.error)
+        self.report.rows_invalid += len(letters)
+
+    def _count_refused(self, letters: list[DeadLetter]) -> None:
+        for letter in letters:
+            if letter.stage == "rejected":
                 self.report.rows_rejected += 1
             else:
                 self.report.rows_failed += 1
 
-    def _dead_letter(self, letters: list[DeadLetter]) -> None:
+    def _fingerprint(self, source: str) -> str | None:
+        known = self.fingerprints.get(source)
+        return known[1] if known else None
+
+    def _dead_letter(
+        self, letters: list[DeadLetter], count: Callable[[list[DeadLetter]], None]
+    ) -> None:
+        """Written and flushed, then counted (a row in the file is dead-lettered, whatever
+        happens to the progress mark after), then marked settled."""
         if self.writer is None:
+            count(letters)
             return
-        for letter in letters:
-            self.writer.write(letter)
-        self.writer.flush()  # durable before the rows count as settled
-        for source, numbers in _by_source((d.source, d.row) for d in letters).items():
-            self._mark(source, numbers, dead_lettered=True)
+        if self.writer.failed:
+            raise SettleFault(self.fault or "the dead-letter file cannot be written")
+        try:
+            for letter in letters:
+                self.writer.write(letter)
+            self.writer.flush()  # durable before the rows count as settled
+        except DeadLetterFault as error:
+            raise self._fail(error) from None
+        count(letters)
+        fault: SettleFault | None = None
+        for stage in ("validation", "rejected", "delivery"):
+            pairs = ((d.source, d.row) for d in letters if d.stage == stage)
+            for source, numbers in _by_source(pairs).items():
+                try:
+                    # Delivery failures were never refused for their data: a rerun resends them.
+                    self._mark(source, numbers, True, retry_later=stage == "delivery")
+                except SettleFault as error:
+                    fault = error
+        if fault is not None:
+            raise fault
+
+    def finish(self) -> None:
+        """One more try at saving the progress marks a failed write left unsaved."""
+        if self.state is None or not self._unsaved:
+            return
+        while self._unsaved:
+            source, rows, dead_lettered, retry_later = self._unsaved[0]
+            try:
+                self.state.mark_settled(
+                    *self.fingerprints[source],
+                    rows,
+                    dead_lettered=dead_lettered,
+                    retry_later=retry_later,
+                )
+            except StateFault:
+                break  # still failing: each further try would only wait out the same lock
+            self._unsaved.pop(0)
+        if self._unsaved:
+            lost = sum(len(rows) for _, rows, _, _ in self._unsaved)
+            log.error(
+                "progress of %s settled rows could not be saved; a rerun sends them again",
+                f"{lost:,}",
+            )
 
 
 def _by_source(pairs: Any) -> dict[str, list[int]]:
@@ -221,6 +373,62 @@ def _drop_settled(chunk: Chunk, settled: SettledRows) -> tuple[int, int]:
     return int(done.sum()), int((done & _within(numbers, settled.dead)).sum())
 
 
+def _resend_filter(
+    mapped: MappedChunk, settled: SettledRows, resent: set[str]
+) -> tuple[Sequence[Row], list[InvalidRow], tuple[int, int]]:
+    """A chunk's rows for a rerun that resends delivery failures, in file order.
+
+    Rows not settled are sent, and their customers noted in `resent`; a row accepted by an
+    earlier run is sent again when its customer has an earlier row being resent (else the
+    resent older row would end up the last update applied); other settled rows are skipped.
+    Returns (valid rows to send, invalid rows to dead-letter, (skipped, of which dead)).
+    """
+    valid = mapped.valid
+    numbers = np.asarray(_numbers_of(valid), dtype=np.int64)
+    done = _within(numbers, settled.ranges)
+    dead = _within(numbers, settled.dead)
+    ids = ordering.customer_ids(valid)
+    keep: list[int] = []
+    for position, customer in enumerate(ids):
+        if not done[position]:
+            keep.append(position)
+            if customer is not None:
+                resent.add(customer)
+        elif not dead[position] and customer in resent:
+            keep.append(position)
+    invalid_numbers = np.array([r.row for r in mapped.invalid], dtype=np.int64)
+    invalid_done = _within(invalid_numbers, settled.ranges)
+    invalid = [r for r, gone in zip(mapped.invalid, invalid_done, strict=True) if not gone]
+    skipped = len(valid) - len(keep) + int(invalid_done.sum())
+    skipped_dead = int(dead.sum()) + int(
+        (invalid_done & _within(invalid_numbers, settled.dead)).sum()
+    )
+    if len(keep) == len(valid):
+        return valid, invalid, (skipped, skipped_dead)
+    encoded = batching.encoded_of(valid)
+    rows = ValidRows(
+        mapped.source,
+        [int(numbers[p]) for p in keep],
+        [ids[p] for p in keep],
+        [encoded[p] for p in keep],
+        valid.chunk if isinstance(valid, ValidRows) else valid[0].chunk,
+    )
+    return rows, invalid, (skipped, skipped_dead)
+
+
+def _describe_fault(error: BaseException) -> str:
+    """A reader fault without its message: a parser's message can quote the input's text
+    (personal data), which belongs in the dead-letter file only."""
+    if isinstance(error, OSError):
+        where = f" ({error.filename})" if error.filename else ""
+        return f"{error.strerror or type(error).__name__}{where}"
+    return f"{type(error).__name__} (its message is not shown: it may quote the input)"
+
+
+def _numbers_of(rows: Sequence[Row]) -> list[int]:
+    return rows.numbers if isinstance(rows, ValidRows) else [row.row for row in rows]
+
+
 async def _tick(progress: Progress, every: float = 1.0) -> None:
     while True:
         await asyncio.sleep(every)
@@ -245,11 +453,17 @@ def dry_run_sibling(path: Path) -> Path:
 def _has_saved_progress(state_path: Path) -> bool:
     if not state_path.exists():
         return False
-    store = StateStore(state_path)
+    try:
+        store = StateStore(state_path)
+    except (StateError, StateFault):
+        return True  # a file a rerun would have to deal with: keep the dry run apart
     try:
         return store.has_progress()
+    except StateFault:
+        return True
     finally:
-        store.close()
+        with contextlib.suppress(StateFault):
+            store.close()
 
 
 class Run:
@@ -272,18 +486,29 @@ class Run:
         self._use_state = work is None and not options.dry_run
         # source as named in rows -> (state key, fingerprint)
         self._fingerprints: dict[str, tuple[str, str]] = {}
-        self.report = Report(dry_run=options.dry_run, sources=[str(p) for p in paths])
+        self.run_id = new_run_id()
+        self.report = Report(
+            dry_run=options.dry_run, sources=[str(p) for p in paths], run_id=self.run_id
+        )
+        self._tally = ordering.CustomerTally()
+        self._gate = ordering.CustomerGate()
+        self._stop_future: asyncio.Future[None] | None = None
+        self._warned_scope = False
         self.samples: list[dict[str, Any]] = []
         self.interrupted = False
         self._signals = 0
         self._stopping = asyncio.Event()
         self._workers: list[asyncio.Task[None]] = []
         self._producer: asyncio.Task[None] | None = None
-        self._batches: asyncio.Queue[list[Row] | None] | None = None
+        self._batches: asyncio.Queue[Batch | None] | None = None
         self._stats: Any = None
         self._sender: Any = None
         self._reached_api = False
         self._input_error = False
+
+    def known_fingerprint(self, source: str, fingerprint: str) -> None:
+        """A source's fingerprint for dead-letter lines, when no read of it gave one (replay)."""
+        self._fingerprints.setdefault(source, (source, fingerprint))
 
     # --- reading and mapping, off the event loop thread ---------------------------------
 
@@ -296,6 +521,13 @@ class Run:
             fingerprint = sources.fingerprint(path)
             settled = SettledRows([])
             if state is not None:
+                if not self._warned_scope and state.other_scope(key):
+                    self._warned_scope = True
+                    log.warning(
+                        "saved progress in %s was made for another target or mapping; it does"
+                        " not apply to this run, which sends every row",
+                        state.path,
+                    )
                 if state.changed_sources(key, fingerprint):
                     log.warning(
                         "%s changed since the last run; its earlier progress does not apply", name
@@ -308,17 +540,24 @@ class Run:
             rest = SettledRows(
                 [r for r in settled.ranges if r[0] > prefix],
                 [r for r in settled.dead if r[0] > prefix],
+                settled.retry,
             )
             chunks = sources.iter_chunks(
                 path, source_cfg, self.mapper.columns, start_row=prefix + 1
             )
-            for rows_read, skipped, mapped in self._map_ahead(chunks, rest):
-                work = self.batched(rows_read, skipped, mapped.valid, mapped.invalid)
+            # Rows resent after a delivery failure must not end older than the customer's
+            # later rows, accepted before: those are resent after them (see _resend_filter).
+            resent: set[str] | None = set() if rest.retry else None
+            for rows_read, skipped, mapped in self._map_ahead(chunks, rest, resent is None):
+                valid, invalid = mapped.valid, mapped.invalid
+                if resent is not None:
+                    valid, invalid, skipped = _resend_filter(mapped, rest, resent)
+                work = self.batched(rows_read, skipped, valid, invalid)
                 work.warnings = mapped.warnings
                 yield work
 
     def _map_ahead(
-        self, chunks: Iterator[Chunk], settled: SettledRows
+        self, chunks: Iterator[Chunk], settled: SettledRows, drop_settled: bool = True
     ) -> Iterator[tuple[int, tuple[int, int], MappedChunk]]:
         """Map chunks on MAPPING_THREADS threads, in order, a few chunks ahead of the reader.
 
@@ -328,7 +567,7 @@ class Run:
 
         def prepare(chunk: Chunk) -> tuple[int, tuple[int, int], MappedChunk]:
             rows_read = len(chunk.frame) + len(chunk.malformed)
-            skipped = _drop_settled(chunk, settled)
+            skipped = _drop_settled(chunk, settled) if drop_settled else (0, 0)
             return rows_read, skipped, self.mapper.map_chunk(chunk)
 
         with ThreadPoolExecutor(MAPPING_THREADS, thread_name_prefix="map") as pool:
@@ -347,19 +586,36 @@ class Run:
         valid: Sequence[Row],
         invalid: list[InvalidRow],
     ) -> Work:
-        """Requests for a chunk's valid rows: Row lists to send, or, in a dry run, built bodies."""
+        """Requests for a chunk's valid rows: Row lists to send, or, in a dry run, built bodies.
+
+        A customer appears at most once a request; its rows merge into one element where
+        that keeps the end state, else they go to later rounds (see `ordering.sequence`).
+        """
         job = self.job
         limits = (job.delivery.max_batch_bytes, max_items_per_request(job), job.api.endpoint)
+        ids = ordering.customer_ids(valid)
+        self._tally.add(ids)
+        rounds = ordering.sequence(valid, self.mapper.max_element_bytes) or [valid]
         if not self.options.dry_run:
-            return Work(rows_read, skipped, invalid, list(batching.pack(valid, *limits)))
+            batches = []
+            for round_rows in rounds:
+                round_ids = ids if round_rows is valid else ordering.customer_ids(round_rows)
+                for start, end in batching.row_spans(round_rows, *limits):
+                    held = frozenset(round_ids[start:end])
+                    customers = cast("frozenset[str]", held - {None} if None in held else held)
+                    batches.append(Batch(list(round_rows[start:end]), customers))
+            return Work(rows_read, skipped, invalid, batches)
         # A dry run builds each body from the encoded elements: no Row objects needed.
-        spans = batching.row_spans(valid, *limits)
-        encoded = batching.encoded_of(valid)
-        for start, end in spans:
-            batching.encoded_body(encoded[start:end], job.api.endpoint)  # built, never sent
+        planned = 0
+        for round_rows in rounds:
+            spans = batching.row_spans(round_rows, *limits)
+            encoded = batching.encoded_of(round_rows)
+            for start, end in spans:
+                batching.encoded_body(encoded[start:end], job.api.endpoint)  # built, never sent
+            planned += len(spans)
         wanted = max(self.options.sample_size - len(self.samples), 0)
         samples = [row.element for row in valid[:wanted]]
-        return Work(rows_read, skipped, invalid, [], len(spans), samples)
+        return Work(rows_read, skipped, invalid, [], planned, samples)
 
     # --- the run ------------------------------------------------------------------------
 
@@ -382,23 +638,31 @@ class Run:
                 "a run of this job can be resumed; the dry run writes its dead letters to %s",
                 dead_letter_path,
             )
+        check_output_paths(job, dead_letter_path, with_state=self._use_state)
+        settler: Settler | None = None
         try:
             try:
                 if self._use_state:
                     lock = RunLock(job.output.state)
                     lock.acquire()
-                    state = StateStore(job.output.state)
+                    state = StateStore(job.output.state, job_scope(job), fresh=options.fresh)
                     if options.fresh:
                         state.reset()
                     resuming = state.has_progress()
                 else:
                     resuming = False
                 writer = DeadLetterWriter(dead_letter_path, append=resuming)
+            except StateFault as fault:
+                # Ours to fix (another process holds the database), not the input's: exit 3.
+                self._abort(str(fault))
+                return RunOutcome(self.report, self.samples)
             except OSError as error:
+                message = f"cannot open {error.filename or 'an output file'}: {error.strerror}"
+                if error.errno in _DISK_FAULTS:  # a fault of our own: rerun once fixed
+                    self._abort(message)
+                    return RunOutcome(self.report, self.samples)
                 # Output paths are the user's to fix, and nothing has been sent yet.
-                raise StateError(
-                    f"cannot open {error.filename or 'an output file'}: {error.strerror}"
-                ) from None
+                raise StateError(message) from None
             self.report.dead_letter = str(dead_letter_path)
             self.report.state = None if state is None else str(job.output.state)
             progress = Progress(
@@ -406,7 +670,7 @@ class Run:
                 total=sources.count_rows(self.paths, job.source) if self.paths else None,
                 limit_per_minute=job.rate_limit.updates / job.rate_limit.period_seconds * 60,
             )
-            settler = Settler(self.report, writer, state, self._fingerprints, progress)
+            settler = Settler(self.report, writer, state, self._fingerprints, progress, self.run_id)
             ticker = asyncio.create_task(_tick(progress))
             try:
                 await self._pipeline(settler, state)
@@ -414,15 +678,9 @@ class Run:
                 ticker.cancel()
                 progress.close()
                 self.report.invalid_reasons = dict(settler.reasons.most_common())
+                self.report.duplicate_customers = self._tally.duplicates
         finally:
-            if writer is not None:
-                writer.close()
-            if state is not None:
-                with contextlib.suppress(Exception):
-                    state.compact()
-                state.close()
-            if lock is not None:
-                lock.release()
+            self._close_outputs(settler, writer, state, lock)
             elapsed = time.monotonic() - started
             self.report.elapsed_seconds = round(elapsed, 3)
             # Over at least a minute: a 4-second run's 5,000 updates are 5,000 in that minute,
@@ -432,6 +690,33 @@ class Run:
             self.report.settle_pending()
             self.report.finish_exit_code(self.interrupted, input_error=self._input_error)
         return RunOutcome(self.report, self.samples)
+
+    def _close_outputs(
+        self,
+        settler: Settler | None,
+        writer: DeadLetterWriter | None,
+        state: StateStore | None,
+        lock: RunLock | None,
+    ) -> None:
+        """Each output closed whatever happened to the others; a failure is exit 3, no traceback."""
+        if writer is not None:
+            try:
+                writer.close()
+            except DeadLetterFault as fault:
+                self._abort(str(fault))
+        if state is not None:
+            if settler is not None:
+                settler.finish()
+            if settler is None or settler.fault is None:  # a failing database is left alone
+                with contextlib.suppress(StateFault):
+                    state.compact()
+            try:
+                state.close()
+            except StateFault as fault:
+                self._abort(str(fault))
+        if lock is not None:
+            with contextlib.suppress(OSError):
+                lock.release()
 
     async def _pipeline(self, settler: Settler, state: StateStore | None) -> None:
         loop = asyncio.get_running_loop()
@@ -453,11 +738,12 @@ class Run:
         job = self.job
         stats = DeliveryStats()
         self._stats = stats
-        batches: asyncio.Queue[list[Row] | None] = asyncio.Queue(
-            maxsize=job.delivery.concurrency * 2
-        )
+        batches: asyncio.Queue[Batch | None] = asyncio.Queue(maxsize=job.delivery.concurrency * 2)
         self._batches = batches
         limiter = WindowLimiter(job.rate_limit.updates, job.rate_limit.period_seconds)
+        self._stop_future = asyncio.get_running_loop().create_future()
+        if self._stopping.is_set():
+            self._stop_future.set_result(None)
         try:
             async with make_session(job.delivery) as session:
                 sender = Sender(job.api, job.delivery, limiter, session, stats)
@@ -483,7 +769,7 @@ class Run:
         self,
         settler: Settler,
         state: StateStore | None,
-        batches: asyncio.Queue[list[Row] | None] | None,
+        batches: asyncio.Queue[Batch | None] | None,
     ) -> None:
         work_items = self._work_source(state)
         while not self._stopping.is_set():
@@ -494,9 +780,12 @@ class Run:
                 self._input_error = self._stats is None or self._stats.requests == 0
                 self._abort(str(error))
                 return
+            except StateFault as fault:  # reading saved progress failed
+                self._abort(str(fault))
+                return
             except Exception as error:  # a fault reading input (a file gone, a disk error)
                 log.debug("reading stopped", exc_info=True)
-                self._abort(f"reading the input stopped: {error}")
+                self._abort(f"reading the input stopped: {_describe_fault(error)}")
                 return
             if work is None:
                 return
@@ -506,7 +795,11 @@ class Run:
                     log.warning("%s", warning)
             if work.rows_skipped[0]:
                 settler.skipped(*work.rows_skipped)
-            settler.invalid(work.invalid)
+            try:
+                settler.invalid(work.invalid)
+            except SettleFault as fault:
+                self._abort(str(fault))
+                return
             # Dry run: every request was built; the rows stay pending.
             self.report.requests_planned += work.planned
             self.samples += work.samples[: max(self.options.sample_size - len(self.samples), 0)]
@@ -518,38 +811,78 @@ class Run:
                 await batches.put(batch)
 
     async def _deliver(
-        self, sender: Any, batches: asyncio.Queue[list[Row] | None], settler: Settler
+        self, sender: Any, batches: asyncio.Queue[Batch | None], settler: Settler
     ) -> None:
-        from importer.delivery import ApiAbort, SendResult
-
         while True:
             batch = await batches.get()
             if batch is None or self._stopping.is_set():
                 return
-            # Filled as each row's fate is known, so an abort or a cancel mid-split still
-            # settles the halves that were answered.
-            result = SendResult()
+            held, earlier = self._gate.take(batch.customers)
             try:
-                await sender.send(batch, result)
-            except ApiAbort as abort:
-                self._abort(str(abort))
-                return
-            except asyncio.CancelledError:
-                raise
-            except Exception as error:  # a fault no retry can mend: stop, keep what is settled
-                log.debug("delivery failed", exc_info=True)
-                self._abort(f"delivery stopped by an unexpected error: {error!r}")
-                return
+                # File order per customer: wait for earlier requests holding one of ours.
+                if earlier and not await self._until_done(earlier):
+                    return  # stopped while waiting: the rows stay pending
+                await self._send_one(sender, batch.rows, settler)
             finally:
-                if result.accepted:
-                    self._reached_api = True
-                elif not self._reached_api and _unreachable(result):
-                    # Never one answer from the API: a wrong URL or a network down, not bad
-                    # rows. Stop rather than dead-letter everything; the rows stay pending.
-                    self._abort(f"cannot reach the API at {sender.url}: {result.refused[0].error}")
-                    result.refused.clear()
-                settler.accepted(result.accepted)
-                settler.refused(result.refused)
+                self._gate.release(held)
+
+    async def _until_done(self, futures: list[asyncio.Future[None]]) -> bool:
+        """Wait for `futures`; False if the run stops first."""
+        stop = self._stop_future
+        while True:
+            pending = [f for f in futures if not f.done()]
+            if not pending:
+                return not self._stopping.is_set()
+            if stop is None:
+                await asyncio.wait(pending)
+                continue
+            if stop.done():
+                return False
+            await asyncio.wait([*pending, stop], return_when=asyncio.FIRST_COMPLETED)
+
+    async def _send_one(self, sender: Any, batch: list[Row], settler: Settler) -> None:
+        from importer.delivery import ApiAbort, SendResult
+
+        if self._stopping.is_set():
+            return
+        # Filled as each row's fate is known, so an abort or a cancel mid-split still
+        # settles the halves that were answered.
+        result = SendResult()
+        try:
+            await sender.send(batch, result)
+        except ApiAbort as abort:
+            self._abort(str(abort))
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:  # a fault no retry can mend: stop, keep what is settled
+            log.debug("delivery failed", exc_info=True)
+            self._abort(f"delivery stopped by an unexpected error: {error!r}")
+            return
+        finally:
+            if result.accepted:
+                self._reached_api = True
+            elif not self._reached_api and _unreachable(result):
+                # Never one answer from the API: a wrong URL or a network down, not bad
+                # rows. Stop rather than dead-letter everything; the rows stay pending.
+                self._abort(f"cannot reach the API at {sender.url}: {result.refused[0].error}")
+                result.refused.clear()
+            self._settle(settler, result)
+
+    def _settle(self, settler: Settler, result: Any) -> None:
+        """Record a send's outcome; a failure of our own writes stops the run (exit 3)."""
+        fault: SettleFault | None = None
+        for settle, rows in (
+            (settler.accepted, result.accepted),
+            (settler.refused, result.refused),
+        ):
+            try:
+                settle(rows)
+            except SettleFault as error:
+                fault = error
+        if fault is not None:
+            # Requests in flight finish: their answers are counted, and saved if the disk allows.
+            self._abort(str(fault), cancel_in_flight=False)
 
     async def _wait_workers(self) -> None:
         if not self._workers:
@@ -574,14 +907,16 @@ class Run:
             if not task.cancelled() and task.exception() is not None:
                 raise task.exception()  # type: ignore[misc]
 
-    def _abort(self, message: str) -> None:
+    def _abort(self, message: str, *, cancel_in_flight: bool = True) -> None:
         if self.report.aborted is None:
             self.report.aborted = message
             log.error("stopping: %s", message)
-        self._stop(cancel_in_flight=True)
+        self._stop(cancel_in_flight=cancel_in_flight)
 
     def _stop(self, *, cancel_in_flight: bool) -> None:
         self._stopping.set()
+        if self._stop_future is not None and not self._stop_future.done():
+            self._stop_future.set_result(None)
         if self._sender is not None:
             self._sender.stop()  # no new attempts; unanswered rows stay pending
         if self._producer is not None:

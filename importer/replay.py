@@ -2,11 +2,16 @@
 
 Rows that failed in delivery or were rejected are re-sent as they were (their payload);
 rows that failed validation are re-mapped from their record with the job's current mapping.
+A line whose row a later run of the job accepted (its saved progress says so) is skipped.
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
+import contextlib
+import logging
+import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,6 +25,9 @@ from importer.deadletter import DeadLetter, DeadLetterError, read_dead_letter
 from importer.mapping import MALFORMED_RECORD_KEY, Mapper
 from importer.pipeline import Run, RunOptions, RunOutcome, Work, mapper_for
 from importer.rows import Chunk, InvalidRow, LineMap, Row
+from importer.state import StateError, StateFault, StateStore
+
+log = logging.getLogger("importer")
 
 
 class LetterRecords:
@@ -104,7 +112,11 @@ def _fitting(rows: list[Row], limit: int) -> tuple[list[Row], list[InvalidRow]]:
     return fitting, too_large
 
 
-def replay_work(letters: list[DeadLetter], mapper: Mapper, batched: Batcher) -> Iterator[Work]:
+def replay_work(
+    letters: list[DeadLetter], mapper: Mapper, batched: Batcher, already_accepted: int = 0
+) -> Iterator[Work]:
+    if already_accepted:
+        yield Work(already_accepted, (already_accepted, 0), [], [])
     for source, group in _by_source(letters).items():
         records = LetterRecords(group)
         resend = [d for d in group if d.stage != "validation"]
@@ -133,11 +145,52 @@ def replay_dead_letter(job: JobConfig, dead_letter_in: Path, options: RunOptions
         raise DeadLetterError(
             f"replay would overwrite its input {dead_letter_in}; pass --dead-letter for its output"
         )
+    letters, done = _not_accepted_since(letters, job.output.state)
+    if done:
+        log.warning("skipping %s dead-letter lines whose row a later run accepted", f"{done:,}")
     mapper = mapper_for(job)
     work: list[Work] = []
     run = Run(job, options, [], mapper, work=lambda _state: iter(work))
-    work += replay_work(letters, mapper, run.batched)  # every line checked before anything is sent
+    for letter in letters:
+        if letter.fingerprint:  # new dead-letter lines keep naming the source they came from
+            run.known_fingerprint(letter.source, letter.fingerprint)
+    # Every line checked before anything is sent.
+    work += replay_work(letters, mapper, run.batched, already_accepted=done)
     return asyncio.run(run.execute())
+
+
+def _not_accepted_since(
+    letters: list[DeadLetter], state_path: Path
+) -> tuple[list[DeadLetter], int]:
+    """The letters whose row no later run accepted, and how many were left out."""
+    if not state_path.exists():
+        return letters, 0
+    try:
+        store = StateStore(state_path)
+    except (StateError, StateFault) as error:
+        log.warning("cannot tell which rows were accepted since (%s); replaying every line", error)
+        return letters, 0
+    try:
+        accepted: dict[tuple[str, str], list[tuple[int, int]]] = {}
+        kept = []
+        for letter in letters:
+            if letter.fingerprint is None:
+                kept.append(letter)
+                continue
+            key = (letter.source, letter.fingerprint)
+            if key not in accepted:
+                accepted[key] = store.accepted(*key)
+            ranges = accepted[key]
+            at = bisect.bisect_right(ranges, (letter.row, math.inf)) - 1
+            if at < 0 or ranges[at][1] < letter.row:
+                kept.append(letter)
+        return kept, len(letters) - len(kept)
+    except StateFault as error:
+        log.warning("cannot tell which rows were accepted since (%s); replaying every line", error)
+        return letters, 0
+    finally:
+        with contextlib.suppress(StateFault):
+            store.close()
 
 
 def _unique(letters: Iterable[DeadLetter]) -> list[DeadLetter]:

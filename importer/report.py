@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -20,13 +21,23 @@ EXIT_INTERRUPTED = 130
 
 MAX_WARNINGS = 20  # the report stays small whatever the input
 
-# A value follows ": " in a row's reason; the column name before it stays.
-_QUOTED_VALUE = re.compile(r"""(: )(?:'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")""")
+_QUOTED = r"""(?:'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")"""
+# In a row's reason, a quoted literal after `column ` is the column's name (kept); any
+# other quoted literal is a value, and a number may be one (a count, a length): blanked.
+_REASON_TOKEN = re.compile(rf"(?P<column>column {_QUOTED})|{_QUOTED}|(?P<number>\d+)")
+
+
+def _blank(match: re.Match[str]) -> str:
+    if match.group("column"):
+        return match.group("column")
+    return "N" if match.group("number") else "'…'"
 
 
 def reason_key(error: str) -> str:
-    """An error with its values blanked, so rows broken the same way group together."""
-    return "; ".join(_QUOTED_VALUE.sub(r"\1'…'", part) for part in error.split("; "))
+    """An error grouped by column and rule: no cell value survives, so the report stays
+    small however many distinct bad values the input holds (they live in the dead-letter
+    file alone)."""
+    return _REASON_TOKEN.sub(_blank, error)
 
 
 @dataclass
@@ -38,6 +49,10 @@ class Report:
     rows_rejected: int = 0
     rows_failed: int = 0
     rows_pending: int = 0
+    rows_unchanged: int = 0  # sync.mode changed: the element equals the last accepted one
+    customers_absent: int = 0
+    duplicate_customers: int = 0  # customers seen in more than one row of this run
+    run_id: str | None = None
     rows_skipped_dead_lettered: int = 0  # of rows_skipped: in the dead-letter file already
     requests: int = 0
     retries: int = 0
@@ -73,6 +88,7 @@ class Report:
         settled = (
             self.rows_accepted
             + self.rows_skipped
+            + self.rows_unchanged
             + self.rows_invalid
             + self.rows_rejected
             + self.rows_failed
@@ -102,10 +118,28 @@ class Report:
         return asdict(self)
 
     def write(self, path: Path) -> None:
+        """Atomically, mode 0600, never through a symlink (OSError naming the path)."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
+        tmp = report_tmp(path)
+        for refused in (path, tmp):
+            if refused.is_symlink():
+                raise OSError(
+                    errno.ELOOP, "is a symbolic link; refusing to write through it", str(refused)
+                )
+        data = (json.dumps(self.to_dict(), indent=2) + "\n").encode()
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        try:
+            os.fchmod(fd, 0o600)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+        finally:
+            os.close(fd)
         os.replace(tmp, path)  # never leave a half-written report
+
+
+def report_tmp(path: Path) -> Path:
+    return path.with_name(path.name + ".tmp")
 
 
 def count_reasons(errors: Counter[str], error: str) -> None:
@@ -125,6 +159,11 @@ def format_summary(report: Report) -> str:
             if report.rows_skipped_dead_lettered
             else ")"
         ),
+        *(
+            [f"  unchanged       {report.rows_unchanged:>10,}   (same as last accepted)"]
+            if report.rows_unchanged
+            else []
+        ),
         f"  invalid         {report.rows_invalid:>10,}   (dead-letter, stage validation)",
         f"  rejected        {report.rows_rejected:>10,}   (dead-letter, stage rejected)",
         f"  failed          {report.rows_failed:>10,}   (dead-letter, stage delivery)",
@@ -139,6 +178,11 @@ def format_summary(report: Report) -> str:
             f"  elapsed         {report.elapsed_seconds:>10.1f} s  "
             f"({report.updates_per_minute:,.0f} updates/minute)",
         ]
+    if report.duplicate_customers:
+        lines.append(
+            f"  duplicates      {report.duplicate_customers:>10,}   (customers in more than one"
+            " row; sent in file order)"
+        )
     if (report.rows_dead_lettered or report.rows_skipped_dead_lettered) and report.dead_letter:
         lines.append(f"  dead letters    {report.dead_letter}")
     if report.aborted:

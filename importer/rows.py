@@ -76,11 +76,19 @@ class Row:
     customer_id: str | None
     encoded: bytes  # the element as JSON; batching counts these bytes
     chunk: RecordSource  # rebuilds the record only if the row ends in the dead-letter file
+    # Rows of one customer merged into this one element (see ordering.merge_runs): each
+    # (row number, its own encoded element), in file order. Empty for a plain row.
+    parts: tuple[tuple[int, bytes], ...] = ()
 
     @property
     def element(self) -> dict[str, Any]:
         """Decoded on demand (dead letters, samples): a dict per valid row costs too much."""
         return orjson.loads(self.encoded)
+
+    @property
+    def numbers(self) -> list[int]:
+        """The source rows this element settles."""
+        return [number for number, _ in self.parts] if self.parts else [self.row]
 
     def record(self) -> dict[str, Any]:
         return self.chunk.record(self.row)
@@ -89,6 +97,15 @@ class Row:
         """The physical line of the row's record, when its source knows lines (CSV)."""
         line_of = getattr(self.chunk, "line", None)
         return None if line_of is None else line_of(self.row)
+
+    def split(self) -> list[Row]:
+        """A merged row as the rows it was made of (each its own element); else itself."""
+        if not self.parts:
+            return [self]
+        return [
+            Row(self.source, number, self.customer_id, encoded, self.chunk)
+            for number, encoded in self.parts
+        ]
 
 
 @dataclass(slots=True)
@@ -112,7 +129,7 @@ class ValidRows(Sequence[Row]):
     a batch at a time, so a million `Row`s never sit in memory at once.
     """
 
-    __slots__ = ("chunk", "customer_ids", "encoded", "numbers", "source")
+    __slots__ = ("chunk", "customer_ids", "encoded", "numbers", "parts", "source")
 
     def __init__(
         self,
@@ -121,12 +138,14 @@ class ValidRows(Sequence[Row]):
         customer_ids: list[str | None],
         encoded: list[bytes],
         chunk: RecordSource,
+        parts: list[tuple[tuple[int, bytes], ...]] | None = None,  # see Row.parts
     ) -> None:
         self.source = source
         self.numbers = numbers
         self.customer_ids = customer_ids
         self.encoded = encoded
         self.chunk = chunk
+        self.parts = parts
 
     def __len__(self) -> int:
         return len(self.numbers)
@@ -137,18 +156,20 @@ class ValidRows(Sequence[Row]):
     def __getitem__(self, index: slice) -> list[Row]: ...
     def __getitem__(self, index: int | slice) -> Row | list[Row]:
         if isinstance(index, slice):
+            if self.parts is not None:
+                return [self._row(i) for i in range(*index.indices(len(self.numbers)))]
             return [
                 Row(self.source, number, customer_id, data, self.chunk)
                 for number, customer_id, data in zip(
                     self.numbers[index], self.customer_ids[index], self.encoded[index], strict=True
                 )
             ]
+        return self._row(index)
+
+    def _row(self, i: int) -> Row:
+        parts = self.parts[i] if self.parts is not None else ()
         return Row(
-            self.source,
-            self.numbers[index],
-            self.customer_ids[index],
-            self.encoded[index],
-            self.chunk,
+            self.source, self.numbers[i], self.customer_ids[i], self.encoded[i], self.chunk, parts
         )
 
 

@@ -694,7 +694,10 @@ def _output_lines(input_path: str) -> list[str]:
             f"  dead_letter: {_scalar(str(folder / defaults.dead_letter.name))}",
             "rows not imported and why (personal data)",
         ),
-        _line(f"  state: {_scalar(str(folder / defaults.state.name))}", "progress, for resuming"),
+        # No state line: by default the progress file is named after the job file (e.g.
+        # nightly.yaml -> nightly.state.db beside the dead letters), so two jobs over one
+        # input never share progress.
+        _line("  # state: JOB.state.db", "progress; named after the job file unless set"),
         _line(f"  report: {_scalar(str(folder / defaults.report.name))}", "the run's counts"),
     ]
 

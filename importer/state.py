@@ -9,7 +9,9 @@ customer_id, to skip unchanged users); nothing writes it yet.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import socket
@@ -18,21 +20,27 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+SCHEMA_VERSION = 2
+
+# Progress belongs to one scope (target and mapping, see `progress_scope`): the same file
+# sent to another workspace, URL or with another mapping starts from nothing.
 SCHEMA = """
-CREATE TABLE IF NOT EXISTS sources (
+CREATE TABLE IF NOT EXISTS source_files (
     id INTEGER PRIMARY KEY,
+    scope TEXT NOT NULL,
     path TEXT NOT NULL,
     fingerprint TEXT NOT NULL,
-    UNIQUE (path, fingerprint)
+    UNIQUE (scope, path, fingerprint)
 );
-CREATE TABLE IF NOT EXISTS settled (
-    source_id INTEGER NOT NULL REFERENCES sources(id),
+CREATE TABLE IF NOT EXISTS settled_rows (
+    source_id INTEGER NOT NULL,
     first_row INTEGER NOT NULL,
     last_row INTEGER NOT NULL,
-    dead_lettered INTEGER NOT NULL DEFAULT 0  -- 1: the rows went to the dead-letter file
+    outcome INTEGER NOT NULL DEFAULT 0  -- see ACCEPTED, DEAD_LETTERED, RETRY_LATER
 );
-CREATE INDEX IF NOT EXISTS settled_by_source ON settled(source_id, first_row);
+CREATE INDEX IF NOT EXISTS settled_rows_by_source ON settled_rows(source_id, first_row);
 CREATE TABLE IF NOT EXISTS customers (
     customer_id TEXT PRIMARY KEY,
     fingerprint TEXT NOT NULL,
@@ -40,9 +48,37 @@ CREATE TABLE IF NOT EXISTS customers (
 );
 """
 
+# Row outcomes as stored. RETRY_LATER rows went to the dead-letter file at stage
+# `delivery`: they were never refused for their data, so a rerun sends them again.
+ACCEPTED = 0
+DEAD_LETTERED = 1
+RETRY_LATER = 2
+
+SQLITE_MAGIC = b"SQLite format 3\x00"
+
+# A state database held by another process: give up after this long, not sqlite's default
+# five seconds per statement, so a run stops within seconds.
+BUSY_TIMEOUT_SECONDS = 2.0
+
 
 class StateError(Exception):
-    """The state file cannot be used (locked by another run, unreadable)."""
+    """The state file cannot be used (locked by another run, not a state database): exit 2."""
+
+
+class StateFault(Exception):
+    """Writing or reading progress failed mid-way (disk full, database locked): exit 3."""
+
+
+def progress_scope(target: dict[str, Any], mapping: Any) -> str:
+    """The key saved progress belongs to: the target and the mapping's canonical form."""
+    canonical = json.dumps({"target": target, "mapping": mapping}, sort_keys=True, default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def refuse_symlink(path: Path, what: str) -> None:
+    """An output must not follow a symlink in its last component (it could overwrite anything)."""
+    if path.is_symlink():
+        raise StateError(f"{what} {path} is a symbolic link; refusing to write through it")
 
 
 def to_ranges(rows: Iterable[int]) -> list[tuple[int, int]]:
@@ -66,12 +102,33 @@ def merge_ranges(ranges: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
     return merged
 
 
+def subtract_ranges(
+    ranges: list[tuple[int, int]], minus: list[tuple[int, int]]
+) -> list[tuple[int, int]]:
+    """Merged `ranges` without the rows of merged `minus`."""
+    result: list[tuple[int, int]] = []
+    for first, last in ranges:
+        for cut_first, cut_last in minus:
+            if cut_last < first or cut_first > last:
+                continue
+            if cut_first > first:
+                result.append((first, cut_first - 1))
+            first = cut_last + 1
+            if first > last:
+                break
+        if first <= last:
+            result.append((first, last))
+    return result
+
+
 @dataclass(frozen=True)
 class SettledRows:
     """What an earlier run settled in one source file (`dead` ranges: dead-lettered)."""
 
     ranges: list[tuple[int, int]]
     dead: list[tuple[int, int]] = field(default_factory=list)
+    # Rows dead-lettered in delivery and not accepted since: a rerun sends them again.
+    retry: list[tuple[int, int]] = field(default_factory=list)
 
     @property
     def count(self) -> int:
@@ -97,7 +154,12 @@ class RunLock:
 
     def acquire(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        except OSError as error:
+            if self.path.is_symlink():
+                refuse_symlink(self.path, "lock file")
+            raise StateError(f"cannot open lock file {self.path}: {error.strerror}") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -108,12 +170,12 @@ class RunLock:
                 "wait for it to finish or stop it"
             ) from None
         os.ftruncate(fd, 0)
-        holder = {
+        about = {
             "pid": os.getpid(),
             "host": socket.gethostname(),
             "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
-        os.write(fd, json.dumps(holder).encode())
+        os.write(fd, json.dumps(about).encode())
         self._fd = fd
 
     def is_held(self) -> bool:
@@ -136,104 +198,266 @@ class RunLock:
 
 
 class StateStore:
-    """Settled rows per source file. Writes are committed at once (WAL, synchronous=NORMAL)."""
+    """Settled rows per source file and scope. Writes are committed at once (WAL).
 
-    def __init__(self, path: Path) -> None:
+    A file that exists but is not a state database is refused (StateError, exit 2) with a
+    hint to `--fresh`, which sets it aside; a database that cannot be written or is held
+    by another process mid-run is a StateFault (exit 3).
+    """
+
+    def __init__(self, path: Path, scope: str = "", *, fresh: bool = False) -> None:
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
+        self.scope = scope
+        for companion in (path, _companion(path, "-wal"), _companion(path, "-shm")):
+            refuse_symlink(companion, "state file")
         try:
-            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(SCHEMA)
-            self._upgrade()
-        except sqlite3.DatabaseError as error:
-            raise StateError(f"cannot use state file {path}: {error}") from None
+            self._db = _open(path)
+        except StateError:
+            if not fresh:
+                raise
+            _set_aside(path)  # --fresh: whatever the file was, start over beside it
+            self._db = _open(path)
         self._source_ids: dict[tuple[str, str], int] = {}
 
-    def _upgrade(self) -> None:
-        """Bring a state file written by an earlier version up to this schema."""
-        columns = {row[1] for row in self._db.execute("PRAGMA table_info(settled)")}
-        if "dead_lettered" not in columns:
-            self._db.execute(
-                "ALTER TABLE settled ADD COLUMN dead_lettered INTEGER NOT NULL DEFAULT 0"
-            )
-
     def close(self) -> None:
-        self._db.close()
+        with _faults(self.path):
+            self._db.close()
 
     def reset(self) -> None:
         """--fresh: forget all progress."""
-        with self._db:
+        with _faults(self.path), self._db:
             self._db.execute("BEGIN")
-            self._db.execute("DELETE FROM settled")
-            self._db.execute("DELETE FROM sources")
+            self._db.execute("DELETE FROM settled_rows")
+            self._db.execute("DELETE FROM source_files")
         self._source_ids.clear()
 
     def has_progress(self) -> bool:
-        return self._db.execute("SELECT 1 FROM settled LIMIT 1").fetchone() is not None
+        with _faults(self.path):
+            return self._db.execute("SELECT 1 FROM settled_rows LIMIT 1").fetchone() is not None
 
     def _source_id(self, source: str, fingerprint: str) -> int:
         key = (source, fingerprint)
         if key not in self._source_ids:
-            self._db.execute("INSERT OR IGNORE INTO sources(path, fingerprint) VALUES (?, ?)", key)
+            self._db.execute(
+                "INSERT OR IGNORE INTO source_files(scope, path, fingerprint) VALUES (?, ?, ?)",
+                (self.scope, *key),
+            )
             (source_id,) = self._db.execute(
-                "SELECT id FROM sources WHERE path = ? AND fingerprint = ?", key
+                "SELECT id FROM source_files WHERE scope = ? AND path = ? AND fingerprint = ?",
+                (self.scope, *key),
             ).fetchone()
             self._source_ids[key] = source_id
         return self._source_ids[key]
 
     def settled(self, source: str, fingerprint: str) -> SettledRows:
-        source_id = self._source_id(source, fingerprint)
-        rows = self._db.execute(
-            "SELECT first_row, last_row, dead_lettered FROM settled WHERE source_id = ?",
-            (source_id,),
-        ).fetchall()
+        """Rows an earlier run settled; rows it dead-lettered in delivery are not among them."""
+        with _faults(self.path):
+            source_id = self._source_id(source, fingerprint)
+            rows = self._db.execute(
+                "SELECT first_row, last_row, outcome FROM settled_rows WHERE source_id = ?",
+                (source_id,),
+            ).fetchall()
+        ranges = merge_ranges((first, last) for first, last, o in rows if o != RETRY_LATER)
+        retry = merge_ranges((first, last) for first, last, o in rows if o == RETRY_LATER)
         return SettledRows(
-            merge_ranges((first, last) for first, last, _ in rows),
-            merge_ranges((first, last) for first, last, dead in rows if dead),
+            ranges,
+            merge_ranges((first, last) for first, last, o in rows if o == DEAD_LETTERED),
+            subtract_ranges(retry, ranges),
         )
 
     def changed_sources(self, source: str, fingerprint: str) -> bool:
         """True when progress exists for this path under another fingerprint (the file changed)."""
-        row = self._db.execute(
-            "SELECT 1 FROM sources s JOIN settled t ON t.source_id = s.id "
-            "WHERE s.path = ? AND s.fingerprint != ? LIMIT 1",
-            (source, fingerprint),
-        ).fetchone()
+        with _faults(self.path):
+            row = self._db.execute(
+                "SELECT 1 FROM source_files s JOIN settled_rows t ON t.source_id = s.id "
+                "WHERE s.scope = ? AND s.path = ? AND s.fingerprint != ? LIMIT 1",
+                (self.scope, source, fingerprint),
+            ).fetchone()
         return row is not None
 
+    def other_scope(self, source: str) -> bool:
+        """True when progress exists for this path under another target or mapping."""
+        with _faults(self.path):
+            row = self._db.execute(
+                "SELECT 1 FROM source_files s JOIN settled_rows t ON t.source_id = s.id "
+                "WHERE s.scope != ? AND s.path = ? LIMIT 1",
+                (self.scope, source),
+            ).fetchone()
+        return row is not None
+
+    def accepted(self, path_name: str, fingerprint: str) -> list[tuple[int, int]]:
+        """Rows of a source (in any scope) that some run got a 2xx for (replay skips them).
+
+        `path_name` is the source as a dead-letter line names it: matched on the stored
+        absolute path, or on its last component when only that agrees."""
+        with _faults(self.path):
+            candidates = self._db.execute(
+                "SELECT id, path FROM source_files WHERE fingerprint = ?", (fingerprint,)
+            ).fetchall()
+            wanted = str(Path(path_name).resolve())
+            ids = [i for i, p in candidates if p == wanted] or [
+                i for i, p in candidates if Path(p).name == Path(path_name).name
+            ]
+            rows: list[tuple[int, int]] = []
+            for source_id in ids:
+                rows += self._db.execute(
+                    "SELECT first_row, last_row FROM settled_rows"
+                    " WHERE source_id = ? AND outcome = ?",
+                    (source_id, ACCEPTED),
+                ).fetchall()
+        return merge_ranges(rows)
+
     def mark_settled(
-        self, source: str, fingerprint: str, rows: Iterable[int], *, dead_lettered: bool = False
+        self,
+        source: str,
+        fingerprint: str,
+        rows: Iterable[int],
+        *,
+        dead_lettered: bool = False,
+        retry_later: bool = False,
     ) -> None:
         ranges = to_ranges(rows)
         if not ranges:
             return
-        source_id = self._source_id(source, fingerprint)
-        with self._db:
-            self._db.execute("BEGIN")
-            self._db.executemany(
-                "INSERT INTO settled(source_id, first_row, last_row, dead_lettered)"
-                " VALUES (?, ?, ?, ?)",
-                [(source_id, first, last, int(dead_lettered)) for first, last in ranges],
-            )
+        outcome = RETRY_LATER if retry_later else DEAD_LETTERED if dead_lettered else ACCEPTED
+        with _faults(self.path):
+            source_id = self._source_id(source, fingerprint)
+            with self._db:
+                self._db.execute("BEGIN")
+                self._db.executemany(
+                    "INSERT INTO settled_rows(source_id, first_row, last_row, outcome)"
+                    " VALUES (?, ?, ?, ?)",
+                    [(source_id, first, last, outcome) for first, last in ranges],
+                )
 
     def compact(self) -> None:
         """Merge stored ranges so the table stays small over a long run."""
-        with self._db:
+        with _faults(self.path), self._db:
             self._db.execute("BEGIN")
-            for source_id, dead in self._db.execute(
-                "SELECT DISTINCT source_id, dead_lettered FROM settled"
+            for source_id, outcome in self._db.execute(
+                "SELECT DISTINCT source_id, outcome FROM settled_rows"
             ).fetchall():
-                where = "WHERE source_id = ? AND dead_lettered = ?"
+                where = "WHERE source_id = ? AND outcome = ?"
                 rows = self._db.execute(
-                    f"SELECT first_row, last_row FROM settled {where}", (source_id, dead)
+                    f"SELECT first_row, last_row FROM settled_rows {where}", (source_id, outcome)
                 ).fetchall()
                 merged = merge_ranges(rows)
                 if len(merged) < len(rows):
-                    self._db.execute(f"DELETE FROM settled {where}", (source_id, dead))
+                    self._db.execute(f"DELETE FROM settled_rows {where}", (source_id, outcome))
                     self._db.executemany(
-                        "INSERT INTO settled(source_id, first_row, last_row, dead_lettered)"
+                        "INSERT INTO settled_rows(source_id, first_row, last_row, outcome)"
                         " VALUES (?, ?, ?, ?)",
-                        [(source_id, first, last, dead) for first, last in merged],
+                        [(source_id, first, last, outcome) for first, last in merged],
                     )
+
+
+class _faults:
+    """sqlite errors mid-run as StateFault, naming the file (no traceback reaches the user)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, _: Any
+    ) -> None:
+        if isinstance(error, sqlite3.Error):
+            detail = "locked by another process" if _is_busy(error) else str(error)
+            raise StateFault(f"cannot use state file {self.path}: {detail}") from None
+
+
+def _is_busy(error: sqlite3.Error) -> bool:
+    return "locked" in str(error) or "busy" in str(error)
+
+
+def _companion(path: Path, suffix: str) -> Path:
+    return path.with_name(path.name + suffix)
+
+
+def _unusable(path: Path, detail: str) -> str:
+    return (
+        f"state file {path} is not a usable moe-import state database ({detail}); "
+        "pass --fresh to set it aside and start over"
+    )
+
+
+def _check_is_state_database(path: Path) -> None:
+    """A 0-byte or foreign file would otherwise be read as a fresh start: refuse it."""
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(len(SQLITE_MAGIC))
+    except FileNotFoundError:
+        return
+    except OSError as error:
+        raise StateError(f"cannot read state file {path}: {error.strerror}") from None
+    if not head:
+        raise StateError(_unusable(path, "the file is empty"))
+    if head != SQLITE_MAGIC:
+        raise StateError(_unusable(path, "not an SQLite database"))
+
+
+def _open(path: Path) -> sqlite3.Connection:
+    _check_is_state_database(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    db: sqlite3.Connection | None = None
+    try:
+        db = sqlite3.connect(
+            path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_SECONDS
+        )
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
+        ours = {"sources", "settled", "source_files", "settled_rows", "customers"}
+        if tables and not tables & ours:
+            raise sqlite3.DatabaseError("an SQLite database, but not one of moe-import's")
+        db.executescript(SCHEMA)
+        _upgrade(db)
+        return db
+    except sqlite3.Error as error:
+        if db is not None:
+            db.close()
+        if _is_busy(error):
+            raise StateFault(f"state file {path} is locked by another process ({error})") from None
+        raise StateError(_unusable(path, str(error))) from None
+
+
+def _upgrade(db: sqlite3.Connection) -> None:
+    """Bring a state file written by an earlier version up to this schema.
+
+    Progress from before scopes existed belongs to no known target: it is kept under
+    the empty scope, so a run says it does not apply rather than trusting it.
+    """
+    (version,) = db.execute("PRAGMA user_version").fetchone()
+    if version >= SCHEMA_VERSION:
+        return
+    tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
+    with db:
+        db.execute("BEGIN")
+        if "sources" in tables and "settled" in tables:
+            columns = {row[1] for row in db.execute("PRAGMA table_info(settled)")}
+            dead = "dead_lettered" if "dead_lettered" in columns else "0"
+            db.execute(
+                "INSERT INTO source_files(id, scope, path, fingerprint)"
+                " SELECT id, '', path, fingerprint FROM sources"
+            )
+            db.execute(
+                "INSERT INTO settled_rows(source_id, first_row, last_row, outcome)"
+                f" SELECT source_id, first_row, last_row, {dead} FROM settled"
+            )
+            db.execute("DROP TABLE settled")
+            db.execute("DROP TABLE sources")
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+
+def _set_aside(path: Path) -> None:
+    """--fresh on a file that is not a state database: move it aside, keep it for a look."""
+    if path.exists():
+        aside = path.with_name(
+            f"{path.name}.unusable-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
+        )
+        os.replace(path, aside)
+        for suffix in ("-wal", "-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                _companion(path, suffix).unlink()

@@ -71,6 +71,7 @@ def assert_report_adds_up(report: dict[str, Any]) -> None:
     parts = (
         "rows_accepted",
         "rows_skipped",
+        "rows_unchanged",
         "rows_invalid",
         "rows_rejected",
         "rows_failed",

@@ -48,3 +48,37 @@ def test_clean_run_exits_zero() -> None:
     report.settle_pending()
     assert report.finish_exit_code(interrupted=False) == 0
     assert report.finish_exit_code(interrupted=False, input_error=True) == 2
+
+
+def test_reasons_hold_no_value_not_even_an_array_item_or_a_count() -> None:
+    keys = {
+        reason_key(f"column 'tags': has an item 'user{i}@example.com' that is too long")
+        for i in range(50)
+    }
+    keys |= {
+        reason_key(f"column 'tags': has {n} items; an array holds at most 50") for n in (51, 99)
+    }
+    assert keys == {
+        "column 'tags': has an item '…' that is too long",
+        "column 'tags': has N items; an array holds at most N",
+    }
+    assert reason_key("column 'a; b': 'x; y' is bad") == "column 'a; b': '…' is bad"
+
+
+def test_report_file_is_0600_and_never_written_through_a_symlink(tmp_path: Path) -> None:
+    import stat
+
+    import pytest
+
+    path = tmp_path / "report.json"
+    Report(rows_read=1).write(path)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    target = tmp_path / "elsewhere.txt"
+    target.write_text("keep me")
+    for link in (path, tmp_path / "report.json.tmp"):
+        path.unlink(missing_ok=True)
+        link.symlink_to(target)
+        with pytest.raises(OSError, match="symbolic link"):
+            Report(rows_read=1).write(path)
+        link.unlink()
+    assert target.read_text() == "keep me"

@@ -275,3 +275,17 @@ def test_a_csv_named_txt_in_a_folder_scaffolds_a_job_that_validates(tmp_path: Pa
     validate = run_cli("validate", str(job_file), "--no-progress")
     assert validate.returncode == 0, validate.stderr
     assert re.search(r"rows read +2\n", validate.stdout), validate.stdout
+
+
+def test_the_state_file_is_named_after_the_job_not_the_input(tmp_path: Path) -> None:
+    from importer.config import load_job
+
+    text = scaffold_job(str(SAMPLE / "customers.csv"))
+    assert "state" not in yaml.safe_load(text)["output"]
+    states = []
+    for name in ("rehearsal.yaml", "nightly.yaml"):
+        (tmp_path / name).write_text(text)
+        job = load_job(tmp_path / name, env={"MOENGAGE_WORKSPACE_ID": "W", "MOENGAGE_API_KEY": "k"})
+        states.append(job.output.state)
+        assert job.output.state.parent == job.output.dead_letter.parent
+    assert [s.name for s in states] == ["rehearsal.state.db", "nightly.state.db"]

@@ -91,3 +91,60 @@ def test_a_state_file_from_before_dead_letter_tracking_is_upgraded(tmp_path: Pat
     store.mark_settled("a.csv", "fp", [6], dead_lettered=True)
     settled = store.settled("a.csv", "fp")
     assert settled.ranges == [(1, 6)] and settled.dead == [(6, 6)]
+
+
+def test_delivery_failures_are_not_settled_until_accepted(tmp_path: Path) -> None:
+    store = StateStore(tmp_path / "state.db", scope="target-a")
+    store.mark_settled("a.csv", "fp", [1, 2, 3])
+    store.mark_settled("a.csv", "fp", [4, 5], retry_later=True)
+    store.mark_settled("a.csv", "fp", [6], dead_lettered=True)
+    settled = store.settled("a.csv", "fp")
+    assert settled.ranges == [(1, 3), (6, 6)] and settled.dead == [(6, 6)]
+    assert settled.retry == [(4, 5)]
+    store.mark_settled("a.csv", "fp", [4])  # a rerun got it through
+    again = store.settled("a.csv", "fp")
+    assert again.ranges == [(1, 4), (6, 6)] and again.retry == [(5, 5)]
+    assert store.accepted("a.csv", "fp") == [(1, 4)]
+
+
+def test_progress_is_kept_per_scope(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    rehearsal = StateStore(path, scope="sandbox")
+    rehearsal.mark_settled("/data/a.csv", "fp", [1, 2])
+    rehearsal.close()
+    real = StateStore(path, scope="production")
+    assert real.settled("/data/a.csv", "fp").ranges == []
+    assert real.other_scope("/data/a.csv") and not real.other_scope("/data/b.csv")
+
+
+def test_subtract_ranges() -> None:
+    from importer.state import subtract_ranges
+
+    assert subtract_ranges([(1, 10)], [(3, 4), (6, 6)]) == [(1, 2), (5, 5), (7, 10)]
+    assert subtract_ranges([(1, 3), (5, 9)], [(1, 3), (8, 20)]) == [(5, 7)]
+
+
+@pytest.mark.parametrize("content", [b"", b"hello", b"SQLite format 3\x00" + b"\x00" * 200])
+def test_a_file_that_is_not_a_state_database_is_refused_and_fresh_sets_it_aside(
+    tmp_path: Path, content: bytes
+) -> None:
+    path = tmp_path / "state.db"
+    path.write_bytes(content)
+    with pytest.raises(StateError, match="--fresh"):
+        StateStore(path)
+    store = StateStore(path, fresh=True)
+    assert not store.has_progress()
+    (aside,) = tmp_path.glob("state.db.unusable-*")
+    assert aside.read_bytes() == content
+
+
+def test_a_foreign_sqlite_database_is_refused(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "state.db"
+    other = sqlite3.connect(path)
+    other.execute("CREATE TABLE invoices (id INTEGER)")
+    other.commit()
+    other.close()
+    with pytest.raises(StateError, match="not one of moe-import's"):
+        StateStore(path)
