@@ -21,13 +21,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from importer import batching, sources
+from importer import batching, quota, sources
 from importer.config import ConfigError, JobConfig
 from importer.deadletter import DeadLetter, DeadLetterWriter
 from importer.mapping import Mapper
 from importer.moengage import BULK_PREFIX, BULK_SUFFIX
 from importer.progress import Progress
-from importer.ratelimit import WindowLimiter
 from importer.report import Report, count_reasons
 from importer.rows import Chunk, InvalidRow, MappedChunk, Row
 from importer.sources import SourceError
@@ -444,7 +443,7 @@ class Run:
             maxsize=job.delivery.concurrency * 2
         )
         self._batches = batches
-        limiter = WindowLimiter(job.rate_limit.updates, job.rate_limit.period_seconds)
+        limiter = quota.open_limiter(job)  # a WindowLimiter, shared if rate_limit.shared says so
         try:
             async with make_session(job.delivery) as session:
                 sender = Sender(job.api, job.delivery, limiter, session, stats)
@@ -465,6 +464,7 @@ class Run:
             self.report.retries = stats.retries
             self.report.http_429 = stats.http_429
             self.report.status_counts = {str(k): v for k, v in sorted(stats.by_status.items())}
+            await quota.close_limiter(limiter)  # the other sharers get our last grants back
 
     async def _produce(
         self,
