@@ -38,7 +38,7 @@ from importer.ratelimit import PACER_BURST_SHARE, PACER_HEADROOM
 LEASE_MARGIN_SECONDS = 5.0
 # A waiter asks the ledger again at least this often: sooner than this when the ledger knows
 # when room comes free; never later, so its place in the queue stays fresh.
-POLL_SECONDS = 0.1
+POLL_SECONDS = 0.02
 # A queued ticket not renewed for this long belongs to a process that died or stalled.
 TICKET_STALE_SECONDS = 2.0
 # One call to the ledger (Redis round trip, file lock) taking longer than this stops the run.

@@ -114,9 +114,9 @@ return 1
 PAUSE = (
     _PRELUDE
     + """
-local until = now + tonumber(ARGV[1])
-if until > tonumber(redis.call('HGET', state, 'paused_until') or '0') then
-  redis.call('HSET', state, 'paused_until', fmt(until))
+local resume_at = now + tonumber(ARGV[1])
+if resume_at > tonumber(redis.call('HGET', state, 'paused_until') or '0') then
+  redis.call('HSET', state, 'paused_until', fmt(resume_at))
 end
 keep(tonumber(ARGV[2]))
 return 1
