@@ -618,7 +618,11 @@ def prepare(job: JobConfig) -> tuple[list[Path], Mapper]:
     return paths, mapper
 
 
-def run_job(job: JobConfig, options: RunOptions) -> RunOutcome:
+def run_job(
+    job: JobConfig, options: RunOptions, observe: Callable[[Run], None] | None = None
+) -> RunOutcome:
     paths, mapper = prepare(job)
     run = Run(job, options, paths, mapper)
+    if observe is not None:
+        observe(run)  # the metrics file reads the live run's counters
     return asyncio.run(run.execute())
