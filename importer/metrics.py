@@ -52,12 +52,13 @@ def render(job_name: str, sample: Sample) -> str:
     lines: list[str] = []
 
     def metric(name: str, kind: str, help_text: str, values: list[tuple[str, float]]) -> None:
-        lines.append(f"# HELP {PREFIX}{name} {help_text}")
-        lines.append(f"# TYPE {PREFIX}{name} {kind}")
-        suffix = "_total" if kind == "counter" else ""
+        # The classic text format names a counter with its _total in HELP and TYPE too.
+        full = PREFIX + name + ("_total" if kind == "counter" else "")
+        lines.append(f"# HELP {full} {help_text}")
+        lines.append(f"# TYPE {full} {kind}")
         for labels, value in values:
             inner = ",".join(filter(None, [job, labels]))
-            lines.append(f"{PREFIX}{name}{suffix}{{{inner}}} {float(value)!r}")
+            lines.append(f"{full}{{{inner}}} {float(value)!r}")
 
     metric("rows_read", "counter", "Input rows read.", [("", report.rows_read)])
     metric(
