@@ -32,8 +32,6 @@ RATE, PERIOD, USERS, PROCESSES = 3000, 10.0, 3000, 3
 TIMEOUT = 2.0  # delivery.timeout_seconds: short, so a dead process's lease ends soon
 QUOTA_KEY = "nightly-workspace"
 
-pytestmark = pytest.mark.slow
-
 
 def _write_users(path: Path, prefix: str) -> None:
     lines = ["user_id,first_name"] + [f"{prefix}-u{i:05d},name{i}" for i in range(USERS)]
@@ -61,7 +59,9 @@ def _job(tmp_path: Path, sandbox: SandboxProcess, index: int, shared: dict[str, 
 
 
 def _start(job: Path, tmp_path: Path, index: int) -> subprocess.Popen[str]:
-    log = (tmp_path / f"job{index}" / "stderr.txt").open("w")
+    folder = tmp_path / f"job{index}"
+    folder.mkdir(exist_ok=True)
+    log = (folder / "stderr.txt").open("w")
     return subprocess.Popen(
         [sys.executable, "-m", "importer", "run", str(job), "--no-progress"],
         cwd=ROOT,
@@ -164,17 +164,20 @@ def _one_killed_midway(
 
 
 @requires_redis
+@pytest.mark.slow
 def test_three_processes_share_one_quota_in_redis(tmp_path: Path) -> None:
     with start_redis(tmp_path) as redis:
         _shared_quota_together(tmp_path, {"backend": "redis", "url": redis.url, "key": QUOTA_KEY})
 
 
+@pytest.mark.slow
 def test_three_processes_share_one_quota_in_a_local_ledger(tmp_path: Path) -> None:
     shared = {"backend": "local", "path": str(tmp_path / "quota"), "key": QUOTA_KEY}
     _shared_quota_together(tmp_path, shared)
 
 
 @requires_redis
+@pytest.mark.slow
 def test_a_killed_process_frees_its_share_in_redis(tmp_path: Path) -> None:
     with start_redis(tmp_path) as redis:
         terms = QuotaTerms.for_limit(RATE, PERIOD, TIMEOUT)
@@ -185,6 +188,7 @@ def test_a_killed_process_frees_its_share_in_redis(tmp_path: Path) -> None:
         )
 
 
+@pytest.mark.slow
 def test_a_killed_process_frees_its_share_in_a_local_ledger(tmp_path: Path) -> None:
     terms = QuotaTerms.for_limit(RATE, PERIOD, TIMEOUT)
     directory = tmp_path / "quota"
@@ -193,3 +197,82 @@ def test_a_killed_process_frees_its_share_in_a_local_ledger(tmp_path: Path) -> N
         {"path": str(directory), "key": QUOTA_KEY},  # backend local is the default
         lambda: LocalLedger(terms, QUOTA_KEY, directory),
     )
+
+
+def _small_job(tmp_path: Path, sandbox: SandboxProcess, shared: dict[str, Any], rows: int) -> Path:
+    source = tmp_path / "users.csv"
+    source.write_text("user_id,first_name\n" + "".join(f"u{i:05d},n{i}\n" for i in range(rows)))
+    job = {
+        "api": {"base_url": sandbox.url, "workspace_id": SANDBOX_WORKSPACE, "api_key": SANDBOX_KEY},
+        "source": {"path": str(source)},
+        "mapping": {"customer_id": "user_id", "attributes": {"first_name": "first_name"}},
+        "rate_limit": {"updates": 100, "period_seconds": 1, "shared": shared},
+        "output": {
+            "dead_letter": str(tmp_path / "out" / "dead_letter.jsonl"),
+            "state": str(tmp_path / "out" / "state.db"),
+            "report": str(tmp_path / "out" / "report.json"),
+        },
+    }
+    return write_job(tmp_path, job)
+
+
+def _report(tmp_path: Path) -> dict[str, Any]:
+    return dict(json.loads((tmp_path / "out" / "report.json").read_text()))
+
+
+@pytest.mark.parametrize("slow", [False, True], ids=["down", "not-answering"])
+@requires_redis
+def test_redis_down_or_not_answering_stops_with_rows_pending(tmp_path: Path, slow: bool) -> None:
+    rows = 1000
+    with start_redis(tmp_path) as redis, start_sandbox(tmp_path) as sandbox:
+        shared = {"backend": "redis", "url": redis.url, "timeout_seconds": 1}
+        run = _start(_small_job(tmp_path, sandbox, shared, rows), tmp_path, 0)
+        deadline = time.monotonic() + 20
+        while len(sandbox.records()) < 150:  # well under way: then Redis goes
+            assert time.monotonic() < deadline and run.poll() is None
+            time.sleep(0.05)
+        if slow:
+            os.kill(redis.process.pid, signal.SIGSTOP)
+        else:
+            redis.process.kill()
+        stopped_at = time.time()
+        try:
+            code = run.wait(timeout=30)
+        finally:
+            if slow:
+                os.kill(redis.process.pid, signal.SIGCONT)
+        arrivals = sandbox.arrivals()
+    stderr = (tmp_path / "job0" / "stderr.txt").read_text()
+    assert code == 3, stderr
+    assert "shared rate limit is unavailable" in stderr and "Traceback" not in stderr
+    report = _report(tmp_path)
+    assert report["rows_pending"] > 0 and report["rows_failed"] == 0
+    assert report["rows_accepted"] + report["rows_pending"] == rows
+    # Never a fallback to sending unshared: nothing was granted once Redis was gone (a
+    # request granted just before may still land).
+    late = [a for a in arrivals if a["t"] > stopped_at + 0.5]
+    assert late == []
+
+
+def test_a_shared_quota_needs_a_reachable_ledger_from_the_start(tmp_path: Path) -> None:
+    with start_sandbox(tmp_path) as sandbox:
+        shared = {"backend": "redis", "url": "redis://127.0.0.1:9/0", "timeout_seconds": 1}
+        run = _start(_small_job(tmp_path, sandbox, shared, 50), tmp_path, 0)
+        assert run.wait(timeout=30) == 3
+        assert sandbox.arrivals() == []
+    stderr = (tmp_path / "job0" / "stderr.txt").read_text()
+    assert "Redis at redis://127.0.0.1:9/0" in stderr
+    assert _report(tmp_path)["rows_pending"] == 50
+
+
+def test_shared_settings_are_checked_like_the_rest_of_the_job(tmp_path: Path) -> None:
+    with start_sandbox(tmp_path) as sandbox:
+        job = _small_job(tmp_path, sandbox, {"backend": "redis"}, 5)
+        result = subprocess.run(
+            [sys.executable, "-m", "importer", "run", str(job)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+        )
+    assert result.returncode == 2
+    assert "rate_limit.shared" in result.stderr and "needs url" in result.stderr
