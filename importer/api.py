@@ -100,7 +100,7 @@ def load_job(
     like the file itself. Raises JobRefused naming the key and the problem.
     """
     try:
-        job = config.load_job(path, env)
+        job = config.load_job(Path(path), env)
         return config.with_overrides(job, overrides) if overrides else job
     except ConfigError as error:
         raise JobRefused(str(error)) from error

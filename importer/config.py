@@ -173,11 +173,15 @@ class MappingConfig(_Strict):
         return value
 
 
+NotifyOn = Literal["failure", "success"]
+NOTIFY_ON: tuple[NotifyOn, ...] = ("failure", "success")
+
+
 class NotifyConfig(_Strict):
     """output.notify: a JSON POST (Slack-webhook compatible) when the run ends."""
 
     url: str
-    on: list[Literal["failure", "success"]] = Field(default_factory=lambda: ["failure", "success"])
+    on: list[NotifyOn] = Field(default_factory=lambda: list(NOTIFY_ON))
 
     @field_validator("url", mode="before")
     @classmethod

@@ -35,6 +35,7 @@ class Hook:
 
     def __init__(self, status: int = 200) -> None:
         self.status = status
+        self.port = 0
         self.posts: list[dict[str, Any]] = []
         self.raw: list[bytes] = []
 
@@ -60,7 +61,7 @@ def webhook(status: int = 200) -> Iterator[Hook]:
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    hook.port = server.server_address[1]  # type: ignore[attr-defined]
+    hook.port = int(server.server_address[1])
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

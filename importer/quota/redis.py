@@ -179,7 +179,7 @@ class RedisLedger:
 
     async def try_acquire(self, ticket: str, n: int, grant_id: str) -> Attempt:
         terms = self.terms
-        args = [
+        args: list[str | int] = [
             terms.limit_label,
             terms.updates,
             ticket,
@@ -203,7 +203,12 @@ class RedisLedger:
         return Attempt(None, float(value))
 
     async def release(self, grant_id: str, hold: float) -> None:
-        args = [grant_id, repr(hold), repr(self.terms.period_seconds), self._ttl_ms]
+        args: list[str | int] = [
+            grant_id,
+            repr(hold),
+            repr(self.terms.period_seconds),
+            self._ttl_ms,
+        ]
         await self._call(self._release(keys=self.keys, args=args))
 
     async def pause(self, seconds: float) -> None:
