@@ -171,7 +171,8 @@ def execute(
     map; a notification that fails is logged and changes nothing.
     """
     hook = job.output.notify
-    url = notify_url or (hook.url if hook else None)
+    # A dry run (validate) notifies only when asked on the command line, not from the file.
+    url = notify_url or (hook.url if hook and not options.dry_run else None)
     on = hook.on if hook else ["failure", "success"]
     secrets = [job.api.api_key.get_secret_value()]
     try:

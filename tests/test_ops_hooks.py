@@ -240,3 +240,13 @@ def test_python_api_as_an_orchestrator_uses_it(
         assert aborted.value.exit_code == 3
         assert aborted.value.report is not None and aborted.value.report.rows_pending == rows
         assert "wrong" not in str(aborted.value)
+
+
+def test_validate_does_not_notify_from_the_job_file(tmp_path: Path) -> None:
+    source = _source(tmp_path)
+    with webhook() as hook:
+        job = job_dict(tmp_path, "http://127.0.0.1:9", source, MAPPING)
+        job["output"]["notify"] = hook.url  # a bare URL is {url: ..., on: [failure, success]}
+        result = run_cli("validate", str(write_job(tmp_path, job)))
+    assert result.returncode == 1, result.stderr  # one invalid row
+    assert hook.posts == []

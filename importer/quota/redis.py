@@ -156,7 +156,9 @@ class RedisLedger:
         self.terms = terms
         self.url = url
         self.timeout = timeout
-        base = KEY_PREFIX + key
+        # One hash tag for all four keys: a Redis Cluster keeps them on one node, as a
+        # script that touches them together requires.
+        base = f"{KEY_PREFIX}{{{key}}}"
         self.keys = [f"{base}:grants", f"{base}:state", f"{base}:queue", f"{base}:seen"]
         # Keys outlive every lease and its period: a dead process's grants expire first.
         self._ttl_ms = int((terms.lease_seconds + terms.period_seconds) * 1000) + 1000
