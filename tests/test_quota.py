@@ -254,3 +254,17 @@ def test_a_cancelled_waiter_leaves_the_queue(make_ledger: LedgerFactory) -> None
             await closing
 
     asyncio.run(main())
+
+
+def test_a_grant_never_handed_out_can_be_forgotten(make_ledger: LedgerFactory) -> None:
+    terms = QuotaTerms(10, 30, lease_seconds=60, pacer_interval=0.0, pacer_tolerance=1.0)
+
+    async def main() -> None:
+        ledger = make_ledger(terms)
+        assert (await ledger.try_acquire("a", 7, "g1")).grant_id is not None
+        assert await ledger.occupied() == 7
+        await ledger.forget("g1", 7)
+        assert await ledger.occupied() == 0
+        await ledger.aclose()
+
+    asyncio.run(main())

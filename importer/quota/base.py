@@ -112,6 +112,10 @@ class SharedLedger(Protocol):
         """The grant's request finished: its slots free at now + hold + period."""
         ...
 
+    async def forget(self, grant_id: str, n: int) -> None:
+        """Drop a grant its waiter never received (cancelled while the ledger answered)."""
+        ...
+
     async def pause(self, seconds: float) -> None:
         """Grant nothing to anyone for `seconds` (a 429's Retry-After)."""
         ...

@@ -77,8 +77,10 @@ class SharedWindowLimiter(WindowLimiter):
                         return attempt.grant_id
                     await asyncio.sleep(attempt.wait)
             except asyncio.CancelledError:
-                # Our place in the queue would hold up the others until it went stale.
+                # Our place in the queue would hold up the others until it went stale, and a
+                # grant the ledger made as we were cancelled would hold its room for a lease.
                 self._in_background(self.ledger.leave(self._ticket))
+                self._in_background(self.ledger.forget(grant_id, n))
                 raise
 
     def _on_release(self, permit: Permit) -> None:

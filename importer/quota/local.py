@@ -125,6 +125,10 @@ class LocalLedger:
             expires = self.clock() + hold + self.terms.period_seconds
             state["grants"][grant_id] = [n, expires]
 
+    async def forget(self, grant_id: str, n: int) -> None:
+        with self._locked() as state:
+            state["grants"].pop(grant_id, None)
+
     async def pause(self, seconds: float) -> None:
         with self._locked() as state:
             state["paused_until"] = max(state["paused_until"], self.clock() + seconds)

@@ -213,6 +213,9 @@ class RedisLedger:
         ]
         await self._call(self._release(keys=self.keys, args=args))
 
+    async def forget(self, grant_id: str, n: int) -> None:
+        await self._call(self._client.zrem(self.keys[0], f"{n}:{grant_id}"))
+
     async def pause(self, seconds: float) -> None:
         await self._call(self._pause(keys=self.keys, args=[repr(seconds), self._ttl_ms]))
 
