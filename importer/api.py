@@ -132,6 +132,8 @@ def run_job(
         outcome = execute(job, options, job_name=job_name or "job", notify_url=notify_url)
     except USER_ERRORS as error:
         raise JobRefused(str(error)) from error
+    except OSError as error:  # a disk full, a file gone: what the CLI exits 3 for
+        raise RunAborted(f"stopped: {error}") from error
     report = outcome.report
     if write_report and not dry_run:
         report.write(job.output.report)
@@ -177,10 +179,13 @@ def execute(
     secrets = [job.api.api_key.get_secret_value()]
     try:
         outcome = _run_with_metrics(job, options, job_name, replay_from)
-    except USER_ERRORS as error:
+    except Exception as error:
         if url:
-            refused = Report(dry_run=options.dry_run, exit_code=EXIT_USAGE)
-            notify(url, payload(refused, job_name, error=str(error), secrets=secrets), on)
+            # Refused (exit 2), or a fault of our own the CLI reports as exit 3.
+            code = EXIT_USAGE if isinstance(error, USER_ERRORS) else EXIT_ABORTED
+            failed = Report(dry_run=options.dry_run, exit_code=code)
+            reason = str(error) or type(error).__name__
+            notify(url, payload(failed, job_name, error=reason, secrets=secrets), on)
         raise
     if url:
         body = payload(
