@@ -150,7 +150,8 @@ class LocalLedger:
         """The ledger, read and written back under the lock; a fault stops the run."""
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+            # As the umask allows: processes of several users may share one directory.
+            fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o666)
         except OSError as error:
             raise QuotaUnavailable(f"cannot open {self._lock_path}: {error.strerror}") from None
         try:

@@ -8,7 +8,8 @@ every process is judged on one clock whatever its own says; it does what
 lease and a period, so an abandoned quota leaves nothing behind.
 
 Redis down, or slower than the ledger timeout, stops the run (QuotaUnavailable): never a
-fallback to sending unshared.
+fallback to sending unshared. The server's clock may be slewed (NTP) but must not be stepped
+forward while grants are live: expiries are times on it.
 """
 
 from __future__ import annotations
