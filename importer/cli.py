@@ -20,7 +20,6 @@ from importer.deadletter import DeadLetterError, DeadLetterFault
 from importer.report import (
     EXIT_ABORTED,
     EXIT_INTERRUPTED,
-    EXIT_OK,
     EXIT_USAGE,
     format_reasons,
     format_summary,
@@ -85,6 +84,12 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     replay.add_argument(
         "dead_letter_in", metavar="DEAD_LETTER.jsonl", help="the dead-letter file to replay"
     )
+    for command in (run, replay):
+        command.add_argument(
+            "--notify",
+            metavar="URL",
+            help="POST a JSON summary here when the run ends (Slack-webhook compatible)",
+        )
 
     init = commands.add_parser("init", help="print a job file skeleton for an input")
     init.add_argument("input", help="a CSV or Parquet file, a directory or a glob")
@@ -166,7 +171,7 @@ def _print_outcome(
 
 
 def _run_command(args: argparse.Namespace) -> int:
-    from importer import pipeline, replay
+    from importer import api, pipeline, replay
 
     # Millions of short-lived objects, few cycles: collecting less often costs no memory
     # worth counting and saves a tenth of the mapping time. Frozen: the imported modules.
@@ -190,14 +195,14 @@ def _run_command(args: argparse.Namespace) -> int:
         fresh=args.fresh,
         progress=False if args.no_progress else None,
     )
-    if args.command == "replay":
-        outcome = replay.replay_dead_letter(job, Path(args.dead_letter_in), options)
-    else:
-        outcome = pipeline.run_job(job, options)
-        summary = outcome.report
-        if summary.rows_read == 0 and summary.exit_code == EXIT_OK and not job.source.allow_empty:
-            summary.mark_empty()
-            log.warning("%s", outcome.report.warnings[-1])
+    # Through the library: metrics file and notification come with the run (importer.api).
+    outcome = api.execute(
+        job,
+        options,
+        job_name=Path(args.job).stem,
+        notify_url=getattr(args, "notify", None),
+        replay_from=Path(args.dead_letter_in) if args.command == "replay" else None,
+    )
     _print_outcome(outcome, args, job, validating=validating)
     try:
         outcome.report.write(job.output.report)

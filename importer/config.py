@@ -15,7 +15,15 @@ from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from importer import catalogue, moengage
 
@@ -116,9 +124,31 @@ class ApiConfig(_Strict):
         return (self.base_url or moengage.base_url_for(self.data_center)).rstrip("/")
 
 
+class SharedQuotaConfig(_Strict):
+    """rate_limit.shared: one quota for every process using the same key (importer.quota)."""
+
+    backend: Literal["local", "redis"] = "local"
+    url: str | None = None  # redis://[:password@]host:port/db (backend redis)
+    key: str | None = None  # the quota's name; the workspace ID when unset
+    path: str | None = None  # backend local: the ledger's directory (default: the temp dir)
+    timeout_seconds: float = Field(5.0, gt=0, allow_inf_nan=False)  # one ledger call, at most
+
+    @model_validator(mode="after")
+    def _redis_needs_url(self) -> SharedQuotaConfig:
+        if self.backend == "redis":
+            if not self.url:
+                raise ValueError("backend redis needs url (redis://host:port/db)")
+            if urlsplit(self.url).scheme not in ("redis", "rediss", "unix"):
+                raise ValueError("url must start with redis://, rediss:// or unix://")
+        if self.key is not None and not self.key.strip():
+            raise ValueError("key must not be empty (leave it out to use the workspace ID)")
+        return self
+
+
 class RateLimitConfig(_Strict):
     updates: int = Field(moengage.DEFAULT_RATE_UPDATES, gt=0)
     period_seconds: float = Field(moengage.DEFAULT_RATE_PERIOD_SECONDS, gt=0, allow_inf_nan=False)
+    shared: SharedQuotaConfig | None = None
 
 
 class DeliveryConfig(_Strict):
@@ -228,10 +258,35 @@ class MappingConfig(_Strict):
         return value
 
 
+NotifyOn = Literal["failure", "success"]
+NOTIFY_ON: tuple[NotifyOn, ...] = ("failure", "success")
+
+
+class NotifyConfig(_Strict):
+    """output.notify: a JSON POST (Slack-webhook compatible) when the run ends."""
+
+    url: str
+    on: list[NotifyOn] = Field(default_factory=lambda: list(NOTIFY_ON))
+
+    @field_validator("url", mode="before")
+    @classmethod
+    def _http_url(cls, value: Any) -> Any:
+        if isinstance(value, str) and urlsplit(value).scheme not in ("http", "https"):
+            raise ValueError("must be an http:// or https:// URL")
+        return value
+
+
 class OutputConfig(_Strict):
     dead_letter: Path = Path("out/dead_letter.jsonl")
     state: Path = Path("out/state.db")
     report: Path = Path("out/report.json")
+    metrics: Path | None = None  # Prometheus text format, rewritten during and after the run
+    notify: NotifyConfig | None = None
+
+    @field_validator("notify", mode="before")
+    @classmethod
+    def _bare_url(cls, value: Any) -> Any:
+        return {"url": value} if isinstance(value, str) else value
 
 
 class JobConfig(_Strict):

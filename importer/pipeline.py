@@ -25,14 +25,13 @@ from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
-from importer import batching, ordering, sources
+from importer import batching, ordering, quota, sources
 from importer.config import ConfigError, JobConfig
 from importer.deadletter import DeadLetter, DeadLetterFault, DeadLetterWriter
 from importer.mapping import Mapper
 from importer.moengage import BULK_PREFIX, BULK_SUFFIX
 from importer.progress import Progress
-from importer.ratelimit import WindowLimiter
-from importer.report import Report, count_reasons, report_tmp
+from importer.report import EXIT_OK, Report, count_reasons, report_tmp
 from importer.rows import Chunk, InvalidRow, MappedChunk, Row, ValidRows
 from importer.sources import SourceError
 from importer.state import (
@@ -740,7 +739,7 @@ class Run:
         self._stats = stats
         batches: asyncio.Queue[Batch | None] = asyncio.Queue(maxsize=job.delivery.concurrency * 2)
         self._batches = batches
-        limiter = WindowLimiter(job.rate_limit.updates, job.rate_limit.period_seconds)
+        limiter = quota.open_limiter(job)  # a WindowLimiter, shared if rate_limit.shared says so
         self._stop_future = asyncio.get_running_loop().create_future()
         if self._stopping.is_set():
             self._stop_future.set_result(None)
@@ -764,6 +763,7 @@ class Run:
             self.report.retries = stats.retries
             self.report.http_429 = stats.http_429
             self.report.status_counts = {str(k): v for k, v in sorted(stats.by_status.items())}
+            await quota.close_limiter(limiter)  # the other sharers get our last grants back
 
     async def _produce(
         self,
@@ -969,7 +969,17 @@ def prepare(job: JobConfig) -> tuple[list[Path], Mapper]:
     return paths, mapper
 
 
-def run_job(job: JobConfig, options: RunOptions) -> RunOutcome:
+def run_job(
+    job: JobConfig, options: RunOptions, observe: Callable[[Run], None] | None = None
+) -> RunOutcome:
     paths, mapper = prepare(job)
     run = Run(job, options, paths, mapper)
-    return asyncio.run(run.execute())
+    if observe is not None:
+        observe(run)  # the metrics file reads the live run's counters
+    outcome = asyncio.run(run.execute())
+    report = outcome.report
+    if report.rows_read == 0 and report.exit_code == EXIT_OK and not job.source.allow_empty:
+        # An export that failed upstream must not pass unnoticed at 2 a.m.: exit 4.
+        report.mark_empty()
+        log.warning("%s", report.warnings[-1])
+    return outcome

@@ -1,0 +1,239 @@
+"""The Python API for orchestrators (Airflow, Dagster, cron wrappers): load a job, run it.
+
+    from importer import load_job, run_job, RunAborted
+
+    report = run_job("jobs/users.yaml")          # or run_job(load_job(path, env=...))
+    report.rows_accepted, report.exit_code, report.dead_letter
+
+`run_job` does what `moe-import run` does (saved progress, dead letters, the report file,
+`output.metrics`, `output.notify`) and returns the `Report`. A run that cannot do its work
+raises; every error carries the exit code the CLI would give:
+
+    ImporterError               base; .exit_code, .report (None before anything ran)
+    ├── JobRefused          2   bad job file, input or output paths; nothing was sent
+    ├── RowsDeadLettered    1   only with raise_on_dead_letters=True: the run finished
+    │                           but rows are in the dead-letter file
+    ├── RunAborted          3   stopped with rows pending (credentials refused, outage,
+    │                           continuous 429s, shared quota unavailable); rerun once fixed
+    └── RunInterrupted    130   SIGINT / SIGTERM; rerun to resume
+
+Exit 1 is not an error by default: the run finished and accounted for every row; check
+`report.exit_code` or `report.rows_dead_lettered`.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from importer import config
+from importer.config import ConfigError, JobConfig
+from importer.deadletter import DeadLetterError
+from importer.metrics import MetricsWriter
+from importer.notify import notify, payload
+from importer.report import (
+    EXIT_ABORTED,
+    EXIT_DEAD_LETTERED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    Report,
+)
+from importer.sources import SourceError
+from importer.state import StateError
+
+if TYPE_CHECKING:
+    from importer.pipeline import RunOptions, RunOutcome
+
+log = logging.getLogger("importer")
+
+# Problems a user fixes in the job file, the input or the output paths (exit 2).
+USER_ERRORS = (ConfigError, SourceError, StateError, DeadLetterError)
+
+
+class ImporterError(Exception):
+    """A run that did not do its work; `exit_code` is what the CLI would exit with."""
+
+    exit_code = EXIT_ABORTED
+
+    def __init__(self, message: str, report: Report | None = None) -> None:
+        super().__init__(message)
+        self.report = report
+
+
+class JobRefused(ImporterError):
+    """The job file, its input or its output paths are wrong; nothing was sent."""
+
+    exit_code = EXIT_USAGE
+
+
+class RowsDeadLettered(ImporterError):
+    """The run finished, but some rows are in the dead-letter file."""
+
+    exit_code = EXIT_DEAD_LETTERED
+
+
+class RunAborted(ImporterError):
+    """The run stopped with rows pending; the same call resumes once the cause is fixed."""
+
+    exit_code = EXIT_ABORTED
+
+
+class RunInterrupted(ImporterError):
+    """A signal stopped the run; the same call resumes it."""
+
+    exit_code = EXIT_INTERRUPTED
+
+
+def load_job(
+    path: str | os.PathLike[str],
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+) -> JobConfig:
+    """Read and check a job file; `${NAME}` comes from `env` (default: the environment).
+
+    `overrides` are sections as in the file, e.g. `{"source": {"path": "x.csv"}}`, checked
+    like the file itself. Raises JobRefused naming the key and the problem.
+    """
+    try:
+        job = config.load_job(Path(path), env)
+        return config.with_overrides(job, overrides) if overrides else job
+    except ConfigError as error:
+        raise JobRefused(str(error)) from error
+
+
+def run_job(
+    job: JobConfig | str | os.PathLike[str],
+    *,
+    dry_run: bool = False,
+    fresh: bool = False,
+    progress: bool = False,
+    job_name: str | None = None,
+    notify_url: str | None = None,
+    write_report: bool = True,
+    raise_on_dead_letters: bool = False,
+) -> Report:
+    """Run an import as `moe-import run` would and return its report (see the module doc).
+
+    `job` is a loaded job or a job file's path. `job_name` names the run in notifications
+    and metrics (default: the job file's name without extension, or "job").
+    """
+    from importer.pipeline import RunOptions
+
+    if not isinstance(job, JobConfig):
+        job_name = job_name or Path(job).stem
+        job = load_job(job)
+    options = RunOptions(dry_run=dry_run, fresh=fresh, progress=progress)
+    try:
+        outcome = execute(job, options, job_name=job_name or "job", notify_url=notify_url)
+    except USER_ERRORS as error:
+        raise JobRefused(str(error)) from error
+    except OSError as error:  # a disk full, a file gone: what the CLI exits 3 for
+        raise RunAborted(f"stopped: {error}") from error
+    report = outcome.report
+    if write_report and not dry_run:
+        report.write(job.output.report)
+    return _checked(report, raise_on_dead_letters)
+
+
+def _checked(report: Report, raise_on_dead_letters: bool) -> Report:
+    code = report.exit_code
+    if code == EXIT_OK:
+        return report
+    if code == EXIT_DEAD_LETTERED:
+        if raise_on_dead_letters:
+            raise RowsDeadLettered(f"rows in the dead-letter file {report.dead_letter}", report)
+        return report
+    if code == EXIT_INTERRUPTED:
+        raise RunInterrupted("interrupted; run again to resume", report)
+    if code == EXIT_USAGE:
+        raise JobRefused(report.aborted or "the input cannot be imported", report)
+    if code == EXIT_ABORTED:
+        raise RunAborted(report.aborted or "stopped with rows pending", report)
+    error = ImporterError(report.aborted or f"the run ended with exit code {code}", report)
+    error.exit_code = code
+    raise error
+
+
+def execute(
+    job: JobConfig,
+    options: RunOptions,
+    *,
+    job_name: str,
+    notify_url: str | None = None,
+    replay_from: Path | None = None,
+) -> RunOutcome:
+    """A run with its ops hooks (metrics file, notification): what the CLI and run_job share.
+
+    Errors of the job, input or outputs propagate (after a notification) for the caller to
+    map; a notification that fails is logged and changes nothing.
+    """
+    hook = job.output.notify
+    # A dry run (validate) notifies only when asked on the command line, not from the file.
+    url = notify_url or (hook.url if hook and not options.dry_run else None)
+    on = hook.on if hook else ["failure", "success"]
+    secrets = [job.api.api_key.get_secret_value()]
+    try:
+        outcome = _run_with_metrics(job, options, job_name, replay_from)
+    except Exception as error:
+        if url:
+            # Refused (exit 2), or a fault of our own the CLI reports as exit 3.
+            code = EXIT_USAGE if isinstance(error, USER_ERRORS) else EXIT_ABORTED
+            failed = Report(dry_run=options.dry_run, exit_code=code)
+            reason = str(error) or type(error).__name__
+            notify(url, payload(failed, job_name, error=reason, secrets=secrets), on)
+        raise
+    if url:
+        body = payload(
+            outcome.report, job_name, report_path=str(job.output.report), secrets=secrets
+        )
+        notify(url, body, on)
+    return outcome
+
+
+def _run_with_metrics(
+    job: JobConfig, options: RunOptions, job_name: str, replay_from: Path | None
+) -> RunOutcome:
+    from importer import pipeline, replay
+
+    def run() -> RunOutcome:
+        if replay_from is not None:
+            return replay.replay_dead_letter(job, replay_from, options)
+        return pipeline.run_job(job, options, observe=watch)
+
+    live: dict[str, Any] = {}
+
+    def watch(started: pipeline.Run) -> None:
+        live["run"] = started
+
+    path = job.output.metrics
+    if path is None or options.dry_run:
+        return run()
+    limit = job.rate_limit.updates / job.rate_limit.period_seconds
+    with MetricsWriter(path, job_name, limit, _reader(live)) as writer:
+        outcome = run()
+        writer.finish(outcome.report)
+    return outcome
+
+
+def _reader(live: dict[str, Any]) -> Callable[[], tuple[Report, int]]:
+    """Reads the live run's counters (from the metrics thread: plain integer reads)."""
+
+    def read() -> tuple[Report, int]:
+        run = live.get("run")
+        if run is None:
+            return Report(), 0
+        report: Report = run.report
+        stats = getattr(run, "_stats", None)  # the sender's counters, live during the run
+        if stats is None:
+            return report, 0
+        snapshot = copy.copy(report)
+        snapshot.requests, snapshot.retries = stats.requests, stats.retries
+        snapshot.http_429 = stats.http_429
+        return snapshot, int(stats.users_sent)
+
+    return read

@@ -1,0 +1,123 @@
+"""The end-of-run notification: one JSON POST a scheduler or a Slack webhook can take.
+
+It carries counts, the exit code and where the dead letters are: never a cell value, never
+the API key. Notifying is best effort: a webhook that is down is logged and the run's exit
+code stays what the run decided.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import urllib.error
+import urllib.request
+from collections.abc import Iterable
+from typing import Any
+from urllib.parse import urlsplit
+
+from importer.report import EXIT_OK, Report
+
+log = logging.getLogger("importer")
+
+NOTIFY_TIMEOUT_SECONDS = 10.0
+# Messages are cut to this length: enough to act on, short enough for a chat line.
+MAX_MESSAGE_CHARS = 500
+
+COUNTS = (
+    "rows_read",
+    "rows_accepted",
+    "rows_skipped",
+    "rows_unchanged",
+    "rows_invalid",
+    "rows_rejected",
+    "rows_failed",
+    "rows_pending",
+)
+
+
+def status_of(exit_code: int) -> str:
+    """success only when every row was accepted (or skipped): exit 1 needs someone's attention."""
+    return "success" if exit_code == EXIT_OK else "failure"
+
+
+def where(url: str) -> str:
+    """A webhook URL as it may be logged: its path is often the secret (Slack, Teams)."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.hostname or ''}" + (f":{parts.port}" if parts.port else "")
+
+
+def payload(
+    report: Report,
+    job_name: str,
+    *,
+    report_path: str | None = None,
+    error: str | None = None,
+    secrets: Iterable[str] = (),
+) -> dict[str, Any]:
+    """The JSON body: counts and paths only; `error` and abort reasons are scrubbed of secrets."""
+    status = status_of(report.exit_code)
+    reason = error or report.aborted
+    if reason:
+        for secret in secrets:
+            if secret:
+                reason = reason.replace(secret, "***")
+        reason = reason[:MAX_MESSAGE_CHARS]
+    counts = {name: getattr(report, name, 0) for name in COUNTS}
+    dead_lettered = report.rows_invalid + report.rows_rejected + report.rows_failed
+    summary = (
+        f"{report.rows_accepted:,} accepted, {dead_lettered:,} dead-lettered,"
+        f" {report.rows_pending:,} pending of {report.rows_read:,} read"
+        f" in {report.elapsed_seconds:,.1f} s"
+    )
+    text = f"moe-import {job_name}: {status} (exit {report.exit_code}): {summary}"
+    if dead_lettered and report.dead_letter:
+        text += f"; dead letters in {report.dead_letter}"
+    if reason:
+        text += f"; {reason}"
+    return {
+        "text": text,  # what a Slack incoming webhook shows
+        "job": job_name,
+        "status": status,
+        "exit_code": report.exit_code,
+        "run_id": getattr(report, "run_id", None),
+        "dry_run": report.dry_run,
+        "counts": counts,
+        "requests": report.requests,
+        "retries": report.retries,
+        "http_429": report.http_429,
+        "dead_letter": report.dead_letter,
+        "report": report_path,
+        "elapsed_seconds": report.elapsed_seconds,
+        "error": reason,
+        "host": socket.gethostname(),
+    }
+
+
+def notify(
+    url: str,
+    body: dict[str, Any],
+    on: Iterable[str] = ("failure", "success"),
+    timeout: float = NOTIFY_TIMEOUT_SECONDS,
+) -> bool:
+    """POST `body` as JSON if its status is one of `on`; True if the hook answered 2xx."""
+    if body["status"] not in set(on):
+        return False
+    request = urllib.request.Request(
+        url,
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json", "User-Agent": "moe-import"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            response.read()
+        return True
+    except urllib.error.HTTPError as failure:
+        log.warning(
+            "notification to %s answered %s; the run's outcome stands", where(url), failure.code
+        )
+    except (urllib.error.URLError, OSError, ValueError) as failure:
+        reason = getattr(failure, "reason", failure)
+        log.warning("could not notify %s (%s); the run's outcome stands", where(url), reason)
+    return False
