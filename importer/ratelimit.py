@@ -42,6 +42,7 @@ the next expiry (a computed sleep, not polling).
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import heapq
 import math
@@ -209,3 +210,98 @@ class WindowLimiter:
         heapq.heappush(self._expiring, (expires_at, permit.n))
         self._expiring_total += permit.n
         self._changed.set()
+
+
+# On a 429 the ceiling drops to at most this share of itself (multiplicative decrease)...
+DECREASE_FACTOR = 0.5
+# ...but not below this share of what the API accepted over the last period: when the
+# workspace's real limit binds, that is close to it, and halving past it wastes the pipe.
+GOODPUT_SHARE = 0.9
+# Each period without a 429 the ceiling climbs by this share of where the last decrease left
+# it, and at least by MIN_INCREASE_SHARE of the configured limit (additive increase).
+INCREASE_SHARE = 0.1
+MIN_INCREASE_SHARE = 0.01
+# The ceiling never drops below this share of the limit (nor below one update a period).
+FLOOR_SHARE = 0.001
+
+
+class AdaptiveRate:
+    """A ceiling below the configured limit, learnt from 429s (AIMD), paced before the ledger.
+
+    The window limiter keeps the promise; this only ever lowers what it lets through, by
+    making callers wait before they ask it. While the ceiling is at the limit it adds no wait
+    at all. On a 429 for a request granted after the last decrease (so one burst of 429s is
+    one decrease), the ceiling drops to at most half, not below 90% of the updates accepted
+    over the last period. It then climbs back linearly towards the limit.
+    """
+
+    def __init__(
+        self, updates: int, period_seconds: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.limit_per_second = updates / period_seconds
+        self.period_seconds = period_seconds
+        self.clock = clock
+        self._floor = max(self.limit_per_second * FLOOR_SHARE, 1 / period_seconds)
+        self._rate = self.limit_per_second
+        self._rate_at = clock()
+        self._increase_per_second = 0.0
+        self._last_decrease = -math.inf
+        self._next_free = -math.inf
+        self._accepted: collections.deque[tuple[float, int]] = collections.deque()
+        self._accepted_total = 0
+        self.decreases = 0
+
+    def rate(self) -> float:
+        """The ceiling now, in updates per second."""
+        now = self.clock()
+        if self._rate < self.limit_per_second:
+            climbed = self._rate + self._increase_per_second * (now - self._rate_at)
+            self._rate = min(self.limit_per_second, climbed)
+        self._rate_at = now
+        return self._rate
+
+    @property
+    def throttled(self) -> bool:
+        return self.rate() < self.limit_per_second
+
+    async def wait(self, n: int) -> None:
+        """Wait for this request's turn at the ceiling (no wait while it is at the limit)."""
+        rate = self.rate()
+        if rate >= self.limit_per_second:
+            return
+        now = self.clock()
+        start = max(now, self._next_free)
+        self._next_free = start + n / rate
+        if start > now:
+            await asyncio.sleep(start - now)
+
+    def accepted(self, n: int) -> None:
+        now = self.clock()
+        self._accepted.append((now, n))
+        self._accepted_total += n
+        self._forget(now)
+
+    def rate_limited(self, granted_at: float) -> bool:
+        """A 429 for a request granted at `granted_at`; True if it lowered the ceiling."""
+        if granted_at < self._last_decrease:
+            return False  # sent before the last decrease: part of the same burst
+        now = self.clock()
+        self._forget(now)
+        goodput = self._accepted_total / self.period_seconds
+        current = self.rate()
+        lowered = max(current * DECREASE_FACTOR, min(current, goodput * GOODPUT_SHARE))
+        self._rate = max(self._floor, lowered)
+        self._rate_at = now
+        self._increase_per_second = (
+            max(self._rate * INCREASE_SHARE, self.limit_per_second * MIN_INCREASE_SHARE)
+            / self.period_seconds
+        )
+        self._last_decrease = now
+        self._next_free = max(self._next_free, now)
+        self.decreases += 1
+        return True
+
+    def _forget(self, now: float) -> None:
+        horizon = now - self.period_seconds
+        while self._accepted and self._accepted[0][0] <= horizon:
+            self._accepted_total -= self._accepted.popleft()[1]

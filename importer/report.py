@@ -50,6 +50,9 @@ class Report:
     aborted: str | None = None
     invalid_reasons: dict[str, int] = field(default_factory=dict)
     status_counts: dict[str, int] = field(default_factory=dict)
+    # Users a minute the API accepted after its first 429: the workspace's real limit.
+    rate_settled_per_minute: float | None = None
+    outage_seconds: float = 0.0  # time spent paused because the API answered no one
 
     def settle_pending(self) -> None:
         """Whatever was read and not settled is pending; keeps the sum the contract states."""
@@ -122,6 +125,16 @@ def format_summary(report: Report) -> str:
             f"  elapsed         {report.elapsed_seconds:>10.1f} s  "
             f"({report.updates_per_minute:,.0f} updates/minute)",
         ]
+    if report.rate_settled_per_minute is not None:
+        lines.append(
+            f"  rate limited    the API answered 429 and the run settled at about "
+            f"{report.rate_settled_per_minute:,.0f} updates/minute: set rate_limit to that "
+            "to avoid the 429s"
+        )
+    if report.outage_seconds:
+        lines.append(
+            f"  outage          {report.outage_seconds:,.1f} s paused: the API answered no one"
+        )
     if (report.rows_dead_lettered or report.rows_skipped_dead_lettered) and report.dead_letter:
         lines.append(f"  dead letters    {report.dead_letter}")
     if report.aborted:
