@@ -146,8 +146,9 @@ def describe_failure(exc: BaseException, timeout_seconds: float) -> str:
     if isinstance(exc, aiohttp.ClientConnectorDNSError):
         return "cannot resolve the host name"
     if isinstance(exc, aiohttp.ClientConnectorError):
-        strerror = getattr(exc.os_error, "strerror", None) or "cannot connect"
-        return f"connection failed ({strerror.lower()})"
+        errno = getattr(exc.os_error, "errno", None)
+        why = os.strerror(errno).lower() if errno else "cannot connect"
+        return f"connection failed ({why})"
     if isinstance(exc, ConnectionResetError) or "reset" in str(exc).lower():
         return "connection reset"
     if isinstance(exc, aiohttp.ClientPayloadError):
