@@ -34,7 +34,7 @@ import orjson
 
 from importer import batching, moengage, retry, secrets
 from importer.config import ApiConfig, DeliveryConfig
-from importer.ratelimit import AdaptiveRate, Permit, WindowLimiter
+from importer.ratelimit import Permit, WindowLimiter
 from importer.rows import Row
 from importer.transport import (
     AiohttpTransport,
@@ -90,16 +90,15 @@ class DeliveryStats:
     outage_seconds: float = 0.0
     rate_limited_at: float | None = None  # the first 429 (clock time)
     accepted_since_429: int = 0  # users accepted after the first 429
-    last_accepted_at: float | None = None
+    # The adaptive ceiling (updates a second) at the last 2xx after a 429: what the run
+    # settled at, so about the workspace's real limit.
+    settled_per_second: float | None = None
 
     def rate_settled_per_minute(self) -> float | None:
-        """Users a minute the API accepted since its first 429: the workspace's real pace."""
-        if self.rate_limited_at is None or self.last_accepted_at is None:
+        """The pace 429s taught the run (None without 429s, or no 2xx after one)."""
+        if self.settled_per_second is None:
             return None
-        span = self.last_accepted_at - self.rate_limited_at
-        if span < 1.0:
-            return None
-        return round(self.accepted_since_429 / span * 60, 1)
+        return round(self.settled_per_second * 60, 1)
 
 
 @dataclass
@@ -302,7 +301,7 @@ class Sender:
         self._in_transit_bound = delivery.timeout_seconds
         # Set by stop(): no new attempt starts, and waits between attempts end early.
         self._stopping = asyncio.Event()
-        self.adaptive = AdaptiveRate(limiter.updates, limiter.period_seconds, limiter.clock)
+        self.adaptive = limiter.adaptive
         self._outage = _Outage(stats, delivery.max_outage_seconds, self._clock)
         self._outage_after = max(MIN_FAILURES_FOR_OUTAGE, delivery.concurrency)
         self._answers = 0  # HTTP answers that show the API working (all but 5xx)
@@ -451,13 +450,12 @@ class Sender:
         return _Answer(status, f"{status} {reason}")
 
     def _accepted(self, users: int) -> None:
-        now = self._clock()
         self._refusals_in_a_row = 0
         self._rate_limited_since = None
         self.adaptive.accepted(users)
         if self._stats.rate_limited_at is not None:
             self._stats.accepted_since_429 += users
-        self._stats.last_accepted_at = now
+            self._stats.settled_per_second = self.adaptive.rate()
 
     def _answered(self) -> None:
         """Any answer but a 5xx: the API is up."""
@@ -575,11 +573,7 @@ class Sender:
         if self._stopping.is_set():
             raise _Stopped
 
-        async def admit() -> Permit:
-            await self.adaptive.wait(users)
-            return await self._limiter.acquire(users)
-
-        admission = asyncio.ensure_future(admit())
+        admission = asyncio.ensure_future(self._limiter.acquire(users))
         stopped = asyncio.ensure_future(self._stopping.wait())
         try:
             await asyncio.wait({admission, stopped}, return_when=asyncio.FIRST_COMPLETED)

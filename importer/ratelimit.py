@@ -137,6 +137,8 @@ class WindowLimiter:
         self._paused_until = -math.inf
         self.granted_total = 0  # updates granted so far, every attempt counted
         self.grants = 0
+        # What 429s taught: it only ever lowers what is let through, paced under the turn.
+        self.adaptive = AdaptiveRate(updates, period_seconds, clock)
 
     async def acquire(self, n: int) -> Permit:
         """Wait for room for `n` updates (first come, first served); returns the permit."""
@@ -144,6 +146,8 @@ class WindowLimiter:
             raise ValueError(f"cannot acquire {n} updates: must be between 1 and {self.updates}")
         async with self._turn:
             await self._wait_pause()
+            await self.adaptive.wait(n)
+            await self._wait_pause()  # a 429 may have paused every sender meanwhile
             await self._pace(n)
             return await self._wait_ledger(n)
 
@@ -212,15 +216,18 @@ class WindowLimiter:
         self._changed.set()
 
 
-# On a 429 the ceiling drops to at most this share of itself (multiplicative decrease)...
+# On a 429 the ceiling drops to this share of what the API accepted over the last period:
+# a 429 means the workspace's window is full, so that is about its real limit (halving step
+# by step from a limit 25 times too high would take many bursts of 429s)...
+GOODPUT_SHARE = 0.95
+# ...and by at least this factor (multiplicative decrease); by DECREASE_FACTOR when nothing
+# was accepted lately to measure the API by.
+GENTLE_DECREASE_FACTOR = 0.9
 DECREASE_FACTOR = 0.5
-# ...but not below this share of what the API accepted over the last period: when the
-# workspace's real limit binds, that is close to it, and halving past it wastes the pipe.
-GOODPUT_SHARE = 0.9
 # Each period without a 429 the ceiling climbs by this share of where the last decrease left
-# it, and at least by MIN_INCREASE_SHARE of the configured limit (additive increase).
-INCREASE_SHARE = 0.1
-MIN_INCREASE_SHARE = 0.01
+# it (additive increase): slow enough that overshooting the workspace's window, which costs
+# a pause, is rare; a ceiling 25 times too low still doubles in about 33 periods.
+INCREASE_SHARE = 0.03
 # The ceiling never drops below this share of the limit (nor below one update a period).
 FLOOR_SHARE = 0.001
 
@@ -231,8 +238,9 @@ class AdaptiveRate:
     The window limiter keeps the promise; this only ever lowers what it lets through, by
     making callers wait before they ask it. While the ceiling is at the limit it adds no wait
     at all. On a 429 for a request granted after the last decrease (so one burst of 429s is
-    one decrease), the ceiling drops to at most half, not below 90% of the updates accepted
-    over the last period. It then climbs back linearly towards the limit.
+    one decrease), the ceiling drops to 95% of the updates accepted over the last period, and
+    by at least 10% (by half when nothing was accepted lately). It then climbs back
+    linearly towards the limit.
     """
 
     def __init__(
@@ -283,20 +291,24 @@ class AdaptiveRate:
 
     def rate_limited(self, granted_at: float) -> bool:
         """A 429 for a request granted at `granted_at`; True if it lowered the ceiling."""
-        if granted_at < self._last_decrease:
-            return False  # sent before the last decrease: part of the same burst
         now = self.clock()
         self._forget(now)
-        goodput = self._accepted_total / self.period_seconds
         current = self.rate()
-        lowered = max(current * DECREASE_FACTOR, min(current, goodput * GOODPUT_SHARE))
+        capacity = self._accepted_total / self.period_seconds * GOODPUT_SHARE
+        if granted_at >= self._last_decrease:  # a new burst of 429s
+            if capacity > 0:
+                lowered = min(current * GENTLE_DECREASE_FACTOR, capacity)
+            else:  # nothing accepted lately to measure the API by
+                lowered = current * DECREASE_FACTOR
+        elif 0 < capacity < current:
+            # The same burst, but the answers since the decrease show what the API takes.
+            lowered = capacity
+        else:
+            return False
         self._rate = max(self._floor, lowered)
         self._rate_at = now
-        self._increase_per_second = (
-            max(self._rate * INCREASE_SHARE, self.limit_per_second * MIN_INCREASE_SHARE)
-            / self.period_seconds
-        )
-        self._last_decrease = now
+        self._increase_per_second = self._rate * INCREASE_SHARE / self.period_seconds
+        self._last_decrease = max(self._last_decrease, granted_at, now)
         self._next_free = max(self._next_free, now)
         self.decreases += 1
         return True
