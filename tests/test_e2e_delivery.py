@@ -12,6 +12,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 from conftest import (
     ROOT,
@@ -58,6 +59,16 @@ def _start_run(job: Path) -> subprocess.Popen[str]:
 def _wait_for_arrivals(sandbox: SandboxProcess, count: int, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while len(sandbox.arrivals()) < count:
+        assert time.monotonic() < deadline, "the run did not get going"
+        time.sleep(0.05)
+
+
+def _wait_for_connections(pid: int, url: str, timeout: float = 30) -> None:
+    """Until the process holds a connection to the sandbox: its first requests are out."""
+    port = int(url.rsplit(":", 1)[1])
+    process = psutil.Process(pid)
+    deadline = time.monotonic() + timeout
+    while not any(c.raddr and c.raddr.port == port for c in process.net_connections(kind="tcp")):
         assert time.monotonic() < deadline, "the run did not get going"
         time.sleep(0.05)
 
@@ -272,7 +283,8 @@ def test_after_ctrl_c_no_request_arrives_later_than_a_second(tmp_path: Path) -> 
 @pytest.mark.slow
 @pytest.mark.parametrize("wait", ["slow answers", "outage"])
 def test_waiting_uses_under_five_percent_of_a_core(tmp_path: Path, wait: str) -> None:
-    source = _users(tmp_path, 400)
+    # Three requests for eight workers: five workers are done while three wait.
+    source = _users(tmp_path, 150)
     faults = ("--latency-ms", "8000") if wait == "slow answers" else ("--status-for-all", "503")
     with start_sandbox(tmp_path, *faults) as sandbox:
         job = _job(
@@ -283,7 +295,7 @@ def test_waiting_uses_under_five_percent_of_a_core(tmp_path: Path, wait: str) ->
         )
         run = _start_run(job)
         try:
-            _wait_for_arrivals(sandbox, 1)
+            _wait_for_connections(run.pid, sandbox.url)
             time.sleep(1.0)  # startup and the first sends are done: only waiting now
             before, started = _cpu_seconds(run.pid), time.monotonic()
             time.sleep(4.0)
