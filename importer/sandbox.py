@@ -64,6 +64,7 @@ class SandboxSettings:
     max_body_bytes: int = moengage.MAX_REQUEST_BYTES
     strict_bulk: bool = False
     reject_customer_ids: str | None = None  # a regex, searched in each customer_id
+    fail_customer_ids: str | None = None  # a regex: 503 for a request holding a match
     status_for_all: int | None = None
     seed: int | None = None
     key_source: str = f"the default key ({DEFAULT_API_KEY})"  # said on start, never the key
@@ -313,6 +314,9 @@ class SandboxServer:
         self._reject = (
             re.compile(settings.reject_customer_ids) if settings.reject_customer_ids else None
         )
+        self._fail_ids = (
+            re.compile(settings.fail_customer_ids) if settings.fail_customer_ids else None
+        )
         self._record = _JsonLines(None)
         self._arrivals = _JsonLines(None)
         self._runner: web.AppRunner | None = None
@@ -474,6 +478,10 @@ class SandboxServer:
             return Answer(0, {}, reset=True)
         if settings.fail_rate and self._random.random() < settings.fail_rate:
             return failure(self._random.choice(FAIL_STATUSES), "transient failure (sandbox)")
+        if self._fail_ids is not None and any(
+            isinstance(i, str) and self._fail_ids.search(i) for i in _customer_ids(parsed)
+        ):
+            return failure(503, "this request fails whenever it is sent (sandbox)")
         if parsed is _UNPARSED:
             return failure(moengage.BAD_PAYLOAD_STATUS, "body is not valid JSON")
         if endpoint == BULK:
@@ -610,6 +618,15 @@ def _parse(body: bytes | None) -> Any:
         return _UNPARSED
 
 
+def _customer_ids(parsed: Any) -> list[Any]:
+    if not isinstance(parsed, dict):
+        return []
+    elements = parsed.get("elements") if parsed.get("type") == moengage.BULK_TYPE else [parsed]
+    if not isinstance(elements, list):
+        return []
+    return [e.get("customer_id") for e in elements if isinstance(e, dict)]
+
+
 def _count_users(parsed: Any, endpoint: str) -> int:
     if endpoint == CUSTOMER:
         return 1
@@ -732,6 +749,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="bulk: 400 for an invalid element, not drop (default: drop, as MoEngage does)",
     )
     add("--reject-customer-ids", type=_regex, metavar="REGEX", help="400 for matching ids")
+    add(
+        "--fail-customer-ids",
+        type=_regex,
+        metavar="REGEX",
+        help="503 for every request holding a matching id (a request failing on its own)",
+    )
     add("--status-for-all", type=_status, metavar="CODE", help="answer every request so")
     add(
         "--outage-after",
@@ -800,6 +823,7 @@ def settings_from_args(
         max_body_bytes=args.max_body_bytes,
         strict_bulk=args.strict_bulk,
         reject_customer_ids=args.reject_customer_ids,
+        fail_customer_ids=args.fail_customer_ids,
         status_for_all=args.status_for_all,
         seed=args.seed,
     )

@@ -450,13 +450,14 @@ def test_adaptive_rate_drops_to_what_the_api_took_then_climbs_back_linearly() ->
     clock = _Clock()
     adaptive = AdaptiveRate(6000, 60.0, clock)  # 100 a second
     assert adaptive.rate() == 100 and not adaptive.throttled
-    adaptive.accepted(1200)  # the API took 1,200 in the last minute: 20 a second
+    adaptive.accepted(1200)
+    clock.now += 50  # the API took 1,200 in 50 s: 24 a second
     assert adaptive.rate_limited(granted_at=clock.now)
-    assert adaptive.rate() == pytest.approx(19.0)  # 95% of what it took
+    assert adaptive.rate() == pytest.approx(24 * 0.95)  # 95% of what it took
     # A 429 for a request granted before that decrease is the same burst: no second drop.
     assert not adaptive.rate_limited(granted_at=clock.now - 1)
     clock.now += 60
-    assert adaptive.rate() == pytest.approx(19.0 * (1 + INCREASE_SHARE))
+    assert adaptive.rate() == pytest.approx(24 * 0.95 * (1 + INCREASE_SHARE))
     clock.now += 60 * 10_000
     assert adaptive.rate() == 100  # never above the limit
 
