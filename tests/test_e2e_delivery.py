@@ -308,3 +308,17 @@ def test_waiting_uses_under_five_percent_of_a_core(tmp_path: Path, wait: str) ->
             run.send_signal(signal.SIGINT)
             run.communicate(timeout=60)
     assert share < 0.05, f"{share:.1%} of a core while waiting on {wait}"
+
+
+# --- transport safety
+
+
+def test_plain_http_to_another_host_is_refused_before_sending(tmp_path: Path) -> None:
+    source = _users(tmp_path, 10)
+    job = _job(tmp_path, "http://api-01.moengage.example", source)
+    result = run_cli("run", str(job), "--no-progress")
+    assert result.returncode == 2, result.stderr
+    assert "--allow-insecure-http" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "out" / "report.json").exists()  # refused before the run began
+    # A dry run sends nothing, so it has nothing to refuse.
+    assert run_cli("validate", str(job)).returncode == 0
