@@ -26,7 +26,7 @@ import logging
 import random
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -160,7 +160,9 @@ class _Broadcast:
 class _Outage:
     """The API answering no one: requests wait here while one of them probes."""
 
-    def __init__(self, stats: DeliveryStats, max_seconds: float, clock: Any) -> None:
+    def __init__(
+        self, stats: DeliveryStats, max_seconds: float, clock: Callable[[], float]
+    ) -> None:
         self._stats = stats
         self._max_seconds = max_seconds
         self._clock = clock

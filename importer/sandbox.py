@@ -174,7 +174,8 @@ def array_problem(name: str, items: Any) -> str | None:
     if None in kinds:
         return f"attribute {name!r} holds items that are not strings, numbers or booleans"
     if len(kinds) > 1:
-        return f"attribute {name!r} mixes item types ({', '.join(sorted(kinds))})"
+        named = sorted(kind for kind in kinds if kind is not None)
+        return f"attribute {name!r} mixes item types ({', '.join(named)})"
     for item in items:
         if isinstance(item, float) and not math.isfinite(item):
             return f"attribute {name!r} holds a number that is not finite"
@@ -916,10 +917,11 @@ def launched(
 
 
 def _reported_url(process: subprocess.Popen[str]) -> str:
-    assert process.stdout is not None
+    stdout = process.stdout
+    assert stdout is not None
     lines: queue.Queue[str] = queue.Queue()
     # readline has no timeout: a thread reads, the caller waits on the queue.
-    threading.Thread(target=lambda: lines.put(process.stdout.readline()), daemon=True).start()
+    threading.Thread(target=lambda: lines.put(stdout.readline()), daemon=True).start()
     try:
         line = lines.get(timeout=STARTUP_TIMEOUT_SECONDS)
     except queue.Empty:
