@@ -322,6 +322,20 @@ class Sender:
     def outage(self) -> bool:
         return self._outage.active
 
+    def waiting_on(self) -> str | None:
+        """What holds the run back now, in words for a progress line (None: nothing)."""
+        now = self._clock()
+        if self._outage.active:
+            return (
+                f"the API is not answering ({self._outage.reason}): paused "
+                f"{now - self._outage.started_at:.0f} s, probing"
+            )
+        if self._limiter.paused_until > now:
+            return f"429: every request waits {self._limiter.paused_until - now:.0f} s more"
+        if self.adaptive.throttled:
+            return f"429s: slowed to {self.adaptive.rate() * 60:,.0f} updates/minute"
+        return None
+
     async def send(self, rows: list[Row], result: SendResult | None = None) -> SendResult:
         """Deliver `rows`; every row ends accepted or refused, unless the send is cut short.
 

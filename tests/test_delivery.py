@@ -786,3 +786,27 @@ def test_a_certificate_failure_stops_with_a_plain_message() -> None:
         assert stopped.value.message.startswith("certificate verification failed for ")
 
     assert len(play(bad_certificate, scenario).requests) == 1
+
+
+def test_waiting_on_names_what_holds_the_run_back() -> None:
+    def limited_then_down(request: Request) -> tuple[int, dict[str, str], bytes]:
+        if len(fake.requests) == 1:
+            return answer(429, "Rate limit exceeded", **{"Retry-After": "5"})
+        raise NoAnswer("connection reset")
+
+    async def scenario(sender: Sender, fake: FakeTransport, stats: DeliveryStats, _: Any) -> None:
+        assert sender.waiting_on() is None
+        task = asyncio.ensure_future(sender.send(make_rows(2)))
+        await asyncio.sleep(0.05)
+        assert (sender.waiting_on() or "").startswith("429: every request waits")
+        sender.stop()
+        await task
+
+    fake = FakeTransport(limited_then_down)
+
+    async def main() -> None:
+        api, settings = config("http://127.0.0.1:9")
+        sender = Sender(api, settings, WindowLimiter(100, 1.0), fake, DeliveryStats())
+        await scenario(sender, fake, DeliveryStats(), WindowLimiter(100, 1.0))
+
+    asyncio.run(main())

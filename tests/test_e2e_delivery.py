@@ -3,17 +3,23 @@ refuses everything, answers slowly, or the user presses Ctrl-C."""
 
 from __future__ import annotations
 
+import asyncio
 import os
+import shutil
 import signal
+import ssl
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import psutil
 import pytest
+from aiohttp import web
 from conftest import (
     ROOT,
     assert_report_adds_up,
@@ -322,3 +328,60 @@ def test_plain_http_to_another_host_is_refused_before_sending(tmp_path: Path) ->
     assert not (tmp_path / "out" / "report.json").exists()  # refused before the run began
     # A dry run sends nothing, so it has nothing to refuse.
     assert run_cli("validate", str(job)).returncode == 0
+
+
+@pytest.fixture
+def tls_api(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """A loopback HTTPS server answering every POST 200, with a self-signed certificate."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+
+    async def accept(request: web.Request) -> web.Response:
+        await request.read()
+        return web.json_response({"status": "success", "message": "Your request has been accepted"})
+
+    loop = asyncio.new_event_loop()
+    app = web.Application()
+    app.router.add_post("/{tail:.*}", accept)
+    runner = web.AppRunner(app)
+    loop.run_until_complete(runner.setup())
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=context)
+    loop.run_until_complete(site.start())
+    port = runner.addresses[0][1]
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"https://127.0.0.1:{port}", cert
+    finally:
+        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
+
+
+def test_an_untrusted_certificate_stops_with_a_plain_message_and_ca_bundle_fixes_it(
+    tmp_path: Path, tls_api: tuple[str, Path]
+) -> None:
+    url, cert = tls_api
+    source = _users(tmp_path, 20)
+    env = {"SSL_CERT_FILE": ""}
+    result = run_cli("run", str(_job(tmp_path, url, source)), "--no-progress", env=env)
+    assert result.returncode == 3, result.stderr
+    assert "certificate verification failed for 127.0.0.1" in result.stderr
+    assert "api.ca_bundle" in result.stderr and "SSL_CERT_FILE" in result.stderr
+    assert "Error(" not in result.stderr and "Traceback" not in result.stderr
+    assert read_report(tmp_path)["rows_pending"] == 20
+    trusted = _job(tmp_path, url, source, api={"ca_bundle": str(cert)})
+    again = run_cli("run", str(trusted), "--no-progress", env=env)
+    assert again.returncode == 0, again.stderr
+    assert read_report(tmp_path)["rows_accepted"] == 20
