@@ -88,6 +88,7 @@ class DeliveryStats:
     users_sent: int = 0  # user updates attempted, retries included
     outages: int = 0
     outage_seconds: float = 0.0
+    rate_limited_wait_seconds: float = 0.0  # every sender paused on a 429's Retry-After
     rate_limited_at: float | None = None  # the first 429 (clock time)
     accepted_since_429: int = 0  # users accepted after the first 429
     # The adaptive ceiling (updates a second) at the last 2xx after a 429: what the run
@@ -521,6 +522,8 @@ class Sender:
         wait = retry.retry_after_seconds(headers, time.time())
         # Every sender waits, not only this one: the limit is the workspace's.
         pause = wait if wait is not None else self._backoff(budget.rate_limited)
+        paused_until = self._limiter.paused_until
+        self._stats.rate_limited_wait_seconds += max(0.0, now + pause - max(now, paused_until))
         self._limiter.pause_until(now + pause)
         return 0.0
 

@@ -459,6 +459,7 @@ class Run:
             self.report.status_counts = {str(k): v for k, v in sorted(stats.by_status.items())}
             self.report.rate_settled_per_minute = stats.rate_settled_per_minute()
             self.report.outage_seconds = round(stats.outage_seconds, 1)
+            self.report.rate_limited_wait_seconds = round(stats.rate_limited_wait_seconds, 1)
 
     async def _produce(
         self,

@@ -53,6 +53,7 @@ class Report:
     # Users a minute the API accepted after its first 429: the workspace's real limit.
     rate_settled_per_minute: float | None = None
     outage_seconds: float = 0.0  # time spent paused because the API answered no one
+    rate_limited_wait_seconds: float = 0.0  # time every sender waited on 429s' Retry-After
 
     def settle_pending(self) -> None:
         """Whatever was read and not settled is pending; keeps the sum the contract states."""
@@ -129,7 +130,7 @@ def format_summary(report: Report) -> str:
         lines.append(
             f"  rate limited    the API answered 429 and the run settled at about "
             f"{report.rate_settled_per_minute:,.0f} updates/minute: set rate_limit to that "
-            "to avoid the 429s"
+            f"to avoid the 429s ({report.rate_limited_wait_seconds:,.1f} s paused on them)"
         )
     if report.outage_seconds:
         lines.append(

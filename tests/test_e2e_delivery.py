@@ -115,6 +115,7 @@ def test_a_workspace_limit_25_times_below_the_jobs_only_slows_the_run(tmp_path: 
     settled = report["rate_settled_per_minute"]
     assert 0.6 * limit / period * 60 <= settled <= 1.1 * limit / period * 60, settled
     assert "settled at about" in result.stdout
+    assert 1.0 <= report["rate_limited_wait_seconds"] <= report["elapsed_seconds"]
     assert max_in_any_window(arrivals, period, statuses=[200]) <= limit
 
 
