@@ -257,20 +257,21 @@ def test_every_request_refused_stops_after_a_handful_not_two_per_row(tmp_path: P
 
 @pytest.mark.slow
 def test_after_ctrl_c_no_request_arrives_later_than_a_second(tmp_path: Path) -> None:
-    rows = 6000
+    rows = 3000
     source = _users(tmp_path, rows)
-    # Slow answers, failures in backoff and a tight limit: attempts wait on all three.
-    faults = ("--latency-ms", "300", "--fail-rate", "0.3", "--seed", "3")
+    # A workspace limit ten times below the job's: attempts wait out 429 pauses in the
+    # limiter; and failures wait in backoff.
+    faults = ("--rate", "100", "--period", "4", "--fail-rate", "0.3", "--seed", "3")
     with start_sandbox(tmp_path, *faults) as sandbox:
         job = _job(
             tmp_path,
             sandbox.url,
             source,
-            rate_limit={"updates": 800, "period_seconds": 2},
+            rate_limit={"updates": 1000, "period_seconds": 4},
             delivery={"max_batch_bytes": 3000, "backoff_base_seconds": 2, "max_attempts": 10},
         )
         run = _start_run(job)
-        _wait_for_arrivals(sandbox, 20)
+        _wait_for_arrivals(sandbox, 6)
         time.sleep(1.0)
         interrupted_at = time.time()
         run.send_signal(signal.SIGINT)
