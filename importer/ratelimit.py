@@ -34,6 +34,11 @@ before the ledger is asked, so traffic flows evenly. The pacer only shapes; the 
 guarantees. With mixed batch sizes a waiting batch leaves some freed slots idle until enough
 expire; measured, a long run still moves about 98.5% of the limit (6 s period, 20 ms latency).
 
+A workspace whose real limit is below the configured one answers 429: then an adaptive
+ceiling (``AdaptiveRate``, AIMD) paces callers under the turn before the pacer and the
+ledger are asked. It can only delay a grant, never allow one the ledger refuses, so the
+promise above holds whatever it learns.
+
 Waiters are served first come, first served (a big batch is not starved by small ones): one
 waiter at a time holds the turn, paces, then waits on the ledger, woken by a release or by
 the next expiry (a computed sleep, not polling).
