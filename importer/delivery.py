@@ -29,6 +29,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
+from urllib.parse import urlencode
 
 import orjson
 
@@ -40,6 +41,7 @@ from importer.transport import (
     AiohttpTransport,
     CertificateFailure,
     NoAnswer,
+    RequestFailure,
     Transport,
     check_plain_http,
 )
@@ -264,8 +266,6 @@ def request_url(api: ApiConfig) -> str:
 def _with_project_code(url: str, project_code: str | None) -> str:
     if not project_code:
         return url
-    from urllib.parse import urlencode
-
     return f"{url}?{urlencode({'project_code': project_code})}"
 
 
@@ -430,7 +430,7 @@ class Sender:
             reason = self._scrub(failure.reason)
             self._stats.errors[reason] += 1
             return self._after_failure(None, reason, budget, None)
-        except CertificateFailure as failure:
+        except (CertificateFailure, RequestFailure) as failure:
             raise ApiAbort(None, self._scrub(str(failure))) from None
         return self._after_answer(status, headers, payload, granted_at, users, budget)
 

@@ -4,8 +4,9 @@ Delivery speaks only to a `Transport`: an answer is `(status, headers, body)`, w
 status (a 3xx too: redirects are never followed), and a request that got no answer raises
 `NoAnswer` (a timeout, a refused or broken connection). A TLS failure raises
 `CertificateFailure`: no retry mends it, so it stops the run with a message naming the CA
-options. `FakeTransport` puts a function from request to answer behind the same seam, so
-retry, split, bisection, 429 and outage rules are tested without sockets.
+options; a request that cannot be made at all raises `RequestFailure`. `FakeTransport`
+puts a function from request to answer behind the same seam, so retry, split, bisection,
+429 and outage rules are tested without sockets.
 """
 
 from __future__ import annotations
@@ -37,6 +38,10 @@ class NoAnswer(Exception):
 
 class CertificateFailure(Exception):
     """The server's certificate could not be verified: retrying cannot help."""
+
+
+class RequestFailure(Exception):
+    """The request could not be made at all (a URL the client cannot use): no retry helps."""
 
 
 class Transport(Protocol):
@@ -115,6 +120,9 @@ class AiohttpTransport:
             ConnectionResetError,
         ) as exc:
             raise NoAnswer(describe_failure(exc, self._timeout_seconds)) from None
+        except aiohttp.ClientError as exc:
+            why = f"{type(exc).__name__}: {exc}"
+            raise RequestFailure(f"the request to {url} could not be made ({why})") from None
 
     def _certificate_message(self, url: str, exc: BaseException) -> str:
         host = urlsplit(url).hostname or url
