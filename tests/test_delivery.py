@@ -810,3 +810,16 @@ def test_waiting_on_names_what_holds_the_run_back() -> None:
         await scenario(sender, fake, DeliveryStats(), WindowLimiter(100, 1.0))
 
     asyncio.run(main())
+
+
+def test_a_413_splits_until_each_request_fits_without_sockets() -> None:
+    def small_only(request: Request) -> tuple[int, dict[str, str], bytes]:
+        return answer(413, "too large") if len(ids_in(request)) > 3 else answer(200)
+
+    async def scenario(sender: Sender, fake: FakeTransport, stats: DeliveryStats, _: Any) -> None:
+        result = await sender.send(make_rows(10))
+        assert [row.row for row in result.accepted] == list(range(1, 11))  # in order
+        assert result.refused == []
+
+    fake = play(small_only, scenario)
+    assert [len(ids_in(r)) for r in fake.requests] == [10, 5, 2, 3, 5, 2, 3]
