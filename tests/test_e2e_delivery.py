@@ -239,7 +239,8 @@ def test_every_request_refused_stops_after_a_handful_not_two_per_row(tmp_path: P
     rows = 20_000
     source = _users(tmp_path, rows)
     with start_sandbox(tmp_path, "--status-for-all", "400") as sandbox:
-        job = _job(tmp_path, sandbox.url, source)
+        # A generous limit: the test is about requests spent, not about waiting for quota.
+        job = _job(tmp_path, sandbox.url, source, rate_limit={"updates": 200_000})
         result = run_cli("run", str(job), "--no-progress")
         requests = sandbox.stats()["requests"]
     assert result.returncode == 3, result.stderr
