@@ -55,6 +55,15 @@ class ApiConfig(_Strict):
             raise ValueError(f"must be one of {', '.join(moengage.DATA_CENTERS)}")
         return value
 
+    @field_validator("ca_bundle")
+    @classmethod
+    def _readable_ca_file(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            from importer.transport import ssl_context
+
+            ssl_context(value)  # a ValueError naming the file if it is no CA file
+        return value
+
     def resolved_base_url(self) -> str:
         """base_url wins over data_center (sandbox, proxy)."""
         return (self.base_url or moengage.base_url_for(self.data_center)).rstrip("/")

@@ -83,9 +83,19 @@ def check_plain_http(url: str, allow_insecure_http: bool) -> None:
 
 
 def ssl_context(ca_bundle: Path | None) -> ssl.SSLContext:
-    """System trust, or `api.ca_bundle`, or the file SSL_CERT_FILE names."""
-    cafile = ca_bundle or os.environ.get("SSL_CERT_FILE") or None
-    return ssl.create_default_context(cafile=str(cafile) if cafile else None)
+    """System trust, or `api.ca_bundle`, or the file SSL_CERT_FILE names.
+
+    A file that is missing or holds no certificate is a ValueError naming it.
+    """
+    from_env = os.environ.get("SSL_CERT_FILE") or None
+    cafile = ca_bundle or from_env
+    try:
+        return ssl.create_default_context(cafile=str(cafile) if cafile else None)
+    except (OSError, ssl.SSLError) as error:
+        why = getattr(error, "strerror", None) or "not a PEM file of CA certificates"
+        # api.ca_bundle's errors are prefixed with its key path by the config already.
+        named = f"{cafile}" if ca_bundle else f"SSL_CERT_FILE {cafile}"
+        raise ValueError(f"{named}: {why}") from None
 
 
 class AiohttpTransport:
@@ -96,7 +106,10 @@ class AiohttpTransport:
         self, *, timeout_seconds: float, concurrency: int, ca_bundle: Path | None = None
     ) -> None:
         self._timeout_seconds = timeout_seconds
-        context = ssl_context(ca_bundle)
+        try:
+            context = ssl_context(ca_bundle)
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
         self._ca_bundle = ca_bundle
         self._session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=concurrency, ssl=context),

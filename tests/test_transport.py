@@ -223,3 +223,25 @@ def test_the_fake_takes_a_function_sync_or_async() -> None:
             await FakeTransport(later).post("http://x/y", b"", {})
 
     asyncio.run(scenario())
+
+
+def test_a_ca_file_that_is_missing_or_not_pem_is_refused(tmp_path: Path) -> None:
+    from importer.config import ApiConfig
+
+    junk = tmp_path / "junk.pem"
+    junk.write_text("not a certificate")
+    for path in (tmp_path / "missing.pem", junk):
+        with pytest.raises(ValueError, match="ca_bundle"):
+            ApiConfig(workspace_id="W", api_key="k", ca_bundle=path)  # type: ignore[arg-type]
+
+
+def test_a_bad_ssl_cert_file_is_a_config_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "missing.pem"))
+
+    async def scenario() -> None:
+        with pytest.raises(ConfigError, match="SSL_CERT_FILE"):
+            AiohttpTransport(timeout_seconds=1, concurrency=1)
+
+    asyncio.run(scenario())
