@@ -749,14 +749,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="bulk: 400 for an invalid element, not drop (default: drop, as MoEngage does)",
     )
-    add("--reject-customer-ids", type=_regex, metavar="REGEX", help="400 for matching ids")
+    add(
+        "--reject-customer-ids",
+        type=_regex,
+        metavar="REGEX",
+        help="400 for a request holding a matching id (default: none)",
+    )
     add(
         "--fail-customer-ids",
         type=_regex,
         metavar="REGEX",
-        help="503 for every request holding a matching id (a request failing on its own)",
+        help="503 for every request holding a matching id, a request failing on its own "
+        "(default: none)",
     )
-    add("--status-for-all", type=_status, metavar="CODE", help="answer every request so")
+    add(
+        "--status-for-all",
+        type=_status,
+        metavar="CODE",
+        help="answer every request so (default: none)",
+    )
     add(
         "--outage-after",
         type=_non_negative,
@@ -775,7 +786,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         choices=REDIRECT_STATUSES,
         metavar="CODE",
-        help="answer every request with this redirect (301, 302, 303, 307, 308)",
+        help="answer every request with this redirect: 301, 302, 303, 307, 308 (default: none)",
     )
     add("--redirect-to", default=DEFAULT_REDIRECT_TO, help="its Location (default %(default)s)")
     add("--seed", type=int, help="seed for the fault injection (default: random)")
@@ -791,7 +802,7 @@ def _non_negative(text: str) -> float:
 def api_key_from(args: argparse.Namespace, env: Mapping[str, str]) -> tuple[str, str]:
     """The key and where it came from, in words that never hold the key."""
     if args.api_key is not None:
-        return args.api_key, "the key given with --api-key"
+        return args.api_key, "the key given with --api-key (visible in `ps`)"
     from_env = env.get(args.api_key_env)
     if from_env:
         return from_env, f"the key in ${args.api_key_env}"
