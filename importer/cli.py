@@ -65,6 +65,11 @@ def _add_run_options(parser: argparse.ArgumentParser, *, dry_run_flag: bool) -> 
         "--no-progress", action="store_true", help="no progress bar or progress lines"
     )
     parser.add_argument("--log-format", choices=("text", "json"), default="text")
+    parser.add_argument(
+        "--allow-insecure-http",
+        action="store_true",
+        help="allow Basic auth over plain http:// to a host that is not this machine",
+    )
 
 
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
@@ -111,7 +116,10 @@ def apply_overrides(
     return with_overrides(
         job,
         {
-            "api": {"base_url": args.base_url},
+            "api": {
+                "base_url": args.base_url,
+                "allow_insecure_http": True if args.allow_insecure_http else None,
+            },
             "rate_limit": {"updates": args.rate, "period_seconds": args.period},
             "delivery": {"concurrency": args.concurrency},
             "source": {"path": args.input},
@@ -190,6 +198,10 @@ def _run_command(args: argparse.Namespace) -> int:
         args,
         need_credentials=not validating,
     )
+    if not validating:
+        from importer.transport import check_plain_http
+
+        check_plain_http(job.api.resolved_base_url(), job.api.allow_insecure_http)
     options = pipeline.RunOptions(
         dry_run=validating,
         fresh=args.fresh,

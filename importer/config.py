@@ -103,6 +103,8 @@ class ApiConfig(_Strict):
     api_key_file: Path | None = None
     project_code: str | None = None
     endpoint: Literal["bulk", "customer"] = "bulk"
+    ca_bundle: Path | None = None  # a CA file for TLS (SSL_CERT_FILE is honoured too)
+    allow_insecure_http: bool = False  # Basic auth over http:// to a non-loopback host
 
     @field_validator("data_center", mode="before")
     @classmethod
@@ -117,6 +119,15 @@ class ApiConfig(_Strict):
     def _known_data_center(cls, value: str) -> str:
         if value not in moengage.DATA_CENTERS:
             raise ValueError(f"must be one of {', '.join(moengage.DATA_CENTERS)}")
+        return value
+
+    @field_validator("ca_bundle")
+    @classmethod
+    def _readable_ca_file(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            from importer.transport import ssl_context
+
+            ssl_context(value)  # a ValueError naming the file if it is no CA file
         return value
 
     def resolved_base_url(self) -> str:
@@ -155,8 +166,11 @@ class DeliveryConfig(_Strict):
     max_batch_bytes: int = Field(moengage.MAX_REQUEST_BYTES, ge=1000, le=moengage.MAX_REQUEST_BYTES)
     concurrency: int = Field(8, ge=1, le=256)
     max_attempts: int = Field(6, ge=1)
-    # 429s wait on their own budget so rate limiting does not eat the attempts meant for failures.
-    max_rate_limited_attempts: int = Field(30, ge=1)
+    # 429s spend no attempts: they slow the run down. Only this long of nothing but 429s
+    # stops it (exit 3, rows pending).
+    max_rate_limited_seconds: float = Field(3600, gt=0, allow_inf_nan=False)
+    # Every request failing this long (the API down): stop, rows pending, resumable.
+    max_outage_seconds: float = Field(900, gt=0, allow_inf_nan=False)
     timeout_seconds: float = Field(30, gt=0, allow_inf_nan=False)
     backoff_base_seconds: float = Field(0.5, gt=0, allow_inf_nan=False)
     backoff_max_seconds: float = Field(30, gt=0, allow_inf_nan=False)

@@ -434,13 +434,6 @@ async def _tick(progress: Progress, every: float = 1.0) -> None:
         progress.tick()
 
 
-def _unreachable(result: Any) -> bool:
-    """Every row refused in delivery without one HTTP answer (connection errors only)."""
-    return bool(result.refused) and all(
-        refusal.stage == "delivery" and refusal.status is None for refusal in result.refused
-    )
-
-
 def _dead_in_prefix(settled: SettledRows, prefix: int) -> int:
     return sum(min(last, prefix) - first + 1 for first, last in settled.dead if first <= prefix)
 
@@ -502,7 +495,6 @@ class Run:
         self._batches: asyncio.Queue[Batch | None] | None = None
         self._stats: Any = None
         self._sender: Any = None
-        self._reached_api = False
         self._input_error = False
 
     def known_fingerprint(self, source: str, fingerprint: str) -> None:
@@ -732,7 +724,7 @@ class Run:
 
     async def _send_all(self, settler: Settler, state: StateStore | None) -> None:
         # Imported here: a dry run never needs the HTTP stack, and starts faster without it.
-        from importer.delivery import DeliveryStats, Sender, make_session
+        from importer.delivery import DeliveryStats, Sender, open_transport
 
         job = self.job
         stats = DeliveryStats()
@@ -744,8 +736,8 @@ class Run:
         if self._stopping.is_set():
             self._stop_future.set_result(None)
         try:
-            async with make_session(job.delivery) as session:
-                sender = Sender(job.api, job.delivery, limiter, session, stats)
+            async with open_transport(job.api, job.delivery) as transport:
+                sender = Sender(job.api, job.delivery, limiter, transport, stats)
                 self._sender = sender
                 self._workers = [
                     asyncio.create_task(self._deliver(sender, batches, settler))
@@ -763,6 +755,9 @@ class Run:
             self.report.retries = stats.retries
             self.report.http_429 = stats.http_429
             self.report.status_counts = {str(k): v for k, v in sorted(stats.by_status.items())}
+            self.report.rate_settled_per_minute = stats.rate_settled_per_minute()
+            self.report.outage_seconds = round(stats.outage_seconds, 1)
+            self.report.rate_limited_wait_seconds = round(stats.rate_limited_wait_seconds, 1)
             await quota.close_limiter(limiter)  # the other sharers get our last grants back
 
     async def _produce(
@@ -860,13 +855,6 @@ class Run:
             self._abort(f"delivery stopped by an unexpected error: {error!r}")
             return
         finally:
-            if result.accepted:
-                self._reached_api = True
-            elif not self._reached_api and _unreachable(result):
-                # Never one answer from the API: a wrong URL or a network down, not bad
-                # rows. Stop rather than dead-letter everything; the rows stay pending.
-                self._abort(f"cannot reach the API at {sender.url}: {result.refused[0].error}")
-                result.refused.clear()
             self._settle(settler, result)
 
     def _settle(self, settler: Settler, result: Any) -> None:
@@ -891,7 +879,11 @@ class Run:
         stop = asyncio.create_task(self._stopping.wait())
         try:
             # Until the workers finish, or a stop: then they get the grace of one request.
-            while not stop.done() and any(not task.done() for task in pending):
+            while not stop.done():
+                # Finished workers leave the set: a done task would end every wait at once.
+                pending = {task for task in pending if not task.done()}
+                if not pending:
+                    break
                 await asyncio.wait(pending | {stop}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             stop.cancel()

@@ -34,6 +34,11 @@ before the ledger is asked, so traffic flows evenly. The pacer only shapes; the 
 guarantees. With mixed batch sizes a waiting batch leaves some freed slots idle until enough
 expire; measured, a long run still moves about 98.5% of the limit (6 s period, 20 ms latency).
 
+A workspace whose real limit is below the configured one answers 429: then an adaptive
+ceiling (``AdaptiveRate``, AIMD) paces callers under the turn before the pacer and the
+ledger are asked. It can only delay a grant, never allow one the ledger refuses, so the
+promise above holds whatever it learns.
+
 Waiters are served first come, first served (a big batch is not starved by small ones): one
 waiter at a time holds the turn, paces, then waits on the ledger, woken by a release or by
 the next expiry (a computed sleep, not polling).
@@ -42,6 +47,7 @@ the next expiry (a computed sleep, not polling).
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import heapq
 import math
@@ -136,6 +142,8 @@ class WindowLimiter:
         self._paused_until = -math.inf
         self.granted_total = 0  # updates granted so far, every attempt counted
         self.grants = 0
+        # What 429s taught: it only ever lowers what is let through, paced under the turn.
+        self.adaptive = AdaptiveRate(updates, period_seconds, clock)
 
     async def acquire(self, n: int) -> Permit:
         """Wait for room for `n` updates (first come, first served); returns the permit."""
@@ -143,6 +151,8 @@ class WindowLimiter:
             raise ValueError(f"cannot acquire {n} updates: must be between 1 and {self.updates}")
         async with self._turn:
             await self._wait_pause()
+            await self.adaptive.wait(n)
+            await self._wait_pause()  # a 429 may have paused every sender meanwhile
             await self._pace(n)
             return await self._wait_ledger(n)
 
@@ -209,3 +219,122 @@ class WindowLimiter:
         heapq.heappush(self._expiring, (expires_at, permit.n))
         self._expiring_total += permit.n
         self._changed.set()
+
+
+# On a 429 the ceiling drops to this share of what the API accepted over the last period:
+# a 429 means the workspace's window is full, so that is about its real limit (halving step
+# by step from a limit 25 times too high would take many bursts of 429s)...
+GOODPUT_SHARE = 0.95
+# ...and by at least this factor (multiplicative decrease); by DECREASE_FACTOR when nothing
+# was accepted lately to measure the API by.
+GENTLE_DECREASE_FACTOR = 0.9
+DECREASE_FACTOR = 0.5
+# Each period without a 429 the ceiling climbs by this share of where the last decrease left
+# it (additive increase): slow enough that overshooting the workspace's window, which costs
+# a pause, is rare; a ceiling 25 times too low still doubles in about 33 periods.
+INCREASE_SHARE = 0.03
+# The ceiling never drops below this share of the limit (nor below one update a period).
+FLOOR_SHARE = 0.001
+
+
+class AdaptiveRate:
+    """A ceiling below the configured limit, learnt from 429s (AIMD), paced before the ledger.
+
+    The window limiter keeps the promise; this only ever lowers what it lets through, by
+    making callers wait before they ask it. While the ceiling is at the limit it adds no wait
+    at all. On a 429 for a request granted after the last decrease (so one burst of 429s is
+    one decrease), the ceiling drops to 95% of the updates accepted over the last period, and
+    by at least 10% (by half when nothing was accepted lately). It then climbs back
+    linearly towards the limit.
+    """
+
+    def __init__(
+        self, updates: int, period_seconds: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.limit_per_second = updates / period_seconds
+        self.period_seconds = period_seconds
+        self.clock = clock
+        self._floor = max(self.limit_per_second * FLOOR_SHARE, 1 / period_seconds)
+        self._rate = self.limit_per_second
+        self._rate_at = clock()
+        self._increase_per_second = 0.0
+        self._last_decrease = -math.inf
+        self._next_free = -math.inf
+        self._accepted: collections.deque[tuple[float, int]] = collections.deque()
+        self._first_accepted_at: float | None = None
+        self._accepted_total = 0
+        self.decreases = 0
+
+    def rate(self) -> float:
+        """The ceiling now, in updates per second."""
+        now = self.clock()
+        if self._rate < self.limit_per_second:
+            climbed = self._rate + self._increase_per_second * (now - self._rate_at)
+            self._rate = min(self.limit_per_second, climbed)
+        self._rate_at = now
+        return self._rate
+
+    @property
+    def throttled(self) -> bool:
+        return self.rate() < self.limit_per_second
+
+    async def wait(self, n: int) -> None:
+        """Wait for this request's turn at the ceiling (no wait while it is at the limit)."""
+        rate = self.rate()
+        if rate >= self.limit_per_second:
+            return
+        now = self.clock()
+        start = max(now, self._next_free)
+        self._next_free = start + n / rate
+        if start > now:
+            await asyncio.sleep(start - now)
+
+    def accepted(self, n: int) -> None:
+        now = self.clock()
+        if self._first_accepted_at is None:
+            self._first_accepted_at = now
+        self._accepted.append((now, n))
+        self._accepted_total += n
+        self._forget(now)
+
+    def rate_limited(self, granted_at: float) -> bool:
+        """A 429 for a request granted at `granted_at`; True if it lowered the ceiling."""
+        now = self.clock()
+        self._forget(now)
+        current = self.rate()
+        capacity = self._capacity(now)
+        if granted_at >= self._last_decrease:  # a new burst of 429s
+            if capacity > 0:
+                lowered = min(current * GENTLE_DECREASE_FACTOR, capacity)
+            else:  # nothing accepted lately to measure the API by
+                lowered = current * DECREASE_FACTOR
+        elif 0 < capacity < current:
+            # The same burst, but the answers since the decrease show what the API takes.
+            lowered = capacity
+        else:
+            return False
+        self._rate = max(self._floor, lowered)
+        self._rate_at = now
+        self._increase_per_second = self._rate * INCREASE_SHARE / self.period_seconds
+        self._last_decrease = max(self._last_decrease, granted_at, now)
+        self._next_free = max(self._next_free, now)
+        self.decreases += 1
+        return True
+
+    def _capacity(self, now: float) -> float:
+        """What the API accepted a second lately, times GOODPUT_SHARE (0: nothing to go by).
+
+        Over the last period, or since the first acceptance if the run is younger: a run
+        8 s into a 60 s period that had 100 accepted took 12.5 a second, not 1.7. At least
+        over a second (or the period if shorter), so that the burst that opens a run is
+        not taken for a rate.
+        """
+        if self._first_accepted_at is None:
+            return 0.0
+        span = min(self.period_seconds, max(now - self._first_accepted_at, 1.0))
+        return self._accepted_total / span * GOODPUT_SHARE
+
+    def _forget(self, now: float) -> None:
+        horizon = now - self.period_seconds
+        while self._accepted and self._accepted[0][0] <= horizon:
+            self._accepted_total -= self._accepted.popleft()[1]

@@ -68,6 +68,10 @@ class Report:
     aborted: str | None = None
     invalid_reasons: dict[str, int] = field(default_factory=dict)
     status_counts: dict[str, int] = field(default_factory=dict)
+    # Users a minute the API accepted after its first 429: the workspace's real limit.
+    rate_settled_per_minute: float | None = None
+    outage_seconds: float = 0.0  # time spent paused because the API answered no one
+    rate_limited_wait_seconds: float = 0.0  # time every sender waited on 429s' Retry-After
     warnings: list[str] = field(default_factory=list)  # never cell values
 
     def warn(self, warning: str) -> bool:
@@ -178,6 +182,16 @@ def format_summary(report: Report) -> str:
             f"  elapsed         {report.elapsed_seconds:>10.1f} s  "
             f"({report.updates_per_minute:,.0f} updates/minute)",
         ]
+    if report.rate_settled_per_minute is not None:
+        lines.append(
+            f"  rate limited    the API answered 429 and the run settled at about "
+            f"{report.rate_settled_per_minute:,.0f} updates/minute: set rate_limit to that "
+            f"to avoid the 429s ({report.rate_limited_wait_seconds:,.1f} s paused on them)"
+        )
+    if report.outage_seconds:
+        lines.append(
+            f"  outage          {report.outage_seconds:,.1f} s paused: the API answered no one"
+        )
     if report.duplicate_customers:
         lines.append(
             f"  duplicates      {report.duplicate_customers:>10,}   (customers in more than one"

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import random
+import re
 from collections.abc import Mapping
 from datetime import UTC
 from email.utils import parsedate_to_datetime
@@ -44,21 +44,39 @@ def is_data_refusal(status: int) -> bool:
     )
 
 
-def is_retryable_exception(exc: BaseException) -> bool:
-    """Timeouts and broken connections (reset, server disconnected, truncated answer).
+def is_redirect(status: int) -> bool:
+    """3xx: never followed; a POST turned into a GET, or a body sent to another host, is
+    worse than stopping."""
+    return 300 <= status <= 399
 
-    A TLS failure (bad certificate, wrong host) is no passing fault: retrying would only
-    end in dead-lettering every row, so it stops the run instead.
-    """
-    if isinstance(exc, aiohttp.ClientSSLError | aiohttp.ClientConnectorCertificateError):
+
+# A bulk 400 whose message says this names the request as a whole, not an element in it:
+# bisecting cannot isolate anything.
+_WHOLE_REQUEST_WORDS = (
+    "not valid json",
+    "invalid json",
+    "malformed json",
+    "json parse",
+    "could not parse",
+    "unable to parse",
+    "elements must",
+    "elements is empty",
+    "empty elements",
+    "no elements",
+    "body must",
+    "request body",
+    "'transition'",
+)
+_ELEMENT_MENTION = re.compile(r"\belement\s+\d+|\belements?\[\d+\]", re.IGNORECASE)
+
+
+def refuses_whole_request(message: str) -> bool:
+    """The API's message says the request as a whole is wrong (bad JSON, no elements, a
+    wrong type), not one of its elements."""
+    if _ELEMENT_MENTION.search(message):
         return False
-    return isinstance(
-        exc,
-        asyncio.TimeoutError
-        | aiohttp.ClientConnectionError
-        | aiohttp.ClientPayloadError
-        | ConnectionResetError,
-    )
+    folded = message.casefold()
+    return any(words in folded for words in _WHOLE_REQUEST_WORDS)
 
 
 def backoff_delay(attempt: int, base: float, cap: float, rng: random.Random | None = None) -> float:

@@ -34,6 +34,12 @@ HOST = "127.0.0.1"
 DEFAULT_PORT = 8377
 DEFAULT_WORKSPACE_ID = "SANDBOX"
 DEFAULT_API_KEY = "sandbox-key"
+# The sandbox reads its key from here when --api-key is not given: a real key passed as an
+# argument would sit in `ps` for anyone on the machine to read.
+API_KEY_VARIABLE = "MOE_SANDBOX_API_KEY"
+OUTAGE_MODES = ("500", "reset", "refuse")
+REDIRECT_STATUSES = (301, 302, 303, 307, 308)
+DEFAULT_REDIRECT_TO = "http://127.0.0.1:9/elsewhere"
 FAIL_STATUSES = (500, 503)
 STATS_PATH = "/_sandbox/stats"
 # aiohttp refuses bodies over this on its own; ours (max_body_bytes) is checked below it.
@@ -58,11 +64,20 @@ class SandboxSettings:
     max_body_bytes: int = moengage.MAX_REQUEST_BYTES
     strict_bulk: bool = False
     reject_customer_ids: str | None = None  # a regex, searched in each customer_id
+    fail_customer_ids: str | None = None  # a regex: 503 for a request holding a match
     status_for_all: int | None = None
     seed: int | None = None
     schema_violations: Path | None = None  # elements MoEngage's request schema refuses
     # About 0.5 ms an element: a throughput benchmark may turn it off.
     check_schema: bool = True
+    key_source: str = f"the default key ({DEFAULT_API_KEY})"  # said on start, never the key
+    # A scheduled outage, timed from the first request: answered 500, connections cut, or
+    # (refuse) the port closed.
+    outage_after: float | None = None
+    outage_for: float = 0.0
+    outage_mode: str = "500"
+    redirect: int | None = None  # answer every POST with this 3xx
+    redirect_to: str = DEFAULT_REDIRECT_TO
 
 
 # ---------------------------------------------------------------- element rules
@@ -162,7 +177,8 @@ def array_problem(name: str, items: Any) -> str | None:
     if None in kinds:
         return f"attribute {name!r} holds items that are not strings, numbers or booleans"
     if len(kinds) > 1:
-        return f"attribute {name!r} mixes item types ({', '.join(sorted(kinds))})"
+        named = sorted(kind for kind in kinds if kind is not None)
+        return f"attribute {name!r} mixes item types ({', '.join(named)})"
     for item in items:
         if isinstance(item, float) and not math.isfinite(item):
             return f"attribute {name!r} holds a number that is not finite"
@@ -302,11 +318,18 @@ class SandboxServer:
         self._reject = (
             re.compile(settings.reject_customer_ids) if settings.reject_customer_ids else None
         )
+        self._fail_ids = (
+            re.compile(settings.fail_customer_ids) if settings.fail_customer_ids else None
+        )
         self._record = _JsonLines(None)
         self._arrivals = _JsonLines(None)
         self._violations = _JsonLines(None)
         self._runner: web.AppRunner | None = None
+        self._site: web.TCPSite | None = None
         self._port = settings.port
+        self._first_request_at: float | None = None
+        self._outage_timers: list[asyncio.TimerHandle] = []
+        self._tasks: set[asyncio.Task[None]] = set()
         self.counters: dict[str, Any] = {
             "requests": 0,
             "users_accepted": 0,
@@ -339,10 +362,47 @@ class SandboxServer:
         self._violations = _JsonLines(self.settings.schema_violations)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
-        await web.TCPSite(self._runner, HOST, self.settings.port).start()
+        self._site = web.TCPSite(self._runner, HOST, self.settings.port)
+        await self._site.start()
         self._port = self._runner.addresses[0][1]
 
+    def _in_outage(self, now: float) -> bool:
+        settings = self.settings
+        if settings.outage_after is None:
+            return False
+        if self._first_request_at is None:
+            self._first_request_at = now
+            if settings.outage_mode == "refuse":
+                self._schedule_refusal()
+        start = self._first_request_at + settings.outage_after
+        return start <= now < start + settings.outage_for
+
+    def _schedule_refusal(self) -> None:
+        """Close the port for the outage, so new connections are refused, then reopen it."""
+        loop = asyncio.get_running_loop()
+        after = self.settings.outage_after or 0.0
+
+        def close_port() -> None:
+            if self._site is not None:
+                self._tasks.add(loop.create_task(self._site.stop()))
+
+        def reopen_port() -> None:
+            self._tasks.add(loop.create_task(self._reopen()))
+
+        self._outage_timers = [
+            loop.call_later(after, close_port),
+            loop.call_later(after + self.settings.outage_for, reopen_port),
+        ]
+
+    async def _reopen(self) -> None:
+        if self._runner is None:
+            return
+        self._site = web.TCPSite(self._runner, HOST, self._port, reuse_address=True)
+        await self._site.start()
+
     async def close(self) -> None:
+        for timer in self._outage_timers:
+            timer.cancel()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -367,8 +427,15 @@ class SandboxServer:
         now = time.time()
         parsed = _parse(body)
         users = _count_users(parsed, endpoint)
-        # Decided without awaiting, so the window check and update are atomic.
-        answer = self._decide(request, endpoint, body, parsed, users, now)
+        if self._in_outage(now):
+            answer = (
+                failure(503, "the API is down (sandbox outage)")
+                if self.settings.outage_mode == "500"
+                else Answer(0, {}, reset=True)
+            )
+        else:
+            # Decided without awaiting, so the window check and update are atomic.
+            answer = self._decide(request, endpoint, body, parsed, users, now)
         if self.settings.latency_ms > 0:
             await asyncio.sleep(self.settings.latency_ms / 1000)
         self._account(request, endpoint, body, users, now, answer)
@@ -393,6 +460,10 @@ class SandboxServer:
         settings = self.settings
         if settings.status_for_all is not None:
             return failure(settings.status_for_all, "the sandbox answers every request so")
+        if settings.redirect is not None:
+            answer = failure(settings.redirect, "moved (sandbox --redirect)")
+            answer.headers = {hdrs.LOCATION: settings.redirect_to + request.path_qs}
+            return answer
         refused = self._auth_problem(request)
         if refused:
             return refused
@@ -414,6 +485,10 @@ class SandboxServer:
             return Answer(0, {}, reset=True)
         if settings.fail_rate and self._random.random() < settings.fail_rate:
             return failure(self._random.choice(FAIL_STATUSES), "transient failure (sandbox)")
+        if self._fail_ids is not None and any(
+            isinstance(i, str) and self._fail_ids.search(i) for i in _customer_ids(parsed)
+        ):
+            return failure(503, "this request fails whenever it is sent (sandbox)")
         if parsed is _UNPARSED:
             return failure(moengage.BAD_PAYLOAD_STATUS, "body is not valid JSON")
         if endpoint == BULK:
@@ -421,20 +496,31 @@ class SandboxServer:
         return self._check_customer(parsed)
 
     def _auth_problem(self, request: web.Request) -> Answer | None:
+        settings = self.settings
         path_workspace = request.match_info["workspace_id"]
+        expects = (
+            f"this sandbox expects HTTP Basic with username {settings.workspace_id!r} "
+            f"(the workspace ID, also in the path) and as password {settings.key_source}"
+        )
         header = request.headers.get(hdrs.AUTHORIZATION)
         if not header:
-            return failure(401, "authentication required (HTTP Basic)")
+            return failure(401, f"authentication required: {expects}")
         try:
             credentials = BasicAuth.decode(header)
         except ValueError:
-            return failure(401, "malformed Authorization header")
+            return failure(401, f"malformed Authorization header: {expects}")
         if credentials.login != path_workspace:
             return failure(409, "the workspace ID in the path does not match the credentials")
-        if path_workspace != self.settings.workspace_id:
-            return failure(401, "unknown workspace ID")
-        if not hmac.compare_digest(credentials.password.encode(), self.settings.api_key.encode()):
-            return failure(401, "invalid Data API key")
+        if path_workspace != settings.workspace_id:
+            return failure(401, f"unknown workspace ID {_short(path_workspace)}: {expects}")
+        password = credentials.password
+        if not hmac.compare_digest(password.encode(), settings.api_key.encode()):
+            hint = ""
+            if password != password.strip() and hmac.compare_digest(
+                password.strip().encode(), settings.api_key.encode()
+            ):
+                hint = " (the key sent has surrounding whitespace: a newline from a file?)"
+            return failure(401, f"invalid Data API key for this workspace{hint}: {expects}")
         return None
 
     def _rate_limited(self, now: float, wait: float) -> Answer:
@@ -556,6 +642,15 @@ def _parse(body: bytes | None) -> Any:
         return _UNPARSED
 
 
+def _customer_ids(parsed: Any) -> list[Any]:
+    if not isinstance(parsed, dict):
+        return []
+    elements = parsed.get("elements") if parsed.get("type") == moengage.BULK_TYPE else [parsed]
+    if not isinstance(elements, list):
+        return []
+    return [e.get("customer_id") for e in elements if isinstance(e, dict)]
+
+
 def _count_users(parsed: Any, endpoint: str) -> int:
     if endpoint == CUSTOMER:
         return 1
@@ -632,29 +727,138 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The `sandbox` command's options."""
     add = parser.add_argument
     add("--port", type=_port, default=DEFAULT_PORT, help="0 = any free port (default %(default)s)")
-    add("--workspace-id", default=DEFAULT_WORKSPACE_ID, help="default %(default)s")
-    add("--api-key", default=DEFAULT_API_KEY, help="the Data API key clients must send")
-    add("--rate", type=int, default=moengage.DEFAULT_RATE_UPDATES, help="user updates per period")
-    add("--period", type=_positive, default=moengage.DEFAULT_RATE_PERIOD_SECONDS, help="seconds")
-    add("--fail-rate", type=_fraction, default=0.0, help="fraction answered 500/503")
-    add("--reset-rate", type=_fraction, default=0.0, help="fraction whose connection is cut")
-    add("--latency-ms", type=float, default=0.0, help="delay before each answer")
-    add("--record", type=Path, help="append accepted users here as JSON lines")
-    add("--arrivals", type=Path, help="append every request here as a JSON line")
-    add("--max-body-bytes", type=int, default=moengage.MAX_REQUEST_BYTES, help="larger: 413")
-    add("--strict-bulk", action="store_true", help="bulk: 400 for an invalid element, not drop")
-    add("--reject-customer-ids", type=_regex, metavar="REGEX", help="400 for matching ids")
-    add("--status-for-all", type=_status, metavar="CODE", help="answer every request so")
-    add("--seed", type=int, help="seed for the fault injection")
-    add("--schema-violations", type=Path, help="append elements the request schema refuses here")
-    add("--no-schema-check", dest="check_schema", action="store_false", help="for benchmarks")
+    add("--workspace-id", default=DEFAULT_WORKSPACE_ID, help="(default %(default)s)")
+    add(
+        "--api-key",
+        help=f"the Data API key clients must send; visible in `ps`, so prefer "
+        f"${API_KEY_VARIABLE} (default: ${API_KEY_VARIABLE} if set, else {DEFAULT_API_KEY!r})",
+    )
+    add(
+        "--api-key-env",
+        metavar="NAME",
+        default=API_KEY_VARIABLE,
+        help="the environment variable holding the key (default %(default)s)",
+    )
+    add(
+        "--rate",
+        type=int,
+        default=moengage.DEFAULT_RATE_UPDATES,
+        help="user updates per period (default %(default)s)",
+    )
+    add(
+        "--period",
+        type=_positive,
+        default=moengage.DEFAULT_RATE_PERIOD_SECONDS,
+        help="seconds (default %(default)s)",
+    )
+    add("--fail-rate", type=_fraction, default=0.0, help="fraction answered 500/503 (default 0)")
+    add(
+        "--reset-rate",
+        type=_fraction,
+        default=0.0,
+        help="fraction whose connection is cut (default 0)",
+    )
+    add("--latency-ms", type=float, default=0.0, help="delay before each answer (default 0)")
+    add("--record", type=Path, help="append accepted users here as JSON lines (default: none)")
+    add("--arrivals", type=Path, help="append every request here as a JSON line (default: none)")
+    add(
+        "--max-body-bytes",
+        type=int,
+        default=moengage.MAX_REQUEST_BYTES,
+        help="larger: 413 (default %(default)s)",
+    )
+    add(
+        "--strict-bulk",
+        action="store_true",
+        help="bulk: 400 for an invalid element, not drop (default: drop, as MoEngage does)",
+    )
+    add(
+        "--reject-customer-ids",
+        type=_regex,
+        metavar="REGEX",
+        help="400 for a request holding a matching id (default: none)",
+    )
+    add(
+        "--fail-customer-ids",
+        type=_regex,
+        metavar="REGEX",
+        help="503 for every request holding a matching id, a request failing on its own "
+        "(default: none)",
+    )
+    add(
+        "--status-for-all",
+        type=_status,
+        metavar="CODE",
+        help="answer every request so (default: none)",
+    )
+    add(
+        "--outage-after",
+        type=_non_negative,
+        metavar="S",
+        help="an outage starting S seconds after the first request (default: none)",
+    )
+    add("--outage-for", type=_non_negative, default=0.0, metavar="S", help="its length (default 0)")
+    add(
+        "--outage-mode",
+        choices=OUTAGE_MODES,
+        default="500",
+        help="503 answers, cut connections, or the port closed (default %(default)s)",
+    )
+    add(
+        "--redirect",
+        type=int,
+        choices=REDIRECT_STATUSES,
+        metavar="CODE",
+        help="answer every request with this redirect: 301, 302, 303, 307, 308 (default: none)",
+    )
+    add("--redirect-to", default=DEFAULT_REDIRECT_TO, help="its Location (default %(default)s)")
+    add("--seed", type=int, help="seed for the fault injection (default: random)")
+    add(
+        "--schema-violations",
+        type=Path,
+        help="append elements the request schema refuses here (default: none)",
+    )
+    add(
+        "--no-schema-check",
+        dest="check_schema",
+        action="store_false",
+        help="skip the request schema check, for throughput benchmarks (default: check)",
+    )
 
 
-def settings_from_args(args: argparse.Namespace) -> SandboxSettings:
+def _non_negative(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"{text} is not a number of seconds >= 0")
+    return value
+
+
+def api_key_from(args: argparse.Namespace, env: Mapping[str, str]) -> tuple[str, str]:
+    """The key and where it came from, in words that never hold the key."""
+    if args.api_key is not None:
+        return args.api_key, "the key given with --api-key (visible in `ps`)"
+    from_env = env.get(args.api_key_env)
+    if from_env:
+        return from_env, f"the key in ${args.api_key_env}"
+    return DEFAULT_API_KEY, f"the default key ({DEFAULT_API_KEY})"
+
+
+def settings_from_args(
+    args: argparse.Namespace, env: Mapping[str, str] | None = None
+) -> SandboxSettings:
+    import os
+
+    api_key, key_source = api_key_from(args, os.environ if env is None else env)
     return SandboxSettings(
         port=args.port,
         workspace_id=args.workspace_id,
-        api_key=args.api_key,
+        api_key=api_key,
+        key_source=key_source,
+        outage_after=args.outage_after,
+        outage_for=args.outage_for,
+        outage_mode=args.outage_mode,
+        redirect=args.redirect,
+        redirect_to=args.redirect_to,
         rate=args.rate,
         period=args.period,
         fail_rate=args.fail_rate,
@@ -665,6 +869,7 @@ def settings_from_args(args: argparse.Namespace) -> SandboxSettings:
         max_body_bytes=args.max_body_bytes,
         strict_bulk=args.strict_bulk,
         reject_customer_ids=args.reject_customer_ids,
+        fail_customer_ids=args.fail_customer_ids,
         status_for_all=args.status_for_all,
         seed=args.seed,
         schema_violations=args.schema_violations,
@@ -680,7 +885,36 @@ async def serve(settings: SandboxSettings) -> None:
         loop.add_signal_handler(sig, stop.set)
     async with SandboxServer(settings) as server:
         print(f"sandbox listening on {server.url} (workspace {settings.workspace_id})", flush=True)
+        print(describe(settings), flush=True)
         await stop.wait()
+
+
+def describe(settings: SandboxSettings) -> str:
+    """What a client needs to know, said on start: workspace, key source, limit, faults."""
+    lines = [
+        f"  workspace ID  {settings.workspace_id}",
+        f"  API key       {settings.key_source}",
+        f"  rate limit    {settings.rate:,} user updates per {settings.period:g} s",
+    ]
+    faults = []
+    if settings.latency_ms:
+        faults.append(f"latency {settings.latency_ms:g} ms")
+    if settings.fail_rate:
+        faults.append(f"{settings.fail_rate:.0%} answered 5xx")
+    if settings.reset_rate:
+        faults.append(f"{settings.reset_rate:.0%} connections cut")
+    if settings.status_for_all is not None:
+        faults.append(f"every request answered {settings.status_for_all}")
+    if settings.redirect is not None:
+        faults.append(f"every request redirected ({settings.redirect})")
+    if settings.outage_after is not None:
+        faults.append(
+            f"outage ({settings.outage_mode}) {settings.outage_after:g} s after the first "
+            f"request, for {settings.outage_for:g} s"
+        )
+    if faults:
+        lines.append(f"  faults        {', '.join(faults)}")
+    return "\n".join(lines)
 
 
 def run_from_args(args: argparse.Namespace) -> int:
@@ -730,10 +964,11 @@ def launched(
 
 
 def _reported_url(process: subprocess.Popen[str]) -> str:
-    assert process.stdout is not None
+    stdout = process.stdout
+    assert stdout is not None
     lines: queue.Queue[str] = queue.Queue()
     # readline has no timeout: a thread reads, the caller waits on the queue.
-    threading.Thread(target=lambda: lines.put(process.stdout.readline()), daemon=True).start()
+    threading.Thread(target=lambda: lines.put(stdout.readline()), daemon=True).start()
     try:
         line = lines.get(timeout=STARTUP_TIMEOUT_SECONDS)
     except queue.Empty:

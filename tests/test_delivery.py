@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
+import itertools
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -17,9 +19,17 @@ from aiohttp.test_utils import TestServer
 
 from importer import moengage
 from importer.config import ApiConfig, DeliveryConfig
-from importer.delivery import ApiAbort, DeliveryStats, Sender, SendResult, make_session
+from importer.delivery import (
+    MAX_REFUSALS_IN_A_ROW,
+    ApiAbort,
+    DeliveryStats,
+    Sender,
+    SendResult,
+    open_transport,
+)
 from importer.ratelimit import WindowLimiter
 from importer.rows import Chunk, Row
+from importer.transport import CertificateFailure, FakeTransport, NoAnswer, Request, Respond
 
 KEY = "s3cret-api-key-XYZ"
 WORKSPACE = "WS123"
@@ -119,8 +129,8 @@ def run(
             api, settings = config(str(server.make_url("/")), **delivery)
             limiter = WindowLimiter(updates, period)
             stats = DeliveryStats()
-            async with make_session(settings) as session:
-                sender = Sender(api, settings, limiter, session, stats)
+            async with open_transport(api, settings) as transport:
+                sender = Sender(api, settings, limiter, transport, stats)
                 await scenario(sender, fake, stats, limiter)
             assert limiter.in_flight == 0  # every attempt gave its permit back
         finally:
@@ -184,25 +194,6 @@ def test_5xx_then_success_is_retried_and_counted() -> None:
     run(flaky, scenario)
 
 
-def test_always_5xx_ends_in_delivery_refusals_after_max_attempts() -> None:
-    async def down(fake: FakeApi, request: web.Request, seen: Seen) -> web.Response:
-        return fail(503, "ServiceUnavailable", "down for maintenance", "req-9")
-
-    rows = make_rows(3)
-
-    async def scenario(sender: Sender, fake: FakeApi, stats: DeliveryStats, _: Any) -> None:
-        result = await sender.send(rows)
-        assert result.accepted == []
-        assert [r.row for r in result.refused] == rows
-        assert {(r.stage, r.status) for r in result.refused} == {("delivery", 503)}
-        error = result.refused[0].error
-        assert error.startswith("503 after 3 attempts: ")
-        assert "down for maintenance" in error and "req-9" in error
-        assert stats.requests == 3
-
-    run(down, scenario, max_attempts=3)
-
-
 def test_retry_after_on_5xx_is_honoured() -> None:
     async def busy(fake: FakeApi, request: web.Request, seen: Seen) -> web.Response:
         if len(fake.seen) == 1:
@@ -214,24 +205,6 @@ def test_retry_after_on_5xx_is_honoured() -> None:
 
     fake = run(busy, scenario)
     assert fake.seen[1].at - fake.seen[0].at >= 0.29
-
-
-def test_timeouts_are_retried_then_refused() -> None:
-    async def slow(fake: FakeApi, request: web.Request, seen: Seen) -> web.Response:
-        await asyncio.sleep(0.6)
-        return ok()
-
-    rows = make_rows(2)
-
-    async def scenario(sender: Sender, fake: FakeApi, stats: DeliveryStats, _: Any) -> None:
-        result = await sender.send(rows)
-        assert result.accepted == []
-        assert {(r.stage, r.status) for r in result.refused} == {("delivery", None)}
-        assert "timeout" in result.refused[0].error
-        assert "after 2 attempts" in result.refused[0].error
-        assert stats.requests == 2 and stats.retries == 1
-
-    run(slow, scenario, max_attempts=2, timeout_seconds=0.2)
 
 
 def cut_first(times: int) -> Handler:
@@ -256,15 +229,6 @@ def test_cut_connections_are_retried() -> None:
 
     fake = run(cut_first(2), scenario, max_attempts=3)
     assert fake.accepted == ["u1", "u2", "u3"]
-
-
-def test_always_cut_ends_in_delivery_refusals() -> None:
-    async def scenario(sender: Sender, *_: Any) -> None:
-        result = await sender.send(make_rows(2))
-        assert {(r.stage, r.status) for r in result.refused} == {("delivery", None)}
-        assert result.refused[0].error.endswith("after 3 attempts")
-
-    run(cut_first(100), scenario, max_attempts=3)
 
 
 def test_429_pauses_every_sender_and_does_not_eat_failure_attempts() -> None:
@@ -296,19 +260,6 @@ def test_429_pauses_every_sender_and_does_not_eat_failure_attempts() -> None:
     # Nothing was sent while paused: the retry and the other batch both waited out Retry-After.
     assert all(seen.at - first.at >= 0.19 for seen in later)
     assert min(seen.at for seen in later[2:]) - max(seen.at for seen in later[:2]) >= 0.15
-
-
-def test_429_without_end_exhausts_its_own_budget() -> None:
-    async def limited(fake: FakeApi, request: web.Request, seen: Seen) -> web.Response:
-        return fail(429, "RateLimitError", "Rate limit exceeded", "rl", **{"Retry-After": "0"})
-
-    async def scenario(sender: Sender, fake: FakeApi, stats: DeliveryStats, _: Any) -> None:
-        result = await sender.send(make_rows(2))
-        assert {(r.stage, r.status) for r in result.refused} == {("delivery", 429)}
-        assert "after 4 rate-limited attempts" in result.refused[0].error
-        assert stats.http_429 == 4
-
-    run(limited, scenario, max_rate_limited_attempts=4)
 
 
 def test_413_splits_until_requests_fit() -> None:
@@ -533,11 +484,342 @@ def test_only_unanswered_attempts_hold_their_slots_longer(behave: Handler, held:
     # Period 0.3 s, timeout 0.4 s: an answered attempt frees its slots 0.3 s after it ends;
     # one without an answer holds them 0.4 s more, as it may still be on its way.
     async def scenario(sender: Sender, fake: FakeApi, stats: DeliveryStats, lim: Any) -> None:
-        await sender.send(make_rows(2))
+        # Without an answer the lone request is an outage, stopped at once (0.01 s).
+        with contextlib.suppress(ApiAbort):
+            await sender.send(make_rows(2))
         assert stats.requests == 1
         await asyncio.sleep(0.4)
         assert lim.occupied() == held
         await asyncio.sleep(0.35)
         assert lim.occupied() == 0
 
-    run(behave, scenario, period=0.3, timeout_seconds=0.4, max_attempts=1)
+    run(
+        behave,
+        scenario,
+        period=0.3,
+        timeout_seconds=0.4,
+        max_attempts=1,
+        max_outage_seconds=0.01,
+    )
+
+
+# --- the rules, without sockets: a function from request to answer behind the transport seam
+
+
+def answer(status: int, message: str = "", **headers: str) -> tuple[int, dict[str, str], bytes]:
+    if 200 <= status <= 299:
+        body = {"status": "success", "message": moengage.SUCCESS_MESSAGE}
+    else:
+        body = moengage.error_body("Error", message or f"status {status}", f"req-{status}")
+    return status, headers, orjson.dumps(body)
+
+
+def ids_in(request: Request) -> list[str]:
+    parsed = orjson.loads(request.body)
+    elements = parsed["elements"] if parsed.get("type") == "transition" else [parsed]
+    return [element["customer_id"] for element in elements]
+
+
+FakeScenario = Callable[[Sender, FakeTransport, DeliveryStats, WindowLimiter], Awaitable[Any]]
+
+
+def play(
+    respond: Respond,
+    scenario: FakeScenario,
+    updates: int = 10_000,
+    period: float = 1.0,
+    burst: int | None = None,
+    **delivery: Any,
+) -> FakeTransport:
+    """A Sender over a FakeTransport answering with `respond`; plays the scenario."""
+    transport = FakeTransport(respond)
+
+    async def main() -> None:
+        api, settings = config("http://127.0.0.1:9", **delivery)
+        limiter = WindowLimiter(updates, period, burst=burst)
+        stats = DeliveryStats()
+        sender = Sender(api, settings, limiter, transport, stats)
+        await scenario(sender, transport, stats, limiter)
+        assert limiter.in_flight == 0  # every attempt gave its permit back
+
+    asyncio.run(main())
+    return transport
+
+
+def test_every_request_failing_is_an_outage_that_stops_with_rows_pending() -> None:
+    def down(request: Request) -> tuple[int, dict[str, str], bytes]:
+        return answer(503, "down for maintenance")
+
+    async def scenario(sender: Sender, fake: FakeTransport, stats: DeliveryStats, _: Any) -> None:
+        result = SendResult()
+        with pytest.raises(ApiAbort) as stopped:
+            await sender.send(make_rows(3), result)
+        assert result.accepted == [] and result.refused == []  # pending, not dead-lettered
+        assert "max_outage_seconds" in stopped.value.message
+        assert "down for maintenance" in stopped.value.message
+        assert stats.outages == 1
+
+    fake = play(down, scenario, max_attempts=2, max_outage_seconds=3.6)
+    # max_attempts failures, then single probes after 1 s and 2 s more: growing intervals.
+    gaps = [later - earlier for earlier, later in itertools.pairwise(fake.started_at)]
+    assert len(fake.requests) == 4, gaps
+    assert 0.9 <= gaps[-2] <= 1.3 and 1.9 <= gaps[-1] <= 2.3
+
+
+def test_an_outage_pauses_probes_with_one_request_and_resumes() -> None:
+    loop_time: list[float] = []
+    in_flight: list[int] = [0, 0]  # now, most while down
+
+    async def down_for_a_while(request: Request) -> tuple[int, dict[str, str], bytes]:
+        now = asyncio.get_running_loop().time()
+        loop_time.append(now)
+        in_flight[0] += 1
+        try:
+            await asyncio.sleep(0.01)
+            if now - loop_time[0] < 1.5:
+                in_flight[1] = max(in_flight[1], in_flight[0])
+                raise NoAnswer("connection refused")
+            return answer(200)
+        finally:
+            in_flight[0] -= 1
+
+    async def scenario(sender: Sender, fake: FakeTransport, stats: DeliveryStats, _: Any) -> None:
+        batches = [make_rows(2), make_rows(3), make_rows(4), make_rows(5)]
+        results = await asyncio.gather(*(sender.send(rows) for rows in batches))
+        assert [len(r.accepted) for r in results] == [2, 3, 4, 5]
+        assert all(not r.refused for r in results)
+        assert stats.outages == 1 and stats.outage_seconds > 0.5
+
+    fake = play(down_for_a_while, scenario, max_attempts=2, concurrency=4)
+    # The first failures came together; in the outage one probe at a time went out.
+    outage_requests = [t for t in fake.started_at if t - fake.started_at[0] < 1.5]
+    assert len(outage_requests) <= 4 + 2
+
+
+def test_a_request_failing_on_its_own_spends_its_attempts_and_is_dead_lettered() -> None:
+    def poisoned(request: Request) -> tuple[int, dict[str, str], bytes]:
+        if "poison" in ids_in(request):
+            return answer(500, "internal error for this one")
+        return answer(200)
+
+    async def scenario(sender: Sender, fake: FakeTransport, stats: DeliveryStats, _: Any) -> None:
+        poison = [Row("in.csv", 1, "poison", orjson.dumps({"customer_id": "poison"}), CHUNK)]
+        bad = asyncio.ensure_future(sender.send(poison))
+        while not bad.done():  # others keep being answered meanwhile
+            assert (await sender.send(make_rows(1))).accepted
+        result = await bad
+        assert [(r.stage, r.status) for r in result.refused] == [("delivery", 500)]
+        assert "after 3 attempts" in result.refused[0].error
+        assert stats.outages == 0
+
+    play(poisoned, scenario, max_attempts=3, concurrency=4)
+
+
+def test_a_timeout_on_its_own_is_retried_then_dead_lettered() -> None:
+    async def slow_for_one(request: Request) -> tuple[int, dict[str, str], bytes]:
+        if "slow" in ids_in(request):
+            raise NoAnswer("timeout (0.2 s)")
+        return answer(200)
+
+    async def scenario(sender: Sender, fake: FakeTransport, stats: DeliveryStats, _: Any) -> None:
+        slow = [Row("in.csv", 1, "slow", orjson.dumps({"customer_id": "slow"}), CHUNK)]
+        task = asyncio.ensure_future(sender.send(slow))
+        while not task.done():
+            await sender.send(make_rows(1))
+        refused = (await task).refused
+        assert [(r.stage, r.status) for r in refused] == [("delivery", None)]
+        assert refused[0].error == "timeout (0.2 s) after 2 attempts"
+
+    play(slow_for_one, scenario, max_attempts=2, concurrency=4)
+
+
+def test_429s_never_dead_letter_and_stop_only_after_max_rate_limited_seconds() -> None:
+    def limited(request: Request) -> tuple[int, dict[str, str], bytes]:
+        return answer(429, "Rate limit exceeded", **{"Retry-After": "0.1"})
+
+    async def scenario(sender: Sender, fake: FakeTransport, stats: DeliveryStats, _: Any) -> None:
+        result = SendResult()
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(ApiAbort) as stopped:
+            await sender.send(make_rows(2), result)
+        assert asyncio.get_running_loop().time() - started >= 0.5
+        assert stopped.value.status == 429
+        assert "max_rate_limited_seconds" in stopped.value.message
+        assert result.refused == [] and result.accepted == []
+        assert stats.http_429 >= 4
+
+    play(limited, scenario, max_attempts=1, max_rate_limited_seconds=0.5)
+
+
+def test_429_lowers_the_ceiling_and_success_lets_it_climb_back() -> None:
+    calls = [0]
+
+    def once_limited(request: Request) -> tuple[int, dict[str, str], bytes]:
+        calls[0] += 1
+        if calls[0] == 3:
+            return answer(429, "Rate limit exceeded", **{"Retry-After": "0"})
+        return answer(200)
+
+    async def scenario(sender: Sender, fake: FakeTransport, stats: DeliveryStats, _: Any) -> None:
+        for _ in range(2):
+            await sender.send(make_rows(10))
+        limit = sender.adaptive.limit_per_second
+        assert (await sender.send(make_rows(10))).accepted
+        lowered = sender.adaptive.rate()
+        assert lowered <= limit * 0.55
+        await asyncio.sleep(0.3)
+        assert sender.adaptive.rate() > lowered  # additive increase, towards the limit
+        assert stats.rate_limited_at is not None and stats.accepted_since_429 == 10
+
+    play(once_limited, scenario, updates=1000, period=1.0)
+
+
+def test_a_redirect_is_never_followed_and_stops_the_run() -> None:
+    def moved(request: Request) -> tuple[int, dict[str, str], bytes]:
+        return answer(307, "moved", Location="https://elsewhere.example/v1/transition/WS123")
+
+    async def scenario(sender: Sender, fake: FakeTransport, stats: DeliveryStats, _: Any) -> None:
+        result = SendResult()
+        with pytest.raises(ApiAbort) as stopped:
+            await sender.send(make_rows(4), result)
+        assert stopped.value.status == 307
+        assert "https://elsewhere.example/v1/transition/WS123" in stopped.value.message
+        assert result.accepted == [] and result.refused == []
+        with pytest.raises(ApiAbort):  # and nothing more is sent
+            await sender.send(make_rows(1))
+
+    fake = play(moved, scenario)
+    assert len(fake.requests) == 1
+
+
+def test_every_request_refused_stops_after_a_handful_not_two_per_row() -> None:
+    def refuse_all(request: Request) -> tuple[int, dict[str, str], bytes]:
+        return answer(400, "the sandbox answers every request so")
+
+    async def scenario(sender: Sender, fake: FakeTransport, stats: DeliveryStats, _: Any) -> None:
+        results = [SendResult() for _ in range(4)]
+        outcomes = await asyncio.gather(
+            *(sender.send(make_rows(200), result) for result in results),
+            return_exceptions=True,
+        )
+        assert all(isinstance(outcome, ApiAbort) for outcome in outcomes)
+        assert "refused 16 requests in a row" in outcomes[0].message  # type: ignore[union-attr]
+        assert "every request so" in outcomes[0].message  # type: ignore[union-attr]
+
+    fake = play(refuse_all, scenario)
+    assert len(fake.requests) <= MAX_REFUSALS_IN_A_ROW + 4
+
+
+def test_a_bulk_400_about_the_whole_request_is_not_bisected() -> None:
+    def bad_json(request: Request) -> tuple[int, dict[str, str], bytes]:
+        return answer(400, "body is not valid JSON")
+
+    async def scenario(sender: Sender, fake: FakeTransport, stats: DeliveryStats, _: Any) -> None:
+        result = SendResult()
+        with pytest.raises(ApiAbort) as stopped:
+            await sender.send(make_rows(64), result)
+        assert "as a whole" in stopped.value.message and "not valid JSON" in stopped.value.message
+        assert result.refused == []
+
+    fake = play(bad_json, scenario)
+    assert len(fake.requests) == 1
+
+
+def test_isolated_bad_elements_are_still_bisected_with_the_budget() -> None:
+    def strict(request: Request) -> tuple[int, dict[str, str], bytes]:
+        ids = ids_in(request)
+        bad = [i for i, customer in enumerate(ids) if customer.startswith("bad")]
+        if bad:
+            return answer(400, f"element {bad[0]}: customer_id is a placeholder")
+        return answer(200)
+
+    async def scenario(sender: Sender, fake: FakeTransport, stats: DeliveryStats, _: Any) -> None:
+        result = await sender.send(make_rows(512, bad=frozenset({1, 2, 3, 300})))
+        assert sorted(r.row.row for r in result.refused) == [1, 2, 3, 300]
+        assert len(result.accepted) == 508
+
+    play(strict, scenario)
+
+
+def test_stop_abandons_an_attempt_waiting_on_the_limiter_or_in_backoff() -> None:
+    def flaky_then_ok(request: Request) -> tuple[int, dict[str, str], bytes]:
+        if ids_in(request) == ["u1"]:
+            return answer(503, "busy", **{"Retry-After": "5"})
+        return answer(200)
+
+    async def scenario(sender: Sender, fake: FakeTransport, stats: DeliveryStats, lim: Any) -> None:
+        await sender.send(make_rows(5)[1:])  # fills the window (5 a minute) but for one slot
+        in_backoff = asyncio.ensure_future(sender.send(make_rows(1)))  # 503, waits 5 s
+        waiting = asyncio.ensure_future(sender.send(make_rows(3)))  # no room for 3
+        await asyncio.sleep(0.2)
+        sent = len(fake.requests)
+        sender.stop()
+        started = asyncio.get_running_loop().time()
+        backed_off, held_back = await asyncio.gather(in_backoff, waiting)
+        assert asyncio.get_running_loop().time() - started < 0.2
+        assert backed_off.accepted == [] and backed_off.refused == []  # pending
+        assert held_back.accepted == [] and held_back.refused == []
+        assert len(fake.requests) == sent == 2
+
+    play(flaky_then_ok, scenario, updates=5, period=60, burst=5, max_attempts=5)
+
+
+def test_partial_echoes_of_the_key_never_reach_refusal_text() -> None:
+    def echo(request: Request) -> tuple[int, dict[str, str], bytes]:
+        return answer(400, f"bad key fragment {KEY[2:12].lower()} and {KEY.upper()}")
+
+    async def scenario(sender: Sender, *_: Any) -> None:
+        result = await sender.send(make_rows(1))
+        error = result.refused[0].error
+        assert KEY[2:12].lower() not in error.lower() and "***" in error
+
+    play(echo, scenario)
+
+
+def test_a_certificate_failure_stops_with_a_plain_message() -> None:
+    def bad_certificate(request: Request) -> tuple[int, dict[str, str], bytes]:
+        raise CertificateFailure("certificate verification failed for api-01.moengage.com")
+
+    async def scenario(sender: Sender, *_: Any) -> None:
+        with pytest.raises(ApiAbort) as stopped:
+            await sender.send(make_rows(2))
+        assert stopped.value.message.startswith("certificate verification failed for ")
+
+    assert len(play(bad_certificate, scenario).requests) == 1
+
+
+def test_waiting_on_names_what_holds_the_run_back() -> None:
+    def limited_then_down(request: Request) -> tuple[int, dict[str, str], bytes]:
+        if len(fake.requests) == 1:
+            return answer(429, "Rate limit exceeded", **{"Retry-After": "5"})
+        raise NoAnswer("connection reset")
+
+    async def scenario(sender: Sender, fake: FakeTransport, stats: DeliveryStats, _: Any) -> None:
+        assert sender.waiting_on() is None
+        task = asyncio.ensure_future(sender.send(make_rows(2)))
+        await asyncio.sleep(0.05)
+        assert (sender.waiting_on() or "").startswith("429: every request waits")
+        sender.stop()
+        await task
+
+    fake = FakeTransport(limited_then_down)
+
+    async def main() -> None:
+        api, settings = config("http://127.0.0.1:9")
+        sender = Sender(api, settings, WindowLimiter(100, 1.0), fake, DeliveryStats())
+        await scenario(sender, fake, DeliveryStats(), WindowLimiter(100, 1.0))
+
+    asyncio.run(main())
+
+
+def test_a_413_splits_until_each_request_fits_without_sockets() -> None:
+    def small_only(request: Request) -> tuple[int, dict[str, str], bytes]:
+        return answer(413, "too large") if len(ids_in(request)) > 3 else answer(200)
+
+    async def scenario(sender: Sender, fake: FakeTransport, stats: DeliveryStats, _: Any) -> None:
+        result = await sender.send(make_rows(10))
+        assert [row.row for row in result.accepted] == list(range(1, 11))  # in order
+        assert result.refused == []
+
+    fake = play(small_only, scenario)
+    assert [len(ids_in(r)) for r in fake.requests] == [10, 5, 2, 3, 5, 2, 3]

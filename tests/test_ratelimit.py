@@ -434,3 +434,54 @@ def test_acquire_refuses_impossible_sizes(n: int) -> None:
             await WindowLimiter(100, 1.0).acquire(n)
 
     asyncio.run(main())
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_adaptive_rate_drops_to_what_the_api_took_then_climbs_back_linearly() -> None:
+    from importer.ratelimit import INCREASE_SHARE, AdaptiveRate
+
+    clock = _Clock()
+    adaptive = AdaptiveRate(6000, 60.0, clock)  # 100 a second
+    assert adaptive.rate() == 100 and not adaptive.throttled
+    adaptive.accepted(1200)
+    clock.now += 50  # the API took 1,200 in 50 s: 24 a second
+    assert adaptive.rate_limited(granted_at=clock.now)
+    assert adaptive.rate() == pytest.approx(24 * 0.95)  # 95% of what it took
+    # A 429 for a request granted before that decrease is the same burst: no second drop.
+    assert not adaptive.rate_limited(granted_at=clock.now - 1)
+    clock.now += 60
+    assert adaptive.rate() == pytest.approx(24 * 0.95 * (1 + INCREASE_SHARE))
+    clock.now += 60 * 10_000
+    assert adaptive.rate() == 100  # never above the limit
+
+
+def test_adaptive_rate_halves_when_nothing_was_accepted_to_measure_by() -> None:
+    from importer.ratelimit import AdaptiveRate
+
+    clock = _Clock()
+    adaptive = AdaptiveRate(6000, 60.0, clock)
+    assert adaptive.rate_limited(granted_at=clock.now)
+    assert adaptive.rate() == pytest.approx(50.0)
+
+
+def test_a_lowered_ceiling_paces_grants_below_the_window() -> None:
+    async def main(loop: VirtualTimeLoop) -> list[float]:
+        limiter = WindowLimiter(600, 1.0, clock=loop.time, burst=600)
+        limiter.adaptive.rate_limited(granted_at=loop.time())  # halved: 300 a second
+        times = []
+        for _ in range(10):
+            permit = await limiter.acquire(30)
+            permit.release()
+            times.append(loop.time())
+        return times
+
+    times = run_virtual(main)
+    # Without the ceiling all ten go at once; at 300 a second (climbing slowly) about 0.9 s.
+    assert times[-1] - times[0] >= 0.85

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import random
 from email.utils import formatdate
 
-import aiohttp
 import pytest
 
 from importer import retry
@@ -29,26 +27,6 @@ def test_classes_of_status() -> None:
     assert not any(retry.is_transient(s) for s in (200, 400, 429, 600))
     assert all(retry.is_data_refusal(s) for s in (400, 413, 422))
     assert retry.is_too_large(413) and not retry.is_too_large(400)
-
-
-@pytest.mark.parametrize(
-    "exc",
-    [
-        TimeoutError(),
-        aiohttp.ServerDisconnectedError(),
-        aiohttp.ClientConnectionError("x"),
-        aiohttp.ClientOSError(104, "Connection reset by peer"),
-        aiohttp.ClientPayloadError("cut"),
-        ConnectionResetError(),
-    ],
-)
-def test_retryable_exceptions(exc: BaseException) -> None:
-    assert retry.is_retryable_exception(exc)
-
-
-@pytest.mark.parametrize("exc", [ValueError(), KeyError("k"), asyncio.CancelledError()])
-def test_other_exceptions_are_not_retried(exc: BaseException) -> None:
-    assert not retry.is_retryable_exception(exc)
 
 
 def test_backoff_is_full_jitter_under_a_growing_capped_ceiling() -> None:
@@ -103,11 +81,22 @@ def test_missing_or_garbage_headers() -> None:
     assert retry.retry_after_seconds({"x-ratelimit-reset": "later"}, NOW) is None
 
 
-def test_tls_failures_are_not_retried() -> None:
-    import ssl
+def test_redirects() -> None:
+    assert all(retry.is_redirect(s) for s in (301, 302, 303, 307, 308))
+    assert not any(retry.is_redirect(s) for s in (200, 400, 429))
 
-    from aiohttp.client_reqrep import ConnectionKey
 
-    key = ConnectionKey("example.invalid", 443, True, True, None, None, None)
-    error = aiohttp.ClientConnectorCertificateError(key, ssl.SSLCertVerificationError("bad"))
-    assert not retry.is_retryable_exception(error)
+@pytest.mark.parametrize(
+    ("message", "whole"),
+    [
+        ("body is not valid JSON", True),
+        ("elements must be a non-empty list", True),
+        ("body must be an object with type 'transition'", True),
+        ("element 3: customer_id is a placeholder", False),
+        ("element 0: body must be ...", False),
+        ("the sandbox answers every request so", False),
+        ("attribute 'x' is longer than 512 characters", False),
+    ],
+)
+def test_refuses_whole_request(message: str, whole: bool) -> None:
+    assert retry.refuses_whole_request(message) is whole

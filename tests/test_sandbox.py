@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -14,10 +16,21 @@ import aiohttp
 import orjson
 import pytest
 import requests
+from sandbox_proc import REPO_ROOT as ROOT
 from sandbox_proc import max_in_any_window, read_json_lines, start_sandbox
 
 from importer import moengage
-from importer.sandbox import RateWindow, SandboxServer, SandboxSettings, element_problem
+from importer.cli import build_parser
+from importer.sandbox import (
+    RateWindow,
+    SandboxServer,
+    SandboxSettings,
+    api_key_from,
+    describe,
+    element_problem,
+    launched,
+    settings_from_args,
+)
 
 WORKSPACE = "SANDBOX"
 KEY = "sandbox-key"
@@ -336,3 +349,81 @@ def test_max_in_any_window_sweeps_every_placement() -> None:
     assert max_in_any_window(arrivals, 2.01, statuses={200}) == 11
     assert max_in_any_window(arrivals, 10.0, statuses={None}) == 1
     assert max_in_any_window([], 60.0) == 0
+
+
+# ---------------------------------------------------------------- for operators and new faults
+
+
+def test_a_401_says_what_the_sandbox_expects_but_never_the_key(tmp_path: Path) -> None:
+    secret = "real-key-from-the-vault-123"
+    source = "the key in $MOE_SANDBOX_API_KEY"
+    with in_process(tmp_path, api_key=secret, key_source=source) as server:
+        wrong = error_of(post(server.url, customer("u1", a=1), "customer", (WORKSPACE, "nope")))
+        padded = post(server.url, customer("u1", a=1), "customer", (WORKSPACE, secret + "\n"))
+        other = post(server.url, customer("u1"), "customer", ("OTHER", secret), "OTHER")
+    assert "'SANDBOX'" in wrong["message"] and source in wrong["message"]
+    assert "whitespace" in error_of(padded)["message"]
+    assert "unknown workspace ID 'OTHER'" in error_of(other)["message"]
+    for message in (wrong["message"], error_of(padded)["message"], error_of(other)["message"]):
+        assert secret not in message
+
+
+def test_the_key_comes_from_the_environment_and_start_says_where_from(tmp_path: Path) -> None:
+    secret = "a-key-that-must-not-show-in-ps"
+    env = {**os.environ, "MOE_SANDBOX_API_KEY": secret, "PYTHONPATH": str(ROOT)}
+    with launched(["--rate", "500", "--period", "5"], cwd=ROOT, env=env) as (process, url):
+        ok = post(url, customer("u1", a=1), "customer", (WORKSPACE, secret))
+        assert ok.status_code == 200
+        assert secret not in " ".join(process.args)  # type: ignore[arg-type]
+    args = build_parser(["sandbox"]).parse_args(["sandbox"])
+    assert api_key_from(args, {"MOE_SANDBOX_API_KEY": secret}) == (
+        secret,
+        "the key in $MOE_SANDBOX_API_KEY",
+    )
+    assert api_key_from(args, {})[0] == "sandbox-key"
+    text = describe(settings_from_args(args, {"MOE_SANDBOX_API_KEY": secret}))
+    assert "SANDBOX" in text and "$MOE_SANDBOX_API_KEY" in text and "10,000" in text
+    assert secret not in text
+
+
+def test_help_lists_every_default() -> None:
+    parser = build_parser(["sandbox"])
+    sandbox_parser = next(
+        action.choices["sandbox"]
+        for action in parser._actions
+        if isinstance(action, argparse._SubParsersAction)
+    )
+    text = sandbox_parser.format_help()
+    for default in ("8377", "SANDBOX", "sandbox-key", "MOE_SANDBOX_API_KEY", "10000", "60"):
+        assert default in text, default
+
+
+@pytest.mark.parametrize("status", [301, 302, 307, 308])
+def test_redirect_answers_with_a_location(tmp_path: Path, status: int) -> None:
+    with in_process(tmp_path, redirect=status, redirect_to="http://127.0.0.1:9") as server:
+        response = requests.post(
+            f"{server.url}/v1/transition/{WORKSPACE}",
+            data=orjson.dumps(bulk(customer("u1", a=1))),
+            headers=JSON,
+            auth=(WORKSPACE, KEY),
+            allow_redirects=False,
+            timeout=10,
+        )
+    assert response.status_code == status
+    assert response.headers["Location"] == f"http://127.0.0.1:9/v1/transition/{WORKSPACE}"
+    assert read_json_lines(tmp_path / "record.jsonl") == []
+
+
+def test_a_scheduled_outage_starts_after_the_first_request_and_ends(tmp_path: Path) -> None:
+    with in_process(tmp_path, outage_after=0.3, outage_for=0.5) as server:
+        statuses = []
+        for _ in range(5):
+            statuses.append(post(server.url, customer("u1", a=1), "customer").status_code)
+            time.sleep(0.2)
+    assert statuses[0] == 200 and 503 in statuses and statuses[-1] == 200
+
+
+def test_fail_customer_ids_fails_only_those_requests(tmp_path: Path) -> None:
+    with in_process(tmp_path, fail_customer_ids="^bad") as server:
+        assert post(server.url, bulk(customer("bad1", a=1), customer("u2"))).status_code == 503
+        assert post(server.url, bulk(customer("u3", a=1))).status_code == 200

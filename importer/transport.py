@@ -1,0 +1,214 @@
+"""The network seam: `Transport.post` sends one request; aiohttp for real, a function for tests.
+
+Delivery speaks only to a `Transport`: an answer is `(status, headers, body)`, whatever the
+status (a 3xx too: redirects are never followed), and a request that got no answer raises
+`NoAnswer` (a timeout, a refused or broken connection). A TLS failure raises
+`CertificateFailure`: no retry mends it, so it stops the run with a message naming the CA
+options; a request that cannot be made at all raises `RequestFailure`. `FakeTransport`
+puts a function from request to answer behind the same seam, so retry, split, bisection,
+429 and outage rules are tested without sockets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import os
+import ssl
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+from urllib.parse import urlsplit
+
+import aiohttp
+
+from importer.config import ConfigError
+
+Answer = tuple[int, Mapping[str, str], bytes]
+
+
+class NoAnswer(Exception):
+    """The request got no HTTP answer; it may or may not have reached the server."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class CertificateFailure(Exception):
+    """The server's certificate could not be verified: retrying cannot help."""
+
+
+class RequestFailure(Exception):
+    """The request could not be made at all (a URL the client cannot use): no retry helps."""
+
+
+class Transport(Protocol):
+    async def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> Answer:
+        """One POST; its answer, or NoAnswer / CertificateFailure."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+# ---------------------------------------------------------------- plain HTTP guard
+
+
+def is_loopback_host(host: str) -> bool:
+    if host.lower() in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_plain_http(url: str, allow_insecure_http: bool) -> None:
+    """Basic auth over http:// to another machine sends the key in clear: refuse unless allowed."""
+    parts = urlsplit(url)
+    if parts.scheme != "http" or allow_insecure_http:
+        return
+    host = parts.hostname or ""
+    if is_loopback_host(host):
+        return
+    raise ConfigError(
+        f"api.base_url {url} is plain http:// to {host}: the API key would cross the network "
+        "in clear. Use https://, or pass --allow-insecure-http if this is really meant "
+        "(a trusted proxy on a private network)"
+    )
+
+
+# ---------------------------------------------------------------- aiohttp
+
+
+def ssl_context(ca_bundle: Path | None) -> ssl.SSLContext:
+    """System trust, or `api.ca_bundle`, or the file SSL_CERT_FILE names.
+
+    A file that is missing or holds no certificate is a ValueError naming it.
+    """
+    from_env = os.environ.get("SSL_CERT_FILE") or None
+    cafile = ca_bundle or from_env
+    try:
+        return ssl.create_default_context(cafile=str(cafile) if cafile else None)
+    except (OSError, ssl.SSLError) as error:
+        why = getattr(error, "strerror", None) or "not a PEM file of CA certificates"
+        # api.ca_bundle's errors are prefixed with its key path by the config already.
+        named = f"{cafile}" if ca_bundle else f"SSL_CERT_FILE {cafile}"
+        raise ValueError(f"{named}: {why}") from None
+
+
+class AiohttpTransport:
+    """One aiohttp session for the run. Redirects are never followed; the proxy variables
+    (HTTPS_PROXY, HTTP_PROXY, NO_PROXY) are honoured. Create and use inside the event loop."""
+
+    def __init__(
+        self, *, timeout_seconds: float, concurrency: int, ca_bundle: Path | None = None
+    ) -> None:
+        self._timeout_seconds = timeout_seconds
+        try:
+            context = ssl_context(ca_bundle)
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
+        self._ca_bundle = ca_bundle
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=concurrency, ssl=context),
+            timeout=aiohttp.ClientTimeout(total=timeout_seconds),
+            trust_env=True,
+        )
+
+    async def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> Answer:
+        try:
+            async with self._session.post(
+                url, data=body, headers=dict(headers), allow_redirects=False
+            ) as response:
+                payload = await response.read()
+                return response.status, response.headers, payload
+        except (aiohttp.ClientConnectorCertificateError, aiohttp.ClientSSLError) as exc:
+            raise CertificateFailure(self._certificate_message(url, exc)) from None
+        except (
+            TimeoutError,
+            aiohttp.ClientConnectionError,
+            aiohttp.ClientPayloadError,
+            ConnectionResetError,
+        ) as exc:
+            raise NoAnswer(describe_failure(exc, self._timeout_seconds)) from None
+        except aiohttp.ClientError as exc:
+            why = f"{type(exc).__name__}: {exc}"
+            raise RequestFailure(f"the request to {url} could not be made ({why})") from None
+
+    def _certificate_message(self, url: str, exc: BaseException) -> str:
+        host = urlsplit(url).hostname or url
+        detail = getattr(exc, "certificate_error", None) or getattr(exc, "os_error", None)
+        reason = getattr(detail, "verify_message", None) or getattr(detail, "reason", None)
+        because = f" ({reason})" if isinstance(reason, str) and reason else ""
+        using = (
+            f"the CA file {self._ca_bundle}"
+            if self._ca_bundle
+            else "the system's CA certificates"
+            + (" and SSL_CERT_FILE" if os.environ.get("SSL_CERT_FILE") else "")
+        )
+        return (
+            f"certificate verification failed for {host}{because}, using {using}. "
+            "If a proxy or private CA signs it, set api.ca_bundle to that CA file "
+            "(or SSL_CERT_FILE)"
+        )
+
+    async def close(self) -> None:
+        await self._session.close()
+
+
+def describe_failure(exc: BaseException, timeout_seconds: float) -> str:
+    """Why a request got no answer, in a few words (no repr of library internals)."""
+    if isinstance(exc, asyncio.TimeoutError | aiohttp.ServerTimeoutError):
+        return f"timeout ({timeout_seconds:g} s)"
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return "server disconnected"
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        return "cannot resolve the host name"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        errno = getattr(exc.os_error, "errno", None)
+        why = os.strerror(errno).lower() if errno else "cannot connect"
+        return f"connection failed ({why})"
+    if isinstance(exc, ConnectionResetError) or "reset" in str(exc).lower():
+        return "connection reset"
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return "answer cut short"
+    return f"connection error ({type(exc).__name__})"
+
+
+# ---------------------------------------------------------------- in memory
+
+
+@dataclass(frozen=True)
+class Request:
+    url: str
+    body: bytes
+    headers: Mapping[str, str]
+
+
+Respond = Callable[[Request], Awaitable[Answer] | Answer]
+
+
+@dataclass
+class FakeTransport:
+    """A function from request to answer (or raising NoAnswer), behind the Transport seam.
+
+    Records every request it was given, in order, with the loop time it started.
+    """
+
+    respond: Respond
+    requests: list[Request] = field(default_factory=list)
+    started_at: list[float] = field(default_factory=list)
+
+    async def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> Answer:
+        request = Request(url, body, dict(headers))
+        self.requests.append(request)
+        self.started_at.append(asyncio.get_running_loop().time())
+        answer = self.respond(request)
+        if isinstance(answer, Awaitable):
+            return await answer
+        return answer
+
+    async def close(self) -> None:
+        return None
