@@ -698,6 +698,18 @@ def _delivery_problems(delivery: DeliveryConfig) -> Iterator[str]:
         yield "delivery.backoff_base_seconds: must not exceed delivery.backoff_max_seconds"
 
 
+def check_mapping_rules(mapping: MappingConfig) -> None:
+    """Refuse a mapping the Mapper cannot apply (no identity, unknown time zone or platform);
+    the one place these rules live, for jobs and for a Mapper built from a MappingConfig."""
+    problems = [
+        *_identity_problems(mapping),
+        *_attribute_option_problems(mapping),
+        *_platform_problems(mapping),
+    ]
+    if problems:
+        raise ConfigError("\n".join(problems))
+
+
 def check_job_rules(job: JobConfig, need_credentials: bool = True) -> None:
     """Refuse a job MoEngage would refuse (or punish), listing every problem, one a line."""
     mapping = job.mapping

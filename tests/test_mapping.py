@@ -253,12 +253,15 @@ def test_platforms_column(tmp_path: Path, cell: str, expected: Any) -> None:
 
 def test_platforms_constant_and_unknown_constant(tmp_path: Path) -> None:
     path = write_csv(tmp_path / "in.csv", ["id"], [["u1"], ["u2"]])
-    mapped = map_file(path, {"customer_id": "id", "platforms": ["android", "web"]})
+    mapped = map_file(path, {"customer_id": "id", "platforms": ["ANDROID", "web"]})
     assert [r.element["attributes"]["platforms"][1]["platform"] for r in mapped.valid] == [
         "web"
     ] * 2
-    with pytest.raises(ConfigError, match=r"mapping\.platforms\.values: 'Symbian'"):
+    # The Mapper applies the job file's rule (config.check_mapping_rules), worded once.
+    with pytest.raises(ConfigError, match=r"mapping\.platforms\.values\[0\]: 'Symbian'"):
         Mapper(MappingConfig.model_validate({"customer_id": "id", "platforms": ["Symbian"]}))
+    with pytest.raises(ConfigError, match=r"'android' is not a platform; write it as ANDROID"):
+        Mapper(MappingConfig.model_validate({"customer_id": "id", "platforms": ["android"]}))
 
 
 def test_add_and_remove_from_array(tmp_path: Path) -> None:

@@ -1,0 +1,148 @@
+"""Converters for types integer and number."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from importer.mapping.arrow import (
+    NULL_TEXT,
+    bool_mask,
+    is_int64_compatible,
+    native_array,
+    null_mask,
+    replace_at,
+    text_array,
+)
+from importer.mapping.cells import (
+    Converted,
+    per_unique,
+    plain,
+    problem,
+)
+from importer.mapping.jsontext import (
+    json_ints,
+)
+
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+EXACT_FLOAT_LIMIT = 2**53  # whole numbers below this are exact in a double
+_INTEGER_TEXT = re.compile(r"[+-]?\d+(?:\.0*)?")
+
+
+def to_integer(series: pd.Series, column: str) -> Converted:
+    text = text_array(series)
+    if text is None:
+        native = native_array(series)
+        if native is not None and is_int64_compatible(native.type):
+            return json_ints(native), {}
+        return per_unique(series, column, integer_cell)
+    try:
+        return json_ints(pc.cast(text, pa.int64())), {}  # every cell plain digits
+    except pa.ArrowInvalid:
+        pass
+    # Drop a leading "+" and a zero fraction; up to 18 digits always fits in int64.
+    normal = pc.replace_substring_regex(pc.utf8_trim_whitespace(text), r"^\+|\.0*$", "")
+    simple = pc.match_substring_regex(normal, r"^-?\d{1,18}$")
+    fragments = json_ints(pc.cast(pc.if_else(simple, normal, NULL_TEXT), pa.int64()))
+    errors: dict[int, str] = {}
+    fixed: dict[int, str] = {}
+    for position in np.flatnonzero(~bool_mask(simple) & ~null_mask(text)):  # rare: per cell
+        cell = text[int(position)].as_py()
+        value, rule = integer_cell(cell)
+        if rule is None:
+            fixed[int(position)] = str(value)
+        else:
+            errors[int(position)] = problem(column, cell, rule)
+    return replace_at(fragments, fixed), errors
+
+
+def integer_cell(cell: Any) -> tuple[Any, str | None]:
+    cell = plain(cell)
+    value: int | None = None
+    if isinstance(cell, bool):
+        return None, "is a boolean, not an integer"
+    if isinstance(cell, int):
+        value = cell
+    elif isinstance(cell, float | Decimal):
+        if is_whole(cell):
+            value = int(cell)
+    elif isinstance(cell, str) and _INTEGER_TEXT.fullmatch(cell.strip()):
+        value = int(cell.strip().split(".")[0])
+    if value is None:
+        return None, "is not an integer"
+    if not INT64_MIN <= value <= INT64_MAX:
+        return None, "is outside the 64-bit integer range"
+    return value, None
+
+
+def is_whole(value: float | Decimal) -> bool:
+    if isinstance(value, Decimal):
+        return value.is_finite() and value == value.to_integral_value()
+    return math.isfinite(value) and value.is_integer()
+
+
+def to_number(series: pd.Series, column: str) -> Converted:
+    text = text_array(series)
+    if text is None:
+        native = native_array(series)
+        if native is not None and is_int64_compatible(native.type):
+            return json_ints(native), {}
+        if native is not None and pa.types.is_floating(native.type):
+            floats = pc.cast(native, pa.float64())
+            # A stored NaN means missing, as pandas writes it; infinities stay invalid.
+            present = ~null_mask(native) & ~bool_mask(pc.is_nan(floats))
+            return _numbers_from_floats(floats, present, lambda p: native[p].as_py(), column)
+        return per_unique(series, column, number_cell)
+    trimmed = pc.utf8_trim_whitespace(text)
+    try:
+        floats = pc.cast(trimmed, pa.float64())
+    except pa.ArrowInvalid:
+        # Some cell is not a number: cast only those that look like one, the rest are invalid.
+        looks = pc.match_substring_regex(trimmed, r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+        floats = pc.cast(pc.if_else(looks, trimmed, NULL_TEXT), pa.float64())
+    return _numbers_from_floats(floats, ~null_mask(text), lambda p: text[p].as_py(), column)
+
+
+def _numbers_from_floats(
+    floats: pa.Array, present: np.ndarray, shown: Callable[[int], Any], column: str
+) -> Converted:
+    """Whole values within 2**53 become ints, others floats; present but not finite is invalid."""
+    finite = pc.fill_null(pc.is_finite(floats), False)
+    whole = pc.and_(
+        finite,
+        pc.and_(pc.less(pc.abs(floats), EXACT_FLOAT_LIMIT), pc.equal(pc.floor(floats), floats)),
+    )
+    as_int = pc.cast(pc.cast(pc.if_else(whole, floats, 0.0), pa.int64()), pa.string())
+    fragments = pc.if_else(whole, as_int, pc.cast(floats, pa.string()))
+    fragments = pc.if_else(finite, fragments, NULL_TEXT)
+    bad = np.flatnonzero(~bool_mask(finite) & present)
+    errors = {int(p): problem(column, shown(int(p)), "is not a number") for p in bad}
+    return fragments, errors
+
+
+def number_cell(cell: Any) -> tuple[Any, str | None]:
+    cell = plain(cell)
+    if isinstance(cell, bool):
+        return None, "is a boolean, not a number"
+    if isinstance(cell, int):
+        return cell, None
+    if isinstance(cell, str):
+        try:
+            cell = float(cell.strip())
+        except ValueError:
+            return None, "is not a number"
+    if isinstance(cell, float | Decimal) and (
+        cell.is_finite() if isinstance(cell, Decimal) else math.isfinite(cell)
+    ):
+        if is_whole(cell) and abs(cell) < EXACT_FLOAT_LIMIT:
+            return int(cell), None
+        return float(cell), None
+    return None, "is not a number"
