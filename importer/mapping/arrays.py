@@ -15,6 +15,7 @@ from importer import moengage
 from importer.mapping.arrow import (
     combined,
     is_list_type,
+    object_cells,
     text_array,
 )
 from importer.mapping.cells import (
@@ -38,7 +39,7 @@ def to_array(series: pd.Series, column: str, separator: str | None, items: str) 
         cells = combined(pa.array(series)).to_pylist()
         return per_cell(cells, column, partial(_items_cell, convert_item=convert_item))
     if text_array(series) is None:  # Python lists or scalars in an object column
-        cells = series.to_numpy(dtype=object, na_value=None).tolist()
+        cells = object_cells(series)
         return per_cell(cells, column, partial(_items_cell, convert_item=convert_item))
     return per_unique(
         series, column, partial(_array_text_cell, separator=separator, convert_item=convert_item)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -34,6 +35,12 @@ def text_array(series: pd.Series) -> pa.Array | None:
     return None
 
 
+def object_cells(series: pd.Series) -> list[Any]:
+    """The cells as Python objects, missing ones as None."""
+    # pandas-stubs has no overload for na_value=None with dtype=object, which pandas supports.
+    return series.to_numpy(dtype=object, na_value=None).tolist()  # type: ignore[call-overload,no-any-return]
+
+
 def native_array(series: pd.Series) -> pa.Array | None:
     """The column as an arrow array of its native type; None for a mixed object column."""
     if isinstance(series.dtype, pd.ArrowDtype):
@@ -45,7 +52,7 @@ def native_array(series: pd.Series) -> pa.Array | None:
 
 
 def is_list_type(arrow_type: pa.DataType) -> bool:
-    return (
+    return bool(
         pa.types.is_list(arrow_type)
         or pa.types.is_large_list(arrow_type)
         or pa.types.is_fixed_size_list(arrow_type)

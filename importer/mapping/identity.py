@@ -15,6 +15,7 @@ from importer.mapping.arrow import (
     bool_mask,
     native_array,
     null_mask,
+    object_cells,
     text_array,
 )
 from importer.mapping.cells import (
@@ -55,7 +56,7 @@ def customer_ids(
                     "or text (the export is lossy)"
                 )
         else:
-            cells = series.to_numpy(dtype=object, na_value=None).tolist()
+            cells = object_cells(series)
             text = pa.array(
                 [None if is_missing(c) else string_cell(c)[0] for c in cells], pa.string()
             )

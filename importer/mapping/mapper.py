@@ -240,17 +240,17 @@ class Mapper:
             )
         else:
             mapped.valid = ValidRows(source, numbers, list(ids), encoded, chunk)
-        for position in sorted(problems):
-            payload = orjson.loads(encoded[position])
+        for bad in sorted(problems):
+            payload = orjson.loads(encoded[bad])
             if payload.get("customer_id", "") is None:
                 del payload["customer_id"]  # missing: shown as absent, as it would be sent
-            number = numbers[position]
+            number = numbers[bad]
             mapped.invalid.append(
                 InvalidRow(
                     source=source,
                     row=number,
-                    customer_id=ids[position],
-                    error="; ".join(problems[position]),
+                    customer_id=ids[bad],
+                    error="; ".join(problems[bad]),
                     record=chunk.record(number),
                     payload=payload,
                     line=chunk.line(number),

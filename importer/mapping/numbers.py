@@ -142,7 +142,7 @@ def number_cell(cell: Any) -> tuple[Any, str | None]:
     if isinstance(cell, float | Decimal) and (
         cell.is_finite() if isinstance(cell, Decimal) else math.isfinite(cell)
     ):
-        if is_whole(cell) and abs(cell) < EXACT_FLOAT_LIMIT:
+        if is_whole(cell) and -EXACT_FLOAT_LIMIT < cell < EXACT_FLOAT_LIMIT:
             return int(cell), None
         return float(cell), None
     return None, "is not a number"
