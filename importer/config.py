@@ -80,6 +80,9 @@ class ConfigError(Exception):
 
 AttributeType = Literal["string", "integer", "number", "boolean", "datetime", "date", "array"]
 ItemType = Literal["string", "integer", "number"]
+# How type datetime reads a local time the clocks repeat / skip; "raise" dead-letters the row.
+AmbiguousTime = Literal["earliest", "latest", "raise"]
+NonexistentTime = Literal["shift_forward", "shift_backward", "raise"]
 
 
 class _Strict(BaseModel):
@@ -183,6 +186,10 @@ class AttributeSpec(_Strict):
     timezone: str | None = None
     # type date: send the bare YYYY-MM-DD as text instead of midnight UTC as a date-time.
     as_text: bool = False
+    # type datetime: how to read a local time the clocks repeat or skip (default: the row is
+    # dead-lettered, never shifted silently).
+    ambiguous: AmbiguousTime | None = None
+    nonexistent: NonexistentTime | None = None
 
 
 class ArrayOpSpec(_Strict):
@@ -507,6 +514,9 @@ def _attribute_option_problems(mapping: MappingConfig) -> Iterator[str]:
             for option in ("format", "timezone"):
                 if option in given:
                     yield f"{path}.{option}: only applies to types datetime and date"
+        for option in ("ambiguous", "nonexistent"):
+            if spec.type != "datetime" and option in given:
+                yield f"{path}.{option}: only applies to type datetime (this one is {spec.type})"
         if spec.type != "date" and "as_text" in given:
             yield f"{path}.as_text: only applies to type date (this one is {spec.type})"
         if spec.separator == "":

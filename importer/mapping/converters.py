@@ -20,7 +20,7 @@ from importer.mapping.numbers import (
     to_number,
 )
 from importer.mapping.standard import checked_values
-from importer.mapping.temporal import to_date, to_datetime
+from importer.mapping.temporal import LocalTimeRules, to_date, to_datetime
 from importer.mapping.text import to_string
 
 # A column's converter: the JSON text of its values and the problems found.
@@ -59,8 +59,16 @@ def _boolean(spec: AttributeSpec) -> tuple[ColumnConverter, str]:
 
 
 def _datetime(spec: AttributeSpec) -> tuple[ColumnConverter, str]:
-    converter = partial(to_datetime, column=spec.column, fmt=spec.format, timezone=spec.timezone)
-    return converter, _with_options("datetime", format=spec.format, timezone=spec.timezone)
+    rules = LocalTimeRules(spec.timezone, spec.ambiguous or "raise", spec.nonexistent or "raise")
+    converter = partial(to_datetime, column=spec.column, fmt=spec.format, rules=rules)
+    kind = _with_options(
+        "datetime",
+        format=spec.format,
+        timezone=spec.timezone,
+        ambiguous=spec.ambiguous,
+        nonexistent=spec.nonexistent,
+    )
+    return converter, kind
 
 
 def _date(spec: AttributeSpec) -> tuple[ColumnConverter, str]:
