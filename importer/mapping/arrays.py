@@ -12,6 +12,7 @@ import pandas as pd
 import pyarrow as pa
 
 from importer import moengage
+from importer.config import ItemType
 from importer.mapping.arrow import (
     combined,
     is_list_type,
@@ -32,12 +33,21 @@ from importer.mapping.numbers import (
 )
 from importer.mapping.text import string_cell
 
+# separator: json reads each text cell as a JSON array (a Snowflake or BigQuery ARRAY export).
+JSON_SEPARATOR = "json"
 
-def to_array(series: pd.Series, column: str, separator: str | None, items: str) -> Converted:
-    convert_item = _ITEM_CONVERTERS[items]
+
+def to_array(
+    series: pd.Series, column: str, separator: str | None, items: ItemType | None
+) -> Converted:
+    """`items` None: the items as the column holds them (a list<int64> column's as integers,
+    a list<double>'s as numbers), text as strings."""
     if isinstance(series.dtype, pd.ArrowDtype) and is_list_type(series.dtype.pyarrow_dtype):
+        kind = items or _native_item_type(series.dtype.pyarrow_dtype.value_type)
         cells = combined(pa.array(series)).to_pylist()
+        convert_item = _ITEM_CONVERTERS[kind]
         return per_cell(cells, column, partial(_items_cell, convert_item=convert_item))
+    convert_item = _ITEM_CONVERTERS[items or "string"]
     if text_array(series) is None:  # Python lists or scalars in an object column
         cells = object_cells(series)
         return per_cell(cells, column, partial(_items_cell, convert_item=convert_item))
@@ -46,18 +56,26 @@ def to_array(series: pd.Series, column: str, separator: str | None, items: str) 
     )
 
 
+def _native_item_type(value_type: pa.DataType) -> ItemType:
+    if pa.types.is_integer(value_type):
+        return "integer"
+    if pa.types.is_floating(value_type) or pa.types.is_decimal(value_type):
+        return "number"
+    return "string"
+
+
 def _array_text_cell(
     cell: str, separator: str | None, convert_item: CellConverter
 ) -> tuple[Any, str | None]:
-    if separator is not None:
-        parts: list[Any] = cell.split(separator)
-    elif cell.lstrip().startswith("["):
+    if separator == JSON_SEPARATOR or (separator is None and cell.lstrip().startswith("[")):
         try:
             parts = orjson.loads(cell)
         except orjson.JSONDecodeError:
             return None, "is not a JSON array"
         if not isinstance(parts, list):
             return None, "is not a JSON array"
+    elif separator is not None:
+        parts = cell.split(separator)
     else:
         parts = [cell]
     return _items_cell(parts, convert_item)
@@ -92,7 +110,7 @@ def _string_item(item: Any) -> tuple[Any, str | None]:
     return string_cell(item)
 
 
-_ITEM_CONVERTERS: dict[str, CellConverter] = {
+_ITEM_CONVERTERS: dict[ItemType, CellConverter] = {
     "string": _string_item,
     "integer": integer_cell,
     "number": number_cell,

@@ -78,7 +78,9 @@ def _date(spec: AttributeSpec) -> tuple[ColumnConverter, str]:
 
 
 def _array(spec: AttributeSpec | ArrayOpSpec) -> tuple[ColumnConverter, str]:
-    converter = partial(to_array, column=spec.column, separator=spec.separator, items=spec.items)
+    # Unless `items` is given, a native list column's items keep their type.
+    items = spec.items if "items" in spec.model_fields_set else None
+    converter = partial(to_array, column=spec.column, separator=spec.separator, items=items)
     return converter, _with_options(f"array of {spec.items}", separator=spec.separator)
 
 

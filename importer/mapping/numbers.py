@@ -30,10 +30,11 @@ from importer.mapping.cells import (
 )
 from importer.mapping.jsontext import (
     json_ints,
+    wrapped,
 )
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
-EXACT_FLOAT_LIMIT = 2**53  # whole numbers below this are exact in a double
+
 _INTEGER_TEXT = re.compile(r"[+-]?\d+(?:\.0*)?")
 
 
@@ -94,7 +95,7 @@ def to_number(series: pd.Series, column: str) -> Converted:
     if text is None:
         native = native_array(series)
         if native is not None and is_int64_compatible(native.type):
-            return json_ints(native), {}
+            return wrapped(json_ints(native), "", ".0"), {}  # a double, every digit kept
         if native is not None and pa.types.is_floating(native.type):
             floats = pc.cast(native, pa.float64())
             # A stored NaN means missing, as pandas writes it; infinities stay invalid.
@@ -114,35 +115,30 @@ def to_number(series: pd.Series, column: str) -> Converted:
 def _numbers_from_floats(
     floats: pa.Array, present: np.ndarray, shown: Callable[[int], Any], column: str
 ) -> Converted:
-    """Whole values within 2**53 become ints, others floats; present but not finite is invalid."""
+    """Finite values as JSON doubles (whole ones keep a ".0": MoEngage fixes an attribute's
+    type from its first value, so a number attribute must never receive an integer); present
+    but not finite is invalid."""
     finite = pc.fill_null(pc.is_finite(floats), False)
-    whole = pc.and_(
-        finite,
-        pc.and_(pc.less(pc.abs(floats), EXACT_FLOAT_LIMIT), pc.equal(pc.floor(floats), floats)),
-    )
-    as_int = pc.cast(pc.cast(pc.if_else(whole, floats, 0.0), pa.int64()), pa.string())
-    fragments = pc.if_else(whole, as_int, pc.cast(floats, pa.string()))
-    fragments = pc.if_else(finite, fragments, NULL_TEXT)
+    text = pc.replace_substring_regex(pc.cast(floats, pa.string()), r"^(-?\d+)$", r"\1.0")
+    fragments = pc.if_else(finite, text, NULL_TEXT)
     bad = np.flatnonzero(~bool_mask(finite) & present)
     errors = {int(p): problem(column, shown(int(p)), "is not a number") for p in bad}
     return fragments, errors
 
 
 def number_cell(cell: Any) -> tuple[Any, str | None]:
+    """A finite number as a float (orjson writes 100.0 for a whole one: a JSON double)."""
     cell = plain(cell)
     if isinstance(cell, bool):
         return None, "is a boolean, not a number"
-    if isinstance(cell, int):
-        return cell, None
     if isinstance(cell, str):
-        try:
-            cell = float(cell.strip())
-        except ValueError:
-            return None, "is not a number"
-    if isinstance(cell, float | Decimal) and (
-        cell.is_finite() if isinstance(cell, Decimal) else math.isfinite(cell)
-    ):
-        if is_whole(cell) and -EXACT_FLOAT_LIMIT < cell < EXACT_FLOAT_LIMIT:
-            return int(cell), None
-        return float(cell), None
-    return None, "is not a number"
+        cell = cell.strip()
+    if not isinstance(cell, int | float | Decimal | str):
+        return None, "is not a number"
+    try:
+        value = float(cell)
+    except (ValueError, OverflowError):
+        return None, "is not a number"
+    if not math.isfinite(value):
+        return None, "is not a number"
+    return value, None

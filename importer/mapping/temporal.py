@@ -293,7 +293,7 @@ def looks_like_datetime(values: Iterable[str | None]) -> bool:
     if not present:
         return False
     instants, _ = parse_datetimes(pa.array(present, pa.string()))
-    return instants.null_count == 0
+    return bool(instants.null_count == 0)
 
 
 def to_date(series: pd.Series, column: str, fmt: str | None, as_text: bool = False) -> Converted:
