@@ -14,5 +14,12 @@ value), the converters by family (`text`, `numbers`, `booleans`, `temporal`, `ar
 """
 
 from importer.mapping.mapper import DEFAULT_MAX_ELEMENT_BYTES, MALFORMED_RECORD_KEY, Mapper
+from importer.mapping.temporal import looks_like_datetime, parse_export_datetime
 
-__all__ = ["DEFAULT_MAX_ELEMENT_BYTES", "MALFORMED_RECORD_KEY", "Mapper"]
+__all__ = [
+    "DEFAULT_MAX_ELEMENT_BYTES",
+    "MALFORMED_RECORD_KEY",
+    "Mapper",
+    "looks_like_datetime",
+    "parse_export_datetime",
+]

@@ -1,4 +1,10 @@
-"""Converters for type array and for add_to_array / remove_from_array."""
+"""Converters for type array and for add_to_array / remove_from_array.
+
+A native list column keeps its item type unless `items:` says otherwise (list<int64> sends
+integers). Text is split on `separator`; `separator: json` reads each cell as a JSON array;
+without a separator, text that is a JSON array (`["a","b"]`) is parsed, other text is a
+one-item array. Empty and missing items are dropped.
+"""
 
 from __future__ import annotations
 

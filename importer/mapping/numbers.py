@@ -1,4 +1,11 @@
-"""Converters for types integer and number."""
+"""Converters for types integer and number.
+
+- integer: optional sign, digits, and optionally a fraction of zeros ("20", "+20", "20.0" -> 20);
+  "2.5", "1e3", "nan" and values outside 64 bits are invalid.
+- number: any decimal or exponent text, always sent as a JSON double ("20" -> 20.0, "2.5" ->
+  2.5): MoEngage fixes an attribute's type from its first value. "nan" and "inf" are invalid;
+  a NaN stored in a native float column counts as missing.
+"""
 
 from __future__ import annotations
 

@@ -34,7 +34,6 @@ from importer.mapping.arrow import (
     drop,
     native_array,
     null_mask,
-    object_cells,
     text_array,
 )
 from importer.mapping.cells import (
@@ -69,6 +68,7 @@ EXPECTED_FORMS = (
     " (2024-03-01 12:34:56.789 -0800, 2024-03-01 12:34:56.789000 UTC,"
     " 2024-03-01 12:34:56.789+00); set format: for others"
 )
+_NOT_A_DATE = f"is not a date ({EXPECTED_FORMS})"
 _UTC = pa.timestamp("us", tz="UTC")
 _NAIVE = pa.timestamp("us")
 
@@ -95,10 +95,7 @@ def to_datetime(
         if native is None or not (
             pa.types.is_timestamp(native.type) or pa.types.is_date(native.type)
         ):
-            # Python datetimes in an object column: the same rules, one array of them
-            native = _native_datetimes(series)
-            if native is None:
-                return per_unique(series, column, _not_a_datetime)
+            return per_unique(series, column, partial(_datetime_cell, rules=rules))
         instants, local_errors = _instants_from_native(native, rules)
         errors = {
             **_beyond_format_years(instants, column),
@@ -213,30 +210,21 @@ def localize(naive: pa.Array, rules: LocalTimeRules) -> tuple[pa.Array, dict[int
     return pc.cast(instants, _UTC), errors
 
 
-def _native_datetimes(series: pd.Series) -> pa.Array | None:
-    """An object column of Python datetimes (and dates) as one arrow timestamp array, or None
-    if it holds anything else or mixes naive and aware values."""
-    cells = [plain(c) for c in object_cells(series)]
-    present = [c for c in cells if c is not None]
-    if not present or not all(isinstance(c, dt.date) for c in present):
-        return None
-    moments = [
-        c if isinstance(c, dt.datetime) or c is None else dt.datetime(c.year, c.month, c.day)
-        for c in cells
-    ]
-    aware = {m.tzinfo is not None for m in moments if m is not None}
-    if len(aware) > 1:
-        return None
-    try:
-        if aware == {True}:
-            return pa.array([None if m is None else m.astimezone(dt.UTC) for m in moments], _UTC)
-        return pa.array(moments, _NAIVE)
-    except (pa.ArrowInvalid, OverflowError):
-        return None
-
-
-def _not_a_datetime(cell: Any) -> tuple[Any, str | None]:
-    return None, "is not a datetime"
+def _datetime_cell(cell: Any, rules: LocalTimeRules) -> tuple[Any, str | None]:
+    """A Python datetime or date (an object column) as YYYY-MM-DDTHH:MM:SSZ."""
+    cell = plain(cell)
+    if isinstance(cell, dt.datetime):
+        moment = cell
+    elif isinstance(cell, dt.date):
+        moment = dt.datetime(cell.year, cell.month, cell.day)
+    else:
+        return None, "is not a datetime"
+    if moment.tzinfo is None:
+        instants, errors = localize(pa.array([moment], _NAIVE), rules)
+        if errors:
+            return None, errors[0]
+        moment = instants[0].as_py()
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), None
 
 
 def _instants_from_native(
@@ -358,13 +346,13 @@ def _iso_date_cell(cell: Any) -> tuple[Any, str | None]:
     # What datetime's ISO 8601 parser reads (20240131, 2024-1-5) reads as a date too, as
     # long as it names a day: a year or a month alone is no date.
     if not _FULL_DATE_PREFIX.match(text):
-        return None, "is not a date"
+        return None, _NOT_A_DATE
     try:
         parsed = pd.to_datetime(text, format="ISO8601")
     except (ValueError, TypeError, OverflowError):
-        return None, "is not a date"
+        return None, _NOT_A_DATE
     if pd.isna(parsed):
-        return None, "is not a date"
+        return None, _NOT_A_DATE
     return parsed.date().isoformat(), None
 
 
