@@ -19,24 +19,9 @@ import pyarrow as pa
 
 from importer import moengage
 from importer.config import ItemType
-from importer.mapping.arrow import (
-    combined,
-    is_list_type,
-    object_cells,
-    text_array,
-)
-from importer.mapping.cells import (
-    CellConverter,
-    Converted,
-    per_cell,
-    per_unique,
-    plain,
-    show,
-)
-from importer.mapping.numbers import (
-    integer_cell,
-    number_cell,
-)
+from importer.mapping.arrow import combined, is_list_type, object_cells, text_array
+from importer.mapping.cells import CellConverter, Converted, per_cell, per_unique, plain, show
+from importer.mapping.numbers import integer_cell, number_cell
 from importer.mapping.text import string_cell
 
 # separator: json reads each text cell as a JSON array (a Snowflake or BigQuery ARRAY export).

@@ -8,15 +8,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from importer.mapping.arrow import (
-    native_array,
-    text_array,
-)
-from importer.mapping.cells import (
-    Converted,
-    per_unique,
-    plain,
-)
+from importer.mapping.arrow import native_array, text_array
+from importer.mapping.cells import Converted, per_unique, plain
 
 _BOOLEANS = {
     "true": True, "false": False, "1": True, "0": False, "yes": True, "no": False,

@@ -10,9 +10,7 @@ import orjson
 import pandas as pd
 import pyarrow as pa
 
-from importer.mapping.jsontext import (
-    json_values,
-)
+from importer.mapping.jsontext import json_values
 
 # The JSON text of one mapped column's values (null = omit) and its problems by row position.
 Converted = tuple[pa.Array, dict[int, str]]

@@ -12,13 +12,8 @@ from importer import catalogue
 from importer.config import ArrayOpSpec, AttributeSpec, AttributeType
 from importer.mapping.arrays import to_array
 from importer.mapping.booleans import to_boolean
-from importer.mapping.cells import (
-    Converted,
-)
-from importer.mapping.numbers import (
-    to_integer,
-    to_number,
-)
+from importer.mapping.cells import Converted
+from importer.mapping.numbers import to_integer, to_number
 from importer.mapping.standard import checked_values
 from importer.mapping.temporal import LocalTimeRules, to_date, to_datetime
 from importer.mapping.text import to_string

@@ -11,19 +11,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from importer import moengage
-from importer.mapping.arrow import (
-    bool_mask,
-    native_array,
-    null_mask,
-    object_cells,
-    text_array,
-)
-from importer.mapping.cells import (
-    show,
-)
-from importer.mapping.jsontext import (
-    json_strings,
-)
+from importer.mapping.arrow import bool_mask, native_array, null_mask, object_cells, text_array
+from importer.mapping.cells import show
+from importer.mapping.jsontext import json_strings
 from importer.mapping.text import CONTROL_RULE, string_cell
 
 _PLACEHOLDERS = pa.array(sorted(moengage.PLACEHOLDER_CUSTOMER_IDS | {""}), pa.string())

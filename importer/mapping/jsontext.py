@@ -9,10 +9,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from importer.mapping.arrow import (
-    bool_mask,
-    replace_at,
-)
+from importer.mapping.arrow import bool_mask, replace_at
 
 _NEEDS_ESCAPE = r"[\x00-\x1f\"\\]"  # what JSON must escape inside a string
 

@@ -14,17 +14,10 @@ import pyarrow.compute as pc
 
 from importer import moengage
 from importer.config import ConfigError, MappingConfig, check_mapping_rules
-from importer.mapping.arrow import (
-    NULL_TEXT,
-    null_mask,
-)
+from importer.mapping.arrow import NULL_TEXT, null_mask
 from importer.mapping.converters import Field, array_op_field, attribute_field
 from importer.mapping.identity import customer_ids
-from importer.mapping.jsontext import (
-    join_members,
-    member_texts,
-    wrapped,
-)
+from importer.mapping.jsontext import join_members, member_texts, wrapped
 from importer.mapping.platforms import platform_entries, to_platforms
 from importer.mapping.text import control_problems
 from importer.rows import Chunk, InvalidRow, MappedChunk, ValidRows

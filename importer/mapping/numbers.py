@@ -29,16 +29,8 @@ from importer.mapping.arrow import (
     replace_at,
     text_array,
 )
-from importer.mapping.cells import (
-    Converted,
-    per_unique,
-    plain,
-    problem,
-)
-from importer.mapping.jsontext import (
-    json_ints,
-    wrapped,
-)
+from importer.mapping.cells import Converted, per_unique, plain, problem
+from importer.mapping.jsontext import json_ints, wrapped
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 

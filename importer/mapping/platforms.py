@@ -11,16 +11,8 @@ import pandas as pd
 import pyarrow as pa
 
 from importer import moengage
-from importer.mapping.arrow import (
-    combined,
-    is_list_type,
-)
-from importer.mapping.cells import (
-    Converted,
-    per_cell,
-    per_unique,
-    show,
-)
+from importer.mapping.arrow import combined, is_list_type
+from importer.mapping.cells import Converted, per_cell, per_unique, show
 
 _PLATFORMS = {name.lower(): name for name in moengage.PLATFORM_NAMES}
 _PLATFORM_SEPARATORS = re.compile(r"[|,]")

@@ -12,14 +12,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from importer import catalogue
-from importer.mapping.arrow import (
-    bool_mask,
-    drop,
-)
-from importer.mapping.cells import (
-    Converted,
-    problem,
-)
+from importer.mapping.arrow import bool_mask, drop
+from importer.mapping.cells import Converted, problem
 
 
 def checked_values(

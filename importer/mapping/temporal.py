@@ -28,24 +28,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from importer.config import AmbiguousTime, NonexistentTime
-from importer.mapping.arrow import (
-    NULL_TEXT,
-    bool_mask,
-    drop,
-    native_array,
-    null_mask,
-    text_array,
-)
-from importer.mapping.cells import (
-    Converted,
-    per_unique,
-    plain,
-    problem,
-)
-from importer.mapping.jsontext import (
-    quoted,
-    wrapped,
-)
+from importer.mapping.arrow import NULL_TEXT, bool_mask, drop, native_array, null_mask, text_array
+from importer.mapping.cells import Converted, per_unique, plain, problem
+from importer.mapping.jsontext import quoted, wrapped
 
 _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _FULL_DATE_PREFIX = re.compile(r"\d{4}(-\d{1,2}-\d{1,2}|\d{4})(?!\d)")

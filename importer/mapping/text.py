@@ -12,22 +12,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from importer import moengage
-from importer.mapping.arrow import (
-    bool_mask,
-    combined,
-    drop,
-    is_list_type,
-    text_array,
-)
-from importer.mapping.cells import (
-    Converted,
-    per_unique,
-    plain,
-    problem,
-)
-from importer.mapping.jsontext import (
-    json_strings,
-)
+from importer.mapping.arrow import bool_mask, combined, drop, is_list_type, text_array
+from importer.mapping.cells import Converted, per_unique, plain, problem
+from importer.mapping.jsontext import json_strings
 
 # In attribute values tab and newlines are data (addresses); other control characters are not.
 _VALUE_CONTROL = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]"
