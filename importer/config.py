@@ -88,6 +88,9 @@ class ConfigError(Exception):
 
 AttributeType = Literal["string", "integer", "number", "boolean", "datetime", "date", "array"]
 ItemType = Literal["string", "integer", "number"]
+# How type datetime reads a local time the clocks repeat / skip; "raise" dead-letters the row.
+AmbiguousTime = Literal["earliest", "latest", "raise"]
+NonexistentTime = Literal["shift_forward", "shift_backward", "raise"]
 
 
 class _Strict(BaseModel):
@@ -227,6 +230,10 @@ class AttributeSpec(_Strict):
     timezone: str | None = None
     # type date: send the bare YYYY-MM-DD as text instead of midnight UTC as a date-time.
     as_text: bool = False
+    # type datetime: how to read a local time the clocks repeat or skip (default: the row is
+    # dead-lettered, never shifted silently).
+    ambiguous: AmbiguousTime | None = None
+    nonexistent: NonexistentTime | None = None
 
 
 class ArrayOpSpec(_Strict):
@@ -576,6 +583,9 @@ def _attribute_option_problems(mapping: MappingConfig) -> Iterator[str]:
             for option in ("format", "timezone"):
                 if option in given:
                     yield f"{path}.{option}: only applies to types datetime and date"
+        for option in ("ambiguous", "nonexistent"):
+            if spec.type != "datetime" and option in given:
+                yield f"{path}.{option}: only applies to type datetime (this one is {spec.type})"
         if spec.type != "date" and "as_text" in given:
             yield f"{path}.as_text: only applies to type date (this one is {spec.type})"
         if spec.separator == "":
@@ -765,6 +775,18 @@ def read_api_key_file(path: Path) -> str:
 def _delivery_problems(delivery: DeliveryConfig) -> Iterator[str]:
     if delivery.backoff_base_seconds > delivery.backoff_max_seconds:
         yield "delivery.backoff_base_seconds: must not exceed delivery.backoff_max_seconds"
+
+
+def check_mapping_rules(mapping: MappingConfig) -> None:
+    """Refuse a mapping the Mapper cannot apply (no identity, unknown time zone or platform);
+    the one place these rules live, for jobs and for a Mapper built from a MappingConfig."""
+    problems = [
+        *_identity_problems(mapping),
+        *_attribute_option_problems(mapping),
+        *_platform_problems(mapping),
+    ]
+    if problems:
+        raise ConfigError("\n".join(problems))
 
 
 def check_job_rules(job: JobConfig, need_credentials: bool = True) -> None:

@@ -17,7 +17,7 @@ import pytest
 from importer import moengage
 from importer.config import ConfigError, MappingConfig, SourceConfig
 from importer.mapping import Mapper
-from importer.rows import Chunk, MappedChunk
+from importer.rows import Chunk, InvalidRow, MappedChunk, Row
 from importer.sources import iter_chunks
 
 OMITTED = object()
@@ -39,12 +39,19 @@ def write_csv(path: Path, header: list[str], rows: list[list[str]]) -> Path:
 def map_file(path: Path, mapping: dict[str, Any], **mapper_options: Any) -> MappedChunk:
     mapper = Mapper(MappingConfig.model_validate(mapping), **mapper_options)
     result = MappedChunk(source=str(path), rows_read=0)
+    valid: list[Row] = []
     for chunk in iter_chunks(path, SourceConfig(chunk_rows=3), mapper.columns):
         mapped = mapper.map_chunk(chunk)
         result.rows_read += mapped.rows_read
-        result.valid += mapped.valid
+        valid += mapped.valid
         result.invalid += mapped.invalid
+    result.valid = valid
     return result
+
+
+def payload_of(invalid: InvalidRow) -> dict[str, Any]:
+    assert invalid.payload is not None
+    return invalid.payload
 
 
 def map_cells(tmp_path: Path, spec: Any, cells: list[str]) -> MappedChunk:
@@ -59,7 +66,7 @@ def check_outcome(mapped: MappedChunk, expected: Any) -> None:
         error = mapped.invalid[0].error
         for fragment in expected.fragments:
             assert fragment in error
-        assert "a" not in mapped.invalid[0].payload["attributes"]
+        assert "a" not in payload_of(mapped.invalid[0])["attributes"]
         return
     assert not mapped.invalid, mapped.invalid[0].error
     row = mapped.valid[0]
@@ -94,10 +101,11 @@ TYPE_CASES = [
     ({"type": "integer"}, "abc", Invalid("'abc' is not an integer")),
     ({"type": "integer"}, "", OMITTED),
     ({"type": "number"}, "2.5", 2.5),
-    ({"type": "number"}, "20", 20),
-    ({"type": "number"}, "20.0", 20),
+    ({"type": "number"}, "20", 20.0),  # always a JSON double
+    ({"type": "number"}, "20.0", 20.0),
+    ({"type": "number"}, "100.0000", 100.0),
     ({"type": "number"}, "-0.125", -0.125),
-    ({"type": "number"}, "1e3", 1000),
+    ({"type": "number"}, "1e3", 1000.0),
     ({"type": "number"}, "nan", Invalid("'nan' is not a number")),
     ({"type": "number"}, "inf", Invalid("'inf' is not a number")),
     ({"type": "number"}, "twelve", Invalid("'twelve' is not a number")),
@@ -147,7 +155,7 @@ TYPE_CASES = [
         "1|x",
         Invalid("item 'x'", "integer"),
     ),
-    ({"type": "array", "separator": "|", "items": "number"}, "1.5|2", [1.5, 2]),
+    ({"type": "array", "separator": "|", "items": "number"}, "1.5|2", [1.5, 2.0]),
     ({"type": "array"}, '["a", "b"]', ["a", "b"]),
     ({"type": "array"}, "just one", ["just one"]),
     ({"type": "array"}, "[broken", Invalid("not a JSON array")),
@@ -253,12 +261,15 @@ def test_platforms_column(tmp_path: Path, cell: str, expected: Any) -> None:
 
 def test_platforms_constant_and_unknown_constant(tmp_path: Path) -> None:
     path = write_csv(tmp_path / "in.csv", ["id"], [["u1"], ["u2"]])
-    mapped = map_file(path, {"customer_id": "id", "platforms": ["android", "web"]})
+    mapped = map_file(path, {"customer_id": "id", "platforms": ["ANDROID", "web"]})
     assert [r.element["attributes"]["platforms"][1]["platform"] for r in mapped.valid] == [
         "web"
     ] * 2
-    with pytest.raises(ConfigError, match=r"mapping\.platforms\.values: 'Symbian'"):
+    # The Mapper applies the job file's rule (config.check_mapping_rules), worded once.
+    with pytest.raises(ConfigError, match=r"mapping\.platforms\.values\[0\]: 'Symbian'"):
         Mapper(MappingConfig.model_validate({"customer_id": "id", "platforms": ["Symbian"]}))
+    with pytest.raises(ConfigError, match=r"'android' is not a platform; write it as ANDROID"):
+        Mapper(MappingConfig.model_validate({"customer_id": "id", "platforms": ["android"]}))
 
 
 def test_add_and_remove_from_array(tmp_path: Path) -> None:
@@ -299,7 +310,7 @@ def test_identity_resolution_needs_an_identifier(
         assert mapped.valid[0].customer_id is None
     else:
         assert "none of the identifiers (moe_mobile, email)" in mapped.invalid[0].error
-        assert "customer_id" not in mapped.invalid[0].payload
+        assert "customer_id" not in payload_of(mapped.invalid[0])
 
 
 def test_identity_resolution_without_identifiers_is_a_config_error() -> None:
@@ -315,7 +326,7 @@ def test_element_too_large_is_invalid(tmp_path: Path) -> None:
     assert [r.row for r in mapped.valid] == [2]
     assert mapped.invalid[0].row == 1
     assert "element is" in mapped.invalid[0].error and "at most 200" in mapped.invalid[0].error
-    assert mapped.invalid[0].payload["attributes"]["bio"] == "x" * 300
+    assert payload_of(mapped.invalid[0])["attributes"]["bio"] == "x" * 300
 
 
 def test_several_problems_are_joined_and_payload_keeps_good_attributes(tmp_path: Path) -> None:

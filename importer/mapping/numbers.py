@@ -1,0 +1,143 @@
+"""Converters for types integer and number.
+
+- integer: optional sign, digits, and optionally a fraction of zeros ("20", "+20", "20.0" -> 20);
+  "2.5", "1e3", "nan" and values outside 64 bits are invalid.
+- number: any decimal or exponent text, always sent as a JSON double ("20" -> 20.0, "2.5" ->
+  2.5): MoEngage fixes an attribute's type from its first value. "nan" and "inf" are invalid;
+  a NaN stored in a native float column counts as missing.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from importer.mapping.arrow import (
+    NULL_TEXT,
+    bool_mask,
+    is_int64_compatible,
+    native_array,
+    null_mask,
+    replace_at,
+    text_array,
+)
+from importer.mapping.cells import Converted, per_unique, plain, problem
+from importer.mapping.jsontext import json_ints, wrapped
+
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+_INTEGER_TEXT = re.compile(r"[+-]?\d+(?:\.0*)?")
+
+
+def to_integer(series: pd.Series, column: str) -> Converted:
+    text = text_array(series)
+    if text is None:
+        native = native_array(series)
+        if native is not None and is_int64_compatible(native.type):
+            return json_ints(native), {}
+        return per_unique(series, column, integer_cell)
+    try:
+        return json_ints(pc.cast(text, pa.int64())), {}  # every cell plain digits
+    except pa.ArrowInvalid:
+        pass
+    # Drop a leading "+" and a zero fraction; up to 18 digits always fits in int64.
+    normal = pc.replace_substring_regex(pc.utf8_trim_whitespace(text), r"^\+|\.0*$", "")
+    simple = pc.match_substring_regex(normal, r"^-?\d{1,18}$")
+    fragments = json_ints(pc.cast(pc.if_else(simple, normal, NULL_TEXT), pa.int64()))
+    errors: dict[int, str] = {}
+    fixed: dict[int, str] = {}
+    for position in np.flatnonzero(~bool_mask(simple) & ~null_mask(text)):  # rare: per cell
+        cell = text[int(position)].as_py()
+        value, rule = integer_cell(cell)
+        if rule is None:
+            fixed[int(position)] = str(value)
+        else:
+            errors[int(position)] = problem(column, cell, rule)
+    return replace_at(fragments, fixed), errors
+
+
+def integer_cell(cell: Any) -> tuple[Any, str | None]:
+    cell = plain(cell)
+    value: int | None = None
+    if isinstance(cell, bool):
+        return None, "is a boolean, not an integer"
+    if isinstance(cell, int):
+        value = cell
+    elif isinstance(cell, float | Decimal):
+        if is_whole(cell):
+            value = int(cell)
+    elif isinstance(cell, str) and _INTEGER_TEXT.fullmatch(cell.strip()):
+        value = int(cell.strip().split(".")[0])
+    if value is None:
+        return None, "is not an integer"
+    if not INT64_MIN <= value <= INT64_MAX:
+        return None, "is outside the 64-bit integer range"
+    return value, None
+
+
+def is_whole(value: float | Decimal) -> bool:
+    if isinstance(value, Decimal):
+        return value.is_finite() and value == value.to_integral_value()
+    return math.isfinite(value) and value.is_integer()
+
+
+def to_number(series: pd.Series, column: str) -> Converted:
+    text = text_array(series)
+    if text is None:
+        native = native_array(series)
+        if native is not None and is_int64_compatible(native.type):
+            return wrapped(json_ints(native), "", ".0"), {}  # a double, every digit kept
+        if native is not None and pa.types.is_floating(native.type):
+            floats = pc.cast(native, pa.float64())
+            # A stored NaN means missing, as pandas writes it; infinities stay invalid.
+            present = ~null_mask(native) & ~bool_mask(pc.is_nan(floats))
+            return _numbers_from_floats(floats, present, lambda p: native[p].as_py(), column)
+        return per_unique(series, column, number_cell)
+    trimmed = pc.utf8_trim_whitespace(text)
+    try:
+        floats = pc.cast(trimmed, pa.float64())
+    except pa.ArrowInvalid:
+        # Some cell is not a number: cast only those that look like one, the rest are invalid.
+        looks = pc.match_substring_regex(trimmed, r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+        floats = pc.cast(pc.if_else(looks, trimmed, NULL_TEXT), pa.float64())
+    return _numbers_from_floats(floats, ~null_mask(text), lambda p: text[p].as_py(), column)
+
+
+def _numbers_from_floats(
+    floats: pa.Array, present: np.ndarray, shown: Callable[[int], Any], column: str
+) -> Converted:
+    """Finite values as JSON doubles (whole ones keep a ".0": MoEngage fixes an attribute's
+    type from its first value, so a number attribute must never receive an integer); present
+    but not finite is invalid."""
+    finite = pc.fill_null(pc.is_finite(floats), False)
+    text = pc.replace_substring_regex(pc.cast(floats, pa.string()), r"^(-?\d+)$", r"\1.0")
+    fragments = pc.if_else(finite, text, NULL_TEXT)
+    bad = np.flatnonzero(~bool_mask(finite) & present)
+    errors = {int(p): problem(column, shown(int(p)), "is not a number") for p in bad}
+    return fragments, errors
+
+
+def number_cell(cell: Any) -> tuple[Any, str | None]:
+    """A finite number as a float (orjson writes 100.0 for a whole one: a JSON double)."""
+    cell = plain(cell)
+    if isinstance(cell, bool):
+        return None, "is a boolean, not a number"
+    if isinstance(cell, str):
+        cell = cell.strip()
+    if not isinstance(cell, int | float | Decimal | str):
+        return None, "is not a number"
+    try:
+        value = float(cell)
+    except (ValueError, OverflowError):
+        return None, "is not a number"
+    if not math.isfinite(value):
+        return None, "is not a number"
+    return value, None
