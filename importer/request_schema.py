@@ -12,7 +12,7 @@ import json
 import re
 from functools import cache
 from importlib import resources
-from typing import Any
+from typing import Any, cast
 
 from jsonschema import Draft202012Validator, FormatChecker
 from jsonschema.exceptions import ValidationError
@@ -69,7 +69,7 @@ def _validator(definition: str) -> Draft202012Validator:
 def _describe(error: ValidationError) -> str:
     """Where and which rule, never the value (it may be personal data)."""
     where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path)
-    rule, expected = error.validator, error.validator_value
+    rule, expected = error.validator, cast(Any, error.validator_value)
     if rule == "enum":
         text = f"must be one of {', '.join(map(str, expected))}"
     elif rule == "const":

@@ -83,7 +83,8 @@ class Row:
     @property
     def element(self) -> dict[str, Any]:
         """Decoded on demand (dead letters, samples): a dict per valid row costs too much."""
-        return orjson.loads(self.encoded)
+        element: dict[str, Any] = orjson.loads(self.encoded)
+        return element
 
     @property
     def numbers(self) -> list[int]:

@@ -57,7 +57,8 @@ def write_job(tmp_path: Path, job: dict[str, Any], name: str = "job.yaml") -> Pa
 
 
 def read_report(tmp_path: Path) -> dict[str, Any]:
-    return json.loads((tmp_path / "out" / "report.json").read_text())
+    report: dict[str, Any] = json.loads((tmp_path / "out" / "report.json").read_text())
+    return report
 
 
 def read_dead_letters(tmp_path: Path) -> list[dict[str, Any]]:

@@ -38,7 +38,8 @@ class SandboxProcess:
 
     def stats(self) -> dict[str, Any]:
         with urllib.request.urlopen(f"{self.url}/_sandbox/stats", timeout=5) as response:
-            return orjson.loads(response.read())
+            stats: dict[str, Any] = orjson.loads(response.read())
+            return stats
 
     def stderr(self) -> str:
         return self.stderr_path.read_text(errors="replace")

@@ -41,7 +41,8 @@ def _merge(base: Any, patch: Any) -> Any:
 
 def job_tree(snippet: str = "") -> dict[str, Any]:
     base = yaml.safe_load(BASE_YAML)
-    return _merge(copy.deepcopy(base), yaml.safe_load(snippet) or {})
+    tree: dict[str, Any] = _merge(copy.deepcopy(base), yaml.safe_load(snippet) or {})
+    return tree
 
 
 def refusal(snippet: str) -> str:

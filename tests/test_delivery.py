@@ -395,7 +395,9 @@ def test_cancelled_send_releases_its_permit() -> None:
 
 def settled_ids(result: SendResult) -> tuple[list[int], list[tuple[int, str, int | None]]]:
     accepted = [row.row for row in result.accepted]
-    refused = [(r.row.row, r.stage, r.status) for r in result.refused]
+    refused: list[tuple[int, str, int | None]] = [
+        (r.row.row, r.stage, r.status) for r in result.refused
+    ]
     return accepted, refused
 
 

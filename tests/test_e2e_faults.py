@@ -10,6 +10,7 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import (
@@ -21,7 +22,7 @@ from conftest import (
     run_cli,
     write_job,
 )
-from sandbox_proc import start_sandbox
+from sandbox_proc import SandboxProcess, start_sandbox
 
 MAPPING = {
     "customer_id": "user_id",
@@ -39,7 +40,7 @@ def _users(tmp_path: Path, count: int, bad_ids: tuple[int, ...] = ()) -> Path:
     return source
 
 
-def _job(tmp_path: Path, url: str, source: Path, **sections: dict) -> Path:
+def _job(tmp_path: Path, url: str, source: Path, **sections: dict[str, Any]) -> Path:
     return write_job(tmp_path, job_dict(tmp_path, url, source, MAPPING, **sections))
 
 
@@ -76,7 +77,7 @@ def _start_run(job: Path) -> subprocess.Popen[str]:
     )
 
 
-def _wait_for_records(sandbox, count: int, timeout: float = 30) -> None:
+def _wait_for_records(sandbox: SandboxProcess, count: int, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while len(sandbox.records()) < count:
         assert time.monotonic() < deadline, "the run did not get going"

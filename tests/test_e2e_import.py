@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import stat
 from pathlib import Path
+from typing import Any
 
 from conftest import (
     assert_report_adds_up,
@@ -40,7 +41,7 @@ MAPPING = {
 }
 
 
-def _import(tmp_path: Path, *sandbox_args: str, extra: tuple[str, ...] = ()) -> tuple:
+def _import(tmp_path: Path, *sandbox_args: str, extra: tuple[str, ...] = ()) -> tuple[Any, ...]:
     source = tmp_path / "users.csv"
     source.write_text(CSV)
     with start_sandbox(tmp_path, *sandbox_args) as sandbox:

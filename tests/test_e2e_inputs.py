@@ -40,7 +40,9 @@ def _job(tmp_path: Path, url: str, data: Path, mapping: dict[str, Any], **sectio
     return write_job(tmp_path, job)
 
 
-def _run(tmp_path: Path, data: Path, mapping: dict[str, Any] = MAPPING, **sections: Any):
+def _run(
+    tmp_path: Path, data: Path, mapping: dict[str, Any] = MAPPING, **sections: Any
+) -> tuple[subprocess.CompletedProcess[str], list[dict[str, Any]]]:
     """Import `source` into a fresh sandbox: (result, users the server accepted)."""
     with start_sandbox(tmp_path, *FAST) as sandbox:
         rate = {"updates": 1_000_000, "period_seconds": 60}
@@ -49,7 +51,9 @@ def _run(tmp_path: Path, data: Path, mapping: dict[str, Any] = MAPPING, **sectio
         return result, sandbox.records()
 
 
-def _validate(tmp_path: Path, data: Path, mapping: dict[str, Any] = MAPPING, **sections: Any):
+def _validate(
+    tmp_path: Path, data: Path, mapping: dict[str, Any] = MAPPING, **sections: Any
+) -> subprocess.CompletedProcess[str]:
     job = _job(tmp_path, "http://127.0.0.1:9", data, mapping, **sections)
     return run_cli("validate", str(job), "--no-progress")
 

@@ -79,7 +79,7 @@ def _pace(arrivals: list[dict[str, Any]], since: float = 0.0) -> float:
     """Users per second from the first arrival after `since` to the last."""
     points = sorted((a["t"], a["users"]) for a in arrivals if a["t"] >= since and a["users"])
     first_t, first_users = points[0]
-    return (sum(n for _, n in points) - first_users) / (points[-1][0] - first_t)
+    return float((sum(n for _, n in points) - first_users) / (points[-1][0] - first_t))
 
 
 def _check_finished(tmp_path: Path, index: int, process: subprocess.Popen[str]) -> None:

@@ -12,14 +12,14 @@ from conftest import ROOT, job_dict, run_cli, write_job
 from sandbox_proc import start_sandbox
 
 CSV = "user_id,first_name,points,tags,new_tags\nu1,Ann,1,a|b,c\nu2,Bo,2,,d\n"
-GOOD = {
+GOOD: dict[str, Any] = {
     "customer_id": "user_id",
     "attributes": {"first_name": "first_name", "points": {"column": "points", "type": "integer"}},
 }
 
 
 def _with(mapping_patch: dict[str, Any]) -> dict[str, Any]:
-    mapping = {**GOOD, **mapping_patch}
+    mapping: dict[str, Any] = {**GOOD, **mapping_patch}
     mapping["attributes"] = {**GOOD["attributes"], **mapping_patch.get("attributes", {})}
     return mapping
 

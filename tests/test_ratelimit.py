@@ -92,7 +92,7 @@ async def workload(
     intervals: list[Interval] = []
     end = clock() + duration
 
-    async def send(n: int, release: Callable[[], None]) -> None:
+    async def send(n: int, release: Callable[[float], None]) -> None:
         start = clock()
         hold = 0.0
         try:

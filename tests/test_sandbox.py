@@ -63,7 +63,8 @@ def error_of(response: requests.Response) -> dict[str, Any]:
     body = response.json()
     assert body["status"] == "fail"
     assert set(body["error"]) == {"type", "message", "request_id"}
-    return body["error"]
+    error: dict[str, Any] = body["error"]
+    return error
 
 
 @contextmanager
@@ -337,7 +338,7 @@ def test_element_rules(element: dict[str, Any], fragment: str | None) -> None:
 
 
 def test_max_in_any_window_sweeps_every_placement() -> None:
-    arrivals = [
+    arrivals: list[dict[str, Any]] = [
         {"t": 100.0, "users": 4, "status": 200},
         {"t": 100.5, "users": 3, "status": 429},
         {"t": 101.9, "users": 2, "status": 200},

@@ -232,7 +232,7 @@ def test_a_ca_file_that_is_missing_or_not_pem_is_refused(tmp_path: Path) -> None
     junk.write_text("not a certificate")
     for path in (tmp_path / "missing.pem", junk):
         with pytest.raises(ValueError, match="ca_bundle"):
-            ApiConfig(workspace_id="W", api_key="k", ca_bundle=path)  # type: ignore[arg-type]
+            ApiConfig(workspace_id="W", api_key="k", ca_bundle=path)
 
 
 def test_a_bad_ssl_cert_file_is_a_config_error(
