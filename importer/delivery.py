@@ -142,7 +142,9 @@ class _Budget:
     attempts: int = 0
     failures: int = 0  # 5xx, timeouts, broken connections, outside an outage
     rate_limited: int = 0
-    answers_at_first_failure: int = 0  # the sender's answer count when this one first failed
+    # The sender's answer count when these rows were first sent: any answer to another
+    # request since then means the API is up, and a failure here is this request's own.
+    answers_at_start: int = 0
 
 
 class _Broadcast:
@@ -397,7 +399,7 @@ class Sender:
     async def _attempts(self, rows: list[Row]) -> _Answer:
         """Send until an answer that is not transient, or the attempt budget is spent."""
         body = batching.request_body(rows, self._endpoint)
-        budget = _Budget()
+        budget = _Budget(answers_at_start=self._answers)
         while True:
             probing = False
             if self._outage.active:
@@ -492,11 +494,9 @@ class Sender:
             self._outage.start(reason)
             return 0.0
         budget.failures += 1
-        if budget.failures == 1:
-            budget.answers_at_first_failure = self._answers
         if budget.failures < self._delivery.max_attempts:
             return wait if wait is not None else self._backoff(budget.failures)
-        if self._answers > budget.answers_at_first_failure:
+        if self._answers > budget.answers_at_start:
             # Others were answered meanwhile: this request fails on its own.
             return _Answer(status, f"{reason} after {budget.failures} attempts", exhausted=True)
         # Nobody was answered since it first failed: the API is down, not this request.
