@@ -440,8 +440,9 @@ def _item_type(items: Sequence[str]) -> str:
     return "string"
 
 
-def _guess_text_array(name: str, values: Sequence[str]) -> Guess | None:
-    separators = list(_ARRAY_SEPARATORS)
+def _guess_text_array(name: str, values: Sequence[str], delimiter: str = ",") -> Guess | None:
+    # The file's own delimiter inside a value was escaped or quoted: text, not a list.
+    separators = [s for s in _ARRAY_SEPARATORS if s != delimiter]
     if _LIST_NAME_PARTS.intersection(_name_parts(name)):
         separators.append(",")
     for separator in separators:
@@ -508,17 +509,20 @@ def _text_numbers_note(values: Sequence[str]) -> list[str]:
     return []
 
 
-def guess_text_column(name: str, values: Sequence[Any]) -> Guess:
+def guess_text_column(name: str, values: Sequence[Any], delimiter: str = ",") -> Guess:
     """The attribute type for a column of text cells (CSV, or Parquet strings)."""
     present = [str(v) for v in values if v is not None]
     if not present:
         return Guess(name, checks=["no values in the sample; guessed string"])
     if _looks_like_identifier(name):
         return Guess(name, checks=_text_numbers_note(present) + _string_checks(present))
-    for guesser in (_guess_boolean, _guess_number, _guess_temporal, _guess_text_array):
+    for guesser in (_guess_boolean, _guess_number, _guess_temporal):
         guess = guesser(name, present)
         if guess is not None:
             return guess
+    guess = _guess_text_array(name, present, delimiter)
+    if guess is not None:
+        return guess
     return Guess(name, checks=_text_numbers_note(present) + _string_checks(present))
 
 
@@ -578,7 +582,7 @@ def guess_arrow_column(name: str, arrow_type: pa.DataType, values: Sequence[Any]
 def _guess_sample_column(sample: Sample, name: str) -> Guess:
     if sample.kind == "parquet":
         return guess_arrow_column(name, sample.arrow_types[name], sample.values[name])
-    return guess_text_column(name, sample.values[name])
+    return guess_text_column(name, sample.values[name], sample.delimiter)
 
 
 def _merge(first: Guess, second: Guess) -> Guess:
