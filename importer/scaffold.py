@@ -182,7 +182,7 @@ def _sample_kind(files: list[DataFile], kind: str) -> Sample | None:
     if escapechar:
         csv_options["escapechar"] = escapechar
     source = SourceConfig(
-        format=kind,  # type: ignore[arg-type]
+        format=kind,
         csv=CsvOptions.model_validate(csv_options),
         chunk_rows=SAMPLE_ROWS,
     )
@@ -388,7 +388,7 @@ def _warehouse_guess(name: str, values: Sequence[str], bad: int) -> Guess:
         return Guess(name, "datetime", checks=checks)
     # BigQuery's " UTC" suffix: a format until the mapping parser reads it without one (TODO
     # above). Its CSV export writes microseconds, or none for whole seconds.
-    fractions = {bool(_BIGQUERY_UTC.fullmatch(v.strip())["fraction"]) for v in bigquery}  # type: ignore[index]
+    fractions = {"." in v.split(" ")[1] for v in bigquery}
     fmt = "%Y-%m-%d %H:%M:%S.%f UTC" if fractions == {True} else "%Y-%m-%d %H:%M:%S UTC"
     if len(fractions) > 1:
         checks.append("some values have fractional seconds and some not: one form is dead-lettered")
@@ -677,7 +677,7 @@ def _scalar(value: Any) -> str:
     return dumped.strip()[1:-1]
 
 
-def _flow(mapping: dict[str, Any]) -> str:
+def _flow(mapping: dict[str, Any] | list[Any]) -> str:
     return yaml.safe_dump(
         mapping, default_flow_style=True, allow_unicode=True, sort_keys=False, width=10**6
     ).strip()

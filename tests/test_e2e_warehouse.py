@@ -335,7 +335,8 @@ def read_report_of(tmp_path: Path, job: dict[str, Any]) -> dict[str, Any]:
 
     report = tmp_path / job["output"]["report"]
     dry = report.with_name(f"{report.stem}.dry-run.json")
-    return json.loads((dry if dry.exists() else report).read_text())
+    loaded: dict[str, Any] = json.loads((dry if dry.exists() else report).read_text())
+    return loaded
 
 
 def test_init_then_validate_bigquery_export(tmp_path: Path) -> None:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import glob
 import threading
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any, BinaryIO, ClassVar
 
 from importer.config import StorageOptions
@@ -128,40 +130,34 @@ class ObjectStore:
             )
         return stream
 
-    def _errors(self, url: str) -> _StoreErrors:
-        return _StoreErrors(url)
+    def _errors(self, url: str) -> AbstractContextManager[None]:
+        return _store_errors(url)
 
 
-class _StoreErrors:
+@contextmanager
+def _store_errors(url: str) -> Iterator[None]:
     """Turns s3fs / botocore exceptions into SourceErrors naming the URL."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(
-        self, kind: type[BaseException] | None, error: BaseException | None, _tb: Any
-    ) -> bool:
-        if error is None or isinstance(error, SourceError):
-            return False
-        if isinstance(error, FileNotFoundError):
-            raise SourceError(f"{self.url}: no such object or bucket") from None
-        if isinstance(error, PermissionError):
-            raise SourceError(
-                f"{self.url}: access denied (check the AWS credentials, or set "
-                "source.storage.anonymous: true for a public bucket)"
-            ) from None
+    try:
+        yield
+    except SourceError:
+        raise
+    except FileNotFoundError:
+        raise SourceError(f"{url}: no such object or bucket") from None
+    except PermissionError:
+        raise SourceError(
+            f"{url}: access denied (check the AWS credentials, or set "
+            "source.storage.anonymous: true for a public bucket)"
+        ) from None
+    except Exception as error:
         name = type(error).__name__
         if name in ("NoCredentialsError", "PartialCredentialsError"):
             raise SourceError(
-                f"{self.url}: no AWS credentials found (set AWS_ACCESS_KEY_ID / "
+                f"{url}: no AWS credentials found (set AWS_ACCESS_KEY_ID / "
                 "AWS_SECRET_ACCESS_KEY or AWS_PROFILE, or source.storage.anonymous: true)"
             ) from None
         if isinstance(error, OSError | ValueError) or "botocore" in type(error).__module__:
-            raise SourceError(f"{self.url}: cannot read from object storage: {error}") from None
-        return False
+            raise SourceError(f"{url}: cannot read from object storage: {error}") from None
+        raise
 
 
 def _glob_root(path: str) -> str:

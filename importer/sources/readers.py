@@ -14,7 +14,7 @@ import re
 import zipfile
 import zlib
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
@@ -185,7 +185,7 @@ def _completed(
     return pd.DataFrame(filled, index=frame.index)
 
 
-def count_rows(files: list[DataFile], source: SourceConfig) -> int | None:
+def count_rows(files: Sequence[DataFile | Path], source: SourceConfig) -> int | None:
     """Data rows across `files`, for a progress bar: exact for Parquet (metadata) and for CSV
     files that fit in one sample block, estimated for larger plain CSV files from the bytes
     per row of their first block, None if any file is compressed CSV or unreadable."""
@@ -381,17 +381,17 @@ def _decompressing(file: DataFile, raw: BinaryIO, codec: str | None) -> BinaryIO
         members = [name for name in archive.namelist() if not name.endswith("/")]
         if len(members) != 1:
             raise SourceError(f"{file}: a zip file must hold exactly one CSV file")
-        return _Owning(archive.open(members[0]), raw)
+        return _Owning(archive.open(members[0]), raw)  # type: ignore[arg-type,return-value]
     stream: BinaryIO
     if codec == "gzip":
         stream = gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[assignment]
     elif codec == "bz2":
         stream = bz2.BZ2File(raw, "rb")  # type: ignore[assignment]
     elif codec == "zstd":
-        stream = zstandard.ZstdDecompressor().stream_reader(raw)  # type: ignore[assignment]
+        stream = zstandard.ZstdDecompressor().stream_reader(raw)
     else:
         stream = lzma.LZMAFile(raw, "rb")  # type: ignore[assignment]  # noqa: SIM115
-    return _Owning(stream, raw)
+    return _Owning(stream, raw)  # type: ignore[return-value]
 
 
 class _Owning(io.RawIOBase):
