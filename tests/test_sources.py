@@ -493,3 +493,102 @@ def test_messy_quoting_never_misnumbers_or_refuses(
         for bad in chunk.malformed:
             span = "\n".join(physical[bad.first_line - 1 : bad.last_line])
             assert bad.text.replace("\r", "") in span.replace("\r", ""), (bad, span)
+
+
+# --- partitioned directories, markers, content sniffing (issue 12) ------------------------
+
+
+def _write_parquet(path: Path, columns: dict[str, list[Any]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.table(columns), path)
+
+
+def test_directory_is_searched_recursively_markers_left_out(tmp_path: Path) -> None:
+    _write_parquet(tmp_path / "dt=2024-01-02" / "part-0.parquet", {"a": [1]})
+    _write_parquet(tmp_path / "dt=2024-01-01" / "part-0.parquet", {"a": [2]})
+    for marker in (
+        "_SUCCESS",
+        "dt=2024-01-01/_committed_123",
+        "dt=2024-01-01/_started_123",
+        "dt=2024-01-01/.part-0.parquet.crc",
+        "_temporary/0/part-9.parquet",
+        ".hidden/part-8.parquet",
+        "dt=2024-01-02/part-0.parquet.crc",
+    ):
+        (tmp_path / marker).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / marker).write_bytes(b"PAR1")
+    files = discover(str(tmp_path))
+    assert [f.local for f in files] == [
+        tmp_path / "dt=2024-01-01" / "part-0.parquet",
+        tmp_path / "dt=2024-01-02" / "part-0.parquet",
+    ]
+    assert [f.partitions for f in files] == [(("dt", "2024-01-01"),), (("dt", "2024-01-02"),)]
+    # A glob: its fixed folders are the root the partitions are counted from.
+    globbed = discover(str(tmp_path / "*" / "*.parquet"))
+    assert [f.partitions for f in globbed] == [(("dt", "2024-01-01"),), (("dt", "2024-01-02"),)]
+
+
+def test_partition_columns_are_read_and_decoded(tmp_path: Path) -> None:
+    folder = tmp_path / "country=New%20Zealand" / "dt=__HIVE_DEFAULT_PARTITION__"
+    _write_parquet(folder / "p.parquet", {"user_id": ["u1", "u2"]})
+    (file,) = discover(str(tmp_path))
+    source = SourceConfig()
+    assert read_columns(file, source) == ["user_id", "country", "dt"]
+    frame = next(iter_chunks(file, source, columns=["dt", "user_id", "country"])).frame
+    assert list(frame.columns) == ["dt", "user_id", "country"]
+    assert frame["country"].tolist() == ["New Zealand", "New Zealand"]
+    assert frame["dt"].isna().all()
+    assert list(frame.index) == [1, 2]
+    # A column the file holds itself wins over a folder of the same name.
+    _write_parquet(tmp_path / "b" / "dt=x" / "p.parquet", {"dt": ["inside"]})
+    (inner,) = discover(str(tmp_path / "b"))
+    assert read_columns(inner, source) == ["dt"]
+    assert next(iter_chunks(inner, source, columns=["dt"])).frame["dt"].tolist() == ["inside"]
+
+
+def test_parts_with_different_columns_read_as_their_union(tmp_path: Path) -> None:
+    (tmp_path / "a.csv").write_text("id,name\n1,Ann\n")
+    (tmp_path / "b.csv").write_text("id,name,tier\n2,Bob,gold\n")
+    (tmp_path / "c.csv").write_bytes(b"")  # an empty part: no header, no rows
+    source = SourceConfig()
+    files = discover(str(tmp_path))
+    assert sources.union_columns(files, source) == ["id", "name", "tier"]
+    rows = [
+        record_of(chunk.frame, int(n))
+        for f in files
+        for chunk in iter_chunks(f, source, columns=["id", "tier"])
+        for n in chunk.frame.index
+    ]
+    assert rows == [{"id": "1", "tier": None}, {"id": "2", "tier": "gold"}]
+    with pytest.raises(SourceError, match="empty"):
+        sources.union_columns([files[2]], source)
+
+
+def test_format_and_compression_told_by_content(tmp_path: Path) -> None:
+    with gzip.open(tmp_path / "0000_part_00.gz", "wt") as handle:
+        handle.write("id,name\n1,Ann\n")
+    pq.write_table(pa.table({"id": ["2"]}), tmp_path / "part-00001")
+    (tmp_path / "README").write_text("not data")
+    files = discover(str(tmp_path))
+    assert [f.basename for f in files] == ["0000_part_00.gz", "part-00001"]
+    assert [format_of(f, "auto") for f in files] == ["csv", "parquet"]
+    assert rows_of(files[0].local, SourceConfig()) == [(1, {"id": "1", "name": "Ann"})]  # type: ignore[arg-type]
+    assert [r for f in files[1:] for r in rows_of(f.local, SourceConfig())] == [  # type: ignore[arg-type]
+        (1, {"id": "2"})
+    ]
+
+
+def test_duplicate_header_is_refused_naming_it(tmp_path: Path) -> None:
+    path = tmp_path / "dup.csv"
+    path.write_text("id,email,Email,email\n1,a,b,c\n")
+    with pytest.raises(SourceError, match=r"'email' is column 2, 4"):
+        read_columns(path, SourceConfig())
+    with pytest.raises(SourceError, match=r"'email' is column 2, 4"):
+        list(iter_chunks(path, SourceConfig(), columns=["id"]))
+
+
+def test_remote_fingerprint_is_size_and_etag() -> None:
+    remote = DataFile("s3://b/k.csv", 12, etag="abc")
+    assert fingerprint(remote) == "12:etag:abc"
+    assert fingerprint(DataFile("s3://b/k.csv", 12, etag="abd")) != fingerprint(remote)
+    assert remote.state_key == "s3://b/k.csv"
