@@ -275,3 +275,52 @@ def test_a_csv_named_txt_in_a_folder_scaffolds_a_job_that_validates(tmp_path: Pa
     validate = run_cli("validate", str(job_file), "--no-progress")
     assert validate.returncode == 0, validate.stderr
     assert re.search(r"rows read +2\n", validate.stdout), validate.stdout
+
+
+# --- warehouse dialects (issue 12) ----------------------------------------------------------
+
+
+def test_null_tokens_where_a_column_shows_them(tmp_path: Path) -> None:
+    export = tmp_path / "pg.csv"
+    export.write_text(
+        "user_id,points,nickname,joined\n"
+        "u1,5,NULL,2024-01-01\n"
+        "u2,NULL,Bee,NULL\n"
+        "u3,7,Cee,2024-01-03\n"
+    )
+    job, text = scaffolded(export, tmp_path)
+    assert job.source.null_values == ["", "NULL"]
+    assert types_by_column(job) == {"points": "integer", "nickname": "string", "joined": "date"}
+    assert "NULL is read as missing in every column (seen in points, joined)" in text
+
+
+def test_null_text_alone_stays_data(tmp_path: Path) -> None:
+    export = tmp_path / "names.csv"
+    export.write_text("user_id,nickname\nu1,NULL\nu2,Bee\n")
+    job, _ = scaffolded(export, tmp_path)
+    assert job.source.null_values == [""]
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        ["2024-03-01 12:34:56.789 -0800", "2024-03-02 00:00:00.000 +0000"],  # Snowflake
+        ["2024-03-01 12:34:56+00", "2024-03-02 01:00:00.5-08"],  # Redshift / Postgres
+        ["2024-03-01T12:34:56.789Z", "2024-03-01T12:34:56.789+0000"],  # Databricks
+        ["2024-03-01 12:34:56.123456+05:30", "2024-03-01 12:34:56"],  # Postgres
+    ],
+)
+def test_warehouse_timestamps_are_datetimes(values: list[str]) -> None:
+    from importer.scaffold import guess_text_column
+
+    assert guess_text_column("seen_at", values).type == "datetime"
+
+
+def test_bigquery_utc_suffix_gets_its_format() -> None:
+    from importer.scaffold import guess_text_column
+
+    guess = guess_text_column("ts", ["2024-03-01 12:34:56.789000 UTC", "2024-03-02 00:00:00.1 UTC"])
+    assert (guess.type, guess.options) == ("datetime", {"format": "%Y-%m-%d %H:%M:%S.%f UTC"})
+    whole = guess_text_column("ts", ["2024-03-01 12:34:56 UTC"])
+    assert whole.options == {"format": "%Y-%m-%d %H:%M:%S UTC"}
+    assert guess_text_column("ts", ["2024-13-01 12:34:56 UTC"]).type == "string"
