@@ -581,7 +581,9 @@ def guess_arrow_column(name: str, arrow_type: pa.DataType, values: Sequence[Any]
 
 def _guess_sample_column(sample: Sample, name: str) -> Guess:
     if sample.kind == "parquet":
-        return guess_arrow_column(name, sample.arrow_types[name], sample.values[name])
+        return guess_arrow_column(
+            name, sample.arrow_types.get(name, pa.string()), sample.values[name]
+        )
     return guess_text_column(name, sample.values[name], sample.delimiter)
 
 

@@ -592,3 +592,26 @@ def test_remote_fingerprint_is_size_and_etag() -> None:
     assert fingerprint(remote) == "12:etag:abc"
     assert fingerprint(DataFile("s3://b/k.csv", 12, etag="abd")) != fingerprint(remote)
     assert remote.state_key == "s3://b/k.csv"
+
+
+def test_compressed_parts_of_other_kinds_are_not_taken_for_csv(tmp_path: Path) -> None:
+    for name in ("0000_part_00.gz", "000000_0.bz2", "events.json.gz"):
+        with (bz2.open if name.endswith(".bz2") else gzip.open)(tmp_path / name, "wt") as handle:
+            handle.write("id\n1\n")
+    files = discover(str(tmp_path))
+    assert [(f.basename, f.content) for f in files] == [
+        ("000000_0.bz2", "bz2"),
+        ("0000_part_00.gz", "gzip"),
+    ]
+    assert [r for f in files for r in rows_of(f.local, SourceConfig())] == [  # type: ignore[arg-type]
+        (1, {"id": "1"}),
+        (1, {"id": "1"}),
+    ]
+
+
+def test_gzip_part_without_any_extension_is_told_by_its_magic(tmp_path: Path) -> None:
+    with gzip.open(tmp_path / "0002_part_00", "wt") as handle:
+        handle.write("id,name\n3,Cy\n")
+    (file,) = discover(str(tmp_path))
+    assert (file.content, format_of(file, "auto")) == ("gzip", "csv")
+    assert [r for c in iter_chunks(file, SourceConfig()) for r in c.frame["name"]] == ["Cy"]

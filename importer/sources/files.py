@@ -92,7 +92,7 @@ def local_file(path: Path, partitions: tuple[tuple[str, str | None], ...] = ()) 
         size = path.stat().st_size
     except OSError:
         size = 0
-    content = None if _name_tells(path.name) else _sniff_local(path)
+    content = (_sniff_local(path) or named_codec(path.name)) if needs_sniffing(path.name) else None
     return DataFile(str(path), size, local=path, partitions=partitions, content=content)
 
 
@@ -190,6 +190,23 @@ def _name_tells(name: str) -> bool:
     return name.lower().endswith(CSV_SUFFIXES + TEXT_SUFFIXES + PARQUET_SUFFIXES)
 
 
+_BARE_CODECS = {".gz": "gzip", ".bz2": "bz2", ".zst": "zstd", ".zstd": "zstd", ".xz": "xz"}
+
+
+def named_codec(name: str) -> str | None:
+    """The codec a bare compression suffix names (0000_part_00.gz: gzip), else None."""
+    lowered = name.lower()
+    if _name_tells(lowered):
+        return None
+    return next((c for s, c in _BARE_CODECS.items() if lowered.endswith(s)), None)
+
+
+def needs_sniffing(name: str) -> bool:
+    """Whether only the first bytes can tell what a file holds: part-00000, and
+    0000_part_00.gz (its name says compressed, not what is inside nor always truly how)."""
+    return not _name_tells(name)
+
+
 def sniff(head: bytes) -> str | None:
     """What the first bytes say: parquet, a compression codec, or None."""
     for magic, kind in MAGIC:
@@ -216,9 +233,12 @@ def wanted(file: DataFile, fmt: str) -> bool:
     if fmt == "csv":
         # An explicit csv format reads text files too, and extension-less parts (part-00000).
         return name.endswith(TEXT_SUFFIXES) or "." not in name or file.content is not None
-    return file.content is not None and (
-        file.content == "parquet" or name.endswith(BARE_COMPRESSED_SUFFIXES) or "." not in name
-    )
+    if file.content == "parquet":
+        return True
+    # 0000_part_00.gz (Redshift), 000000_0.gz (Hive): a compressed part whose name says no
+    # more. data.json.gz says it is something else.
+    stem = name.rsplit(".", 1)[0] if name.endswith(BARE_COMPRESSED_SUFFIXES) else name
+    return file.content is not None and "." not in stem
 
 
 def format_of(file: DataFile | Path, fmt: str) -> Format:

@@ -21,6 +21,8 @@ from importer.sources.files import (
     SourceError,
     hive_partitions,
     is_marker,
+    named_codec,
+    needs_sniffing,
     sniff,
     wanted,
 )
@@ -117,9 +119,9 @@ class ObjectStore:
         size = int(info.get("size") or info.get("Size") or 0)
         etag = str(info.get("ETag") or info.get("etag") or "").strip('"') or None
         content = None
-        if not key.lower().endswith((".csv", ".parquet", ".pq", ".txt", ".tsv")):
+        if needs_sniffing(key):
             with self._errors(name), self.fs.open(key, "rb", block_size=64) as head:
-                content = sniff(head.read(8))
+                content = sniff(head.read(8)) or named_codec(key)
         return DataFile(name, size, etag=etag, partitions=partitions, content=content, store=self)
 
     def open(self, url: str) -> BinaryIO:

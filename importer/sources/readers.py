@@ -343,11 +343,13 @@ def _codec(file: DataFile, compression: str | None) -> str | None:
     """The compression to undo: the configured one, or what the name or first bytes say."""
     if compression != "infer":
         return compression
+    if file.content in COMPRESSION_CODECS:
+        return file.content  # the first bytes, over a name that may not say or may be wrong
     name = file.basename.lower()
     for suffix, codec in _COMPRESSION_SUFFIXES.items():
         if name.endswith(suffix):
             return codec
-    return file.content if file.content in COMPRESSION_CODECS else None
+    return None
 
 
 def _open_compressed(file: DataFile, compression: str | None) -> BinaryIO:
