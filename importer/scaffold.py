@@ -145,12 +145,16 @@ def _is_parquet(file: DataFile) -> bool:
         return file.content == "parquet"
 
 
-def _sniff_dialect(file: DataFile) -> tuple[str, str | None]:
-    """(delimiter, escape character) from the first lines of the file's text."""
-    try:
-        head = sources.head_bytes(file, SourceConfig(format="csv"))
-    except SourceError:
-        return ",", None
+def _sniff_dialect(files: list[DataFile]) -> tuple[str, str | None]:
+    """(delimiter, escape character) from the first lines of the first file with text."""
+    head = b""
+    for file in files[:SAMPLE_FILES]:
+        try:
+            head = sources.head_bytes(file, SourceConfig(format="csv"))
+        except SourceError:
+            continue
+        if head.strip():
+            break
     text = head.decode("utf-8", errors="replace")
     lines = text.splitlines()
     first_line = lines[0] if lines else ""
@@ -177,7 +181,7 @@ def _read_sample(file: DataFile, source: SourceConfig, rows: int) -> tuple[list[
 def _sample_kind(files: list[DataFile], kind: str) -> Sample | None:
     """Rows read across `files` (all CSV or all Parquet) by the importer's own readers: text
     exactly as the job will read it (only empty cells are missing, 00123 stays 00123)."""
-    delimiter, escapechar = _sniff_dialect(files[0]) if kind == "csv" else (",", None)
+    delimiter, escapechar = _sniff_dialect(files) if kind == "csv" else (",", None)
     csv_options: dict[str, Any] = {"delimiter": delimiter}
     if escapechar:
         csv_options["escapechar"] = escapechar

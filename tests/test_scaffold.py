@@ -324,3 +324,17 @@ def test_bigquery_utc_suffix_gets_its_format() -> None:
     whole = guess_text_column("ts", ["2024-03-01 12:34:56 UTC"])
     assert whole.options == {"format": "%Y-%m-%d %H:%M:%S UTC"}
     assert guess_text_column("ts", ["2024-13-01 12:34:56 UTC"]).type == "string"
+
+
+def test_empty_parts_are_skipped_and_the_dialect_read_from_one_with_text(tmp_path: Path) -> None:
+    unload = tmp_path / "unload"
+    unload.mkdir()
+    (unload / "0000_part_00.csv").write_bytes(b"")
+    (unload / "0001_part_00.csv").write_text("user_id|points\nu1|5\nu2|6\n")
+    job, text = scaffolded(unload, tmp_path)
+    assert job.source.csv.delimiter == "|"
+    assert types_by_column(job) == {"points": "integer"}
+    assert "0001_part_00.csv (2 rows)" in text
+    (unload / "0001_part_00.csv").write_bytes(b"")
+    with pytest.raises(ScaffoldError, match="all 2 files are empty"):
+        scaffold_job(str(unload))
