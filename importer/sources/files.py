@@ -78,10 +78,11 @@ class DataFile:
         """The key saved progress is kept under: ./x.csv and x.csv are one file."""
         return self.name if self.local is None else str(self.local.resolve())
 
-    def open(self) -> BinaryIO:
-        """The raw bytes, streamed: a remote object is read a block at a time."""
+    def open(self, block_size: int | None = None) -> BinaryIO:
+        """The raw bytes, streamed: a remote object is fetched `block_size` bytes at a time
+        (a header read asks for little, a full read for large blocks)."""
         if self.store is not None:
-            return self.store.open(self.name)
+            return self.store.open(self.name, block_size)
         assert self.local is not None
         return self.local.open("rb")
 

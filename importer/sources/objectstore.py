@@ -118,17 +118,23 @@ class ObjectStore:
         name = SCHEME + key
         size = int(info.get("size") or info.get("Size") or 0)
         etag = str(info.get("ETag") or info.get("etag") or "").strip('"') or None
+        if etag is None and info.get("LastModified"):
+            # A store that lists no ETag: its modification time still sees a rewrite.
+            etag = f"modified {info['LastModified']}"
         content = None
         if needs_sniffing(key):
             with self._errors(name), self.fs.open(key, "rb", block_size=64) as head:
                 content = sniff(head.read(8)) or named_codec(key)
         return DataFile(name, size, etag=etag, partitions=partitions, content=content, store=self)
 
-    def open(self, url: str) -> BinaryIO:
+    def open(self, url: str, block_size: int | None = None) -> BinaryIO:
         """The object's bytes, fetched a block at a time as they are read."""
         with self._errors(url):
             stream: BinaryIO = self.fs.open(
-                url[len(SCHEME) :], "rb", block_size=READ_BLOCK_BYTES, cache_type="readahead"
+                url[len(SCHEME) :],
+                "rb",
+                block_size=block_size or READ_BLOCK_BYTES,
+                cache_type="readahead",
             )
         return stream
 

@@ -77,7 +77,8 @@ def is_empty(file: DataFile | Path, source: SourceConfig) -> bool:
 def head_bytes(file: DataFile | Path, source: SourceConfig, limit: int = 1 << 16) -> bytes:
     """The first `limit` bytes of a file's text, decompressed (for sniffing its dialect)."""
     data = as_data_file(file)
-    with _csv_errors(data, lambda: 0), _open_compressed(data, source.csv.compression) as stream:
+    compression = source.csv.compression
+    with _csv_errors(data, lambda: 0), _open_compressed(data, compression, limit) as stream:
         return stream.read(limit)
 
 
@@ -212,7 +213,7 @@ def _estimate_csv_rows(file: DataFile, source: SourceConfig) -> int | None:
     if _codec(file, source.csv.compression) is not None:
         return None
     size = file.size
-    with file.open() as handle:
+    with file.open(COUNT_SAMPLE_BYTES) as handle:
         sample = handle.read(COUNT_SAMPLE_BYTES)
     if len(sample) < size:
         sample = sample[: sample.rfind(b"\n") + 1]  # whole lines; a quoted one may be cut
@@ -260,9 +261,9 @@ def _parse_options(options: CsvOptions, on_invalid: InvalidRowHandler) -> pa_csv
     )
 
 
-def _open_text(file: DataFile, source: SourceConfig) -> BinaryIO:
+def _open_text(file: DataFile, source: SourceConfig, block_size: int | None = None) -> BinaryIO:
     """The decompressed bytes, re-encoded as UTF-8 if the encoding's newlines are not ASCII."""
-    stream = _open_compressed(file, source.csv.compression)
+    stream = _open_compressed(file, source.csv.compression, block_size)
     if is_ascii_compatible(source.csv.encoding):
         return stream
     return TranscodedStream(stream, source.csv.encoding)  # type: ignore[return-value]
@@ -276,14 +277,14 @@ def _text_encoding(source: SourceConfig) -> str:
 SCAN_READ_BYTES = 1 << 20  # what the scanner reads at a time (tests make it tiny)
 
 
-def _scanner(stream: BinaryIO, options: CsvOptions) -> RecordScanner:
+def _scanner(stream: BinaryIO, options: CsvOptions, read_bytes: int | None = None) -> RecordScanner:
     return RecordScanner(
         stream,
         delimiter=options.delimiter,
         quotechar=options.quotechar or None,
         escapechar=options.escapechar,
         max_record_bytes=options.max_record_bytes,
-        read_bytes=SCAN_READ_BYTES,
+        read_bytes=read_bytes or SCAN_READ_BYTES,
     )
 
 
@@ -334,9 +335,15 @@ def _skip_invalid(_row: pa_csv.InvalidRow) -> str:
     return "skip"
 
 
+# What reading only a header fetches at a time: from object storage, checking the columns
+# of a thousand parts must not download megabytes of each.
+HEADER_READ_BYTES = 64 << 10
+
+
 def _header(path: DataFile, source: SourceConfig) -> list[str]:
-    with _open_text(path, source) as stream:
-        return _read_header(path, source, _scanner(stream, source.csv))[0]
+    with _open_text(path, source, HEADER_READ_BYTES) as stream:
+        scanner = _scanner(stream, source.csv, HEADER_READ_BYTES)
+        return _read_header(path, source, scanner)[0]
 
 
 def _codec(file: DataFile, compression: str | None) -> str | None:
@@ -352,7 +359,9 @@ def _codec(file: DataFile, compression: str | None) -> str | None:
     return None
 
 
-def _open_compressed(file: DataFile, compression: str | None) -> BinaryIO:
+def _open_compressed(
+    file: DataFile, compression: str | None, block_size: int | None = None
+) -> BinaryIO:
     """A Python binary stream of the file's decompressed bytes."""
     codec = _codec(file, compression)
     if file.local is not None:
@@ -367,7 +376,7 @@ def _open_compressed(file: DataFile, compression: str | None) -> BinaryIO:
             return lzma.open(path, "rb")  # type: ignore[return-value]
         if codec != "zip":
             return path.open("rb")
-    raw = file.open()
+    raw = file.open(block_size)
     try:
         return _decompressing(file, raw, codec)
     except BaseException:
