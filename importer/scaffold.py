@@ -8,6 +8,7 @@ import textwrap
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -421,7 +422,7 @@ def _guess_temporal(name: str, values: Sequence[str]) -> Guess | None:
         return _warehouse_guess(name, values, bad_warehouse)
     for kind, formats in (("date", _DATE_FORMATS), ("datetime", _DATETIME_FORMATS)):
         for fmt in formats:
-            bad = _bad_count(values, lambda v, fmt=fmt: _parses(fmt, v))
+            bad = _bad_count(values, partial(_parses, fmt))
             if bad is not None:
                 checks = [
                     f"read with format {fmt}; make sure day and month are the right way round"

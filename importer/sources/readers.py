@@ -233,8 +233,8 @@ def _estimate_csv_rows(file: DataFile, source: SourceConfig) -> int | None:
     except (pa.ArrowInvalid, UnicodeDecodeError):
         return None
     if len(sample) >= size:
-        return rows
-    return round(rows * size / max(len(sample), 1))
+        return int(rows)
+    return round(int(rows) * size / max(len(sample), 1))
 
 
 # --- CSV ---------------------------------------------------------------------------------
@@ -371,7 +371,8 @@ def _open_compressed(
         if codec == "bz2":
             return bz2.open(path, "rb")  # type: ignore[return-value]
         if codec == "zstd":
-            return zstandard.open(path, "rb")  # type: ignore[return-value]
+            stream: BinaryIO = zstandard.open(path, "rb")
+            return stream
         if codec == "xz":
             return lzma.open(path, "rb")  # type: ignore[return-value]
         if codec != "zip":
@@ -674,7 +675,8 @@ class _MalformedRecords:
 def _row_index(numbers: np.ndarray) -> pd.Index:
     if len(numbers) and int(numbers[-1]) - int(numbers[0]) == len(numbers) - 1:
         return pd.RangeIndex(int(numbers[0]), int(numbers[-1]) + 1)
-    return pd.Index(numbers, dtype="int64")
+    index: pd.Index = pd.Index(numbers, dtype="int64")
+    return index
 
 
 @contextmanager
