@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 from conftest import (
+    ROOT,
     assert_report_adds_up,
     job_dict,
     read_dead_letters,
@@ -270,6 +271,26 @@ def test_s3_errors_name_the_url(tmp_path: Path, s3_env: dict[str, str]) -> None:
         result = run_cli("validate", str(write_job(tmp_path, job)), env=job_env)
         assert result.returncode == 2, result.stderr
         assert expected in result.stderr and "Traceback" not in result.stderr
+    # No credentials anywhere in the chain: said so, with what to set.
+    bare = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    bare |= {
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent/credentials",
+        "AWS_CONFIG_FILE": "/nonexistent/config",
+    }
+    job = job_dict(tmp_path, "http://127.0.0.1:9", Path("unused"), mapping)
+    job["source"] = {"path": "s3://exports-errors/x/", "storage": {"endpoint_url": endpoint}}
+    path = str(write_job(tmp_path, job))
+    result = subprocess.run(
+        [sys.executable, "-m", "importer", "validate", path],
+        cwd=ROOT,
+        env=bare,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "no AWS credentials found" in result.stderr and "Traceback" not in result.stderr
 
 
 # --- init, then validate with no edits -----------------------------------------------------
