@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import glob
 import re
 import textwrap
@@ -99,6 +100,7 @@ class Sample:
     arrow_types: dict[str, pa.DataType] = field(default_factory=dict)
     delimiter: str = ","
     escapechar: str | None = None
+    encoding: str = "utf-8"
     null_values: list[str] = field(default_factory=lambda: [""])
     files: int = 1  # how many files the rows come from
     malformed: list[str] = field(default_factory=list)  # "file line N", skipped in the sample
@@ -146,8 +148,17 @@ def _is_parquet(file: DataFile) -> bool:
         return file.content == "parquet"
 
 
-def _sniff_dialect(files: list[DataFile]) -> tuple[str, str | None]:
-    """(delimiter, escape character) from the first lines of the first file with text."""
+@dataclass
+class Dialect:
+    """How a CSV export is written, as its first bytes show."""
+
+    delimiter: str = ","
+    escapechar: str | None = None
+    encoding: str = "utf-8"
+
+
+def _sniff_dialect(files: list[DataFile]) -> Dialect:
+    """The dialect of the first file with text (empty parts are common)."""
     head = b""
     for file in files[:SAMPLE_FILES]:
         try:
@@ -156,14 +167,33 @@ def _sniff_dialect(files: list[DataFile]) -> tuple[str, str | None]:
             continue
         if head.strip():
             break
-    text = head.decode("utf-8", errors="replace")
+    encoding = _encoding_of(head)
+    text = head.decode(encoding, errors="replace")
     lines = text.splitlines()
     first_line = lines[0] if lines else ""
     delimiter = max(CSV_DELIMITERS, key=first_line.count)
     body = "\n".join(lines[1:-1] if len(head) >= (1 << 16) else lines[1:])
     # Redshift's UNLOAD ... ESCAPE writes a delimiter inside a value as \| (and \\ for \).
     escaped = re.search(re.escape("\\" + delimiter) + "|" + re.escape('\\"'), body)
-    return delimiter, "\\" if escaped else None
+    return Dialect(delimiter, "\\" if escaped else None, encoding)
+
+
+def _encoding_of(head: bytes) -> str:
+    """utf-8 when it reads the bytes; else utf-16 (with its BOM, as Excel writes it), else
+    cp1252 (Windows' Western European: what a non-UTF-8 export most often is), else latin-1."""
+    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return "utf-16"
+    try:
+        # Not final: the sample may end inside a multi-byte character.
+        codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
+        return "utf-8"
+    except UnicodeDecodeError:
+        pass
+    try:
+        head.decode("cp1252")
+    except UnicodeDecodeError:
+        return "latin-1"
+    return "cp1252"
 
 
 def _spread(files: list[DataFile], most: int) -> list[DataFile]:
@@ -182,10 +212,10 @@ def _read_sample(file: DataFile, source: SourceConfig, rows: int) -> tuple[list[
 def _sample_kind(files: list[DataFile], kind: str) -> Sample | None:
     """Rows read across `files` (all CSV or all Parquet) by the importer's own readers: text
     exactly as the job will read it (only empty cells are missing, 00123 stays 00123)."""
-    delimiter, escapechar = _sniff_dialect(files) if kind == "csv" else (",", None)
-    csv_options: dict[str, Any] = {"delimiter": delimiter}
-    if escapechar:
-        csv_options["escapechar"] = escapechar
+    dialect = _sniff_dialect(files) if kind == "csv" else Dialect()
+    csv_options: dict[str, Any] = {"delimiter": dialect.delimiter, "encoding": dialect.encoding}
+    if dialect.escapechar:
+        csv_options["escapechar"] = dialect.escapechar
     source = SourceConfig(
         format=kind,
         csv=CsvOptions.model_validate(csv_options),
@@ -220,13 +250,19 @@ def _sample_kind(files: list[DataFile], kind: str) -> Sample | None:
         list(columns),
         {c: values.get(c, []) for c in columns},
         arrow_types=types if kind == "parquet" else {},
-        delimiter=delimiter,
-        escapechar=escapechar,
+        delimiter=dialect.delimiter,
+        escapechar=dialect.escapechar,
+        encoding=dialect.encoding,
         files=len(picked),
         malformed=malformed,
     )
     if kind == "csv":
         _find_null_tokens(sample)
+    if dialect.encoding in ("cp1252", "latin-1"):
+        sample.notes.append(
+            f"the text is not UTF-8: read as {dialect.encoding} (Western European); set "
+            "source.csv.encoding if the export used another code page"
+        )
     return sample
 
 
@@ -781,6 +817,8 @@ def _source_lines(input_path: str, samples: Sequence[Sample], fmt: str) -> list[
         options["delimiter"] = csv_samples[0].delimiter
     if csv_samples and csv_samples[0].escapechar:
         options["escapechar"] = csv_samples[0].escapechar
+    if csv_samples and csv_samples[0].encoding != "utf-8":
+        options["encoding"] = csv_samples[0].encoding
     if options:
         lines.append(f"  csv: {_flow(options)}")
     return [*lines, ""]

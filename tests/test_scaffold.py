@@ -338,3 +338,15 @@ def test_empty_parts_are_skipped_and_the_dialect_read_from_one_with_text(tmp_pat
     (unload / "0001_part_00.csv").write_bytes(b"")
     with pytest.raises(ScaffoldError, match="all 2 files are empty"):
         scaffold_job(str(unload))
+
+
+@pytest.mark.parametrize(
+    ("encoding", "written"),
+    [("cp1252", "cp1252"), ("utf-16", "utf-16"), ("utf-8", "utf-8-sig")],
+)
+def test_encoding_is_detected(encoding: str, written: str, tmp_path: Path) -> None:
+    export = tmp_path / "users.csv"
+    export.write_bytes("user_id;city\nu1;München\nu2;Zürich\n".encode(written))
+    job, _ = scaffolded(export, tmp_path)
+    assert (job.source.csv.encoding, job.source.csv.delimiter) == (encoding, ";")
+    assert types_by_column(job) == {"city": "string"}
