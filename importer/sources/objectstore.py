@@ -12,6 +12,7 @@ from __future__ import annotations
 import glob
 import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any, BinaryIO, ClassVar
 
@@ -31,6 +32,7 @@ from importer.sources.files import (
 # whatever the object's size.
 READ_BLOCK_BYTES = 8 << 20
 SCHEME = "s3://"
+SNIFFS_AT_ONCE = 16
 
 
 class ObjectStore:
@@ -96,7 +98,7 @@ class ObjectStore:
     def _data_files(
         self, url: str, root: str, listed: dict[str, Any], fmt: str, *, from_glob: bool
     ) -> list[DataFile]:
-        files: list[DataFile] = []
+        found: list[tuple[str, dict[str, Any], tuple[tuple[str, str | None], ...]]] = []
         for key in sorted(listed):
             info = listed[key]
             if info.get("type") != "file":
@@ -104,9 +106,11 @@ class ObjectStore:
             parts = tuple(p for p in key[len(root) :].split("/") if p)
             if not parts or is_marker(parts):
                 continue
-            file = self._data_file(key, info, hive_partitions(parts[:-1]))
-            if from_glob or wanted(file, fmt):
-                files.append(file)
+            found.append((key, info, hive_partitions(parts[:-1])))
+        # Objects whose names do not tell are sniffed: a round trip each, so several at once.
+        with ThreadPoolExecutor(SNIFFS_AT_ONCE, thread_name_prefix="sniff") as pool:
+            located = list(pool.map(lambda item: self._data_file(*item), found))
+        files = [file for file in located if from_glob or wanted(file, fmt)]
         if not files:
             kind = "no files match" if from_glob else "no CSV or Parquet files under"
             raise SourceError(f"{kind} {url}")

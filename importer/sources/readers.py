@@ -15,10 +15,11 @@ import zipfile
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -93,18 +94,41 @@ def read_columns(file: DataFile | Path, source: SourceConfig) -> list[str]:
 def union_columns(files: list[DataFile], source: SourceConfig) -> list[str]:
     """Every column any of the files has, in the order first seen: parts of one export may
     differ (a column added later), and a part lacking a column reads it as empty."""
+
+    def columns_of(file: DataFile) -> list[str] | EmptyFile:
+        try:
+            return read_columns(file, source)
+        except EmptyFile as error:
+            return error  # an empty part of an export: no rows, and no columns
+
     seen: dict[str, None] = {}
     empty: list[EmptyFile] = []
-    for file in files:
-        try:
-            seen.update(dict.fromkeys(read_columns(file, source)))
-        except EmptyFile as error:
-            empty.append(error)  # an empty part of an export: no rows, and no columns
+    for found in _each(columns_of, files):
+        if isinstance(found, EmptyFile):
+            empty.append(found)
+        else:
+            seen.update(dict.fromkeys(found))
     if empty and len(empty) == len(files):
         if len(files) == 1:
             raise empty[0]
         raise SourceError(f"all {len(files)} files are empty (not even a header row)")
     return list(seen)
+
+
+# Objects whose headers or footers are read at once: each read is a round trip to the store,
+# and an export of a thousand parts should not wait for them one by one.
+REMOTE_READS_AT_ONCE = 16
+
+T = TypeVar("T")
+
+
+def _each(read: Callable[[DataFile], T], files: Sequence[DataFile]) -> Iterator[T]:
+    """`read` of each file, in order; objects in storage several at a time."""
+    if sum(1 for f in files if f.local is None) < 2:
+        yield from map(read, files)
+        return
+    with ThreadPoolExecutor(REMOTE_READS_AT_ONCE, thread_name_prefix="head") as pool:
+        yield from pool.map(read, files)
 
 
 def _refuse_duplicates(file: DataFile, names: list[str]) -> None:
@@ -190,16 +214,17 @@ def count_rows(files: Sequence[DataFile | Path], source: SourceConfig) -> int | 
     """Data rows across `files`, for a progress bar: exact for Parquet (metadata) and for CSV
     files that fit in one sample block, estimated for larger plain CSV files from the bytes
     per row of their first block, None if any file is compressed CSV or unreadable."""
-    total = 0
-    for file in files:
-        data = as_data_file(file)
+
+    def rows_of(data: DataFile) -> int | None:
         try:
             if format_of(data, source.format) == "parquet":
-                total += _parquet_file(data).metadata.num_rows
-                continue
-            rows = _estimate_csv_rows(data, source)
+                return int(_parquet_file(data).metadata.num_rows)
+            return _estimate_csv_rows(data, source)
         except (SourceError, OSError):
             return None
+
+    total = 0
+    for rows in _each(rows_of, [as_data_file(f) for f in files]):
         if rows is None:
             return None
         total += rows
