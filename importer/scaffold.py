@@ -395,9 +395,10 @@ def _is_iso_datetime(value: str) -> bool:
 # The default text forms of warehouse exports that are not strict ISO 8601: Snowflake's
 # "2024-03-01 12:34:56.789 -0800" (a space before the offset) and BigQuery's
 # "2024-03-01 12:34:56.789000 UTC". Redshift, Databricks and Postgres write ISO forms.
-# TODO: call the mapping package's datetime parser (importer.mapping.temporal, which the
-# mapping branch is extending to these dialects) instead of this local predicate once it
-# lands, so init and run can never disagree.
+# TODO: once the mapping branch lands, call `importer.mapping.parse_export_datetime(value)
+# is not None` here (and `looks_like_datetime` for a column) instead of this local predicate,
+# so init and run can never disagree; and drop the BigQuery `format:` below, which that
+# parser reads without one.
 _WAREHOUSE_DATETIME = re.compile(
     r"(?P<stamp>\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?)"
     r" ?(?P<zone>Z|UTC|[+-]\d{2}(:?\d{2})?)?"
