@@ -212,6 +212,14 @@ class CsvOptions(_Strict):
         return value
 
 
+class StorageOptions(_Strict):
+    """Object storage (s3://) settings; credentials come from the standard AWS chain."""
+
+    endpoint_url: str | None = None  # an S3-compatible store (MinIO, R2, GCS interop...)
+    region: str | None = None
+    anonymous: bool = False  # public buckets: send no credentials
+
+
 class SourceConfig(_Strict):
     path: str | None = None
     format: Literal["auto", "csv", "parquet"] = "auto"
@@ -219,6 +227,7 @@ class SourceConfig(_Strict):
     csv: CsvOptions = Field(default_factory=CsvOptions)
     chunk_rows: int = Field(10_000, ge=1)
     allow_empty: bool = False  # a run that reads no data row exits 4 unless this is true
+    storage: StorageOptions = Field(default_factory=StorageOptions)
 
 
 class AttributeSpec(_Strict):

@@ -140,16 +140,19 @@ def mapper_for(job: JobConfig) -> Mapper:
     return Mapper(job.mapping, max_element_bytes=job.delivery.max_batch_bytes - frame)
 
 
-def discover_sources(job: JobConfig) -> list[Path]:
+def discover_sources(job: JobConfig) -> list[sources.DataFile]:
     if not job.source.path:
         raise ConfigError("source.path: no input given; set source.path or pass --input")
-    return sources.discover(job.source.path, job.source.format)
+    return sources.discover(job.source.path, job.source.format, job.source.storage)
 
 
-def check_sources(job: JobConfig, mapper: Mapper, paths: list[Path]) -> None:
-    """Every file has every mapped column: refused before anything is sent."""
-    for path in paths:
-        mapper.check_columns(sources.read_columns(path, job.source), str(path))
+def check_sources(job: JobConfig, mapper: Mapper, paths: list[sources.DataFile]) -> None:
+    """Every mapped column is in some file (parts of an export may differ; a part lacking a
+    column reads it as empty): refused before anything is sent."""
+    where = (
+        str(paths[0]) if len(paths) == 1 else f"any of the {len(paths)} files of {job.source.path}"
+    )
+    mapper.check_columns(sources.union_columns(paths, job.source), where)
 
 
 class SettleFault(Exception):
@@ -465,7 +468,7 @@ class Run:
         self,
         job: JobConfig,
         options: RunOptions,
-        paths: list[Path],
+        paths: list[sources.DataFile],
         mapper: Mapper,
         work: WorkSource | None = None,
     ) -> None:
@@ -507,8 +510,7 @@ class Run:
         source_cfg = self.job.source
         for path in self.paths:
             name = str(path)
-            # Progress is keyed by the absolute path: ./x.csv and x.csv are one file.
-            key = str(path.resolve())
+            key = path.state_key
             fingerprint = sources.fingerprint(path)
             settled = SettledRows([])
             if state is not None:
@@ -953,7 +955,7 @@ class Run:
             self._stop(cancel_in_flight=True)
 
 
-def prepare(job: JobConfig) -> tuple[list[Path], Mapper]:
+def prepare(job: JobConfig) -> tuple[list[sources.DataFile], Mapper]:
     """Everything that can refuse a job before anything is sent (exit 2)."""
     paths = discover_sources(job)
     mapper = mapper_for(job)

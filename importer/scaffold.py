@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import csv
+import codecs
 import glob
 import re
 import textwrap
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import pyarrow as pa
 import yaml
 
@@ -24,7 +24,8 @@ from importer.config import (
     SourceConfig,
     attribute_name_problem,
 )
-from importer.sources import SourceError
+from importer.mapping import parse_export_datetime
+from importer.sources import DataFile, SourceError
 
 SAMPLE_ROWS = 1_000
 # A typed column may hold this share of values that do not parse; those rows get dead-lettered.
@@ -90,107 +91,244 @@ class Guess:
 
 @dataclass
 class Sample:
-    """The columns of one input file and the first rows of each (native values, None = missing)."""
+    """The columns of the input's files of one kind and rows sampled across them (native
+    values, None = missing)."""
 
-    path: Path
+    path: Path | str
     kind: str  # csv | parquet
     columns: list[str]
     values: dict[str, list[Any]]
     arrow_types: dict[str, pa.DataType] = field(default_factory=dict)
     delimiter: str = ","
+    escapechar: str | None = None
+    encoding: str = "utf-8"
+    null_values: list[str] = field(default_factory=lambda: [""])
+    files: int = 1  # how many files the rows come from
+    malformed: list[str] = field(default_factory=list)  # "file line N", skipped in the sample
+    notes: list[str] = field(default_factory=list)  # for the source section
+
+
+# Parts sampled at most, spread evenly over the input: a column added in later parts, or a
+# partition whose values differ, is seen without reading every part.
+SAMPLE_FILES = 20
+# Cells that mean "missing" in warehouse exports: Snowflake, Hive, MySQL and Postgres COPY
+# write \N; Snowflake and Postgres can write NULL.
+NULL_TOKENS = ("\\N", "NULL")
 
 
 # ---------------------------------------------------------------------------------------------
 # Finding and sampling the input
 
 
-def input_files(input_path: str) -> tuple[list[Path], str]:
+def input_files(input_path: str) -> tuple[list[DataFile], str]:
     """The data files a path, directory or glob names (sorted), found as the job will find
     them (`sources.discover`), and the source.format the job needs for that: auto, or csv
     for a directory of text files (.txt, .tsv) that only an explicit csv format reads."""
+    remote = sources.is_remote(input_path)
     try:
         return sources.discover(input_path, "auto"), "auto"
     except SourceError as error:
-        if Path(input_path).expanduser().is_dir():
+        if remote or Path(input_path).expanduser().is_dir():
             try:
                 return sources.discover(input_path, "csv"), "csv"
             except SourceError:
                 pass
-        if not Path(input_path).expanduser().exists() and not glob.has_magic(input_path):
+        if (
+            not remote
+            and not Path(input_path).expanduser().exists()
+            and not glob.has_magic(input_path)
+        ):
             raise ScaffoldError(f"{input_path}: no such file or directory") from None
         raise ScaffoldError(str(error)) from None
 
 
-def _is_parquet(path: Path) -> bool:
+def _is_parquet(file: DataFile) -> bool:
     try:
-        return sources.format_of(path, "auto") == "parquet"
+        return sources.format_of(file, "auto") == "parquet"
     except SourceError:
-        with path.open("rb") as handle:
-            return handle.read(4) == b"PAR1"
+        return file.content == "parquet"
 
 
-def _sniff_delimiter(path: Path) -> str:
-    # The header line as one cell (NUL never occurs in text), decompressed by pandas.
+@dataclass
+class Dialect:
+    """How a CSV export is written, as its first bytes show."""
+
+    delimiter: str = ","
+    escapechar: str | None = None
+    encoding: str = "utf-8"
+
+
+def _sniff_dialect(files: list[DataFile]) -> Dialect:
+    """The dialect of the first file with text (empty parts are common)."""
+    head = b""
+    for file in files[:SAMPLE_FILES]:
+        try:
+            head = sources.head_bytes(file, SourceConfig(format="csv"))
+        except SourceError:
+            continue
+        if head.strip():
+            break
+    encoding = _encoding_of(head)
+    text = head.decode(encoding, errors="replace")
+    lines = text.splitlines()
+    first_line = lines[0] if lines else ""
+    delimiter = max(CSV_DELIMITERS, key=first_line.count)
+    body = "\n".join(lines[1:-1] if len(head) >= (1 << 16) else lines[1:])
+    # Redshift's UNLOAD ... ESCAPE writes a delimiter inside a value as \| (and \\ for \).
+    escaped = re.search(re.escape("\\" + delimiter) + "|" + re.escape('\\"'), body)
+    return Dialect(delimiter, "\\" if escaped else None, encoding)
+
+
+def _encoding_of(head: bytes) -> str:
+    """utf-8 when it reads the bytes; else utf-16 (with its BOM, as Excel writes it), else
+    cp1252 (Windows' Western European: what a non-UTF-8 export most often is), else latin-1."""
+    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return "utf-16"
     try:
-        header = pd.read_csv(
-            path, nrows=1, header=None, sep="\x00", dtype=str, quoting=csv.QUOTE_NONE
-        )
-        first_line = str(header.iat[0, 0]) if header.size else ""
-    except (ValueError, OSError, UnicodeDecodeError):
-        return ","
-    return max(CSV_DELIMITERS, key=first_line.count)
+        # Not final: the sample may end inside a multi-byte character.
+        codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
+        return "utf-8"
+    except UnicodeDecodeError:
+        pass
+    try:
+        head.decode("cp1252")
+    except UnicodeDecodeError:
+        return "latin-1"
+    return "cp1252"
 
 
-def _sample(path: Path, kind: str) -> Sample:
-    """The first rows of a file, read by the importer's own readers (text exactly as the
-    job will read it: only empty cells are missing, 00123 stays 00123)."""
-    delimiter = _sniff_delimiter(path) if kind == "csv" else ","
+def _spread(files: list[DataFile], most: int) -> list[DataFile]:
+    if len(files) <= most:
+        return files
+    step = (len(files) - 1) / (most - 1)
+    return [files[round(i * step)] for i in range(most)]
+
+
+def _read_sample(file: DataFile, source: SourceConfig, rows: int) -> tuple[list[str], Any]:
+    columns = [str(c) for c in sources.read_columns(file, source)]
+    chunk = next(sources.iter_chunks(file, source.model_copy(update={"chunk_rows": rows})), None)
+    return columns, chunk
+
+
+def _sample_kind(files: list[DataFile], kind: str) -> Sample | None:
+    """Rows read across `files` (all CSV or all Parquet) by the importer's own readers: text
+    exactly as the job will read it (only empty cells are missing, 00123 stays 00123)."""
+    dialect = _sniff_dialect(files) if kind == "csv" else Dialect()
+    csv_options: dict[str, Any] = {"delimiter": dialect.delimiter, "encoding": dialect.encoding}
+    if dialect.escapechar:
+        csv_options["escapechar"] = dialect.escapechar
     source = SourceConfig(
-        format=kind,  # type: ignore[arg-type]
-        csv=CsvOptions.model_validate({"delimiter": delimiter}),
+        format=kind,
+        csv=CsvOptions.model_validate(csv_options),
         chunk_rows=SAMPLE_ROWS,
     )
-    columns = [str(c) for c in sources.read_columns(path, source)]
-    chunk = next(sources.iter_chunks(path, source), None)
-    values: dict[str, list[Any]] = {c: [] for c in columns}
+    picked = [f for f in _spread(files, SAMPLE_FILES) if not sources.is_empty(f, source)]
+    if not picked:
+        return None
+    per_file = max(SAMPLE_ROWS // len(picked), 1)
+    columns: dict[str, None] = {}
+    values: dict[str, list[Any]] = {}
     types: dict[str, pa.DataType] = {}
-    if chunk is not None:
-        for column in columns:
+    malformed: list[str] = []
+    for file in picked:
+        names, chunk = _read_sample(file, source, per_file)
+        columns.update(dict.fromkeys(names))
+        if kind == "parquet":
+            for schema_field in sources.parquet_schema(file):
+                types.setdefault(schema_field.name, schema_field.type)
+        if chunk is None:
+            continue
+        malformed += [f"{file} line {m.first_line}" for m in chunk.malformed]
+        for column in names:
             array = pa.array(chunk.frame[column])
-            values[column] = array.to_pylist()
-            types[column] = array.type
-    elif kind == "parquet":
-        types = {f.name: f.type for f in sources.parquet_schema(path)}
+            values.setdefault(column, []).extend(array.to_pylist())
+            if column not in types or pa.types.is_null(types[column]):
+                types[column] = array.type
+    shown: Path | str = picked[0].local or str(picked[0])
+    sample = Sample(
+        shown,
+        kind,
+        list(columns),
+        {c: values.get(c, []) for c in columns},
+        arrow_types=types if kind == "parquet" else {},
+        delimiter=dialect.delimiter,
+        escapechar=dialect.escapechar,
+        encoding=dialect.encoding,
+        files=len(picked),
+        malformed=malformed,
+    )
     if kind == "csv":
-        return Sample(path, "csv", columns, values, delimiter=delimiter)
-    return Sample(path, "parquet", columns, values, arrow_types=types)
+        _find_null_tokens(sample)
+    if dialect.encoding in ("cp1252", "latin-1"):
+        sample.notes.append(
+            f"the text is not UTF-8: read as {dialect.encoding} (Western European); set "
+            "source.csv.encoding if the export used another code page"
+        )
+    return sample
+
+
+def _find_null_tokens(sample: Sample) -> None:
+    """Add \\N / NULL to the sample's null values where a column shows them, and clear them
+    from the values so the types are guessed from the real data."""
+    seen: dict[str, list[str]] = {}
+    for column, cells in sample.values.items():
+        present = [c for c in cells if c is not None]
+        for token in NULL_TOKENS:
+            if token not in present:
+                continue
+            rest = [c for c in present if c != token]
+            # \N is never data; NULL only where the rest of the column is not text.
+            if token == "NULL" and rest and guess_text_column(column, rest).type == "string":
+                continue
+            seen.setdefault(token, []).append(column)
+    for token, columns in seen.items():
+        sample.null_values.append(token)
+        for column in columns:
+            sample.values[column] = [None if c == token else c for c in sample.values[column]]
+        sample.notes.append(
+            f"{token} is read as missing in every column (seen in {', '.join(columns[:5])}"
+            f"{', ...' if len(columns) > 5 else ''})"
+        )
+    if sample.escapechar and "\\N" not in seen:
+        sample.notes.append(
+            "backslash escapes found (\\| for a | in a value): escapechar set; a \\N cell then "
+            "reads as N, so if the export writes nulls as \\N, unload it with NULL AS ''"
+        )
 
 
 def sample_input(input_path: str) -> list[Sample]:
-    """The first rows of the first file of each format (CSV, Parquet) the input names."""
-    samples: dict[str, Sample] = {}
+    """Rows sampled across the files of each format (CSV, Parquet) the input names."""
     files, _format = input_files(input_path)
-    for path in files:
-        kind = "parquet" if _is_parquet(path) else "csv"
-        if kind in samples:
-            continue
+    by_kind: dict[str, list[DataFile]] = {}
+    for file in files:
+        by_kind.setdefault("parquet" if _is_parquet(file) else "csv", []).append(file)
+    samples: list[Sample] = []
+    for kind, found in by_kind.items():
         try:
-            samples[kind] = _sample(path, kind)
+            sample = _sample_kind(found, kind)
         except SourceError as error:
             raise ScaffoldError(str(error)) from None
         except (OSError, ValueError, UnicodeDecodeError, pa.ArrowException) as error:
-            raise ScaffoldError(f"{path}: cannot read a sample: {error}") from None
-    return list(samples.values())
+            raise ScaffoldError(f"{found[0]}: cannot read a sample: {error}") from None
+        if sample is not None:
+            samples.append(sample)
+    if not samples:
+        what = f"{files[0]} is" if len(files) == 1 else f"all {len(files)} files are"
+        raise ScaffoldError(
+            f"{what} empty (not even a header row): nothing to build a job from; "
+            "point init at a file with a header and some rows"
+        )
+    return samples
 
 
 def source_format(input_path: str, samples: Sequence[Sample]) -> str:
-    """What source.format the job needs: auto when the file names tell, else csv / parquet."""
+    """What source.format the job needs: auto when names or contents tell, else csv / parquet."""
     files, fmt = input_files(input_path)
     if fmt != "auto":
         return fmt
-    for path in files:
+    for file in files:
         try:
-            sources.format_of(path, "auto")
+            sources.format_of(file, "auto")
         except SourceError:
             return samples[0].kind if samples else "csv"
     return "auto"
@@ -255,6 +393,21 @@ def _is_iso_datetime(value: str) -> bool:
     return True
 
 
+# The default text forms of warehouse exports that are not strict ISO 8601 (Snowflake's
+# "2024-03-01 12:34:56.789 -0800", BigQuery's "2024-03-01 12:34:56.789000 UTC", Redshift's
+# "2024-03-01 12:34:56+00"): whatever the importer's own parser reads, so init and run
+# can never disagree about a column.
+def _is_warehouse_datetime(value: str) -> bool:
+    return parse_export_datetime(value.strip()) is not None
+
+
+def _warehouse_guess(name: str, values: Sequence[str], bad: int) -> Guess:
+    checks = _bad_note(bad, len(values), "a datetime")
+    if not any(_HAS_OFFSET.search(v) or v.strip().endswith(" UTC") for v in values):
+        checks.append("no UTC offset in the values: read as UTC unless you add timezone:")
+    return Guess(name, "datetime", checks=checks)
+
+
 def _bad_note(bad: int, total: int, what: str) -> list[str]:
     if not bad:
         return []
@@ -272,9 +425,12 @@ def _guess_temporal(name: str, values: Sequence[str]) -> Guess | None:
         if not any(_HAS_OFFSET.search(v) for v in values):
             checks.append("no UTC offset in the values: read as UTC unless you add timezone:")
         return Guess(name, "datetime", checks=checks)
+    bad_warehouse = _bad_count(values, lambda v: _is_iso_date(v) or _is_warehouse_datetime(v))
+    if bad_warehouse is not None:
+        return _warehouse_guess(name, values, bad_warehouse)
     for kind, formats in (("date", _DATE_FORMATS), ("datetime", _DATETIME_FORMATS)):
         for fmt in formats:
-            bad = _bad_count(values, lambda v, fmt=fmt: _parses(fmt, v))
+            bad = _bad_count(values, partial(_parses, fmt))
             if bad is not None:
                 checks = [
                     f"read with format {fmt}; make sure day and month are the right way round"
@@ -297,8 +453,9 @@ def _item_type(items: Sequence[str]) -> str:
     return "string"
 
 
-def _guess_text_array(name: str, values: Sequence[str]) -> Guess | None:
-    separators = list(_ARRAY_SEPARATORS)
+def _guess_text_array(name: str, values: Sequence[str], delimiter: str = ",") -> Guess | None:
+    # The file's own delimiter inside a value was escaped or quoted: text, not a list.
+    separators = [s for s in _ARRAY_SEPARATORS if s != delimiter]
     if _LIST_NAME_PARTS.intersection(_name_parts(name)):
         separators.append(",")
     for separator in separators:
@@ -365,17 +522,20 @@ def _text_numbers_note(values: Sequence[str]) -> list[str]:
     return []
 
 
-def guess_text_column(name: str, values: Sequence[Any]) -> Guess:
+def guess_text_column(name: str, values: Sequence[Any], delimiter: str = ",") -> Guess:
     """The attribute type for a column of text cells (CSV, or Parquet strings)."""
     present = [str(v) for v in values if v is not None]
     if not present:
         return Guess(name, checks=["no values in the sample; guessed string"])
     if _looks_like_identifier(name):
         return Guess(name, checks=_text_numbers_note(present) + _string_checks(present))
-    for guesser in (_guess_boolean, _guess_number, _guess_temporal, _guess_text_array):
+    for guesser in (_guess_boolean, _guess_number, _guess_temporal):
         guess = guesser(name, present)
         if guess is not None:
             return guess
+    guess = _guess_text_array(name, present, delimiter)
+    if guess is not None:
+        return guess
     return Guess(name, checks=_text_numbers_note(present) + _string_checks(present))
 
 
@@ -434,8 +594,10 @@ def guess_arrow_column(name: str, arrow_type: pa.DataType, values: Sequence[Any]
 
 def _guess_sample_column(sample: Sample, name: str) -> Guess:
     if sample.kind == "parquet":
-        return guess_arrow_column(name, sample.arrow_types[name], sample.values[name])
-    return guess_text_column(name, sample.values[name])
+        return guess_arrow_column(
+            name, sample.arrow_types.get(name, pa.string()), sample.values[name]
+        )
+    return guess_text_column(name, sample.values[name], sample.delimiter)
 
 
 def _merge(first: Guess, second: Guess) -> Guess:
@@ -530,7 +692,7 @@ def _scalar(value: Any) -> str:
     return dumped.strip()[1:-1]
 
 
-def _flow(mapping: dict[str, Any]) -> str:
+def _flow(mapping: dict[str, Any] | list[Any]) -> str:
     return yaml.safe_dump(
         mapping, default_flow_style=True, allow_unicode=True, sort_keys=False, width=10**6
     ).strip()
@@ -556,11 +718,28 @@ def _sample_rows(sample: Sample) -> int:
     return len(next(iter(sample.values.values()), []))
 
 
+def _described(sample: Sample) -> str:
+    if sample.files == 1:
+        return f"{sample.path} ({_sample_rows(sample)} rows)"
+    return f"{sample.files} {sample.kind} files ({_sample_rows(sample)} rows, first {sample.path})"
+
+
 def _header(input_path: str, samples: Sequence[Sample]) -> list[str]:
-    read = ", ".join(f"{s.path} ({_sample_rows(s)} rows)" for s in samples)
-    return [
+    read = ", ".join(_described(s) for s in samples)
+    lines = [
         f"# moe-import job for {input_path}, written by `moe-import init`.",
         *(f"# {t}" for t in textwrap.wrap(f"Types guessed from the first rows of {read}.", 96)),
+    ]
+    malformed = [m for s in samples for m in s.malformed]
+    if malformed:
+        shown = ", ".join(malformed[:5]) + (", ..." if len(malformed) > 5 else "")
+        note = (
+            f"{len(malformed)} malformed record(s) left out of the sample ({shown}); `run` puts "
+            "such records in the dead-letter file with their full text."
+        )
+        lines += [f"# {t}" for t in textwrap.wrap(note, 96)]
+    return [
+        *lines,
         "# Review every '# check:' line, then try the job with `moe-import validate`.",
         "",
     ]
@@ -586,15 +765,34 @@ def _api_lines() -> list[str]:
 
 
 def _source_lines(input_path: str, samples: Sequence[Sample], fmt: str) -> list[str]:
+    null_values = list(dict.fromkeys(v for s in samples for v in s.null_values))
     lines = [
         "source:",
-        _line(f"  path: {_scalar(input_path)}", "a file, a directory or a glob"),
+        *_checks("  ", [note for s in samples for note in s.notes]),
+        _line(
+            f"  path: {_scalar(input_path)}",
+            "file, directory, glob or s3://",
+        ),
         _line(f"  format: {fmt}", "auto | csv | parquet"),
-        _line('  null_values: [""]', "only empty cells are missing: NA is data"),
+        _line(f"  null_values: {_flow(null_values)}", "only these cells are missing: NA is data"),
     ]
-    delimiters = {s.delimiter for s in samples if s.kind == "csv"}
-    if delimiters and delimiters != {","}:
-        lines.append(f"  csv: {_flow({'delimiter': delimiters.pop()})}")
+    if sources.is_remote(input_path):
+        lines.append(
+            _line(
+                "  # storage: {endpoint_url: null, region: null, anonymous: false}",
+                "S3-compatible stores",
+            )
+        )
+    csv_samples = [s for s in samples if s.kind == "csv"]
+    options: dict[str, Any] = {}
+    if csv_samples and csv_samples[0].delimiter != ",":
+        options["delimiter"] = csv_samples[0].delimiter
+    if csv_samples and csv_samples[0].escapechar:
+        options["escapechar"] = csv_samples[0].escapechar
+    if csv_samples and csv_samples[0].encoding != "utf-8":
+        options["encoding"] = csv_samples[0].encoding
+    if options:
+        lines.append(f"  csv: {_flow(options)}")
     return [*lines, ""]
 
 

@@ -289,3 +289,76 @@ def test_the_state_file_is_named_after_the_job_not_the_input(tmp_path: Path) -> 
         states.append(job.output.state)
         assert job.output.state.parent == job.output.dead_letter.parent
     assert [s.name for s in states] == ["rehearsal.state.db", "nightly.state.db"]
+
+
+# --- warehouse dialects (issue 12) ----------------------------------------------------------
+
+
+def test_null_tokens_where_a_column_shows_them(tmp_path: Path) -> None:
+    export = tmp_path / "pg.csv"
+    export.write_text(
+        "user_id,points,nickname,joined\n"
+        "u1,5,NULL,2024-01-01\n"
+        "u2,NULL,Bee,NULL\n"
+        "u3,7,Cee,2024-01-03\n"
+    )
+    job, text = scaffolded(export, tmp_path)
+    assert job.source.null_values == ["", "NULL"]
+    assert types_by_column(job) == {"points": "integer", "nickname": "string", "joined": "date"}
+    assert "NULL is read as missing in every column (seen in points, joined)" in text
+
+
+def test_null_text_alone_stays_data(tmp_path: Path) -> None:
+    export = tmp_path / "names.csv"
+    export.write_text("user_id,nickname\nu1,NULL\nu2,Bee\n")
+    job, _ = scaffolded(export, tmp_path)
+    assert job.source.null_values == [""]
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        ["2024-03-01 12:34:56.789 -0800", "2024-03-02 00:00:00.000 +0000"],  # Snowflake
+        ["2024-03-01 12:34:56+00", "2024-03-02 01:00:00.5-08"],  # Redshift / Postgres
+        ["2024-03-01T12:34:56.789Z", "2024-03-01T12:34:56.789+0000"],  # Databricks
+        ["2024-03-01 12:34:56.123456+05:30", "2024-03-01 12:34:56"],  # Postgres
+    ],
+)
+def test_warehouse_timestamps_are_datetimes(values: list[str]) -> None:
+    from importer.scaffold import guess_text_column
+
+    assert guess_text_column("seen_at", values).type == "datetime"
+
+
+def test_bigquery_utc_suffix_is_a_datetime_run_reads_without_a_format() -> None:
+    from importer.scaffold import guess_text_column
+
+    guess = guess_text_column("ts", ["2024-03-01 12:34:56.789000 UTC", "2024-03-02 00:00:00 UTC"])
+    assert (guess.type, guess.options) == ("datetime", {})
+    assert guess_text_column("ts", ["2024-13-01 12:34:56 UTC"]).type == "string"
+
+
+def test_empty_parts_are_skipped_and_the_dialect_read_from_one_with_text(tmp_path: Path) -> None:
+    unload = tmp_path / "unload"
+    unload.mkdir()
+    (unload / "0000_part_00.csv").write_bytes(b"")
+    (unload / "0001_part_00.csv").write_text("user_id|points\nu1|5\nu2|6\n")
+    job, text = scaffolded(unload, tmp_path)
+    assert job.source.csv.delimiter == "|"
+    assert types_by_column(job) == {"points": "integer"}
+    assert "0001_part_00.csv (2 rows)" in text
+    (unload / "0001_part_00.csv").write_bytes(b"")
+    with pytest.raises(ScaffoldError, match="all 2 files are empty"):
+        scaffold_job(str(unload))
+
+
+@pytest.mark.parametrize(
+    ("encoding", "written"),
+    [("cp1252", "cp1252"), ("utf-16", "utf-16"), ("utf-8", "utf-8-sig")],
+)
+def test_encoding_is_detected(encoding: str, written: str, tmp_path: Path) -> None:
+    export = tmp_path / "users.csv"
+    export.write_bytes("user_id;city\nu1;München\nu2;Zürich\n".encode(written))
+    job, _ = scaffolded(export, tmp_path)
+    assert (job.source.csv.encoding, job.source.csv.delimiter) == (encoding, ";")
+    assert types_by_column(job) == {"city": "string"}

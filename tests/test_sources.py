@@ -20,6 +20,7 @@ import zstandard
 from importer import sources
 from importer.config import CsvOptions, SourceConfig
 from importer.sources import (
+    DataFile,
     SourceError,
     count_rows,
     discover,
@@ -42,12 +43,21 @@ def rows_of(path: Path, source: SourceConfig, **options: Any) -> list[tuple[int,
     ]
 
 
+def local_paths(files: list[DataFile]) -> list[Path | None]:
+    return [f.local for f in files]
+
+
 def test_discover_file_directory_glob_and_nothing(tmp_path: Path) -> None:
     for name in ("b.csv", "a.csv.gz", "c.parquet", "notes.txt"):
         (tmp_path / name).write_bytes(b"x")
-    assert discover(str(tmp_path / "b.csv")) == [tmp_path / "b.csv"]
-    assert discover(str(tmp_path)) == [tmp_path / n for n in ("a.csv.gz", "b.csv", "c.parquet")]
-    assert discover(str(tmp_path / "*.csv*")) == [tmp_path / "a.csv.gz", tmp_path / "b.csv"]
+    assert local_paths(discover(str(tmp_path / "b.csv"))) == [tmp_path / "b.csv"]
+    assert local_paths(discover(str(tmp_path))) == [
+        tmp_path / n for n in ("a.csv.gz", "b.csv", "c.parquet")
+    ]
+    assert local_paths(discover(str(tmp_path / "*.csv*"))) == [
+        tmp_path / "a.csv.gz",
+        tmp_path / "b.csv",
+    ]
     with pytest.raises(SourceError, match=r"no files match .*\*\.json"):
         discover(str(tmp_path / "*.json"))
     with pytest.raises(SourceError, match="no CSV or Parquet files"):
@@ -164,8 +174,10 @@ def test_usecols_reads_only_those(tmp_path: Path) -> None:
     path.write_text(TEXT)
     chunk = next(iter_chunks(path, SourceConfig(), columns=["note", "id"]))
     assert sorted(chunk.frame.columns) == ["id", "note"]
-    with pytest.raises(SourceError, match="'missing'"):
-        list(iter_chunks(path, SourceConfig(), columns=["missing"]))
+    # A column this part of an export lacks reads as empty (others may have it).
+    chunk = next(iter_chunks(path, SourceConfig(), columns=["id", "missing"]))
+    assert list(chunk.frame.columns) == ["id", "missing"]
+    assert chunk.frame["missing"].isna().all() and chunk.frame["id"].tolist()[0] == "00123"
 
 
 def write_parquet(path: Path, rows: int, group_rows: int) -> Path:
@@ -273,7 +285,9 @@ def test_count_rows_estimates_large_csv(tmp_path: Path) -> None:
 # --- malformed CSV records ---------------------------------------------------------------
 
 
-def chunks_of(path: Path, source: SourceConfig, **options: Any) -> list[tuple[list, list]]:
+def chunks_of(
+    path: Path, source: SourceConfig, **options: Any
+) -> list[tuple[list[Any], list[Any]]]:
     """(good row numbers, malformed rows) of every chunk."""
     return [
         (list(chunk.frame.index), triples(chunk.malformed))
@@ -396,7 +410,8 @@ def random_csv(rng: random.Random) -> tuple[bytes, list[tuple[int, str | None, s
     """A CSV with quoted newlines, blank lines, CRLF and malformed records, and for every
     data row (number, its first field if good or None, its raw text)."""
     eol = rng.choice(["\n", "\r\n"])
-    lines, rows = ["a,b,c"], []
+    lines = ["a,b,c"]
+    rows: list[tuple[int, str | None, str]] = []
     if rng.random() < 0.3:
         lines.insert(0, "")
     for number in range(1, rng.randint(1, 60)):
@@ -419,7 +434,7 @@ def test_random_files_number_every_row_exactly(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seed: int
 ) -> None:
     rng = random.Random(seed)
-    monkeypatch.setattr(sources, "SCAN_READ_BYTES", rng.choice([7, 64, 128, 1 << 20]))
+    monkeypatch.setattr(sources.readers, "SCAN_READ_BYTES", rng.choice([7, 64, 128, 1 << 20]))
     data, rows = random_csv(rng)
     path = tmp_path / "in.csv"
     path.write_bytes(data)
@@ -460,7 +475,7 @@ def test_messy_quoting_never_misnumbers_or_refuses(
     numbered 1..n without gaps, lines rise with rows, and a set-aside record's text is the
     file's own lines."""
     rng = random.Random(seed)
-    monkeypatch.setattr(sources, "SCAN_READ_BYTES", rng.choice([5, 16, 1 << 20]))
+    monkeypatch.setattr(sources.readers, "SCAN_READ_BYTES", rng.choice([5, 16, 1 << 20]))
     data = messy_csv(rng)
     path = tmp_path / "in.csv"
     path.write_bytes(data)
@@ -473,11 +488,133 @@ def test_messy_quoting_never_misnumbers_or_refuses(
         + [(m.row, m.first_line) for c in chunks for m in c.malformed]
     )
     assert [n for n, _ in rows] == list(range(1, len(rows) + 1))
-    lines = [line for _, line in rows]
-    assert all(line is not None for line in lines)
+    lines = [line for _, line in rows if line is not None]
+    assert len(lines) == len(rows)
     assert lines == sorted(lines)  # a bare CR ends a record but not a line: equal is fine
     physical = data.decode().split("\n")
     for chunk in chunks:
         for bad in chunk.malformed:
             span = "\n".join(physical[bad.first_line - 1 : bad.last_line])
             assert bad.text.replace("\r", "") in span.replace("\r", ""), (bad, span)
+
+
+# --- partitioned directories, markers, content sniffing (issue 12) ------------------------
+
+
+def _write_parquet(path: Path, columns: dict[str, list[Any]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.table(columns), path)
+
+
+def test_directory_is_searched_recursively_markers_left_out(tmp_path: Path) -> None:
+    _write_parquet(tmp_path / "dt=2024-01-02" / "part-0.parquet", {"a": [1]})
+    _write_parquet(tmp_path / "dt=2024-01-01" / "part-0.parquet", {"a": [2]})
+    for marker in (
+        "_SUCCESS",
+        "dt=2024-01-01/_committed_123",
+        "dt=2024-01-01/_started_123",
+        "dt=2024-01-01/.part-0.parquet.crc",
+        "_temporary/0/part-9.parquet",
+        ".hidden/part-8.parquet",
+        "dt=2024-01-02/part-0.parquet.crc",
+    ):
+        (tmp_path / marker).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / marker).write_bytes(b"PAR1")
+    files = discover(str(tmp_path))
+    assert [f.local for f in files] == [
+        tmp_path / "dt=2024-01-01" / "part-0.parquet",
+        tmp_path / "dt=2024-01-02" / "part-0.parquet",
+    ]
+    assert [f.partitions for f in files] == [(("dt", "2024-01-01"),), (("dt", "2024-01-02"),)]
+    # A glob: its fixed folders are the root the partitions are counted from.
+    globbed = discover(str(tmp_path / "*" / "*.parquet"))
+    assert [f.partitions for f in globbed] == [(("dt", "2024-01-01"),), (("dt", "2024-01-02"),)]
+
+
+def test_partition_columns_are_read_and_decoded(tmp_path: Path) -> None:
+    folder = tmp_path / "country=New%20Zealand" / "dt=__HIVE_DEFAULT_PARTITION__"
+    _write_parquet(folder / "p.parquet", {"user_id": ["u1", "u2"]})
+    (file,) = discover(str(tmp_path))
+    source = SourceConfig()
+    assert read_columns(file, source) == ["user_id", "country", "dt"]
+    frame = next(iter_chunks(file, source, columns=["dt", "user_id", "country"])).frame
+    assert list(frame.columns) == ["dt", "user_id", "country"]
+    assert frame["country"].tolist() == ["New Zealand", "New Zealand"]
+    assert frame["dt"].isna().all()
+    assert list(frame.index) == [1, 2]
+    # A column the file holds itself wins over a folder of the same name.
+    _write_parquet(tmp_path / "b" / "dt=x" / "p.parquet", {"dt": ["inside"]})
+    (inner,) = discover(str(tmp_path / "b"))
+    assert read_columns(inner, source) == ["dt"]
+    assert next(iter_chunks(inner, source, columns=["dt"])).frame["dt"].tolist() == ["inside"]
+
+
+def test_parts_with_different_columns_read_as_their_union(tmp_path: Path) -> None:
+    (tmp_path / "a.csv").write_text("id,name\n1,Ann\n")
+    (tmp_path / "b.csv").write_text("id,name,tier\n2,Bob,gold\n")
+    (tmp_path / "c.csv").write_bytes(b"")  # an empty part: no header, no rows
+    source = SourceConfig()
+    files = discover(str(tmp_path))
+    assert sources.union_columns(files, source) == ["id", "name", "tier"]
+    rows = [
+        record_of(chunk.frame, int(n))
+        for f in files
+        for chunk in iter_chunks(f, source, columns=["id", "tier"])
+        for n in chunk.frame.index
+    ]
+    assert rows == [{"id": "1", "tier": None}, {"id": "2", "tier": "gold"}]
+    with pytest.raises(SourceError, match="empty"):
+        sources.union_columns([files[2]], source)
+
+
+def test_format_and_compression_told_by_content(tmp_path: Path) -> None:
+    with gzip.open(tmp_path / "0000_part_00.gz", "wt") as handle:
+        handle.write("id,name\n1,Ann\n")
+    pq.write_table(pa.table({"id": ["2"]}), tmp_path / "part-00001")
+    (tmp_path / "README").write_text("not data")
+    files = discover(str(tmp_path))
+    assert [f.basename for f in files] == ["0000_part_00.gz", "part-00001"]
+    assert [format_of(f, "auto") for f in files] == ["csv", "parquet"]
+    assert rows_of(files[0].local, SourceConfig()) == [(1, {"id": "1", "name": "Ann"})]  # type: ignore[arg-type]
+    assert [r for f in files[1:] for r in rows_of(f.local, SourceConfig())] == [  # type: ignore[arg-type]
+        (1, {"id": "2"})
+    ]
+
+
+def test_duplicate_header_is_refused_naming_it(tmp_path: Path) -> None:
+    path = tmp_path / "dup.csv"
+    path.write_text("id,email,Email,email\n1,a,b,c\n")
+    with pytest.raises(SourceError, match=r"'email' is column 2, 4"):
+        read_columns(path, SourceConfig())
+    with pytest.raises(SourceError, match=r"'email' is column 2, 4"):
+        list(iter_chunks(path, SourceConfig(), columns=["id"]))
+
+
+def test_remote_fingerprint_is_size_and_etag() -> None:
+    remote = DataFile("s3://b/k.csv", 12, etag="abc")
+    assert fingerprint(remote) == "12:etag:abc"
+    assert fingerprint(DataFile("s3://b/k.csv", 12, etag="abd")) != fingerprint(remote)
+    assert remote.state_key == "s3://b/k.csv"
+
+
+def test_compressed_parts_of_other_kinds_are_not_taken_for_csv(tmp_path: Path) -> None:
+    for name in ("0000_part_00.gz", "000000_0.bz2", "events.json.gz"):
+        with (bz2.open if name.endswith(".bz2") else gzip.open)(tmp_path / name, "wt") as handle:
+            handle.write("id\n1\n")
+    files = discover(str(tmp_path))
+    assert [(f.basename, f.content) for f in files] == [
+        ("000000_0.bz2", "bz2"),
+        ("0000_part_00.gz", "gzip"),
+    ]
+    assert [r for f in files for r in rows_of(f.local, SourceConfig())] == [  # type: ignore[arg-type]
+        (1, {"id": "1"}),
+        (1, {"id": "1"}),
+    ]
+
+
+def test_gzip_part_without_any_extension_is_told_by_its_magic(tmp_path: Path) -> None:
+    with gzip.open(tmp_path / "0002_part_00", "wt") as handle:
+        handle.write("id,name\n3,Cy\n")
+    (file,) = discover(str(tmp_path))
+    assert (file.content, format_of(file, "auto")) == ("gzip", "csv")
+    assert [r for c in iter_chunks(file, SourceConfig()) for r in c.frame["name"]] == ["Cy"]

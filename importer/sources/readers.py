@@ -1,25 +1,25 @@
-"""The input edge: CSV / Parquet files, directories and globs -> chunks of rows with row numbers."""
+"""Reading one data file: CSV / Parquet -> numbered chunks of rows, partition columns added."""
 
 from __future__ import annotations
 
 import bz2
 import codecs
 import datetime as dt
-import glob
 import gzip
-import hashlib
+import io
 import itertools
 import lzma
 import math
 import re
-import stat
 import zipfile
 import zlib
-from collections.abc import Callable, Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, BinaryIO, Literal
+from typing import Any, BinaryIO, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -29,7 +29,7 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 import zstandard
 
-from importer.config import CsvOptions, SourceConfig, redact
+from importer.config import CsvOptions, SourceConfig
 from importer.csvrecords import (
     BadRecord,
     Records,
@@ -38,109 +38,124 @@ from importer.csvrecords import (
     is_ascii_compatible,
 )
 from importer.rows import Chunk, LineMap, Malformed
+from importer.sources.files import (
+    COMPRESSION_CODECS,
+    DataFile,
+    SourceError,
+    as_data_file,
+    format_of,
+)
 
-Format = Literal["csv", "parquet"]
-
-CSV_SUFFIXES = (".csv", ".csv.gz", ".csv.bz2", ".csv.zst", ".csv.xz", ".csv.zip")
-# Text files that may be CSV: read from a directory only when source.format is csv.
-TEXT_SUFFIXES = (".txt", ".tsv", ".txt.gz", ".tsv.gz")
-PARQUET_SUFFIXES = (".parquet", ".pq")
-
-
-class SourceError(Exception):
-    """An input problem a user can fix (no match, unreadable, bad encoding); names the file.
-
-    Its message never holds a secret (a key placed by mistake in source.path, say)."""
-
-    def __init__(self, message: str = "") -> None:
-        super().__init__(redact(message))
+Names = list[str]
 
 
-def discover(path: str, fmt: str = "auto") -> list[Path]:
-    """The files `path` names: a file, a directory's data files, or a glob; sorted."""
-    target = Path(path).expanduser()
-    if target.is_file():
-        return [target]
-    if target.is_dir():
-        suffixes = (
-            CSV_SUFFIXES + TEXT_SUFFIXES
-            if fmt == "csv"
-            else PARQUET_SUFFIXES
-            if fmt == "parquet"
-            else None
+def file_columns(file: DataFile | Path, source: SourceConfig) -> list[str]:
+    """The columns stored in the file: the CSV header (only its first record is read) or the
+    Parquet schema; a name that appears twice is refused (which one a job means is unknowable)."""
+    data = as_data_file(file)
+    if format_of(data, source.format) == "parquet":
+        names = list(_parquet_file(data).schema_arrow.names)
+    else:
+        with _csv_errors(data, lambda: 0):
+            names = _header(data, source)
+    _refuse_duplicates(data, names)
+    return names
+
+
+class EmptyFile(SourceError):
+    """A CSV file with not even a header: an empty part of a larger export holds no rows."""
+
+
+def is_empty(file: DataFile | Path, source: SourceConfig) -> bool:
+    """Whether the file is a CSV without even a header line (compressed or not)."""
+    try:
+        file_columns(file, source)
+    except EmptyFile:
+        return True
+    return False
+
+
+def head_bytes(file: DataFile | Path, source: SourceConfig, limit: int = 1 << 16) -> bytes:
+    """The first `limit` bytes of a file's text, decompressed (for sniffing its dialect)."""
+    data = as_data_file(file)
+    compression = source.csv.compression
+    with _csv_errors(data, lambda: 0), _open_compressed(data, compression, limit) as stream:
+        return stream.read(limit)
+
+
+def read_columns(file: DataFile | Path, source: SourceConfig) -> list[str]:
+    """The file's columns as a job sees them: those stored in it, then its partition columns
+    (Hive `key=value` folders) that the file does not hold itself."""
+    data = as_data_file(file)
+    names = file_columns(data, source)
+    return names + [key for key, _value in data.partitions if key not in names]
+
+
+def union_columns(files: list[DataFile], source: SourceConfig) -> list[str]:
+    """Every column any of the files has, in the order first seen: parts of one export may
+    differ (a column added later), and a part lacking a column reads it as empty."""
+
+    def columns_of(file: DataFile) -> list[str] | EmptyFile:
+        try:
+            return read_columns(file, source)
+        except EmptyFile as error:
+            return error  # an empty part of an export: no rows, and no columns
+
+    seen: dict[str, None] = {}
+    empty: list[EmptyFile] = []
+    for found in _each(columns_of, files):
+        if isinstance(found, EmptyFile):
+            empty.append(found)
+        else:
+            seen.update(dict.fromkeys(found))
+    if empty and len(empty) == len(files):
+        if len(files) == 1:
+            raise empty[0]
+        raise SourceError(f"all {len(files)} files are empty (not even a header row)")
+    return list(seen)
+
+
+# Objects whose headers or footers are read at once: each read is a round trip to the store,
+# and an export of a thousand parts should not wait for them one by one.
+REMOTE_READS_AT_ONCE = 16
+
+T = TypeVar("T")
+
+
+def _each(read: Callable[[DataFile], T], files: Sequence[DataFile]) -> Iterator[T]:
+    """`read` of each file, in order; objects in storage several at a time."""
+    if sum(1 for f in files if f.local is None) < 2:
+        yield from map(read, files)
+        return
+    with ThreadPoolExecutor(REMOTE_READS_AT_ONCE, thread_name_prefix="head") as pool:
+        yield from pool.map(read, files)
+
+
+def _refuse_duplicates(file: DataFile, names: list[str]) -> None:
+    counts = Counter(names)
+    repeated = [name for name, count in counts.items() if count > 1]
+    if repeated:
+        where = "; ".join(
+            f"{name!r} is column {', '.join(str(i + 1) for i, n in enumerate(names) if n == name)}"
+            for name in repeated
         )
-        found = [p for p in target.iterdir() if p.is_file() and _has_suffix(p, suffixes)]
-        if not found:
-            hint = ""
-            if fmt == "auto" and any(_has_suffix(p, TEXT_SUFFIXES) for p in target.iterdir()):
-                hint = (
-                    f" (to read its {', '.join(TEXT_SUFFIXES[:2])} files, set source.format: csv)"
-                )
-            raise SourceError(f"no CSV or Parquet files in directory {target}{hint}")
-        return sorted(found)
-    if target.exists():
-        raise SourceError(_not_regular(target))
-    matches = sorted(Path(p) for p in glob.glob(str(target), recursive=True))
-    files = [p for p in matches if p.is_file()]
-    if not files:
-        special = [p for p in matches if p.exists() and not p.is_dir()]
-        raise SourceError(_not_regular(special[0]) if special else f"no files match {path}")
-    return files
-
-
-def _not_regular(path: Path) -> str:
-    mode = path.stat().st_mode
-    kind = (
-        "a named pipe (FIFO)"
-        if stat.S_ISFIFO(mode)
-        else "a socket"
-        if stat.S_ISSOCK(mode)
-        else "a device"
-        if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
-        else "not a regular file"
-    )
-    return (
-        f"{path} is {kind}: moe-import reads its input more than once (the header first, and "
-        "again to resume), so write it to a regular file and import that"
-    )
-
-
-def _has_suffix(path: Path, suffixes: tuple[str, ...] | None) -> bool:
-    name = path.name.lower()
-    return name.endswith(suffixes or CSV_SUFFIXES + PARQUET_SUFFIXES)
-
-
-def format_of(path: Path, fmt: str) -> Format:
-    """csv or parquet: the configured format, or the one the file name says."""
-    if fmt in ("csv", "parquet"):
-        return fmt  # type: ignore[return-value]
-    name = path.name.lower()
-    if name.endswith(PARQUET_SUFFIXES):
-        return "parquet"
-    if name.endswith(CSV_SUFFIXES + TEXT_SUFFIXES):
-        return "csv"
-    raise SourceError(
-        f"{path}: cannot tell the format from the extension; set source.format to csv or parquet"
-    )
-
-
-def read_columns(path: Path, source: SourceConfig) -> list[str]:
-    """The file's column names: the CSV header (only its first record is read) or the schema."""
-    if format_of(path, source.format) == "parquet":
-        return list(_parquet_file(path).schema_arrow.names)
-    with _csv_errors(path, lambda: 0):
-        return _header(path, source)
+        raise SourceError(
+            f"{file}: the header names a column more than once ({where}): rename them in the "
+            "export so each column has its own name"
+        )
 
 
 def iter_chunks(
-    path: Path,
+    file: DataFile | Path,
     source: SourceConfig,
     columns: list[str] | None = None,
     start_row: int = 1,
 ) -> Iterator[Chunk]:
     """Chunks of about `source.chunk_rows` rows; `frame.index` holds the 1-based data row numbers.
 
-    Only `columns` are read when given. Rows before `start_row` (resume) are never turned into
+    Only `columns` are read when given; those the file lacks are filled in: a partition
+    column with its folder's value, any other as empty (parts of an export may differ).
+    Rows before `start_row` (resume) are never turned into
     frames: CSV records are counted by the scanner and dropped unparsed (so row numbers stay
     exactly those of a full read), Parquet row groups are skipped by their metadata.
 
@@ -155,25 +170,61 @@ def iter_chunks(
     """
     if start_row < 1:
         raise ValueError("start_row is 1-based")
-    if format_of(path, source.format) == "parquet":
-        yield from _parquet_chunks(path, source, columns, start_row)
+    data = as_data_file(file)
+    try:
+        stored = file_columns(data, source)
+    except EmptyFile:
+        if columns is None:
+            raise
+        return  # a part with not even a header holds no rows
+    wanted = list(columns) if columns is not None else read_columns(data, source)
+    to_read = [c for c in wanted if c in stored]
+    if format_of(data, source.format) == "parquet":
+        chunks = _parquet_chunks(data, source, to_read, start_row)
     else:
-        yield from _csv_chunks(path, source, columns, start_row)
+        chunks = _csv_chunks(data, source, to_read, start_row)
+    if to_read == wanted:
+        yield from chunks
+        return
+    partitions = dict(data.partitions)
+    for chunk in chunks:
+        chunk.frame = _completed(chunk.frame, wanted, partitions)
+        yield chunk
 
 
-def count_rows(paths: list[Path], source: SourceConfig) -> int | None:
-    """Data rows across `paths`, for a progress bar: exact for Parquet (metadata) and for CSV
+def _completed(
+    frame: pd.DataFrame, columns: list[str], partitions: dict[str, str | None]
+) -> pd.DataFrame:
+    """The frame with `columns` in order: those it lacks are partition values or empty."""
+    rows = len(frame)
+    filled: dict[str, Any] = {}
+    for column in columns:
+        if column in frame.columns:
+            filled[column] = frame[column]
+            continue
+        value = partitions.get(column)
+        cells = pa.nulls(rows, pa.string()) if value is None else pa.repeat(value, rows)
+        filled[column] = pd.Series(
+            pd.arrays.ArrowExtensionArray(cells.cast(pa.string())), index=frame.index
+        )
+    return pd.DataFrame(filled, index=frame.index)
+
+
+def count_rows(files: Sequence[DataFile | Path], source: SourceConfig) -> int | None:
+    """Data rows across `files`, for a progress bar: exact for Parquet (metadata) and for CSV
     files that fit in one sample block, estimated for larger plain CSV files from the bytes
     per row of their first block, None if any file is compressed CSV or unreadable."""
-    total = 0
-    for path in paths:
+
+    def rows_of(data: DataFile) -> int | None:
         try:
-            if format_of(path, source.format) == "parquet":
-                total += _parquet_file(path).metadata.num_rows
-                continue
-            rows = _estimate_csv_rows(path, source)
-        except SourceError:
+            if format_of(data, source.format) == "parquet":
+                return int(_parquet_file(data).metadata.num_rows)
+            return _estimate_csv_rows(data, source)
+        except (SourceError, OSError):
             return None
+
+    total = 0
+    for rows in _each(rows_of, [as_data_file(f) for f in files]):
         if rows is None:
             return None
         total += rows
@@ -183,13 +234,11 @@ def count_rows(paths: list[Path], source: SourceConfig) -> int | None:
 COUNT_SAMPLE_BYTES = 1 << 20
 
 
-def _estimate_csv_rows(path: Path, source: SourceConfig) -> int | None:
-    if source.csv.compression is not None and (
-        source.csv.compression != "infer" or path.suffix.lower() in _COMPRESSION_SUFFIXES
-    ):
+def _estimate_csv_rows(file: DataFile, source: SourceConfig) -> int | None:
+    if _codec(file, source.csv.compression) is not None:
         return None
-    size = path.stat().st_size
-    with path.open("rb") as handle:
+    size = file.size
+    with file.open(COUNT_SAMPLE_BYTES) as handle:
         sample = handle.read(COUNT_SAMPLE_BYTES)
     if len(sample) < size:
         sample = sample[: sample.rfind(b"\n") + 1]  # whole lines; a quoted one may be cut
@@ -209,8 +258,8 @@ def _estimate_csv_rows(path: Path, source: SourceConfig) -> int | None:
     except (pa.ArrowInvalid, UnicodeDecodeError):
         return None
     if len(sample) >= size:
-        return rows
-    return round(rows * size / max(len(sample), 1))
+        return int(rows)
+    return round(int(rows) * size / max(len(sample), 1))
 
 
 # --- CSV ---------------------------------------------------------------------------------
@@ -237,9 +286,9 @@ def _parse_options(options: CsvOptions, on_invalid: InvalidRowHandler) -> pa_csv
     )
 
 
-def _open_text(path: Path, source: SourceConfig) -> BinaryIO:
+def _open_text(file: DataFile, source: SourceConfig, block_size: int | None = None) -> BinaryIO:
     """The decompressed bytes, re-encoded as UTF-8 if the encoding's newlines are not ASCII."""
-    stream = _open_compressed(path, source.csv.compression)
+    stream = _open_compressed(file, source.csv.compression, block_size)
     if is_ascii_compatible(source.csv.encoding):
         return stream
     return TranscodedStream(stream, source.csv.encoding)  # type: ignore[return-value]
@@ -253,14 +302,14 @@ def _text_encoding(source: SourceConfig) -> str:
 SCAN_READ_BYTES = 1 << 20  # what the scanner reads at a time (tests make it tiny)
 
 
-def _scanner(stream: BinaryIO, options: CsvOptions) -> RecordScanner:
+def _scanner(stream: BinaryIO, options: CsvOptions, read_bytes: int | None = None) -> RecordScanner:
     return RecordScanner(
         stream,
         delimiter=options.delimiter,
         quotechar=options.quotechar or None,
         escapechar=options.escapechar,
         max_record_bytes=options.max_record_bytes,
-        read_bytes=SCAN_READ_BYTES,
+        read_bytes=read_bytes or SCAN_READ_BYTES,
     )
 
 
@@ -268,12 +317,12 @@ _CONTROL_BYTES = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
 def _read_header(
-    path: Path, source: SourceConfig, scanner: RecordScanner
+    path: DataFile, source: SourceConfig, scanner: RecordScanner
 ) -> tuple[list[str], bytes]:
     """The column names and the header record as UTF-8; refuses what is not CSV text."""
     found = scanner.header()
     if found is None:
-        raise SourceError(f"{path}: the file is empty (no header row)")
+        raise EmptyFile(f"{path}: the file is empty (no header row)")
     raw, _line = found
     encoding = _text_encoding(source)
     if not raw.endswith((b"\n", b"\r")):
@@ -311,31 +360,102 @@ def _skip_invalid(_row: pa_csv.InvalidRow) -> str:
     return "skip"
 
 
-def _header(path: Path, source: SourceConfig) -> list[str]:
-    with _open_text(path, source) as stream:
-        return _read_header(path, source, _scanner(stream, source.csv))[0]
+# What reading only a header fetches at a time: from object storage, checking the columns
+# of a thousand parts must not download megabytes of each.
+HEADER_READ_BYTES = 64 << 10
 
 
-def _open_compressed(path: Path, compression: str | None) -> BinaryIO:
+def _header(path: DataFile, source: SourceConfig) -> list[str]:
+    with _open_text(path, source, HEADER_READ_BYTES) as stream:
+        scanner = _scanner(stream, source.csv, HEADER_READ_BYTES)
+        return _read_header(path, source, scanner)[0]
+
+
+def _codec(file: DataFile, compression: str | None) -> str | None:
+    """The compression to undo: the configured one, or what the name or first bytes say."""
+    if compression != "infer":
+        return compression
+    if file.content in COMPRESSION_CODECS:
+        return file.content  # the first bytes, over a name that may not say or may be wrong
+    name = file.basename.lower()
+    for suffix, codec in _COMPRESSION_SUFFIXES.items():
+        if name.endswith(suffix):
+            return codec
+    return None
+
+
+def _open_compressed(
+    file: DataFile, compression: str | None, block_size: int | None = None
+) -> BinaryIO:
     """A Python binary stream of the file's decompressed bytes."""
-    codec = compression
-    if compression == "infer":
-        codec = _COMPRESSION_SUFFIXES.get(path.suffix.lower())
-    if codec == "gzip":
-        return gzip.open(path, "rb")  # type: ignore[return-value]
-    if codec == "bz2":
-        return bz2.open(path, "rb")  # type: ignore[return-value]
-    if codec == "zstd":
-        return zstandard.open(path, "rb")  # type: ignore[return-value]
-    if codec == "xz":
-        return lzma.open(path, "rb")  # type: ignore[return-value]
+    codec = _codec(file, compression)
+    if file.local is not None:
+        path = file.local
+        if codec == "gzip":
+            return gzip.open(path, "rb")  # type: ignore[return-value]
+        if codec == "bz2":
+            return bz2.open(path, "rb")  # type: ignore[return-value]
+        if codec == "zstd":
+            stream: BinaryIO = zstandard.open(path, "rb")
+            return stream
+        if codec == "xz":
+            return lzma.open(path, "rb")  # type: ignore[return-value]
+        if codec != "zip":
+            return path.open("rb")
+    raw = file.open(block_size)
+    try:
+        return _decompressing(file, raw, codec)
+    except BaseException:
+        raw.close()
+        raise
+
+
+def _decompressing(file: DataFile, raw: BinaryIO, codec: str | None) -> BinaryIO:
+    if codec is None:
+        return raw
     if codec == "zip":
-        archive = zipfile.ZipFile(path)
+        archive = zipfile.ZipFile(raw)
         members = [name for name in archive.namelist() if not name.endswith("/")]
         if len(members) != 1:
-            raise SourceError(f"{path}: a zip file must hold exactly one CSV file")
-        return archive.open(members[0])  # type: ignore[return-value]
-    return path.open("rb")
+            raise SourceError(f"{file}: a zip file must hold exactly one CSV file")
+        return _Owning(archive.open(members[0]), raw)  # type: ignore[arg-type,return-value]
+    stream: BinaryIO
+    if codec == "gzip":
+        stream = gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[assignment]
+    elif codec == "bz2":
+        stream = bz2.BZ2File(raw, "rb")  # type: ignore[assignment]
+    elif codec == "zstd":
+        stream = zstandard.ZstdDecompressor().stream_reader(raw)
+    else:
+        stream = lzma.LZMAFile(raw, "rb")  # type: ignore[assignment]  # noqa: SIM115
+    return _Owning(stream, raw)  # type: ignore[return-value]
+
+
+class _Owning(io.RawIOBase):
+    """A decompressing stream that closes the raw stream under it too."""
+
+    def __init__(self, stream: BinaryIO, raw: BinaryIO) -> None:
+        super().__init__()
+        self._stream = stream
+        self._raw = raw
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        return self._stream.read(size)
+
+    def readinto(self, buffer: Any) -> int:
+        data = self._stream.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        try:
+            self._stream.close()
+        finally:
+            self._raw.close()
+            super().close()
 
 
 _COMPRESSION_SUFFIXES = {
@@ -344,7 +464,7 @@ _COMPRESSION_SUFFIXES = {
 
 
 def _csv_chunks(
-    path: Path, source: SourceConfig, columns: list[str] | None, start_row: int
+    path: DataFile, source: SourceConfig, columns: list[str] | None, start_row: int
 ) -> Iterator[Chunk]:
     assembler: _ChunkAssembler | None = None
 
@@ -375,7 +495,7 @@ class _ChunkAssembler:
 
     def __init__(
         self,
-        path: Path,
+        path: DataFile,
         source: SourceConfig,
         header: bytes,
         columns: list[str] | None,
@@ -580,11 +700,12 @@ class _MalformedRecords:
 def _row_index(numbers: np.ndarray) -> pd.Index:
     if len(numbers) and int(numbers[-1]) - int(numbers[0]) == len(numbers) - 1:
         return pd.RangeIndex(int(numbers[0]), int(numbers[-1]) + 1)
-    return pd.Index(numbers, dtype="int64")
+    index: pd.Index = pd.Index(numbers, dtype="int64")
+    return index
 
 
 @contextmanager
-def _csv_errors(path: Path, rows_done: Callable[[], int]) -> Iterator[None]:
+def _csv_errors(path: DataFile, rows_done: Callable[[], int]) -> Iterator[None]:
     """Turns the reader's exceptions into SourceErrors naming the file and about where."""
     try:
         yield
@@ -697,24 +818,27 @@ def _decoded_runs(
 # --- Parquet -----------------------------------------------------------------------------
 
 
-def _parquet_file(path: Path) -> pq.ParquetFile:
+def _parquet_file(file: DataFile) -> pq.ParquetFile:
+    path = file
     try:
         # Spark's INT96 timestamps in microseconds: as nanoseconds, values outside 1677-2262
         # (9999-12-31, the usual "no end") would wrap around silently.
-        return pq.ParquetFile(path, coerce_int96_timestamp_unit="us")
+        # A remote object is read by ranges (footer, then the column chunks it needs).
+        source = file.local if file.local is not None else file.open()
+        return pq.ParquetFile(source, coerce_int96_timestamp_unit="us")
     except OSError as error:
         raise SourceError(f"{path}: cannot read as Parquet: {error}") from None
     except pa.ArrowInvalid as error:
         raise SourceError(f"{path}: not a Parquet file: {error}") from None
 
 
-def parquet_schema(path: Path) -> pa.Schema:
+def parquet_schema(file: DataFile | Path) -> pa.Schema:
     """A Parquet file's arrow schema, as the reader sees it (INT96 in microseconds)."""
-    return _parquet_file(path).schema_arrow
+    return _parquet_file(as_data_file(file)).schema_arrow
 
 
 def _parquet_chunks(
-    path: Path, source: SourceConfig, columns: list[str] | None, start_row: int
+    path: DataFile, source: SourceConfig, columns: list[str] | None, start_row: int
 ) -> Iterator[Chunk]:
     parquet = _parquet_file(path)
     first_group, first_row = _first_row_group(parquet.metadata, start_row)
@@ -797,41 +921,3 @@ def _json_value(value: Any) -> Any:
     if isinstance(value, pd.Timedelta | dt.timedelta):
         return str(value)
     return str(value)
-
-
-FINGERPRINT_EDGE_BYTES = 1 << 20  # first and last MiB
-FINGERPRINT_BLOCK_BYTES = 64 << 10
-FINGERPRINT_BLOCKS = 8  # evenly spaced between the edges
-
-
-def fingerprint(path: Path) -> str:
-    """A cheap content identity: size + sha256 of the first and last MiB and 8 spaced 64 KiB blocks.
-
-    It reads at most 2.5 MiB whatever the size, so a 5 GB file costs milliseconds. Files up
-    to that size are hashed whole. An edit that keeps the size and touches none of the
-    sampled bytes goes unseen; exports that change rewrite rows, which moves the tail.
-    """
-    size = path.stat().st_size
-    digest = hashlib.sha256(str(size).encode())
-    sampled = 2 * FINGERPRINT_EDGE_BYTES + FINGERPRINT_BLOCKS * FINGERPRINT_BLOCK_BYTES
-    try:
-        with path.open("rb") as handle:
-            if size <= sampled:
-                digest.update(handle.read())
-            else:
-                for offset, length in _sample_spans(size):
-                    handle.seek(offset)
-                    digest.update(handle.read(length))
-    except OSError as error:
-        raise SourceError(f"{path}: cannot read: {error.strerror or error}") from None
-    return f"{size}:{digest.hexdigest()}"
-
-
-def _sample_spans(size: int) -> list[tuple[int, int]]:
-    middle = size - 2 * FINGERPRINT_EDGE_BYTES
-    step = middle // (FINGERPRINT_BLOCKS + 1)
-    spans = [(0, FINGERPRINT_EDGE_BYTES)]
-    for block in range(1, FINGERPRINT_BLOCKS + 1):
-        spans.append((FINGERPRINT_EDGE_BYTES + block * step, FINGERPRINT_BLOCK_BYTES))
-    spans.append((size - FINGERPRINT_EDGE_BYTES, FINGERPRINT_EDGE_BYTES))
-    return spans

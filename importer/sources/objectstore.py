@@ -1,0 +1,181 @@
+"""s3:// input through s3fs: listing with ETags, and objects streamed a block at a time.
+
+s3fs rather than pyarrow's S3FileSystem: pyarrow's listings carry no ETag, and the ETag
+is what tells a resumed run that an object is still the one it started on. Credentials come
+from botocore's standard chain (environment, ~/.aws, SSO, instance or task roles);
+`source.storage` adds an endpoint and a region for S3-compatible stores, or anonymous
+access for public buckets.
+"""
+
+from __future__ import annotations
+
+import glob
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager, contextmanager
+from typing import Any, BinaryIO, ClassVar
+
+from importer.config import StorageOptions
+from importer.sources.files import (
+    DataFile,
+    SourceError,
+    hive_partitions,
+    is_marker,
+    named_codec,
+    needs_sniffing,
+    sniff,
+    wanted,
+)
+
+# What one read of an object fetches: memory stays at about this much per open file,
+# whatever the object's size.
+READ_BLOCK_BYTES = 8 << 20
+SCHEME = "s3://"
+SNIFFS_AT_ONCE = 16
+
+
+class ObjectStore:
+    """One S3 (or S3-compatible) endpoint, as `source.storage` describes it."""
+
+    _cache: ClassVar[dict[StorageOptions, ObjectStore]] = {}
+    _lock: ClassVar[threading.Lock] = threading.Lock()
+
+    def __init__(self, options: StorageOptions) -> None:
+        try:
+            import s3fs
+        except ImportError:  # pragma: no cover - a dependency, but a broken install says so
+            raise SourceError(
+                "reading s3:// paths needs the s3fs package: pip install s3fs"
+            ) from None
+        client: dict[str, Any] = {}
+        if options.endpoint_url:
+            client["endpoint_url"] = options.endpoint_url
+        if options.region:
+            client["region_name"] = options.region
+        self.options = options
+        # Listings are taken fresh each run: a cached listing would hide a rewritten object.
+        self.fs = s3fs.S3FileSystem(
+            anon=options.anonymous,
+            client_kwargs=client,
+            use_listings_cache=False,
+            skip_instance_cache=True,
+        )
+
+    @classmethod
+    def for_options(cls, options: StorageOptions) -> ObjectStore:
+        with cls._lock:
+            if options not in cls._cache:
+                cls._cache[options] = cls(options)
+            return cls._cache[options]
+
+    def discover(self, url: str, fmt: str) -> list[DataFile]:
+        """The objects a URL names: one object, every data object under a prefix
+        (recursively, markers left out), or those a glob matches."""
+        path = url[len(SCHEME) :]
+        if not path or path.startswith("/"):
+            raise SourceError(f"{url}: an s3:// path needs a bucket: s3://bucket/prefix/")
+        with self._errors(url):
+            if glob.has_magic(path):
+                root = _glob_root(path)
+                listed = self.fs.glob(path, detail=True)
+                return self._data_files(url, root, listed, fmt, from_glob=True)
+            if not path.endswith("/"):
+                info = self._info(path)
+                if info is not None and info.get("type") == "file":
+                    return [self._data_file(path, info, ())]
+            root = path.rstrip("/")
+            listed = self.fs.find(root, detail=True)
+            return self._data_files(url, root, listed, fmt, from_glob=False)
+
+    def _info(self, path: str) -> dict[str, Any] | None:
+        try:
+            info: dict[str, Any] = self.fs.info(path)
+        except FileNotFoundError:
+            return None
+        return info
+
+    def _data_files(
+        self, url: str, root: str, listed: dict[str, Any], fmt: str, *, from_glob: bool
+    ) -> list[DataFile]:
+        found: list[tuple[str, dict[str, Any], tuple[tuple[str, str | None], ...]]] = []
+        for key in sorted(listed):
+            info = listed[key]
+            if info.get("type") != "file":
+                continue
+            parts = tuple(p for p in key[len(root) :].split("/") if p)
+            if not parts or is_marker(parts):
+                continue
+            found.append((key, info, hive_partitions(parts[:-1])))
+        # Objects whose names do not tell are sniffed: a round trip each, so several at once.
+        with ThreadPoolExecutor(SNIFFS_AT_ONCE, thread_name_prefix="sniff") as pool:
+            located = list(pool.map(lambda item: self._data_file(*item), found))
+        files = [file for file in located if from_glob or wanted(file, fmt)]
+        if not files:
+            kind = "no files match" if from_glob else "no CSV or Parquet files under"
+            raise SourceError(f"{kind} {url}")
+        return files
+
+    def _data_file(
+        self, key: str, info: dict[str, Any], partitions: tuple[tuple[str, str | None], ...]
+    ) -> DataFile:
+        name = SCHEME + key
+        size = int(info.get("size") or info.get("Size") or 0)
+        etag = str(info.get("ETag") or info.get("etag") or "").strip('"') or None
+        if etag is None and info.get("LastModified"):
+            # A store that lists no ETag: its modification time still sees a rewrite.
+            etag = f"modified {info['LastModified']}"
+        content = None
+        if needs_sniffing(key):
+            with self._errors(name), self.fs.open(key, "rb", block_size=64) as head:
+                content = sniff(head.read(8)) or named_codec(key)
+        return DataFile(name, size, etag=etag, partitions=partitions, content=content, store=self)
+
+    def open(self, url: str, block_size: int | None = None) -> BinaryIO:
+        """The object's bytes, fetched a block at a time as they are read."""
+        with self._errors(url):
+            stream: BinaryIO = self.fs.open(
+                url[len(SCHEME) :],
+                "rb",
+                block_size=block_size or READ_BLOCK_BYTES,
+                cache_type="readahead",
+            )
+        return stream
+
+    def _errors(self, url: str) -> AbstractContextManager[None]:
+        return _store_errors(url)
+
+
+@contextmanager
+def _store_errors(url: str) -> Iterator[None]:
+    """Turns s3fs / botocore exceptions into SourceErrors naming the URL."""
+    try:
+        yield
+    except SourceError:
+        raise
+    except FileNotFoundError:
+        raise SourceError(f"{url}: no such object or bucket") from None
+    except PermissionError:
+        raise SourceError(
+            f"{url}: access denied (check the AWS credentials, or set "
+            "source.storage.anonymous: true for a public bucket)"
+        ) from None
+    except Exception as error:
+        name = type(error).__name__
+        if name in ("NoCredentialsError", "PartialCredentialsError"):
+            raise SourceError(
+                f"{url}: no AWS credentials found (set AWS_ACCESS_KEY_ID / "
+                "AWS_SECRET_ACCESS_KEY or AWS_PROFILE, or source.storage.anonymous: true)"
+            ) from None
+        if isinstance(error, OSError | ValueError) or "botocore" in type(error).__module__:
+            raise SourceError(f"{url}: cannot read from object storage: {error}") from None
+        raise
+
+
+def _glob_root(path: str) -> str:
+    fixed: list[str] = []
+    for part in path.split("/"):
+        if glob.has_magic(part):
+            break
+        fixed.append(part)
+    return "/".join(fixed)
