@@ -280,11 +280,11 @@ class _Known:
                 self._keys[key] = stored
                 accepted[key] = store.accepted(*key) if letter.fingerprint else []
                 mine[key] = SettledRows([]) if self.fresh else own.settled(stored, key[1])
-            if _within(letter.row, accepted[key]):
-                since += 1
-            elif _within(letter.row, mine[key].ranges):
+            if _within(letter.row, mine[key].ranges):
                 resumed += 1
                 resumed_dead += _within(letter.row, mine[key].dead)
+            elif _within(letter.row, accepted[key]):
+                since += 1
             else:
                 kept.append(letter)
         if since:

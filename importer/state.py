@@ -10,7 +10,6 @@ customer_id, to skip unchanged users); nothing writes it yet.
 from __future__ import annotations
 
 import contextlib
-import copy
 import fcntl
 import hashlib
 import json
@@ -335,7 +334,8 @@ class StateStore:
 
     def with_scope(self, scope: str) -> StateStore:
         """This database (one connection; close this store, not the view) under another scope."""
-        view = copy.copy(self)
+        view = StateStore.__new__(StateStore)  # a plain store, whatever subclass this is
+        view.__dict__.update(self.__dict__)
         view.scope = scope
         view._source_ids = {}
         return view
