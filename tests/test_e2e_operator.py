@@ -166,7 +166,7 @@ def test_an_interrupted_replay_resumes_and_sends_only_the_rest(tmp_path: Path) -
 
 @pytest.mark.slow
 def test_progress_lines_name_the_429_wait_and_the_summary_times_it(tmp_path: Path) -> None:
-    source = _users(tmp_path, 900)
+    source = _users(tmp_path, 600)
     # The workspace allows 40 a second; the job claims 600 a second: 429s, then a slower pace.
     with start_sandbox(tmp_path, "--rate", "40", "--period", "1") as sandbox:
         job = _job(
@@ -177,13 +177,15 @@ def test_progress_lines_name_the_429_wait_and_the_summary_times_it(tmp_path: Pat
             delivery={"max_batch_bytes": 1500},
         )
         run = run_cli("run", str(job), timeout=60)  # stderr is no terminal: timed log lines
-        assert len(sandbox.records()) == 900
+        assert len(sandbox.records()) == 600
     assert run.returncode == 0, run.stderr
     report = read_report(tmp_path)
     assert report["http_429"] > 0
     lines = [line for line in run.stderr.splitlines() if "progress:" in line]
     waits = [line for line in lines if "waiting: 429" in line]
     assert waits, run.stderr
-    assert re.search(r"of 900 rows settled, [\d,]+ rows/minute; about .+ left at this pace", waits[0])
+    assert re.search(
+        r"of 600 rows settled, [\d,]+ rows/minute; about .+ left at this pace", waits[0]
+    )
     assert report["wait_seconds"].get("http_429", 0) > 0, report["wait_seconds"]
     assert re.search(r"waited on +429s \d+ s", run.stdout), run.stdout
