@@ -15,8 +15,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 import pytest
-
-from tests.conftest import (
+from conftest import (
     ROOT,
     assert_report_adds_up,
     job_dict,
@@ -25,7 +24,7 @@ from tests.conftest import (
     run_cli,
     write_job,
 )
-from tests.sandbox_proc import start_sandbox
+from sandbox_proc import start_sandbox
 
 MAPPING = {"customer_id": "user_id", "attributes": {"first_name": "first_name"}}
 FAST = ("--rate", "1000000")
