@@ -59,7 +59,8 @@ def write_job(tmp_path: Path, job: dict[str, Any], name: str = "job.yaml") -> Pa
 def read_report(tmp_path: Path, *, dry_run: bool = False) -> dict[str, Any]:
     """The job's report; `dry_run`: the one a dry run writes beside it."""
     name = "report.dry-run.json" if dry_run else "report.json"
-    return json.loads((tmp_path / "out" / name).read_text())
+    report: dict[str, Any] = json.loads((tmp_path / "out" / name).read_text())
+    return report
 
 
 def read_dead_letters(tmp_path: Path) -> list[dict[str, Any]]:

@@ -188,3 +188,17 @@ def test_progress_lines_name_the_429_wait_and_the_summary_times_it(tmp_path: Pat
     )
     assert report["wait_seconds"].get("http_429", 0) > 0, report["wait_seconds"]
     assert re.search(r"waited on +429s \d+ s", run.stdout), run.stdout
+
+
+@pytest.mark.slow
+def test_progress_lines_name_slow_answers(tmp_path: Path) -> None:
+    source = _users(tmp_path, 20)
+    with start_sandbox(tmp_path, *FAST, "--latency-ms", "6500") as sandbox:
+        job = _job(tmp_path, sandbox.url, source, delivery={"timeout_seconds": 20})
+        run = run_cli("run", str(job), timeout=60)
+        assert len(sandbox.records()) == 20
+    assert run.returncode == 0, run.stderr
+    waits = [line for line in run.stderr.splitlines() if "waiting: slow answers" in line]
+    assert waits, run.stderr
+    assert "none answered for" in waits[0] and "of 20 rows settled" in waits[0]
+    assert read_report(tmp_path)["wait_seconds"].get("slow_answers", 0) >= 1
