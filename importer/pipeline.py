@@ -474,7 +474,7 @@ class Run:
         self.options = options
         self.paths = paths
         self.mapper = mapper
-        # Replay brings its own rows and keeps no progress: the dead-letter file is its input.
+        # Replay brings its own rows: the dead-letter file is its input.
         self._work_source: WorkSource = work or self._work
         # Replay opens the job's state its own way (its progress and the job's, see replay).
         self._open_state = open_state
