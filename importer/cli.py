@@ -21,6 +21,7 @@ from importer.report import (
     EXIT_ABORTED,
     EXIT_INTERRUPTED,
     EXIT_USAGE,
+    dry_run_report_path,
     format_reasons,
     format_summary,
 )
@@ -198,7 +199,13 @@ def _run_command(args: argparse.Namespace) -> int:
         args,
         need_credentials=not validating,
     )
-    if not validating:
+    if validating:
+        # Beside the real report, never over it: a real run's counts survive a validate.
+        dry_report = str(dry_run_report_path(job.output.report))
+        job = with_overrides(
+            job, {"output": {"report": dry_report}}, need_credentials=not validating
+        )
+    else:
         from importer.transport import check_plain_http
 
         check_plain_http(job.api.resolved_base_url(), job.api.allow_insecure_http)

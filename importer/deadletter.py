@@ -83,8 +83,8 @@ class DeadLetterWriter:
                 f"dead-letter file {path} is a symbolic link; refusing to write through it"
             )
         path.parent.mkdir(parents=True, exist_ok=True)
-        if not append:
-            _keep_previous(path)
+        # Where an earlier file went (--fresh, or a new run): the summary says so.
+        self.previous: Path | None = None if append else _keep_previous(path)
         # 0600: the file holds personal data. chmod too, in case it already existed.
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
         os.fchmod(fd, 0o600)
@@ -157,13 +157,13 @@ def _last_run_id(path: Path) -> str | None:
     return None
 
 
-def _keep_previous(path: Path) -> None:
+def _keep_previous(path: Path) -> Path | None:
     """A fresh start never destroys earlier dead letters: the old file is renamed."""
     try:
         if path.stat().st_size == 0:
-            return
+            return None
     except FileNotFoundError:
-        return
+        return None
     stem = path.name.removesuffix(".jsonl")
     name = f"{stem}.{_last_run_id(path) or 'previous-' + _stamp()}.jsonl"
     kept = path.with_name(name)
@@ -171,6 +171,7 @@ def _keep_previous(path: Path) -> None:
         kept = path.with_name(f"{stem}.{_stamp()}-{os.getpid()}.jsonl")
     os.replace(path, kept)
     log.warning("the earlier dead-letter file is kept as %s", kept)
+    return kept
 
 
 def _set_aside_torn_tail(path: Path, fd: int) -> None:

@@ -471,14 +471,17 @@ class Run:
         paths: list[sources.DataFile],
         mapper: Mapper,
         work: WorkSource | None = None,
+        open_state: Callable[[], StateStore] | None = None,
     ) -> None:
         self.job = job
         self.options = options
         self.paths = paths
         self.mapper = mapper
-        # Replay brings its own rows and keeps no progress: the dead-letter file is its input.
+        # Replay brings its own rows: the dead-letter file is its input.
         self._work_source: WorkSource = work or self._work
-        self._use_state = work is None and not options.dry_run
+        # Replay opens the job's state its own way (its progress and the job's, see replay).
+        self._open_state = open_state
+        self._use_state = (work is None or open_state is not None) and not options.dry_run
         # source as named in rows -> (state key, fingerprint)
         self._fingerprints: dict[str, tuple[str, str]] = {}
         self.run_id = new_run_id()
@@ -500,9 +503,10 @@ class Run:
         self._sender: Any = None
         self._input_error = False
 
-    def known_fingerprint(self, source: str, fingerprint: str) -> None:
-        """A source's fingerprint for dead-letter lines, when no read of it gave one (replay)."""
-        self._fingerprints.setdefault(source, (source, fingerprint))
+    def known_fingerprint(self, source: str, fingerprint: str, key: str | None = None) -> None:
+        """A source's fingerprint for dead-letter lines, when no read of it gave one (replay);
+        `key`: the path its progress is saved under, if not `source`."""
+        self._fingerprints.setdefault(source, (key or source, fingerprint))
 
     # --- reading and mapping, off the event loop thread ---------------------------------
 
@@ -638,13 +642,18 @@ class Run:
                 if self._use_state:
                     lock = RunLock(job.output.state)
                     lock.acquire()
-                    state = StateStore(job.output.state, job_scope(job), fresh=options.fresh)
-                    if options.fresh:
-                        state.reset()
+                    if self._open_state is not None:
+                        state = self._open_state()
+                    else:
+                        state = StateStore(job.output.state, job_scope(job), fresh=options.fresh)
+                        if options.fresh:
+                            state.reset()
                     resuming = state.has_progress()
                 else:
                     resuming = False
                 writer = DeadLetterWriter(dead_letter_path, append=resuming)
+                if writer.previous is not None:
+                    self.report.dead_letter_previous = str(writer.previous)
             except StateFault as fault:
                 # Ours to fix (another process holds the database), not the input's: exit 3.
                 self._abort(str(fault))
@@ -670,6 +679,7 @@ class Run:
             finally:
                 ticker.cancel()
                 progress.close()
+                self.report.wait_seconds = progress.wait_seconds()
                 self.report.invalid_reasons = dict(settler.reasons.most_common())
                 self.report.duplicate_customers = self._tally.duplicates
         finally:
@@ -741,6 +751,7 @@ class Run:
             async with open_transport(job.api, job.delivery) as transport:
                 sender = Sender(job.api, job.delivery, limiter, transport, stats)
                 self._sender = sender
+                settler.progress.watch(sender, limiter)  # what the run waits on, shown
                 self._workers = [
                     asyncio.create_task(self._deliver(sender, batches, settler))
                     for _ in range(job.delivery.concurrency)

@@ -3,6 +3,8 @@
 Rows that failed in delivery or were rejected are re-sent as they were (their payload);
 rows that failed validation are re-mapped from their record with the job's current mapping.
 A line whose row a later run of the job accepted (its saved progress says so) is skipped.
+What a replay delivers is recorded in the job's state, so the job's next run no longer
+counts those rows as dead-lettered; an interrupted replay resumes (see `ReplayStore`).
 """
 
 from __future__ import annotations
@@ -20,12 +22,13 @@ import numpy as np
 import orjson
 import pandas as pd
 
+from importer import sources
 from importer.config import JobConfig
 from importer.deadletter import DeadLetter, DeadLetterError, read_dead_letter
 from importer.mapping import MALFORMED_RECORD_KEY, Mapper
-from importer.pipeline import Run, RunOptions, RunOutcome, Work, mapper_for
+from importer.pipeline import Run, RunOptions, RunOutcome, Work, job_scope, mapper_for
 from importer.rows import Chunk, InvalidRow, LineMap, Row
-from importer.state import StateError, StateFault, StateStore
+from importer.state import SettledRows, StateError, StateFault, StateStore, progress_scope
 
 log = logging.getLogger("importer")
 
@@ -113,10 +116,14 @@ def _fitting(rows: list[Row], limit: int) -> tuple[list[Row], list[InvalidRow]]:
 
 
 def replay_work(
-    letters: list[DeadLetter], mapper: Mapper, batched: Batcher, already_accepted: int = 0
+    letters: list[DeadLetter],
+    mapper: Mapper,
+    batched: Batcher,
+    already_settled: tuple[int, int] = (0, 0),
 ) -> Iterator[Work]:
-    if already_accepted:
-        yield Work(already_accepted, (already_accepted, 0), [], [])
+    """`already_settled`: (lines left out, of which still dead-lettered) as `Work.rows_skipped`."""
+    if already_settled[0]:
+        yield Work(already_settled[0], already_settled, [], [])
     for source, group in _by_source(letters).items():
         records = LetterRecords(group)
         resend = [d for d in group if d.stage != "validation"]
@@ -139,58 +146,162 @@ def replay_work(
         yield batched(len(group), (0, 0), rows, invalid)
 
 
+class ReplayStore(StateStore):
+    """The job's state file during a replay.
+
+    What the replay delivers is recorded for the job (its scope, as `REPLAYED`), so rows
+    an earlier run dead-lettered and the replay delivered no longer count against it. Every
+    row the replay settles (accepted, or dead-lettered again) is also recorded under a
+    scope of the replay's own, so an interrupted replay resumes where it stopped.
+    """
+
+    def __init__(self, path: Path, job_scope: str, own_scope: str, *, fresh: bool) -> None:
+        super().__init__(path, job_scope, fresh=fresh)
+        self.own = self.with_scope(own_scope)
+        if fresh:
+            self.own.forget_scope()
+
+    def has_progress(self) -> bool:
+        return self.own.scope_has_progress()
+
+    def mark_settled(
+        self,
+        source: str,
+        fingerprint: str,
+        rows: Iterable[int],
+        *,
+        dead_lettered: bool = False,
+        retry_later: bool = False,
+    ) -> None:
+        rows = list(rows)
+        # The job's record first: a row it counts as delivered is left out of a resumed
+        # replay even if the replay's own mark below is lost.
+        if dead_lettered:
+            super().mark_settled(
+                source, fingerprint, rows, dead_lettered=True, retry_later=retry_later
+            )
+        else:
+            self.mark_replayed(source, fingerprint, rows)
+        # For the replay, a row failed again is done: it is in the replay's dead-letter file.
+        self.own.mark_settled(source, fingerprint, rows, dead_lettered=dead_lettered)
+
+
+def replay_scope(job: JobConfig, dead_letter_in: Path) -> str:
+    """A replay's own progress belongs to its input (path and content) and the job's scope."""
+    target = {
+        "replay": str(dead_letter_in.resolve()),
+        "content": sources.fingerprint(dead_letter_in),
+        "job": job_scope(job),
+    }
+    return progress_scope(target, None)
+
+
 def replay_dead_letter(job: JobConfig, dead_letter_in: Path, options: RunOptions) -> RunOutcome:
     letters = _unique(read_dead_letter(dead_letter_in))
     if job.output.dead_letter.resolve() == dead_letter_in.resolve():
         raise DeadLetterError(
             f"replay would overwrite its input {dead_letter_in}; pass --dead-letter for its output"
         )
-    letters, done = _not_accepted_since(letters, job.output.state)
-    if done:
-        log.warning("skipping %s dead-letter lines whose row a later run accepted", f"{done:,}")
+    own_scope = replay_scope(job, dead_letter_in)
+    known = _Known(job.output.state, job_scope(job), own_scope, fresh=options.fresh)
+    letters, left_out = known.still_to_send(letters)
     mapper = mapper_for(job)
     work: list[Work] = []
-    run = Run(job, options, [], mapper, work=lambda _state: iter(work))
-    for letter in letters:
-        if letter.fingerprint:  # new dead-letter lines keep naming the source they came from
-            run.known_fingerprint(letter.source, letter.fingerprint)
+    state_path = job.output.state
+
+    def open_state() -> StateStore:
+        return ReplayStore(state_path, job_scope(job), own_scope, fresh=options.fresh)
+
+    run = Run(job, options, [], mapper, work=lambda _state: iter(work), open_state=open_state)
+    run.report.replay_of = str(dead_letter_in)
+    for source, fingerprint, key in known.sources(letters):
+        run.known_fingerprint(source, fingerprint, key)
     # Every line checked before anything is sent.
-    work += replay_work(letters, mapper, run.batched, already_accepted=done)
+    work += replay_work(letters, mapper, run.batched, already_settled=left_out)
     return asyncio.run(run.execute())
 
 
-def _not_accepted_since(
-    letters: list[DeadLetter], state_path: Path
-) -> tuple[list[DeadLetter], int]:
-    """The letters whose row no later run accepted, and how many were left out."""
-    if not state_path.exists():
-        return letters, 0
-    try:
-        store = StateStore(state_path)
-    except (StateError, StateFault) as error:
-        log.warning("cannot tell which rows were accepted since (%s); replaying every line", error)
-        return letters, 0
-    try:
-        accepted: dict[tuple[str, str], list[tuple[int, int]]] = {}
-        kept = []
+class _Known:
+    """What the job's state file says about dead-letter lines before a replay sends any."""
+
+    def __init__(self, state_path: Path, job: str, own: str, *, fresh: bool) -> None:
+        self.state_path = state_path
+        self.job_scope = job
+        self.own_scope = own
+        self.fresh = fresh
+        self._keys: dict[tuple[str, str], str] = {}
+
+    def sources(self, letters: list[DeadLetter]) -> list[tuple[str, str, str]]:
+        """(source as the lines name it, fingerprint, path its progress is saved under)."""
+        seen: dict[str, tuple[str, str, str]] = {}
         for letter in letters:
-            if letter.fingerprint is None:
-                kept.append(letter)
-                continue
-            key = (letter.source, letter.fingerprint)
+            if letter.source not in seen:
+                # Lines from before fingerprints were written: progress under no real file.
+                fingerprint = letter.fingerprint or ""
+                key = self._keys.get((letter.source, fingerprint))
+                seen[letter.source] = (letter.source, fingerprint, key or letter.source)
+        return list(seen.values())
+
+    def still_to_send(self, letters: list[DeadLetter]) -> tuple[list[DeadLetter], tuple[int, int]]:
+        """The lines to send, and (lines left out, of which dead-lettered again): a row some
+        run accepted since is left out, and so is one this replay settled before it stopped."""
+        if not self.state_path.exists():
+            return letters, (0, 0)
+        try:
+            store = StateStore(self.state_path, self.job_scope)
+        except (StateError, StateFault) as error:
+            log.warning(
+                "cannot tell which rows were settled since (%s); replaying every line", error
+            )
+            return letters, (0, 0)
+        try:
+            return self._filter(store, letters)
+        except StateFault as error:
+            log.warning(
+                "cannot tell which rows were settled since (%s); replaying every line", error
+            )
+            return letters, (0, 0)
+        finally:
+            with contextlib.suppress(StateFault):
+                store.close()
+
+    def _filter(
+        self, store: StateStore, letters: list[DeadLetter]
+    ) -> tuple[list[DeadLetter], tuple[int, int]]:
+        own = store.with_scope(self.own_scope)
+        accepted: dict[tuple[str, str], list[tuple[int, int]]] = {}
+        mine: dict[tuple[str, str], SettledRows] = {}
+        kept: list[DeadLetter] = []
+        since = resumed = resumed_dead = 0
+        for letter in letters:
+            key = (letter.source, letter.fingerprint or "")
             if key not in accepted:
-                accepted[key] = store.accepted(*key)
-            ranges = accepted[key]
-            at = bisect.bisect_right(ranges, (letter.row, math.inf)) - 1
-            if at < 0 or ranges[at][1] < letter.row:
+                stored = store.stored_path(*key)
+                self._keys[key] = stored
+                accepted[key] = store.accepted(*key) if letter.fingerprint else []
+                mine[key] = SettledRows([]) if self.fresh else own.settled(stored, key[1])
+            if _within(letter.row, mine[key].ranges):
+                resumed += 1
+                resumed_dead += _within(letter.row, mine[key].dead)
+            elif _within(letter.row, accepted[key]):
+                since += 1
+            else:
                 kept.append(letter)
-        return kept, len(letters) - len(kept)
-    except StateFault as error:
-        log.warning("cannot tell which rows were accepted since (%s); replaying every line", error)
-        return letters, 0
-    finally:
-        with contextlib.suppress(StateFault):
-            store.close()
+        if since:
+            log.warning(
+                "skipping %s dead-letter lines whose row a later run accepted", f"{since:,}"
+            )
+        if resumed:
+            log.warning(
+                "resuming: %s lines were settled by an earlier try of this replay (--fresh: all)",
+                f"{resumed:,}",
+            )
+        return kept, (since + resumed, resumed_dead)
+
+
+def _within(row: int, ranges: list[tuple[int, int]]) -> bool:
+    at = bisect.bisect_right(ranges, (row, math.inf)) - 1
+    return at >= 0 and ranges[at][1] >= row
 
 
 def _unique(letters: Iterable[DeadLetter]) -> list[DeadLetter]:

@@ -73,6 +73,11 @@ class Report:
     outage_seconds: float = 0.0  # time spent paused because the API answered no one
     rate_limited_wait_seconds: float = 0.0  # time every sender waited on 429s' Retry-After
     warnings: list[str] = field(default_factory=list)  # never cell values
+    dead_letter_previous: str | None = None  # where an earlier dead-letter file was kept
+    replay_of: str | None = None  # replay: the dead-letter file whose rows were sent again
+    # Seconds the run spent held back, by what held it: rate_limit (our own limit),
+    # http_429, outage, slow_answers (sampled once a second while sending).
+    wait_seconds: dict[str, float] = field(default_factory=dict)
 
     def warn(self, warning: str) -> bool:
         """Keep a warning for the summary once; False if it was kept already (or too many)."""
@@ -142,6 +147,11 @@ class Report:
         os.replace(tmp, path)  # never leave a half-written report
 
 
+def dry_run_report_path(path: Path) -> Path:
+    """Where a dry run writes its report: `X.dry-run.json` beside the real `X.json`."""
+    return path.with_name(f"{path.stem}.dry-run{path.suffix}")
+
+
 def report_tmp(path: Path) -> Path:
     return path.with_name(path.name + ".tmp")
 
@@ -153,8 +163,12 @@ def count_reasons(errors: Counter[str], error: str) -> None:
 def format_summary(report: Report) -> str:
     """The human summary printed at the end of a run."""
     verb = "would send" if report.dry_run else "pending"
+    command = "replay" if report.replay_of else "run"
     lines = [
-        "moe-import " + ("dry run (nothing sent)" if report.dry_run else "run") + " summary",
+        "moe-import "
+        + (f"{command} dry run (nothing sent)" if report.dry_run else command)
+        + " summary",
+        *([f"  replay of       {report.replay_of}"] if report.replay_of else []),
         f"  rows read       {report.rows_read:>10,}",
         f"  accepted        {report.rows_accepted:>10,}",
         f"  skipped         {report.rows_skipped:>10,}   (settled by an earlier run"
@@ -192,6 +206,9 @@ def format_summary(report: Report) -> str:
         lines.append(
             f"  outage          {report.outage_seconds:,.1f} s paused: the API answered no one"
         )
+    waits = format_waits(report.wait_seconds)
+    if waits:
+        lines.append(f"  waited on       {waits}")
     if report.duplicate_customers:
         lines.append(
             f"  duplicates      {report.duplicate_customers:>10,}   (customers in more than one"
@@ -199,12 +216,29 @@ def format_summary(report: Report) -> str:
         )
     if (report.rows_dead_lettered or report.rows_skipped_dead_lettered) and report.dead_letter:
         lines.append(f"  dead letters    {report.dead_letter}")
+    if report.dead_letter_previous:
+        lines.append(f"  earlier letters {report.dead_letter_previous}   (kept, renamed)")
     if report.aborted:
         lines.append(f"  aborted         {report.aborted}")
     for warning in report.warnings:
         lines.append(f"  warning         {warning}")
     lines.append(f"  exit code       {report.exit_code}")
     return "\n".join(lines)
+
+
+# How each kind of wait is named in the summary and on progress lines.
+WAIT_NAMES = {
+    "rate_limit": "the rate limit",
+    "http_429": "429s",
+    "outage": "an outage",
+    "slow_answers": "slow answers",
+}
+
+
+def format_waits(waits: dict[str, float]) -> str:
+    """`429s 31 s, the rate limit 12 s`: the longest first; waits under a second left out."""
+    shown = sorted(((s, k) for k, s in waits.items() if s >= 1), reverse=True)
+    return ", ".join(f"{WAIT_NAMES.get(kind, kind)} {seconds:,.0f} s" for seconds, kind in shown)
 
 
 def format_reasons(reasons: dict[str, int], top: int = 10) -> str:

@@ -53,6 +53,8 @@ CREATE TABLE IF NOT EXISTS customers (
 ACCEPTED = 0
 DEAD_LETTERED = 1
 RETRY_LATER = 2
+# Accepted by a replay after a run dead-lettered it: settled, and no longer dead-lettered.
+REPLAYED = 3
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 
@@ -259,11 +261,9 @@ class StateStore:
             ).fetchall()
         ranges = merge_ranges((first, last) for first, last, o in rows if o != RETRY_LATER)
         retry = merge_ranges((first, last) for first, last, o in rows if o == RETRY_LATER)
-        return SettledRows(
-            ranges,
-            merge_ranges((first, last) for first, last, o in rows if o == DEAD_LETTERED),
-            subtract_ranges(retry, ranges),
-        )
+        replayed = merge_ranges((first, last) for first, last, o in rows if o == REPLAYED)
+        dead = merge_ranges((first, last) for first, last, o in rows if o == DEAD_LETTERED)
+        return SettledRows(ranges, subtract_ranges(dead, replayed), subtract_ranges(retry, ranges))
 
     def changed_sources(self, source: str, fingerprint: str) -> bool:
         """True when progress exists for this path under another fingerprint (the file changed)."""
@@ -302,8 +302,8 @@ class StateStore:
             for source_id in ids:
                 rows += self._db.execute(
                     "SELECT first_row, last_row FROM settled_rows"
-                    " WHERE source_id = ? AND outcome = ?",
-                    (source_id, ACCEPTED),
+                    " WHERE source_id = ? AND outcome IN (?, ?)",
+                    (source_id, ACCEPTED, REPLAYED),
                 ).fetchall()
         return merge_ranges(rows)
 
@@ -328,6 +328,69 @@ class StateStore:
                     "INSERT INTO settled_rows(source_id, first_row, last_row, outcome)"
                     " VALUES (?, ?, ?, ?)",
                     [(source_id, first, last, outcome) for first, last in ranges],
+                )
+
+    # --- replay (see importer.replay) ---------------------------------------------------
+
+    def with_scope(self, scope: str) -> StateStore:
+        """This database (one connection; close this store, not the view) under another scope."""
+        view = StateStore.__new__(StateStore)  # a plain store, whatever subclass this is
+        view.__dict__.update(self.__dict__)
+        view.scope = scope
+        view._source_ids = {}
+        return view
+
+    def scope_has_progress(self) -> bool:
+        with _faults(self.path):
+            row = self._db.execute(
+                "SELECT 1 FROM source_files s JOIN settled_rows t ON t.source_id = s.id"
+                " WHERE s.scope = ? LIMIT 1",
+                (self.scope,),
+            ).fetchone()
+        return row is not None
+
+    def forget_scope(self) -> None:
+        """This scope's progress only (a replay's --fresh leaves the job's alone)."""
+        with _faults(self.path), self._db:
+            self._db.execute("BEGIN")
+            self._db.execute(
+                "DELETE FROM settled_rows WHERE source_id IN"
+                " (SELECT id FROM source_files WHERE scope = ?)",
+                (self.scope,),
+            )
+            self._db.execute("DELETE FROM source_files WHERE scope = ?", (self.scope,))
+        self._source_ids.clear()
+
+    def stored_path(self, path_name: str, fingerprint: str) -> str:
+        """The path this scope saved a source under, matched as `accepted` matches it;
+        else the source's absolute path (how a run would save it)."""
+        wanted = str(Path(path_name).resolve())
+        with _faults(self.path):
+            paths = [
+                p
+                for (p,) in self._db.execute(
+                    "SELECT path FROM source_files WHERE scope = ? AND fingerprint = ?",
+                    (self.scope, fingerprint),
+                ).fetchall()
+            ]
+        if wanted in paths:
+            return wanted
+        same_name = [p for p in paths if Path(p).name == Path(path_name).name]
+        return same_name[0] if len(same_name) == 1 else wanted
+
+    def mark_replayed(self, source: str, fingerprint: str, rows: Iterable[int]) -> None:
+        """Rows a replay got a 2xx for: settled, and no longer dead-lettered (see `settled`)."""
+        ranges = to_ranges(rows)
+        if not ranges:
+            return
+        with _faults(self.path):
+            source_id = self._source_id(source, fingerprint)
+            with self._db:
+                self._db.execute("BEGIN")
+                self._db.executemany(
+                    "INSERT INTO settled_rows(source_id, first_row, last_row, outcome)"
+                    " VALUES (?, ?, ?, ?)",
+                    [(source_id, first, last, REPLAYED) for first, last in ranges],
                 )
 
     def compact(self) -> None:

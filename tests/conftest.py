@@ -56,8 +56,10 @@ def write_job(tmp_path: Path, job: dict[str, Any], name: str = "job.yaml") -> Pa
     return path
 
 
-def read_report(tmp_path: Path) -> dict[str, Any]:
-    report: dict[str, Any] = json.loads((tmp_path / "out" / "report.json").read_text())
+def read_report(tmp_path: Path, *, dry_run: bool = False) -> dict[str, Any]:
+    """The job's report; `dry_run`: the one a dry run writes beside it."""
+    name = "report.dry-run.json" if dry_run else "report.json"
+    report: dict[str, Any] = json.loads((tmp_path / "out" / name).read_text())
     return report
 
 

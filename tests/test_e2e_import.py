@@ -149,7 +149,7 @@ def test_dry_run_sends_nothing(tmp_path: Path) -> None:
         result = run_cli("validate", str(job))
         assert sandbox.stats()["requests"] == 0
     assert result.returncode == 1, result.stderr
-    report = read_report(tmp_path)
+    report = read_report(tmp_path, dry_run=True)
     assert_report_adds_up(report)
     assert report["rows_pending"] == 4 and report["rows_invalid"] == 2
     assert report["requests"] == 0 and report["requests_planned"] == 1

@@ -233,15 +233,15 @@ def test_report_holds_no_cell_value_however_many_distinct_bad_values(tmp_path: P
     for log_format in ("text", "json"):
         result = run_cli("validate", str(job), "--log-format", log_format)
         assert result.returncode == 1, result.stderr
-        report_path = tmp_path / "out" / "report.json"
+        report_path = tmp_path / "out" / "report.dry-run.json"
         assert stat.S_IMODE(report_path.stat().st_mode) == 0o600
         text = report_path.read_text()
         assert len(text) < 5000, len(text)
-        reasons = read_report(tmp_path)["invalid_reasons"]
+        reasons = read_report(tmp_path, dry_run=True)["invalid_reasons"]
         assert len(reasons) <= 3, reasons
         for output in (text, result.stderr, result.stdout):
             assert "secret" not in output and "@example.com" not in output
-    assert read_report(tmp_path)["rows_invalid"] == rows
+    assert read_report(tmp_path, dry_run=True)["rows_invalid"] == rows
 
 
 def test_dead_letter_file_mode_and_lines_name_their_run(tmp_path: Path) -> None:
