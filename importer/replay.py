@@ -12,7 +12,7 @@ import bisect
 import contextlib
 import logging
 import math
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +22,9 @@ import pandas as pd
 
 from importer.config import JobConfig
 from importer.deadletter import DeadLetter, DeadLetterError, read_dead_letter
+from importer.feed import Batcher, Fingerprints, Work
 from importer.mapping import MALFORMED_RECORD_KEY, Mapper
-from importer.pipeline import Run, RunOptions, RunOutcome, Work, mapper_for
+from importer.pipeline import Run, RunOptions, RunOutcome, mapper_for
 from importer.rows import Chunk, InvalidRow, LineMap, Row
 from importer.state import StateError, StateFault, StateStore
 
@@ -91,9 +92,6 @@ def _remap_chunk(source: str, letters: list[DeadLetter], mapper: Mapper) -> Chun
     return Chunk(source, frame, lines=lines if known else None)
 
 
-Batcher = Callable[[int, tuple[int, int], Sequence[Row], list[InvalidRow]], Work]
-
-
 def _is_malformed(letter: DeadLetter) -> bool:
     return set(letter.record) == {MALFORMED_RECORD_KEY}
 
@@ -112,11 +110,11 @@ def _fitting(rows: list[Row], limit: int) -> tuple[list[Row], list[InvalidRow]]:
     return fitting, too_large
 
 
-def replay_work(
-    letters: list[DeadLetter], mapper: Mapper, batched: Batcher, already_accepted: int = 0
-) -> Iterator[Work]:
-    if already_accepted:
-        yield Work(already_accepted, (already_accepted, 0), [], [])
+# One source's lines ready to batch: (lines read, valid rows, invalid rows), in row order.
+_Group = tuple[int, list[Row], list[InvalidRow]]
+
+
+def replay_groups(letters: list[DeadLetter], mapper: Mapper) -> Iterator[_Group]:
     for source, group in _by_source(letters).items():
         records = LetterRecords(group)
         resend = [d for d in group if d.stage != "validation"]
@@ -136,7 +134,30 @@ def replay_work(
             invalid += mapped.invalid
         rows.sort(key=lambda r: r.row)
         invalid.sort(key=lambda r: r.row)
-        yield batched(len(group), (0, 0), rows, invalid)
+        yield len(group), rows, invalid
+
+
+class ReplayFeed:
+    """The rows of a dead-letter file as work; every line is checked before anything is sent."""
+
+    # Replay keeps no progress: the dead-letter file is its input.
+    keeps_progress = False
+
+    def __init__(
+        self, letters: list[DeadLetter], mapper: Mapper, already_accepted: int = 0
+    ) -> None:
+        self.already_accepted = already_accepted
+        self.groups = list(replay_groups(letters, mapper))
+        self.fingerprints: Fingerprints = {}
+        for letter in letters:
+            if letter.fingerprint:  # new dead-letter lines keep naming the source they came from
+                self.fingerprints.setdefault(letter.source, (letter.source, letter.fingerprint))
+
+    def work(self, state: StateStore | None, batch: Batcher) -> Iterator[Work]:
+        if self.already_accepted:
+            yield Work(self.already_accepted, (self.already_accepted, 0), [], [])
+        for read, rows, invalid in self.groups:
+            yield batch(read, (0, 0), rows, invalid)
 
 
 def replay_dead_letter(job: JobConfig, dead_letter_in: Path, options: RunOptions) -> RunOutcome:
@@ -149,14 +170,8 @@ def replay_dead_letter(job: JobConfig, dead_letter_in: Path, options: RunOptions
     if done:
         log.warning("skipping %s dead-letter lines whose row a later run accepted", f"{done:,}")
     mapper = mapper_for(job)
-    work: list[Work] = []
-    run = Run(job, options, [], mapper, work=lambda _state: iter(work))
-    for letter in letters:
-        if letter.fingerprint:  # new dead-letter lines keep naming the source they came from
-            run.known_fingerprint(letter.source, letter.fingerprint)
-    # Every line checked before anything is sent.
-    work += replay_work(letters, mapper, run.batched, already_accepted=done)
-    return asyncio.run(run.execute())
+    feed = ReplayFeed(letters, mapper, already_accepted=done)
+    return asyncio.run(Run(job, options, [], mapper, feed).execute())
 
 
 def _not_accepted_since(
