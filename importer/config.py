@@ -228,6 +228,12 @@ class MappingConfig(_Strict):
         return value
 
 
+class SyncConfig(_Strict):
+    # all: send every valid row; changed: only rows whose element differs from the last
+    # one the API accepted for that customer (see importer/sync.py).
+    mode: Literal["all", "changed"] = "all"
+
+
 class OutputConfig(_Strict):
     dead_letter: Path = Path("out/dead_letter.jsonl")
     state: Path = Path("out/state.db")
@@ -240,6 +246,7 @@ class JobConfig(_Strict):
     delivery: DeliveryConfig = Field(default_factory=DeliveryConfig)
     source: SourceConfig = Field(default_factory=SourceConfig)
     mapping: MappingConfig
+    sync: SyncConfig = Field(default_factory=SyncConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
 
 

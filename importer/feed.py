@@ -20,8 +20,10 @@ import numpy as np
 from importer import batching, ordering, sources
 from importer.config import JobConfig
 from importer.mapping import Mapper
+from importer.preflight import job_scope
 from importer.rows import Chunk, InvalidRow, MappedChunk, Row, ValidRows
-from importer.state import SettledRows, StateStore
+from importer.state import SettledRows, StateStore, peek_snapshot
+from importer.sync import CustomerKeys, SyncDiff
 
 log = logging.getLogger("importer")
 
@@ -63,6 +65,8 @@ class Work:
     invalid: list[InvalidRow]
     batches: list[Batch]  # to send, in this order
     warnings: list[str] = field(default_factory=list)  # for the summary; no cell values
+    source: str = ""
+    unchanged: list[int] = field(default_factory=list)  # sync: rows MoEngage holds already
 
 
 class Batcher:
@@ -106,6 +110,10 @@ class WorkSource(Protocol):
 
     def work(self, state: StateStore | None, batch: Batcher) -> Iterator[Work]: ...
 
+    def absent(self) -> tuple[int, int] | None:
+        """(snapshot customers not seen, snapshot size) once the whole input was read and
+        compared; None when that is not known (no snapshot kept, rows skipped)."""
+
 
 def max_items_per_request(job: JobConfig) -> int:
     if job.api.endpoint == "customer":
@@ -118,16 +126,48 @@ class FileFeed:
 
     keeps_progress = True
 
-    def __init__(self, job: JobConfig, paths: list[Path], mapper: Mapper) -> None:
+    def __init__(
+        self, job: JobConfig, paths: list[Path], mapper: Mapper, *, full: bool = False
+    ) -> None:
         self.job = job
         self.paths = paths
         self.mapper = mapper
+        self.full = full
         self.fingerprints: Fingerprints = {}
+        self.diff: SyncDiff | None = None
         self._warned_scope = False
+        self._skipped_any = False
 
     def work(self, state: StateStore | None, batch: Batcher) -> Iterator[Work]:
+        if self.job.sync.mode == "changed":
+            self.diff = self._load_snapshot(state)
         for path in self.paths:
             yield from self._file(path, state, batch)
+
+    def _load_snapshot(self, state: StateStore | None) -> SyncDiff:
+        """The snapshot of this target and mapping (a dry run reads it without a lock and
+        never writes it)."""
+        if state is not None:
+            keys, prints = state.load_snapshot()
+            elsewhere = not len(keys) and state.other_snapshot()
+        else:
+            keys, prints, elsewhere = peek_snapshot(self.job.output.state, job_scope(self.job))
+        if elsewhere:
+            log.warning(
+                "the snapshot in %s was made for another target or mapping; this run sends"
+                " every valid row and starts a new one",
+                self.job.output.state,
+            )
+        elif self.full:
+            log.info("--full: sending every valid row and refreshing the snapshot")
+        elif len(keys):
+            log.info("comparing with the snapshot of %s customers", f"{len(keys):,}")
+        return SyncDiff(keys, prints, CustomerKeys(self.job.mapping.identifiers), self.full)
+
+    def absent(self) -> tuple[int, int] | None:
+        if self.diff is None or self._skipped_any or not len(self.diff.seen):
+            return None
+        return self.diff.absent(), len(self.diff.seen)
 
     def _file(self, path: Path, state: StateStore | None, batch: Batcher) -> Iterator[Work]:
         name = str(path)
@@ -150,6 +190,7 @@ class FileFeed:
             settled = state.settled(key, fingerprint)
         self.fingerprints[name] = (key, fingerprint)
         prefix = settled.contiguous_through
+        self._skipped_any |= bool(settled.ranges)
         if prefix:
             yield Work(prefix, (prefix, _dead_in_prefix(settled, prefix)), [], [])
         rest = SettledRows(
@@ -167,8 +208,14 @@ class FileFeed:
             valid, invalid = mapped.valid, mapped.invalid
             if resent is not None:
                 valid, invalid, skipped = _resend_filter(mapped, rest, resent)
+            unchanged: list[int] = []
+            if self.diff is not None:
+                diff = self.diff.compare(valid)
+                valid, unchanged = diff.send, diff.unchanged
             work = batch(rows_read, skipped, valid, invalid)
             work.warnings = mapped.warnings
+            work.source = name
+            work.unchanged = unchanged
             yield work
 
     def _map_ahead(

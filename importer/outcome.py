@@ -10,18 +10,31 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from importer.deadletter import DeadLetter, DeadLetterFault, DeadLetterWriter
 from importer.progress import Progress
 from importer.report import Report, count_reasons
 from importer.rows import InvalidRow, Row
-from importer.state import StateFault, StateStore
+from importer.state import SnapshotEntries, StateFault, StateStore
+from importer.sync import ABSENT_WARNING_SHARE, CustomerKeys
 
 if TYPE_CHECKING:
     from importer.delivery import Refusal
 
 log = logging.getLogger("importer")
+
+
+@dataclass(frozen=True)
+class _Mark:
+    """Progress (and snapshot entries) to save in one transaction."""
+
+    source: str
+    rows: list[int]
+    dead_lettered: bool = False
+    retry_later: bool = False
+    snapshot: SnapshotEntries = ()
 
 
 class SettleFault(Exception):
@@ -54,7 +67,9 @@ class Settler:
         self.reasons: Counter[str] = Counter()
         self.fault: str | None = None
         # (source, rows, dead_lettered, retry_later) not saved because the state failed
-        self._unsaved: list[tuple[str, list[int], bool, bool]] = []
+        self._unsaved: list[_Mark] = []
+        # sync.mode changed: who accepted rows are about, for the snapshot (None: no snapshot)
+        self.customer_keys: CustomerKeys | None = None
 
     def read(self, count: int) -> None:
         self.report.rows_read += count
@@ -65,42 +80,78 @@ class Settler:
         return SettleFault(self.fault)
 
     def _mark(
-        self, source: str, rows: list[int], dead_lettered: bool = False, retry_later: bool = False
+        self,
+        source: str,
+        rows: list[int],
+        dead_lettered: bool = False,
+        retry_later: bool = False,
+        snapshot: SnapshotEntries = (),
     ) -> None:
         self.progress.advance(len(rows))
         if self.state is None or not rows:
             return
+        mark = _Mark(source, rows, dead_lettered, retry_later, snapshot)
         if self.fault is not None:
-            self._unsaved.append((source, rows, dead_lettered, retry_later))
+            self._unsaved.append(mark)
             return
         try:
-            self.state.mark_settled(
-                *self.fingerprints[source],
-                rows,
-                dead_lettered=dead_lettered,
-                retry_later=retry_later,
-            )
+            self._save(mark)
         except StateFault as error:
-            self._unsaved.append((source, rows, dead_lettered, retry_later))
+            self._unsaved.append(mark)
             raise self._fail(error) from None
+
+    def _save(self, mark: _Mark) -> None:
+        assert self.state is not None
+        self.state.mark_settled(
+            *self.fingerprints[mark.source],
+            mark.rows,
+            dead_lettered=mark.dead_lettered,
+            retry_later=mark.retry_later,
+            snapshot=mark.snapshot,
+        )
 
     def skipped(self, count: int, dead_lettered: int) -> None:
         self.report.rows_skipped += count
         self.report.rows_skipped_dead_lettered += dead_lettered
         self.progress.advance(count)
 
+    def unchanged(self, source: str, rows: list[int]) -> None:
+        """Rows whose element MoEngage holds already: settled like accepted rows, so a
+        resumed run does not compare them again with a snapshot its later rows moved on."""
+        self.report.rows_unchanged += len(rows)
+        self._mark(source, rows)
+
     def accepted(self, rows: list[Row]) -> None:
-        """Counted first: the API took them, whatever happens to our own records after."""
-        numbered = [(r.source, number) for r in rows for number in r.numbers]
-        self.report.rows_accepted += len(numbered)
+        """Counted first: the API took them, whatever happens to our own records after.
+
+        Their progress and, in changed mode, their snapshot entries are saved in one
+        transaction per source file."""
+        self.report.rows_accepted += sum(len(r.numbers) for r in rows)
+        by_source: dict[str, list[Row]] = {}
+        for row in rows:
+            by_source.setdefault(row.source, []).append(row)
         fault: SettleFault | None = None
-        for source, numbers in _by_source(numbered).items():
+        for source, group in by_source.items():
+            numbers = [number for row in group for number in row.numbers]
+            keys = self.customer_keys
+            snapshot = keys.of_rows(group) if keys is not None and self.state else ()
             try:
-                self._mark(source, numbers)
+                self._mark(source, numbers, snapshot=snapshot)
             except SettleFault as error:
                 fault = error
         if fault is not None:
             raise fault
+
+    def absent(self, absent: int, of: int) -> None:
+        """Snapshot customers a run that read its whole input did not see."""
+        self.report.customers_absent = absent
+        if of and absent > ABSENT_WARNING_SHARE * of:
+            warning = (
+                f"{absent:,} of the {of:,} customers in the snapshot ({absent / of:.0%}) were"
+                " not in this input: a truncated export? (they were not changed in MoEngage)"
+            )
+            if self.report.warn(warning):
+                log.warning("%s", warning)
 
     def invalid(self, rows: list[InvalidRow]) -> None:
         if not rows:
@@ -196,19 +247,13 @@ class Settler:
         if self.state is None or not self._unsaved:
             return
         while self._unsaved:
-            source, rows, dead_lettered, retry_later = self._unsaved[0]
             try:
-                self.state.mark_settled(
-                    *self.fingerprints[source],
-                    rows,
-                    dead_lettered=dead_lettered,
-                    retry_later=retry_later,
-                )
+                self._save(self._unsaved[0])
             except StateFault:
                 break  # still failing: each further try would only wait out the same lock
             self._unsaved.pop(0)
         if self._unsaved:
-            lost = sum(len(rows) for _, rows, _, _ in self._unsaved)
+            lost = sum(len(mark.rows) for mark in self._unsaved)
             log.error(
                 "progress of %s settled rows could not be saved; a rerun sends them again",
                 f"{lost:,}",

@@ -45,6 +45,7 @@ from importer.rows import Row
 from importer.signals import intercepted_signals
 from importer.sources import SourceError, count_rows
 from importer.state import RunLock, StateError, StateFault, StateStore
+from importer.sync import CustomerKeys
 
 __all__ = ["Run", "RunOptions", "RunOutcome", "mapper_for", "run_job"]
 
@@ -55,6 +56,7 @@ log = logging.getLogger("importer")
 class RunOptions:
     dry_run: bool = False
     fresh: bool = False
+    full: bool = False  # sync.mode changed: send every valid row anyway
     progress: bool | None = None  # None: a bar on a terminal, log lines otherwise
     sample_size: int = 3
 
@@ -105,7 +107,7 @@ class Run:
         self.options = options
         self.paths = paths
         self.mapper = mapper
-        self.feed: WorkSource = feed or FileFeed(job, paths, mapper)
+        self.feed: WorkSource = feed or FileFeed(job, paths, mapper, full=options.full)
         self._use_state = self.feed.keeps_progress and not options.dry_run
         self.run_id = new_run_id()
         self.report = Report(
@@ -145,6 +147,8 @@ class Run:
                     self.report, writer, state, self.feed.fingerprints, progress, self.run_id
                 )
                 self._settler = settler
+                if job_keeps_snapshot(self.job):
+                    settler.customer_keys = CustomerKeys(self.job.mapping.identifiers)
                 # Before the state closes (the stack unwinds last-in first): one more try
                 # at the progress marks a failed write left unsaved.
                 outputs.callback(settler.finish)
@@ -320,6 +324,9 @@ class Run:
                 self._abort(f"reading the input stopped: {_describe_fault(error)}")
                 return
             if work is None:
+                absent = self.feed.absent()
+                if absent is not None:
+                    settler.absent(*absent)
                 return
             try:
                 self._settle_read(settler, work)
@@ -341,6 +348,8 @@ class Run:
         if work.rows_skipped[0]:
             settler.skipped(*work.rows_skipped)
         settler.invalid(work.invalid)
+        if work.unchanged:
+            settler.unchanged(work.source, work.unchanged)
 
     async def _deliver(
         self, sender: Any, batches: asyncio.Queue[Batch | None], settler: Settler
@@ -480,6 +489,10 @@ class Run:
             "%s again: stopping now; unsettled rows will be resent by the next run", sig.name
         )
         self._stop(cancel_in_flight=True)
+
+
+def job_keeps_snapshot(job: JobConfig) -> bool:
+    return job.sync.mode == "changed"
 
 
 def _release(lock: RunLock) -> None:

@@ -153,6 +153,9 @@ class ReplayFeed:
             if letter.fingerprint:  # new dead-letter lines keep naming the source they came from
                 self.fingerprints.setdefault(letter.source, (letter.source, letter.fingerprint))
 
+    def absent(self) -> tuple[int, int] | None:
+        return None  # a replay compares nothing with the snapshot
+
     def work(self, state: StateStore | None, batch: Batcher) -> Iterator[Work]:
         if self.already_accepted:
             yield Work(self.already_accepted, (self.already_accepted, 0), [], [])
