@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import sqlite3
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,9 @@ def _job(tmp_path: Path, url: str, source: Path, **sections: Any) -> JobConfig:
 
 
 async def _run(
-    job: JobConfig, options: RunOptions, during: Callable[[Run], Awaitable[None]] | None = None
+    job: JobConfig,
+    options: RunOptions,
+    during: Callable[[Run], Coroutine[Any, Any, None]] | None = None,
 ) -> RunOutcome:
     paths, mapper = prepare(job)
     run = Run(job, options, paths, mapper)

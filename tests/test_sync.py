@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Sequence
 
 import numpy as np
 import orjson
@@ -36,9 +37,8 @@ def _diff(*snapshot: tuple[str, int], full: bool = False) -> SyncDiff:
     return SyncDiff(*_snapshot_of(*snapshot), CustomerKeys([]), full)
 
 
-def _sent(rows: object) -> list[int]:
-    assert isinstance(rows, ValidRows | list)
-    return [r.row for r in rows]  # type: ignore[attr-defined]
+def _sent(rows: Sequence[Row]) -> list[int]:
+    return [r.row for r in rows]
 
 
 def test_unchanged_rows_are_not_sent_and_new_or_changed_ones_are() -> None:
