@@ -178,6 +178,11 @@ def format_summary(report: Report) -> str:
             f"  elapsed         {report.elapsed_seconds:>10.1f} s  "
             f"({report.updates_per_minute:,.0f} updates/minute)",
         ]
+    if report.customers_absent:
+        lines.append(
+            f"  absent          {report.customers_absent:>10,}   (customers in the snapshot"
+            " this input did not hold)"
+        )
     if report.duplicate_customers:
         lines.append(
             f"  duplicates      {report.duplicate_customers:>10,}   (customers in more than one"
