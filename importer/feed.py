@@ -13,16 +13,17 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol, cast
+from typing import Any, Protocol, cast
 
 import numpy as np
+import orjson
 
 from importer import batching, ordering, sources
 from importer.config import JobConfig
 from importer.mapping import Mapper
 from importer.preflight import job_scope
 from importer.rows import Chunk, InvalidRow, MappedChunk, Row, ValidRows
-from importer.state import SettledRows, StateStore, peek_snapshot
+from importer.state import SettledRows, StateError, StateFault, StateStore, peek_snapshot
 from importer.sync import CustomerKeys, SyncDiff
 
 log = logging.getLogger("importer")
@@ -115,6 +116,23 @@ class WorkSource(Protocol):
         compared; None when that is not known (no snapshot kept, rows skipped)."""
 
 
+class Planner:
+    """A dry run's consumer of the work: builds every request body, sends nothing."""
+
+    def __init__(self, endpoint: str, sample_size: int) -> None:
+        self.endpoint = endpoint
+        self.sample_size = sample_size
+        self.planned = 0
+        self.samples: list[dict[str, Any]] = []
+
+    def plan(self, batch: Batch) -> None:
+        encoded = batch.encoded
+        batching.encoded_body(encoded, self.endpoint)  # built, never sent
+        self.planned += 1
+        for element in encoded[: max(self.sample_size - len(self.samples), 0)]:
+            self.samples.append(orjson.loads(element))
+
+
 def max_items_per_request(job: JobConfig) -> int:
     if job.api.endpoint == "customer":
         return 1
@@ -151,7 +169,13 @@ class FileFeed:
             keys, prints = state.load_snapshot()
             elsewhere = not len(keys) and state.other_snapshot()
         else:
-            keys, prints, elsewhere = peek_snapshot(self.job.output.state, job_scope(self.job))
+            try:
+                keys, prints, elsewhere = peek_snapshot(self.job.output.state, job_scope(self.job))
+            except (StateError, StateFault) as error:
+                # A dry run reports what it can: the real run will refuse the file itself.
+                log.warning("cannot read the snapshot (%s); comparing with none", error)
+                keys = prints = np.empty(0, dtype=np.int64)
+                elsewhere = False
         if elsewhere:
             log.warning(
                 "the snapshot in %s was made for another target or mapping; this run sends"

@@ -11,40 +11,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import logging
 import signal
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import orjson
-
-from importer import batching
 from importer.config import ConfigError, JobConfig
-from importer.deadletter import DeadLetterFault, DeadLetterWriter
-from importer.feed import Batch, Batcher, FileFeed, Work, WorkSource
+from importer.feed import Batch, Batcher, FileFeed, Planner, Work, WorkSource
 from importer.mapping import Mapper
 from importer.ordering import CustomerGate
 from importer.outcome import SettleFault, Settler
-from importer.preflight import (
-    check_output_paths,
-    dry_run_sibling,
-    has_saved_progress,
-    job_scope,
-    mapper_for,
-    new_run_id,
-    prepare,
-)
+from importer.outputs import OpenAborted, RunOutputs
+from importer.preflight import mapper_for, new_run_id, prepare
 from importer.progress import Progress
 from importer.ratelimit import WindowLimiter
 from importer.report import Report
 from importer.rows import Row
 from importer.signals import intercepted_signals
-from importer.sources import SourceError, count_rows
-from importer.state import RunLock, StateError, StateFault, StateStore
+from importer.sources import SourceError
+from importer.state import StateFault, StateStore
 from importer.sync import CustomerKeys
 
 __all__ = ["Run", "RunOptions", "RunOutcome", "mapper_for", "run_job"]
@@ -65,31 +53,6 @@ class RunOptions:
 class RunOutcome:
     report: Report
     samples: list[dict[str, Any]] = field(default_factory=list)
-
-
-# Errors writing our own files that are the machine's, not the job file's (exit 3, not 2).
-_DISK_FAULTS = frozenset({errno.ENOSPC, errno.EFBIG, errno.EIO, errno.EDQUOT, errno.EROFS})
-
-
-class _Abort(Exception):
-    """Opening the outputs failed in a way that stops the run (reported, exit 3)."""
-
-
-class Planner:
-    """A dry run's consumer of the work: builds every request body, sends nothing."""
-
-    def __init__(self, endpoint: str, sample_size: int) -> None:
-        self.endpoint = endpoint
-        self.sample_size = sample_size
-        self.planned = 0
-        self.samples: list[dict[str, Any]] = []
-
-    def plan(self, batch: Batch) -> None:
-        encoded = batch.encoded
-        batching.encoded_body(encoded, self.endpoint)  # built, never sent
-        self.planned += 1
-        for element in encoded[: max(self.sample_size - len(self.samples), 0)]:
-            self.samples.append(orjson.loads(element))
 
 
 class Run:
@@ -136,121 +99,43 @@ class Run:
 
     async def execute(self) -> RunOutcome:
         started = time.monotonic()
+        outputs = RunOutputs(self.job, self.report, self._abort, self._state_healthy)
         try:
-            async with contextlib.AsyncExitStack() as outputs:
+            async with contextlib.AsyncExitStack() as stack:
                 try:
-                    state, writer = self._open(outputs)
-                except _Abort:
+                    state, writer = outputs.open(
+                        stack,
+                        dry_run=self.options.dry_run,
+                        use_state=self._use_state,
+                        fresh=self.options.fresh,
+                    )
+                except OpenAborted:
                     return RunOutcome(self.report, self.samples)
-                progress = outputs.enter_context(self._progress())
+                progress = stack.enter_context(outputs.progress(self.paths, self.options.progress))
                 settler = Settler(
                     self.report, writer, state, self.feed.fingerprints, progress, self.run_id
                 )
                 self._settler = settler
-                if job_keeps_snapshot(self.job):
+                if self.job.sync.mode == "changed":
                     settler.customer_keys = CustomerKeys(self.job.mapping.identifiers)
                 # Before the state closes (the stack unwinds last-in first): one more try
                 # at the progress marks a failed write left unsaved.
-                outputs.callback(settler.finish)
-                outputs.callback(self._summarise, settler)
+                stack.callback(settler.finish)
+                stack.callback(self._summarise, settler)
                 ticker = asyncio.create_task(_tick(progress))
-                outputs.callback(ticker.cancel)
+                stack.callback(ticker.cancel)
                 await self._pipeline(settler, state)
         finally:
-            self._finish(started)
+            self.report.close(time.monotonic() - started, self.interrupted, self._input_error)
         return RunOutcome(self.report, self.samples)
 
-    def _open(
-        self, outputs: contextlib.AsyncExitStack
-    ) -> tuple[StateStore | None, DeadLetterWriter]:
-        """Lock, state and dead-letter writer, each closed by `outputs` whatever happens."""
-        job, options = self.job, self.options
-        dead_letter_path = job.output.dead_letter
-        if (
-            options.dry_run
-            and dead_letter_path.exists()
-            and (has_saved_progress(job.output.state) or RunLock(job.output.state).is_held())
-        ):
-            # The dead-letter file belongs to a run that a rerun will resume, or that is
-            # running now: a dry run must not write into it.
-            dead_letter_path = dry_run_sibling(dead_letter_path)
-            log.warning(
-                "a run of this job can be resumed; the dry run writes its dead letters to %s",
-                dead_letter_path,
-            )
-        check_output_paths(job, dead_letter_path, with_state=self._use_state)
-        state: StateStore | None = None
-        try:
-            resuming = False
-            if self._use_state:
-                lock = RunLock(job.output.state)
-                lock.acquire()
-                outputs.callback(_release, lock)
-                state = StateStore(job.output.state, job_scope(job), fresh=options.fresh)
-                outputs.callback(self._close_state, state)
-                if options.fresh:
-                    state.reset()
-                resuming = state.has_progress()
-            writer = DeadLetterWriter(dead_letter_path, append=resuming)
-            outputs.callback(self._close_writer, writer)
-        except StateFault as fault:
-            # Ours to fix (another process holds the database), not the input's: exit 3.
-            self._abort(str(fault))
-            raise _Abort from None
-        except OSError as error:
-            message = f"cannot open {error.filename or 'an output file'}: {error.strerror}"
-            if error.errno in _DISK_FAULTS:  # a fault of our own: rerun once fixed
-                self._abort(message)
-                raise _Abort from None
-            # Output paths are the user's to fix, and nothing has been sent yet.
-            raise StateError(message) from None
-        self.report.dead_letter = str(dead_letter_path)
-        self.report.state = None if state is None else str(job.output.state)
-        return state, writer
-
-    @contextlib.contextmanager
-    def _progress(self) -> Iterator[Progress]:
-        job = self.job
-        progress = Progress(
-            enabled=self.options.progress,
-            total=count_rows(self.paths, job.source) if self.paths else None,
-            limit_per_minute=job.rate_limit.updates / job.rate_limit.period_seconds * 60,
-        )
-        try:
-            yield progress
-        finally:
-            progress.close()
+    def _state_healthy(self) -> bool:
+        return self._settler is None or self._settler.fault is None
 
     def _summarise(self, settler: Settler) -> None:
         self.report.invalid_reasons = dict(settler.reasons.most_common())
         self.report.duplicate_customers = self.batcher.tally.duplicates
         self.report.requests_planned = self.planner.planned
-
-    def _finish(self, started: float) -> None:
-        elapsed = time.monotonic() - started
-        self.report.elapsed_seconds = round(elapsed, 3)
-        # Over at least a minute: a 4-second run's 5,000 updates are 5,000 in that minute,
-        # not a pace of 75,000 a minute that no minute ever saw.
-        minutes = max(elapsed, 60.0) / 60
-        self.report.updates_per_minute = round(self.report.rows_accepted / minutes, 1)
-        self.report.settle_pending()
-        self.report.finish_exit_code(self.interrupted, input_error=self._input_error)
-
-    def _close_writer(self, writer: DeadLetterWriter) -> None:
-        try:
-            writer.close()
-        except DeadLetterFault as fault:
-            self._abort(str(fault))
-
-    def _close_state(self, state: StateStore) -> None:
-        """A failing database is left alone; a failure to close is exit 3, no traceback."""
-        if self._settler is None or self._settler.fault is None:
-            with contextlib.suppress(StateFault):
-                state.compact()
-        try:
-            state.close()
-        except StateFault as fault:
-            self._abort(str(fault))
 
     async def _pipeline(self, settler: Settler, state: StateStore | None) -> None:
         loop = asyncio.get_running_loop()
@@ -489,15 +374,6 @@ class Run:
             "%s again: stopping now; unsettled rows will be resent by the next run", sig.name
         )
         self._stop(cancel_in_flight=True)
-
-
-def job_keeps_snapshot(job: JobConfig) -> bool:
-    return job.sync.mode == "changed"
-
-
-def _release(lock: RunLock) -> None:
-    with contextlib.suppress(OSError):
-        lock.release()
 
 
 def _describe_fault(error: BaseException) -> str:
