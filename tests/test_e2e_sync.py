@@ -24,6 +24,8 @@ from conftest import (
 )
 from sandbox_proc import SandboxProcess, start_sandbox
 
+pytestmark = pytest.mark.slow  # each test runs the CLI several times: seconds each
+
 MAPPING: dict[str, Any] = {
     "customer_id": "user_id",
     "attributes": {"first_name": "first_name", "points": {"column": "points", "type": "integer"}},
@@ -173,7 +175,8 @@ def test_kill_9_mid_run_then_rerun_sends_every_changed_user_and_no_other(
         after_third = len(sandbox.records()) - before
     expected = {f"u{i:05d}" for i in changed}
     assert set(sent) == expected  # every changed user delivered
-    assert len(sent) - len(expected) <= 40  # at most the requests in flight at the kill, again
+    # Sent twice at most: the requests in flight at the kill (8 of 20 users at the most).
+    assert len(sent) - len(expected) <= 8 * 20
     assert third.returncode == 0, third.stderr
     assert after_third == len(sent)
     assert read_report(tmp_path)["rows_unchanged"] == 2000
