@@ -23,7 +23,7 @@ from importer.config import JobConfig
 from importer.mapping import Mapper
 from importer.preflight import job_scope
 from importer.rows import Chunk, InvalidRow, MappedChunk, Row, ValidRows
-from importer.state import SettledRows, StateError, StateFault, StateStore, peek_snapshot
+from importer.state import SettledRows, StateError, StateStore, peek_snapshot
 from importer.sync import CustomerKeys, SyncDiff
 
 log = logging.getLogger("importer")
@@ -157,25 +157,26 @@ class FileFeed:
         self._skipped_any = False
 
     def work(self, state: StateStore | None, batch: Batcher) -> Iterator[Work]:
+        snapshot: Future[SyncDiff] | None = None
         if self.job.sync.mode == "changed":
-            self.diff = self._load_snapshot(state)
+            # Loaded while the first chunks are read and mapped (sqlite lets go of the GIL).
+            pool = ThreadPoolExecutor(1, thread_name_prefix="snapshot")
+            snapshot = pool.submit(self._load_snapshot)
+            pool.shutdown(wait=False)  # the thread ends with the load
         for path in self.paths:
-            yield from self._file(path, state, batch)
+            yield from self._file(path, state, batch, snapshot)
 
-    def _load_snapshot(self, state: StateStore | None) -> SyncDiff:
-        """The snapshot of this target and mapping (a dry run reads it without a lock and
-        never writes it)."""
-        if state is not None:
-            keys, prints = state.load_snapshot()
-            elsewhere = not len(keys) and state.other_snapshot()
-        else:
-            try:
-                keys, prints, elsewhere = peek_snapshot(self.job.output.state, job_scope(self.job))
-            except (StateError, StateFault) as error:
-                # A dry run reports what it can: the real run will refuse the file itself.
-                log.warning("cannot read the snapshot (%s); comparing with none", error)
-                keys = prints = np.empty(0, dtype=np.int64)
-                elsewhere = False
+    def _load_snapshot(self) -> SyncDiff:
+        """The snapshot of this target and mapping, through a read-only connection of its
+        own (a dry run takes no lock and never writes; a run holds the lock, and writes
+        nothing to the snapshot before this is loaded)."""
+        try:
+            keys, prints, elsewhere = peek_snapshot(self.job.output.state, job_scope(self.job))
+        except StateError as error:
+            # A dry run reports what it can: the real run refuses the file itself.
+            log.warning("cannot read the snapshot (%s); comparing with none", error)
+            keys = prints = np.empty(0, dtype=np.int64)
+            elsewhere = False
         if elsewhere:
             log.warning(
                 "the snapshot in %s was made for another target or mapping; this run sends"
@@ -193,7 +194,13 @@ class FileFeed:
             return None
         return self.diff.absent(), len(self.diff.seen)
 
-    def _file(self, path: Path, state: StateStore | None, batch: Batcher) -> Iterator[Work]:
+    def _file(
+        self,
+        path: Path,
+        state: StateStore | None,
+        batch: Batcher,
+        snapshot: Future[SyncDiff] | None,
+    ) -> Iterator[Work]:
         name = str(path)
         # Progress is keyed by the absolute path: ./x.csv and x.csv are one file.
         key = str(path.resolve())
@@ -233,6 +240,8 @@ class FileFeed:
             if resent is not None:
                 valid, invalid, skipped = _resend_filter(mapped, rest, resent)
             unchanged: list[int] = []
+            if snapshot is not None and self.diff is None:
+                self.diff = snapshot.result()
             if self.diff is not None:
                 diff = self.diff.compare(valid)
                 valid, unchanged = diff.send, diff.unchanged

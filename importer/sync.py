@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 import orjson
@@ -53,7 +54,9 @@ class CustomerKeys:
     def __init__(self, identifiers: Sequence[str]) -> None:
         self.identifiers = list(identifiers)
 
-    def texts(self, ids: Sequence[str | None], encoded: Sequence[bytes]) -> list[str | None]:
+    def texts(self, ids: Sequence[str | None], encoded: Sequence[bytes]) -> Sequence[str | None]:
+        if None not in ids:  # a customer_id on every row: nothing to look up
+            return ids
         texts: list[str | None] = list(ids)
         for position, customer in enumerate(ids):
             if customer is None:
@@ -73,6 +76,8 @@ class CustomerKeys:
     ) -> tuple[np.ndarray, np.ndarray]:
         """(key hashes, has a key): a row with no key is always sent and never recorded."""
         texts = self.texts(ids, encoded)
+        if None not in texts:
+            return _hash64(cast("Sequence[str]", texts)), np.ones(len(texts), dtype=bool)
         known = np.fromiter((t is not None for t in texts), dtype=bool, count=len(texts))
         hashes = np.zeros(len(texts), dtype=np.int64)
         if known.any():
@@ -101,7 +106,11 @@ class _Lookup:
         """(positions, found) of `keys` in this table."""
         if not len(self.keys):
             return np.zeros(len(keys), dtype=np.int64), np.zeros(len(keys), dtype=bool)
-        at = np.searchsorted(self.keys, keys)
+        # Looked up in key order: each search starts near the last one, so a large table
+        # is walked once instead of jumped about in (a few times faster at millions).
+        order = np.argsort(keys)
+        at = np.empty(len(keys), dtype=np.int64)
+        at[order] = np.searchsorted(self.keys, keys[order])
         at[at == len(self.keys)] = 0
         return at, self.keys[at] == keys
 

@@ -53,7 +53,7 @@ def test_rows_an_earlier_run_settled_are_skipped(tmp_path: Path) -> None:
 def test_changed_mode_leaves_out_what_the_snapshot_holds(tmp_path: Path) -> None:
     job = _job(tmp_path, ["a,1", "b,2"], sync={"mode": "changed"})
     paths, mapper = prepare(job)
-    state = StateStore(tmp_path / "state.db", job_scope(job))
+    state = StateStore(job.output.state, job_scope(job))
     feed = FileFeed(job, paths, mapper)
     (work,) = list(feed.work(state, Batcher(job, mapper.max_element_bytes)))
     rows = [r for b in work.batches for r in b.rows]
