@@ -99,14 +99,15 @@ def refuse_symlink(path: Path, what: str) -> None:
 
 
 def to_ranges(rows: Iterable[int]) -> list[tuple[int, int]]:
-    """Sorted, merged closed ranges covering `rows`."""
-    ranges: list[tuple[int, int]] = []
-    for row in sorted(set(rows)):
-        if ranges and row == ranges[-1][1] + 1:
-            ranges[-1] = (ranges[-1][0], row)
-        else:
-            ranges.append((row, row))
-    return ranges
+    """Sorted, merged closed ranges covering `rows` (vectorised: a chunk's unchanged rows
+    are tens of thousands of numbers a mark)."""
+    numbers = np.unique(np.fromiter(rows, dtype=np.int64))
+    if not len(numbers):
+        return []
+    breaks = np.flatnonzero(np.diff(numbers) != 1)
+    firsts = np.concatenate([numbers[:1], numbers[breaks + 1]]).tolist()
+    lasts = np.concatenate([numbers[breaks], numbers[-1:]]).tolist()
+    return list(zip(firsts, lasts, strict=True))
 
 
 def merge_ranges(ranges: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
