@@ -53,6 +53,11 @@ def _add_run_options(parser: argparse.ArgumentParser, *, dry_run_flag: bool) -> 
             help="map, validate and build every request; send nothing",
         )
     parser.add_argument("--fresh", action="store_true", help="ignore saved progress and start over")
+    parser.add_argument(
+        "--full",
+        action="store_true",
+        help="with sync.mode changed: send every valid row anyway, and refresh the snapshot",
+    )
     parser.add_argument("--base-url", help="API base URL (overrides api.base_url / data_center)")
     parser.add_argument(
         "--rate", type=_positive_int, help="user updates per period (rate_limit.updates)"
@@ -212,6 +217,7 @@ def _run_command(args: argparse.Namespace) -> int:
     options = pipeline.RunOptions(
         dry_run=validating,
         fresh=args.fresh,
+        full=args.full,
         progress=False if args.no_progress else None,
     )
     # Through the library: metrics file and notification come with the run (importer.api).

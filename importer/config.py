@@ -306,6 +306,12 @@ class NotifyConfig(_Strict):
         return value
 
 
+class SyncConfig(_Strict):
+    # all: send every valid row; changed: only rows whose element differs from the last
+    # one the API accepted for that customer (see importer/sync.py).
+    mode: Literal["all", "changed"] = "all"
+
+
 class OutputConfig(_Strict):
     dead_letter: Path = Path("out/dead_letter.jsonl")
     state: Path = Path("out/state.db")
@@ -325,6 +331,7 @@ class JobConfig(_Strict):
     delivery: DeliveryConfig = Field(default_factory=DeliveryConfig)
     source: SourceConfig = Field(default_factory=SourceConfig)
     mapping: MappingConfig
+    sync: SyncConfig = Field(default_factory=SyncConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
 
 

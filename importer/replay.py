@@ -14,7 +14,7 @@ import bisect
 import contextlib
 import logging
 import math
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +25,19 @@ import pandas as pd
 from importer import sources
 from importer.config import JobConfig
 from importer.deadletter import DeadLetter, DeadLetterError, read_dead_letter
+from importer.feed import Batcher, Fingerprints, Work
 from importer.mapping import MALFORMED_RECORD_KEY, Mapper
-from importer.pipeline import Run, RunOptions, RunOutcome, Work, job_scope, mapper_for
+from importer.pipeline import Run, RunOptions, RunOutcome, mapper_for
+from importer.preflight import job_scope
 from importer.rows import Chunk, InvalidRow, LineMap, Row
-from importer.state import SettledRows, StateError, StateFault, StateStore, progress_scope
+from importer.state import (
+    SettledRows,
+    SnapshotEntries,
+    StateError,
+    StateFault,
+    StateStore,
+    progress_scope,
+)
 
 log = logging.getLogger("importer")
 
@@ -94,9 +103,6 @@ def _remap_chunk(source: str, letters: list[DeadLetter], mapper: Mapper) -> Chun
     return Chunk(source, frame, lines=lines if known else None)
 
 
-Batcher = Callable[[int, tuple[int, int], Sequence[Row], list[InvalidRow]], Work]
-
-
 def _is_malformed(letter: DeadLetter) -> bool:
     return set(letter.record) == {MALFORMED_RECORD_KEY}
 
@@ -115,15 +121,11 @@ def _fitting(rows: list[Row], limit: int) -> tuple[list[Row], list[InvalidRow]]:
     return fitting, too_large
 
 
-def replay_work(
-    letters: list[DeadLetter],
-    mapper: Mapper,
-    batched: Batcher,
-    already_settled: tuple[int, int] = (0, 0),
-) -> Iterator[Work]:
-    """`already_settled`: (lines left out, of which still dead-lettered) as `Work.rows_skipped`."""
-    if already_settled[0]:
-        yield Work(already_settled[0], already_settled, [], [])
+# One source's lines ready to batch: (lines read, valid rows, invalid rows), in row order.
+_Group = tuple[int, list[Row], list[InvalidRow]]
+
+
+def replay_groups(letters: list[DeadLetter], mapper: Mapper) -> Iterator[_Group]:
     for source, group in _by_source(letters).items():
         records = LetterRecords(group)
         resend = [d for d in group if d.stage != "validation"]
@@ -143,7 +145,37 @@ def replay_work(
             invalid += mapped.invalid
         rows.sort(key=lambda r: r.row)
         invalid.sort(key=lambda r: r.row)
-        yield batched(len(group), (0, 0), rows, invalid)
+        yield len(group), rows, invalid
+
+
+class ReplayFeed:
+    """The rows of a dead-letter file as work; every line is checked before anything is sent."""
+
+    # Its progress is not a source file's: the run opens a `ReplayStore` for it instead.
+    keeps_progress = False
+
+    def __init__(
+        self,
+        letters: list[DeadLetter],
+        mapper: Mapper,
+        already_settled: tuple[int, int] = (0, 0),
+    ) -> None:
+        """`already_settled`: (lines left out, of which still dead-lettered), as skipped rows."""
+        self.already_settled = already_settled
+        self.groups = list(replay_groups(letters, mapper))
+        self.fingerprints: Fingerprints = {}
+        for letter in letters:
+            if letter.fingerprint:  # new dead-letter lines keep naming the source they came from
+                self.fingerprints.setdefault(letter.source, (letter.source, letter.fingerprint))
+
+    def absent(self) -> tuple[int, int] | None:
+        return None  # a replay compares nothing with the snapshot
+
+    def work(self, state: StateStore | None, batch: Batcher) -> Iterator[Work]:
+        if self.already_settled[0]:
+            yield Work(self.already_settled[0], self.already_settled, [], [])
+        for read, rows, invalid in self.groups:
+            yield batch(read, (0, 0), rows, invalid)
 
 
 class ReplayStore(StateStore):
@@ -172,7 +204,10 @@ class ReplayStore(StateStore):
         *,
         dead_lettered: bool = False,
         retry_later: bool = False,
+        snapshot: SnapshotEntries = (),
     ) -> None:
+        # `snapshot` is left alone: a replayed row is sent again the next night under
+        # sync.mode changed, the safe direction.
         rows = list(rows)
         # The job's record first: a row it counts as delivered is left out of a resumed
         # replay even if the replay's own mark below is lost.
@@ -206,18 +241,16 @@ def replay_dead_letter(job: JobConfig, dead_letter_in: Path, options: RunOptions
     known = _Known(job.output.state, job_scope(job), own_scope, fresh=options.fresh)
     letters, left_out = known.still_to_send(letters)
     mapper = mapper_for(job)
-    work: list[Work] = []
     state_path = job.output.state
 
     def open_state() -> StateStore:
         return ReplayStore(state_path, job_scope(job), own_scope, fresh=options.fresh)
 
-    run = Run(job, options, [], mapper, work=lambda _state: iter(work), open_state=open_state)
-    run.report.replay_of = str(dead_letter_in)
+    feed = ReplayFeed(letters, mapper, already_settled=left_out)
     for source, fingerprint, key in known.sources(letters):
-        run.known_fingerprint(source, fingerprint, key)
-    # Every line checked before anything is sent.
-    work += replay_work(letters, mapper, run.batched, already_settled=left_out)
+        feed.fingerprints[source] = (key, fingerprint)
+    run = Run(job, options, [], mapper, feed, open_state=open_state)
+    run.report.replay_of = str(dead_letter_in)
     return asyncio.run(run.execute())
 
 

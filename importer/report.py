@@ -92,6 +92,16 @@ class Report:
         if self.exit_code == EXIT_OK:
             self.exit_code = EXIT_EMPTY
 
+    def close(self, elapsed: float, interrupted: bool, input_error: bool) -> None:
+        """The run is over: its time, pace, pending rows and exit code."""
+        self.elapsed_seconds = round(elapsed, 3)
+        # Over at least a minute: a 4-second run's 5,000 updates are 5,000 in that minute,
+        # not a pace of 75,000 a minute that no minute ever saw.
+        minutes = max(elapsed, 60.0) / 60
+        self.updates_per_minute = round(self.rows_accepted / minutes, 1)
+        self.settle_pending()
+        self.finish_exit_code(interrupted, input_error=input_error)
+
     def settle_pending(self) -> None:
         """Whatever was read and not settled is pending; keeps the sum the contract states."""
         settled = (
@@ -209,6 +219,11 @@ def format_summary(report: Report) -> str:
     waits = format_waits(report.wait_seconds)
     if waits:
         lines.append(f"  waited on       {waits}")
+    if report.customers_absent:
+        lines.append(
+            f"  absent          {report.customers_absent:>10,}   (customers in the snapshot"
+            " this input did not hold)"
+        )
     if report.duplicate_customers:
         lines.append(
             f"  duplicates      {report.duplicate_customers:>10,}   (customers in more than one"

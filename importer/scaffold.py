@@ -933,6 +933,9 @@ def render_job(guess: JobGuess) -> str:
         *_api_lines(),
         *_source_lines(guess.input_path, guess.samples, guess.format),
         *_mapping_lines(guess),
+        _line(
+            "sync: {mode: changed}", "send only rows changed since last accepted; all: every row"
+        ),
         *_output_lines(guess.input_path),
     ]
     return "\n".join(lines) + "\n"

@@ -3,8 +3,9 @@
 A row is settled once the request holding it got a 2xx, or its dead-letter line was
 flushed. Settled rows are stored as closed ranges per source file, the file being
 identified by path and a content fingerprint, so a changed file is not mistaken for
-the old one. The `customers` table is reserved for incremental sync (a fingerprint per
-customer_id, to skip unchanged users); nothing writes it yet.
+the old one. The snapshot (incremental sync, see sync.py) holds per scope and customer
+key the fingerprint of the last element the API accepted: 64-bit integers in a table
+without rowid, written only together with the progress of the rows that set them.
 """
 
 from __future__ import annotations
@@ -12,17 +13,20 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import itertools
 import json
 import os
 import socket
 import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-SCHEMA_VERSION = 2
+import numpy as np
+
+SCHEMA_VERSION = 3
 
 # Progress belongs to one scope (target and mapping, see `progress_scope`): the same file
 # sent to another workspace, URL or with another mapping starts from nothing.
@@ -46,7 +50,20 @@ CREATE TABLE IF NOT EXISTS customers (
     fingerprint TEXT NOT NULL,
     updated_at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS snapshot_scopes (
+    id INTEGER PRIMARY KEY,
+    scope TEXT NOT NULL UNIQUE
+);
+CREATE TABLE IF NOT EXISTS snapshot (
+    scope_id INTEGER NOT NULL,
+    customer INTEGER NOT NULL,  -- 64-bit hash of the customer key
+    fingerprint INTEGER NOT NULL,  -- 64-bit hash of the element last accepted
+    PRIMARY KEY (scope_id, customer)
+) WITHOUT ROWID;
 """
+
+# Snapshot entries: (customer key hash, element fingerprint), both signed 64-bit.
+SnapshotEntries = Sequence[tuple[int, int]]
 
 # Row outcomes as stored. RETRY_LATER rows went to the dead-letter file at stage
 # `delivery`: they were never refused for their data, so a rerun sends them again.
@@ -84,14 +101,15 @@ def refuse_symlink(path: Path, what: str) -> None:
 
 
 def to_ranges(rows: Iterable[int]) -> list[tuple[int, int]]:
-    """Sorted, merged closed ranges covering `rows`."""
-    ranges: list[tuple[int, int]] = []
-    for row in sorted(set(rows)):
-        if ranges and row == ranges[-1][1] + 1:
-            ranges[-1] = (ranges[-1][0], row)
-        else:
-            ranges.append((row, row))
-    return ranges
+    """Sorted, merged closed ranges covering `rows` (vectorised: a chunk's unchanged rows
+    are tens of thousands of numbers a mark)."""
+    numbers = np.unique(np.fromiter(rows, dtype=np.int64))
+    if not len(numbers):
+        return []
+    breaks = np.flatnonzero(np.diff(numbers) != 1)
+    firsts = np.concatenate([numbers[:1], numbers[breaks + 1]]).tolist()
+    lasts = np.concatenate([numbers[breaks], numbers[-1:]]).tolist()
+    return list(zip(firsts, lasts, strict=True))
 
 
 def merge_ranges(ranges: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
@@ -220,6 +238,7 @@ class StateStore:
             _set_aside(path)  # --fresh: whatever the file was, start over beside it
             self._db = _open(path)
         self._source_ids: dict[tuple[str, str], int] = {}
+        self._scope_id: int | None = None
 
     def close(self) -> None:
         with _faults(self.path):
@@ -315,13 +334,17 @@ class StateStore:
         *,
         dead_lettered: bool = False,
         retry_later: bool = False,
+        snapshot: SnapshotEntries = (),
     ) -> None:
+        """Rows settled; `snapshot`: what the accepted ones among them set, in the same
+        transaction, so a crash never leaves a customer recorded whose row is not."""
         ranges = to_ranges(rows)
         if not ranges:
             return
         outcome = RETRY_LATER if retry_later else DEAD_LETTERED if dead_lettered else ACCEPTED
         with _faults(self.path):
             source_id = self._source_id(source, fingerprint)
+            scope_id = self._snapshot_scope_id() if snapshot else 0
             with self._db:
                 self._db.execute("BEGIN")
                 self._db.executemany(
@@ -329,6 +352,27 @@ class StateStore:
                     " VALUES (?, ?, ?, ?)",
                     [(source_id, first, last, outcome) for first, last in ranges],
                 )
+                if snapshot:
+                    self._db.executemany(
+                        "INSERT OR REPLACE INTO snapshot(scope_id, customer, fingerprint)"
+                        " VALUES (?, ?, ?)",
+                        [(scope_id, key, print_) for key, print_ in snapshot],
+                    )
+
+    def _snapshot_scope_id(self) -> int:
+        if self._scope_id is None:
+            self._db.execute(
+                "INSERT OR IGNORE INTO snapshot_scopes(scope) VALUES (?)", (self.scope,)
+            )
+            (self._scope_id,) = self._db.execute(
+                "SELECT id FROM snapshot_scopes WHERE scope = ?", (self.scope,)
+            ).fetchone()
+        return self._scope_id
+
+    def load_snapshot(self) -> tuple[np.ndarray, np.ndarray]:
+        """This scope's snapshot as (customer keys, fingerprints), sorted by key."""
+        with _faults(self.path):
+            return read_snapshot(self._db, self.scope)
 
     # --- replay (see importer.replay) ---------------------------------------------------
 
@@ -414,6 +458,59 @@ class StateStore:
                     )
 
 
+def read_snapshot(db: sqlite3.Connection, scope: str) -> tuple[np.ndarray, np.ndarray]:
+    """(keys, fingerprints) of `scope`, sorted by key (the primary key's order): a few
+    seconds and 16 bytes a customer at 5 million (the run lock keeps writers out)."""
+    row = db.execute("SELECT id FROM snapshot_scopes WHERE scope = ?", (scope,)).fetchone()
+    if row is None:
+        return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
+    db.execute("BEGIN")  # the count and the rows from one version of the file
+    try:
+        (count,) = db.execute("SELECT count(*) FROM snapshot WHERE scope_id = ?", row).fetchone()
+        cursor = db.execute(
+            "SELECT customer, fingerprint FROM snapshot WHERE scope_id = ? ORDER BY customer",
+            row,
+        )
+        # Flattened straight into one array: no list of 5 million tuples on the way.
+        flat = itertools.chain.from_iterable(cursor)
+        pairs = np.fromiter(flat, dtype=np.int64, count=2 * count)
+    finally:
+        db.execute("ROLLBACK")
+    return pairs[0::2].copy(), pairs[1::2].copy()
+
+
+def other_snapshot(db: sqlite3.Connection, scope: str) -> bool:
+    row = db.execute(
+        "SELECT 1 FROM snapshot_scopes s WHERE s.scope != ?"
+        " AND EXISTS (SELECT 1 FROM snapshot t WHERE t.scope_id = s.id) LIMIT 1",
+        (scope,),
+    ).fetchone()
+    return row is not None
+
+
+def peek_snapshot(path: Path, scope: str) -> tuple[np.ndarray, np.ndarray, bool]:
+    """A dry run's read of the snapshot: read-only, never creating or changing the file.
+
+    Returns (keys, fingerprints, another scope has one); empty when there is no state yet."""
+    empty = np.empty(0, dtype=np.int64)
+    if not path.exists():
+        return empty, empty, False
+    _check_is_state_database(path)
+    try:
+        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    except sqlite3.Error as error:
+        raise StateError(_unusable(path, str(error))) from None
+    try:
+        with _faults(path):
+            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
+            if "snapshot" not in tables:
+                return empty, empty, False
+            keys, prints = read_snapshot(db, scope)
+            return keys, prints, not len(keys) and other_snapshot(db, scope)
+    finally:
+        db.close()
+
+
 class _faults:
     """sqlite errors mid-run as StateFault, naming the file (no traceback reaches the user)."""
 
@@ -472,7 +569,7 @@ def _open(path: Path) -> sqlite3.Connection:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
         tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
-        ours = {"sources", "settled", "source_files", "settled_rows", "customers"}
+        ours = {"sources", "settled", "source_files", "settled_rows", "customers", "snapshot"}
         if tables and not tables & ours:
             raise sqlite3.DatabaseError("an SQLite database, but not one of moe-import's")
         db.executescript(SCHEMA)

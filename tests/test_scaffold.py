@@ -197,7 +197,7 @@ def test_a_value_that_does_not_parse_in_a_small_sample_keeps_text(tmp_path: Path
 def test_output_is_yaml_with_comments_a_person_can_read(tmp_path: Path) -> None:
     text = scaffold_job(str(SAMPLE / "customers.csv"))
     tree = yaml.safe_load(text)
-    assert list(tree) == ["api", "rate_limit", "source", "mapping", "output"]
+    assert list(tree) == ["api", "rate_limit", "source", "mapping", "sync", "output"]
     assert all(len(line) <= 100 for line in text.splitlines())
     assert text.startswith("# moe-import job for")
 

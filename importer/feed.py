@@ -1,0 +1,354 @@
+"""The work to do: source chunks, mapped and batched, minus the rows already settled.
+
+A `WorkSource` yields `Work` per chunk; the pipeline sends its batches (or, in a dry
+run, a planner builds them). `FileFeed` reads the job's source files; replay brings its
+own (`replay.ReplayFeed`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Protocol, cast
+
+import numpy as np
+import orjson
+
+from importer import batching, ordering, sources
+from importer.config import JobConfig
+from importer.mapping import Mapper
+from importer.preflight import job_scope
+from importer.rows import Chunk, InvalidRow, MappedChunk, Row, ValidRows
+from importer.state import SettledRows, StateError, StateStore, peek_snapshot
+from importer.sync import CustomerKeys, SyncDiff
+
+log = logging.getLogger("importer")
+
+# Chunks mapped at once: the arrow kernels release the GIL, so two threads use two cores.
+MAPPING_THREADS = 2
+
+# Requests per period at the least: smaller batches keep pacing smooth under a small limit.
+MIN_REQUESTS_PER_PERIOD = 20
+
+# source as named in rows -> (state key, fingerprint of the file)
+Fingerprints = dict[str, tuple[str, str]]
+
+
+@dataclass(slots=True)
+class Batch:
+    """The rows of one request (`pool[start:end]`), and the customers it holds."""
+
+    pool: Sequence[Row]
+    start: int
+    end: int
+    customers: frozenset[str]
+
+    @property
+    def rows(self) -> list[Row]:
+        """Row objects, made only when the batch is sent (a dry run needs none)."""
+        return list(self.pool[self.start : self.end])
+
+    @property
+    def encoded(self) -> Sequence[bytes]:
+        return batching.encoded_of(self.pool)[self.start : self.end]
+
+
+@dataclass
+class Work:
+    """What the reader thread hands the event loop for one chunk."""
+
+    rows_read: int
+    rows_skipped: tuple[int, int]  # (skipped, of which dead-lettered by an earlier run)
+    invalid: list[InvalidRow]
+    batches: list[Batch]  # to send, in this order
+    warnings: list[str] = field(default_factory=list)  # for the summary; no cell values
+    source: str = ""
+    unchanged: list[int] = field(default_factory=list)  # sync: rows MoEngage holds already
+
+
+class Batcher:
+    """Requests for a chunk's valid rows, a customer at most once a request.
+
+    A customer's rows merge into one element where that keeps the end state, else they
+    go to later rounds (see `ordering.sequence`).
+    """
+
+    def __init__(self, job: JobConfig, max_element_bytes: int) -> None:
+        self.limits = (job.delivery.max_batch_bytes, max_items_per_request(job), job.api.endpoint)
+        self.max_element_bytes = max_element_bytes
+        self.tally = ordering.CustomerTally()
+
+    def __call__(
+        self,
+        rows_read: int,
+        skipped: tuple[int, int],
+        valid: Sequence[Row],
+        invalid: list[InvalidRow],
+    ) -> Work:
+        ids = ordering.customer_ids(valid)
+        self.tally.add(ids)
+        rounds = ordering.sequence(valid, self.max_element_bytes) or [valid]
+        batches = []
+        for round_rows in rounds:
+            round_ids = ids if round_rows is valid else ordering.customer_ids(round_rows)
+            for start, end in batching.row_spans(round_rows, *self.limits):
+                held = frozenset(round_ids[start:end])
+                customers = cast("frozenset[str]", held - {None} if None in held else held)
+                batches.append(Batch(round_rows, start, end, customers))
+        return Work(rows_read, skipped, invalid, batches)
+
+
+class WorkSource(Protocol):
+    """Where a run's rows come from."""
+
+    # Whether the run keeps progress for these rows (replay's progress is its input file).
+    keeps_progress: bool
+    fingerprints: Fingerprints  # filled as sources are opened; dead-letter lines name them
+
+    def work(self, state: StateStore | None, batch: Batcher) -> Iterator[Work]: ...
+
+    def absent(self) -> tuple[int, int] | None:
+        """(snapshot customers not seen, snapshot size) once the whole input was read and
+        compared; None when that is not known (no snapshot kept, rows skipped)."""
+
+
+class Planner:
+    """A dry run's consumer of the work: builds every request body, sends nothing."""
+
+    def __init__(self, endpoint: str, sample_size: int) -> None:
+        self.endpoint = endpoint
+        self.sample_size = sample_size
+        self.planned = 0
+        self.samples: list[dict[str, Any]] = []
+
+    def plan(self, batch: Batch) -> None:
+        encoded = batch.encoded
+        batching.encoded_body(encoded, self.endpoint)  # built, never sent
+        self.planned += 1
+        for element in encoded[: max(self.sample_size - len(self.samples), 0)]:
+            self.samples.append(orjson.loads(element))
+
+
+def max_items_per_request(job: JobConfig) -> int:
+    if job.api.endpoint == "customer":
+        return 1
+    return max(1, job.rate_limit.updates // MIN_REQUESTS_PER_PERIOD)
+
+
+class FileFeed:
+    """The job's source files, chunk by chunk, skipping rows an earlier run settled."""
+
+    keeps_progress = True
+
+    def __init__(
+        self,
+        job: JobConfig,
+        paths: list[sources.DataFile],
+        mapper: Mapper,
+        *,
+        full: bool = False,
+    ) -> None:
+        self.job = job
+        self.paths = paths
+        self.mapper = mapper
+        self.full = full
+        self.fingerprints: Fingerprints = {}
+        self.diff: SyncDiff | None = None
+        self._warned_scope = False
+        self._skipped_any = False
+
+    def work(self, state: StateStore | None, batch: Batcher) -> Iterator[Work]:
+        snapshot: Future[SyncDiff] | None = None
+        if self.job.sync.mode == "changed":
+            # Loaded while the first chunks are read and mapped (sqlite lets go of the GIL).
+            pool = ThreadPoolExecutor(1, thread_name_prefix="snapshot")
+            snapshot = pool.submit(self._load_snapshot)
+            pool.shutdown(wait=False)  # the thread ends with the load
+        for path in self.paths:
+            yield from self._file(path, state, batch, snapshot)
+
+    def _load_snapshot(self) -> SyncDiff:
+        """The snapshot of this target and mapping, through a read-only connection of its
+        own (a dry run takes no lock and never writes; a run holds the lock, and writes
+        nothing to the snapshot before this is loaded)."""
+        try:
+            keys, prints, elsewhere = peek_snapshot(self.job.output.state, job_scope(self.job))
+        except StateError as error:
+            # A dry run reports what it can: the real run refuses the file itself.
+            log.warning("cannot read the snapshot (%s); comparing with none", error)
+            keys = prints = np.empty(0, dtype=np.int64)
+            elsewhere = False
+        if elsewhere:
+            log.warning(
+                "the snapshot in %s was made for another target or mapping; this run sends"
+                " every valid row and starts a new one",
+                self.job.output.state,
+            )
+        elif self.full:
+            log.info("--full: sending every valid row and refreshing the snapshot")
+        elif len(keys):
+            log.info("comparing with the snapshot of %s customers", f"{len(keys):,}")
+        return SyncDiff(keys, prints, CustomerKeys(self.job.mapping.identifiers), self.full)
+
+    def absent(self) -> tuple[int, int] | None:
+        if self.diff is None or self._skipped_any or not len(self.diff.seen):
+            return None
+        return self.diff.absent(), len(self.diff.seen)
+
+    def _file(
+        self,
+        path: sources.DataFile,
+        state: StateStore | None,
+        batch: Batcher,
+        snapshot: Future[SyncDiff] | None,
+    ) -> Iterator[Work]:
+        name = str(path)
+        key = path.state_key  # ./x.csv and x.csv are one file; s3:// keeps its URL
+        fingerprint = sources.fingerprint(path)
+        settled = SettledRows([])
+        if state is not None:
+            if not self._warned_scope and state.other_scope(key):
+                self._warned_scope = True
+                log.warning(
+                    "saved progress in %s was made for another target or mapping; it does"
+                    " not apply to this run, which sends every row",
+                    state.path,
+                )
+            if state.changed_sources(key, fingerprint):
+                log.warning(
+                    "%s changed since the last run; its earlier progress does not apply", name
+                )
+            settled = state.settled(key, fingerprint)
+        self.fingerprints[name] = (key, fingerprint)
+        prefix = settled.contiguous_through
+        self._skipped_any |= bool(settled.ranges)
+        if prefix:
+            yield Work(prefix, (prefix, _dead_in_prefix(settled, prefix)), [], [])
+        rest = SettledRows(
+            [r for r in settled.ranges if r[0] > prefix],
+            [r for r in settled.dead if r[0] > prefix],
+            settled.retry,
+        )
+        chunks = sources.iter_chunks(
+            path, self.job.source, self.mapper.columns, start_row=prefix + 1
+        )
+        # Rows resent after a delivery failure must not end older than the customer's
+        # later rows, accepted before: those are resent after them (see _resend_filter).
+        resent: set[str] | None = set() if rest.retry else None
+        for rows_read, skipped, mapped in self._map_ahead(chunks, rest, resent is None):
+            valid, invalid = mapped.valid, mapped.invalid
+            if resent is not None:
+                valid, invalid, skipped = _resend_filter(mapped, rest, resent)
+            unchanged: list[int] = []
+            if snapshot is not None and self.diff is None:
+                self.diff = snapshot.result()
+            if self.diff is not None:
+                diff = self.diff.compare(valid)
+                valid, unchanged = diff.send, diff.unchanged
+            work = batch(rows_read, skipped, valid, invalid)
+            work.warnings = mapped.warnings
+            work.source = name
+            work.unchanged = unchanged
+            yield work
+
+    def _map_ahead(
+        self, chunks: Iterator[Chunk], settled: SettledRows, drop_settled: bool = True
+    ) -> Iterator[tuple[int, tuple[int, int], MappedChunk]]:
+        """Map chunks on MAPPING_THREADS threads, in order, a few chunks ahead of the reader.
+
+        The arrow kernels that do most of mapping release the GIL, so a second thread uses
+        the second core; the look-ahead is bounded, so memory stays flat.
+        """
+
+        def prepare(chunk: Chunk) -> tuple[int, tuple[int, int], MappedChunk]:
+            rows_read = len(chunk.frame) + len(chunk.malformed)
+            skipped = _drop_settled(chunk, settled) if drop_settled else (0, 0)
+            return rows_read, skipped, self.mapper.map_chunk(chunk)
+
+        with ThreadPoolExecutor(MAPPING_THREADS, thread_name_prefix="map") as pool:
+            ahead: deque[Future[tuple[int, tuple[int, int], MappedChunk]]] = deque()
+            for chunk in chunks:
+                ahead.append(pool.submit(prepare, chunk))
+                if len(ahead) > MAPPING_THREADS:
+                    yield ahead.popleft().result()
+            while ahead:
+                yield ahead.popleft().result()
+
+
+def _within(numbers: np.ndarray, ranges: list[tuple[int, int]]) -> np.ndarray:
+    inside = np.zeros(len(numbers), dtype=bool)
+    for first, last in ranges:
+        inside |= (numbers >= first) & (numbers <= last)
+    return inside
+
+
+def _drop_settled(chunk: Chunk, settled: SettledRows) -> tuple[int, int]:
+    """Remove rows an earlier run settled (beyond the contiguous prefix already skipped).
+
+    Returns (rows skipped, of which dead-lettered by that earlier run)."""
+    if not settled.ranges:
+        return 0, 0
+    numbers = np.concatenate(
+        [chunk.frame.index.to_numpy(dtype=np.int64), np.array([m[0] for m in chunk.malformed])]
+    ).astype(np.int64)
+    done = _within(numbers, settled.ranges)
+    if not done.any():
+        return 0, 0
+    rows = len(chunk.frame)
+    chunk.frame = chunk.frame[~done[:rows]]
+    chunk.malformed = [m for m, gone in zip(chunk.malformed, done[rows:], strict=True) if not gone]
+    return int(done.sum()), int((done & _within(numbers, settled.dead)).sum())
+
+
+def _resend_filter(
+    mapped: MappedChunk, settled: SettledRows, resent: set[str]
+) -> tuple[Sequence[Row], list[InvalidRow], tuple[int, int]]:
+    """A chunk's rows for a rerun that resends delivery failures, in file order.
+
+    Rows not settled are sent, and their customers noted in `resent`; a row accepted by an
+    earlier run is sent again when its customer has an earlier row being resent (else the
+    resent older row would end up the last update applied); other settled rows are skipped.
+    Returns (valid rows to send, invalid rows to dead-letter, (skipped, of which dead)).
+    """
+    valid = mapped.valid
+    numbers = np.asarray(_numbers_of(valid), dtype=np.int64)
+    done = _within(numbers, settled.ranges)
+    dead = _within(numbers, settled.dead)
+    ids = ordering.customer_ids(valid)
+    keep: list[int] = []
+    for position, customer in enumerate(ids):
+        if not done[position]:
+            keep.append(position)
+            if customer is not None:
+                resent.add(customer)
+        elif not dead[position] and customer in resent:
+            keep.append(position)
+    invalid_numbers = np.array([r.row for r in mapped.invalid], dtype=np.int64)
+    invalid_done = _within(invalid_numbers, settled.ranges)
+    invalid = [r for r, gone in zip(mapped.invalid, invalid_done, strict=True) if not gone]
+    skipped = len(valid) - len(keep) + int(invalid_done.sum())
+    skipped_dead = int(dead.sum()) + int(
+        (invalid_done & _within(invalid_numbers, settled.dead)).sum()
+    )
+    if len(keep) == len(valid):
+        return valid, invalid, (skipped, skipped_dead)
+    encoded = batching.encoded_of(valid)
+    rows = ValidRows(
+        mapped.source,
+        [int(numbers[p]) for p in keep],
+        [ids[p] for p in keep],
+        [encoded[p] for p in keep],
+        valid.chunk if isinstance(valid, ValidRows) else valid[0].chunk,
+    )
+    return rows, invalid, (skipped, skipped_dead)
+
+
+def _numbers_of(rows: Sequence[Row]) -> list[int]:
+    return rows.numbers if isinstance(rows, ValidRows) else [row.row for row in rows]
+
+
+def _dead_in_prefix(settled: SettledRows, prefix: int) -> int:
+    return sum(min(last, prefix) - first + 1 for first, last in settled.dead if first <= prefix)

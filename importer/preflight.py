@@ -1,0 +1,101 @@
+"""What is settled before anything is sent: inputs found and checked, outputs vetted, scope."""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+import time
+from pathlib import Path
+
+from importer import sources
+from importer.config import ConfigError, JobConfig
+from importer.mapping import Mapper
+from importer.moengage import BULK_PREFIX, BULK_SUFFIX
+from importer.report import report_tmp
+from importer.state import (
+    RunLock,
+    StateError,
+    StateFault,
+    StateStore,
+    progress_scope,
+    refuse_symlink,
+)
+
+
+def new_run_id() -> str:
+    """Time-sortable and unique enough: 20261129T034512Z-3f9a1c."""
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(3)
+
+
+def job_scope(job: JobConfig) -> str:
+    """What saved progress belongs to: the target and the mapping (see state.progress_scope)."""
+    api = job.api
+    target = {
+        "url": api.resolved_base_url().rstrip("/"),
+        "workspace_id": api.workspace_id,
+        "project_code": api.project_code,
+        "endpoint": api.endpoint,
+    }
+    return progress_scope(target, job.mapping.model_dump(mode="json"))
+
+
+def check_output_paths(job: JobConfig, dead_letter: Path, *, with_state: bool) -> None:
+    """No output is written through a symlink in its last component: refused up front
+    (StateError, exit 2); the writers open with O_NOFOLLOW as well."""
+    refuse_symlink(dead_letter, "dead-letter file")
+    refuse_symlink(job.output.report, "report file")
+    refuse_symlink(report_tmp(job.output.report), "report temporary file")
+    if with_state:
+        state = job.output.state
+        for path in (state, *(state.with_name(state.name + s) for s in ("-wal", "-shm"))):
+            refuse_symlink(path, "state file")
+        refuse_symlink(RunLock(state).path, "lock file")
+
+
+def mapper_for(job: JobConfig) -> Mapper:
+    """A mapper that refuses elements too large for one request of this job."""
+    frame = 0 if job.api.endpoint == "customer" else len(BULK_PREFIX) + len(BULK_SUFFIX)
+    return Mapper(job.mapping, max_element_bytes=job.delivery.max_batch_bytes - frame)
+
+
+def discover_sources(job: JobConfig) -> list[sources.DataFile]:
+    if not job.source.path:
+        raise ConfigError("source.path: no input given; set source.path or pass --input")
+    return sources.discover(job.source.path, job.source.format, job.source.storage)
+
+
+def check_sources(job: JobConfig, mapper: Mapper, paths: list[sources.DataFile]) -> None:
+    """Every mapped column is in some file (parts of an export may differ; a part lacking a
+    column reads it as empty): refused before anything is sent."""
+    where = (
+        str(paths[0]) if len(paths) == 1 else f"any of the {len(paths)} files of {job.source.path}"
+    )
+    mapper.check_columns(sources.union_columns(paths, job.source), where)
+
+
+def dry_run_sibling(path: Path) -> Path:
+    return path.with_name(f"{path.name.removesuffix('.jsonl')}.dry-run.jsonl")
+
+
+def has_saved_progress(state_path: Path) -> bool:
+    if not state_path.exists():
+        return False
+    try:
+        store = StateStore(state_path)
+    except (StateError, StateFault):
+        return True  # a file a rerun would have to deal with: keep the dry run apart
+    try:
+        return store.has_progress()
+    except StateFault:
+        return True
+    finally:
+        with contextlib.suppress(StateFault):
+            store.close()
+
+
+def prepare(job: JobConfig) -> tuple[list[sources.DataFile], Mapper]:
+    """Everything that can refuse a job before anything is sent (exit 2)."""
+    paths = discover_sources(job)
+    mapper = mapper_for(job)
+    check_sources(job, mapper, paths)
+    return paths, mapper

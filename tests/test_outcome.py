@@ -1,0 +1,85 @@
+"""Settler: each row ends once; the snapshot moves only with the progress of accepted rows."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import orjson
+import pytest
+
+from importer.deadletter import DeadLetterWriter
+from importer.delivery import Refusal
+from importer.outcome import SettleFault, Settler
+from importer.progress import Progress
+from importer.report import Report
+from importer.rows import Row
+from importer.state import StateStore
+from importer.sync import CustomerKeys
+
+
+class _Records:
+    def record(self, row: int) -> dict[str, object]:
+        return {"row": row}
+
+
+def _row(number: int, customer: str, points: int) -> Row:
+    element = orjson.dumps(
+        {"type": "customer", "customer_id": customer, "attributes": {"p": points}}
+    )
+    return Row("f.csv", number, customer, element, _Records())
+
+
+def _settler(tmp_path: Path) -> tuple[Settler, StateStore]:
+    state = StateStore(tmp_path / "state.db", "scope")
+    writer = DeadLetterWriter(tmp_path / "dead.jsonl", append=False)
+    progress = Progress(enabled=False, total=None, limit_per_minute=10_000)
+    settler = Settler(Report(), writer, state, {"f.csv": ("/abs/f.csv", "fp")}, progress, "run")
+    settler.customer_keys = CustomerKeys([])
+    return settler, state
+
+
+def _snapshot(tmp_path: Path) -> list[tuple[int, int]]:
+    with sqlite3.connect(tmp_path / "state.db") as db:
+        return db.execute("SELECT customer, fingerprint FROM snapshot ORDER BY customer").fetchall()
+
+
+def test_only_accepted_rows_enter_the_snapshot_with_their_progress(tmp_path: Path) -> None:
+    settler, state = _settler(tmp_path)
+    settler.read(4)
+    settler.accepted([_row(1, "a", 1), _row(2, "b", 2)])
+    settler.refused(
+        [
+            Refusal(_row(3, "c", 3), "rejected", 400, "bad"),
+            Refusal(_row(4, "d", 4), "delivery", 503, "down"),
+        ]
+    )
+    settler.unchanged("f.csv", [5])
+    keys, prints = state.load_snapshot()
+    assert len(keys) == 2 == len(_snapshot(tmp_path))
+    expected = dict(CustomerKeys([]).of_rows([_row(1, "a", 1), _row(2, "b", 2)]))
+    assert dict(zip(keys.tolist(), prints.tolist(), strict=True)) == expected
+    settled = state.settled("/abs/f.csv", "fp")
+    assert settled.ranges == [(1, 3), (5, 5)] and settled.retry == [(4, 4)]
+    report = settler.report
+    assert (report.rows_accepted, report.rows_rejected, report.rows_failed) == (2, 1, 1)
+    assert report.rows_unchanged == 1
+    state.close()
+
+
+def test_a_later_accepted_row_of_a_customer_replaces_its_entry(tmp_path: Path) -> None:
+    settler, state = _settler(tmp_path)
+    settler.accepted([_row(1, "a", 1)])
+    settler.accepted([_row(2, "a", 2)])
+    ((_, fingerprint),) = _snapshot(tmp_path)
+    assert fingerprint == CustomerKeys([]).of_rows([_row(2, "a", 2)])[0][1]
+    state.close()
+
+
+def test_a_failed_state_write_keeps_the_count_and_moves_no_snapshot(tmp_path: Path) -> None:
+    settler, state = _settler(tmp_path)
+    state.close()  # every later write fails
+    with pytest.raises(SettleFault):
+        settler.accepted([_row(1, "a", 1)])
+    assert settler.report.rows_accepted == 1  # the API took it, whatever our records say
+    assert _snapshot(tmp_path) == []
