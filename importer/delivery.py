@@ -35,6 +35,7 @@ import orjson
 
 from importer import batching, moengage, retry, secrets
 from importer.config import ApiConfig, DeliveryConfig
+from importer.errors import RunAborted
 from importer.ratelimit import Permit, WindowLimiter
 from importer.rows import Row
 from importer.transport import (
@@ -62,7 +63,7 @@ FIRST_PROBE_SECONDS = 1.0
 MAX_PROBE_SECONDS = 30.0
 
 
-class ApiAbort(Exception):
+class ApiAbort(RunAborted):
     """The run cannot go on (credentials, account, URL, redirect, outage, 429s, refusals).
 
     `partial` holds what the interrupted send had settled before the abort (rows accepted by
