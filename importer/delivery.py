@@ -53,8 +53,11 @@ Stage = Literal["rejected", "delivery"]
 
 # Data refusals (400/422) in a row with no 2xx between them: the API refuses everything
 # (a wrong workspace setting, a mapping every row breaks). Bisecting on would spend about
-# two requests a row; a lone bad element costs about log2(batch) refusals in a row.
-MAX_REFUSALS_IN_A_ROW = 16
+# two requests a row. A lone bad element costs about log2(batch) refusals in a row, and a
+# run of k bad rows side by side (one customer's history, a bad day in an export) about
+# 2k: 64 lets a run of some 30 bad rows be isolated, and still stops an export the API
+# refuses whole after a few dozen requests, not 40,000.
+MAX_REFUSALS_IN_A_ROW = 64
 # Failed attempts in a row across all requests, no answer between them: the API is down.
 # At least the requests in flight: when it goes down, all of them fail together.
 MIN_FAILURES_FOR_OUTAGE = 3
