@@ -34,15 +34,8 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from importer.api import (
-        ImporterError,
-        JobRefused,
-        RowsDeadLettered,
-        RunAborted,
-        RunInterrupted,
-        load_job,
-        run_job,
-    )
+    from importer.api import JobRefused, load_job, run_job
+    from importer.errors import ImporterError, RowsDeadLettered, RunAborted, RunInterrupted
 
 
 def __getattr__(name: str) -> Any:

@@ -11,11 +11,14 @@ raises; every error carries the exit code the CLI would give:
 
     ImporterError               base; .exit_code, .report (None before anything ran)
     ├── JobRefused          2   bad job file, input or output paths; nothing was sent
+    │                           (a UsageError, like ConfigError and SourceError)
     ├── RowsDeadLettered    1   only with raise_on_dead_letters=True: the run finished
     │                           but rows are in the dead-letter file
     ├── RunAborted          3   stopped with rows pending (credentials refused, outage,
     │                           continuous 429s, shared quota unavailable); rerun once fixed
     └── RunInterrupted    130   SIGINT / SIGTERM; rerun to resume
+
+The whole tree, with the library's own errors in it, is drawn in `importer.errors`.
 
 Exit 1 is not an error by default: the run finished and accounted for every row; check
 `report.exit_code` or `report.rows_dead_lettered`.
@@ -32,61 +35,30 @@ from typing import TYPE_CHECKING, Any
 
 from importer import config
 from importer.config import ConfigError, JobConfig
-from importer.deadletter import DeadLetterError
-from importer.metrics import MetricsWriter
-from importer.notify import notify, payload
-from importer.report import (
+from importer.errors import (
     EXIT_ABORTED,
     EXIT_DEAD_LETTERED,
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_USAGE,
-    Report,
+    ImporterError,
+    RowsDeadLettered,
+    RunAborted,
+    RunInterrupted,
+    UsageError,
 )
-from importer.sources import SourceError
-from importer.state import StateError
+from importer.metrics import MetricsWriter
+from importer.notify import notify, payload
+from importer.report import Report
 
 if TYPE_CHECKING:
     from importer.pipeline import RunOptions, RunOutcome
 
 log = logging.getLogger("importer")
 
-# Problems a user fixes in the job file, the input or the output paths (exit 2).
-USER_ERRORS = (ConfigError, SourceError, StateError, DeadLetterError)
 
-
-class ImporterError(Exception):
-    """A run that did not do its work; `exit_code` is what the CLI would exit with."""
-
-    exit_code = EXIT_ABORTED
-
-    def __init__(self, message: str, report: Report | None = None) -> None:
-        super().__init__(message)
-        self.report = report
-
-
-class JobRefused(ImporterError):
+class JobRefused(UsageError):
     """The job file, its input or its output paths are wrong; nothing was sent."""
-
-    exit_code = EXIT_USAGE
-
-
-class RowsDeadLettered(ImporterError):
-    """The run finished, but some rows are in the dead-letter file."""
-
-    exit_code = EXIT_DEAD_LETTERED
-
-
-class RunAborted(ImporterError):
-    """The run stopped with rows pending; the same call resumes once the cause is fixed."""
-
-    exit_code = EXIT_ABORTED
-
-
-class RunInterrupted(ImporterError):
-    """A signal stopped the run; the same call resumes it."""
-
-    exit_code = EXIT_INTERRUPTED
 
 
 def load_job(
@@ -130,7 +102,7 @@ def run_job(
     options = RunOptions(dry_run=dry_run, fresh=fresh, progress=progress)
     try:
         outcome = execute(job, options, job_name=job_name or "job", notify_url=notify_url)
-    except USER_ERRORS as error:
+    except UsageError as error:
         raise JobRefused(str(error)) from error
     except OSError as error:  # a disk full, a file gone: what the CLI exits 3 for
         raise RunAborted(f"stopped: {error}") from error
@@ -182,7 +154,7 @@ def execute(
     except Exception as error:
         if url:
             # Refused (exit 2), or a fault of our own the CLI reports as exit 3.
-            code = EXIT_USAGE if isinstance(error, USER_ERRORS) else EXIT_ABORTED
+            code = error.exit_code if isinstance(error, ImporterError) else EXIT_ABORTED
             failed = Report(dry_run=options.dry_run, exit_code=code)
             reason = str(error) or type(error).__name__
             notify(url, payload(failed, job_name, error=reason, secrets=secrets), on)

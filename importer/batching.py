@@ -9,11 +9,11 @@ import numpy as np
 from importer import moengage
 from importer.rows import Row, ValidRows
 
-BULK = "bulk"
-CUSTOMER = "customer"
+BULK = moengage.Endpoint.BULK
+CUSTOMER = moengage.Endpoint.CUSTOMER
 
 # The bytes a bulk body spends beyond its elements (the separators are counted per element).
-_BULK_FRAME = len(moengage.BULK_PREFIX) + len(moengage.BULK_SUFFIX)
+_BULK_FRAME = moengage.BULK_FRAME_BYTES
 
 
 class ElementTooLarge(ValueError):

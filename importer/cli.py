@@ -15,22 +15,11 @@ from typing import Any
 import orjson
 
 from importer import __version__
-from importer.config import ConfigError, JobConfig, load_job, redact, with_overrides
-from importer.deadletter import DeadLetterError, DeadLetterFault
-from importer.report import (
-    EXIT_ABORTED,
-    EXIT_INTERRUPTED,
-    EXIT_USAGE,
-    dry_run_report_path,
-    format_reasons,
-    format_summary,
-)
-from importer.sources import SourceError
-from importer.state import StateError, StateFault
+from importer.config import JobConfig, load_job, redact, with_overrides
+from importer.errors import EXIT_ABORTED, EXIT_INTERRUPTED, ImporterError
+from importer.report import dry_run_report_path, format_reasons, format_summary
 
 log = logging.getLogger("importer")
-
-USER_ERRORS = (ConfigError, SourceError, StateError, DeadLetterError)
 
 
 def _positive_int(text: str) -> int:
@@ -255,12 +244,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             sys.stdout.write(scaffold_job(args.input))
             return 0
         return _run_command(args)
-    except USER_ERRORS as error:
+    except ImporterError as error:  # bad usage (2), or our own files failed us (3)
         _fatal(str(error), args)
-        return EXIT_USAGE
-    except (StateFault, DeadLetterFault) as error:  # our own files failed us: rerun once fixed
-        _fatal(str(error), args)
-        return EXIT_ABORTED
+        return error.exit_code
     except KeyboardInterrupt:
         _fatal("interrupted", args, prefix="")
         return EXIT_INTERRUPTED

@@ -26,6 +26,8 @@ from pydantic import (
 )
 
 from importer import catalogue, moengage
+from importer.errors import UsageError
+from importer.moengage import Endpoint
 
 # ---------------------------------------------------------------------------------------------
 # Secret values: a value taken from a variable that holds a secret is never printed, wherever a
@@ -79,7 +81,7 @@ def redact(text: str) -> str:
     return text
 
 
-class ConfigError(Exception):
+class ConfigError(UsageError):
     """A job file problem a user can fix; the message names the key path (never a secret)."""
 
     def __init__(self, message: str = "") -> None:
@@ -105,7 +107,7 @@ class ApiConfig(_Strict):
     # A file holding the key (one trailing newline is dropped); instead of api_key.
     api_key_file: Path | None = None
     project_code: str | None = None
-    endpoint: Literal["bulk", "customer"] = "bulk"
+    endpoint: Endpoint = Endpoint.BULK
     ca_bundle: Path | None = None  # a CA file for TLS (SSL_CERT_FILE is honoured too)
     allow_insecure_http: bool = False  # Basic auth over http:// to a non-loopback host
 

@@ -17,6 +17,8 @@ from typing import Any, Literal
 
 import orjson
 
+from importer.errors import RunAborted, UsageError
+
 Stage = Literal["validation", "rejected", "delivery"]
 STAGES: tuple[Stage, ...] = ("validation", "rejected", "delivery")
 
@@ -24,11 +26,11 @@ STAGES: tuple[Stage, ...] = ("validation", "rejected", "delivery")
 log = logging.getLogger("importer")
 
 
-class DeadLetterError(Exception):
+class DeadLetterError(UsageError):
     """A dead-letter file that cannot be read back (replay), or an output path refused."""
 
 
-class DeadLetterFault(Exception):
+class DeadLetterFault(RunAborted):
     """Writing the dead-letter file failed mid-run (disk full, file gone): exit 3."""
 
 

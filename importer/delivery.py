@@ -35,6 +35,7 @@ import orjson
 
 from importer import batching, moengage, retry, secrets
 from importer.config import ApiConfig, DeliveryConfig
+from importer.errors import RunAborted
 from importer.ratelimit import Permit, WindowLimiter
 from importer.rows import Row
 from importer.transport import (
@@ -52,8 +53,11 @@ Stage = Literal["rejected", "delivery"]
 
 # Data refusals (400/422) in a row with no 2xx between them: the API refuses everything
 # (a wrong workspace setting, a mapping every row breaks). Bisecting on would spend about
-# two requests a row; a lone bad element costs about log2(batch) refusals in a row.
-MAX_REFUSALS_IN_A_ROW = 16
+# two requests a row. A lone bad element costs about log2(batch) refusals in a row, and a
+# run of k bad rows side by side (one customer's history, a bad day in an export) about
+# 2k: 64 lets a run of some 30 bad rows be isolated, and still stops an export the API
+# refuses whole after a few dozen requests, not 40,000.
+MAX_REFUSALS_IN_A_ROW = 64
 # Failed attempts in a row across all requests, no answer between them: the API is down.
 # At least the requests in flight: when it goes down, all of them fail together.
 MIN_FAILURES_FOR_OUTAGE = 3
@@ -62,7 +66,7 @@ FIRST_PROBE_SECONDS = 1.0
 MAX_PROBE_SECONDS = 30.0
 
 
-class ApiAbort(Exception):
+class ApiAbort(RunAborted):
     """The run cannot go on (credentials, account, URL, redirect, outage, 429s, refusals).
 
     `partial` holds what the interrupted send had settled before the abort (rows accepted by

@@ -20,6 +20,7 @@ import orjson
 from importer import batching, ordering, sources
 from importer.config import JobConfig
 from importer.mapping import Mapper
+from importer.moengage import Endpoint
 from importer.preflight import job_scope
 from importer.rows import Chunk, InvalidRow, MappedChunk, Row, ValidRows
 from importer.state import SettledRows, StateError, StateStore, peek_snapshot
@@ -133,7 +134,7 @@ class Planner:
 
 
 def max_items_per_request(job: JobConfig) -> int:
-    if job.api.endpoint == "customer":
+    if job.api.endpoint == Endpoint.CUSTOMER:
         return 1
     return max(1, job.rate_limit.updates // MIN_REQUESTS_PER_PERIOD)
 

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from importer.report import EXIT_OK, Report
+from importer.errors import EXIT_OK
+from importer.report import Report
 
 log = logging.getLogger("importer")
 

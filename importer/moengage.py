@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 from typing import Any
 
 from importer import catalogue
@@ -66,11 +67,6 @@ TOO_LARGE_STATUS = 413
 BAD_PAYLOAD_STATUS = 400
 
 
-def is_transient_status(status: int) -> bool:
-    """5xx and 429 are worth another attempt; the rest are answers."""
-    return status == RATE_LIMITED_STATUS or 500 <= status <= 599
-
-
 def base_url_for(data_center: str) -> str:
     if data_center not in DATA_CENTERS:
         raise ValueError(
@@ -104,6 +100,15 @@ def customer_element(
 # The bulk body is assembled from pre-encoded elements so batching can count bytes exactly.
 BULK_PREFIX = b'{"type":"transition","elements":['
 BULK_SUFFIX = b"]}"
+# What a bulk body adds around its elements (the commas between them aside).
+BULK_FRAME_BYTES = len(BULK_PREFIX) + len(BULK_SUFFIX)
+
+
+class Endpoint(enum.StrEnum):
+    """Where users are sent (`api.endpoint`); a str, so job files and reports say it plainly."""
+
+    BULK = "bulk"  # POST /v1/transition/{workspace_id}: many elements a request
+    CUSTOMER = "customer"  # POST /v1/customer/{workspace_id}: one user a request
 
 
 def bulk_body(encoded_elements: list[bytes]) -> bytes:

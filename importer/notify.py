@@ -16,7 +16,8 @@ from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
-from importer.report import EXIT_OK, Report
+from importer.errors import EXIT_OK
+from importer.report import Report
 
 log = logging.getLogger("importer")
 

@@ -20,6 +20,7 @@ from typing import Any
 
 from importer import quota
 from importer.config import ConfigError, JobConfig
+from importer.errors import EXIT_OK
 from importer.feed import Batch, Batcher, FileFeed, Planner, Work, WorkSource
 from importer.mapping import Mapper
 from importer.ordering import CustomerGate
@@ -27,7 +28,7 @@ from importer.outcome import SettleFault, Settler
 from importer.outputs import OpenAborted, RunOutputs
 from importer.preflight import mapper_for, new_run_id, prepare
 from importer.progress import Progress
-from importer.report import EXIT_OK, Report
+from importer.report import Report
 from importer.rows import Row
 from importer.signals import intercepted_signals
 from importer.sources import DataFile, SourceError

@@ -10,7 +10,7 @@ from pathlib import Path
 from importer import sources
 from importer.config import ConfigError, JobConfig
 from importer.mapping import Mapper
-from importer.moengage import BULK_PREFIX, BULK_SUFFIX
+from importer.moengage import BULK_FRAME_BYTES, Endpoint
 from importer.report import report_tmp
 from importer.state import (
     RunLock,
@@ -54,7 +54,7 @@ def check_output_paths(job: JobConfig, dead_letter: Path, *, with_state: bool) -
 
 def mapper_for(job: JobConfig) -> Mapper:
     """A mapper that refuses elements too large for one request of this job."""
-    frame = 0 if job.api.endpoint == "customer" else len(BULK_PREFIX) + len(BULK_SUFFIX)
+    frame = 0 if job.api.endpoint == Endpoint.CUSTOMER else BULK_FRAME_BYTES
     return Mapper(job.mapping, max_element_bytes=job.delivery.max_batch_bytes - frame)
 
 

@@ -141,7 +141,6 @@ class WindowLimiter:
         self._expiring_total = 0
         self._paused_until = -math.inf
         self.granted_total = 0  # updates granted so far, every attempt counted
-        self.grants = 0
         # What 429s taught: it only ever lowers what is let through, paced under the turn.
         self.adaptive = AdaptiveRate(updates, period_seconds, clock)
 
@@ -204,7 +203,6 @@ class WindowLimiter:
     def _grant(self, n: int, now: float) -> Permit:
         self._in_flight += n
         self.granted_total += n
-        self.grants += 1
         return Permit(self, n, now)
 
     def _expire(self, now: float) -> None:

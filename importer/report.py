@@ -12,12 +12,14 @@ from pathlib import Path
 from typing import Any
 
 # Exit codes, as the contract fixes them.
-EXIT_OK = 0
-EXIT_DEAD_LETTERED = 1
-EXIT_USAGE = 2
-EXIT_ABORTED = 3
-EXIT_EMPTY = 4  # the input held no data rows (allowed with source.allow_empty: true)
-EXIT_INTERRUPTED = 130
+from importer.errors import (
+    EXIT_ABORTED,
+    EXIT_DEAD_LETTERED,
+    EXIT_EMPTY,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+)
 
 MAX_WARNINGS = 20  # the report stays small whatever the input
 

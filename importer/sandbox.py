@@ -44,8 +44,8 @@ FAIL_STATUSES = (500, 503)
 STATS_PATH = "/_sandbox/stats"
 # aiohttp refuses bodies over this on its own; ours (max_body_bytes) is checked below it.
 READ_LIMIT_BYTES = 64 * 1024 * 1024
-BULK = "bulk"
-CUSTOMER = "customer"
+BULK = moengage.Endpoint.BULK
+CUSTOMER = moengage.Endpoint.CUSTOMER
 _UNPARSED = object()  # the body was not valid JSON
 
 

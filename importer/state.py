@@ -26,6 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from importer.errors import RunAborted, UsageError
+
 SCHEMA_VERSION = 3
 
 # Progress belongs to one scope (target and mapping, see `progress_scope`): the same file
@@ -80,11 +82,11 @@ SQLITE_MAGIC = b"SQLite format 3\x00"
 BUSY_TIMEOUT_SECONDS = 2.0
 
 
-class StateError(Exception):
+class StateError(UsageError):
     """The state file cannot be used (locked by another run, not a state database): exit 2."""
 
 
-class StateFault(Exception):
+class StateFault(RunAborted):
     """Writing or reading progress failed mid-way (disk full, database locked): exit 3."""
 
 

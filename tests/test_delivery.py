@@ -705,7 +705,7 @@ def test_every_request_refused_stops_after_a_handful_not_two_per_row() -> None:
             return_exceptions=True,
         )
         assert all(isinstance(outcome, ApiAbort) for outcome in outcomes)
-        assert "refused 16 requests in a row" in outcomes[0].message  # type: ignore[union-attr]
+        assert f"refused {MAX_REFUSALS_IN_A_ROW} requests in a row" in outcomes[0].message  # type: ignore[union-attr]
         assert "every request so" in outcomes[0].message  # type: ignore[union-attr]
 
     fake = play(refuse_all, scenario)

@@ -31,6 +31,8 @@ from conftest import (
 )
 from sandbox_proc import SandboxProcess, max_in_any_window, start_sandbox
 
+from importer.delivery import MAX_REFUSALS_IN_A_ROW
+
 MAPPING = {
     "customer_id": "user_id",
     "attributes": {"first_name": "first_name", "points": {"column": "points", "type": "integer"}},
@@ -245,12 +247,12 @@ def test_every_request_refused_stops_after_a_handful_not_two_per_row(tmp_path: P
         requests = sandbox.stats()["requests"]
     assert result.returncode == 3, result.stderr
     assert "in a row" in result.stderr and "every request so" in result.stderr
-    assert requests <= 16 + 8, requests
+    assert requests <= MAX_REFUSALS_IN_A_ROW + 8, requests
     report = read_report(tmp_path)
     assert_report_adds_up(report)
     assert report["rows_accepted"] == 0
     assert report["rows_pending"] + report["rows_rejected"] == rows
-    assert report["rows_rejected"] <= 16
+    assert report["rows_rejected"] <= MAX_REFUSALS_IN_A_ROW
 
 
 # --- stop means stop; idle is idle

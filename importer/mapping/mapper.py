@@ -22,9 +22,7 @@ from importer.mapping.platforms import platform_entries, to_platforms
 from importer.mapping.text import control_problems
 from importer.rows import Chunk, InvalidRow, MappedChunk, ValidRows
 
-DEFAULT_MAX_ELEMENT_BYTES = (
-    moengage.MAX_REQUEST_BYTES - len(moengage.BULK_PREFIX) - len(moengage.BULK_SUFFIX)
-)
+DEFAULT_MAX_ELEMENT_BYTES = moengage.MAX_REQUEST_BYTES - moengage.BULK_FRAME_BYTES
 
 
 def element_template(with_customer_id: bool, update_existing_only: bool) -> tuple[str, ...]:

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, BinaryIO, Literal
 from urllib.parse import unquote
 
 from importer.config import StorageOptions, redact
+from importer.errors import UsageError
 
 if TYPE_CHECKING:
     from importer.sources.objectstore import ObjectStore
@@ -40,7 +41,7 @@ COMPRESSION_CODECS = frozenset({"gzip", "bz2", "zstd", "xz"})
 HIVE_NULL_PARTITION = "__HIVE_DEFAULT_PARTITION__"
 
 
-class SourceError(Exception):
+class SourceError(UsageError):
     """An input problem a user can fix (no match, unreadable, bad encoding); names the file.
 
     Its message never holds a secret (a key placed by mistake in source.path, say)."""

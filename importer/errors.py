@@ -1,0 +1,69 @@
+"""The errors a run can end in: one tree, each class knowing the exit code it maps to.
+
+    ImporterError (3)                 the base; `exit_code`, and `report` where one was made
+    ├── UsageError (2)                refused before anything was sent: fix, then rerun
+    │   ├── ConfigError               config.py: the job file (names the key path)
+    │   ├── SourceError               sources: an input that cannot be read as data
+    │   ├── StateError                state.py: a state file that is not one, a symlink
+    │   ├── DeadLetterError           deadletter.py: a dead-letter file replay cannot read
+    │   └── JobRefused                api.py: what the Python API raises for any of these
+    ├── RowsDeadLettered (1)          api.py: the run finished, some rows dead-lettered
+    ├── RunAborted (3)                stopped with rows pending; the same command resumes
+    │   ├── ApiAbort                  delivery.py: credentials, redirect, outage, 429s, refusals
+    │   │   └── QuotaUnavailable      quota: the shared quota cannot be reached
+    │   ├── StateFault                state.py: the state database failed mid-run
+    │   └── DeadLetterFault           deadletter.py: writing the dead-letter file failed
+    └── RunInterrupted (130)          api.py: Ctrl-C or SIGTERM
+
+Row-level problems are not exceptions: a row's reason travels with it to the dead-letter
+file. The few exceptions outside this tree (`transport.NoAnswer`, `outcome.SettleFault`,
+`outputs.OpenAborted`) never leave the module pair that raises and catches them.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from importer.report import Report
+
+EXIT_OK = 0
+EXIT_DEAD_LETTERED = 1
+EXIT_USAGE = 2
+EXIT_ABORTED = 3
+EXIT_EMPTY = 4  # the input held no data rows (allowed with source.allow_empty: true)
+EXIT_INTERRUPTED = 130
+
+
+class ImporterError(Exception):
+    """A run that did not do its work; `exit_code` is what the CLI exits with."""
+
+    exit_code = EXIT_ABORTED
+
+    def __init__(self, message: str = "", report: Report | None = None) -> None:
+        super().__init__(message)
+        self.report = report
+
+
+class UsageError(ImporterError):
+    """The job file, its input or its output paths are wrong; nothing was sent."""
+
+    exit_code = EXIT_USAGE
+
+
+class RunAborted(ImporterError):
+    """The run stopped with rows pending; the same command resumes once the cause is fixed."""
+
+    exit_code = EXIT_ABORTED
+
+
+class RowsDeadLettered(ImporterError):
+    """The run finished, but some rows are in the dead-letter file."""
+
+    exit_code = EXIT_DEAD_LETTERED
+
+
+class RunInterrupted(ImporterError):
+    """A signal stopped the run; the same command resumes it."""
+
+    exit_code = EXIT_INTERRUPTED
