@@ -456,7 +456,7 @@ def _error_message(item: Any) -> str:
     loc = tuple(item["loc"])
     if kind == "extra_forbidden":
         return _unknown_key_message(loc)
-    if kind == "literal_error":
+    if kind in ("literal_error", "enum"):
         # pydantic says "Input should be 'a', 'b' or 'c'"; list the choices plainly.
         choices = re.findall(r"'([^']*)'", str(item.get("ctx", {}).get("expected", "")))
         return f"must be one of {', '.join(choices)}"

@@ -500,10 +500,13 @@ class Sender:
         budget.failures += 1
         if budget.failures < self._delivery.max_attempts:
             return wait if wait is not None else self._backoff(budget.failures)
-        if self._answers > budget.answers_at_start:
-            # Others were answered meanwhile: this request fails on its own.
+        answered_since = self._answers > budget.answers_at_start
+        # The API answered before, and no other request has failed since: the failures in a
+        # row are all this one's (what a lone request, concurrency 1, can tell).
+        alone = self._answers > 0 and self._failures_in_a_row == budget.failures
+        if answered_since or alone:
             return _Answer(status, f"{reason} after {budget.failures} attempts", exhausted=True)
-        # Nobody was answered since it first failed: the API is down, not this request.
+        # Nobody was answered since it was sent, and others fail too: the API is down.
         self._outage.start(reason)
         return 0.0
 

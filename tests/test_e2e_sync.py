@@ -192,7 +192,7 @@ def test_a_dry_run_first_changes_nothing(tmp_path: Path) -> None:
         before = state.read_bytes()
         dry = run_cli("validate", str(job), "--input", str(night_2), "--no-progress")
         assert dry.returncode == 0, dry.stderr
-        dry_report = read_report(tmp_path)
+        dry_report = read_report(tmp_path, dry_run=True)
         assert state.read_bytes() == before  # neither snapshot nor progress moved
         again = run_cli("run", str(job), "--input", str(night_2), "--dry-run", "--no-progress")
         assert again.returncode == 0, again.stderr
