@@ -163,10 +163,10 @@ def _print_outcome(
         print(json.dumps(report.to_dict()))
         return
     if validating:
-        from importer.mapping import Mapper
+        from importer.pipeline import mapper_for
 
         print("attributes:")
-        for attribute, column, kind in Mapper(job.mapping).describe():
+        for attribute, column, kind in mapper_for(job).describe():
             print(f"  {attribute:<30} <- {column:<30} {kind}")
         reasons = format_reasons(report.invalid_reasons)
         if reasons:

@@ -28,6 +28,7 @@ import numpy as np
 from importer import batching, ordering, quota, sources
 from importer.config import ConfigError, JobConfig
 from importer.deadletter import DeadLetter, DeadLetterFault, DeadLetterWriter
+from importer.events import EventMapper
 from importer.mapping import Mapper
 from importer.moengage import BULK_PREFIX, BULK_SUFFIX
 from importer.progress import Progress
@@ -137,7 +138,8 @@ def max_items_per_request(job: JobConfig) -> int:
 def mapper_for(job: JobConfig) -> Mapper:
     """A mapper that refuses elements too large for one request of this job."""
     frame = 0 if job.api.endpoint == "customer" else len(BULK_PREFIX) + len(BULK_SUFFIX)
-    return Mapper(job.mapping, max_element_bytes=job.delivery.max_batch_bytes - frame)
+    kind = EventMapper if job.import_ == "events" else Mapper
+    return kind(job.mapping, max_element_bytes=job.delivery.max_batch_bytes - frame)
 
 
 def discover_sources(job: JobConfig) -> list[Path]:
@@ -737,7 +739,9 @@ class Run:
             self._stop_future.set_result(None)
         try:
             async with open_transport(job.api, job.delivery) as transport:
-                sender = Sender(job.api, job.delivery, limiter, transport, stats)
+                sender = Sender(
+                    job.api, job.delivery, limiter, transport, stats, events=job.import_ == "events"
+                )
                 self._sender = sender
                 self._workers = [
                     asyncio.create_task(self._deliver(sender, batches, settler))
