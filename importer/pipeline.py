@@ -28,7 +28,7 @@ import numpy as np
 from importer import batching, ordering, quota, sources
 from importer.config import ConfigError, JobConfig
 from importer.deadletter import DeadLetter, DeadLetterFault, DeadLetterWriter
-from importer.events import EventMapper
+from importer.events import EventMapper, is_event
 from importer.mapping import Mapper
 from importer.moengage import BULK_PREFIX, BULK_SUFFIX
 from importer.progress import Progress
@@ -389,13 +389,15 @@ def _resend_filter(
     done = _within(numbers, settled.ranges)
     dead = _within(numbers, settled.dead)
     ids = ordering.customer_ids(valid)
+    # Events have no end state to restore: an accepted one sent again would count twice.
+    users = not (len(valid) and is_event(batching.encoded_of(valid)[0]))
     keep: list[int] = []
     for position, customer in enumerate(ids):
         if not done[position]:
             keep.append(position)
             if customer is not None:
                 resent.add(customer)
-        elif not dead[position] and customer in resent:
+        elif users and not dead[position] and customer in resent:
             keep.append(position)
     invalid_numbers = np.array([r.row for r in mapped.invalid], dtype=np.int64)
     invalid_done = _within(invalid_numbers, settled.ranges)
