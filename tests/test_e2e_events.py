@@ -9,6 +9,7 @@ import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import pandas as pd
 import pytest
@@ -46,8 +47,12 @@ HEADER = (
 )
 
 
-def _events_job(tmp_path: Path, url: str, source: Path, **sections: Any) -> Path:
+def _events_job(
+    tmp_path: Path, url: str, source: Path, chunk_rows: int | None = None, **sections: Any
+) -> Path:
     job = job_dict(tmp_path, url, source, EVENT_MAPPING, **sections)
+    if chunk_rows is not None:
+        job["source"]["chunk_rows"] = chunk_rows
     return write_job(tmp_path, {"import": "events", **job})
 
 
@@ -169,13 +174,16 @@ def test_an_events_parquet_file_with_every_field(tmp_path: Path) -> None:
     _check_dead_letters(tmp_path)
 
 
-def _many_events(tmp_path: Path, rows: int, customers: int, name: str = "events.csv") -> Path:
-    """Rows of `customers` customers, interleaved and in runs, each row its own seq."""
-    source = tmp_path / name
+def _many_events(tmp_path: Path, rows: int, customers: int, others_after: int = 0) -> Path:
+    """Rows of `customers` customers, interleaved and in runs, each row its own seq; from
+    row `others_after` on (if given), rows of other customers."""
+    source = tmp_path / "events.csv"
     lines = [HEADER]
     for seq in range(1, rows + 1):
         # Runs of up to three rows of one customer, customers revisited later in the file.
         customer = f"u{(seq // 3) % customers:04d}"
+        if others_after and seq > others_after:
+            customer = f"v{seq % 50:04d}"
         lines.append(f"{customer},Viewed,2024-03-01T10:00:00Z,0,web,,1.5,1,,S,{seq}")
     source.write_text("\n".join(lines) + "\n")
     return source
@@ -392,3 +400,42 @@ def test_a_missing_event_column_is_refused_before_sending(tmp_path: Path) -> Non
     result = run_cli("validate", str(write_job(tmp_path, {"import": "events", **job})))
     assert result.returncode == 2
     assert "mapping.event.time.column" in result.stderr
+
+
+def test_a_rerun_resends_failed_events_and_no_accepted_one(tmp_path: Path) -> None:
+    # u0007's rows are 21-23 and 111-113; the rest of the file keeps the API answering.
+    source = _many_events(tmp_path, 400, 30, others_after=200)
+    delivery = {
+        "max_attempts": 2,
+        "backoff_base_seconds": 0.01,
+        "backoff_max_seconds": 0.05,
+        "max_batch_bytes": 3000,
+        "concurrency": 2,
+    }
+    with start_sandbox(tmp_path, "--fail-customer-ids", "^u0007$") as flaky:
+        port = str(urlparse(flaky.url).port)
+        # Small chunks: a customer's rows span several elements, some failing, some not.
+        job = _events_job(
+            tmp_path,
+            flaky.url,
+            source,
+            delivery=delivery,
+            chunk_rows=20,
+        )
+        first = run_cli("run", str(job), "--no-progress")
+        accepted_first = flaky.records()
+    assert first.returncode == 1, first.stderr
+    failed = read_report(tmp_path)["rows_failed"]
+    assert failed > 0
+
+    (tmp_path / "healthy").mkdir()
+    with start_sandbox(tmp_path / "healthy", "--port", port) as healthy:
+        again = run_cli("run", str(job), "--no-progress")
+        resent = healthy.records()
+    assert again.returncode == 0, again.stderr
+    assert sum(len(r["actions"]) for r in resent) == failed
+    assert _seqs(resent)["u0007"] == _file_order(source)["u0007"]
+    everything = Counter(
+        a["attributes"]["seq"] for r in accepted_first + resent for a in r["actions"]
+    )
+    assert set(everything) == set(range(1, 401)) and max(everything.values()) == 1

@@ -26,12 +26,11 @@ MAPPING: dict[str, Any] = {
 }
 
 
-def _job(mapping: dict[str, Any] | None = None, **top: Any) -> Any:
+def _job(mapping: dict[str, Any] | None = None, kind: str = "events") -> Any:
     raw = {
-        "import": "events",
+        "import": kind,
         "api": {"base_url": "http://127.0.0.1:9", "workspace_id": "W", "api_key": "k"},
         "mapping": mapping or MAPPING,
-        **top,
     }
     return parse_job(raw, env={})
 
@@ -185,7 +184,7 @@ def test_events_jobs_config_rules() -> None:
     with pytest.raises(ConfigError, match=r"mapping\.event\.platform"):
         _job({**MAPPING, "event": {**MAPPING["event"], "platform": "Android TV"}})
     with pytest.raises(ConfigError, match=r"mapping\.event: only an events job"):
-        _job(**{"import": "users"})
+        _job(kind="users")
     constant = _job({**MAPPING, "event": {**MAPPING["event"], "action": "Order Placed"}})
     assert constant.mapping.event is not None
     assert constant.mapping.event.action.constant == "Order Placed"
