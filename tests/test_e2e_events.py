@@ -13,6 +13,7 @@ from urllib.parse import urlparse
 
 import pandas as pd
 import pytest
+import yaml
 from conftest import (
     ROOT,
     assert_report_adds_up,
@@ -439,3 +440,39 @@ def test_a_rerun_resends_failed_events_and_no_accepted_one(tmp_path: Path) -> No
         a["attributes"]["seq"] for r in accepted_first + resent for a in r["actions"]
     )
     assert set(everything) == set(range(1, 401)) and max(everything.values()) == 1
+
+
+def test_init_proposes_an_events_job_that_runs(tmp_path: Path) -> None:
+    source = _every_field_csv(tmp_path)
+    init = run_cli("init", str(source))
+    assert init.returncode == 0, init.stderr
+    proposed = yaml.safe_load(init.stdout)
+    assert proposed["import"] == "events"
+    event = proposed["mapping"]["event"]
+    assert event["action"] == {"column": "event_name"}
+    assert event["time"] == {"column": "occurred_at"}
+    assert event["timezone_offset"] == {"column": "tz_offset_seconds"}
+    assert event["platform"] == {"column": "platform"}
+    assert event["app_version"] == {"column": "app_version"}
+    assert set(event["attributes"]) == {"amount", "quantity", "gift", "sku", "seq"}
+    assert proposed["rate_limit"]["updates"] == 30000
+    with start_sandbox(tmp_path) as sandbox:
+        proposed["api"] = job_dict(tmp_path, sandbox.url, source, {})["api"]
+        proposed["output"] = {"dead_letter": str(tmp_path / "out" / "dl.jsonl")}
+        job = write_job(tmp_path, proposed, "proposed.yaml")
+        result = run_cli("run", str(job), "--no-progress")
+        records = sandbox.records()
+    assert result.returncode == 1, result.stderr  # the future-dated and empty-action rows
+    _check_every_field(records)
+
+
+def test_init_events_asks_for_an_events_job(tmp_path: Path) -> None:
+    source = tmp_path / "activity.csv"
+    source.write_text("user_id,what,when\nc1,Viewed,2024-03-01T10:00:00Z\n")
+    plain = run_cli("init", str(source))
+    assert plain.returncode == 0 and "import: events" not in plain.stdout  # names unknown
+    asked = run_cli("init", "--events", str(source))
+    assert asked.returncode == 2 and "event-name column" in asked.stderr
+    users = tmp_path / "users.csv"
+    users.write_text("user_id,name,created_at\nc1,Ann,2024-03-01T10:00:00Z\n")
+    assert "import: events" not in run_cli("init", str(users)).stdout
