@@ -128,10 +128,6 @@ def _platform_cell(cell: Any) -> tuple[Any, str | None]:
     return known, None
 
 
-def _per_unique(series: pd.Series, column: str, cell: Callable[[Any], Any]) -> Converted:
-    return per_unique(series, column, cell)
-
-
 class EventMapper(Mapper):
     """Maps chunks of source rows to MoEngage event elements (one action a row), valid or not."""
 
@@ -296,7 +292,7 @@ _ACTION_KEYS = frozenset(
 
 
 def _action_kind(column: str) -> tuple[Callable[[pd.Series], Converted], str]:
-    return partial(_per_unique, column=column, cell=_action_cell), "event name"
+    return partial(per_unique, column=column, convert=_action_cell), "event name"
 
 
 def _offset_kind(column: str) -> tuple[Callable[[pd.Series], Converted], str]:
@@ -304,7 +300,7 @@ def _offset_kind(column: str) -> tuple[Callable[[pd.Series], Converted], str]:
 
 
 def _platform_kind(column: str) -> tuple[Callable[[pd.Series], Converted], str]:
-    return partial(_per_unique, column=column, cell=_platform_cell), "platform"
+    return partial(per_unique, column=column, convert=_platform_cell), "platform"
 
 
 def _string_kind(column: str) -> tuple[Callable[[pd.Series], Converted], str]:
