@@ -215,3 +215,18 @@ def test_the_sandbox_limits_events_apart_from_users() -> None:
     events.add(0.0, 100)
     assert users.wait_seconds(1.0, 10) is None
     assert events.wait_seconds(1.0, 1) is not None
+
+
+def test_a_request_holds_at_most_max_items_actions() -> None:
+    from importer import batching
+
+    ids = ["a", "a", "a", "b", "b", "b", "c", "c", "c", "d"]
+    rows = ValidRows(
+        "s", list(range(1, 11)), list(ids), [_event(c, n) for n, c in enumerate(ids, 1)], _chunk([])
+    )
+    rounds = ordering.sequence(rows, 100_000)
+    assert rounds is not None
+    (grouped,) = rounds
+    assert batching.weights_of(grouped) == [3, 3, 3, 1]
+    spans = batching.row_spans(grouped, 100_000, 4, batching.BULK)
+    assert spans == [(0, 1), (1, 2), (2, 4)]  # 3, 3, then 3 + 1
