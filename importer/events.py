@@ -222,7 +222,8 @@ class EventMapper(Mapper):
         note(self._future(instants, times))
         offsets = converted(self._offset)
         if offsets is None and "user_timezone_offset" in self._constants:
-            offsets = pa.array([self._constants["user_timezone_offset"]] * rows, pa.string())
+            seconds_text = str(int(self._constants["user_timezone_offset"]))  # checked by config
+            offsets = pa.array([seconds_text] * rows, pa.string())
         user_times = None
         if offsets is not None:
             seconds = pc.cast(offsets, pa.int64())
