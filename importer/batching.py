@@ -23,7 +23,11 @@ class ElementTooLarge(ValueError):
 
 
 def spans(
-    lengths: Sequence[int], max_batch_bytes: int, max_items: int, endpoint: str
+    lengths: Sequence[int],
+    max_batch_bytes: int,
+    max_items: int,
+    endpoint: str,
+    weights: Sequence[int] | None = None,
 ) -> list[tuple[int, int]]:
     """[start, end) ranges of elements, in order, whose request body fits `max_batch_bytes`.
 
@@ -45,12 +49,18 @@ def spans(
     # but one.
     ends = np.zeros(count + 1, dtype=np.int64)
     np.cumsum(sizes + 1, out=ends[1:])
+    # With weights (an event element counts its actions), max_items caps their sum.
+    spent = None if weights is None else np.concatenate(([0], np.cumsum(weights)))
     result: list[tuple[int, int]] = []
     start = 0
     while start < count:
         budget = ends[start] + max_batch_bytes - _BULK_FRAME + 1
         end = int(np.searchsorted(ends, budget, side="right")) - 1
-        end = max(start + 1, min(end, start + max_items, count))
+        if spent is not None:
+            items = int(np.searchsorted(spent, spent[start] + max_items, side="right")) - 1
+        else:
+            items = start + max_items
+        end = max(start + 1, min(end, items, count))
         result.append((start, end))
         start = end
     return result
@@ -71,10 +81,29 @@ def row_spans(
 ) -> list[tuple[int, int]]:
     """`spans` over rows; an error names the row."""
     try:
-        return spans([len(e) for e in encoded_of(rows)], max_batch_bytes, max_items, endpoint)
+        encoded = encoded_of(rows)
+        return spans(
+            [len(e) for e in encoded], max_batch_bytes, max_items, endpoint, weights_of(rows)
+        )
     except ElementTooLarge as error:
         row = rows[error.position]
         raise ValueError(f"{row.source} row {row.row}: {error}") from None
+
+
+def weights_of(rows: Sequence[Row]) -> list[int] | None:
+    """What each row spends on the rate limit (Row.weight), or None when every row spends
+    one; computed without making Row objects where the rows are lazy."""
+    if isinstance(rows, ValidRows):
+        if rows.parts is None:
+            return None
+        prefix = moengage.EVENT_ELEMENT_PREFIX
+        weights = [
+            len(p) if p and e.startswith(prefix) else 1
+            for p, e in zip(rows.parts, rows.encoded, strict=True)
+        ]
+    else:
+        weights = [row.weight for row in rows]
+    return weights if any(w > 1 for w in weights) else None
 
 
 def encoded_of(rows: Sequence[Row]) -> Sequence[bytes]:

@@ -93,6 +93,12 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
 
     init = commands.add_parser("init", help="print a job file skeleton for an input")
     init.add_argument("input", help="a CSV or Parquet file, a directory or a glob")
+    init.add_argument(
+        "--events",
+        action="store_true",
+        help="propose an events job (import: events); automatic when the input has an"
+        " event-name and a timestamp column",
+    )
 
     serve = commands.add_parser("sandbox", help="run the MoEngage-compatible server on loopback")
     words = sys.argv[1:] if argv is None else argv
@@ -158,10 +164,10 @@ def _print_outcome(
         print(json.dumps(report.to_dict()))
         return
     if validating:
-        from importer.mapping import Mapper
+        from importer.pipeline import mapper_for
 
         print("attributes:")
-        for attribute, column, kind in Mapper(job.mapping).describe():
+        for attribute, column, kind in mapper_for(job).describe():
             print(f"  {attribute:<30} <- {column:<30} {kind}")
         reasons = format_reasons(report.invalid_reasons)
         if reasons:
@@ -241,7 +247,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "init":
             from importer.scaffold import scaffold_job
 
-            sys.stdout.write(scaffold_job(args.input))
+            sys.stdout.write(scaffold_job(args.input, events=args.events))
             return 0
         return _run_command(args)
     except ImporterError as error:  # bad usage (2), or our own files failed us (3)

@@ -260,6 +260,51 @@ class PlatformsSpec(_Strict):
     values: list[str] | None = None
 
 
+class EventValue(_Strict):
+    """An event field: a column per row, or a constant for every row (a bare string)."""
+
+    column: str | None = None
+    constant: str | None = None
+
+    @model_validator(mode="after")
+    def _one_of(self) -> EventValue:
+        if (self.column is None) == (self.constant is None):
+            raise ValueError("give a column ({column: name}) or a constant (a bare string)")
+        return self
+
+
+class EventConfig(_Strict):
+    """mapping.event (import: events): one row is one action of its customer."""
+
+    action: EventValue
+    time: AttributeSpec  # -> current_time; type datetime
+    timezone_offset: EventValue | None = None  # seconds -> user_timezone_offset
+    platform: EventValue | None = None
+    app_version: EventValue | None = None
+    attributes: dict[str, AttributeSpec] = Field(default_factory=dict)
+
+    @field_validator("action", "timezone_offset", "platform", "app_version", mode="before")
+    @classmethod
+    def _bare_is_constant(cls, value: Any) -> Any:
+        return {"constant": value} if isinstance(value, str) else value
+
+    @field_validator("time", mode="before")
+    @classmethod
+    def _time_is_datetime(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return {"column": value, "type": "datetime"}
+        if isinstance(value, Mapping) and "type" not in value:
+            return {**value, "type": "datetime"}
+        return value
+
+    @field_validator("attributes", mode="before")
+    @classmethod
+    def _bare_column_is_string(cls, value: Any) -> Any:
+        if isinstance(value, Mapping):
+            return {k: ({"column": v} if isinstance(v, str) else v) for k, v in value.items()}
+        return value
+
+
 class MappingConfig(_Strict):
     customer_id: str | None = None
     # Surrounding whitespace in a customer_id is a validation error unless this is true.
@@ -272,6 +317,7 @@ class MappingConfig(_Strict):
     identifiers: list[str] = Field(default_factory=list)
     # moe_ names MoEngage's catalogue lacks that a job may still send (with a warning).
     allow_reserved: list[str] = Field(default_factory=list)
+    event: EventConfig | None = None  # import: events only
 
     @field_validator("attributes", mode="before")
     @classmethod
@@ -327,7 +373,14 @@ class OutputConfig(_Strict):
         return {"url": value} if isinstance(value, str) else value
 
 
+ImportKind = Literal["users", "events"]
+
+
 class JobConfig(_Strict):
+    # `import` is a Python keyword: the field is import_, the job file key `import`.
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    import_: ImportKind = Field("users", alias="import")
     api: ApiConfig
     rate_limit: RateLimitConfig = Field(default_factory=RateLimitConfig)
     delivery: DeliveryConfig = Field(default_factory=DeliveryConfig)
@@ -795,6 +848,137 @@ def _delivery_problems(delivery: DeliveryConfig) -> Iterator[str]:
         yield "delivery.backoff_base_seconds: must not exceed delivery.backoff_max_seconds"
 
 
+# ---------------------------------------------------------------------------------------------
+# Events jobs (import: events): the rules of mapping.event
+
+
+def event_name_problem(name: str) -> str | None:
+    """Why MoEngage would refuse this event name (the action), or None."""
+    if not name.strip():
+        return "an event needs a non-empty action"
+    if name.startswith(moengage.RESERVED_PREFIX):
+        return f"the {moengage.RESERVED_PREFIX} prefix is reserved for MoEngage's own events"
+    if len(name) > moengage.MAX_EVENT_NAME_LENGTH:
+        return (
+            f"the event name is {len(name)} characters; MoEngage allows at most"
+            f" {moengage.MAX_EVENT_NAME_LENGTH}"
+        )
+    return None
+
+
+def event_attribute_name_problem(name: str) -> str | None:
+    if name in moengage.BLOCKED_ATTRIBUTE_NAMES:
+        shown = repr(name) if name else "the empty name"
+        return f"{shown} is blocked by MoEngage as an attribute name"
+    if name.startswith(moengage.RESERVED_PREFIX):
+        return (
+            f"the {moengage.RESERVED_PREFIX} prefix is reserved for MoEngage's system"
+            " attributes, on events too"
+        )
+    if len(name) > moengage.MAX_ATTRIBUTE_NAME_LENGTH:
+        return (
+            f"the name is {len(name)} characters; MoEngage allows at most"
+            f" {moengage.MAX_ATTRIBUTE_NAME_LENGTH}"
+        )
+    return None
+
+
+_USER_ONLY_KEYS = ("attributes", "add_to_array", "remove_from_array", "platforms", "identifiers")
+
+
+def event_job_problems(kind: str, mapping: MappingConfig) -> Iterator[str]:
+    """mapping.event belongs to events jobs, and is what an events job maps."""
+    event = mapping.event
+    if kind != "events":
+        if event is not None:
+            yield "mapping.event: only an events job maps events; set `import: events`"
+        return
+    if event is None:
+        yield (
+            "mapping.event: an events job (import: events) needs mapping.event with action and time"
+        )
+        return
+    for key in _USER_ONLY_KEYS:
+        if getattr(mapping, key):
+            yield (
+                f"mapping.{key}: an events job sends no user attributes; event attributes go"
+                " under mapping.event.attributes"
+            )
+    if mapping.update_existing_only:
+        yield "mapping.update_existing_only: applies to user updates, not to an events job"
+    if not mapping.customer_id:
+        yield (
+            "mapping.customer_id: an events job needs the column holding each event's customer_id"
+        )
+    if event.action.constant is not None:
+        problem = event_name_problem(event.action.constant)
+        if problem:
+            yield f"mapping.event.action: {problem}"
+    if event.time.type != "datetime":
+        yield "mapping.event.time.type: must be datetime (the time of the event)"
+    if event.time.timezone is not None:
+        problem = _timezone_problem(event.time.timezone)
+        if problem:
+            yield f"mapping.event.time.timezone: {problem}"
+    if event.timezone_offset is not None and event.timezone_offset.constant is not None:
+        yield from _offset_constant_problems(event.timezone_offset.constant)
+    platform = event.platform
+    if (
+        platform is not None
+        and platform.constant is not None
+        and platform.constant not in moengage.EVENT_PLATFORMS
+    ):
+        yield (
+            f"mapping.event.platform: {platform.constant!r} is not a platform MoEngage"
+            f" knows; use one of {', '.join(moengage.EVENT_PLATFORMS)}"
+        )
+    for name, spec in event.attributes.items():
+        problem = event_attribute_name_problem(name)
+        if problem:
+            yield f"{_key('mapping.event.attributes', name)}: {problem}"
+        if spec.timezone is not None:
+            problem = _timezone_problem(spec.timezone)
+            if problem:
+                yield f"{_key('mapping.event.attributes', name)}.timezone: {problem}"
+    if len(event.attributes) > moengage.MAX_EVENT_ATTRIBUTES:
+        yield (
+            f"mapping.event.attributes: {len(event.attributes)} attributes; MoEngage allows at"
+            f" most {moengage.MAX_EVENT_ATTRIBUTES} per event"
+        )
+
+
+def _offset_constant_problems(text: str) -> Iterator[str]:
+    limit = moengage.MAX_TIMEZONE_OFFSET_SECONDS
+    try:
+        offset = int(text)
+    except ValueError:
+        yield "mapping.event.timezone_offset: a constant offset must be whole seconds"
+        return
+    if not -limit <= offset <= limit:
+        yield f"mapping.event.timezone_offset: must lie between -{limit} and {limit} seconds"
+
+
+def event_job_warnings(kind: str, mapping: MappingConfig) -> list[str]:
+    event = mapping.event
+    if kind != "events" or event is None or event.action.constant is None:
+        return []
+    if moengage.EVENT_NAME_STORED_AS_SPACE in event.action.constant:
+        return ["mapping.event.action: MoEngage stores a '.' in an event name as a space"]
+    return []
+
+
+def events_sync_problem(kind: str, sync_mode: str) -> str | None:
+    """`sync.mode: changed` compares a user's element with the last one accepted: events
+    have no such state, and resume already keeps a rerun from sending an event twice.
+    Refused before anything is sent (exit 2)."""
+    if kind == "events" and sync_mode == "changed":
+        return (
+            "sync.mode: changed is for users; an events job cannot use it (events have no"
+            " state to compare, and resume already keeps a rerun from sending one twice)"
+        )
+    return None
+
+
 def check_mapping_rules(mapping: MappingConfig) -> None:
     """Refuse a mapping the Mapper cannot apply (no identity, unknown time zone or platform);
     the one place these rules live, for jobs and for a Mapper built from a MappingConfig."""
@@ -820,6 +1004,8 @@ def check_job_rules(job: JobConfig, need_credentials: bool = True) -> None:
         *_attribute_option_problems(mapping),
         *_standard_attribute_problems(mapping),
         *_platform_problems(mapping),
+        *event_job_problems(job.import_, mapping),
+        *filter(None, [events_sync_problem(job.import_, job.sync.mode)]),
     ]
     if problems:
         raise ConfigError("\n".join(problems))
@@ -903,7 +1089,7 @@ def parse_job(
     key = job.api.api_key.get_secret_value()
     register_secret(key, "the API key")
     check_job_rules(job, need_credentials)
-    for warning in job_warnings(job.mapping):
+    for warning in [*job_warnings(job.mapping), *event_job_warnings(job.import_, job.mapping)]:
         logging.getLogger("importer").warning(warning)
     if need_credentials and job.api.api_key_file is not None:
         key = read_api_key_file(job.api.api_key_file)

@@ -260,12 +260,13 @@ async def open_transport(api: ApiConfig, delivery: DeliveryConfig) -> AsyncItera
         await transport.close()
 
 
-def request_url(api: ApiConfig) -> str:
-    path = (
-        moengage.bulk_path(api.workspace_id)
-        if api.endpoint == batching.BULK
-        else moengage.customer_path(api.workspace_id)
-    )
+def request_url(api: ApiConfig, events: bool = False) -> str:
+    if api.endpoint == batching.BULK:
+        path = moengage.bulk_path(api.workspace_id)
+    elif events:
+        path = moengage.event_path(api.workspace_id)
+    else:
+        path = moengage.customer_path(api.workspace_id)
     return api.resolved_base_url() + path
 
 
@@ -286,6 +287,8 @@ class Sender:
         transport: Transport,
         stats: DeliveryStats,
         rng: random.Random | None = None,
+        *,
+        events: bool = False,  # an events job: one element a request goes to /v1/event
     ) -> None:
         self._endpoint = api.endpoint
         self._delivery = delivery
@@ -294,7 +297,7 @@ class Sender:
         self._transport = transport
         self._stats = stats
         self._rng = rng or random.Random()
-        self.url = request_url(api)
+        self.url = request_url(api, events)
         check_plain_http(self.url, api.allow_insecure_http)
         self._post_url = _with_project_code(self.url, api.project_code)
         key = api.api_key.get_secret_value()
@@ -369,8 +372,9 @@ class Sender:
         return result
 
     async def _deliver(self, rows: list[Row], result: SendResult) -> None:
-        if len(rows) > self._limiter.updates:  # one request may not exceed the whole window
-            await self._halves(rows, result)
+        if _weight(rows) > self._limiter.updates:  # one request may not exceed the window
+            # A lone element of grouped events splits into its rows' own elements.
+            await self._halves(rows if len(rows) > 1 else rows[0].split(), result)
             return
         answer = await self._attempts(rows)
         if answer.ok:
@@ -416,7 +420,7 @@ class Sender:
                 self._stats.retries += 1
             budget.attempts += 1
             try:
-                outcome = await self._attempt(body, len(rows), budget)
+                outcome = await self._attempt(body, _weight(rows), budget)
             except BaseException:
                 if probing:  # ended without a verdict: another request probes
                     self._outage.probe_abandoned()
@@ -624,6 +628,11 @@ class Sender:
             self._delivery.backoff_max_seconds,
             self._rng,
         )
+
+
+def _weight(rows: list[Row]) -> int:
+    """Updates these rows spend on the rate limit (an event element counts its actions)."""
+    return sum(row.weight for row in rows)
 
 
 def _discard(admission: asyncio.Future[Permit]) -> None:

@@ -19,6 +19,7 @@ import orjson
 
 from importer import batching, ordering, sources
 from importer.config import JobConfig
+from importer.events import is_event
 from importer.mapping import Mapper
 from importer.moengage import Endpoint
 from importer.preflight import job_scope
@@ -319,13 +320,15 @@ def _resend_filter(
     done = _within(numbers, settled.ranges)
     dead = _within(numbers, settled.dead)
     ids = ordering.customer_ids(valid)
+    # Events have no end state to restore: an accepted one sent again would count twice.
+    users = not (len(valid) and is_event(batching.encoded_of(valid)[0]))
     keep: list[int] = []
     for position, customer in enumerate(ids):
         if not done[position]:
             keep.append(position)
             if customer is not None:
                 resent.add(customer)
-        elif not dead[position] and customer in resent:
+        elif users and not dead[position] and customer in resent:
             keep.append(position)
     invalid_numbers = np.array([r.row for r in mapped.invalid], dtype=np.int64)
     invalid_done = _within(invalid_numbers, settled.ranges)

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from importer import moengage
+from importer import events, moengage
 from importer.rows import Row, ValidRows
 
 # Keys of an element that `merge` understands; anything else keeps the element apart.
@@ -76,6 +76,8 @@ def _customer_elements(
     customer: str, found: list[tuple[int, bytes]], max_element_bytes: int
 ) -> list[_Element]:
     """A customer's rows, in order, with each run of mergeable ones made one element."""
+    if found and events.is_event(found[0][1]):
+        return events.group_actions(customer, found, max_element_bytes)
     out: list[_Element] = []
     run: list[tuple[int, bytes, dict[str, Any]]] = []
 

@@ -169,7 +169,8 @@ class Run:
             self._stop_future.set_result(None)
         try:
             async with open_transport(job.api, job.delivery) as transport:
-                sender = Sender(job.api, job.delivery, limiter, transport, stats)
+                events = job.import_ == "events"
+                sender = Sender(job.api, job.delivery, limiter, transport, stats, events=events)
                 self._sender = sender
                 settler.progress.watch(sender, limiter)  # what the run waits on, shown
                 self._workers = [

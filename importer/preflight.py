@@ -9,6 +9,7 @@ from pathlib import Path
 
 from importer import sources
 from importer.config import ConfigError, JobConfig
+from importer.events import EventMapper
 from importer.mapping import Mapper
 from importer.moengage import BULK_FRAME_BYTES, Endpoint
 from importer.report import report_tmp
@@ -55,7 +56,8 @@ def check_output_paths(job: JobConfig, dead_letter: Path, *, with_state: bool) -
 def mapper_for(job: JobConfig) -> Mapper:
     """A mapper that refuses elements too large for one request of this job."""
     frame = 0 if job.api.endpoint == Endpoint.CUSTOMER else BULK_FRAME_BYTES
-    return Mapper(job.mapping, max_element_bytes=job.delivery.max_batch_bytes - frame)
+    kind = EventMapper if job.import_ == "events" else Mapper
+    return kind(job.mapping, max_element_bytes=job.delivery.max_batch_bytes - frame)
 
 
 def discover_sources(job: JobConfig) -> list[sources.DataFile]:

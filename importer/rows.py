@@ -10,6 +10,8 @@ import numpy as np
 import orjson
 import pandas as pd
 
+from importer.moengage import EVENT_ELEMENT_PREFIX
+
 
 class RecordSource(Protocol):
     """Anything that can give back a row as read (a Chunk, or a dead-letter line in replay)."""
@@ -85,6 +87,14 @@ class Row:
         """Decoded on demand (dead letters, samples): a dict per valid row costs too much."""
         element: dict[str, Any] = orjson.loads(self.encoded)
         return element
+
+    @property
+    def weight(self) -> int:
+        """What this element spends on the rate limit: an event element its actions (one a
+        row it was made of), a user element one update however many rows merged into it."""
+        if self.parts and self.encoded.startswith(EVENT_ELEMENT_PREFIX):
+            return len(self.parts)
+        return 1
 
     @property
     def numbers(self) -> list[int]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime as dt
 import hmac
 import math
 import queue
@@ -46,6 +47,10 @@ STATS_PATH = "/_sandbox/stats"
 READ_LIMIT_BYTES = 64 * 1024 * 1024
 BULK = moengage.Endpoint.BULK
 CUSTOMER = moengage.Endpoint.CUSTOMER
+EVENT = "event"  # POST /v1/event: one event element
+# How far ahead of the server's clock an event's current_time may be before it counts as
+# future-dated (clocks drift).
+EVENT_CLOCK_SKEW_SECONDS = 600
 _UNPARSED = object()  # the body was not valid JSON
 
 
@@ -56,6 +61,7 @@ class SandboxSettings:
     api_key: str = field(default=DEFAULT_API_KEY, repr=False)
     rate: int = moengage.DEFAULT_RATE_UPDATES
     period: float = moengage.DEFAULT_RATE_PERIOD_SECONDS
+    event_rate: int = moengage.DEFAULT_EVENT_RATE_UPDATES  # events (actions) per period
     fail_rate: float = 0.0
     reset_rate: float = 0.0
     latency_ms: float = 0.0
@@ -84,9 +90,11 @@ class SandboxSettings:
 
 
 def element_problem(element: Any) -> str | None:
-    """Why MoEngage would refuse this user update, or None if it is acceptable."""
+    """Why MoEngage would refuse this user update (or event element), or None if acceptable."""
     if not isinstance(element, dict):
         return "element is not a JSON object"
+    if element.get("type") == moengage.EVENT_TYPE:
+        return event_problem(element)
     if element.get("type") != moengage.CUSTOMER_TYPE:
         return f"type must be {moengage.CUSTOMER_TYPE!r}"
     attributes = element.get("attributes")
@@ -98,6 +106,76 @@ def element_problem(element: Any) -> str | None:
         return problem
     if not isinstance(element.get("update_existing_only", False), bool):
         return "update_existing_only must be true or false"
+    return None
+
+
+def event_problem(element: dict[str, Any]) -> str | None:
+    """Why MoEngage would refuse this event element (type event), or None."""
+    customer_id = element.get("customer_id")
+    if customer_id is not None or not element.get("user_identifiers"):
+        problem = customer_id_problem(customer_id, {})
+        if problem:
+            return problem
+    actions = element.get(moengage.ACTIONS_KEY)
+    if not isinstance(actions, list) or not actions:
+        return "actions must be a non-empty list"
+    for action in actions:
+        problem = action_problem(action)
+        if problem:
+            return problem
+    return None
+
+
+def action_problem(action: Any) -> str | None:
+    if not isinstance(action, dict):
+        return "an action is not a JSON object"
+    name = action.get("action")
+    if not isinstance(name, str) or not name.strip():
+        return "an action needs a non-empty action (event name)"
+    if name.startswith(moengage.RESERVED_PREFIX):
+        return f"event name {_short(name)} uses the reserved prefix {moengage.RESERVED_PREFIX!r}"
+    if len(name) > moengage.MAX_EVENT_NAME_LENGTH:
+        return f"event name {_short(name)} is longer than {moengage.MAX_EVENT_NAME_LENGTH}"
+    attributes = action.get("attributes", {})
+    if not isinstance(attributes, dict):
+        return "event attributes must be a JSON object"
+    if len(attributes) > moengage.MAX_EVENT_ATTRIBUTES:
+        return f"an event has more than {moengage.MAX_EVENT_ATTRIBUTES} attributes"
+    for key, value in attributes.items():
+        if key.startswith(moengage.RESERVED_PREFIX):
+            return f"event attribute {key!r} uses the reserved prefix {moengage.RESERVED_PREFIX!r}"
+        problem = name_problem(key) or value_problem(key, value)
+        if problem:
+            return problem
+    platform = action.get("platform")
+    if platform is not None and platform not in moengage.EVENT_PLATFORMS:
+        return f"platform {_short(platform)} is not one of {', '.join(moengage.EVENT_PLATFORMS)}"
+    offset = action.get("user_timezone_offset")
+    limit = moengage.MAX_TIMEZONE_OFFSET_SECONDS
+    if offset is not None and (
+        isinstance(offset, bool) or not isinstance(offset, int) or abs(offset) > limit
+    ):
+        return f"user_timezone_offset must be whole seconds within -{limit}..{limit}"
+    return _current_time_problem(action.get("current_time"))
+
+
+def _current_time_problem(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            moment = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return f"current_time {_short(value)} is not an ISO 8601 time"
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=dt.UTC)
+        seconds = moment.timestamp()
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        seconds = float(value)
+    else:
+        return "current_time must be an ISO 8601 time"
+    if seconds > time.time() + EVENT_CLOCK_SKEW_SECONDS:
+        return "current_time is in the future: MoEngage refuses future-dated events"
     return None
 
 
@@ -314,6 +392,7 @@ class SandboxServer:
     def __init__(self, settings: SandboxSettings) -> None:
         self.settings = settings
         self._window = RateWindow(settings.rate, settings.period)
+        self._event_window = RateWindow(settings.event_rate, settings.period)  # counted apart
         self._random = random.Random(settings.seed)
         self._reject = (
             re.compile(settings.reject_customer_ids) if settings.reject_customer_ids else None
@@ -333,6 +412,7 @@ class SandboxServer:
         self.counters: dict[str, Any] = {
             "requests": 0,
             "users_accepted": 0,
+            "events_accepted": 0,
             "users_dropped": 0,
             "resets": 0,
             "by_status": {},
@@ -356,6 +436,7 @@ class SandboxServer:
         app = web.Application(client_max_size=READ_LIMIT_BYTES)
         app.router.add_post("/v1/transition/{workspace_id}", self._handle_bulk)
         app.router.add_post("/v1/customer/{workspace_id}", self._handle_customer)
+        app.router.add_post("/v1/event/{workspace_id}", self._handle_event)
         app.router.add_get(STATS_PATH, self._handle_stats)
         self._record = _JsonLines(self.settings.record)
         self._arrivals = _JsonLines(self.settings.arrivals)
@@ -419,6 +500,9 @@ class SandboxServer:
     async def _handle_customer(self, request: web.Request) -> web.StreamResponse:
         return await self._handle(request, CUSTOMER)
 
+    async def _handle_event(self, request: web.Request) -> web.StreamResponse:
+        return await self._handle(request, EVENT)
+
     async def _handle(self, request: web.Request, endpoint: str) -> web.StreamResponse:
         try:
             body: bytes | None = await request.read()
@@ -469,18 +553,19 @@ class SandboxServer:
             return refused
         # From here the request reached the API: its users count in the window unless 429.
         if request.content_type != "application/json":
-            self._window.add(now, users)
+            self._add_to_windows(now, users, parsed)
             return failure(
                 moengage.UNSUPPORTED_MEDIA_STATUS, "Content-Type must be application/json"
             )
         if body is None or len(body) > settings.max_body_bytes:
-            self._window.add(now, users)
+            self._add_to_windows(now, users, parsed)
             limit = settings.max_body_bytes
             return failure(moengage.TOO_LARGE_STATUS, f"request body is over {limit} bytes")
         wait = self._window.wait_seconds(now, users)
-        if wait is not None:
-            return self._rate_limited(now, wait)
-        self._window.add(now, users)
+        event_wait = self._event_window.wait_seconds(now, _count_events(parsed))
+        if wait is not None or event_wait is not None:
+            return self._rate_limited(now, max(wait or 0.0, event_wait or 0.0))
+        self._add_to_windows(now, users, parsed)
         if settings.reset_rate and self._random.random() < settings.reset_rate:
             return Answer(0, {}, reset=True)
         if settings.fail_rate and self._random.random() < settings.fail_rate:
@@ -493,7 +578,12 @@ class SandboxServer:
             return failure(moengage.BAD_PAYLOAD_STATUS, "body is not valid JSON")
         if endpoint == BULK:
             return self._check_bulk(parsed)
-        return self._check_customer(parsed)
+        return self._check_customer(parsed, endpoint)
+
+    def _add_to_windows(self, now: float, users: int, parsed: Any) -> None:
+        """Users and events are limited apart: each counts in its own window."""
+        self._window.add(now, users)
+        self._event_window.add(now, _count_events(parsed))
 
     def _auth_problem(self, request: web.Request) -> Answer | None:
         settings = self.settings
@@ -546,9 +636,12 @@ class SandboxServer:
             self._violations.write([{"endpoint": endpoint, "problem": problem, "element": element}])
         return problem
 
-    def _check_customer(self, element: Any) -> Answer:
-        schema_problem = self._schema_problem(element, CUSTOMER)
-        problem = element_problem(element) or schema_problem or self._rejected(element)
+    def _check_customer(self, element: Any, endpoint: str = CUSTOMER) -> Answer:
+        schema_problem = self._schema_problem(element, endpoint)
+        kind = element.get("type") if isinstance(element, dict) else None
+        wanted = moengage.EVENT_TYPE if endpoint == EVENT else moengage.CUSTOMER_TYPE
+        wrong = f"type must be {wanted!r} at this endpoint" if kind != wanted else None
+        problem = wrong or element_problem(element) or schema_problem or self._rejected(element)
         if problem:
             return failure(moengage.BAD_PAYLOAD_STATUS, problem)
         answer = success()
@@ -612,7 +705,9 @@ class SandboxServer:
         """
         counters = self.counters
         counters["requests"] += 1
-        counters["users_accepted"] += len(answer.accepted)
+        events = [e for e in answer.accepted if e.get("type") == moengage.EVENT_TYPE]
+        counters["users_accepted"] += len(answer.accepted) - len(events)
+        counters["events_accepted"] += _count_events({"elements": events})
         counters["users_dropped"] += answer.dropped
         if answer.reset:
             counters["resets"] += 1
@@ -623,6 +718,7 @@ class SandboxServer:
             "t": now,
             "path": request.path,
             "users": users,
+            "events": _count_events(_parse(body)) if body and b'"actions"' in body else 0,
             "bytes": len(body) if body is not None else request.content_length,
             "status": None if answer.reset else answer.status,
             "dropped": answer.dropped,
@@ -654,11 +750,41 @@ def _customer_ids(parsed: Any) -> list[Any]:
 def _count_users(parsed: Any, endpoint: str) -> int:
     if endpoint == CUSTOMER:
         return 1
+    if endpoint == EVENT:
+        return 0
     elements = parsed.get("elements") if isinstance(parsed, dict) else None
-    return len(elements) if isinstance(elements, list) else 0
+    if not isinstance(elements, list):
+        return 0
+    return sum(not _is_event_element(e) for e in elements)
+
+
+def _is_event_element(element: Any) -> bool:
+    return isinstance(element, dict) and element.get("type") == moengage.EVENT_TYPE
+
+
+def _count_events(parsed: Any) -> int:
+    """Actions in the body's event elements (a bulk body, or one element)."""
+    if not isinstance(parsed, dict):
+        return 0
+    elements = parsed.get("elements") if "elements" in parsed else [parsed]
+    if not isinstance(elements, list):
+        return 0
+    total = 0
+    for element in elements:
+        actions = element.get(moengage.ACTIONS_KEY) if _is_event_element(element) else None
+        total += len(actions) if isinstance(actions, list) else 0
+    return total
 
 
 def _record_line(element: dict[str, Any], endpoint: str, now: float) -> dict[str, Any]:
+    if _is_event_element(element):  # one line per event element, its actions in order
+        return {
+            "received_at": now,
+            "endpoint": endpoint,
+            "type": moengage.EVENT_TYPE,
+            "customer_id": element.get("customer_id"),
+            "actions": element[moengage.ACTIONS_KEY],
+        }
     return {
         "received_at": now,
         "endpoint": endpoint,
@@ -751,6 +877,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=moengage.DEFAULT_RATE_PERIOD_SECONDS,
         help="seconds (default %(default)s)",
     )
+    add(
+        "--event-rate",
+        type=int,
+        default=moengage.DEFAULT_EVENT_RATE_UPDATES,
+        help="events (actions) per period, limited apart from users (default %(default)s)",
+    )
     add("--fail-rate", type=_fraction, default=0.0, help="fraction answered 500/503 (default 0)")
     add(
         "--reset-rate",
@@ -759,7 +891,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="fraction whose connection is cut (default 0)",
     )
     add("--latency-ms", type=float, default=0.0, help="delay before each answer (default 0)")
-    add("--record", type=Path, help="append accepted users here as JSON lines (default: none)")
+    add(
+        "--record",
+        type=Path,
+        help="append accepted users (and event elements) here as JSON lines (default: none)",
+    )
     add("--arrivals", type=Path, help="append every request here as a JSON line (default: none)")
     add(
         "--max-body-bytes",
@@ -861,6 +997,7 @@ def settings_from_args(
         redirect_to=args.redirect_to,
         rate=args.rate,
         period=args.period,
+        event_rate=args.event_rate,
         fail_rate=args.fail_rate,
         reset_rate=args.reset_rate,
         latency_ms=args.latency_ms,
@@ -895,6 +1032,7 @@ def describe(settings: SandboxSettings) -> str:
         f"  workspace ID  {settings.workspace_id}",
         f"  API key       {settings.key_source}",
         f"  rate limit    {settings.rate:,} user updates per {settings.period:g} s",
+        f"  event limit   {settings.event_rate:,} events per {settings.period:g} s",
     ]
     faults = []
     if settings.latency_ms:

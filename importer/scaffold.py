@@ -941,6 +941,15 @@ def render_job(guess: JobGuess) -> str:
     return "\n".join(lines) + "\n"
 
 
-def scaffold_job(input_path: str) -> str:
-    """A commented YAML job file for the input, ready for review (raises ScaffoldError)."""
-    return render_job(guess_job(input_path))
+def scaffold_job(input_path: str, events: bool = False) -> str:
+    """A commented YAML job file for the input, ready for review (raises ScaffoldError).
+
+    An events job when `events` asks for one, or when the input has an event-name and a
+    timestamp column (see event_scaffold)."""
+    from importer import event_scaffold
+
+    guess = guess_job(input_path)
+    found = event_scaffold.event_columns(guess)
+    if events or found is not None:
+        return event_scaffold.render_events_job(guess, found)
+    return render_job(guess)

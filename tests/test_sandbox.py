@@ -286,6 +286,7 @@ def test_status_for_all(tmp_path: Path) -> None:
         assert stats == {
             "requests": 2,
             "users_accepted": 0,
+            "events_accepted": 0,
             "users_dropped": 0,
             "resets": 0,
             "by_status": {"403": 2},
@@ -323,7 +324,7 @@ def test_latency_delays_the_answer(tmp_path: Path) -> None:
         (customer("u1", tags=["a"], **{moengage.ADD_TO_ARRAY_KEY: {"tags": ["b"]}}), "both"),
         (customer("u1", **{moengage.REMOVE_FROM_ARRAY_KEY: {"tags": "b"}}), "must be an array"),
         ({**customer("u1"), "update_existing_only": "yes"}, "update_existing_only"),
-        ({"type": "event", "customer_id": "u1", "attributes": {}}, "type"),
+        ({"type": "event", "customer_id": "u1", "attributes": {}}, "actions"),
     ],
 )
 def test_element_rules(element: dict[str, Any], fragment: str | None) -> None:
