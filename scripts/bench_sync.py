@@ -121,7 +121,9 @@ def measure(folder: Path, args: list[str]) -> tuple[Measured, dict[str, Any]]:
         raise SystemExit(
             f"bench_sync: {' '.join(args)} exited {measured.exit_code}\n{measured.stderr[-3000:]}"
         )
-    return measured, json.loads((folder / "report.json").read_text())
+    # A dry run (validate) writes its report beside the real one, never over it.
+    report = "report.dry-run.json" if args[0] == "validate" else "report.json"
+    return measured, json.loads((folder / report).read_text())
 
 
 def line(name: str, rows: int, measured: Measured) -> str:

@@ -32,6 +32,17 @@ def run_cli(
     )
 
 
+def start_cli(*args: str) -> subprocess.Popen[str]:
+    """`python -m importer ARGS` in the background, output piped: for signals and kills."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "importer", *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
 def job_dict(
     tmp_path: Path, url: str, source: Path, mapping: dict[str, Any], **sections: Any
 ) -> dict[str, Any]:

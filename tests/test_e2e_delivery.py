@@ -9,7 +9,6 @@ import shutil
 import signal
 import ssl
 import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -21,12 +20,12 @@ import psutil
 import pytest
 from aiohttp import web
 from conftest import (
-    ROOT,
     assert_report_adds_up,
     job_dict,
     read_dead_letters,
     read_report,
     run_cli,
+    start_cli,
     write_job,
 )
 from sandbox_proc import SandboxProcess, max_in_any_window, start_sandbox
@@ -52,16 +51,6 @@ def _ids(count: int) -> set[str]:
 
 def _job(tmp_path: Path, url: str, source: Path, **sections: dict[str, Any]) -> Path:
     return write_job(tmp_path, job_dict(tmp_path, url, source, MAPPING, **sections))
-
-
-def _start_run(job: Path) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "importer", "run", str(job), "--no-progress"],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
 
 
 def _wait_for_arrivals(sandbox: SandboxProcess, count: int, timeout: float = 30) -> None:
@@ -273,7 +262,7 @@ def test_after_ctrl_c_no_request_arrives_later_than_a_second(tmp_path: Path) -> 
             rate_limit={"updates": 1000, "period_seconds": 4},
             delivery={"max_batch_bytes": 3000, "backoff_base_seconds": 2, "max_attempts": 10},
         )
-        run = _start_run(job)
+        run = start_cli("run", str(job), "--no-progress")
         _wait_for_arrivals(sandbox, 6)
         time.sleep(1.0)
         interrupted_at = time.time()
@@ -304,7 +293,7 @@ def test_waiting_uses_under_five_percent_of_a_core(tmp_path: Path, wait: str) ->
             source,
             delivery={"max_batch_bytes": 3000, "timeout_seconds": 20},
         )
-        run = _start_run(job)
+        run = start_cli("run", str(job), "--no-progress")
         try:
             _wait_for_connections(run.pid, sandbox.url)
             time.sleep(1.0)  # startup and the first sends are done: only waiting now

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -15,12 +13,12 @@ import pandas as pd
 import pytest
 import yaml
 from conftest import (
-    ROOT,
     assert_report_adds_up,
     job_dict,
     read_dead_letters,
     read_report,
     run_cli,
+    start_cli,
     write_job,
 )
 from sandbox_proc import SandboxProcess, max_in_any_window, start_sandbox
@@ -254,16 +252,6 @@ def test_the_events_limit_holds_in_every_window(tmp_path: Path) -> None:
     assert elapsed >= (rows / rate - 1) * period
 
 
-def _start_run(job: Path) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "importer", "run", str(job), "--no-progress"],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
 def _wait_for_events(sandbox: SandboxProcess, count: int, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while sum(len(r["actions"]) for r in sandbox.records()) < count:
@@ -279,7 +267,7 @@ def test_kill_9_and_resume_sends_under_5_percent_twice(tmp_path: Path) -> None:
         job = _events_job(
             tmp_path, sandbox.url, source, rate_limit={"updates": 500, "period_seconds": 1}
         )
-        first = _start_run(job)
+        first = start_cli("run", str(job), "--no-progress")
         _wait_for_events(sandbox, 600)
         first.send_signal(signal.SIGKILL)
         first.communicate(timeout=60)

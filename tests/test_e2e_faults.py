@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -14,12 +12,12 @@ from typing import Any
 
 import pytest
 from conftest import (
-    ROOT,
     assert_report_adds_up,
     job_dict,
     read_dead_letters,
     read_report,
     run_cli,
+    start_cli,
     write_job,
 )
 from sandbox_proc import SandboxProcess, start_sandbox
@@ -67,16 +65,6 @@ def test_faults_are_retried_until_every_user_is_recorded(tmp_path: Path) -> None
     assert report["requests"] > report["retries"]
 
 
-def _start_run(job: Path) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "importer", "run", str(job), "--no-progress"],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
 def _wait_for_records(sandbox: SandboxProcess, count: int, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while len(sandbox.records()) < count:
@@ -90,7 +78,7 @@ def test_interrupted_run_resumes_without_losing_or_resending_much(tmp_path: Path
     source = _users(tmp_path, rows)
     with start_sandbox(tmp_path) as sandbox:
         job = _job(tmp_path, sandbox.url, source, rate_limit={"updates": 500, "period_seconds": 1})
-        first = _start_run(job)
+        first = start_cli("run", str(job), "--no-progress")
         _wait_for_records(sandbox, 600)
         signals = {"kill": signal.SIGKILL, "sigint": signal.SIGINT, "sigterm": signal.SIGTERM}
         first.send_signal(signals[how])
@@ -259,7 +247,7 @@ def test_second_interrupt_stops_at_once_and_loses_nothing(tmp_path: Path) -> Non
     source = _users(tmp_path, 400)
     with start_sandbox(tmp_path, "--latency-ms", "4000") as slow:
         job = _job(tmp_path, slow.url, source, delivery={"max_batch_bytes": 2000})
-        first = _start_run(job)
+        first = start_cli("run", str(job), "--no-progress")
         time.sleep(2.0)  # requests are in flight, each answered only after 4 s
         first.send_signal(signal.SIGINT)
         time.sleep(0.3)
@@ -292,7 +280,7 @@ def test_first_interrupt_leaves_unanswered_rows_pending_not_failed(tmp_path: Pat
             source,
             delivery={"max_batch_bytes": 2000, "timeout_seconds": 1, "max_attempts": 6},
         )
-        first = _start_run(job)
+        first = start_cli("run", str(job), "--no-progress")
         time.sleep(1.8)  # the first attempts have timed out; retries are due
         first.send_signal(signal.SIGINT)
         first.communicate(timeout=60)

@@ -7,7 +7,6 @@ import json
 import re
 import signal
 import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -16,12 +15,12 @@ from urllib.parse import urlparse
 
 import pytest
 from conftest import (
-    ROOT,
     assert_report_adds_up,
     job_dict,
     read_dead_letters,
     read_report,
     run_cli,
+    start_cli,
     write_job,
 )
 from sandbox_proc import start_sandbox
@@ -135,13 +134,7 @@ def test_an_interrupted_replay_resumes_and_sends_only_the_rest(tmp_path: Path) -
 
     (tmp_path / "slow").mkdir()
     with start_sandbox(tmp_path / "slow", *FAST, "--port", port, "--latency-ms", "25") as slow:
-        interrupted = subprocess.Popen(
-            [sys.executable, "-m", "importer", *replay_args, "--concurrency", "2"],
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        interrupted = start_cli(*replay_args, "--concurrency", "2")
         _wait_for(lambda: len(slow.records()) >= 150, interrupted)
         interrupted.send_signal(signal.SIGINT)
         _, stderr = interrupted.communicate(timeout=30)

@@ -23,6 +23,7 @@ from conftest import (
     job_dict,
     read_report,
     run_cli,
+    start_cli,
     write_job,
 )
 from sandbox_proc import start_sandbox
@@ -134,13 +135,7 @@ def test_a_state_database_locked_by_another_process_stops_the_run_within_seconds
             rate_limit={"updates": 4000, "period_seconds": 1},
             delivery={"max_batch_bytes": 4000, "concurrency": 4},
         )
-        run = subprocess.Popen(
-            [sys.executable, "-m", "importer", "run", str(job), "--no-progress"],
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        run = start_cli("run", str(job), "--no-progress")
         deadline = time.monotonic() + 30
         while len(sandbox.records()) < 2000:
             assert time.monotonic() < deadline and run.poll() is None, "the run did not start"

@@ -4,8 +4,6 @@ resent by a rerun, replay skipping what a later run accepted, Ctrl-C stopping th
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -14,12 +12,12 @@ from urllib.parse import urlparse
 
 import pytest
 from conftest import (
-    ROOT,
     assert_report_adds_up,
     job_dict,
     read_dead_letters,
     read_report,
     run_cli,
+    start_cli,
     write_job,
 )
 from sandbox_proc import start_sandbox
@@ -164,13 +162,7 @@ def test_first_interrupt_stops_sending_within_a_second(tmp_path: Path) -> None:
             rate_limit={"updates": 1_000_000, "period_seconds": 60},
             delivery={"max_batch_bytes": 1500, "concurrency": 8, "timeout_seconds": 5},
         )
-        run = subprocess.Popen(
-            [sys.executable, "-m", "importer", "run", str(job), "--no-progress"],
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        run = start_cli("run", str(job), "--no-progress")
         deadline = time.monotonic() + 30
         while len(sandbox.records()) < 300:
             assert time.monotonic() < deadline and run.poll() is None
