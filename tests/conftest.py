@@ -61,6 +61,18 @@ def job_dict(
     return job
 
 
+# The users the fault and delivery tests import: u00001, ... with a name and integer points.
+USERS_MAPPING: dict[str, Any] = {
+    "customer_id": "user_id",
+    "attributes": {"first_name": "first_name", "points": {"column": "points", "type": "integer"}},
+}
+
+
+def users_job(tmp_path: Path, url: str, source: Path, **sections: Any) -> Path:
+    """A job importing `source` with USERS_MAPPING into the sandbox at `url`."""
+    return write_job(tmp_path, job_dict(tmp_path, url, source, USERS_MAPPING, **sections))
+
+
 def write_job(tmp_path: Path, job: dict[str, Any], name: str = "job.yaml") -> Path:
     path = tmp_path / name
     path.write_text(yaml.safe_dump(job, sort_keys=False))

@@ -14,28 +14,24 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import psutil
 import pytest
 from aiohttp import web
 from conftest import (
+    USERS_MAPPING,
     assert_report_adds_up,
-    job_dict,
     read_dead_letters,
     read_report,
     run_cli,
     start_cli,
-    write_job,
+    users_job,
 )
 from sandbox_proc import SandboxProcess, max_in_any_window, start_sandbox
 
 from importer.delivery import MAX_REFUSALS_IN_A_ROW
 
-MAPPING = {
-    "customer_id": "user_id",
-    "attributes": {"first_name": "first_name", "points": {"column": "points", "type": "integer"}},
-}
+MAPPING = USERS_MAPPING
 
 
 def _users(tmp_path: Path, count: int) -> Path:
@@ -47,10 +43,6 @@ def _users(tmp_path: Path, count: int) -> Path:
 
 def _ids(count: int) -> set[str]:
     return {f"u{i:05d}" for i in range(1, count + 1)}
-
-
-def _job(tmp_path: Path, url: str, source: Path, **sections: dict[str, Any]) -> Path:
-    return write_job(tmp_path, job_dict(tmp_path, url, source, MAPPING, **sections))
 
 
 def _wait_for_arrivals(sandbox: SandboxProcess, count: int, timeout: float = 30) -> None:
@@ -84,7 +76,7 @@ def test_a_workspace_limit_25_times_below_the_jobs_only_slows_the_run(tmp_path: 
     rows, limit, period = 6000, 1200, 4.0  # the workspace: 300 a second
     source = _users(tmp_path, rows)
     with start_sandbox(tmp_path, "--rate", str(limit), "--period", str(period)) as sandbox:
-        job = _job(
+        job = users_job(
             tmp_path,
             sandbox.url,
             source,
@@ -122,7 +114,7 @@ def test_an_outage_shorter_than_the_limit_pauses_and_delivers_everything(
     source = _users(tmp_path, rows)
     outage = ("--outage-after", "1", "--outage-for", "3", "--outage-mode", mode)
     with start_sandbox(tmp_path, *outage) as sandbox:
-        job = _job(
+        job = users_job(
             tmp_path,
             sandbox.url,
             source,
@@ -151,7 +143,7 @@ def test_an_outage_beyond_the_limit_stops_and_the_rerun_delivers_the_rest(
     rows = 3000
     source = _users(tmp_path, rows)
     with start_sandbox(tmp_path, "--outage-after", "1", "--outage-for", "7") as sandbox:
-        job = _job(
+        job = users_job(
             tmp_path,
             sandbox.url,
             source,
@@ -182,7 +174,7 @@ def test_an_outage_beyond_the_limit_stops_and_the_rerun_delivers_the_rest(
 def test_an_unreachable_api_pauses_then_stops_with_every_row_pending(tmp_path: Path) -> None:
     source = _users(tmp_path, 50)
     # Nothing listens on port 9 of the loopback: every attempt is refused.
-    job = _job(
+    job = users_job(
         tmp_path,
         "http://127.0.0.1:9",
         source,
@@ -209,7 +201,7 @@ def test_a_redirect_stops_the_run_and_the_target_receives_nothing(
     with start_sandbox(tmp_path / "target") as target:
         redirect = ("--redirect", str(status), "--redirect-to", target.url)
         with start_sandbox(tmp_path, *redirect) as sandbox:
-            job = _job(tmp_path, sandbox.url, source, delivery={"max_batch_bytes": 2000})
+            job = users_job(tmp_path, sandbox.url, source, delivery={"max_batch_bytes": 2000})
             result = run_cli("run", str(job), "--no-progress")
             sent = len(sandbox.arrivals())
         reached_target = target.arrivals()
@@ -231,7 +223,7 @@ def test_every_request_refused_stops_after_a_handful_not_two_per_row(tmp_path: P
     source = _users(tmp_path, rows)
     with start_sandbox(tmp_path, "--status-for-all", "400") as sandbox:
         # A generous limit: the test is about requests spent, not about waiting for quota.
-        job = _job(tmp_path, sandbox.url, source, rate_limit={"updates": 200_000})
+        job = users_job(tmp_path, sandbox.url, source, rate_limit={"updates": 200_000})
         result = run_cli("run", str(job), "--no-progress")
         requests = sandbox.stats()["requests"]
     assert result.returncode == 3, result.stderr
@@ -255,7 +247,7 @@ def test_after_ctrl_c_no_request_arrives_later_than_a_second(tmp_path: Path) -> 
     # limiter; and failures wait in backoff.
     faults = ("--rate", "100", "--period", "4", "--fail-rate", "0.3", "--seed", "3")
     with start_sandbox(tmp_path, *faults) as sandbox:
-        job = _job(
+        job = users_job(
             tmp_path,
             sandbox.url,
             source,
@@ -287,7 +279,7 @@ def test_waiting_uses_under_five_percent_of_a_core(tmp_path: Path, wait: str) ->
     source = _users(tmp_path, 150)
     faults = ("--latency-ms", "8000") if wait == "slow answers" else ("--status-for-all", "503")
     with start_sandbox(tmp_path, *faults) as sandbox:
-        job = _job(
+        job = users_job(
             tmp_path,
             sandbox.url,
             source,
@@ -315,7 +307,7 @@ def test_waiting_uses_under_five_percent_of_a_core(tmp_path: Path, wait: str) ->
 
 def test_plain_http_to_another_host_is_refused_before_sending(tmp_path: Path) -> None:
     source = _users(tmp_path, 10)
-    job = _job(tmp_path, "http://api-01.moengage.example", source)
+    job = users_job(tmp_path, "http://api-01.moengage.example", source)
     result = run_cli("run", str(job), "--no-progress")
     assert result.returncode == 2, result.stderr
     assert "--allow-insecure-http" in result.stderr and "Traceback" not in result.stderr
@@ -369,13 +361,13 @@ def test_an_untrusted_certificate_stops_with_a_plain_message_and_ca_bundle_fixes
     url, cert = tls_api
     source = _users(tmp_path, 20)
     env = {"SSL_CERT_FILE": ""}
-    result = run_cli("run", str(_job(tmp_path, url, source)), "--no-progress", env=env)
+    result = run_cli("run", str(users_job(tmp_path, url, source)), "--no-progress", env=env)
     assert result.returncode == 3, result.stderr
     assert "certificate verification failed for 127.0.0.1" in result.stderr
     assert "api.ca_bundle" in result.stderr and "SSL_CERT_FILE" in result.stderr
     assert "Error(" not in result.stderr and "Traceback" not in result.stderr
     assert read_report(tmp_path)["rows_pending"] == 20
-    trusted = _job(tmp_path, url, source, api={"ca_bundle": str(cert)})
+    trusted = users_job(tmp_path, url, source, api={"ca_bundle": str(cert)})
     again = run_cli("run", str(trusted), "--no-progress", env=env)
     assert again.returncode == 0, again.stderr
     assert read_report(tmp_path)["rows_accepted"] == 20

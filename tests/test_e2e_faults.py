@@ -8,24 +8,22 @@ import signal
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
 import pytest
 from conftest import (
+    USERS_MAPPING,
     assert_report_adds_up,
     job_dict,
     read_dead_letters,
     read_report,
     run_cli,
     start_cli,
+    users_job,
     write_job,
 )
 from sandbox_proc import SandboxProcess, start_sandbox
 
-MAPPING = {
-    "customer_id": "user_id",
-    "attributes": {"first_name": "first_name", "points": {"column": "points", "type": "integer"}},
-}
+MAPPING = USERS_MAPPING
 
 
 def _users(tmp_path: Path, count: int, bad_ids: tuple[int, ...] = ()) -> Path:
@@ -38,16 +36,12 @@ def _users(tmp_path: Path, count: int, bad_ids: tuple[int, ...] = ()) -> Path:
     return source
 
 
-def _job(tmp_path: Path, url: str, source: Path, **sections: dict[str, Any]) -> Path:
-    return write_job(tmp_path, job_dict(tmp_path, url, source, MAPPING, **sections))
-
-
 def test_faults_are_retried_until_every_user_is_recorded(tmp_path: Path) -> None:
     source = _users(tmp_path, 2000)
     with start_sandbox(
         tmp_path, "--fail-rate", "0.15", "--reset-rate", "0.05", "--seed", "7"
     ) as sandbox:
-        job = _job(
+        job = users_job(
             tmp_path,
             sandbox.url,
             source,
@@ -77,7 +71,9 @@ def test_interrupted_run_resumes_without_losing_or_resending_much(tmp_path: Path
     rows = 2000
     source = _users(tmp_path, rows)
     with start_sandbox(tmp_path) as sandbox:
-        job = _job(tmp_path, sandbox.url, source, rate_limit={"updates": 500, "period_seconds": 1})
+        job = users_job(
+            tmp_path, sandbox.url, source, rate_limit={"updates": 500, "period_seconds": 1}
+        )
         first = start_cli("run", str(job), "--no-progress")
         _wait_for_records(sandbox, 600)
         signals = {"kill": signal.SIGKILL, "sigint": signal.SIGINT, "sigterm": signal.SIGTERM}
@@ -109,7 +105,7 @@ def test_interrupted_run_resumes_without_losing_or_resending_much(tmp_path: Path
 def test_too_large_requests_are_split_and_resent(tmp_path: Path) -> None:
     source = _users(tmp_path, 300)
     with start_sandbox(tmp_path, "--max-body-bytes", "3000") as sandbox:
-        job = _job(tmp_path, sandbox.url, source)
+        job = users_job(tmp_path, sandbox.url, source)
         result = run_cli("run", str(job), "--no-progress")
         recorded = {r["customer_id"] for r in sandbox.records()}
         statuses = Counter(a["status"] for a in sandbox.arrivals())
@@ -122,7 +118,7 @@ def test_refused_elements_are_isolated_and_the_rest_delivered(tmp_path: Path) ->
     bad = (17, 250)
     source = _users(tmp_path, 300, bad_ids=bad)
     with start_sandbox(tmp_path, "--reject-customer-ids", "^bad") as sandbox:
-        job = _job(tmp_path, sandbox.url, source)
+        job = users_job(tmp_path, sandbox.url, source)
         result = run_cli("run", str(job), "--no-progress")
         recorded = {r["customer_id"] for r in sandbox.records()}
     assert result.returncode == 1, result.stderr
@@ -143,7 +139,7 @@ def test_refused_elements_are_isolated_and_the_rest_delivered(tmp_path: Path) ->
 def test_fatal_statuses_stop_at_once(tmp_path: Path, status: int) -> None:
     source = _users(tmp_path, 500)
     with start_sandbox(tmp_path, "--status-for-all", str(status)) as sandbox:
-        job = _job(tmp_path, sandbox.url, source, delivery={"max_batch_bytes": 2000})
+        job = users_job(tmp_path, sandbox.url, source, delivery={"max_batch_bytes": 2000})
         result = run_cli("run", str(job), "--no-progress")
         requests = sandbox.stats()["requests"]
     assert result.returncode == 3, result.stderr
@@ -159,7 +155,7 @@ def test_rate_limited_answers_are_waited_out(tmp_path: Path) -> None:
     source = _users(tmp_path, 300)
     # The workspace's real limit is lower than the job thinks: 429s with Retry-After.
     with start_sandbox(tmp_path, "--rate", "100", "--period", "1") as sandbox:
-        job = _job(
+        job = users_job(
             tmp_path,
             sandbox.url,
             source,
@@ -182,7 +178,7 @@ def test_replay_resends_failed_rows_and_remaps_invalid_ones(tmp_path: Path) -> N
     # requests fail on their own (an outage would stop the run instead), one row a request.
     faults = ("--fail-customer-ids", "^u[13]$", "--latency-ms", "50")
     with start_sandbox(tmp_path, *faults) as broken:
-        job = _job(
+        job = users_job(
             tmp_path,
             broken.url,
             source,
@@ -231,7 +227,7 @@ def test_dry_run_leaves_a_resumable_runs_dead_letters_alone(tmp_path: Path) -> N
     source = tmp_path / "users.csv"
     source.write_text("user_id,first_name,points\nu1,Ann,1\nu2,Bo,2.5\n")
     with start_sandbox(tmp_path) as sandbox:
-        job = _job(tmp_path, sandbox.url, source)
+        job = users_job(tmp_path, sandbox.url, source)
         assert run_cli("run", str(job), "--no-progress").returncode == 1
         before = (tmp_path / "out" / "dead_letter.jsonl").read_text()
         dry = run_cli("validate", str(job))
@@ -246,7 +242,7 @@ def test_dry_run_leaves_a_resumable_runs_dead_letters_alone(tmp_path: Path) -> N
 def test_second_interrupt_stops_at_once_and_loses_nothing(tmp_path: Path) -> None:
     source = _users(tmp_path, 400)
     with start_sandbox(tmp_path, "--latency-ms", "4000") as slow:
-        job = _job(tmp_path, slow.url, source, delivery={"max_batch_bytes": 2000})
+        job = users_job(tmp_path, slow.url, source, delivery={"max_batch_bytes": 2000})
         first = start_cli("run", str(job), "--no-progress")
         time.sleep(2.0)  # requests are in flight, each answered only after 4 s
         first.send_signal(signal.SIGINT)
@@ -262,7 +258,7 @@ def test_second_interrupt_stops_at_once_and_loses_nothing(tmp_path: Path) -> Non
     fast_dir = tmp_path / "fast"
     fast_dir.mkdir()
     with start_sandbox(fast_dir) as fast:
-        job = _job(tmp_path, fast.url, source, delivery={"max_batch_bytes": 2000})
+        job = users_job(tmp_path, fast.url, source, delivery={"max_batch_bytes": 2000})
         again = run_cli("run", str(job), "--no-progress")
         recorded = {r["customer_id"] for r in fast.records()} | {
             r["customer_id"] for r in slow.records()
@@ -274,7 +270,7 @@ def test_second_interrupt_stops_at_once_and_loses_nothing(tmp_path: Path) -> Non
 def test_first_interrupt_leaves_unanswered_rows_pending_not_failed(tmp_path: Path) -> None:
     source = _users(tmp_path, 200)
     with start_sandbox(tmp_path, "--latency-ms", "4000") as slow:
-        job = _job(
+        job = users_job(
             tmp_path,
             slow.url,
             source,
@@ -305,7 +301,9 @@ def test_replay_keeps_malformed_and_oversized_lines_as_validation_rows(tmp_path:
     dead = tmp_path / "dead.jsonl"
     dead.write_text("".join(json.dumps(line) + "\n" for line in lines))
     with start_sandbox(tmp_path) as sandbox:
-        job = _job(tmp_path, sandbox.url, tmp_path / "a.csv", delivery={"max_batch_bytes": 1000})
+        job = users_job(
+            tmp_path, sandbox.url, tmp_path / "a.csv", delivery={"max_batch_bytes": 1000}
+        )
         result = run_cli("replay", str(job), str(dead), "--no-progress")
         recorded = [r["customer_id"] for r in sandbox.records()]
     assert result.returncode == 1, result.stderr

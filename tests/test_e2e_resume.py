@@ -7,25 +7,23 @@ import signal
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlparse
 
 import pytest
 from conftest import (
+    USERS_MAPPING,
     assert_report_adds_up,
     job_dict,
     read_dead_letters,
     read_report,
     run_cli,
     start_cli,
+    users_job,
     write_job,
 )
 from sandbox_proc import start_sandbox
 
-MAPPING = {
-    "customer_id": "user_id",
-    "attributes": {"first_name": "first_name", "points": {"column": "points", "type": "integer"}},
-}
+MAPPING = USERS_MAPPING
 FAST = ("--rate", "1000000")
 
 
@@ -38,16 +36,11 @@ def _users(tmp_path: Path, count: int, bad_ids: tuple[int, ...] = ()) -> Path:
     return source
 
 
-def _job(tmp_path: Path, url: str, source: Path, **sections: Any) -> Path:
-    settings = job_dict(tmp_path, url, source, MAPPING, **sections)
-    return write_job(tmp_path, settings)
-
-
 def test_progress_from_a_rehearsal_does_not_apply_to_another_target(tmp_path: Path) -> None:
     source = _users(tmp_path, 1000)
     (tmp_path / "rehearsal").mkdir()
     with start_sandbox(tmp_path / "rehearsal", *FAST) as rehearsal:
-        job = _job(tmp_path, rehearsal.url, source)
+        job = users_job(tmp_path, rehearsal.url, source)
         first = run_cli("run", str(job), "--no-progress")
         assert first.returncode == 0, first.stderr
         assert len(rehearsal.records()) == 1000
@@ -69,7 +62,7 @@ def test_progress_from_a_rehearsal_does_not_apply_to_another_target(tmp_path: Pa
 def test_a_changed_mapping_does_not_reuse_progress(tmp_path: Path) -> None:
     source = _users(tmp_path, 100)
     with start_sandbox(tmp_path, *FAST) as sandbox:
-        job = _job(tmp_path, sandbox.url, source)
+        job = users_job(tmp_path, sandbox.url, source)
         assert run_cli("run", str(job), "--no-progress").returncode == 0
         settings = job_dict(
             tmp_path, sandbox.url, source, {**MAPPING, "attributes": {"n": "first_name"}}
@@ -91,7 +84,7 @@ def test_a_state_file_that_is_not_a_state_database_is_refused_until_fresh(
     state.parent.mkdir()
     state.write_bytes(content)
     with start_sandbox(tmp_path, *FAST) as sandbox:
-        job = _job(tmp_path, sandbox.url, source)
+        job = users_job(tmp_path, sandbox.url, source)
         refused = run_cli("run", str(job), "--no-progress")
         assert refused.returncode == 2, refused.stderr
         assert str(state) in refused.stderr and "--fresh" in refused.stderr
@@ -109,7 +102,7 @@ def test_a_rerun_resends_delivery_failures_but_not_refused_rows_and_replay_skips
     source = _users(tmp_path, 600, bad_ids=(7, 8))
     with start_sandbox(tmp_path, *FAST, "--fail-rate", "0.4", "--seed", "2") as flaky:
         port = str(urlparse(flaky.url).port)
-        job = _job(
+        job = users_job(
             tmp_path,
             flaky.url,
             source,
@@ -154,7 +147,7 @@ def test_a_rerun_resends_delivery_failures_but_not_refused_rows_and_replay_skips
 def test_first_interrupt_stops_sending_within_a_second(tmp_path: Path) -> None:
     source = _users(tmp_path, 3000)
     with start_sandbox(tmp_path, *FAST, "--latency-ms", "300") as sandbox:
-        job = _job(
+        job = users_job(
             tmp_path,
             sandbox.url,
             source,
