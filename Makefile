@@ -32,7 +32,7 @@ lock:
 	rm -rf $(LOCK_VENV)
 
 demo: install
-	$(BIN)/python scripts/demo.py
+	$(BIN)/python -m scripts.demo
 
 # The whole suite (what .ci/run runs): most of it four at a time (the end-to-end tests
 # mostly wait on sockets and sleeps), then the pace-measuring tests alone, so a busy core
@@ -45,13 +45,11 @@ test: install
 test-fast: install
 	$(PYTEST) -m "not e2e and not slow" || test $$? -eq 5
 
-# Formatting, lint and types. scripts/ is typed on its own: the benchmark imports the
-# tests' sandbox helpers as tests.sandbox_proc, the tests themselves as sandbox_proc.
+# Formatting, lint and types.
 check: install
 	$(BIN)/ruff format --check importer tests scripts
 	$(BIN)/ruff check importer tests scripts
-	$(BIN)/mypy importer tests
-	$(BIN)/mypy scripts
+	$(BIN)/mypy importer tests scripts
 
 lint: check
 

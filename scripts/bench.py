@@ -24,18 +24,27 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Container, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import requests
-import yaml
 
-from importer.sandbox import launched
+from scripts.bench_common import (
+    DATA,
+    PACED_PERIOD,
+    PACED_ROWS,
+    PACED_UPDATES,
+    ROOT,
+    UNLIMITED,
+    cli_argv,
+    job_file,
+    measured_cli,
+    rate_and_time,
+    sandbox,
+    steady_share,
+)
 from scripts.bench_data import (
     HISTORY_VERSIONS,
     MAPPING,
@@ -47,56 +56,25 @@ from scripts.measure import Measured, run_measured
 from scripts.spread import Spread
 from tests.sandbox_proc import max_in_any_window, read_json_lines
 
-ROOT = Path(__file__).resolve().parent.parent
-DATA = ROOT / "bench_data"
 NO_API = "http://127.0.0.1:9"  # validate sends nothing
-UNLIMITED = 100_000_000
 DELIVERY_ROWS = 300_000
 HISTORY_CUSTOMERS = DELIVERY_ROWS // HISTORY_VERSIONS
 _A, _B = "unthrottled", "history"
 DELIVERY_ORDER = (_A, _B, _B, _A, _B, _A, _A, _B)  # ABBA BAAB: drift cancels out
 HISTORY_FLOOR = 0.80  # issue 8: ordering may cost at most 20% of the plain rate
 REQUESTS_USERS = 300
-PACED_UPDATES, PACED_PERIOD, PACED_ROWS = 3000, 5.0, 15_000
 GNU_TIME = Path("/usr/bin/time")
 
 TableRow = tuple[str, str, str, str]
 
 
 def write_job(name: str, source: Path, url: str, updates: int, period: float) -> Path:
-    out = DATA / "out" / name
-    job = {
-        "api": {"base_url": url, "workspace_id": "SANDBOX", "api_key": "sandbox-key"},
-        "rate_limit": {"updates": updates, "period_seconds": period},
-        "delivery": {"concurrency": 8},
-        "source": {"path": str(source)},
-        "mapping": MAPPING,
-        "output": {
-            "dead_letter": str(out / "dead_letter.jsonl"),
-            "state": str(out / "state.db"),
-            "report": str(out / "report.json"),
-        },
-    }
-    path = DATA / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(job, sort_keys=False))
-    return path
+    return job_file(DATA, name, source, url, updates, period, MAPPING)
 
 
 def report_of(name: str) -> dict[str, Any]:
     report: dict[str, Any] = json.loads((DATA / "out" / name / "report.json").read_text())
     return report
-
-
-def cli_argv(*args: str) -> list[str]:
-    return [sys.executable, "-m", "importer", *args, "--no-progress", "--fresh"]
-
-
-def measured_cli(*args: str, expect: Container[int] = (0,)) -> Measured:
-    result = run_measured(cli_argv(*args), cwd=ROOT)
-    if result.exit_code not in expect:
-        tail = result.stderr[-2000:]
-        raise SystemExit(f"bench: `moe-import {' '.join(args)}` exited {result.exit_code}\n{tail}")
-    return result
 
 
 PLAIN_SCRIPT = """
@@ -181,23 +159,8 @@ def validate_5m(five: Path, runs: int) -> list[Measured]:
     return measures
 
 
-def rate_and_time(rows: int, seconds: list[float], unit: str) -> str:
-    """'190,000 rows/s (180,000–200,000); 5.3 s (5.0–5.6)'."""
-    rates = Spread.of(rows / s for s in seconds).show(",.0f", f" {unit}")
-    return f"{rates}; {Spread.of(seconds).show('.1f', ' s')}"
-
-
 def peak(measures: list[Measured]) -> str:
     return Spread.of(m.peak_mib for m in measures).show(",.0f", " MiB")
-
-
-@contextmanager
-def sandbox(*args: str) -> Iterator[tuple[str, Path]]:
-    """The sandbox on a free port logging arrivals (not users: recording costs its CPU)."""
-    arrivals = DATA / "arrivals.jsonl"
-    arrivals.unlink(missing_ok=True)
-    with launched(["--arrivals", str(arrivals), *args], cwd=ROOT) as (_, url):
-        yield url, arrivals
 
 
 def requests_loop(url: str, users: int) -> float:
@@ -283,16 +246,6 @@ def counted(duplicates: set[int]) -> str:
     if not duplicates:
         return ""
     return "; duplicate_customers " + " / ".join(f"{d:,}" for d in sorted(duplicates))
-
-
-def steady_share(arrivals: list[dict[str, Any]], period: float, updates: int) -> float:
-    """Mean users per full window (one starting at every arrival) over the limit."""
-    arrivals = sorted(arrivals, key=lambda a: a["t"])
-    times = np.array([a["t"] for a in arrivals])
-    cumulative = np.concatenate(([0], np.cumsum([a["users"] for a in arrivals])))
-    starts = np.flatnonzero(times <= times[-1] - period)
-    ends = np.searchsorted(times, times[starts] + period, side="left")
-    return float((cumulative[ends] - cumulative[starts]).mean()) / updates
 
 
 def paced(source: Path, runs: int) -> list[TableRow]:

@@ -14,16 +14,22 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from scripts.bench import measured_cli, rate_and_time, sandbox, steady_share
+from scripts.bench_common import (
+    PACED_PERIOD,
+    PACED_ROWS,
+    PACED_UPDATES,
+    ROOT,
+    UNLIMITED,
+    job_file,
+    measured_cli,
+    rate_and_time,
+    sandbox,
+    steady_share,
+)
 from scripts.spread import Spread
 from tests.sandbox_proc import max_in_any_window, read_json_lines
 
-ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "bench_data" / "events"
-UNLIMITED = 100_000_000
-PACED_UPDATES, PACED_PERIOD, PACED_ROWS = 3000, 5.0, 15_000
 ROWS_PER_CUSTOMER = 3  # an order history: placed, shipped, delivered
 EVENT_MAPPING: dict[str, Any] = {
     "customer_id": "user_id",
@@ -80,24 +86,10 @@ def users_file(rows: int) -> Path:
 
 
 def write_job(name: str, source: Path, url: str, updates: int, period: float) -> Path:
-    out = DATA / "out" / name
     events = name.startswith("events")
-    job: dict[str, Any] = {
-        "import": "events" if events else "users",
-        "api": {"base_url": url, "workspace_id": "SANDBOX", "api_key": "sandbox-key"},
-        "rate_limit": {"updates": updates, "period_seconds": period},
-        "delivery": {"concurrency": 8},
-        "source": {"path": str(source)},
-        "mapping": EVENT_MAPPING if events else USER_MAPPING,
-        "output": {
-            "dead_letter": str(out / "dead_letter.jsonl"),
-            "state": str(out / "state.db"),
-            "report": str(out / "report.json"),
-        },
-    }
-    path = DATA / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(job, sort_keys=False))
-    return path
+    mapping = EVENT_MAPPING if events else USER_MAPPING
+    kind = "events" if events else "users"
+    return job_file(DATA, name, source, url, updates, period, mapping, kind=kind)
 
 
 def unthrottled(rows: int, runs: int) -> list[tuple[str, str]]:

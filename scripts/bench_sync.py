@@ -24,11 +24,11 @@ import yaml
 from importer import batching, ordering, sources
 from importer.config import load_job
 from importer.preflight import job_scope, mapper_for
-from importer.sandbox import launched
 from importer.state import StateStore
 from importer.sync import CustomerKeys, fingerprints
 from scripts.bench_data import MAPPING, generate
 from scripts.measure import Measured, run_measured
+from tests.sandbox_launcher import launched
 
 ROOT = Path(__file__).resolve().parent.parent
 BLOCK = 1_000_000

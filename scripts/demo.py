@@ -11,7 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from importer.sandbox import launched
+from tests.sandbox_launcher import launched
 
 ROOT = Path(__file__).resolve().parent.parent
 

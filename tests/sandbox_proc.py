@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 import pytest
 
-from importer.sandbox import launched
+from tests.sandbox_launcher import launched
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

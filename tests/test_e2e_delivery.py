@@ -18,7 +18,10 @@ from pathlib import Path
 import psutil
 import pytest
 from aiohttp import web
-from conftest import (
+
+from importer.delivery import MAX_REFUSALS_IN_A_ROW
+from tests.sandbox_proc import SandboxProcess, max_in_any_window, start_sandbox
+from tests.support import (
     USERS_MAPPING,
     assert_report_adds_up,
     read_dead_letters,
@@ -27,9 +30,6 @@ from conftest import (
     start_cli,
     users_job,
 )
-from sandbox_proc import SandboxProcess, max_in_any_window, start_sandbox
-
-from importer.delivery import MAX_REFUSALS_IN_A_ROW
 
 MAPPING = USERS_MAPPING
 

@@ -12,7 +12,9 @@ from urllib.parse import urlparse
 import pandas as pd
 import pytest
 import yaml
-from conftest import (
+
+from tests.sandbox_proc import SandboxProcess, max_in_any_window, start_sandbox
+from tests.support import (
     assert_report_adds_up,
     job_dict,
     read_dead_letters,
@@ -21,7 +23,6 @@ from conftest import (
     start_cli,
     write_job,
 )
-from sandbox_proc import SandboxProcess, max_in_any_window, start_sandbox
 
 EVENT_MAPPING: dict[str, Any] = {
     "customer_id": "user_id",

@@ -10,7 +10,9 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from conftest import (
+
+from tests.sandbox_proc import SandboxProcess, start_sandbox
+from tests.support import (
     USERS_MAPPING,
     assert_report_adds_up,
     job_dict,
@@ -21,7 +23,6 @@ from conftest import (
     users_job,
     write_job,
 )
-from sandbox_proc import SandboxProcess, start_sandbox
 
 MAPPING = USERS_MAPPING
 

@@ -6,7 +6,8 @@ import stat
 from pathlib import Path
 from typing import Any
 
-from conftest import (
+from tests.sandbox_proc import start_sandbox
+from tests.support import (
     assert_report_adds_up,
     job_dict,
     read_dead_letters,
@@ -14,7 +15,6 @@ from conftest import (
     run_cli,
     write_job,
 )
-from sandbox_proc import start_sandbox
 
 CSV = """user_id,first_name,points,is_super,signup,birthday,interests,country,platform,note
 00123,Ada,20,true,2024-01-31T10:00:00+02:00,1990-05-01,a|b,NA,ANDROID,

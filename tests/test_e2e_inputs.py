@@ -16,7 +16,10 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import (
+
+from importer.config import ConfigError, load_job
+from tests.sandbox_proc import start_sandbox
+from tests.support import (
     SANDBOX_KEY,
     assert_report_adds_up,
     job_dict,
@@ -25,9 +28,6 @@ from conftest import (
     run_cli,
     write_job,
 )
-from sandbox_proc import start_sandbox
-
-from importer.config import ConfigError, load_job
 
 FAST = ("--rate", "1000000")
 MAPPING = {"customer_id": "user_id", "attributes": {"name": "name", "city": "city"}}

@@ -11,7 +11,9 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import (
+
+from tests.sandbox_proc import start_sandbox
+from tests.support import (
     assert_report_adds_up,
     job_dict,
     read_dead_letters,
@@ -19,7 +21,6 @@ from conftest import (
     run_cli,
     write_job,
 )
-from sandbox_proc import start_sandbox
 
 NEW_YORK = "America/New_York"
 

@@ -14,7 +14,9 @@ from typing import Any
 from urllib.parse import urlparse
 
 import pytest
-from conftest import (
+
+from tests.sandbox_proc import start_sandbox
+from tests.support import (
     assert_report_adds_up,
     job_dict,
     read_dead_letters,
@@ -23,7 +25,6 @@ from conftest import (
     start_cli,
     write_job,
 )
-from sandbox_proc import start_sandbox
 
 MAPPING = {"customer_id": "user_id", "attributes": {"first_name": "first_name"}}
 FAST = ("--rate", "1000000")

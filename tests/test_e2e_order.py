@@ -7,7 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import (
+
+from tests.sandbox_proc import start_sandbox
+from tests.support import (
     assert_report_adds_up,
     job_dict,
     read_dead_letters,
@@ -15,7 +17,6 @@ from conftest import (
     run_cli,
     write_job,
 )
-from sandbox_proc import start_sandbox
 
 PLAIN = {
     "customer_id": "user_id",

@@ -17,7 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import (
+
+from tests.sandbox_proc import start_sandbox
+from tests.support import (
     ROOT,
     assert_report_adds_up,
     job_dict,
@@ -26,7 +28,6 @@ from conftest import (
     start_cli,
     write_job,
 )
-from sandbox_proc import start_sandbox
 
 ATTRIBUTES: dict[str, Any] = {
     "first_name": "first_name",

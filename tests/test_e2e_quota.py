@@ -20,13 +20,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ROOT, SANDBOX_KEY, SANDBOX_WORKSPACE, write_job
-from redis_proc import requires_redis, start_redis
-from sandbox_proc import SandboxProcess, max_in_any_window, start_sandbox
 
 from importer.quota.base import QuotaTerms, SharedLedger
 from importer.quota.local import LocalLedger
 from importer.quota.redis import RedisLedger
+from tests.redis_proc import requires_redis, start_redis
+from tests.sandbox_proc import SandboxProcess, max_in_any_window, start_sandbox
+from tests.support import ROOT, SANDBOX_KEY, SANDBOX_WORKSPACE, write_job
 
 RATE, PERIOD, USERS, PROCESSES = 3000, 10.0, 3000, 3
 TIMEOUT = 2.0  # delivery.timeout_seconds: short, so a dead process's lease ends soon

@@ -8,8 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ROOT, job_dict, run_cli, write_job
-from sandbox_proc import start_sandbox
+
+from tests.sandbox_proc import start_sandbox
+from tests.support import ROOT, job_dict, run_cli, write_job
 
 CSV = "user_id,first_name,points,tags,new_tags\nu1,Ann,1,a|b,c\nu2,Bo,2,,d\n"
 GOOD: dict[str, Any] = {

@@ -10,7 +10,9 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
-from conftest import (
+
+from tests.sandbox_proc import start_sandbox
+from tests.support import (
     USERS_MAPPING,
     assert_report_adds_up,
     job_dict,
@@ -21,7 +23,6 @@ from conftest import (
     users_job,
     write_job,
 )
-from sandbox_proc import start_sandbox
 
 MAPPING = USERS_MAPPING
 FAST = ("--rate", "1000000")

@@ -11,7 +11,9 @@ from typing import Any
 
 import orjson
 import pytest
-from conftest import (
+
+from tests.sandbox_proc import start_sandbox
+from tests.support import (
     SANDBOX_KEY,
     SANDBOX_WORKSPACE,
     assert_report_adds_up,
@@ -21,7 +23,6 @@ from conftest import (
     run_cli,
     write_job,
 )
-from sandbox_proc import start_sandbox
 
 CSV = (
     "user_id,born,optin,web_push,mail\n"

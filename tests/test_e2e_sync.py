@@ -13,7 +13,9 @@ from urllib.parse import urlparse
 
 import pytest
 import yaml
-from conftest import (
+
+from tests.sandbox_proc import SandboxProcess, start_sandbox
+from tests.support import (
     ROOT,
     assert_report_adds_up,
     job_dict,
@@ -22,7 +24,6 @@ from conftest import (
     run_cli,
     write_job,
 )
-from sandbox_proc import SandboxProcess, start_sandbox
 
 pytestmark = pytest.mark.slow  # each test runs the CLI several times: seconds each
 

@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from conftest import (
+
+from tests.sandbox_proc import start_sandbox
+from tests.support import (
     ROOT,
     assert_report_adds_up,
     job_dict,
@@ -18,7 +20,6 @@ from conftest import (
     run_cli,
     write_job,
 )
-from sandbox_proc import start_sandbox
 
 # BOM, quoted delimiters and newlines, a zero-padded id, empty cells in an integer column,
 # text that merely looks like a missing value, a phone with +.

@@ -18,7 +18,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from conftest import (
+
+from tests.sandbox_proc import start_sandbox
+from tests.support import (
     ROOT,
     assert_report_adds_up,
     job_dict,
@@ -27,7 +29,6 @@ from conftest import (
     run_cli,
     write_job,
 )
-from sandbox_proc import start_sandbox
 
 FAST = ("--rate", "1000000")
 RATE = {"updates": 1_000_000, "period_seconds": 60}

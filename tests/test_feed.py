@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from conftest import job_dict, write_job
-
 from importer import sources
 from importer.config import JobConfig, load_job
 from importer.feed import Batcher, FileFeed
 from importer.preflight import job_scope, prepare
 from importer.state import StateStore
 from importer.sync import CustomerKeys
+from tests.support import job_dict, write_job
 
 MAPPING = {"customer_id": "user_id", "attributes": {"p": {"column": "p", "type": "integer"}}}
 

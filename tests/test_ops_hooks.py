@@ -13,12 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import SANDBOX_KEY, job_dict, read_report, run_cli, write_job
 from prometheus_client.parser import text_string_to_metric_families
-from sandbox_proc import start_sandbox
 
 import importer
 from importer import metrics
+from tests.sandbox_proc import start_sandbox
+from tests.support import SANDBOX_KEY, job_dict, read_report, run_cli, write_job
 
 CSV = """user_id,first_name,email
 c001,Ada,ada@example.com

@@ -9,12 +9,11 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-from conftest import SANDBOX_KEY, assert_report_adds_up, job_dict, write_job
-
 from importer.config import JobConfig, load_job
 from importer.pipeline import Run, RunOptions, RunOutcome
 from importer.preflight import prepare
 from importer.sandbox import SandboxServer, SandboxSettings
+from tests.support import SANDBOX_KEY, assert_report_adds_up, job_dict, write_job
 
 MAPPING = {
     "customer_id": "user_id",

@@ -14,12 +14,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from redis_proc import requires_redis, start_redis
 
 from importer.quota.base import QuotaMismatch, QuotaTerms, QuotaUnavailable, SharedLedger
 from importer.quota.limiter import SharedWindowLimiter
 from importer.quota.local import LocalLedger
 from importer.quota.redis import RedisLedger, redacted
+from tests.redis_proc import requires_redis, start_redis
 
 LedgerFactory = Callable[[QuotaTerms], SharedLedger]
 

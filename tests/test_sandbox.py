@@ -16,8 +16,6 @@ import aiohttp
 import orjson
 import pytest
 import requests
-from sandbox_proc import REPO_ROOT as ROOT
-from sandbox_proc import max_in_any_window, read_json_lines, start_sandbox
 
 from importer import moengage
 from importer.cli import build_parser
@@ -28,9 +26,11 @@ from importer.sandbox import (
     api_key_from,
     describe,
     element_problem,
-    launched,
     settings_from_args,
 )
+from tests.sandbox_launcher import launched
+from tests.sandbox_proc import REPO_ROOT as ROOT
+from tests.sandbox_proc import max_in_any_window, read_json_lines, start_sandbox
 
 WORKSPACE = "SANDBOX"
 KEY = "sandbox-key"

@@ -1,0 +1,49 @@
+"""The sandbox's JSON-lines files: arrivals, accepted records and schema violations."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+
+from importer import moengage
+from importer.sandbox.bodies import _is_event_element
+
+
+class _JsonLines:
+    """An append-only JSON-lines file, flushed after each write so readers see it at once."""
+
+    def __init__(self, path: Path | None) -> None:
+        self._file: IO[bytes] | None = None
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = path.open("ab")
+
+    def write(self, items: list[dict[str, Any]]) -> None:
+        if self._file is None or not items:
+            return
+        self._file.write(b"".join(orjson.dumps(item) + b"\n" for item in items))
+        self._file.flush()
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+
+
+def _record_line(element: dict[str, Any], endpoint: str, now: float) -> dict[str, Any]:
+    if _is_event_element(element):  # one line per event element, its actions in order
+        return {
+            "received_at": now,
+            "endpoint": endpoint,
+            "type": moengage.EVENT_TYPE,
+            "customer_id": element.get("customer_id"),
+            "actions": element[moengage.ACTIONS_KEY],
+        }
+    return {
+        "received_at": now,
+        "endpoint": endpoint,
+        "customer_id": element.get("customer_id"),
+        "attributes": element["attributes"],
+        "update_existing_only": element.get("update_existing_only", False),
+    }

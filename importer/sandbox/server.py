@@ -1,0 +1,416 @@
+"""The sandbox server: answers as MoEngage does, records what arrived, plays outages and faults."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import math
+import random
+import re
+import socket
+import struct
+import time
+import uuid
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from typing import Any
+
+import orjson
+from aiohttp import BasicAuth, hdrs, web
+
+from importer import moengage, request_schema
+from importer.sandbox.bodies import (
+    _UNPARSED,
+    _count_events,
+    _count_users,
+    _customer_ids,
+    _parse,
+)
+from importer.sandbox.recording import _JsonLines, _record_line
+from importer.sandbox.rules import _short, element_problem
+from importer.sandbox.settings import (
+    BULK,
+    CUSTOMER,
+    EVENT,
+    FAIL_STATUSES,
+    HOST,
+    READ_LIMIT_BYTES,
+    STATS_PATH,
+    SandboxSettings,
+)
+from importer.sandbox.window import RateWindow
+
+
+@dataclass(slots=True)
+class Answer:
+    status: int
+    body: dict[str, Any]
+    headers: dict[str, str] = field(default_factory=dict)
+    accepted: list[dict[str, Any]] = field(default_factory=list)
+    dropped: int = 0
+    reset: bool = False
+
+
+def success() -> Answer:
+    return Answer(200, {"status": "success", "message": moengage.SUCCESS_MESSAGE})
+
+
+def failure(status: int, message: str, error_type: str | None = None) -> Answer:
+    error_type = error_type or HTTPStatus(status).phrase
+    return Answer(status, moengage.error_body(error_type, message, uuid.uuid4().hex))
+
+
+class SandboxServer:
+    """`async with SandboxServer(settings) as server:` serves on `server.url` in the block."""
+
+    def __init__(self, settings: SandboxSettings) -> None:
+        self.settings = settings
+        self._window = RateWindow(settings.rate, settings.period)
+        self._event_window = RateWindow(settings.event_rate, settings.period)  # counted apart
+        self._random = random.Random(settings.seed)
+        self._reject = (
+            re.compile(settings.reject_customer_ids) if settings.reject_customer_ids else None
+        )
+        self._fail_ids = (
+            re.compile(settings.fail_customer_ids) if settings.fail_customer_ids else None
+        )
+        self._record = _JsonLines(None)
+        self._arrivals = _JsonLines(None)
+        self._violations = _JsonLines(None)
+        self._runner: web.AppRunner | None = None
+        self._site: web.TCPSite | None = None
+        self._port = settings.port
+        self._first_request_at: float | None = None
+        self._outage_timers: list[asyncio.TimerHandle] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.counters: dict[str, Any] = {
+            "requests": 0,
+            "users_accepted": 0,
+            "events_accepted": 0,
+            "users_dropped": 0,
+            "resets": 0,
+            "by_status": {},
+        }
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self._port}"
+
+    def stats(self) -> dict[str, Any]:
+        return {**self.counters, "by_status": dict(self.counters["by_status"])}
+
+    async def __aenter__(self) -> SandboxServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def start(self) -> None:
+        app = web.Application(client_max_size=READ_LIMIT_BYTES)
+        app.router.add_post("/v1/transition/{workspace_id}", self._handle_bulk)
+        app.router.add_post("/v1/customer/{workspace_id}", self._handle_customer)
+        app.router.add_post("/v1/event/{workspace_id}", self._handle_event)
+        app.router.add_get(STATS_PATH, self._handle_stats)
+        self._record = _JsonLines(self.settings.record)
+        self._arrivals = _JsonLines(self.settings.arrivals)
+        self._violations = _JsonLines(self.settings.schema_violations)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        self._site = web.TCPSite(self._runner, HOST, self.settings.port)
+        await self._site.start()
+        self._port = self._runner.addresses[0][1]
+
+    def _in_outage(self, now: float) -> bool:
+        settings = self.settings
+        if settings.outage_after is None:
+            return False
+        if self._first_request_at is None:
+            self._first_request_at = now
+            if settings.outage_mode == "refuse":
+                self._schedule_refusal()
+        start = self._first_request_at + settings.outage_after
+        return start <= now < start + settings.outage_for
+
+    def _schedule_refusal(self) -> None:
+        """Close the port for the outage, so new connections are refused, then reopen it."""
+        loop = asyncio.get_running_loop()
+        after = self.settings.outage_after or 0.0
+
+        def close_port() -> None:
+            if self._site is not None:
+                self._tasks.add(loop.create_task(self._site.stop()))
+
+        def reopen_port() -> None:
+            self._tasks.add(loop.create_task(self._reopen()))
+
+        self._outage_timers = [
+            loop.call_later(after, close_port),
+            loop.call_later(after + self.settings.outage_for, reopen_port),
+        ]
+
+    async def _reopen(self) -> None:
+        if self._runner is None:
+            return
+        self._site = web.TCPSite(self._runner, HOST, self._port, reuse_address=True)
+        await self._site.start()
+
+    async def close(self) -> None:
+        for timer in self._outage_timers:
+            timer.cancel()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        self._record.close()
+        self._arrivals.close()
+        self._violations.close()
+
+    async def _handle_stats(self, request: web.Request) -> web.Response:
+        return web.Response(body=orjson.dumps(self.stats()), content_type="application/json")
+
+    async def _handle_bulk(self, request: web.Request) -> web.StreamResponse:
+        return await self._handle(request, BULK)
+
+    async def _handle_customer(self, request: web.Request) -> web.StreamResponse:
+        return await self._handle(request, CUSTOMER)
+
+    async def _handle_event(self, request: web.Request) -> web.StreamResponse:
+        return await self._handle(request, EVENT)
+
+    async def _handle(self, request: web.Request, endpoint: str) -> web.StreamResponse:
+        try:
+            body: bytes | None = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            body = None  # far over any limit; answered 413 below
+        now = time.time()
+        parsed = _parse(body)
+        users = _count_users(parsed, endpoint)
+        if self._in_outage(now):
+            answer = (
+                failure(503, "the API is down (sandbox outage)")
+                if self.settings.outage_mode == "500"
+                else Answer(0, {}, reset=True)
+            )
+        else:
+            # Decided without awaiting, so the window check and update are atomic.
+            answer = self._decide(request, endpoint, body, parsed, users, now)
+        if self.settings.latency_ms > 0:
+            await asyncio.sleep(self.settings.latency_ms / 1000)
+        self._account(request, endpoint, body, users, now, answer)
+        if answer.reset:
+            _cut_connection(request)
+        return web.Response(
+            status=answer.status,
+            body=orjson.dumps(answer.body),
+            headers=answer.headers,
+            content_type="application/json",
+        )
+
+    def _decide(
+        self,
+        request: web.Request,
+        endpoint: str,
+        body: bytes | None,
+        parsed: Any,
+        users: int,
+        now: float,
+    ) -> Answer:
+        settings = self.settings
+        if settings.status_for_all is not None:
+            return failure(settings.status_for_all, "the sandbox answers every request so")
+        if settings.redirect is not None:
+            answer = failure(settings.redirect, "moved (sandbox --redirect)")
+            answer.headers = {hdrs.LOCATION: settings.redirect_to + request.path_qs}
+            return answer
+        refused = self._auth_problem(request)
+        if refused:
+            return refused
+        # From here the request reached the API: its users count in the window unless 429.
+        if request.content_type != "application/json":
+            self._add_to_windows(now, users, parsed)
+            return failure(
+                moengage.UNSUPPORTED_MEDIA_STATUS, "Content-Type must be application/json"
+            )
+        if body is None or len(body) > settings.max_body_bytes:
+            self._add_to_windows(now, users, parsed)
+            limit = settings.max_body_bytes
+            return failure(moengage.TOO_LARGE_STATUS, f"request body is over {limit} bytes")
+        wait = self._window.wait_seconds(now, users)
+        event_wait = self._event_window.wait_seconds(now, _count_events(parsed))
+        if wait is not None or event_wait is not None:
+            return self._rate_limited(now, max(wait or 0.0, event_wait or 0.0))
+        self._add_to_windows(now, users, parsed)
+        if settings.reset_rate and self._random.random() < settings.reset_rate:
+            return Answer(0, {}, reset=True)
+        if settings.fail_rate and self._random.random() < settings.fail_rate:
+            return failure(self._random.choice(FAIL_STATUSES), "transient failure (sandbox)")
+        if self._fail_ids is not None and any(
+            isinstance(i, str) and self._fail_ids.search(i) for i in _customer_ids(parsed)
+        ):
+            return failure(503, "this request fails whenever it is sent (sandbox)")
+        if parsed is _UNPARSED:
+            return failure(moengage.BAD_PAYLOAD_STATUS, "body is not valid JSON")
+        if endpoint == BULK:
+            return self._check_bulk(parsed)
+        return self._check_customer(parsed, endpoint)
+
+    def _add_to_windows(self, now: float, users: int, parsed: Any) -> None:
+        """Users and events are limited apart: each counts in its own window."""
+        self._window.add(now, users)
+        self._event_window.add(now, _count_events(parsed))
+
+    def _auth_problem(self, request: web.Request) -> Answer | None:
+        settings = self.settings
+        path_workspace = request.match_info["workspace_id"]
+        expects = (
+            f"this sandbox expects HTTP Basic with username {settings.workspace_id!r} "
+            f"(the workspace ID, also in the path) and as password {settings.key_source}"
+        )
+        header = request.headers.get(hdrs.AUTHORIZATION)
+        if not header:
+            return failure(401, f"authentication required: {expects}")
+        try:
+            credentials = BasicAuth.decode(header)
+        except ValueError:
+            return failure(401, f"malformed Authorization header: {expects}")
+        if credentials.login != path_workspace:
+            return failure(409, "the workspace ID in the path does not match the credentials")
+        if path_workspace != settings.workspace_id:
+            return failure(401, f"unknown workspace ID {_short(path_workspace)}: {expects}")
+        password = credentials.password
+        if not hmac.compare_digest(password.encode(), settings.api_key.encode()):
+            hint = ""
+            if password != password.strip() and hmac.compare_digest(
+                password.strip().encode(), settings.api_key.encode()
+            ):
+                hint = " (the key sent has surrounding whitespace: a newline from a file?)"
+            return failure(401, f"invalid Data API key for this workspace{hint}: {expects}")
+        return None
+
+    def _rate_limited(self, now: float, wait: float) -> Answer:
+        answer = failure(
+            moengage.RATE_LIMITED_STATUS,
+            moengage.RATE_LIMIT_MESSAGE,
+            moengage.RATE_LIMIT_ERROR_TYPE,
+        )
+        # Retry-After in whole seconds; x-ratelimit-reset as the Unix time the room is back.
+        answer.headers = {
+            hdrs.RETRY_AFTER: str(max(1, math.ceil(wait))),
+            moengage.RATE_LIMIT_RESET_HEADER: str(math.ceil(now + wait)),
+        }
+        return answer
+
+    def _schema_problem(self, element: Any, endpoint: str) -> str | None:
+        """MoEngage's request schema applied to one element; a violation is also written to
+        the --schema-violations file, so a test can fail on it whatever the answer was."""
+        if not self.settings.check_schema:
+            return None
+        problem = request_schema.element_problem(element)
+        if problem is not None:
+            self._violations.write([{"endpoint": endpoint, "problem": problem, "element": element}])
+        return problem
+
+    def _check_customer(self, element: Any, endpoint: str = CUSTOMER) -> Answer:
+        schema_problem = self._schema_problem(element, endpoint)
+        kind = element.get("type") if isinstance(element, dict) else None
+        wanted = moengage.EVENT_TYPE if endpoint == EVENT else moengage.CUSTOMER_TYPE
+        wrong = f"type must be {wanted!r} at this endpoint" if kind != wanted else None
+        problem = wrong or element_problem(element) or schema_problem or self._rejected(element)
+        if problem:
+            return failure(moengage.BAD_PAYLOAD_STATUS, problem)
+        answer = success()
+        answer.accepted = [element]
+        return answer
+
+    def _check_bulk(self, body: Any) -> Answer:
+        if not isinstance(body, dict) or body.get("type") != moengage.BULK_TYPE:
+            return failure(
+                moengage.BAD_PAYLOAD_STATUS,
+                f"body must be an object with type {moengage.BULK_TYPE!r}",
+            )
+        elements = body.get("elements")
+        if not isinstance(elements, list) or not elements:
+            return failure(moengage.BAD_PAYLOAD_STATUS, "elements must be a non-empty list")
+        check = self.settings.check_schema
+        envelope = request_schema.bulk_envelope_problem(body) if check else None
+        if envelope:
+            self._violations.write([{"endpoint": BULK, "problem": envelope, "element": None}])
+            return failure(moengage.BAD_PAYLOAD_STATUS, envelope)
+        schema_problems = [self._schema_problem(element, BULK) for element in elements]
+        accepted: list[dict[str, Any]] = []
+        problems: list[str] = []
+        for index, element in enumerate(elements):
+            rejected = self._rejected(element)
+            if rejected:  # refused outright, however lenient the bulk endpoint is
+                return failure(moengage.BAD_PAYLOAD_STATUS, f"element {index}: {rejected}")
+            problem = element_problem(element) or schema_problems[index]
+            if problem:
+                problems.append(f"element {index}: {problem}")
+            else:
+                accepted.append(element)
+        if problems and self.settings.strict_bulk:
+            return failure(moengage.BAD_PAYLOAD_STATUS, "; ".join(problems[:5]))
+        answer = success()
+        answer.accepted = accepted
+        answer.dropped = len(problems)  # MoEngage answers 200 and drops them later
+        return answer
+
+    def _rejected(self, element: Any) -> str | None:
+        if self._reject is None or not isinstance(element, dict):
+            return None
+        customer_id = element.get("customer_id")
+        if isinstance(customer_id, str) and self._reject.search(customer_id):
+            return f"customer_id {_short(customer_id)} is refused (sandbox --reject-customer-ids)"
+        return None
+
+    def _account(
+        self,
+        request: web.Request,
+        endpoint: str,
+        body: bytes | None,
+        users: int,
+        now: float,
+        answer: Answer,
+    ) -> None:
+        """Counters, the arrivals line and the record lines for one answered request.
+
+        An arrivals line is {t, path, users, bytes, status, dropped[, project_code]}; status
+        is null for a cut connection. A record line is one accepted user.
+        """
+        counters = self.counters
+        counters["requests"] += 1
+        events = [e for e in answer.accepted if e.get("type") == moengage.EVENT_TYPE]
+        counters["users_accepted"] += len(answer.accepted) - len(events)
+        counters["events_accepted"] += _count_events({"elements": events})
+        counters["users_dropped"] += answer.dropped
+        if answer.reset:
+            counters["resets"] += 1
+        else:
+            by_status = counters["by_status"]
+            by_status[str(answer.status)] = by_status.get(str(answer.status), 0) + 1
+        arrival: dict[str, Any] = {
+            "t": now,
+            "path": request.path,
+            "users": users,
+            "events": _count_events(_parse(body)) if body and b'"actions"' in body else 0,
+            "bytes": len(body) if body is not None else request.content_length,
+            "status": None if answer.reset else answer.status,
+            "dropped": answer.dropped,
+        }
+        if "project_code" in request.query:
+            arrival["project_code"] = request.query["project_code"]
+        self._arrivals.write([arrival])
+        self._record.write([_record_line(element, endpoint, now) for element in answer.accepted])
+
+
+def _cut_connection(request: web.Request) -> None:
+    """Drop the connection with a TCP reset, so the client sees it broken, not answered."""
+    transport = request.transport
+    if transport is None:
+        return
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        # Linger 0: close() sends RST instead of FIN.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()
+    # The handler still returns a response; aiohttp finds the transport closed and drops it.

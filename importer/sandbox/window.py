@@ -1,0 +1,40 @@
+"""The sandbox's own rate window: what it answers 429 to, as MoEngage counts."""
+
+from __future__ import annotations
+
+from collections import deque
+
+
+class RateWindow:
+    """User updates counted over the last `period` seconds: a deque and a running sum."""
+
+    def __init__(self, limit: int, period: float) -> None:
+        self.limit = limit
+        self.period = period
+        self._entries: deque[tuple[float, int]] = deque()
+        self._total = 0
+
+    def _expire(self, now: float) -> None:
+        horizon = now - self.period
+        while self._entries and self._entries[0][0] <= horizon:
+            self._total -= self._entries.popleft()[1]
+
+    def wait_seconds(self, now: float, users: int) -> float | None:
+        """None if `users` more fit now; else the seconds until enough of the window expires."""
+        self._expire(now)
+        excess = self._total + users - self.limit
+        if excess <= 0:
+            return None
+        if users > self.limit:
+            return self.period  # never fits; tell the client to come back a period later
+        freed = 0
+        for arrived, count in self._entries:  # only walked when refusing, and stops early
+            freed += count
+            if freed >= excess:
+                return arrived + self.period - now
+        return self.period
+
+    def add(self, now: float, users: int) -> None:
+        if users:
+            self._entries.append((now, users))
+            self._total += users
