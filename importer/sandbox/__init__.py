@@ -12,6 +12,7 @@ start it; `SandboxServer` runs it inside a test's own event loop.
     recording.py  the JSON-lines files: arrivals, accepted records, schema violations
     server.py     SandboxServer: auth, limits, answers, faults and outages, the counters
     cli.py        the command's options, settings from them, serve until a signal
+    __main__.py   `python -m importer.sandbox`
 """
 
 from __future__ import annotations
