@@ -68,7 +68,7 @@ def test_a_gentle_stop_keeps_the_rest_pending_and_a_rerun_resumes(tmp_path: Path
     async def stop_after_some(run: Run) -> None:
         while run.report.rows_accepted < 200:
             await asyncio.sleep(0.005)
-        run._stop_gently(signal.SIGINT)  # what the first Ctrl-C does
+        run.signals.gently(signal.SIGINT)  # what the first Ctrl-C does
 
     async def scenario() -> tuple[RunOutcome, RunOutcome, int]:
         async with _serve(tmp_path) as server:
