@@ -58,6 +58,7 @@ class Settler:
         fingerprints: dict[str, tuple[str, str]],
         progress: Progress,
         run_id: str | None = None,
+        customer_keys: CustomerKeys | None = None,
     ) -> None:
         self.report = report
         self.writer = writer
@@ -70,7 +71,7 @@ class Settler:
         # (source, rows, dead_lettered, retry_later) not saved because the state failed
         self._unsaved: list[_Mark] = []
         # sync.mode changed: who accepted rows are about, for the snapshot (None: no snapshot)
-        self.customer_keys: CustomerKeys | None = None
+        self.customer_keys = customer_keys
 
     def read(self, count: int) -> None:
         self.report.rows_read += count
@@ -269,6 +270,12 @@ class Settler:
                     fault = error
         if fault is not None:
             raise fault
+
+    def summarise(self, duplicate_customers: int, requests_planned: int) -> None:
+        """The report's summary of the rows: invalid reasons, duplicates, planned requests."""
+        self.report.invalid_reasons = dict(self.reasons.most_common())
+        self.report.duplicate_customers = duplicate_customers
+        self.report.requests_planned = requests_planned
 
     def finish(self) -> None:
         """One more try at saving the progress marks a failed write left unsaved."""

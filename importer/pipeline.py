@@ -100,12 +100,12 @@ class Run:
                 except OpenAborted:
                     return RunOutcome(self.report, self.samples)
                 progress = stack.enter_context(outputs.progress(self.paths, self.options.progress))
+                changed = self.job.sync.mode == "changed"  # the snapshot moves with progress
+                keys = CustomerKeys(self.job.mapping.identifiers) if changed else None
                 settler = Settler(
-                    self.report, writer, state, self.feed.fingerprints, progress, self.run_id
+                    self.report, writer, state, self.feed.fingerprints, progress, self.run_id, keys
                 )
                 self._settler = settler
-                if self.job.sync.mode == "changed":
-                    settler.customer_keys = CustomerKeys(self.job.mapping.identifiers)
                 # Before the state closes (the stack unwinds last-in first): one more try
                 # at the progress marks a failed write left unsaved.
                 stack.callback(settler.finish)
@@ -121,9 +121,7 @@ class Run:
         return self._settler is None or self._settler.fault is None
 
     def _summarise(self, settler: Settler) -> None:
-        self.report.invalid_reasons = dict(settler.reasons.most_common())
-        self.report.duplicate_customers = self.batcher.tally.duplicates
-        self.report.requests_planned = self.planner.planned
+        settler.summarise(self.batcher.tally.duplicates, self.planner.planned)
 
     async def _pipeline(self, settler: Settler, state: StateStore | None) -> None:
         with self.signals.intercepting(asyncio.get_running_loop()):
