@@ -26,10 +26,12 @@ Exit 1 is not an error by default: the run finished and accounted for every row;
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import logging
 import os
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -52,9 +54,24 @@ from importer.notify import notify, payload
 from importer.report import Report
 
 if TYPE_CHECKING:
-    from importer.pipeline import RunOptions, RunOutcome
+    from importer.pipeline import Run
 
 log = logging.getLogger("importer")
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    dry_run: bool = False
+    fresh: bool = False
+    full: bool = False  # sync.mode changed: send every valid row anyway
+    progress: bool | None = None  # None: a bar on a terminal, log lines otherwise
+    sample_size: int = 3
+
+
+@dataclass
+class RunOutcome:
+    report: Report
+    samples: list[dict[str, Any]] = field(default_factory=list)
 
 
 class JobRefused(UsageError):
@@ -94,8 +111,6 @@ def run_job(
     `job` is a loaded job or a job file's path. `job_name` names the run in notifications
     and metrics (default: the job file's name without extension, or "job").
     """
-    from importer.pipeline import RunOptions
-
     if not isinstance(job, JobConfig):
         job_name = job_name or Path(job).stem
         job = load_job(job)
@@ -170,16 +185,16 @@ def execute(
 def _run_with_metrics(
     job: JobConfig, options: RunOptions, job_name: str, replay_from: Path | None
 ) -> RunOutcome:
-    from importer import pipeline, replay
+    from importer import replay
 
     def run() -> RunOutcome:
         if replay_from is not None:
             return replay.replay_dead_letter(job, replay_from, options)
-        return pipeline.run_job(job, options, observe=watch)
+        return _run_files(job, options, observe=watch)
 
     live: dict[str, Any] = {}
 
-    def watch(started: pipeline.Run) -> None:
+    def watch(started: Run) -> None:
         live["run"] = started
 
     path = job.output.metrics
@@ -189,6 +204,26 @@ def _run_with_metrics(
     with MetricsWriter(path, job_name, limit, _reader(live)) as writer:
         outcome = run()
         writer.finish(outcome.report)
+    return outcome
+
+
+def _run_files(
+    job: JobConfig, options: RunOptions, observe: Callable[[Run], None] | None = None
+) -> RunOutcome:
+    """A run of the job over its source files (`observe` sees the run before it starts)."""
+    from importer.pipeline import Run
+    from importer.preflight import prepare
+
+    paths, mapper = prepare(job)
+    run = Run(job, options, paths, mapper)
+    if observe is not None:
+        observe(run)  # the metrics file reads the live run's counters
+    outcome = asyncio.run(run.execute())
+    report = outcome.report
+    if report.rows_read == 0 and report.exit_code == EXIT_OK and not job.source.allow_empty:
+        # An export that failed upstream must not pass unnoticed at 2 a.m.: exit 4.
+        report.mark_empty()
+        log.warning("%s", report.warnings[-1])
     return outcome
 
 

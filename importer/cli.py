@@ -164,7 +164,7 @@ def _print_outcome(
         print(json.dumps(report.to_dict()))
         return
     if validating:
-        from importer.pipeline import mapper_for
+        from importer.preflight import mapper_for
 
         print("attributes:")
         for attribute, column, kind in mapper_for(job).describe():
@@ -180,7 +180,7 @@ def _print_outcome(
 
 
 def _run_command(args: argparse.Namespace) -> int:
-    from importer import api, pipeline, replay
+    from importer import api, replay
 
     # Millions of short-lived objects, few cycles: collecting less often costs no memory
     # worth counting and saves a tenth of the mapping time. Frozen: the imported modules.
@@ -209,7 +209,7 @@ def _run_command(args: argparse.Namespace) -> int:
         from importer.transport import check_plain_http
 
         check_plain_http(job.api.resolved_base_url(), job.api.allow_insecure_http)
-    options = pipeline.RunOptions(
+    options = api.RunOptions(
         dry_run=validating,
         fresh=args.fresh,
         full=args.full,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import codecs
 import difflib
+import enum
 import logging
 import os
 import re
@@ -86,6 +87,14 @@ class ConfigError(UsageError):
 
     def __init__(self, message: str = "") -> None:
         super().__init__(redact(message))
+
+
+class SourceFormat(enum.StrEnum):
+    """How input files are read (`source.format`); a str, so job files say it plainly."""
+
+    AUTO = "auto"  # each file as its name or its first bytes say
+    CSV = "csv"
+    PARQUET = "parquet"
 
 
 AttributeType = Literal["string", "integer", "number", "boolean", "datetime", "date", "array"]
@@ -224,7 +233,7 @@ class StorageOptions(_Strict):
 
 class SourceConfig(_Strict):
     path: str | None = None
-    format: Literal["auto", "csv", "parquet"] = "auto"
+    format: SourceFormat = SourceFormat.AUTO
     null_values: list[str] = Field(default_factory=lambda: [""])
     csv: CsvOptions = Field(default_factory=CsvOptions)
     chunk_rows: int = Field(10_000, ge=1)

@@ -67,3 +67,12 @@ class RunInterrupted(ImporterError):
     """A signal stopped the run; the same command resumes it."""
 
     exit_code = EXIT_INTERRUPTED
+
+
+def describe_fault(error: BaseException) -> str:
+    """A reader fault without its message: a parser's message can quote the input's text
+    (personal data), which belongs in the dead-letter file only."""
+    if isinstance(error, OSError):
+        where = f" ({error.filename})" if error.filename else ""
+        return f"{error.strerror or type(error).__name__}{where}"
+    return f"{type(error).__name__} (its message is not shown: it may quote the input)"

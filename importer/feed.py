@@ -7,6 +7,7 @@ own (`replay.ReplayFeed`).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import deque
 from collections.abc import Iterator, Sequence
@@ -18,13 +19,14 @@ import numpy as np
 import orjson
 
 from importer import batching, ordering, sources
-from importer.config import JobConfig
+from importer.config import ConfigError, JobConfig
+from importer.errors import describe_fault
 from importer.events import is_event
 from importer.mapping import Mapper
 from importer.moengage import Endpoint
 from importer.preflight import job_scope
 from importer.rows import Chunk, InvalidRow, MappedChunk, Row, ValidRows
-from importer.state import SettledRows, StateError, StateStore, peek_snapshot
+from importer.state import SettledRows, StateError, StateFault, StateStore, peek_snapshot
 from importer.sync import CustomerKeys, SyncDiff
 
 log = logging.getLogger("importer")
@@ -115,6 +117,33 @@ class WorkSource(Protocol):
     def absent(self) -> tuple[int, int] | None:
         """(snapshot customers not seen, snapshot size) once the whole input was read and
         compared; None when that is not known (no snapshot kept, rows skipped)."""
+
+
+class ReadFailed(Exception):
+    """Reading the work stopped the run: the message says why, without cell values.
+
+    `bad_input`: the input itself cannot be imported (a SourceError or ConfigError found
+    mid-run), not a fault of the machine or of our own saved progress."""
+
+    def __init__(self, message: str, *, bad_input: bool = False) -> None:
+        super().__init__(message)
+        self.bad_input = bad_input
+
+
+async def next_work(work_items: Iterator[Work]) -> Work | None:
+    """The next work, read and mapped on a thread off the event loop; None at the end.
+
+    Raises ReadFailed for any fault reading it."""
+    try:
+        return await asyncio.to_thread(next, work_items, None)
+    except (sources.SourceError, ConfigError) as error:
+        # Bad input found mid-run: stop cleanly; the report and progress are kept.
+        raise ReadFailed(str(error), bad_input=True) from None
+    except StateFault as fault:  # reading saved progress failed
+        raise ReadFailed(str(fault)) from None
+    except Exception as error:  # a fault reading input (a file gone, a disk error)
+        log.debug("reading stopped", exc_info=True)
+        raise ReadFailed(f"reading the input stopped: {describe_fault(error)}") from None
 
 
 class Planner:

@@ -21,7 +21,8 @@ from importer.state import SnapshotEntries, StateFault, StateStore
 from importer.sync import ABSENT_WARNING_SHARE, CustomerKeys
 
 if TYPE_CHECKING:
-    from importer.delivery import Refusal
+    from importer.delivery import DeliveryStats, Refusal, SendResult
+    from importer.feed import Work
 
 log = logging.getLogger("importer")
 
@@ -57,6 +58,7 @@ class Settler:
         fingerprints: dict[str, tuple[str, str]],
         progress: Progress,
         run_id: str | None = None,
+        customer_keys: CustomerKeys | None = None,
     ) -> None:
         self.report = report
         self.writer = writer
@@ -69,10 +71,37 @@ class Settler:
         # (source, rows, dead_lettered, retry_later) not saved because the state failed
         self._unsaved: list[_Mark] = []
         # sync.mode changed: who accepted rows are about, for the snapshot (None: no snapshot)
-        self.customer_keys: CustomerKeys | None = None
+        self.customer_keys = customer_keys
 
     def read(self, count: int) -> None:
         self.report.rows_read += count
+
+    def work_read(self, work: Work) -> None:
+        """What a chunk settles before any request: rows read, skipped, invalid, unchanged."""
+        self.read(work.rows_read)
+        for warning in work.warnings:
+            if self.report.warn(warning):
+                log.warning("%s", warning)
+        if work.rows_skipped[0]:
+            self.skipped(*work.rows_skipped)
+        self.invalid(work.invalid)
+        if work.unchanged:
+            self.unchanged(work.source, work.unchanged)
+
+    def answered(self, result: SendResult) -> None:
+        """A send's outcome, both halves recorded even when the first fails to save; then
+        the fault, if any, is raised (SettleFault: the run stops, exit 3)."""
+        fault: SettleFault | None = None
+        try:
+            self.accepted(result.accepted)
+        except SettleFault as error:
+            fault = error
+        try:
+            self.refused(result.refused)
+        except SettleFault as error:
+            fault = error
+        if fault is not None:
+            raise fault
 
     def _fail(self, error: Exception) -> SettleFault:
         if self.fault is None:
@@ -242,6 +271,12 @@ class Settler:
         if fault is not None:
             raise fault
 
+    def summarise(self, duplicate_customers: int, requests_planned: int) -> None:
+        """The report's summary of the rows: invalid reasons, duplicates, planned requests."""
+        self.report.invalid_reasons = dict(self.reasons.most_common())
+        self.report.duplicate_customers = duplicate_customers
+        self.report.requests_planned = requests_planned
+
     def finish(self) -> None:
         """One more try at saving the progress marks a failed write left unsaved."""
         if self.state is None or not self._unsaved:
@@ -258,6 +293,17 @@ class Settler:
                 "progress of %s settled rows could not be saved; a rerun sends them again",
                 f"{lost:,}",
             )
+
+
+def record_delivery(report: Report, stats: DeliveryStats) -> None:
+    """The requests side of the report: attempts, retries, statuses, waits."""
+    report.requests = stats.requests
+    report.retries = stats.retries
+    report.http_429 = stats.http_429
+    report.status_counts = {str(k): v for k, v in sorted(stats.by_status.items())}
+    report.rate_settled_per_minute = stats.rate_settled_per_minute()
+    report.outage_seconds = round(stats.outage_seconds, 1)
+    report.rate_limited_wait_seconds = round(stats.rate_limited_wait_seconds, 1)
 
 
 def _by_source(pairs: Iterable[tuple[str, int]]) -> dict[str, list[int]]:

@@ -12,47 +12,30 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from importer import quota
-from importer.config import ConfigError, JobConfig
-from importer.errors import EXIT_OK
-from importer.feed import Batch, Batcher, FileFeed, Planner, Work, WorkSource
+from importer.api import RunOptions, RunOutcome
+from importer.config import JobConfig
+from importer.feed import Batch, Batcher, FileFeed, Planner, ReadFailed, WorkSource, next_work
 from importer.mapping import Mapper
 from importer.ordering import CustomerGate
-from importer.outcome import SettleFault, Settler
+from importer.outcome import SettleFault, Settler, record_delivery
 from importer.outputs import OpenAborted, RunOutputs
-from importer.preflight import mapper_for, new_run_id, prepare
-from importer.progress import Progress
+from importer.preflight import new_run_id
+from importer.progress import ticking
 from importer.report import Report
 from importer.rows import Row
-from importer.signals import intercepted_signals
-from importer.sources import DataFile, SourceError
-from importer.state import StateFault, StateStore
+from importer.signals import TwoStageStop
+from importer.sources import DataFile
+from importer.state import StateStore
 from importer.sync import CustomerKeys
 
-__all__ = ["Run", "RunOptions", "RunOutcome", "mapper_for", "run_job"]
+__all__ = ["Run", "RunOptions", "RunOutcome"]
 
 log = logging.getLogger("importer")
-
-
-@dataclass(frozen=True)
-class RunOptions:
-    dry_run: bool = False
-    fresh: bool = False
-    full: bool = False  # sync.mode changed: send every valid row anyway
-    progress: bool | None = None  # None: a bar on a terminal, log lines otherwise
-    sample_size: int = 3
-
-
-@dataclass
-class RunOutcome:
-    report: Report
-    samples: list[dict[str, Any]] = field(default_factory=list)
 
 
 class Run:
@@ -83,7 +66,7 @@ class Run:
         )
         self.batcher = Batcher(job, mapper.max_element_bytes)
         self.planner = Planner(job.api.endpoint, options.sample_size)
-        self.interrupted = False
+        self.signals = TwoStageStop(self._stop)  # the first Ctrl-C stops gently, the second not
         self._stopping = asyncio.Event()
         self._stop_future: asyncio.Future[None] | None = None
         self._workers: list[asyncio.Task[None]] = []
@@ -117,34 +100,31 @@ class Run:
                 except OpenAborted:
                     return RunOutcome(self.report, self.samples)
                 progress = stack.enter_context(outputs.progress(self.paths, self.options.progress))
+                changed = self.job.sync.mode == "changed"  # the snapshot moves with progress
+                keys = CustomerKeys(self.job.mapping.identifiers) if changed else None
                 settler = Settler(
-                    self.report, writer, state, self.feed.fingerprints, progress, self.run_id
+                    self.report, writer, state, self.feed.fingerprints, progress, self.run_id, keys
                 )
                 self._settler = settler
-                if self.job.sync.mode == "changed":
-                    settler.customer_keys = CustomerKeys(self.job.mapping.identifiers)
                 # Before the state closes (the stack unwinds last-in first): one more try
                 # at the progress marks a failed write left unsaved.
                 stack.callback(settler.finish)
                 stack.callback(self._summarise, settler)
-                ticker = asyncio.create_task(_tick(progress))
-                stack.callback(ticker.cancel)
+                stack.enter_context(ticking(progress))
                 await self._pipeline(settler, state)
         finally:
-            self.report.close(time.monotonic() - started, self.interrupted, self._input_error)
+            interrupted = self.signals.interrupted
+            self.report.close(time.monotonic() - started, interrupted, self._input_error)
         return RunOutcome(self.report, self.samples)
 
     def _state_healthy(self) -> bool:
         return self._settler is None or self._settler.fault is None
 
     def _summarise(self, settler: Settler) -> None:
-        self.report.invalid_reasons = dict(settler.reasons.most_common())
-        self.report.duplicate_customers = self.batcher.tally.duplicates
-        self.report.requests_planned = self.planner.planned
+        settler.summarise(self.batcher.tally.duplicates, self.planner.planned)
 
     async def _pipeline(self, settler: Settler, state: StateStore | None) -> None:
-        loop = asyncio.get_running_loop()
-        with intercepted_signals(loop, self._stop_gently, self._stop_at_once):
+        with self.signals.intercepting(asyncio.get_running_loop()):
             if self.options.dry_run:
                 self._producer = asyncio.create_task(
                     self._produce(settler, state, self.planner.plan)
@@ -185,13 +165,7 @@ class Run:
                         await batches.put(None)
                 await self._wait_workers()
         finally:
-            self.report.requests = stats.requests
-            self.report.retries = stats.retries
-            self.report.http_429 = stats.http_429
-            self.report.status_counts = {str(k): v for k, v in sorted(stats.by_status.items())}
-            self.report.rate_settled_per_minute = stats.rate_settled_per_minute()
-            self.report.outage_seconds = round(stats.outage_seconds, 1)
-            self.report.rate_limited_wait_seconds = round(stats.rate_limited_wait_seconds, 1)
+            record_delivery(self.report, stats)
             await quota.close_limiter(limiter)  # the other sharers get our last grants back
 
     async def _produce(
@@ -206,18 +180,11 @@ class Run:
         work_items = self.feed.work(state, self.batcher)
         while not self._stopping.is_set():
             try:
-                work = await asyncio.to_thread(next, work_items, None)
-            except (SourceError, ConfigError) as error:
-                # Bad input found mid-run: stop cleanly; the report and progress are kept.
-                self._input_error = self._stats is None or self._stats.requests == 0
-                self._abort(str(error))
-                return
-            except StateFault as fault:  # reading saved progress failed
-                self._abort(str(fault))
-                return
-            except Exception as error:  # a fault reading input (a file gone, a disk error)
-                log.debug("reading stopped", exc_info=True)
-                self._abort(f"reading the input stopped: {_describe_fault(error)}")
+                work = await next_work(work_items)
+            except ReadFailed as failed:
+                if failed.bad_input:  # exit 2 if nothing was sent yet
+                    self._input_error = self._stats is None or self._stats.requests == 0
+                self._abort(str(failed))
                 return
             if work is None:
                 absent = self.feed.absent()
@@ -225,7 +192,7 @@ class Run:
                     settler.absent(*absent)
                 return
             try:
-                self._settle_read(settler, work)
+                settler.work_read(work)
             except SettleFault as fault:
                 self._abort(str(fault))
                 return
@@ -235,17 +202,6 @@ class Run:
                 planned = consume(batch)
                 if planned is not None:
                     await planned
-
-    def _settle_read(self, settler: Settler, work: Work) -> None:
-        settler.read(work.rows_read)
-        for warning in work.warnings:
-            if self.report.warn(warning):
-                log.warning("%s", warning)
-        if work.rows_skipped[0]:
-            settler.skipped(*work.rows_skipped)
-        settler.invalid(work.invalid)
-        if work.unchanged:
-            settler.unchanged(work.source, work.unchanged)
 
     async def _deliver(
         self, sender: Any, batches: asyncio.Queue[Batch | None], settler: Settler
@@ -297,22 +253,12 @@ class Run:
             self._abort(f"delivery stopped by an unexpected error: {error!r}")
             return
         finally:
-            self._settle(settler, result)
-
-    def _settle(self, settler: Settler, result: Any) -> None:
-        """Record a send's outcome; a failure of our own writes stops the run (exit 3)."""
-        fault: SettleFault | None = None
-        for settle, rows in (
-            (settler.accepted, result.accepted),
-            (settler.refused, result.refused),
-        ):
             try:
-                settle(rows)
-            except SettleFault as error:
-                fault = error
-        if fault is not None:
-            # Requests in flight finish: their answers are counted, and saved if the disk allows.
-            self._abort(str(fault), cancel_in_flight=False)
+                settler.answered(result)
+            except SettleFault as fault:
+                # Our own writes failed (exit 3). Requests in flight finish: their answers
+                # are counted, and saved if the disk allows.
+                self._abort(str(fault), cancel_in_flight=False)
 
     async def _wait_workers(self) -> None:
         if not self._workers:
@@ -368,48 +314,3 @@ class Run:
             for task in self._workers:
                 if task is not asyncio.current_task():
                     task.cancel()
-
-    def _stop_gently(self, sig: signal.Signals) -> None:
-        self.interrupted = True
-        log.warning(
-            "%s: stopping; letting requests in flight finish (again to stop at once)", sig.name
-        )
-        self._stop(cancel_in_flight=False)
-
-    def _stop_at_once(self, sig: signal.Signals) -> None:
-        self.interrupted = True
-        log.warning(
-            "%s again: stopping now; unsettled rows will be resent by the next run", sig.name
-        )
-        self._stop(cancel_in_flight=True)
-
-
-def _describe_fault(error: BaseException) -> str:
-    """A reader fault without its message: a parser's message can quote the input's text
-    (personal data), which belongs in the dead-letter file only."""
-    if isinstance(error, OSError):
-        where = f" ({error.filename})" if error.filename else ""
-        return f"{error.strerror or type(error).__name__}{where}"
-    return f"{type(error).__name__} (its message is not shown: it may quote the input)"
-
-
-async def _tick(progress: Progress, every: float = 1.0) -> None:
-    while True:
-        await asyncio.sleep(every)
-        progress.tick()
-
-
-def run_job(
-    job: JobConfig, options: RunOptions, observe: Callable[[Run], None] | None = None
-) -> RunOutcome:
-    paths, mapper = prepare(job)
-    run = Run(job, options, paths, mapper)
-    if observe is not None:
-        observe(run)  # the metrics file reads the live run's counters
-    outcome = asyncio.run(run.execute())
-    report = outcome.report
-    if report.rows_read == 0 and report.exit_code == EXIT_OK and not job.source.allow_empty:
-        # An export that failed upstream must not pass unnoticed at 2 a.m.: exit 4.
-        report.mark_empty()
-        log.warning("%s", report.warnings[-1])
-    return outcome

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import sys
 import time
 from collections import deque
+from collections.abc import Iterator
 from typing import NoReturn, Protocol
 
 from tqdm import tqdm
@@ -209,3 +212,20 @@ class Progress:
     def close(self) -> None:
         if self._bar is not None:
             self._bar.close()
+
+
+@contextlib.contextmanager
+def ticking(progress: Progress, every: float = 1.0) -> Iterator[None]:
+    """Ticks `progress` on a timer inside the block (of a running event loop), so a long
+    wait still shows and its time is counted."""
+    ticker = asyncio.create_task(_tick(progress, every))
+    try:
+        yield
+    finally:
+        ticker.cancel()
+
+
+async def _tick(progress: Progress, every: float) -> NoReturn:
+    while True:
+        await asyncio.sleep(every)
+        progress.tick()

@@ -23,12 +23,13 @@ import orjson
 import pandas as pd
 
 from importer import sources
+from importer.api import RunOptions, RunOutcome
 from importer.config import JobConfig
 from importer.deadletter import DeadLetter, DeadLetterError, read_dead_letter
 from importer.feed import Batcher, Fingerprints, Work
 from importer.mapping import MALFORMED_RECORD_KEY, Mapper
-from importer.pipeline import Run, RunOptions, RunOutcome, mapper_for
-from importer.preflight import job_scope
+from importer.pipeline import Run
+from importer.preflight import job_scope, mapper_for
 from importer.rows import Chunk, InvalidRow, LineMap, Row
 from importer.state import (
     SettledRows,

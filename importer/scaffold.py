@@ -25,7 +25,7 @@ from importer.config import (
     attribute_name_problem,
 )
 from importer.mapping import parse_export_datetime
-from importer.sources import DataFile, SourceError
+from importer.sources import DataFile, SourceError, SourceFormat
 
 SAMPLE_ROWS = 1_000
 # A typed column may hold this share of values that do not parse; those rows get dead-lettered.
@@ -95,7 +95,7 @@ class Sample:
     values, None = missing)."""
 
     path: Path | str
-    kind: str  # csv | parquet
+    kind: SourceFormat  # csv | parquet
     columns: list[str]
     values: dict[str, list[Any]]
     arrow_types: dict[str, pa.DataType] = field(default_factory=dict)
@@ -120,17 +120,17 @@ NULL_TOKENS = ("\\N", "NULL")
 # Finding and sampling the input
 
 
-def input_files(input_path: str) -> tuple[list[DataFile], str]:
+def input_files(input_path: str) -> tuple[list[DataFile], SourceFormat]:
     """The data files a path, directory or glob names (sorted), found as the job will find
     them (`sources.discover`), and the source.format the job needs for that: auto, or csv
     for a directory of text files (.txt, .tsv) that only an explicit csv format reads."""
     remote = sources.is_remote(input_path)
     try:
-        return sources.discover(input_path, "auto"), "auto"
+        return sources.discover(input_path, SourceFormat.AUTO), SourceFormat.AUTO
     except SourceError as error:
         if remote or Path(input_path).expanduser().is_dir():
             try:
-                return sources.discover(input_path, "csv"), "csv"
+                return sources.discover(input_path, SourceFormat.CSV), SourceFormat.CSV
             except SourceError:
                 pass
         if (
@@ -144,9 +144,9 @@ def input_files(input_path: str) -> tuple[list[DataFile], str]:
 
 def _is_parquet(file: DataFile) -> bool:
     try:
-        return sources.format_of(file, "auto") == "parquet"
+        return sources.format_of(file, SourceFormat.AUTO) == SourceFormat.PARQUET
     except SourceError:
-        return file.content == "parquet"
+        return file.content == SourceFormat.PARQUET
 
 
 @dataclass
@@ -163,7 +163,7 @@ def _sniff_dialect(files: list[DataFile]) -> Dialect:
     head = b""
     for file in files[:SAMPLE_FILES]:
         try:
-            head = sources.head_bytes(file, SourceConfig(format="csv"))
+            head = sources.head_bytes(file, SourceConfig(format=SourceFormat.CSV))
         except SourceError:
             continue
         if head.strip():
@@ -210,10 +210,10 @@ def _read_sample(file: DataFile, source: SourceConfig, rows: int) -> tuple[list[
     return columns, chunk
 
 
-def _sample_kind(files: list[DataFile], kind: str) -> Sample | None:
+def _sample_kind(files: list[DataFile], kind: SourceFormat) -> Sample | None:
     """Rows read across `files` (all CSV or all Parquet) by the importer's own readers: text
     exactly as the job will read it (only empty cells are missing, 00123 stays 00123)."""
-    dialect = _sniff_dialect(files) if kind == "csv" else Dialect()
+    dialect = _sniff_dialect(files) if kind == SourceFormat.CSV else Dialect()
     csv_options: dict[str, Any] = {"delimiter": dialect.delimiter, "encoding": dialect.encoding}
     if dialect.escapechar:
         csv_options["escapechar"] = dialect.escapechar
@@ -233,7 +233,7 @@ def _sample_kind(files: list[DataFile], kind: str) -> Sample | None:
     for file in picked:
         names, chunk = _read_sample(file, source, per_file)
         columns.update(dict.fromkeys(names))
-        if kind == "parquet":
+        if kind == SourceFormat.PARQUET:
             for schema_field in sources.parquet_schema(file):
                 types.setdefault(schema_field.name, schema_field.type)
         if chunk is None:
@@ -250,14 +250,14 @@ def _sample_kind(files: list[DataFile], kind: str) -> Sample | None:
         kind,
         list(columns),
         {c: values.get(c, []) for c in columns},
-        arrow_types=types if kind == "parquet" else {},
+        arrow_types=types if kind == SourceFormat.PARQUET else {},
         delimiter=dialect.delimiter,
         escapechar=dialect.escapechar,
         encoding=dialect.encoding,
         files=len(picked),
         malformed=malformed,
     )
-    if kind == "csv":
+    if kind == SourceFormat.CSV:
         _find_null_tokens(sample)
     if dialect.encoding in ("cp1252", "latin-1"):
         sample.notes.append(
@@ -299,9 +299,10 @@ def _find_null_tokens(sample: Sample) -> None:
 def sample_input(input_path: str) -> list[Sample]:
     """Rows sampled across the files of each format (CSV, Parquet) the input names."""
     files, _format = input_files(input_path)
-    by_kind: dict[str, list[DataFile]] = {}
+    by_kind: dict[SourceFormat, list[DataFile]] = {}
     for file in files:
-        by_kind.setdefault("parquet" if _is_parquet(file) else "csv", []).append(file)
+        kind = SourceFormat.PARQUET if _is_parquet(file) else SourceFormat.CSV
+        by_kind.setdefault(kind, []).append(file)
     samples: list[Sample] = []
     for kind, found in by_kind.items():
         try:
@@ -321,17 +322,17 @@ def sample_input(input_path: str) -> list[Sample]:
     return samples
 
 
-def source_format(input_path: str, samples: Sequence[Sample]) -> str:
+def source_format(input_path: str, samples: Sequence[Sample]) -> SourceFormat:
     """What source.format the job needs: auto when names or contents tell, else csv / parquet."""
     files, fmt = input_files(input_path)
-    if fmt != "auto":
+    if fmt != SourceFormat.AUTO:
         return fmt
     for file in files:
         try:
-            sources.format_of(file, "auto")
+            sources.format_of(file, SourceFormat.AUTO)
         except SourceError:
-            return samples[0].kind if samples else "csv"
-    return "auto"
+            return samples[0].kind if samples else SourceFormat.CSV
+    return SourceFormat.AUTO
 
 
 # ---------------------------------------------------------------------------------------------
@@ -593,7 +594,7 @@ def guess_arrow_column(name: str, arrow_type: pa.DataType, values: Sequence[Any]
 
 
 def _guess_sample_column(sample: Sample, name: str) -> Guess:
-    if sample.kind == "parquet":
+    if sample.kind == SourceFormat.PARQUET:
         return guess_arrow_column(
             name, sample.arrow_types.get(name, pa.string()), sample.values[name]
         )
@@ -764,7 +765,7 @@ def _api_lines() -> list[str]:
     ]
 
 
-def _source_lines(input_path: str, samples: Sequence[Sample], fmt: str) -> list[str]:
+def _source_lines(input_path: str, samples: Sequence[Sample], fmt: SourceFormat) -> list[str]:
     null_values = list(dict.fromkeys(v for s in samples for v in s.null_values))
     lines = [
         "source:",
@@ -783,7 +784,7 @@ def _source_lines(input_path: str, samples: Sequence[Sample], fmt: str) -> list[
                 "S3-compatible stores",
             )
         )
-    csv_samples = [s for s in samples if s.kind == "csv"]
+    csv_samples = [s for s in samples if s.kind == SourceFormat.CSV]
     options: dict[str, Any] = {}
     if csv_samples and csv_samples[0].delimiter != ",":
         options["delimiter"] = csv_samples[0].delimiter
@@ -906,7 +907,7 @@ class JobGuess:
 
     input_path: str
     samples: list[Sample]
-    format: str  # source.format
+    format: SourceFormat  # source.format
     columns: dict[str, Guess]
     customer_id: str | None
     platforms: str | None  # the column mapping.platforms reads

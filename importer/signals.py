@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import signal
 from collections.abc import Callable, Iterator
+
+log = logging.getLogger("importer")
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -38,3 +41,36 @@ def intercepted_signals(
         for sig in STOP_SIGNALS:
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.remove_signal_handler(sig)
+
+
+class TwoStageStop:
+    """What the first and the second SIGINT / SIGTERM do to a run.
+
+    `stop(cancel_in_flight=...)` is the run's own stop: the first signal lets requests in
+    flight finish (their answers are settled), the second cancels them (their rows stay
+    pending and the next run sends them again). Either way the run ends as interrupted.
+    """
+
+    def __init__(self, stop: Callable[..., None]) -> None:
+        self._stop = stop
+        self.interrupted = False
+
+    def gently(self, sig: signal.Signals) -> None:
+        self.interrupted = True
+        log.warning(
+            "%s: stopping; letting requests in flight finish (again to stop at once)", sig.name
+        )
+        self._stop(cancel_in_flight=False)
+
+    def at_once(self, sig: signal.Signals) -> None:
+        self.interrupted = True
+        log.warning(
+            "%s again: stopping now; unsettled rows will be resent by the next run", sig.name
+        )
+        self._stop(cancel_in_flight=True)
+
+    @contextlib.contextmanager
+    def intercepting(self, loop: asyncio.AbstractEventLoop) -> Iterator[TwoStageStop]:
+        """Inside the block, the signals stop the run in two stages (see `intercepted_signals`)."""
+        with intercepted_signals(loop, self.gently, self.at_once):
+            yield self

@@ -11,6 +11,7 @@ import yaml
 
 from importer import moengage
 from importer.config import ConfigError, check_job_rules, load_job, parse_job
+from importer.sources import SourceFormat
 
 REPO = Path(__file__).resolve().parent.parent
 SECRET = "sk-live-7Q9zX4wPVdistinctive"
@@ -260,6 +261,16 @@ def test_misspelt_top_level_section_is_named() -> None:
 def test_unknown_key_without_a_close_match_lists_the_keys() -> None:
     message = refusal("source: {compression: gzip}")
     assert message.startswith("source.compression: unknown key; expected one of path, format")
+
+
+def test_source_format_reads_the_plain_words_and_refuses_others_by_listing_them() -> None:
+    for word, member in (("auto", SourceFormat.AUTO), ("parquet", SourceFormat.PARQUET)):
+        job = parse_job(job_tree(f"source: {{format: {word}}}"), env=ENV)
+        assert job.source.format is member and job.source.format == word
+    assert parse_job(job_tree(), env=ENV).source.format is SourceFormat.AUTO
+    for wrong in ("xlsx", "CSV", "1"):
+        message = refusal(f"source: {{format: {wrong}}}")
+        assert message == "source.format: must be one of auto, csv, parquet"
 
 
 def test_wrong_value_types_read_plainly() -> None:

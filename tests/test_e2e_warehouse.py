@@ -490,7 +490,9 @@ def test_s3_objects_are_streamed_not_downloaded_whole(s3_env: dict[str, str]) ->
         fs.pipe(f"exports-big/{mib}.csv", body)
         size = len(body)
         del body
-        (file,) = sources.discover(f"s3://exports-big/{mib}.csv", "auto", storage)
+        (file,) = sources.discover(
+            f"s3://exports-big/{mib}.csv", sources.SourceFormat.AUTO, storage
+        )
         assert file.size == size and file.etag
         tracemalloc.start()
         try:

@@ -67,7 +67,7 @@ def test_a_gentle_stop_keeps_the_rest_pending_and_a_rerun_resumes(tmp_path: Path
     async def stop_after_some(run: Run) -> None:
         while run.report.rows_accepted < 200:
             await asyncio.sleep(0.005)
-        run._stop_gently(signal.SIGINT)  # what the first Ctrl-C does
+        run.signals.gently(signal.SIGINT)  # what the first Ctrl-C does
 
     async def scenario() -> tuple[RunOutcome, RunOutcome, int]:
         async with _serve(tmp_path) as server:
@@ -142,3 +142,41 @@ def test_changed_mode_records_the_snapshot_with_progress(tmp_path: Path) -> None
     with sqlite3.connect(tmp_path / "out" / "state.db") as db:
         (customers,) = db.execute("SELECT count(*) FROM snapshot").fetchone()
     assert customers == 500
+
+
+def test_a_second_signal_cancels_requests_in_flight_and_a_rerun_sends_their_rows(
+    tmp_path: Path,
+) -> None:
+    source = _source(tmp_path, 2000)
+    stopped_at: list[float] = []
+
+    async def stop_twice(run: Run) -> None:
+        while run.report.rows_accepted < 100:
+            await asyncio.sleep(0.005)
+        run.signals.gently(signal.SIGINT)
+        # A gentle stop alone would wait out the requests in flight (1.5 s each).
+        stopped_at.append(asyncio.get_running_loop().time())
+        run.signals.at_once(signal.SIGINT)
+
+    async def scenario() -> tuple[RunOutcome, float, RunOutcome]:
+        async with _serve(tmp_path, latency_ms=1500) as slow:
+            job = _job(tmp_path, slow.url, source, rate_limit={"updates": 400, "period_seconds": 1})
+            first = await _run(job, RunOptions(progress=False), stop_twice)
+            took = asyncio.get_running_loop().time() - stopped_at[0]
+        # The rerun at the same address (progress belongs to its target), without the wait.
+        port = int(slow.url.rsplit(":", 1)[1])
+        fast = SandboxServer(SandboxSettings(port=port, api_key=SANDBOX_KEY, rate=10_000_000))
+        async with fast:
+            unpaced = {"updates": 2000, "period_seconds": 0.1}
+            rerun = _job(tmp_path, fast.url, source, rate_limit=unpaced)
+            second = await _run(rerun, RunOptions(progress=False))
+        return first, took, second
+
+    first, took, second = asyncio.run(scenario())
+    stopped = first.report
+    assert stopped.exit_code == 130 and took < 0.75
+    assert 100 <= stopped.rows_accepted < 2000 and stopped.rows_pending > 0
+    assert_report_adds_up(stopped.to_dict())
+    resumed = second.report
+    assert resumed.rows_skipped == stopped.rows_accepted
+    assert resumed.rows_accepted == stopped.rows_pending and resumed.exit_code == 0

@@ -66,11 +66,11 @@ def test_discover_file_directory_glob_and_nothing(tmp_path: Path) -> None:
 
 
 def test_format_of() -> None:
-    assert format_of(Path("a.csv.zst"), "auto") == "csv"
-    assert format_of(Path("a.parquet"), "auto") == "parquet"
-    assert format_of(Path("a.dat"), "parquet") == "parquet"
+    assert format_of(Path("a.csv.zst"), sources.SourceFormat.AUTO) == "csv"
+    assert format_of(Path("a.parquet"), sources.SourceFormat.AUTO) == "parquet"
+    assert format_of(Path("a.dat"), sources.SourceFormat.PARQUET) == "parquet"
     with pytest.raises(SourceError, match=r"a\.dat.*source\.format"):
-        format_of(Path("a.dat"), "auto")
+        format_of(Path("a.dat"), sources.SourceFormat.AUTO)
 
 
 def test_csv_bom_quotes_newlines_and_row_numbers(tmp_path: Path) -> None:
@@ -574,7 +574,7 @@ def test_format_and_compression_told_by_content(tmp_path: Path) -> None:
     (tmp_path / "README").write_text("not data")
     files = discover(str(tmp_path))
     assert [f.basename for f in files] == ["0000_part_00.gz", "part-00001"]
-    assert [format_of(f, "auto") for f in files] == ["csv", "parquet"]
+    assert [format_of(f, sources.SourceFormat.AUTO) for f in files] == ["csv", "parquet"]
     assert rows_of(files[0].local, SourceConfig()) == [(1, {"id": "1", "name": "Ann"})]  # type: ignore[arg-type]
     assert [r for f in files[1:] for r in rows_of(f.local, SourceConfig())] == [  # type: ignore[arg-type]
         (1, {"id": "2"})
@@ -616,5 +616,5 @@ def test_gzip_part_without_any_extension_is_told_by_its_magic(tmp_path: Path) ->
     with gzip.open(tmp_path / "0002_part_00", "wt") as handle:
         handle.write("id,name\n3,Cy\n")
     (file,) = discover(str(tmp_path))
-    assert (file.content, format_of(file, "auto")) == ("gzip", "csv")
+    assert (file.content, format_of(file, sources.SourceFormat.AUTO)) == ("gzip", "csv")
     assert [r for c in iter_chunks(file, SourceConfig()) for r in c.frame["name"]] == ["Cy"]

@@ -5,13 +5,13 @@ its Hive `key=value` folders, a glob, an s3:// prefix) and fingerprints them; `o
 lists and streams s3:// objects; `readers` turns one file into numbered chunks of rows.
 """
 
+from importer.config import SourceFormat
 from importer.rows import Malformed
 from importer.sources.files import (
     CSV_SUFFIXES,
     PARQUET_SUFFIXES,
     TEXT_SUFFIXES,
     DataFile,
-    Format,
     SourceError,
     as_data_file,
     discover,
@@ -39,9 +39,9 @@ __all__ = [
     "TEXT_SUFFIXES",
     "DataFile",
     "EmptyFile",
-    "Format",
     "Malformed",
     "SourceError",
+    "SourceFormat",
     "as_data_file",
     "count_rows",
     "discover",

@@ -7,16 +7,14 @@ import hashlib
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, BinaryIO, Literal
+from typing import TYPE_CHECKING, BinaryIO
 from urllib.parse import unquote
 
-from importer.config import StorageOptions, redact
+from importer.config import SourceFormat, StorageOptions, redact
 from importer.errors import UsageError
 
 if TYPE_CHECKING:
     from importer.sources.objectstore import ObjectStore
-
-Format = Literal["csv", "parquet"]
 
 CSV_SUFFIXES = (".csv", ".csv.gz", ".csv.bz2", ".csv.zst", ".csv.xz", ".csv.zip")
 # Text files that may be CSV: read from a directory only when source.format is csv.
@@ -29,7 +27,7 @@ BARE_COMPRESSED_SUFFIXES = (".gz", ".bz2", ".zst", ".zstd", ".xz")
 # First bytes -> what the file is. Compressed files are taken for CSV (Parquet compresses
 # inside the file, never around it).
 MAGIC = (
-    (b"PAR1", "parquet"),
+    (b"PAR1", SourceFormat.PARQUET),
     (b"\x1f\x8b", "gzip"),
     (b"BZh", "bz2"),
     (b"\x28\xb5\x2f\xfd", "zstd"),
@@ -106,7 +104,9 @@ def is_remote(path: str) -> bool:
     return path.lower().startswith("s3://")
 
 
-def discover(path: str, fmt: str = "auto", storage: StorageOptions | None = None) -> list[DataFile]:
+def discover(
+    path: str, fmt: SourceFormat = SourceFormat.AUTO, storage: StorageOptions | None = None
+) -> list[DataFile]:
     """The files `path` names: a file, a directory's data files (searched recursively), or a
     glob; local or s3://. Sorted by name."""
     if is_remote(path):
@@ -116,7 +116,7 @@ def discover(path: str, fmt: str = "auto", storage: StorageOptions | None = None
     return _discover_local(path, fmt)
 
 
-def _discover_local(path: str, fmt: str) -> list[DataFile]:
+def _discover_local(path: str, fmt: SourceFormat) -> list[DataFile]:
     target = Path(path).expanduser()
     if target.is_file():
         return [local_file(target)]
@@ -129,7 +129,9 @@ def _discover_local(path: str, fmt: str) -> list[DataFile]:
         files = [f for f in (_located(p, target) for p in found) if wanted(f, fmt)]
         if not files:
             hint = ""
-            if fmt == "auto" and any(p.name.lower().endswith(TEXT_SUFFIXES) for p in found):
+            if fmt == SourceFormat.AUTO and any(
+                p.name.lower().endswith(TEXT_SUFFIXES) for p in found
+            ):
                 hint = (
                     f" (to read its {', '.join(TEXT_SUFFIXES[:2])} files, set source.format: csv)"
                 )
@@ -225,17 +227,17 @@ def _sniff_local(path: Path) -> str | None:
         return None
 
 
-def wanted(file: DataFile, fmt: str) -> bool:
+def wanted(file: DataFile, fmt: SourceFormat) -> bool:
     """Whether a file found in a directory is data for `source.format`."""
     name = file.basename.lower()
-    if fmt == "parquet":
-        return name.endswith(PARQUET_SUFFIXES) or file.content == "parquet"
+    if fmt == SourceFormat.PARQUET:
+        return name.endswith(PARQUET_SUFFIXES) or file.content == SourceFormat.PARQUET
     if name.endswith(CSV_SUFFIXES + PARQUET_SUFFIXES):
         return True
-    if fmt == "csv":
+    if fmt == SourceFormat.CSV:
         # An explicit csv format reads text files too, and extension-less parts (part-00000).
         return name.endswith(TEXT_SUFFIXES) or "." not in name or file.content is not None
-    if file.content == "parquet":
+    if file.content == SourceFormat.PARQUET:
         return True
     # 0000_part_00.gz (Redshift), 000000_0.gz (Hive): a compressed part whose name says no
     # more. data.json.gz says it is something else.
@@ -243,16 +245,17 @@ def wanted(file: DataFile, fmt: str) -> bool:
     return file.content is not None and "." not in stem
 
 
-def format_of(file: DataFile | Path, fmt: str) -> Format:
+def format_of(file: DataFile | Path, fmt: SourceFormat) -> SourceFormat:
     """csv or parquet: the configured format, or the one the file's name or first bytes say."""
-    if fmt in ("csv", "parquet"):
-        return fmt  # type: ignore[return-value]
+    if fmt != SourceFormat.AUTO:
+        return fmt
     data = as_data_file(file)
     name = data.basename.lower()
-    if name.endswith(PARQUET_SUFFIXES) or (not _name_tells(name) and data.content == "parquet"):
-        return "parquet"
+    parquet = data.content == SourceFormat.PARQUET
+    if name.endswith(PARQUET_SUFFIXES) or (not _name_tells(name) and parquet):
+        return SourceFormat.PARQUET
     if name.endswith(CSV_SUFFIXES + TEXT_SUFFIXES) or data.content in COMPRESSION_CODECS:
-        return "csv"
+        return SourceFormat.CSV
     raise SourceError(
         f"{data}: cannot tell the format from the name or the first bytes; set source.format "
         "to csv or parquet"

@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any, BinaryIO, ClassVar
 
-from importer.config import StorageOptions
+from importer.config import SourceFormat, StorageOptions
 from importer.sources.files import (
     DataFile,
     SourceError,
@@ -69,7 +69,7 @@ class ObjectStore:
                 cls._cache[options] = cls(options)
             return cls._cache[options]
 
-    def discover(self, url: str, fmt: str) -> list[DataFile]:
+    def discover(self, url: str, fmt: SourceFormat) -> list[DataFile]:
         """The objects a URL names: one object, every data object under a prefix
         (recursively, markers left out), or those a glob matches."""
         path = url[len(SCHEME) :]
@@ -96,7 +96,7 @@ class ObjectStore:
         return info
 
     def _data_files(
-        self, url: str, root: str, listed: dict[str, Any], fmt: str, *, from_glob: bool
+        self, url: str, root: str, listed: dict[str, Any], fmt: SourceFormat, *, from_glob: bool
     ) -> list[DataFile]:
         found: list[tuple[str, dict[str, Any], tuple[tuple[str, str | None], ...]]] = []
         for key in sorted(listed):

@@ -29,7 +29,7 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 import zstandard
 
-from importer.config import CsvOptions, SourceConfig
+from importer.config import CsvOptions, SourceConfig, SourceFormat
 from importer.csvrecords import (
     BadRecord,
     Records,
@@ -53,7 +53,7 @@ def file_columns(file: DataFile | Path, source: SourceConfig) -> list[str]:
     """The columns stored in the file: the CSV header (only its first record is read) or the
     Parquet schema; a name that appears twice is refused (which one a job means is unknowable)."""
     data = as_data_file(file)
-    if format_of(data, source.format) == "parquet":
+    if format_of(data, source.format) == SourceFormat.PARQUET:
         names = list(_parquet_file(data).schema_arrow.names)
     else:
         with _csv_errors(data, lambda: 0):
@@ -179,7 +179,7 @@ def iter_chunks(
         return  # a part with not even a header holds no rows
     wanted = list(columns) if columns is not None else read_columns(data, source)
     to_read = [c for c in wanted if c in stored]
-    if format_of(data, source.format) == "parquet":
+    if format_of(data, source.format) == SourceFormat.PARQUET:
         chunks = _parquet_chunks(data, source, to_read, start_row)
     else:
         chunks = _csv_chunks(data, source, to_read, start_row)
@@ -217,7 +217,7 @@ def count_rows(files: Sequence[DataFile | Path], source: SourceConfig) -> int | 
 
     def rows_of(data: DataFile) -> int | None:
         try:
-            if format_of(data, source.format) == "parquet":
+            if format_of(data, source.format) == SourceFormat.PARQUET:
                 return int(_parquet_file(data).metadata.num_rows)
             return _estimate_csv_rows(data, source)
         except (SourceError, OSError):
