@@ -7,11 +7,11 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import SANDBOX_KEY, USERS_MAPPING, job_dict, read_report, users_job, write_job
-from sandbox_proc import start_sandbox
 
 from importer.cli import main
 from importer.errors import EXIT_ABORTED, EXIT_DEAD_LETTERED, EXIT_EMPTY, EXIT_OK, EXIT_USAGE
+from tests.sandbox_proc import start_sandbox
+from tests.support import SANDBOX_KEY, USERS_MAPPING, job_dict, read_report, users_job, write_job
 
 FAST = ("--latency-ms", "0")
 
