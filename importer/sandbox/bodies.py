@@ -9,19 +9,19 @@ import orjson
 from importer import moengage
 from importer.sandbox.settings import CUSTOMER, EVENT
 
-_UNPARSED = object()  # the body was not valid JSON
+UNPARSED = object()  # the body was not valid JSON
 
 
-def _parse(body: bytes | None) -> Any:
+def parse_body(body: bytes | None) -> Any:
     if body is None:
-        return _UNPARSED
+        return UNPARSED
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError:
-        return _UNPARSED
+        return UNPARSED
 
 
-def _customer_ids(parsed: Any) -> list[Any]:
+def customer_ids(parsed: Any) -> list[Any]:
     if not isinstance(parsed, dict):
         return []
     elements = parsed.get("elements") if parsed.get("type") == moengage.BULK_TYPE else [parsed]
@@ -30,7 +30,7 @@ def _customer_ids(parsed: Any) -> list[Any]:
     return [e.get("customer_id") for e in elements if isinstance(e, dict)]
 
 
-def _count_users(parsed: Any, endpoint: str) -> int:
+def count_users(parsed: Any, endpoint: str) -> int:
     if endpoint == CUSTOMER:
         return 1
     if endpoint == EVENT:
@@ -38,14 +38,14 @@ def _count_users(parsed: Any, endpoint: str) -> int:
     elements = parsed.get("elements") if isinstance(parsed, dict) else None
     if not isinstance(elements, list):
         return 0
-    return sum(not _is_event_element(e) for e in elements)
+    return sum(not is_event_element(e) for e in elements)
 
 
-def _is_event_element(element: Any) -> bool:
+def is_event_element(element: Any) -> bool:
     return isinstance(element, dict) and element.get("type") == moengage.EVENT_TYPE
 
 
-def _count_events(parsed: Any) -> int:
+def count_events(parsed: Any) -> int:
     """Actions in the body's event elements (a bulk body, or one element)."""
     if not isinstance(parsed, dict):
         return 0
@@ -54,6 +54,6 @@ def _count_events(parsed: Any) -> int:
         return 0
     total = 0
     for element in elements:
-        actions = element.get(moengage.ACTIONS_KEY) if _is_event_element(element) else None
+        actions = element.get(moengage.ACTIONS_KEY) if is_event_element(element) else None
         total += len(actions) if isinstance(actions, list) else 0
     return total

@@ -8,10 +8,10 @@ from typing import IO, Any
 import orjson
 
 from importer import moengage
-from importer.sandbox.bodies import _is_event_element
+from importer.sandbox.bodies import is_event_element
 
 
-class _JsonLines:
+class JsonLines:
     """An append-only JSON-lines file, flushed after each write so readers see it at once."""
 
     def __init__(self, path: Path | None) -> None:
@@ -31,8 +31,8 @@ class _JsonLines:
             self._file.close()
 
 
-def _record_line(element: dict[str, Any], endpoint: str, now: float) -> dict[str, Any]:
-    if _is_event_element(element):  # one line per event element, its actions in order
+def record_line(element: dict[str, Any], endpoint: str, now: float) -> dict[str, Any]:
+    if is_event_element(element):  # one line per event element, its actions in order
         return {
             "received_at": now,
             "endpoint": endpoint,

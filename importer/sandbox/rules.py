@@ -58,9 +58,9 @@ def action_problem(action: Any) -> str | None:
     if not isinstance(name, str) or not name.strip():
         return "an action needs a non-empty action (event name)"
     if name.startswith(moengage.RESERVED_PREFIX):
-        return f"event name {_short(name)} uses the reserved prefix {moengage.RESERVED_PREFIX!r}"
+        return f"event name {short(name)} uses the reserved prefix {moengage.RESERVED_PREFIX!r}"
     if len(name) > moengage.MAX_EVENT_NAME_LENGTH:
-        return f"event name {_short(name)} is longer than {moengage.MAX_EVENT_NAME_LENGTH}"
+        return f"event name {short(name)} is longer than {moengage.MAX_EVENT_NAME_LENGTH}"
     attributes = action.get("attributes", {})
     if not isinstance(attributes, dict):
         return "event attributes must be a JSON object"
@@ -74,7 +74,7 @@ def action_problem(action: Any) -> str | None:
             return problem
     platform = action.get("platform")
     if platform is not None and platform not in moengage.EVENT_PLATFORMS:
-        return f"platform {_short(platform)} is not one of {', '.join(moengage.EVENT_PLATFORMS)}"
+        return f"platform {short(platform)} is not one of {', '.join(moengage.EVENT_PLATFORMS)}"
     offset = action.get("user_timezone_offset")
     limit = moengage.MAX_TIMEZONE_OFFSET_SECONDS
     if offset is not None and (
@@ -91,7 +91,7 @@ def _current_time_problem(value: Any) -> str | None:
         try:
             moment = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
         except ValueError:
-            return f"current_time {_short(value)} is not an ISO 8601 time"
+            return f"current_time {short(value)} is not an ISO 8601 time"
         if moment.tzinfo is None:
             moment = moment.replace(tzinfo=dt.UTC)
         seconds = moment.timestamp()
@@ -143,7 +143,7 @@ def name_problem(name: str) -> str | None:
     if name in moengage.BLOCKED_ATTRIBUTE_NAMES:
         return f"attribute name {name!r} is blocked"
     if len(name) > moengage.MAX_ATTRIBUTE_NAME_LENGTH:
-        return f"attribute name {_short(name)} is longer than {moengage.MAX_ATTRIBUTE_NAME_LENGTH}"
+        return f"attribute name {short(name)} is longer than {moengage.MAX_ATTRIBUTE_NAME_LENGTH}"
     if name.startswith(moengage.RESERVED_PREFIX) and name not in moengage.SYSTEM_ATTRIBUTES:
         return f"attribute {name!r} uses the reserved prefix {moengage.RESERVED_PREFIX!r}"
     return None
@@ -222,10 +222,10 @@ def platforms_problem(value: Any) -> str | None:
             or item["platform"] not in moengage.PLATFORM_NAMES
             or item["active"] not in moengage.PLATFORM_ACTIVE_VALUES
         ):
-            return f"platforms item {_short(item)} is not like {allowed}"
+            return f"platforms item {short(item)} is not like {allowed}"
     return None
 
 
-def _short(value: Any, limit: int = 60) -> str:
+def short(value: Any, limit: int = 60) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -20,14 +20,14 @@ from aiohttp import BasicAuth, hdrs, web
 
 from importer import moengage, request_schema
 from importer.sandbox.bodies import (
-    _UNPARSED,
-    _count_events,
-    _count_users,
-    _customer_ids,
-    _parse,
+    UNPARSED,
+    count_events,
+    count_users,
+    customer_ids,
+    parse_body,
 )
-from importer.sandbox.recording import _JsonLines, _record_line
-from importer.sandbox.rules import _short, element_problem
+from importer.sandbox.recording import JsonLines, record_line
+from importer.sandbox.rules import element_problem, short
 from importer.sandbox.settings import (
     BULK,
     CUSTOMER,
@@ -74,9 +74,9 @@ class SandboxServer:
         self._fail_ids = (
             re.compile(settings.fail_customer_ids) if settings.fail_customer_ids else None
         )
-        self._record = _JsonLines(None)
-        self._arrivals = _JsonLines(None)
-        self._violations = _JsonLines(None)
+        self._record = JsonLines(None)
+        self._arrivals = JsonLines(None)
+        self._violations = JsonLines(None)
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
         self._port = settings.port
@@ -112,9 +112,9 @@ class SandboxServer:
         app.router.add_post("/v1/customer/{workspace_id}", self._handle_customer)
         app.router.add_post("/v1/event/{workspace_id}", self._handle_event)
         app.router.add_get(STATS_PATH, self._handle_stats)
-        self._record = _JsonLines(self.settings.record)
-        self._arrivals = _JsonLines(self.settings.arrivals)
-        self._violations = _JsonLines(self.settings.schema_violations)
+        self._record = JsonLines(self.settings.record)
+        self._arrivals = JsonLines(self.settings.arrivals)
+        self._violations = JsonLines(self.settings.schema_violations)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
         self._site = web.TCPSite(self._runner, HOST, self.settings.port)
@@ -183,8 +183,8 @@ class SandboxServer:
         except web.HTTPRequestEntityTooLarge:
             body = None  # far over any limit; answered 413 below
         now = time.time()
-        parsed = _parse(body)
-        users = _count_users(parsed, endpoint)
+        parsed = parse_body(body)
+        users = count_users(parsed, endpoint)
         if self._in_outage(now):
             answer = (
                 failure(503, "the API is down (sandbox outage)")
@@ -236,7 +236,7 @@ class SandboxServer:
             limit = settings.max_body_bytes
             return failure(moengage.TOO_LARGE_STATUS, f"request body is over {limit} bytes")
         wait = self._window.wait_seconds(now, users)
-        event_wait = self._event_window.wait_seconds(now, _count_events(parsed))
+        event_wait = self._event_window.wait_seconds(now, count_events(parsed))
         if wait is not None or event_wait is not None:
             return self._rate_limited(now, max(wait or 0.0, event_wait or 0.0))
         self._add_to_windows(now, users, parsed)
@@ -245,10 +245,10 @@ class SandboxServer:
         if settings.fail_rate and self._random.random() < settings.fail_rate:
             return failure(self._random.choice(FAIL_STATUSES), "transient failure (sandbox)")
         if self._fail_ids is not None and any(
-            isinstance(i, str) and self._fail_ids.search(i) for i in _customer_ids(parsed)
+            isinstance(i, str) and self._fail_ids.search(i) for i in customer_ids(parsed)
         ):
             return failure(503, "this request fails whenever it is sent (sandbox)")
-        if parsed is _UNPARSED:
+        if parsed is UNPARSED:
             return failure(moengage.BAD_PAYLOAD_STATUS, "body is not valid JSON")
         if endpoint == BULK:
             return self._check_bulk(parsed)
@@ -257,7 +257,7 @@ class SandboxServer:
     def _add_to_windows(self, now: float, users: int, parsed: Any) -> None:
         """Users and events are limited apart: each counts in its own window."""
         self._window.add(now, users)
-        self._event_window.add(now, _count_events(parsed))
+        self._event_window.add(now, count_events(parsed))
 
     def _auth_problem(self, request: web.Request) -> Answer | None:
         settings = self.settings
@@ -276,7 +276,7 @@ class SandboxServer:
         if credentials.login != path_workspace:
             return failure(409, "the workspace ID in the path does not match the credentials")
         if path_workspace != settings.workspace_id:
-            return failure(401, f"unknown workspace ID {_short(path_workspace)}: {expects}")
+            return failure(401, f"unknown workspace ID {short(path_workspace)}: {expects}")
         password = credentials.password
         if not hmac.compare_digest(password.encode(), settings.api_key.encode()):
             hint = ""
@@ -360,7 +360,7 @@ class SandboxServer:
             return None
         customer_id = element.get("customer_id")
         if isinstance(customer_id, str) and self._reject.search(customer_id):
-            return f"customer_id {_short(customer_id)} is refused (sandbox --reject-customer-ids)"
+            return f"customer_id {short(customer_id)} is refused (sandbox --reject-customer-ids)"
         return None
 
     def _account(
@@ -381,7 +381,7 @@ class SandboxServer:
         counters["requests"] += 1
         events = [e for e in answer.accepted if e.get("type") == moengage.EVENT_TYPE]
         counters["users_accepted"] += len(answer.accepted) - len(events)
-        counters["events_accepted"] += _count_events({"elements": events})
+        counters["events_accepted"] += count_events({"elements": events})
         counters["users_dropped"] += answer.dropped
         if answer.reset:
             counters["resets"] += 1
@@ -392,7 +392,7 @@ class SandboxServer:
             "t": now,
             "path": request.path,
             "users": users,
-            "events": _count_events(_parse(body)) if body and b'"actions"' in body else 0,
+            "events": count_events(parse_body(body)) if body and b'"actions"' in body else 0,
             "bytes": len(body) if body is not None else request.content_length,
             "status": None if answer.reset else answer.status,
             "dropped": answer.dropped,
@@ -400,7 +400,7 @@ class SandboxServer:
         if "project_code" in request.query:
             arrival["project_code"] = request.query["project_code"]
         self._arrivals.write([arrival])
-        self._record.write([_record_line(element, endpoint, now) for element in answer.accepted])
+        self._record.write([record_line(element, endpoint, now) for element in answer.accepted])
 
 
 def _cut_connection(request: web.Request) -> None:
