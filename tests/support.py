@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +66,35 @@ USERS_MAPPING: dict[str, Any] = {
     "customer_id": "user_id",
     "attributes": {"first_name": "first_name", "points": {"column": "points", "type": "integer"}},
 }
+
+
+def users_csv(
+    folder: Path,
+    count: int,
+    *,
+    bad_points: Collection[int] = (),
+    bad_ids: Collection[int] = (),
+    long_bad_points_every: int = 0,
+    points: bool = True,
+) -> Path:
+    """`folder/users.csv` for USERS_MAPPING: u00001,name1,1 ... Bad rows are planted by row
+    number: `bad_points` a points cell `x<row>` (not an integer), `bad_ids` a customer_id
+    `bad<row>` (for the sandbox's --reject-customer-ids), `long_bad_points_every` a
+    200-character non-integer points cell every n-th row; `points=False` leaves the points
+    column out."""
+    lines = ["user_id,first_name,points" if points else "user_id,first_name"]
+    for i in range(1, count + 1):
+        user = f"bad{i:05d}" if i in bad_ids else f"u{i:05d}"
+        if not points:
+            lines.append(f"{user},name{i}")
+            continue
+        cell = f"x{i}" if i in bad_points else str(i)
+        if long_bad_points_every and i % long_bad_points_every == 0:
+            cell = f"not-a-number-{i}-{'x' * 200}"
+        lines.append(f"{user},name{i},{cell}")
+    source = folder / "users.csv"
+    source.write_text("\n".join(lines) + "\n")
+    return source
 
 
 def users_job(tmp_path: Path, url: str, source: Path, **sections: Any) -> Path:

@@ -11,18 +11,17 @@ import pytest
 from importer.cli import main
 from importer.errors import EXIT_ABORTED, EXIT_DEAD_LETTERED, EXIT_EMPTY, EXIT_OK, EXIT_USAGE
 from tests.sandbox_proc import start_sandbox
-from tests.support import SANDBOX_KEY, USERS_MAPPING, job_dict, read_report, users_job, write_job
+from tests.support import (
+    SANDBOX_KEY,
+    USERS_MAPPING,
+    job_dict,
+    read_report,
+    users_csv,
+    users_job,
+    write_job,
+)
 
 FAST = ("--latency-ms", "0")
-
-
-def _users(tmp_path: Path, count: int, bad_points: tuple[int, ...] = ()) -> Path:
-    source = tmp_path / "users.csv"
-    lines = ["user_id,first_name,points"]
-    for i in range(1, count + 1):
-        lines.append(f"u{i:05d},name{i},{'x' if i in bad_points else i}")
-    source.write_text("\n".join(lines) + "\n")
-    return source
 
 
 def _no_api_job(tmp_path: Path, source: Path) -> Path:
@@ -39,7 +38,7 @@ def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]
 def test_run_delivers_every_row_and_the_summary_and_report_agree(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    source = _users(tmp_path, 300)
+    source = users_csv(tmp_path, 300)
     with start_sandbox(tmp_path, *FAST) as sandbox:
         job = users_job(tmp_path, sandbox.url, source)
         code, out, err = _run(capsys, "run", str(job), "--no-progress")
@@ -55,7 +54,7 @@ def test_run_delivers_every_row_and_the_summary_and_report_agree(
 def test_bad_rows_exit_1_and_name_row_column_and_rule(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    source = _users(tmp_path, 50, bad_points=(7, 30))
+    source = users_csv(tmp_path, 50, bad_points=(7, 30))
     with start_sandbox(tmp_path, *FAST) as sandbox:
         job = users_job(tmp_path, sandbox.url, source)
         code, _, err = _run(capsys, "run", str(job), "--no-progress")
@@ -70,7 +69,7 @@ def test_bad_rows_exit_1_and_name_row_column_and_rule(
 def test_validate_needs_no_key_sends_nothing_and_leaves_the_real_report_alone(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    source = _users(tmp_path, 20, bad_points=(3,))
+    source = users_csv(tmp_path, 20, bad_points=(3,))
     settings = job_dict(tmp_path, "http://127.0.0.1:9", source, USERS_MAPPING)
     settings["api"]["api_key"] = "${MOE_TEST_UNSET_KEY}"
     monkeypatch.delenv("MOE_TEST_UNSET_KEY", raising=False)
@@ -128,7 +127,7 @@ def test_the_key_never_shows_in_an_error_about_it(
 ) -> None:
     secret = "s3cr3t-KEY-value-0123456789"
     monkeypatch.setenv("MOE_TEST_API_KEY", secret)
-    settings = job_dict(tmp_path, "http://127.0.0.1:9", _users(tmp_path, 5), USERS_MAPPING)
+    settings = job_dict(tmp_path, "http://127.0.0.1:9", users_csv(tmp_path, 5), USERS_MAPPING)
     settings["api"]["api_key"] = "${MOE_TEST_API_KEY}"
     settings["rate_limit"] = {"updates": "${MOE_TEST_API_KEY}"}  # a key pasted in the wrong place
     job = write_job(tmp_path, settings)
@@ -152,7 +151,7 @@ def test_json_log_format_makes_the_fatal_error_a_json_line(
 def test_a_report_that_cannot_be_written_turns_success_into_exit_3(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    source = _users(tmp_path, 10)
+    source = users_csv(tmp_path, 10)
     with start_sandbox(tmp_path, *FAST) as sandbox:
         # The report's folder is a file: the run delivers, then cannot say so.
         blocker = tmp_path / "blocker"

@@ -28,17 +28,11 @@ from tests.support import (
     read_report,
     run_cli,
     start_cli,
+    users_csv,
     users_job,
 )
 
 MAPPING = USERS_MAPPING
-
-
-def _users(tmp_path: Path, count: int) -> Path:
-    source = tmp_path / "users.csv"
-    lines = ["user_id,first_name,points"] + [f"u{i:05d},name{i},{i}" for i in range(1, count + 1)]
-    source.write_text("\n".join(lines) + "\n")
-    return source
 
 
 def _ids(count: int) -> set[str]:
@@ -74,7 +68,7 @@ def _cpu_seconds(pid: int) -> float:
 @pytest.mark.slow
 def test_a_workspace_limit_25_times_below_the_jobs_only_slows_the_run(tmp_path: Path) -> None:
     rows, limit, period = 6000, 1200, 4.0  # the workspace: 300 a second
-    source = _users(tmp_path, rows)
+    source = users_csv(tmp_path, rows)
     with start_sandbox(tmp_path, "--rate", str(limit), "--period", str(period)) as sandbox:
         job = users_job(
             tmp_path,
@@ -111,7 +105,7 @@ def test_an_outage_shorter_than_the_limit_pauses_and_delivers_everything(
     tmp_path: Path, mode: str
 ) -> None:
     rows = 3000
-    source = _users(tmp_path, rows)
+    source = users_csv(tmp_path, rows)
     outage = ("--outage-after", "1", "--outage-for", "3", "--outage-mode", mode)
     with start_sandbox(tmp_path, *outage) as sandbox:
         job = users_job(
@@ -141,7 +135,7 @@ def test_an_outage_beyond_the_limit_stops_and_the_rerun_delivers_the_rest(
     tmp_path: Path,
 ) -> None:
     rows = 3000
-    source = _users(tmp_path, rows)
+    source = users_csv(tmp_path, rows)
     with start_sandbox(tmp_path, "--outage-after", "1", "--outage-for", "7") as sandbox:
         job = users_job(
             tmp_path,
@@ -172,7 +166,7 @@ def test_an_outage_beyond_the_limit_stops_and_the_rerun_delivers_the_rest(
 
 
 def test_an_unreachable_api_pauses_then_stops_with_every_row_pending(tmp_path: Path) -> None:
-    source = _users(tmp_path, 50)
+    source = users_csv(tmp_path, 50)
     # Nothing listens on port 9 of the loopback: every attempt is refused.
     job = users_job(
         tmp_path,
@@ -196,7 +190,7 @@ def test_an_unreachable_api_pauses_then_stops_with_every_row_pending(tmp_path: P
 def test_a_redirect_stops_the_run_and_the_target_receives_nothing(
     tmp_path: Path, status: int
 ) -> None:
-    source = _users(tmp_path, 300)
+    source = users_csv(tmp_path, 300)
     (tmp_path / "target").mkdir()
     with start_sandbox(tmp_path / "target") as target:
         redirect = ("--redirect", str(status), "--redirect-to", target.url)
@@ -220,7 +214,7 @@ def test_a_redirect_stops_the_run_and_the_target_receives_nothing(
 
 def test_every_request_refused_stops_after_a_handful_not_two_per_row(tmp_path: Path) -> None:
     rows = 20_000
-    source = _users(tmp_path, rows)
+    source = users_csv(tmp_path, rows)
     with start_sandbox(tmp_path, "--status-for-all", "400") as sandbox:
         # A generous limit: the test is about requests spent, not about waiting for quota.
         job = users_job(tmp_path, sandbox.url, source, rate_limit={"updates": 200_000})
@@ -242,7 +236,7 @@ def test_every_request_refused_stops_after_a_handful_not_two_per_row(tmp_path: P
 @pytest.mark.slow
 def test_after_ctrl_c_no_request_arrives_later_than_a_second(tmp_path: Path) -> None:
     rows = 3000
-    source = _users(tmp_path, rows)
+    source = users_csv(tmp_path, rows)
     # A workspace limit ten times below the job's: attempts wait out 429 pauses in the
     # limiter; and failures wait in backoff.
     faults = ("--rate", "100", "--period", "4", "--fail-rate", "0.3", "--seed", "3")
@@ -276,7 +270,7 @@ def test_after_ctrl_c_no_request_arrives_later_than_a_second(tmp_path: Path) -> 
 @pytest.mark.parametrize("wait", ["slow answers", "outage"])
 def test_waiting_uses_under_five_percent_of_a_core(tmp_path: Path, wait: str) -> None:
     # Three requests for eight workers: five workers are done while three wait.
-    source = _users(tmp_path, 150)
+    source = users_csv(tmp_path, 150)
     faults = ("--latency-ms", "8000") if wait == "slow answers" else ("--status-for-all", "503")
     with start_sandbox(tmp_path, *faults) as sandbox:
         job = users_job(
@@ -306,7 +300,7 @@ def test_waiting_uses_under_five_percent_of_a_core(tmp_path: Path, wait: str) ->
 
 
 def test_plain_http_to_another_host_is_refused_before_sending(tmp_path: Path) -> None:
-    source = _users(tmp_path, 10)
+    source = users_csv(tmp_path, 10)
     job = users_job(tmp_path, "http://api-01.moengage.example", source)
     result = run_cli("run", str(job), "--no-progress")
     assert result.returncode == 2, result.stderr
@@ -359,7 +353,7 @@ def test_an_untrusted_certificate_stops_with_a_plain_message_and_ca_bundle_fixes
     tmp_path: Path, tls_api: tuple[str, Path]
 ) -> None:
     url, cert = tls_api
-    source = _users(tmp_path, 20)
+    source = users_csv(tmp_path, 20)
     env = {"SSL_CERT_FILE": ""}
     result = run_cli("run", str(users_job(tmp_path, url, source)), "--no-progress", env=env)
     assert result.returncode == 3, result.stderr

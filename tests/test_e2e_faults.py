@@ -20,6 +20,7 @@ from tests.support import (
     read_report,
     run_cli,
     start_cli,
+    users_csv,
     users_job,
     write_job,
 )
@@ -27,18 +28,8 @@ from tests.support import (
 MAPPING = USERS_MAPPING
 
 
-def _users(tmp_path: Path, count: int, bad_ids: tuple[int, ...] = ()) -> Path:
-    source = tmp_path / "users.csv"
-    lines = ["user_id,first_name,points"]
-    for i in range(1, count + 1):
-        user = f"bad{i:05d}" if i in bad_ids else f"u{i:05d}"
-        lines.append(f"{user},name{i},{i}")
-    source.write_text("\n".join(lines) + "\n")
-    return source
-
-
 def test_faults_are_retried_until_every_user_is_recorded(tmp_path: Path) -> None:
-    source = _users(tmp_path, 2000)
+    source = users_csv(tmp_path, 2000)
     with start_sandbox(
         tmp_path, "--fail-rate", "0.15", "--reset-rate", "0.05", "--seed", "7"
     ) as sandbox:
@@ -70,7 +61,7 @@ def _wait_for_records(sandbox: SandboxProcess, count: int, timeout: float = 30) 
 @pytest.mark.parametrize("how", ["kill", "sigint", "sigterm"])
 def test_interrupted_run_resumes_without_losing_or_resending_much(tmp_path: Path, how: str) -> None:
     rows = 2000
-    source = _users(tmp_path, rows)
+    source = users_csv(tmp_path, rows)
     with start_sandbox(tmp_path) as sandbox:
         job = users_job(
             tmp_path, sandbox.url, source, rate_limit={"updates": 500, "period_seconds": 1}
@@ -104,7 +95,7 @@ def test_interrupted_run_resumes_without_losing_or_resending_much(tmp_path: Path
 
 
 def test_too_large_requests_are_split_and_resent(tmp_path: Path) -> None:
-    source = _users(tmp_path, 300)
+    source = users_csv(tmp_path, 300)
     with start_sandbox(tmp_path, "--max-body-bytes", "3000") as sandbox:
         job = users_job(tmp_path, sandbox.url, source)
         result = run_cli("run", str(job), "--no-progress")
@@ -117,7 +108,7 @@ def test_too_large_requests_are_split_and_resent(tmp_path: Path) -> None:
 
 def test_refused_elements_are_isolated_and_the_rest_delivered(tmp_path: Path) -> None:
     bad = (17, 250)
-    source = _users(tmp_path, 300, bad_ids=bad)
+    source = users_csv(tmp_path, 300, bad_ids=bad)
     with start_sandbox(tmp_path, "--reject-customer-ids", "^bad") as sandbox:
         job = users_job(tmp_path, sandbox.url, source)
         result = run_cli("run", str(job), "--no-progress")
@@ -138,7 +129,7 @@ def test_refused_elements_are_isolated_and_the_rest_delivered(tmp_path: Path) ->
 
 @pytest.mark.parametrize("status", [401, 403, 409])
 def test_fatal_statuses_stop_at_once(tmp_path: Path, status: int) -> None:
-    source = _users(tmp_path, 500)
+    source = users_csv(tmp_path, 500)
     with start_sandbox(tmp_path, "--status-for-all", str(status)) as sandbox:
         job = users_job(tmp_path, sandbox.url, source, delivery={"max_batch_bytes": 2000})
         result = run_cli("run", str(job), "--no-progress")
@@ -153,7 +144,7 @@ def test_fatal_statuses_stop_at_once(tmp_path: Path, status: int) -> None:
 
 
 def test_rate_limited_answers_are_waited_out(tmp_path: Path) -> None:
-    source = _users(tmp_path, 300)
+    source = users_csv(tmp_path, 300)
     # The workspace's real limit is lower than the job thinks: 429s with Retry-After.
     with start_sandbox(tmp_path, "--rate", "100", "--period", "1") as sandbox:
         job = users_job(
@@ -241,7 +232,7 @@ def test_dry_run_leaves_a_resumable_runs_dead_letters_alone(tmp_path: Path) -> N
 
 
 def test_second_interrupt_stops_at_once_and_loses_nothing(tmp_path: Path) -> None:
-    source = _users(tmp_path, 400)
+    source = users_csv(tmp_path, 400)
     with start_sandbox(tmp_path, "--latency-ms", "4000") as slow:
         job = users_job(tmp_path, slow.url, source, delivery={"max_batch_bytes": 2000})
         first = start_cli("run", str(job), "--no-progress")
@@ -269,7 +260,7 @@ def test_second_interrupt_stops_at_once_and_loses_nothing(tmp_path: Path) -> Non
 
 
 def test_first_interrupt_leaves_unanswered_rows_pending_not_failed(tmp_path: Path) -> None:
-    source = _users(tmp_path, 200)
+    source = users_csv(tmp_path, 200)
     with start_sandbox(tmp_path, "--latency-ms", "4000") as slow:
         job = users_job(
             tmp_path,

@@ -23,6 +23,7 @@ from tests.support import (
     read_report,
     run_cli,
     start_cli,
+    users_csv,
     write_job,
 )
 
@@ -31,13 +32,6 @@ FAST = ("--rate", "1000000")
 # One user a request: refused rows never share a request with accepted ones, so the
 # sandbox's refusals stay isolated (no splitting) whatever the pattern.
 ONE_A_REQUEST = {"endpoint": "customer"}
-
-
-def _users(tmp_path: Path, count: int) -> Path:
-    source = tmp_path / "users.csv"
-    lines = ["user_id,first_name"] + [f"u{i:05d},name{i}" for i in range(1, count + 1)]
-    source.write_text("\n".join(lines) + "\n")
-    return source
 
 
 def _job(tmp_path: Path, url: str, source: Path, **sections: Any) -> Path:
@@ -49,7 +43,7 @@ def _dead_letter(tmp_path: Path) -> Path:
 
 
 def test_a_dry_run_writes_its_report_beside_the_real_one(tmp_path: Path) -> None:
-    source = _users(tmp_path, 50)
+    source = users_csv(tmp_path, 50, points=False)
     with start_sandbox(tmp_path, *FAST, "--reject-customer-ids", "^u0000[12]$") as sandbox:
         job = _job(tmp_path, sandbox.url, source, api=ONE_A_REQUEST)
         real = run_cli("run", str(job), "--no-progress")
@@ -68,7 +62,7 @@ def test_a_dry_run_writes_its_report_beside_the_real_one(tmp_path: Path) -> None
 
 
 def test_fresh_keeps_the_earlier_dead_letters_and_the_summary_says_where(tmp_path: Path) -> None:
-    source = _users(tmp_path, 30)
+    source = users_csv(tmp_path, 30, points=False)
     with start_sandbox(tmp_path, *FAST, "--reject-customer-ids", "^u00003$") as sandbox:
         job = _job(tmp_path, sandbox.url, source, api=ONE_A_REQUEST)
         first = run_cli("run", str(job), "--no-progress")
@@ -83,7 +77,7 @@ def test_fresh_keeps_the_earlier_dead_letters_and_the_summary_says_where(tmp_pat
 
 
 def test_a_replay_that_delivers_every_refused_row_finishes_the_job(tmp_path: Path) -> None:
-    source = _users(tmp_path, 200)
+    source = users_csv(tmp_path, 200, points=False)
     with start_sandbox(tmp_path, *FAST, "--reject-customer-ids", "0$") as strict:
         port = str(urlparse(strict.url).port)
         job = _job(tmp_path, strict.url, source, api=ONE_A_REQUEST)
@@ -123,7 +117,7 @@ def _wait_for(condition: Any, process: subprocess.Popen[str], timeout: float = 3
 
 @pytest.mark.slow
 def test_an_interrupted_replay_resumes_and_sends_only_the_rest(tmp_path: Path) -> None:
-    source = _users(tmp_path, 1200)
+    source = users_csv(tmp_path, 1200, points=False)
     with start_sandbox(tmp_path, *FAST, "--reject-customer-ids", "[02468]$") as strict:
         port = str(urlparse(strict.url).port)
         job = _job(tmp_path, strict.url, source, api=ONE_A_REQUEST)
@@ -159,7 +153,7 @@ def test_an_interrupted_replay_resumes_and_sends_only_the_rest(tmp_path: Path) -
 
 @pytest.mark.slow
 def test_progress_lines_name_the_429_wait_and_the_summary_times_it(tmp_path: Path) -> None:
-    source = _users(tmp_path, 600)
+    source = users_csv(tmp_path, 600, points=False)
     # The workspace allows 40 a second; the job claims 600 a second: 429s, then a slower pace.
     with start_sandbox(tmp_path, "--rate", "40", "--period", "1") as sandbox:
         job = _job(
@@ -186,7 +180,7 @@ def test_progress_lines_name_the_429_wait_and_the_summary_times_it(tmp_path: Pat
 
 @pytest.mark.slow
 def test_progress_lines_name_slow_answers(tmp_path: Path) -> None:
-    source = _users(tmp_path, 20)
+    source = users_csv(tmp_path, 20, points=False)
     with start_sandbox(tmp_path, *FAST, "--latency-ms", "6500") as sandbox:
         job = _job(tmp_path, sandbox.url, source, delivery={"timeout_seconds": 20})
         run = run_cli("run", str(job), timeout=60)

@@ -26,6 +26,7 @@ from tests.support import (
     read_report,
     run_cli,
     start_cli,
+    users_csv,
     write_job,
 )
 
@@ -34,17 +35,6 @@ ATTRIBUTES: dict[str, Any] = {
     "points": {"column": "points", "type": "integer"},
 }
 MAPPING: dict[str, Any] = {"customer_id": "user_id", "attributes": ATTRIBUTES}
-
-
-def _users(tmp_path: Path, count: int, *, bad_every: int = 0) -> Path:
-    """Users u00001...; with `bad_every`, every n-th row has a long non-integer points cell."""
-    source = tmp_path / "users.csv"
-    lines = ["user_id,first_name,points"]
-    for i in range(1, count + 1):
-        points = f"not-a-number-{i}-{'x' * 200}" if bad_every and i % bad_every == 0 else str(i)
-        lines.append(f"u{i:05d},name{i},{points}")
-    source.write_text("\n".join(lines) + "\n")
-    return source
 
 
 def _job(tmp_path: Path, url: str, source: Path, **sections: Any) -> Path:
@@ -88,7 +78,7 @@ def test_a_full_disk_stops_the_run_at_once_and_a_rerun_resends_little(
 ) -> None:
     rows = 20_000
     # With bad rows the dead-letter file fills first; without, the state database does.
-    source = _users(tmp_path, rows, bad_every=10 if full == "dead_letter" else 0)
+    source = users_csv(tmp_path, rows, long_bad_points_every=10 if full == "dead_letter" else 0)
     with start_sandbox(tmp_path, "--rate", "1000000") as sandbox:
         job = _job(
             tmp_path,
@@ -126,7 +116,7 @@ def test_a_state_database_locked_by_another_process_stops_the_run_within_seconds
     tmp_path: Path,
 ) -> None:
     rows = 20_000
-    source = _users(tmp_path, rows)
+    source = users_csv(tmp_path, rows)
     state_path = tmp_path / "out" / "state.db"
     with start_sandbox(tmp_path, "--rate", "1000000") as sandbox:
         job = _job(
@@ -167,7 +157,7 @@ def test_a_state_database_locked_by_another_process_stops_the_run_within_seconds
 
 
 def test_a_state_database_locked_from_the_start_is_exit_3_with_a_report(tmp_path: Path) -> None:
-    source = _users(tmp_path, 50)
+    source = users_csv(tmp_path, 50)
     state_path = tmp_path / "out" / "state.db"
     with start_sandbox(tmp_path) as sandbox:
         job = _job(tmp_path, sandbox.url, source)
@@ -186,7 +176,7 @@ def test_a_state_database_locked_from_the_start_is_exit_3_with_a_report(tmp_path
 
 @pytest.mark.parametrize("output", ["dead_letter", "report", "report_tmp", "state", "lock"])
 def test_no_output_is_written_through_a_symlink(tmp_path: Path, output: str) -> None:
-    source = _users(tmp_path, 20, bad_every=5)
+    source = users_csv(tmp_path, 20, long_bad_points_every=5)
     out = tmp_path / "out"
     out.mkdir()
     paths = {
@@ -241,7 +231,7 @@ def test_report_holds_no_cell_value_however_many_distinct_bad_values(tmp_path: P
 
 
 def test_dead_letter_file_mode_and_lines_name_their_run(tmp_path: Path) -> None:
-    source = _users(tmp_path, 30, bad_every=3)
+    source = users_csv(tmp_path, 30, long_bad_points_every=3)
     with start_sandbox(tmp_path) as sandbox:
         job = _job(tmp_path, sandbox.url, source)
         result = run_cli("run", str(job), "--no-progress")

@@ -20,6 +20,7 @@ from tests.support import (
     read_report,
     run_cli,
     start_cli,
+    users_csv,
     users_job,
     write_job,
 )
@@ -28,17 +29,8 @@ MAPPING = USERS_MAPPING
 FAST = ("--rate", "1000000")
 
 
-def _users(tmp_path: Path, count: int, bad_ids: tuple[int, ...] = ()) -> Path:
-    source = tmp_path / "users.csv"
-    lines = ["user_id,first_name,points"]
-    for i in range(1, count + 1):
-        lines.append(f"u{i:05d},name{i},{'x' if i in bad_ids else i}")
-    source.write_text("\n".join(lines) + "\n")
-    return source
-
-
 def test_progress_from_a_rehearsal_does_not_apply_to_another_target(tmp_path: Path) -> None:
-    source = _users(tmp_path, 1000)
+    source = users_csv(tmp_path, 1000)
     (tmp_path / "rehearsal").mkdir()
     with start_sandbox(tmp_path / "rehearsal", *FAST) as rehearsal:
         job = users_job(tmp_path, rehearsal.url, source)
@@ -61,7 +53,7 @@ def test_progress_from_a_rehearsal_does_not_apply_to_another_target(tmp_path: Pa
 
 
 def test_a_changed_mapping_does_not_reuse_progress(tmp_path: Path) -> None:
-    source = _users(tmp_path, 100)
+    source = users_csv(tmp_path, 100)
     with start_sandbox(tmp_path, *FAST) as sandbox:
         job = users_job(tmp_path, sandbox.url, source)
         assert run_cli("run", str(job), "--no-progress").returncode == 0
@@ -80,7 +72,7 @@ def test_a_changed_mapping_does_not_reuse_progress(tmp_path: Path) -> None:
 def test_a_state_file_that_is_not_a_state_database_is_refused_until_fresh(
     tmp_path: Path, content: bytes
 ) -> None:
-    source = _users(tmp_path, 50)
+    source = users_csv(tmp_path, 50)
     state = tmp_path / "out" / "state.db"
     state.parent.mkdir()
     state.write_bytes(content)
@@ -100,7 +92,7 @@ def test_a_state_file_that_is_not_a_state_database_is_refused_until_fresh(
 def test_a_rerun_resends_delivery_failures_but_not_refused_rows_and_replay_skips_them(
     tmp_path: Path,
 ) -> None:
-    source = _users(tmp_path, 600, bad_ids=(7, 8))
+    source = users_csv(tmp_path, 600, bad_points=(7, 8))
     with start_sandbox(tmp_path, *FAST, "--fail-rate", "0.4", "--seed", "2") as flaky:
         port = str(urlparse(flaky.url).port)
         job = users_job(
@@ -146,7 +138,7 @@ def test_a_rerun_resends_delivery_failures_but_not_refused_rows_and_replay_skips
 
 
 def test_first_interrupt_stops_sending_within_a_second(tmp_path: Path) -> None:
-    source = _users(tmp_path, 3000)
+    source = users_csv(tmp_path, 3000)
     with start_sandbox(tmp_path, *FAST, "--latency-ms", "300") as sandbox:
         job = users_job(
             tmp_path,

@@ -14,7 +14,7 @@ from importer.config import JobConfig, load_job
 from importer.deadletter import DeadLetterError
 from importer.replay import replay_dead_letter
 from tests.sandbox_proc import start_sandbox
-from tests.support import USERS_MAPPING, job_dict, write_job
+from tests.support import USERS_MAPPING, job_dict, users_csv, write_job
 
 FAST = ("--latency-ms", "0")
 QUIET = RunOptions(progress=False)
@@ -33,15 +33,6 @@ def run_job(job: JobConfig, options: RunOptions) -> RunOutcome:
 
 def _failing(customers: str) -> tuple[str, ...]:
     return ("--fail-customer-ids", customers, "--latency-ms", "50")
-
-
-def _users(tmp_path: Path, count: int, bad_points: tuple[int, ...] = ()) -> Path:
-    source = tmp_path / "users.csv"
-    lines = ["user_id,first_name,points"]
-    for i in range(1, count + 1):
-        lines.append(f"u{i:05d},name{i},{f'x{i}' if i in bad_points else i}")
-    source.write_text("\n".join(lines) + "\n")
-    return source
 
 
 def _job(
@@ -68,7 +59,7 @@ def _lenient_points() -> dict[str, Any]:
 
 
 def test_replay_resends_failed_payloads_and_remaps_invalid_records(tmp_path: Path) -> None:
-    source = _users(tmp_path, 60, bad_points=(5, 6))
+    source = users_csv(tmp_path, 60, bad_points=(5, 6))
     dead_letter = tmp_path / "out" / "dead_letter.jsonl"
     with start_sandbox(_folder(tmp_path, "night"), *_failing("^u000(12|40)$")) as down:
         first = run_job(_job(tmp_path, down.url, source, USERS_MAPPING, **ONE_BY_ONE), QUIET)
@@ -98,7 +89,7 @@ def test_replay_resends_failed_payloads_and_remaps_invalid_records(tmp_path: Pat
 
 
 def test_a_second_replay_of_the_same_file_sends_nothing(tmp_path: Path) -> None:
-    source = _users(tmp_path, 30, bad_points=(2, 9, 17))
+    source = users_csv(tmp_path, 30, bad_points=(2, 9, 17))
     with start_sandbox(_folder(tmp_path, "night"), *FAST) as night:
         run_job(_job(tmp_path, night.url, source, USERS_MAPPING), QUIET)
     kept = tmp_path / "night-1.jsonl"
@@ -114,7 +105,7 @@ def test_a_second_replay_of_the_same_file_sends_nothing(tmp_path: Path) -> None:
 
 
 def test_lines_a_later_run_accepted_are_skipped(tmp_path: Path) -> None:
-    source = _users(tmp_path, 20)
+    source = users_csv(tmp_path, 20)
     with start_sandbox(_folder(tmp_path, "night"), *_failing("^u0000[34]$")) as down:
         run_job(_job(tmp_path, down.url, source, USERS_MAPPING, **ONE_BY_ONE), QUIET)
     kept = tmp_path / "night-1.jsonl"
@@ -133,7 +124,7 @@ def test_lines_a_later_run_accepted_are_skipped(tmp_path: Path) -> None:
 
 
 def test_replay_refuses_to_write_over_its_own_input(tmp_path: Path) -> None:
-    source = _users(tmp_path, 5)
+    source = users_csv(tmp_path, 5)
     job = _job(tmp_path, "http://127.0.0.1:9", source, USERS_MAPPING)
     job.output.dead_letter.parent.mkdir(parents=True, exist_ok=True)
     job.output.dead_letter.write_text("")
@@ -142,7 +133,7 @@ def test_replay_refuses_to_write_over_its_own_input(tmp_path: Path) -> None:
 
 
 def test_a_line_written_twice_is_sent_once(tmp_path: Path) -> None:
-    source = _users(tmp_path, 10, bad_points=(4,))
+    source = users_csv(tmp_path, 10, bad_points=(4,))
     with start_sandbox(_folder(tmp_path, "night"), *FAST) as night:
         run_job(_job(tmp_path, night.url, source, USERS_MAPPING), QUIET)
     line = (tmp_path / "out" / "dead_letter.jsonl").read_text()
