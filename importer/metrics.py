@@ -100,9 +100,7 @@ def render(job_name: str, sample: Sample) -> str:
 
 
 def _pending(report: Report) -> int:
-    settled = report.rows_accepted + report.rows_skipped + report.rows_invalid
-    settled += report.rows_rejected + report.rows_failed + getattr(report, "rows_unchanged", 0)
-    return max(report.rows_read - settled, 0)
+    return max(report.rows_read - report.rows_settled, 0)
 
 
 def write_atomically(path: Path, text: str) -> None:

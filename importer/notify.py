@@ -17,7 +17,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from importer.errors import EXIT_OK
-from importer.report import Report
+from importer.report import ROW_OUTCOMES, Report
 
 log = logging.getLogger("importer")
 
@@ -25,16 +25,7 @@ NOTIFY_TIMEOUT_SECONDS = 10.0
 # Messages are cut to this length: enough to act on, short enough for a chat line.
 MAX_MESSAGE_CHARS = 500
 
-COUNTS = (
-    "rows_read",
-    "rows_accepted",
-    "rows_skipped",
-    "rows_unchanged",
-    "rows_invalid",
-    "rows_rejected",
-    "rows_failed",
-    "rows_pending",
-)
+COUNTS = ("rows_read", *ROW_OUTCOMES)
 
 
 def status_of(exit_code: int) -> str:

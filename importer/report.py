@@ -22,6 +22,16 @@ from importer.errors import (
 )
 
 MAX_WARNINGS = 20  # the report stays small whatever the input
+# The outcomes every row read ends in, exactly one each: they add up to rows_read.
+SETTLED_OUTCOMES = (
+    "rows_accepted",
+    "rows_skipped",
+    "rows_unchanged",
+    "rows_invalid",
+    "rows_rejected",
+    "rows_failed",
+)
+ROW_OUTCOMES = (*SETTLED_OUTCOMES, "rows_pending")
 
 _QUOTED = r"""(?:'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")"""
 # In a row's reason, a quoted literal after `column ` is the column's name (kept); any
@@ -106,15 +116,11 @@ class Report:
 
     def settle_pending(self) -> None:
         """Whatever was read and not settled is pending; keeps the sum the contract states."""
-        settled = (
-            self.rows_accepted
-            + self.rows_skipped
-            + self.rows_unchanged
-            + self.rows_invalid
-            + self.rows_rejected
-            + self.rows_failed
-        )
-        self.rows_pending = self.rows_read - settled
+        self.rows_pending = self.rows_read - self.rows_settled
+
+    @property
+    def rows_settled(self) -> int:
+        return sum(getattr(self, outcome) for outcome in SETTLED_OUTCOMES)
 
     @property
     def rows_dead_lettered(self) -> int:

@@ -12,6 +12,8 @@ from typing import Any
 
 import yaml
 
+from importer.report import ROW_OUTCOMES
+
 ROOT = Path(__file__).resolve().parent.parent
 SANDBOX_WORKSPACE = "SANDBOX"
 SANDBOX_KEY = "sandbox-key"
@@ -123,13 +125,4 @@ def read_dead_letters(tmp_path: Path) -> list[dict[str, Any]]:
 
 
 def assert_report_adds_up(report: dict[str, Any]) -> None:
-    parts = (
-        "rows_accepted",
-        "rows_skipped",
-        "rows_unchanged",
-        "rows_invalid",
-        "rows_rejected",
-        "rows_failed",
-        "rows_pending",
-    )
-    assert report["rows_read"] == sum(report[p] for p in parts), report
+    assert report["rows_read"] == sum(report[p] for p in ROW_OUTCOMES), report

@@ -9,11 +9,12 @@ import orjson
 import pytest
 
 from importer.deadletter import DeadLetterWriter
-from importer.delivery import Refusal
-from importer.outcome import SettleFault, Settler
+from importer.delivery import DeliveryStats, Refusal, SendResult
+from importer.feed import Work
+from importer.outcome import SettleFault, Settler, record_delivery
 from importer.progress import Progress
 from importer.report import Report
-from importer.rows import Row
+from importer.rows import InvalidRow, Row
 from importer.state import StateStore
 from importer.sync import CustomerKeys
 
@@ -83,3 +84,40 @@ def test_a_failed_state_write_keeps_the_count_and_moves_no_snapshot(tmp_path: Pa
         settler.accepted([_row(1, "a", 1)])
     assert settler.report.rows_accepted == 1  # the API took it, whatever our records say
     assert _snapshot(tmp_path) == []
+
+
+def test_a_chunk_read_settles_what_needs_no_request(tmp_path: Path) -> None:
+    settler, state = _settler(tmp_path)
+    invalid = InvalidRow("f.csv", 3, "c", "points: 'x' is not an integer", {"points": "x"})
+    work = Work(5, (2, 1), [invalid], [], ["a warning"], "f.csv", [4])
+    settler.work_read(work)
+    settler.work_read(Work(0, (0, 0), [], [], ["a warning"]))  # said once in the report
+    report = settler.report
+    assert (report.rows_read, report.rows_skipped, report.rows_skipped_dead_lettered) == (5, 2, 1)
+    assert (report.rows_invalid, report.rows_unchanged) == (1, 1)
+    assert report.warnings == ["a warning"]
+    assert dict(settler.reasons) and state.settled("/abs/f.csv", "fp").ranges == [(3, 4)]
+    state.close()
+
+
+def test_an_answer_is_counted_whole_when_saving_its_first_half_fails(tmp_path: Path) -> None:
+    settler, state = _settler(tmp_path)
+    state.close()  # every progress write fails
+    result = SendResult([_row(1, "a", 1)], [Refusal(_row(2, "b", 2), "rejected", 400, "bad")])
+    with pytest.raises(SettleFault):
+        settler.answered(result)
+    report = settler.report
+    # Both halves are counted, and the refusal reached the dead-letter file.
+    assert (report.rows_accepted, report.rows_rejected) == (1, 1)
+    lines = (tmp_path / "dead.jsonl").read_bytes().splitlines()
+    assert [orjson.loads(line)["row"] for line in lines] == [2]
+
+
+def test_the_requests_side_of_the_report_comes_from_the_delivery_stats() -> None:
+    stats = DeliveryStats(requests=7, retries=2, http_429=1, outage_seconds=1.26)
+    stats.by_status.update({503: 1, 200: 5, 429: 1})
+    report = Report()
+    record_delivery(report, stats)
+    assert (report.requests, report.retries, report.http_429) == (7, 2, 1)
+    assert list(report.status_counts.items()) == [("200", 5), ("429", 1), ("503", 1)]
+    assert report.outage_seconds == 1.3 and report.rate_settled_per_minute is None
