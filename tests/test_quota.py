@@ -10,9 +10,10 @@ import random
 import re
 import signal
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from redis_proc import requires_redis, start_redis
@@ -33,7 +34,7 @@ LedgerFactory = Callable[[QuotaTerms], SharedLedger]
 # Redis decides on its server's clock (gettimeofday), the test on the monotonic one: on one
 # machine they move at the same rate, but allow a hair of slew between them.
 CLOCK_SKEW = 0.01
-Main = Callable[[LedgerFactory], Awaitable[None]]
+Main = Callable[[LedgerFactory], Coroutine[Any, Any, None]]
 
 
 @dataclass(frozen=True)
