@@ -156,7 +156,8 @@ def _one_killed_midway(
 
     # And the quota frees entirely: the dead process's grants expire with their lease.
     terms = QuotaTerms.for_limit(RATE, PERIOD, TIMEOUT)
-    free_by = max(killed_at + terms.lease_seconds, finished_at + PERIOD + TIMEOUT) + 2
+    # The margin is for the probe, not the ledger: a busy machine may stall it past the moment.
+    free_by = max(killed_at + terms.lease_seconds, finished_at + PERIOD + TIMEOUT) + 5
 
     async def wait_free() -> float:
         probe = ledger()
@@ -256,10 +257,12 @@ def test_redis_down_or_not_answering_stops_with_rows_pending(tmp_path: Path, slo
     report = _report(tmp_path)
     assert report["rows_pending"] > 0 and report["rows_failed"] == 0
     assert report["rows_accepted"] + report["rows_pending"] == rows
-    # Never a fallback to sending unshared: nothing was granted once Redis was gone (a
-    # request granted just before may still land).
+    # Never a fallback to sending unshared: nothing was granted once Redis was gone. A
+    # request granted just before may still land, later than usual on a busy machine, but
+    # at most one a worker (delivery.concurrency, 8 by default); sending on without the
+    # ledger would land hundreds of rows more.
     late = [a for a in arrivals if a["t"] > stopped_at + 0.5]
-    assert late == []
+    assert len(late) <= 8, late
 
 
 def test_a_shared_quota_needs_a_reachable_ledger_from_the_start(tmp_path: Path) -> None:
