@@ -401,9 +401,10 @@ def test_a_waiting_big_batch_is_not_starved_by_a_busy_process(backend: Backend) 
 
     backend.run(main)
     share = granted["big"] / (granted["big"] + granted["busy"])
-    # Served in turn, one grant each: the big batch gets most of the updates (about 70%
-    # measured); without the queue the small batches take nearly all the room (about 27%).
-    assert share >= 0.45, granted
+    # Served in turn, one grant each: the big batch gets most of the updates (69.8% on the
+    # virtual clock, about 69% with Redis); without the queue the small batches take nearly
+    # all the room (about 27%). Redis runs on the real clock: a wider margin there.
+    assert share >= (0.65 if backend.virtual else 0.45), granted
 
 
 def test_a_cancelled_waiter_leaves_the_queue(backend: Backend) -> None:
