@@ -6,8 +6,8 @@ enforces 3,000 updates per 10 s: together they must never put more than that in 
 mid-run, one process must not stall the others: its grants expire.
 
 "Full" is a margin here (a busy machine's stalls are pace lost, and these runs share two
-cores with the rest of the suite); the exact figures, at least 97% of this limit, are
-asserted on the virtual clock in test_quota.py (the `local` cases).
+cores with the rest of the suite); the exact figures at this limit, at least 97% together
+and 93% after a kill, are asserted on the virtual clock in test_quota.py.
 """
 
 from __future__ import annotations
