@@ -5,6 +5,7 @@ that counts its window as MoEngage does, and a latency: never over, windows full
 from __future__ import annotations
 
 import asyncio
+import itertools
 import math
 import random
 from collections import deque
@@ -69,6 +70,7 @@ class Workspace:
     period: float
     way_there: float
     way_back: float
+    raised: tuple[float, int] | None = None  # (seconds after the first request, new limit)
     arrivals: list[tuple[float, int]] = field(default_factory=list)  # accepted: (time, users)
     exchanges: list[Interval] = field(default_factory=list)  # (users, sent, answered)
     accepted: list[str] = field(default_factory=list)
@@ -76,6 +78,7 @@ class Workspace:
     lose_share: float = 0.0  # answers lost on the way back (NoAnswer), after arriving
     rng: random.Random = field(default_factory=random.Random)
     lost: int = 0
+    _first: float | None = None
     _window: deque[tuple[float, int]] = field(default_factory=deque)
     _in_window: int = 0
 
@@ -108,6 +111,9 @@ class Workspace:
 
     def _room_in(self, now: float, n: int) -> float:
         """0 if `n` more fit in the window ending now; else the seconds until they do."""
+        self._first = self._first if self._first is not None else now
+        if self.raised is not None and now - self._first >= self.raised[0]:
+            self.limit = self.raised[1]
         while self._window and self._window[0][0] <= now - self.period:
             self._in_window -= self._window.popleft()[1]
         excess = self._in_window + n - self.limit
@@ -242,3 +248,30 @@ def test_a_workspace_below_the_configured_limit_is_learnt_from_its_429s(real: in
     # measured), however far below the configured limit that is.
     moved = pace(workspace.arrivals)
     assert moved >= 0.9 * real / period, f"{moved:.1f}/s for a real {real / period:.1f}/s"
+
+
+def test_the_ceiling_climbs_back_when_the_workspace_takes_more_again() -> None:
+    # 1,000 a second configured; the workspace takes 500 for its first 10 s, then 1,000.
+    updates, period = 1000, 1.0
+    workspace = Workspace(500, period, way_there=0.005, way_back=0.005, raised=(10.0, updates))
+    rows = users(60_000)
+    done = deliver(workspace, rows, updates=updates, period=period, batch=20)
+
+    assert sorted(workspace.accepted) == sorted(row.customer_id or "" for row in rows)
+    assert all(not r.refused for r in done.results)
+    assert done.stats.http_429 <= 8  # 3 measured, all in the first 10 s
+    start = min(t for t, _ in workspace.arrivals)
+
+    def pace_in(first: float, last: float) -> float:
+        moved = sum(n for t, n in workspace.arrivals if first <= t - start < last)
+        return moved / (last - first)
+
+    tens = [pace_in(at, at + 10) for at in range(0, 60, 10)]
+    # Linear climb (INCREASE_SHARE): 3% a period of where the decrease left it (about 475
+    # a second), so about 140 a second more every 10 s (measured 138, 138, 122); slow
+    # enough that overshooting a window, which costs a pause, is rare.
+    for before, after in itertools.pairwise(tens[1:5]):
+        assert 100 <= after - before <= 180, tens
+    # Back at the configured limit: the last full 10 s move over 97% of it (99% measured).
+    assert tens[5] >= 0.97 * updates / period, tens
+    assert done.limiter.adaptive.rate() == updates / period
