@@ -41,9 +41,14 @@ def test_no_window_exceeds_the_limit_and_pace_is_near_it(tmp_path: Path) -> None
     assert report["rows_accepted"] == ROWS and report["http_429"] == 0
     assert len({r["customer_id"] for r in recorded}) == ROWS
 
+    # The promise holds however busy the machine: a stall only delays grants.
     assert max_in_any_window(arrivals, PERIOD) <= RATE
     # Steady pace: users after the first request, over the time they took to arrive.
     times = sorted(a["t"] for a in arrivals)
     first_users = min(arrivals, key=lambda a: a["t"])["users"]
     pace = (ROWS - first_users) / (times[-1] - times[0])
-    assert pace >= 0.95 * RATE / PERIOD, f"pace {pace:.1f}/s is under 95% of {RATE / PERIOD:.1f}/s"
+    # About 100% on a quiet machine; every stall of a busy one is pace lost, so this bound
+    # only says the CLI keeps the limiter fed (5 s of stalls in the 30 s run would not break
+    # it). The exact figure, at least 97% of this limit and latency, is asserted on the
+    # virtual clock: test_delivery_pace.py::test_senders_never_exceed_the_window_and_keep_it_full.
+    assert pace >= 0.8 * RATE / PERIOD, f"pace {pace:.1f}/s is under 80% of {RATE / PERIOD:.1f}/s"

@@ -4,74 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import random
-import selectors
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any
 
-import numpy as np
 import pytest
 from aiolimiter import AsyncLimiter
 
 from importer.ratelimit import PACER_HEADROOM, WindowLimiter
-
-T = TypeVar("T")
-
-
-class _VirtualSelector:
-    """Answers I/O as usual, but an idle wait advances virtual time instead of sleeping."""
-
-    def __init__(self, loop: VirtualTimeLoop) -> None:
-        self._real = selectors.DefaultSelector()
-        self._loop = loop
-
-    def select(self, timeout: float | None = None) -> list[Any]:
-        events = self._real.select(0)
-        if not events and timeout is not None:
-            # At least a microsecond per turn, as on a real clock: a timer computed to fire
-            # "now" after float rounding (aiolimiter's) would otherwise spin forever.
-            self._loop.now += max(timeout, 1e-6)
-        return events
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._real, name)
-
-
-class VirtualTimeLoop(asyncio.SelectorEventLoop):
-    """An event loop whose clock only moves when every task is waiting on a timer."""
-
-    def __init__(self) -> None:
-        self.now = 1_000.0
-        super().__init__(selector=_VirtualSelector(self))  # type: ignore[arg-type]
-
-    def time(self) -> float:
-        return self.now
-
-
-def run_virtual(make: Callable[[VirtualTimeLoop], Awaitable[T]]) -> T:
-    loop = VirtualTimeLoop()
-    try:
-        return loop.run_until_complete(make(loop))
-    finally:
-        loop.close()
-
-
-Interval = tuple[int, float, float]  # (updates, granted_at, latest arrival: release + hold)
-
-
-def worst_window(intervals: list[Interval], period: float) -> int:
-    """The most updates any half-open window of `period` can see, each request's arrival put
-    anywhere between its grant and its completion (so both the grant-time and the
-    completion-time placements, and everything between, are covered)."""
-    n = np.array([i[0] for i in intervals])
-    granted = np.array([i[1] for i in intervals])
-    released = np.array([i[2] for i in intervals])
-    worst = 0
-    # A window [a, a + period) can hold request i iff granted_i < a + period and released_i >= a;
-    # the most is reached with `a` at some request's completion.
-    for start in released:
-        caught = (released >= start) & (granted < start + period)
-        worst = max(worst, int(n[caught].sum()))
-    return worst
+from tests.virtual_clock import Interval, VirtualTimeLoop, run_virtual, worst_window
 
 
 async def workload(
@@ -284,10 +224,15 @@ def test_real_clock_short_period() -> None:
         return record
 
     record = asyncio.run(main())
-    assert worst_window(record, period) <= updates
+    assert worst_window(record, period) <= updates  # the promise holds on any clock
     start = min(i[1] for i in record)
     moved = sum(i[0] for i in record if i[1] < start + duration)
-    assert moved >= 0.95 * updates * duration / period
+    # On the real clock a busy machine stalls the loop, and every stall is pace lost: this
+    # only checks that real time drives the limiter (a limiter stuck between periods moves
+    # a fraction of this). The exact figures, windows at least 97% full, are asserted on
+    # the virtual clock: test_a_long_run_moves_at_least_97_percent and
+    # test_pacing_spreads_the_first_period.
+    assert moved >= 0.5 * updates * duration / period
 
 
 def test_waiters_are_served_first_come_first_served() -> None:

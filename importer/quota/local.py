@@ -18,7 +18,7 @@ import os
 import re
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -102,7 +102,12 @@ class LocalLedger:
     """A ledger file shared by the processes of one machine, one file per key."""
 
     def __init__(
-        self, terms: QuotaTerms, key: str, directory: Path | None = None, timeout: float = 5.0
+        self,
+        terms: QuotaTerms,
+        key: str,
+        directory: Path | None = None,
+        timeout: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.terms = terms
         self.timeout = timeout
@@ -110,7 +115,8 @@ class LocalLedger:
         name = re.sub(r"[^A-Za-z0-9_.-]", "_", key)
         self.path = self.directory / f"{name}.json"
         self._lock_path = self.directory / f"{name}.lock"
-        self.clock = time.monotonic
+        # Every sharer must read the same clock (a test gives its event loop's virtual one).
+        self.clock = clock
 
     def describe(self) -> str:
         return f"the local ledger {self.path}"
