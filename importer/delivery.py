@@ -120,6 +120,10 @@ class _Stopped(Exception):
     """The sender was stopped before these rows' fate was known."""
 
 
+class _OutageBegan(Exception):
+    """Admitted by the limiter just as an outage began: not sent, it waits in the outage."""
+
+
 @dataclass
 class SendResult:
     accepted: list[Row] = field(default_factory=list)
@@ -416,11 +420,10 @@ class Sender:
                     budget.failures = 0  # the outage was nobody's fault: a fresh budget
             if self._stopping.is_set():
                 raise _Stopped
-            if budget.attempts:
-                self._stats.retries += 1
-            budget.attempts += 1
             try:
-                outcome = await self._attempt(body, _weight(rows), budget)
+                outcome = await self._attempt(body, _weight(rows), budget, probing)
+            except _OutageBegan:
+                continue  # nothing was sent: it waits in the outage with the others
             except BaseException:
                 if probing:  # ended without a verdict: another request probes
                     self._outage.probe_abandoned()
@@ -432,10 +435,12 @@ class Sender:
             elif outcome > 0:
                 await self._sleep(outcome)
 
-    async def _attempt(self, body: bytes, users: int, budget: _Budget) -> _Answer | float:
+    async def _attempt(
+        self, body: bytes, users: int, budget: _Budget, probing: bool
+    ) -> _Answer | float:
         """One attempt: the final answer for these rows, or the seconds to wait before the next."""
         try:
-            status, headers, payload, granted_at = await self._post(body, users)
+            status, headers, payload, granted_at = await self._post(body, users, budget, probing)
         except NoAnswer as failure:
             reason = self._scrub(failure.reason)
             self._stats.errors[reason] += 1
@@ -566,7 +571,9 @@ class Sender:
                 "settled are pending",
             )
 
-    async def _post(self, body: bytes, users: int) -> tuple[int, Mapping[str, str], bytes, float]:
+    async def _post(
+        self, body: bytes, users: int, budget: _Budget, probing: bool
+    ) -> tuple[int, Mapping[str, str], bytes, float]:
         """One HTTP attempt under a limiter permit, held until the answer is read.
 
         An answer (its status line) means the request reached the server before it: the
@@ -586,6 +593,12 @@ class Sender:
                 raise self._abort
             if self._stopping.is_set():  # stopped while the grant was on its way to us
                 raise _Stopped
+            if self._outage.active and not probing:
+                # The outage began while this request waited for room: only the probe goes.
+                raise _OutageBegan
+            if budget.attempts:
+                self._stats.retries += 1
+            budget.attempts += 1
             self._stats.requests += 1
             self._stats.users_sent += users
             in_transit = True

@@ -9,7 +9,7 @@ import itertools
 import math
 import random
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -143,6 +143,7 @@ def deliver(
     batch: int,
     workers: int = 8,
     timeout: float = 30.0,
+    respond: Callable[[Request], Awaitable[Answer]] | None = None,
 ) -> Delivered:
     """`rows` in batches of `batch`, sent by `workers` concurrent sends (the pipeline's
     workers) through one Sender under a `updates`/`period` limiter, on the virtual clock."""
@@ -153,7 +154,12 @@ def deliver(
         limiter = WindowLimiter(updates, period, clock=loop.time)
         stats = DeliveryStats()
         sender = Sender(
-            api, settings, limiter, FakeTransport(workspace.respond), stats, random.Random(1)
+            api,
+            settings,
+            limiter,
+            FakeTransport(respond or workspace.respond),
+            stats,
+            random.Random(1),
         )
         batches = deque(rows[i : i + batch] for i in range(0, len(rows), batch))
         results: list[SendResult] = []
@@ -275,3 +281,34 @@ def test_the_ceiling_climbs_back_when_the_workspace_takes_more_again() -> None:
     # Back at the configured limit: the last full 10 s move over 97% of it (99% measured).
     assert tens[5] >= 0.97 * updates / period, tens
     assert done.limiter.adaptive.rate() == updates / period
+
+
+def test_once_an_outage_is_noticed_only_its_probes_are_sent() -> None:
+    # 8 workers; the API answers 503 to everyone from 1 s to 4 s after the first request.
+    updates, period, workers = 2400, 6.0, 8
+    workspace = Workspace(updates, period, way_there=0.01, way_back=0.01)
+    started: list[float] = []
+    during: list[float] = []
+
+    async def down_for_a_while(request: Request) -> Answer:
+        now = asyncio.get_running_loop().time()
+        if not started:
+            started.append(now)
+        if 1.0 <= now - started[0] < 4.0:
+            during.append(now)
+            await asyncio.sleep(0.02)
+            body = moengage.error_body("Error", "Service Unavailable", "r-503")
+            return 503, {}, orjson.dumps(body)
+        return await workspace.respond(request)
+
+    rows = users(3000)
+    done = deliver(
+        workspace, rows, updates=updates, period=period, batch=25, respond=down_for_a_while
+    )
+
+    assert sorted(workspace.accepted) == sorted(row.customer_id or "" for row in rows)
+    assert all(not r.refused for r in done.results) and done.stats.outages == 1
+    # The failures that tell an outage from bad luck (one a worker), then one probe at a
+    # time at growing intervals (1 s, then 2 s): 9 measured. Requests the limiter admitted
+    # as the outage began wait in it instead of adding to the flood (11 when they did not).
+    assert len(during) <= workers + 2, len(during)
