@@ -31,7 +31,6 @@ import copy
 import logging
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -52,26 +51,13 @@ from importer.errors import (
 from importer.metrics import MetricsWriter
 from importer.notify import notify, payload
 from importer.report import Report
+from importer.runs import RunOptions as RunOptions  # re-exported: the Python API
+from importer.runs import RunOutcome as RunOutcome
 
 if TYPE_CHECKING:
     from importer.pipeline import Run
 
 log = logging.getLogger("importer")
-
-
-@dataclass(frozen=True)
-class RunOptions:
-    dry_run: bool = False
-    fresh: bool = False
-    full: bool = False  # sync.mode changed: send every valid row anyway
-    progress: bool | None = None  # None: a bar on a terminal, log lines otherwise
-    sample_size: int = 3
-
-
-@dataclass
-class RunOutcome:
-    report: Report
-    samples: list[dict[str, Any]] = field(default_factory=list)
 
 
 class JobRefused(UsageError):

@@ -17,7 +17,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from importer import quota
-from importer.api import RunOptions, RunOutcome
 from importer.config import JobConfig
 from importer.feed import Batch, Batcher, FileFeed, Planner, ReadFailed, WorkSource, next_work
 from importer.mapping import Mapper
@@ -28,12 +27,11 @@ from importer.preflight import new_run_id
 from importer.progress import ticking
 from importer.report import Report
 from importer.rows import Row
+from importer.runs import RunOptions, RunOutcome
 from importer.signals import TwoStageStop
 from importer.sources import DataFile
 from importer.state import StateStore
 from importer.sync import CustomerKeys
-
-__all__ = ["Run", "RunOptions", "RunOutcome"]
 
 log = logging.getLogger("importer")
 

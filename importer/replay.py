@@ -23,7 +23,6 @@ import orjson
 import pandas as pd
 
 from importer import sources
-from importer.api import RunOptions, RunOutcome
 from importer.config import JobConfig
 from importer.deadletter import DeadLetter, DeadLetterError, read_dead_letter
 from importer.feed import Batcher, Fingerprints, Work
@@ -31,6 +30,7 @@ from importer.mapping import MALFORMED_RECORD_KEY, Mapper
 from importer.pipeline import Run
 from importer.preflight import job_scope, mapper_for
 from importer.rows import Chunk, InvalidRow, LineMap, Row
+from importer.runs import RunOptions, RunOutcome
 from importer.state import (
     SettledRows,
     SnapshotEntries,

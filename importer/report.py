@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-# Exit codes, as the contract fixes them.
+# Exit codes, as docs/REFERENCE.md ("Exit codes") gives them.
 from importer.errors import (
     EXIT_ABORTED,
     EXIT_DEAD_LETTERED,
@@ -115,7 +115,7 @@ class Report:
         self.finish_exit_code(interrupted, input_error=input_error)
 
     def settle_pending(self) -> None:
-        """Whatever was read and not settled is pending; keeps the sum the contract states."""
+        """Whatever was read and not settled is pending; keeps the sum docs/REFERENCE.md states."""
         self.rows_pending = self.rows_read - self.rows_settled
 
     @property

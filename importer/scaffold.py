@@ -54,7 +54,7 @@ _FLAG_PREFIXES = ("is_", "has_", "can_", "was_", "opt_in", "optin", "allow")
 _LIST_NAME_PARTS = frozenset({"tags", "interests", "categories", "labels", "segments", "list"})
 _ARRAY_SEPARATORS = ("|", ";")
 
-# The boolean spellings the contract accepts (any case).
+# The boolean spellings a `boolean` column accepts (any case; docs/REFERENCE.md).
 _BOOLEAN_TOKENS = frozenset({"true", "false", "t", "f", "yes", "no", "1", "0"})
 _INTEGER = re.compile(r"-?(0|[1-9][0-9]{0,14})")  # no leading zeros, no "+", fits a double
 _NUMBER = re.compile(r"-?(0|[1-9][0-9]{0,14})(\.[0-9]+)?([eE][-+]?[0-9]+)?|-?\.[0-9]+")

@@ -22,9 +22,12 @@ def intercepted_signals(
     """Route SIGINT and SIGTERM to `gently` the first time and `at_once` after, while inside.
 
     Handlers go through the event loop (not `signal.signal`), so they run between steps of
-    the loop and never in the middle of a settle; outside the block Python's own come back.
+    the loop and never in the middle of a settle. After the block the handlers from before
+    it are back (asyncio alone would leave SIGTERM at its default, dropping the handler of
+    an orchestrator that called us).
     """
     received = 0
+    before = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
 
     def on_signal(sig: signal.Signals) -> None:
         nonlocal received
@@ -40,7 +43,8 @@ def intercepted_signals(
     finally:
         for sig in STOP_SIGNALS:
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-                loop.remove_signal_handler(sig)
+                if loop.remove_signal_handler(sig) and before[sig] is not None:
+                    signal.signal(sig, before[sig])
 
 
 class TwoStageStop:

@@ -4,6 +4,7 @@ prints on stdout and stderr, and the files it writes are checked without a subpr
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -21,12 +22,24 @@ from tests.support import (
     write_job,
 )
 
+pytestmark = pytest.mark.e2e  # a sandbox subprocess behind most of them
+
 FAST = ("--latency-ms", "0")
 
 
 def _no_api_job(tmp_path: Path, source: Path) -> Path:
     """A job whose API is never contacted: a closed loopback port."""
     return users_job(tmp_path, "http://127.0.0.1:9", source)
+
+
+def _summary_counts(out: str) -> dict[str, int]:
+    """The summary's counts by label: `  accepted        1,234   (...)` -> {"accepted": 1234}."""
+    counts = {}
+    for line in out.splitlines():
+        match = re.match(r"^  ([a-z][a-z ]*?)\s{2,}([\d,]+)(\s|$)", line)
+        if match:
+            counts[match.group(1)] = int(match.group(2).replace(",", ""))
+    return counts
 
 
 def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -47,7 +60,10 @@ def test_run_delivers_every_row_and_the_summary_and_report_agree(
     assert sorted(r["customer_id"] for r in records) == [f"u{i:05d}" for i in range(1, 301)]
     report = read_report(tmp_path)
     assert report["rows_accepted"] == 300 and report["exit_code"] == EXIT_OK
-    assert "300" in out and "Traceback" not in err
+    summary = _summary_counts(out)
+    assert summary["rows read"] == summary["accepted"] == 300 and summary["pending"] == 0
+    assert summary["invalid"] == summary["rejected"] == summary["failed"] == 0
+    assert "Traceback" not in err
     assert SANDBOX_KEY not in out + err
 
 
@@ -74,11 +90,15 @@ def test_validate_needs_no_key_sends_nothing_and_leaves_the_real_report_alone(
     settings["api"]["api_key"] = "${MOE_TEST_UNSET_KEY}"
     monkeypatch.delenv("MOE_TEST_UNSET_KEY", raising=False)
     job = write_job(tmp_path, settings)
+    real_report = tmp_path / "out" / "report.json"
+    real_report.parent.mkdir()
+    real_report.write_text('{"rows_accepted": 20}')  # what last night's run left
     code, out, err = _run(capsys, "validate", str(job))
     assert code == EXIT_DEAD_LETTERED, err
     assert "points" in out and "first_name" in out  # the attribute table
+    assert _summary_counts(out)["invalid"] == 1
     assert read_report(tmp_path, dry_run=True)["rows_invalid"] == 1
-    assert not (tmp_path / "out" / "report.json").exists()
+    assert real_report.read_text() == '{"rows_accepted": 20}'
 
 
 @pytest.mark.parametrize(

@@ -174,7 +174,7 @@ def test_job_level_refusals(snippet: str, expected: str) -> None:
 
 ACCEPTED = [
     "mapping: {attributes: {moe_mobile: phone, moe_email: email}}",  # system attributes
-    # adding and removing the same array in one update is allowed (the contract's example)
+    # adding and removing the same array in one update is allowed (the reference's example job)
     "mapping: {add_to_array: {tags: {column: a, separator: '|'}},"
     " remove_from_array: {tags: {column: b, separator: '|'}}}",
     "mapping: {customer_id: null, attributes: {moe_mobile: phone}, identifiers: [moe_mobile]}",

@@ -28,7 +28,7 @@ LETTER = DeadLetter(
 )
 
 
-def test_lines_hold_every_contract_field_and_mode_is_0600(tmp_path: Path) -> None:
+def test_lines_hold_every_documented_field_and_mode_is_0600(tmp_path: Path) -> None:
     path = tmp_path / "dl" / "dead.jsonl"
     with DeadLetterWriter(path, append=False) as writer:
         writer.write(LETTER)

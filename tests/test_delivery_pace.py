@@ -309,6 +309,10 @@ def test_once_an_outage_is_noticed_only_its_probes_are_sent() -> None:
     assert sorted(workspace.accepted) == sorted(row.customer_id or "" for row in rows)
     assert all(not r.refused for r in done.results) and done.stats.outages == 1
     # The failures that tell an outage from bad luck (one a worker), then one probe at a
-    # time at growing intervals (1 s, then 2 s): 9 measured. Requests the limiter admitted
-    # as the outage began wait in it instead of adding to the flood (11 when they did not).
-    assert len(during) <= workers + 2, len(during)
+    # time at growing intervals: one fails (1 s in), the next (2 s later) finds the API
+    # back. Requests the limiter admitted as the outage began wait in it instead of adding
+    # to the flood (11 when they did not).
+    assert len(during) == workers + 1, len(during)
+    # Each request counted once as sent, and each failed one sent again once.
+    assert done.stats.requests == len(workspace.exchanges) + len(during)
+    assert done.stats.retries == len(during)

@@ -257,12 +257,12 @@ def test_redis_down_or_not_answering_stops_with_rows_pending(tmp_path: Path, slo
     report = _report(tmp_path)
     assert report["rows_pending"] > 0 and report["rows_failed"] == 0
     assert report["rows_accepted"] + report["rows_pending"] == rows
-    # Never a fallback to sending unshared: nothing was granted once Redis was gone. A
-    # request granted just before may still land, later than usual on a busy machine, but
-    # at most one a worker (delivery.concurrency, 8 by default); sending on without the
-    # ledger would land hundreds of rows more.
-    late = [a for a in arrivals if a["t"] > stopped_at + 0.5]
-    assert len(late) <= 8, late
+    # Never a fallback to sending unshared: nothing was granted once Redis was gone. What
+    # lands after the stop, however late on a busy machine, was granted before it and in
+    # flight then, and what is in flight never exceeds the limit of one period (100 users);
+    # sending on without the ledger would add 100 a second until the run gave up.
+    after = sum(a["users"] for a in arrivals if a["t"] > stopped_at)
+    assert after <= 100, [a for a in arrivals if a["t"] > stopped_at]
 
 
 def test_a_shared_quota_needs_a_reachable_ledger_from_the_start(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ from importer.feed import ReadFailed, Work, next_work
 from importer.progress import Progress, ticking
 from importer.sources import SourceError
 from importer.state import StateFault
+from tests.virtual_clock import VirtualTimeLoop, run_virtual
 
 
 def _failing(error: BaseException) -> Iterator[Work]:
@@ -70,13 +71,13 @@ def test_the_ticker_ticks_inside_the_block_only() -> None:
         def tick(self) -> None:
             ticks.append(1)
 
-    async def scenario() -> int:
+    async def scenario(loop: VirtualTimeLoop) -> int:
         progress = _Counted(enabled=False, total=None, limit_per_minute=60)
-        with ticking(progress, every=0.01):
-            await asyncio.sleep(0.1)
+        with ticking(progress, every=1.0):
+            await asyncio.sleep(10.5)
         inside = len(ticks)
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(5)
         return inside
 
-    inside = asyncio.run(scenario())
-    assert inside >= 3 and len(ticks) == inside
+    inside = run_virtual(scenario)  # a virtual clock: the count is exact
+    assert inside == 10 and len(ticks) == inside

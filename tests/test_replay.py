@@ -16,6 +16,8 @@ from importer.replay import replay_dead_letter
 from tests.sandbox_proc import start_sandbox
 from tests.support import USERS_MAPPING, job_dict, users_csv, write_job
 
+pytestmark = pytest.mark.e2e  # sandbox subprocesses
+
 FAST = ("--latency-ms", "0")
 QUIET = RunOptions(progress=False)
 # One row a request, a few at a time: a customer the sandbox always fails then fails on

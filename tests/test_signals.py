@@ -68,7 +68,29 @@ def test_outside_the_block_python_handles_the_signals_again() -> None:
 
     asyncio.run(scenario())
     assert seen == ["gently"]
-    assert signal.getsignal(signal.SIGINT) is before  # Python's own, or pytest's
+    assert signal.getsignal(signal.SIGINT) is before
+
+
+def test_the_callers_own_handlers_come_back_after_the_block() -> None:
+    """An orchestrator's SIGTERM handler (Airflow's, say) survives a run in its process."""
+    theirs: list[int] = []
+
+    def orchestrator(signum: int, frame: object) -> None:
+        theirs.append(signum)
+
+    previous = signal.signal(signal.SIGTERM, orchestrator)
+    try:
+
+        async def scenario() -> None:
+            with intercepted_signals(asyncio.get_running_loop(), lambda s: None, lambda s: None):
+                await asyncio.sleep(0)
+
+        asyncio.run(scenario())
+        assert signal.getsignal(signal.SIGTERM) is orchestrator
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert theirs == [signal.SIGTERM]
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def test_a_loop_off_the_main_thread_runs_without_the_handlers() -> None:

@@ -1,0 +1,26 @@
+"""What a run is asked to do (`RunOptions`) and what it gives back (`RunOutcome`).
+
+Shared by the pipeline, replay and the Python API (`importer.api` re-exports both).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from importer.report import Report
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    dry_run: bool = False
+    fresh: bool = False
+    full: bool = False  # sync.mode changed: send every valid row anyway
+    progress: bool | None = None  # None: a bar on a terminal, log lines otherwise
+    sample_size: int = 3
+
+
+@dataclass
+class RunOutcome:
+    report: Report
+    samples: list[dict[str, Any]] = field(default_factory=list)  # built elements, dry runs
