@@ -15,6 +15,7 @@ import orjson
 import pytest
 
 from tests.sandbox_launcher import launched
+from tests.virtual_clock import max_in_window
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -118,17 +119,9 @@ def max_in_any_window(
     answered with one of them count (None is a cut connection).
     """
     wanted = None if statuses is None else set(statuses)
-    points = sorted(
+    points = (
         (float(a["t"]), int(a["users"]))
         for a in arrivals
         if wanted is None or a.get("status") in wanted
     )
-    best = in_window = start = 0
-    # Sweep: each window starting at an arrival; the front moves forward as the start does.
-    for end_time, users in points:
-        in_window += users
-        while points[start][0] <= end_time - period:
-            in_window -= points[start][1]
-            start += 1
-        best = max(best, in_window)
-    return best
+    return max_in_window(points, period)
