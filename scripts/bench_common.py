@@ -31,9 +31,11 @@ def job_file(
     mapping: dict[str, Any],
     *,
     kind: str | None = None,
+    sections: dict[str, Any] | None = None,
 ) -> Path:
     """`folder/name.yaml`: import `source` into the sandbox at `url`, `updates` per `period`
-    over 8 connections, outputs under `folder/out/name`; `kind` sets `import:`."""
+    over 8 connections, outputs under `folder/out/name`; `kind` sets `import:`, `sections`
+    adds whole sections (`sync`, ...)."""
     out = folder / "out" / name
     job: dict[str, Any] = {} if kind is None else {"import": kind}
     job |= {
@@ -47,7 +49,7 @@ def job_file(
             "state": str(out / "state.db"),
             "report": str(out / "report.json"),
         },
-    }
+    } | (sections or {})
     path = folder / f"{name}.yaml"
     path.write_text(yaml.safe_dump(job, sort_keys=False))
     return path

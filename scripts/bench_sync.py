@@ -19,13 +19,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 from importer import batching, ordering, sources
 from importer.config import load_job
 from importer.preflight import job_scope, mapper_for
 from importer.state import StateStore
 from importer.sync import CustomerKeys, fingerprints
+from scripts.bench_common import job_file
 from scripts.bench_data import MAPPING, generate
 from scripts.measure import Measured, run_measured
 from tests.sandbox_launcher import launched
@@ -59,21 +59,19 @@ def write_exports(folder: Path, rows: int, changed_share: float) -> tuple[Path, 
     return night_1, night_2, changed
 
 
-def write_job_file(folder: Path, url: str, mode: str) -> Path:
-    job = {
-        "api": {"base_url": url, "workspace_id": "SANDBOX", "api_key": "sandbox-key"},
-        "rate_limit": {"updates": 10_000_000, "period_seconds": 60},
-        "mapping": MAPPING,
-        "sync": {"mode": mode},
-        "output": {
-            "dead_letter": str(folder / "dead_letter.jsonl"),
-            "state": str(folder / "state.db"),
-            "report": str(folder / "report.json"),
-        },
-    }
-    path = folder / f"job_{mode}.yaml"
-    path.write_text(yaml.safe_dump(job, sort_keys=False))
-    return path
+def write_job_file(folder: Path, url: str, mode: str, night_1: Path) -> Path:
+    """The job in `sync.mode` `mode`, unthrottled; its outputs under `folder/out/job_<mode>`
+    (each command names its input with --input)."""
+    return job_file(
+        folder,
+        f"job_{mode}",
+        night_1,
+        url,
+        10_000_000,
+        60,
+        MAPPING,
+        sections={"sync": {"mode": mode}},
+    )
 
 
 def build_snapshot(job_path: Path, night_1: Path) -> int:
@@ -114,7 +112,7 @@ def build_snapshot(job_path: Path, night_1: Path) -> int:
     return len(all_keys)
 
 
-def measure(folder: Path, args: list[str]) -> tuple[Measured, dict[str, Any]]:
+def measure(job: Path, args: list[str]) -> tuple[Measured, dict[str, Any]]:
     argv = [sys.executable, "-m", "importer", *args, "--no-progress"]
     measured = run_measured(argv, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
     if measured.exit_code not in (0, 1):
@@ -123,7 +121,9 @@ def measure(folder: Path, args: list[str]) -> tuple[Measured, dict[str, Any]]:
         )
     # A dry run (validate) writes its report beside the real one, never over it.
     report = "report.dry-run.json" if args[0] == "validate" else "report.json"
-    return measured, json.loads((folder / report).read_text())
+    return measured, json.loads(
+        (load_job(str(job), need_credentials=False).output.report.parent / report).read_text()
+    )
 
 
 def line(name: str, rows: int, measured: Measured) -> str:
@@ -143,21 +143,22 @@ def main() -> int:
     folder: Path = options.folder
     folder.mkdir(parents=True, exist_ok=True)
     night_1, night_2, changed = write_exports(folder, options.rows, options.changed)
-    for stale in folder.glob("state.db*"):
-        stale.unlink()
     sandbox_args = ["--port", "0", "--rate", "100000000", "--no-schema-check"]
     with launched(sandbox_args, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}) as (_, url):
-        changed_job = write_job_file(folder, url, "changed")
-        plain_job = write_job_file(folder, url, "all")
+        changed_job = write_job_file(folder, url, "changed", night_1)
+        plain_job = write_job_file(folder, url, "all", night_1)
+        state = load_job(str(changed_job), need_credentials=False).output.state
+        for stale in state.parent.glob(f"{state.name}*"):
+            stale.unlink()
         customers = build_snapshot(changed_job, night_1)
-        state_bytes = sum(p.stat().st_size for p in folder.glob("state.db*"))
+        state_bytes = sum(p.stat().st_size for p in state.parent.glob(f"{state.name}*"))
         print("bench_sync: measuring ...", flush=True)
-        plain, _ = measure(folder, ["validate", str(plain_job), "--input", str(night_2)])
-        diff, report = measure(folder, ["validate", str(changed_job), "--input", str(night_2)])
+        plain, _ = measure(plain_job, ["validate", str(plain_job), "--input", str(night_2)])
+        diff, report = measure(changed_job, ["validate", str(changed_job), "--input", str(night_2)])
         would_send, unchanged = report["rows_pending"], report["rows_unchanged"]
         real: tuple[Measured, dict[str, Any]] | None = None
         if not options.no_run:
-            real = measure(folder, ["run", str(changed_job), "--input", str(night_2)])
+            real = measure(changed_job, ["run", str(changed_job), "--input", str(night_2)])
     rows = options.rows
     print(
         f"\nincremental sync, {rows:,} rows ({changed:,} changed) against {customers:,} customers"
