@@ -42,7 +42,7 @@ test: install
 
 # Everything but the end-to-end and slow tests: seconds, for the edit-test loop.
 test-fast: install
-	$(PYTEST) -m "not e2e and not slow" || test $$? -eq 5
+	$(PYTEST) -n 4 -m "not e2e and not slow" || test $$? -eq 5
 
 # Formatting, lint and types.
 check: install
