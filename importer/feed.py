@@ -241,18 +241,20 @@ class FileFeed:
         fingerprint = sources.fingerprint(path)
         settled = SettledRows([])
         if state is not None:
-            if not self._warned_scope and state.other_scope(key):
+            if state.changed_sources(key, fingerprint):
+                log.warning(
+                    "%s changed since the last run; its earlier progress does not apply", name
+                )
+            settled = state.settled(key, fingerprint)
+            # Said only while this target and mapping have no progress of their own here:
+            # once they do, the other progress changes nothing.
+            if not settled.ranges and not self._warned_scope and state.other_scope(key):
                 self._warned_scope = True
                 log.warning(
                     "saved progress in %s was made for another target or mapping; it does"
                     " not apply to this run, which sends every row",
                     state.path,
                 )
-            if state.changed_sources(key, fingerprint):
-                log.warning(
-                    "%s changed since the last run; its earlier progress does not apply", name
-                )
-            settled = state.settled(key, fingerprint)
         self.fingerprints[name] = (key, fingerprint)
         prefix = settled.contiguous_through
         self._skipped_any |= bool(settled.ranges)
