@@ -59,7 +59,12 @@ def _add_run_options(parser: argparse.ArgumentParser, *, dry_run_flag: bool) -> 
     parser.add_argument(
         "--no-progress", action="store_true", help="no progress bar or progress lines"
     )
-    parser.add_argument("--log-format", choices=("text", "json"), default="text")
+    parser.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default="text",
+        help="json: log lines and errors as JSON lines, the summary as the report's JSON",
+    )
     parser.add_argument(
         "--allow-insecure-http",
         action="store_true",
@@ -92,7 +97,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         )
 
     init = commands.add_parser("init", help="print a job file skeleton for an input")
-    init.add_argument("input", help="a CSV or Parquet file, a directory or a glob")
+    init.add_argument("input", help="a CSV or Parquet file, a directory, a glob or an s3:// prefix")
     init.add_argument(
         "--events",
         action="store_true",
