@@ -36,12 +36,20 @@ ROW_OUTCOMES = (*SETTLED_OUTCOMES, "rows_pending")
 _QUOTED = r"""(?:'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")"""
 # In a row's reason, a quoted literal after `column ` is the column's name (kept); any
 # other quoted literal is a value, and a number may be one (a count, a length): blanked.
-_REASON_TOKEN = re.compile(rf"(?P<column>column {_QUOTED})|{_QUOTED}|(?P<number>\d+)")
+# A parenthesis (two levels deep at most) explains the rule ("expected ISO 8601
+# (2024-03-01, ...)"): its numbers are the rule's own and stay; its quoted values do not.
+_ASIDE = rf"\((?:[^()'\"]|{_QUOTED}|\((?:[^()'\"]|{_QUOTED})*\))*\)"
+_REASON_TOKEN = re.compile(
+    rf"(?P<column>column {_QUOTED})|(?P<aside>{_ASIDE})|{_QUOTED}|(?P<number>\d+)"
+)
+_VALUE = re.compile(_QUOTED)
 
 
 def _blank(match: re.Match[str]) -> str:
     if match.group("column"):
         return match.group("column")
+    if match.group("aside"):
+        return _VALUE.sub("'…'", match.group("aside"))
     return "N" if match.group("number") else "'…'"
 
 

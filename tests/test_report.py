@@ -65,6 +65,18 @@ def test_reasons_hold_no_value_not_even_an_array_item_or_a_count() -> None:
     assert reason_key("column 'a; b': 'x; y' is bad") == "column 'a; b': '…' is bad"
 
 
+def test_the_rules_own_numbers_in_its_explanation_stay() -> None:
+    from importer.mapping.temporal import EXPECTED_FORMS
+
+    key = reason_key(f"column 'born': '31/02/1990' is not a date ({EXPECTED_FORMS})")
+    assert key == f"column 'born': '…' is not a date ({EXPECTED_FORMS})"
+    assert "ISO 8601 (2024-03-01" in key
+    # Values quoted inside a parenthesis are still blanked; counts outside it still are.
+    assert reason_key("column 'n': has 7 items ('a', 'b') (at most 5)") == (
+        "column 'n': has N items ('…', '…') (at most 5)"
+    )
+
+
 def test_report_file_is_0600_and_never_written_through_a_symlink(tmp_path: Path) -> None:
     import stat
 
