@@ -517,9 +517,34 @@ def _string_checks(values: Sequence[str]) -> list[str]:
     return []
 
 
+# A year of four digits at one end: 2024-01-15, 2024/2/3, 03.04.2024 (not a version 1.2.3).
+_DATE_LIKE = re.compile(
+    r"[0-9]{4}[-/.][0-9]{1,2}[-/.][0-9]{1,2}|[0-9]{1,2}[-/.][0-9]{1,2}[-/.][0-9]{4}"
+)
+
+
 def _text_numbers_note(values: Sequence[str]) -> list[str]:
+    if values and all(_DATE_LIKE.fullmatch(v.strip()) for v in values):
+        return [
+            "looks like dates in more than one form, kept as text: if the export has one"
+            " form, set type: date and its format:"
+        ]
     if values and all(re.fullmatch(r"\+?[0-9][0-9 ()./-]*", v) for v in values):
         return ["digits, kept as text: leading zeros and + signs are part of the value"]
+    return []
+
+
+def _mostly_numbers_note(values: Sequence[str]) -> list[str]:
+    """Text with too many non-numbers to guess a number type, but mostly numbers: say so,
+    since type: integer / number would send numbers and dead-letter the rest."""
+    for what, pattern in (("an integer", _INTEGER), ("a number", _NUMBER)):
+        fit = sum(1 for v in values if pattern.fullmatch(v.strip()))
+        if fit * 2 >= len(values) and fit < len(values):
+            kind = "integer" if pattern is _INTEGER else "number"
+            return [
+                f"{fit} of {len(values)} sampled values read as {what}, kept as text: set"
+                f" type: {kind} to send numbers (the other rows get dead-lettered)"
+            ]
     return []
 
 
@@ -537,7 +562,8 @@ def guess_text_column(name: str, values: Sequence[Any], delimiter: str = ",") ->
     guess = _guess_text_array(name, present, delimiter)
     if guess is not None:
         return guess
-    return Guess(name, checks=_text_numbers_note(present) + _string_checks(present))
+    checks = _text_numbers_note(present) or _mostly_numbers_note(present)
+    return Guess(name, checks=checks + _string_checks(present))
 
 
 def _list_item_type(item_type: pa.DataType) -> str | None:

@@ -362,3 +362,17 @@ def test_encoding_is_detected(encoding: str, written: str, tmp_path: Path) -> No
     job, _ = scaffolded(export, tmp_path)
     assert (job.source.csv.encoding, job.source.csv.delimiter) == (encoding, ";")
     assert types_by_column(job) == {"city": "string"}
+
+
+def test_dates_in_mixed_forms_and_mostly_numbers_say_what_to_set() -> None:
+    from importer.scaffold import guess_text_column
+
+    dates = guess_text_column("joined", ["2024-01-15", "2024/02/03", "03/04/2024"])
+    assert dates.type == "string" and "dates in more than one form" in " ".join(dates.checks)
+    points = guess_text_column("points", ["10", "20", "x", "40", "50"])
+    assert points.type == "string"
+    assert "4 of 5 sampled values read as an integer" in " ".join(points.checks)
+    versions = guess_text_column("app", ["1.2.3", "10.0.1"])
+    assert not any("dates" in check for check in versions.checks)
+    words = guess_text_column("city", ["Oslo", "Lima", "7"])
+    assert not any("read as" in check for check in words.checks)
