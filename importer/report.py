@@ -186,6 +186,13 @@ def count_reasons(errors: Counter[str], error: str) -> None:
     errors[reason_key(error)] += 1
 
 
+def _pace(report: Report) -> str:
+    # Counted over at least a minute (see Report.close): under one, the rate would mislead.
+    if report.elapsed_seconds < 60:
+        return f"{report.rows_accepted:,} updates in under a minute"
+    return f"{report.updates_per_minute:,.0f} updates/minute"
+
+
 def format_summary(report: Report) -> str:
     """The human summary printed at the end of a run."""
     verb = "would send" if report.dry_run else "pending"
@@ -219,8 +226,7 @@ def format_summary(report: Report) -> str:
         lines += [
             f"  requests        {report.requests:>10,}   ({report.retries:,} retries, "
             f"{report.http_429:,} answered 429)",
-            f"  elapsed         {report.elapsed_seconds:>10.1f} s  "
-            f"({report.updates_per_minute:,.0f} updates/minute)",
+            f"  elapsed         {report.elapsed_seconds:>10.1f} s  ({_pace(report)})",
         ]
     if report.rate_settled_per_minute is not None:
         lines.append(

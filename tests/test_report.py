@@ -94,3 +94,14 @@ def test_report_file_is_0600_and_never_written_through_a_symlink(tmp_path: Path)
             Report(rows_read=1).write(path)
         link.unlink()
     assert target.read_text() == "keep me"
+
+
+def test_the_summary_gives_a_pace_only_for_a_run_of_a_minute_or_more() -> None:
+    from importer.report import format_summary
+
+    short = Report(rows_read=5, rows_accepted=5)
+    short.close(0.1, False, False)
+    assert "5 updates in under a minute" in format_summary(short)
+    long = Report(rows_read=20_000, rows_accepted=20_000)
+    long.close(120.0, False, False)
+    assert "10,000 updates/minute" in format_summary(long)
