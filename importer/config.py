@@ -11,13 +11,14 @@ import re
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from types import UnionType
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     SecretStr,
@@ -282,6 +283,17 @@ class EventValue(_Strict):
         return self
 
 
+def _bare_columns_are_strings(value: Any) -> Any:
+    """`name: column` in an attributes block is `name: {column: column}`, a string attribute."""
+    if isinstance(value, Mapping):
+        return {k: ({"column": v} if isinstance(v, str) else v) for k, v in value.items()}
+    return value
+
+
+# mapping.attributes and mapping.event.attributes: MoEngage attribute -> its column spec.
+AttributeSpecs = Annotated[dict[str, AttributeSpec], BeforeValidator(_bare_columns_are_strings)]
+
+
 class EventConfig(_Strict):
     """mapping.event (import: events): one row is one action of its customer."""
 
@@ -290,7 +302,7 @@ class EventConfig(_Strict):
     timezone_offset: EventValue | None = None  # seconds -> user_timezone_offset
     platform: EventValue | None = None
     app_version: EventValue | None = None
-    attributes: dict[str, AttributeSpec] = Field(default_factory=dict)
+    attributes: AttributeSpecs = Field(default_factory=dict)
 
     @field_validator("action", "timezone_offset", "platform", "app_version", mode="before")
     @classmethod
@@ -306,20 +318,13 @@ class EventConfig(_Strict):
             return {**value, "type": "datetime"}
         return value
 
-    @field_validator("attributes", mode="before")
-    @classmethod
-    def _bare_column_is_string(cls, value: Any) -> Any:
-        if isinstance(value, Mapping):
-            return {k: ({"column": v} if isinstance(v, str) else v) for k, v in value.items()}
-        return value
-
 
 class MappingConfig(_Strict):
     customer_id: str | None = None
     # Surrounding whitespace in a customer_id is a validation error unless this is true.
     strip_customer_id: bool = False
     update_existing_only: bool = False
-    attributes: dict[str, AttributeSpec] = Field(default_factory=dict)
+    attributes: AttributeSpecs = Field(default_factory=dict)
     add_to_array: dict[str, ArrayOpSpec] = Field(default_factory=dict)
     remove_from_array: dict[str, ArrayOpSpec] = Field(default_factory=dict)
     platforms: PlatformsSpec | None = None
@@ -327,13 +332,6 @@ class MappingConfig(_Strict):
     # moe_ names MoEngage's catalogue lacks that a job may still send (with a warning).
     allow_reserved: list[str] = Field(default_factory=list)
     event: EventConfig | None = None  # import: events only
-
-    @field_validator("attributes", mode="before")
-    @classmethod
-    def _bare_column_is_string(cls, value: Any) -> Any:
-        if isinstance(value, Mapping):
-            return {k: ({"column": v} if isinstance(v, str) else v) for k, v in value.items()}
-        return value
 
     @field_validator("platforms", mode="before")
     @classmethod
