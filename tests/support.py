@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+from collections import Counter
 from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -68,6 +71,24 @@ USERS_MAPPING: dict[str, Any] = {
 }
 
 
+def user_id(row: int) -> str:
+    """The customer_id `users_csv` writes in data row `row`."""
+    return f"u{row:05d}"
+
+
+def user_ids(count: int) -> set[str]:
+    """Every customer_id of a `users_csv` file of `count` rows (none planted bad)."""
+    return {user_id(i) for i in range(1, count + 1)}
+
+
+def assert_each_sent_and_few_twice(sent: Counter[Any], expected: Collection[Any]) -> None:
+    """After a stopped run and its rerun: everything expected arrived, and under 5% of it
+    more than once (only what was in flight when the first run stopped goes again)."""
+    assert set(sent) == set(expected), set(expected) ^ set(sent)
+    twice = sum(count - 1 for count in sent.values())
+    assert twice < 0.05 * len(expected), f"{twice} of {len(expected)} sent more than once"
+
+
 def users_csv(
     folder: Path,
     count: int,
@@ -84,7 +105,7 @@ def users_csv(
     column out."""
     lines = ["user_id,first_name,points" if points else "user_id,first_name"]
     for i in range(1, count + 1):
-        user = f"bad{i:05d}" if i in bad_ids else f"u{i:05d}"
+        user = f"bad{i:05d}" if i in bad_ids else user_id(i)
         if not points:
             lines.append(f"{user},name{i}")
             continue
@@ -131,3 +152,18 @@ def assert_report_adds_up(report: dict[str, Any]) -> None:
     outcomes = [f"rows_{name}" for name in REFERENCE_OUTCOMES.split()]
     assert all(report[outcome] >= 0 for outcome in outcomes), report
     assert report["rows_read"] == sum(report[outcome] for outcome in outcomes), report
+
+
+def self_signed_certificate(folder: Path) -> tuple[Path, Path]:
+    """A certificate and key for 127.0.0.1 in `folder` (the test is skipped without openssl)."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    return cert, key

@@ -23,6 +23,7 @@ from tests.support import (
     read_report,
     run_cli,
     start_cli,
+    user_id,
     users_csv,
     write_job,
 )
@@ -84,7 +85,7 @@ def test_a_replay_that_delivers_every_refused_row_finishes_the_job(tmp_path: Pat
         first = run_cli("run", str(job), "--no-progress")
     assert first.returncode == 1, first.stderr
     refused = sorted(d["customer_id"] for d in read_dead_letters(tmp_path))
-    assert refused == [f"u{i:05d}" for i in range(10, 201, 10)]
+    assert refused == [user_id(i) for i in range(10, 201, 10)]
 
     (tmp_path / "healthy").mkdir()
     with start_sandbox(tmp_path / "healthy", *FAST, "--port", port) as healthy:

@@ -22,6 +22,7 @@ from tests.support import (
     read_dead_letters,
     read_report,
     run_cli,
+    user_id,
     write_job,
 )
 
@@ -39,7 +40,7 @@ SMALL = ("--rate", "1000", "--period", "0.05")
 def _users(path: Path, users: dict[int, int]) -> Path:
     """A CSV of user i with `points` users[i], in the order given."""
     lines = ["user_id,first_name,points"]
-    lines += [f"u{i:05d},name{i},{points}" for i, points in users.items()]
+    lines += [f"{user_id(i)},name{i},{points}" for i, points in users.items()]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -85,7 +86,7 @@ def test_night_two_sends_only_what_changed(tmp_path: Path) -> None:
         second = _night(job, night_2)
         assert second.returncode == 0, second.stderr
         sent = _ids(sandbox.records()[3000:])
-    expected = {f"u{i:05d}" for i in CHANGED | NEW}
+    expected = {user_id(i) for i in CHANGED | NEW}
     assert sorted(sent) == sorted(expected)  # exactly those 200, each once
     report = read_report(tmp_path)
     assert report["rows_read"] == 3020
@@ -174,7 +175,7 @@ def test_kill_9_mid_run_then_rerun_sends_every_changed_user_and_no_other(
         copy.write_bytes(night_2.read_bytes())
         third = _night(job, copy)
         after_third = len(sandbox.records()) - before
-    expected = {f"u{i:05d}" for i in changed}
+    expected = {user_id(i) for i in changed}
     assert set(sent) == expected  # every changed user delivered
     # Sent twice at most: the requests in flight at the kill (8 of 20 users at the most).
     assert len(sent) - len(expected) <= 8 * 20
@@ -203,7 +204,7 @@ def test_a_dry_run_first_changes_nothing(tmp_path: Path) -> None:
     assert dry_report["rows_pending"] == 200  # would be sent
     assert "would send" in dry.stdout and "unchanged" in dry.stdout
     assert real.returncode == 0, real.stderr
-    assert sorted(sent) == sorted(f"u{i:05d}" for i in CHANGED | NEW)
+    assert sorted(sent) == sorted(user_id(i) for i in CHANGED | NEW)
 
 
 def test_full_sends_all_and_a_mapping_change_sends_all(tmp_path: Path) -> None:

@@ -4,9 +4,7 @@ against plain http, and the in-memory fake."""
 from __future__ import annotations
 
 import asyncio
-import shutil
 import ssl
-import subprocess
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -23,6 +21,7 @@ from importer.transport import (
     Request,
     check_plain_http,
 )
+from tests.support import self_signed_certificate
 
 
 def serve(
@@ -124,17 +123,7 @@ def test_the_proxy_variables_are_honoured(monkeypatch: pytest.MonkeyPatch) -> No
 
 @pytest.fixture
 def certificate(tmp_path: Path) -> tuple[Path, Path]:
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl is not installed")
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1",
-         "-addext", "subjectAltName=IP:127.0.0.1"],
-        check=True,
-        capture_output=True,
-    )  # fmt: skip
-    return cert, key
+    return self_signed_certificate(tmp_path)
 
 
 def _server_context(certificate: tuple[Path, Path]) -> ssl.SSLContext:
