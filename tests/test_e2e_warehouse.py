@@ -297,6 +297,19 @@ def test_s3_errors_name_the_url(tmp_path: Path, s3_env: dict[str, str]) -> None:
 # --- init, then validate with no edits -----------------------------------------------------
 
 
+def _sent_by_a_real_run(tmp_path: Path, job: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """`job` (as `init` wrote it) run against the sandbox: the attributes it received, by
+    customer."""
+    with start_sandbox(tmp_path, *FAST) as sandbox:
+        job["api"] = {"base_url": sandbox.url, "workspace_id": "SANDBOX", "api_key": "sandbox-key"}
+        job["rate_limit"] = RATE
+        run = run_cli(
+            "run", str(write_job(tmp_path, job, "run.yaml")), "--no-progress", cwd=tmp_path
+        )
+        assert run.returncode == 0, run.stderr
+        return _attributes(sandbox.records())
+
+
 def _init_and_validate(
     tmp_path: Path, input_path: str, env: dict[str, str] | None = None
 ) -> tuple[str, dict[str, Any], subprocess.CompletedProcess[str]]:
@@ -339,14 +352,7 @@ def test_init_then_validate_snowflake_export(tmp_path: Path) -> None:
     report = read_report_of(tmp_path, job)
     assert (report["rows_read"], report["rows_invalid"]) == (3, 0)
     # And a real run sends no "\N" as data, and the -0800 offsets converted to UTC.
-    with start_sandbox(tmp_path, *FAST) as sandbox:
-        job["api"] = {"base_url": sandbox.url, "workspace_id": "SANDBOX", "api_key": "sandbox-key"}
-        job["rate_limit"] = RATE
-        run = run_cli(
-            "run", str(write_job(tmp_path, job, "run.yaml")), "--no-progress", cwd=tmp_path
-        )
-        assert run.returncode == 0, run.stderr
-        sent = _attributes(sandbox.records())
+    sent = _sent_by_a_real_run(tmp_path, job)
     assert "\\N" not in str(sent)
     created = next(k for k in sent["u1"] if sent["u1"][k] == "2024-03-01T20:34:56Z")
     assert created and "POINTS" not in sent["u2"] and sent["u3"]["POINTS"] == 7
@@ -430,14 +436,7 @@ def test_redshift_escapes_and_gz_parts_without_csv_in_the_name(tmp_path: Path) -
     assert job["source"]["format"] == "auto"
     assert job["source"]["csv"] == {"delimiter": "|", "escapechar": "\\"}
     assert _types(job) == {"note": "string", "points": "integer"}
-    with start_sandbox(tmp_path, *FAST) as sandbox:
-        job["api"] = {"base_url": sandbox.url, "workspace_id": "SANDBOX", "api_key": "sandbox-key"}
-        job["rate_limit"] = RATE
-        run = run_cli(
-            "run", str(write_job(tmp_path, job, "run.yaml")), "--no-progress", cwd=tmp_path
-        )
-        assert run.returncode == 0, run.stderr
-        sent = _attributes(sandbox.records())
+    sent = _sent_by_a_real_run(tmp_path, job)
     assert sent == {
         "u1": {"note": "a|b", "points": 5},
         "u2": {"note": "plain", "points": 6},
