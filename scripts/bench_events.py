@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -57,31 +58,31 @@ _STEPS = ("Order Placed", "Order Shipped", "Order Delivered")
 
 def events_file(rows: int) -> Path:
     """Order histories: each customer's three events in a run, in time order."""
-    path = DATA / f"events_{rows}.csv"
-    if path.exists():
-        return path
-    DATA.mkdir(parents=True, exist_ok=True)
-    with path.open("w") as out:
-        out.write("user_id,event_name,occurred_at,platform,amount,quantity,sku\n")
-        for i in range(rows):
-            customer, step = divmod(i, ROWS_PER_CUSTOMER)
-            minute = step * 7 + customer % 60
-            out.write(
-                f"c{customer:07d},{_STEPS[step]},2024-03-0{1 + step}T10:{minute % 60:02d}:00Z,"
-                f"web,{(customer % 500) / 10:.2f},{1 + customer % 4},SKU-{customer % 977}\n"
-            )
-    return path
+
+    def line(i: int) -> str:
+        customer, step = divmod(i, ROWS_PER_CUSTOMER)
+        minute = step * 7 + customer % 60
+        return (
+            f"c{customer:07d},{_STEPS[step]},2024-03-0{1 + step}T10:{minute % 60:02d}:00Z,"
+            f"web,{(customer % 500) / 10:.2f},{1 + customer % 4},SKU-{customer % 977}\n"
+        )
+
+    header = "user_id,event_name,occurred_at,platform,amount,quantity,sku\n"
+    return _written_once(DATA / f"events_{rows}.csv", header, map(line, range(rows)))
 
 
 def users_file(rows: int) -> Path:
-    path = DATA / f"users_{rows}.csv"
-    if path.exists():
-        return path
-    DATA.mkdir(parents=True, exist_ok=True)
-    with path.open("w") as out:
-        out.write("user_id,first_name,points,plan\n")
-        for i in range(rows):
-            out.write(f"u{i:07d},name{i % 1000},{i % 10000},plan{i % 5}\n")
+    lines = (f"u{i:07d},name{i % 1000},{i % 10000},plan{i % 5}\n" for i in range(rows))
+    return _written_once(DATA / f"users_{rows}.csv", "user_id,first_name,points,plan\n", lines)
+
+
+def _written_once(path: Path, header: str, lines: Iterable[str]) -> Path:
+    """`path` with `header` and `lines`, written the first time only (later rounds reuse it)."""
+    if not path.exists():
+        DATA.mkdir(parents=True, exist_ok=True)
+        with path.open("w") as out:
+            out.write(header)
+            out.writelines(lines)
     return path
 
 
