@@ -163,13 +163,19 @@ def _located(path: Path, root: Path) -> DataFile:
     return local_file(path, hive_partitions(_relative_parts(path, root)[:-1]))
 
 
-def glob_root(pattern: str) -> str:
-    """The folder a glob searches under: its parts up to the first one with a wildcard."""
+def fixed_parts(pattern: str) -> list[str]:
+    """A glob's path parts before the first one with a wildcard."""
     fixed: list[str] = []
     for part in pattern.split("/"):
         if glob.has_magic(part):
             break
         fixed.append(part)
+    return fixed
+
+
+def glob_root(pattern: str) -> str:
+    """The folder a glob searches under: its parts up to the first one with a wildcard."""
+    fixed = fixed_parts(pattern)
     return "/".join(fixed[:-1] if len(fixed) == len(pattern.split("/")) else fixed) or "."
 
 

@@ -20,6 +20,7 @@ from importer.config import SourceFormat, StorageOptions
 from importer.sources.files import (
     DataFile,
     SourceError,
+    fixed_parts,
     hive_partitions,
     is_marker,
     named_codec,
@@ -173,9 +174,4 @@ def _store_errors(url: str) -> Iterator[None]:
 
 
 def _glob_root(path: str) -> str:
-    fixed: list[str] = []
-    for part in path.split("/"):
-        if glob.has_magic(part):
-            break
-        fixed.append(part)
-    return "/".join(fixed)
+    return "/".join(fixed_parts(path))
