@@ -12,8 +12,12 @@ from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 import yaml
+
+from importer.sandbox.bodies import customer_ids
+from importer.transport import Request
 
 ROOT = Path(__file__).resolve().parent.parent
 SANDBOX_WORKSPACE = "SANDBOX"
@@ -167,3 +171,8 @@ def self_signed_certificate(folder: Path) -> tuple[Path, Path]:
         capture_output=True,
     )  # fmt: skip
     return cert, key
+
+
+def ids_in(request: Request) -> list[str]:
+    """The customer_ids a request sent through `FakeTransport` holds, in order (bulk or one)."""
+    return [str(customer) for customer in customer_ids(orjson.loads(request.body))]

@@ -30,6 +30,7 @@ from importer.delivery import (
 from importer.ratelimit import WindowLimiter
 from importer.rows import Chunk, Row
 from importer.transport import CertificateFailure, FakeTransport, NoAnswer, Request, Respond
+from tests.support import ids_in
 
 KEY = "s3cret-api-key-XYZ"
 WORKSPACE = "WS123"
@@ -514,12 +515,6 @@ def answer(status: int, message: str = "", **headers: str) -> tuple[int, dict[st
     else:
         body = moengage.error_body("Error", message or f"status {status}", f"req-{status}")
     return status, headers, orjson.dumps(body)
-
-
-def ids_in(request: Request) -> list[str]:
-    parsed = orjson.loads(request.body)
-    elements = parsed["elements"] if parsed.get("type") == "transition" else [parsed]
-    return [element["customer_id"] for element in elements]
 
 
 FakeScenario = Callable[[Sender, FakeTransport, DeliveryStats, WindowLimiter], Awaitable[Any]]

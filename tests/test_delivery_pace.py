@@ -22,6 +22,7 @@ from importer.delivery import DeliveryStats, Sender, SendResult
 from importer.ratelimit import WindowLimiter
 from importer.rows import Row
 from importer.transport import FakeTransport, NoAnswer, Request
+from tests.support import ids_in
 from tests.virtual_clock import Interval, VirtualTimeLoop, max_in_window, run_virtual, worst_window
 
 Answer = tuple[int, Mapping[str, str], bytes]
@@ -46,12 +47,6 @@ def users(count: int) -> list[Row]:
         )
         for i in range(1, count + 1)
     ]
-
-
-def customer_ids(request: Request) -> list[str]:
-    parsed = orjson.loads(request.body)
-    elements = parsed["elements"] if parsed.get("type") == "transition" else [parsed]
-    return [element["customer_id"] for element in elements]
 
 
 def success() -> Answer:
@@ -85,7 +80,7 @@ class Workspace:
     async def respond(self, request: Request) -> Answer:
         loop = asyncio.get_running_loop()
         sent = loop.time()
-        ids = customer_ids(request)
+        ids = ids_in(request)
         await asyncio.sleep(self.way_there)
         now = loop.time()
         wait = self._room_in(now, len(ids))
