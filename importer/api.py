@@ -48,14 +48,14 @@ from importer.errors import (
     RunInterrupted,
     UsageError,
 )
-from importer.metrics import MetricsWriter
-from importer.notify import notify, payload
-from importer.report import Report
-from importer.runs import RunOptions as RunOptions  # re-exported: the Python API
-from importer.runs import RunOutcome as RunOutcome
+from importer.outputs.metrics import MetricsWriter
+from importer.outputs.notify import notify, payload
+from importer.outputs.report import Report
+from importer.run.options import RunOptions as RunOptions  # re-exported: the Python API
+from importer.run.options import RunOutcome as RunOutcome
 
 if TYPE_CHECKING:
-    from importer.pipeline import Run
+    from importer.run.pipeline import Run
 
 log = logging.getLogger("importer")
 
@@ -171,7 +171,7 @@ def execute(
 def _run_with_metrics(
     job: JobConfig, options: RunOptions, job_name: str, replay_from: Path | None
 ) -> RunOutcome:
-    from importer import replay
+    from importer.run import replay
 
     def run() -> RunOutcome:
         if replay_from is not None:
@@ -197,8 +197,8 @@ def _run_files(
     job: JobConfig, options: RunOptions, observe: Callable[[Run], None] | None = None
 ) -> RunOutcome:
     """A run of the job over its source files (`observe` sees the run before it starts)."""
-    from importer.pipeline import Run
-    from importer.preflight import prepare
+    from importer.run.pipeline import Run
+    from importer.run.preflight import prepare
 
     paths, mapper = prepare(job)
     run = Run(job, options, paths, mapper)

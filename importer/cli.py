@@ -17,7 +17,7 @@ import orjson
 from importer import __version__
 from importer.config import JobConfig, load_job, redact, with_overrides
 from importer.errors import EXIT_ABORTED, EXIT_INTERRUPTED, ImporterError
-from importer.report import dry_run_report_path, format_reasons, format_summary
+from importer.outputs.report import dry_run_report_path, format_reasons, format_summary
 
 log = logging.getLogger("importer")
 
@@ -169,7 +169,7 @@ def _print_outcome(
         print(json.dumps(report.to_dict()))
         return
     if validating:
-        from importer.preflight import mapper_for
+        from importer.run.preflight import mapper_for
 
         print("attributes:")
         for attribute, column, kind in mapper_for(job).describe():
@@ -185,7 +185,8 @@ def _print_outcome(
 
 
 def _run_command(args: argparse.Namespace) -> int:
-    from importer import api, replay
+    from importer import api
+    from importer.run import replay
 
     # Millions of short-lived objects, few cycles: collecting less often costs no memory
     # worth counting and saves a tenth of the mapping time. Frozen: the imported modules.
@@ -211,7 +212,7 @@ def _run_command(args: argparse.Namespace) -> int:
             job, {"output": {"report": dry_report}}, need_credentials=not validating
         )
     else:
-        from importer.transport import check_plain_http
+        from importer.run.transport import check_plain_http
 
         check_plain_http(job.api.resolved_base_url(), job.api.allow_insecure_http)
     options = api.RunOptions(
@@ -250,7 +251,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return sandbox.run_from_args(args)
         if args.command == "init":
-            from importer.scaffold import scaffold_job
+            from importer.init.scaffold import scaffold_job
 
             sys.stdout.write(scaffold_job(args.input, events=args.events))
             return 0

@@ -25,7 +25,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from importer.report import Report
+    from importer.outputs.report import Report
 
 EXIT_OK = 0
 EXIT_DEAD_LETTERED = 1

@@ -11,9 +11,9 @@ from typing import Any
 import numpy as np
 import yaml
 
+from importer.sandbox.launcher import launched
 from scripts.measure import Measured, run_measured
 from scripts.spread import Spread
-from tests.sandbox_launcher import launched
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "bench_data"

@@ -20,15 +20,16 @@ from typing import Any
 
 import numpy as np
 
-from importer import batching, ordering, sources
+from importer import sources
 from importer.config import load_job
-from importer.preflight import job_scope, mapper_for
+from importer.run import batching, ordering
+from importer.run.preflight import job_scope, mapper_for
+from importer.run.sync import CustomerKeys, fingerprints
+from importer.sandbox.launcher import launched
 from importer.state import StateStore
-from importer.sync import CustomerKeys, fingerprints
 from scripts.bench_common import job_file
 from scripts.bench_data import MAPPING, generate
 from scripts.measure import Measured, run_measured
-from tests.sandbox_launcher import launched
 
 ROOT = Path(__file__).resolve().parent.parent
 BLOCK = 1_000_000

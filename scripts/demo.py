@@ -11,7 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.sandbox_launcher import launched
+from importer.sandbox.launcher import launched
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 import pytest
 
-from tests.sandbox_launcher import launched
+from importer.sandbox.launcher import launched
 from tests.virtual_clock import max_in_window
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

@@ -16,8 +16,8 @@ import orjson
 import pytest
 import yaml
 
+from importer.run.transport import Request
 from importer.sandbox.bodies import customer_ids
-from importer.transport import Request
 
 ROOT = Path(__file__).resolve().parent.parent
 SANDBOX_WORKSPACE = "SANDBOX"

@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 
 from importer import moengage
-from importer.batching import body_size, pack, request_body
 from importer.rows import Chunk, Row
+from importer.run.batching import body_size, pack, request_body
 
 CHUNK = Chunk("in.csv", pd.DataFrame({"user_id": ["x"]}, index=[1]))
 

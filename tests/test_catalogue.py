@@ -12,11 +12,12 @@ import pandas as pd
 import pytest
 import yaml
 
-from importer import catalogue, moengage
+from importer import moengage
 from importer.config import ConfigError, MappingConfig, parse_job
+from importer.init.scaffold import scaffold_job
 from importer.mapping import Mapper
+from importer.moengage import catalogue
 from importer.rows import Chunk
-from importer.scaffold import scaffold_job
 
 API = {"workspace_id": "WS", "api_key": "k", "base_url": "http://127.0.0.1:1"}
 

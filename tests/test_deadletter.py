@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from importer.deadletter import (
+from importer.outputs.deadletter import (
     DeadLetter,
     DeadLetterError,
     DeadLetterFault,

@@ -19,7 +19,9 @@ from aiohttp.test_utils import TestServer
 
 from importer import moengage
 from importer.config import ApiConfig, DeliveryConfig
-from importer.delivery import (
+from importer.quota.window import WindowLimiter
+from importer.rows import Chunk, Row
+from importer.run.delivery import (
     MAX_REFUSALS_IN_A_ROW,
     ApiAbort,
     DeliveryStats,
@@ -27,9 +29,7 @@ from importer.delivery import (
     SendResult,
     open_transport,
 )
-from importer.ratelimit import WindowLimiter
-from importer.rows import Chunk, Row
-from importer.transport import CertificateFailure, FakeTransport, NoAnswer, Request, Respond
+from importer.run.transport import CertificateFailure, FakeTransport, NoAnswer, Request, Respond
 from tests.support import ids_in
 
 KEY = "s3cret-api-key-XYZ"

@@ -18,10 +18,10 @@ import pytest
 
 from importer import moengage
 from importer.config import ApiConfig, DeliveryConfig
-from importer.delivery import DeliveryStats, Sender, SendResult
-from importer.ratelimit import WindowLimiter
+from importer.quota.window import WindowLimiter
 from importer.rows import Row
-from importer.transport import FakeTransport, NoAnswer, Request
+from importer.run.delivery import DeliveryStats, Sender, SendResult
+from importer.run.transport import FakeTransport, NoAnswer, Request
 from tests.support import ids_in
 from tests.virtual_clock import Interval, VirtualTimeLoop, max_in_window, run_virtual, worst_window
 

@@ -17,7 +17,7 @@ import psutil
 import pytest
 from aiohttp import web
 
-from importer.delivery import MAX_REFUSALS_IN_A_ROW
+from importer.run.delivery import MAX_REFUSALS_IN_A_ROW
 from tests.sandbox_proc import SandboxProcess, max_in_any_window, start_sandbox
 from tests.support import (
     USERS_MAPPING,

@@ -9,10 +9,11 @@ import orjson
 import pandas as pd
 import pytest
 
-from importer import moengage, ordering
+from importer import moengage
 from importer.config import ConfigError, events_sync_problem, parse_job
-from importer.events import MAX_GROUPED_ACTIONS, EventMapper, group_actions
+from importer.mapping.events import MAX_GROUPED_ACTIONS, EventMapper, group_actions
 from importer.rows import Chunk, Row, ValidRows
+from importer.run import ordering
 from importer.sandbox import RateWindow, event_problem
 
 MAPPING: dict[str, Any] = {
@@ -145,9 +146,9 @@ def test_a_grouped_element_heavier_than_the_window_is_sent_as_its_rows() -> None
     from pydantic import SecretStr
 
     from importer.config import ApiConfig, DeliveryConfig
-    from importer.delivery import DeliveryStats, Sender
-    from importer.ratelimit import WindowLimiter
-    from importer.transport import Answer, FakeTransport, Request
+    from importer.quota.window import WindowLimiter
+    from importer.run.delivery import DeliveryStats, Sender
+    from importer.run.transport import Answer, FakeTransport, Request
 
     def respond(request: Request) -> Answer:
         return 200, {}, b"{}"
@@ -218,7 +219,7 @@ def test_the_sandbox_limits_events_apart_from_users() -> None:
 
 
 def test_a_request_holds_at_most_max_items_actions() -> None:
-    from importer import batching
+    from importer.run import batching
 
     ids = ["a", "a", "a", "b", "b", "b", "c", "c", "c", "d"]
     rows = ValidRows(

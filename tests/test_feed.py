@@ -6,10 +6,10 @@ from pathlib import Path
 
 from importer import sources
 from importer.config import JobConfig, load_job
-from importer.feed import Batcher, FileFeed
-from importer.preflight import job_scope, prepare
+from importer.run.feed import Batcher, FileFeed
+from importer.run.preflight import job_scope, prepare
+from importer.run.sync import CustomerKeys
 from importer.state import StateStore
-from importer.sync import CustomerKeys
 from tests.support import job_dict, write_job
 
 MAPPING = {"customer_id": "user_id", "attributes": {"p": {"column": "p", "type": "integer"}}}

@@ -9,8 +9,8 @@ import pytest
 
 from importer.config import ConfigError
 from importer.errors import describe_fault
-from importer.feed import ReadFailed, Work, next_work
-from importer.progress import Progress, ticking
+from importer.outputs.progress import Progress, ticking
+from importer.run.feed import ReadFailed, Work, next_work
 from importer.sources import SourceError
 from importer.state import StateFault
 from tests.virtual_clock import VirtualTimeLoop, run_virtual

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from importer.progress import Progress, Waits, format_duration
-from importer.replay import ReplayStore
-from importer.report import Report, dry_run_report_path, format_summary, format_waits
+from importer.outputs.progress import Progress, Waits, format_duration
+from importer.outputs.report import Report, dry_run_report_path, format_summary, format_waits
+from importer.run.replay import ReplayStore
 from importer.state import StateStore
 
 
@@ -55,7 +55,7 @@ def test_progress_logs_a_new_wait_at_once_and_times_each_kind(
     caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     clock = [100.0]
-    monkeypatch.setattr("importer.progress.time.monotonic", lambda: clock[0])
+    monkeypatch.setattr("importer.outputs.progress.time.monotonic", lambda: clock[0])
     caplog.set_level(logging.INFO, logger="importer")
     logging.getLogger("importer").propagate = True
     sender, limiter = FakeSender(), FakeLimiter()

@@ -16,7 +16,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 import importer
-from importer import metrics
+from importer.outputs import metrics
 from tests.sandbox_proc import start_sandbox
 from tests.support import SANDBOX_KEY, job_dict, read_report, run_cli, write_job
 

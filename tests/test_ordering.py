@@ -9,8 +9,8 @@ import orjson
 import pandas as pd
 
 from importer import moengage
-from importer.ordering import CustomerGate, CustomerTally, merge, sequence
 from importer.rows import Chunk, Row, ValidRows
+from importer.run.ordering import CustomerGate, CustomerTally, merge, sequence
 
 CHUNK = Chunk("in.csv", pd.DataFrame({"user_id": ["x"]}, index=[1]))
 

@@ -8,15 +8,15 @@ from pathlib import Path
 import orjson
 import pytest
 
-from importer.deadletter import DeadLetterWriter
-from importer.delivery import DeliveryStats, Refusal, SendResult
-from importer.feed import Work
-from importer.outcome import SettleFault, Settler, record_delivery
-from importer.progress import Progress
-from importer.report import Report
+from importer.outputs.deadletter import DeadLetterWriter
+from importer.outputs.progress import Progress
+from importer.outputs.report import Report
 from importer.rows import InvalidRow, Row
+from importer.run.delivery import DeliveryStats, Refusal, SendResult
+from importer.run.feed import Work
+from importer.run.outcome import SettleFault, Settler, record_delivery
+from importer.run.sync import CustomerKeys
 from importer.state import StateStore
-from importer.sync import CustomerKeys
 
 
 class _Records:

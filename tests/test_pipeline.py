@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from importer.config import JobConfig, load_job
-from importer.pipeline import Run
-from importer.preflight import prepare
-from importer.runs import RunOptions, RunOutcome
+from importer.run.options import RunOptions, RunOutcome
+from importer.run.pipeline import Run
+from importer.run.preflight import prepare
 from importer.sandbox import SandboxServer, SandboxSettings
 from tests.support import SANDBOX_KEY, assert_report_adds_up, job_dict, write_job
 

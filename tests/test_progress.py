@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from importer.progress import Progress
+from importer.outputs.progress import Progress
 
 
 def test_log_lines_come_on_a_timer_even_when_nothing_settles(

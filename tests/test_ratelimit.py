@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from aiolimiter import AsyncLimiter
 
-from importer.ratelimit import PACER_HEADROOM, WindowLimiter
+from importer.quota.window import PACER_HEADROOM, WindowLimiter
 from tests.virtual_clock import Interval, VirtualTimeLoop, run_virtual, worst_window
 
 
@@ -390,7 +390,7 @@ class _Clock:
 
 
 def test_adaptive_rate_drops_to_what_the_api_took_then_climbs_back_linearly() -> None:
-    from importer.ratelimit import INCREASE_SHARE, AdaptiveRate
+    from importer.quota.window import INCREASE_SHARE, AdaptiveRate
 
     clock = _Clock()
     adaptive = AdaptiveRate(6000, 60.0, clock)  # 100 a second
@@ -408,7 +408,7 @@ def test_adaptive_rate_drops_to_what_the_api_took_then_climbs_back_linearly() ->
 
 
 def test_adaptive_rate_halves_when_nothing_was_accepted_to_measure_by() -> None:
-    from importer.ratelimit import AdaptiveRate
+    from importer.quota.window import AdaptiveRate
 
     clock = _Clock()
     adaptive = AdaptiveRate(6000, 60.0, clock)

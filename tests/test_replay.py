@@ -11,8 +11,8 @@ import pytest
 
 from importer.api import RunOptions, RunOutcome, execute
 from importer.config import JobConfig, load_job
-from importer.deadletter import DeadLetterError
-from importer.replay import replay_dead_letter
+from importer.outputs.deadletter import DeadLetterError
+from importer.run.replay import replay_dead_letter
 from tests.sandbox_proc import start_sandbox
 from tests.support import USERS_MAPPING, job_dict, users_csv, write_job
 

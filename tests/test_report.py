@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from importer.report import Report, format_reasons, reason_key
+from importer.outputs.report import Report, format_reasons, reason_key
 
 
 def test_reasons_group_by_rule_and_keep_the_column() -> None:
@@ -97,7 +97,7 @@ def test_report_file_is_0600_and_never_written_through_a_symlink(tmp_path: Path)
 
 
 def test_the_summary_gives_a_pace_only_for_a_run_of_a_minute_or_more() -> None:
-    from importer.report import format_summary
+    from importer.outputs.report import format_summary
 
     short = Report(rows_read=5, rows_accepted=5)
     short.close(0.1, False, False)

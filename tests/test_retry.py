@@ -7,7 +7,7 @@ from email.utils import formatdate
 
 import pytest
 
-from importer import retry
+from importer.run import retry
 
 
 @pytest.mark.parametrize("status", [401, 403, 409, 404, 405, 415])

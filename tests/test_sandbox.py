@@ -28,7 +28,7 @@ from importer.sandbox import (
     element_problem,
     settings_from_args,
 )
-from tests.sandbox_launcher import launched
+from importer.sandbox.launcher import launched
 from tests.sandbox_proc import REPO_ROOT as ROOT
 from tests.sandbox_proc import max_in_any_window, read_json_lines, start_sandbox
 

@@ -11,9 +11,10 @@ import pandas as pd
 import pytest
 from jsonschema import Draft202012Validator
 
-from importer import catalogue, moengage, request_schema
+from importer import moengage
 from importer.config import MappingConfig
 from importer.mapping import Mapper
+from importer.moengage import catalogue, request_schema
 from importer.rows import Chunk
 
 # The body on MoEngage's track-user page (reference/moengage-track-user-api.txt).

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 
-from importer.secrets import MASK, Scrubber, for_credentials
+from importer.redaction import MASK, Scrubber, for_credentials
 
 KEY = "Zq7XkP2mN9vB4wR8tY1u"
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from importer.report import Report, format_summary
+from importer.outputs.report import Report, format_summary
 
 
 def test_the_summary_says_the_settled_rate_and_the_waits() -> None:

@@ -9,7 +9,7 @@ import threading
 
 import pytest
 
-from importer.signals import TwoStageStop, intercepted_signals
+from importer.run.signals import TwoStageStop, intercepted_signals
 
 
 class _Stops:

@@ -11,7 +11,7 @@ import numpy as np
 import orjson
 
 from importer.rows import Row, ValidRows
-from importer.sync import CustomerKeys, SyncDiff, _Overlay, fingerprints
+from importer.run.sync import CustomerKeys, SyncDiff, _Overlay, fingerprints
 
 
 class _NoRecords:
@@ -84,7 +84,7 @@ def test_identity_resolution_keys_by_the_identifier_the_element_carries() -> Non
 def test_hashes_are_the_same_in_every_process() -> None:
     # A snapshot written by one run is read by the next: no per-process hash seed.
     code = (
-        "from importer.sync import CustomerKeys, fingerprints;"
+        "from importer.run.sync import CustomerKeys, fingerprints;"
         "print(int(fingerprints([b'{}'])[0]), int(CustomerKeys([]).hashes(['u1'], [b''])[0][0]))"
     )
     env = {**os.environ, "PYTHONHASHSEED": "12345"}

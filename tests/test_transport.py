@@ -13,7 +13,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from importer.config import ConfigError
-from importer.transport import (
+from importer.run.transport import (
     AiohttpTransport,
     CertificateFailure,
     FakeTransport,

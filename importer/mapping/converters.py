@@ -8,7 +8,6 @@ from functools import partial
 
 import pandas as pd
 
-from importer import catalogue
 from importer.config import ArrayOpSpec, AttributeSpec, AttributeType
 from importer.mapping.arrays import to_array
 from importer.mapping.booleans import to_boolean
@@ -17,6 +16,7 @@ from importer.mapping.numbers import to_integer, to_number
 from importer.mapping.standard import checked_values
 from importer.mapping.temporal import LocalTimeRules, to_date, to_datetime
 from importer.mapping.text import to_string
+from importer.moengage import catalogue
 
 # A column's converter: the JSON text of its values and the problems found.
 ColumnConverter = Callable[[pd.Series], Converted]

@@ -11,9 +11,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from importer import catalogue
 from importer.mapping.arrow import bool_mask, drop
 from importer.mapping.cells import Converted, problem
+from importer.moengage import catalogue
 
 
 def checked_values(

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from importer.quota.base import QuotaMismatch, QuotaTerms, QuotaUnavailable, SharedLedger
-from importer.ratelimit import WindowLimiter
+from importer.quota.window import WindowLimiter
 
 if TYPE_CHECKING:
     from importer.config import JobConfig

@@ -1,11 +1,11 @@
 """The shared-quota seam: what a ledger shared by several processes must do, and its terms.
 
-A shared ledger keeps the in-process ledger's semantics (see `importer.ratelimit`) on one
+A shared ledger keeps the in-process ledger's semantics (see `importer.quota.window`) on one
 clock for every process sharing a key: a grant of ``n`` at ``g`` occupies ``n`` slots until
 ``c + h + period`` once released at ``c`` with hold ``h``; a new grant is allowed only if
 everything still occupied plus ``n`` fits in ``updates``. Grants are decided atomically, on
 the ledger's own clock (Redis: the server's ``TIME``; local: the machine's monotonic
-clock), so the window proof of `importer.ratelimit` holds for all processes together.
+clock), so the window proof of `importer.quota.window` holds for all processes together.
 
 What one process cannot promise for another is its release: a process may die with a
 request in flight. So a grant is written with a lease, ``g + lease``, that bounds how long
@@ -30,8 +30,8 @@ import math
 from dataclasses import dataclass
 from typing import Protocol
 
-from importer.delivery import ApiAbort
-from importer.ratelimit import PACER_BURST_SHARE, PACER_HEADROOM
+from importer.quota.window import PACER_BURST_SHARE, PACER_HEADROOM
+from importer.run.delivery import ApiAbort
 
 # A stalled event loop (a GC pause, a busy mapping thread) may release a grant this much
 # later than its request's deadline; the lease allows for it.

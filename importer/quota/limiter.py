@@ -19,7 +19,7 @@ import uuid
 from typing import Any
 
 from importer.quota.base import SharedLedger
-from importer.ratelimit import Permit, WindowLimiter
+from importer.quota.window import Permit, WindowLimiter
 
 log = logging.getLogger("importer")
 

@@ -18,7 +18,8 @@ from typing import Any
 import orjson
 from aiohttp import BasicAuth, hdrs, web
 
-from importer import moengage, request_schema
+from importer import moengage
+from importer.moengage import request_schema
 from importer.sandbox.bodies import (
     UNPARSED,
     count_events,

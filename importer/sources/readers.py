@@ -30,14 +30,14 @@ import pyarrow.parquet as pq
 import zstandard
 
 from importer.config import CsvOptions, SourceConfig, SourceFormat
-from importer.csvrecords import (
+from importer.rows import Chunk, LineMap, Malformed
+from importer.sources.csvrecords import (
     BadRecord,
     Records,
     RecordScanner,
     TranscodedStream,
     is_ascii_compatible,
 )
-from importer.rows import Chunk, LineMap, Malformed
 from importer.sources.files import (
     COMPRESSION_CODECS,
     DataFile,

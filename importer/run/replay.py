@@ -24,13 +24,13 @@ import pandas as pd
 
 from importer import sources
 from importer.config import JobConfig
-from importer.deadletter import DeadLetter, DeadLetterError, read_dead_letter
-from importer.feed import Batcher, Fingerprints, Work
 from importer.mapping import MALFORMED_RECORD_KEY, Mapper
-from importer.pipeline import Run
-from importer.preflight import job_scope, mapper_for
+from importer.outputs.deadletter import DeadLetter, DeadLetterError, read_dead_letter
 from importer.rows import Chunk, InvalidRow, LineMap, Row
-from importer.runs import RunOptions, RunOutcome
+from importer.run.feed import Batcher, Fingerprints, Work
+from importer.run.options import RunOptions, RunOutcome
+from importer.run.pipeline import Run
+from importer.run.preflight import job_scope, mapper_for
 from importer.state import (
     SettledRows,
     SnapshotEntries,

@@ -9,10 +9,15 @@ import logging
 from collections.abc import Callable, Iterator
 
 from importer.config import JobConfig
-from importer.deadletter import DeadLetterFault, DeadLetterWriter
-from importer.preflight import check_output_paths, dry_run_sibling, has_saved_progress, job_scope
-from importer.progress import Progress
-from importer.report import Report
+from importer.outputs.deadletter import DeadLetterFault, DeadLetterWriter
+from importer.outputs.progress import Progress
+from importer.outputs.report import Report
+from importer.run.preflight import (
+    check_output_paths,
+    dry_run_sibling,
+    has_saved_progress,
+    job_scope,
+)
 from importer.sources import DataFile, count_rows
 from importer.state import RunLock, StateError, StateFault, StateStore
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from importer.report import Report
+from importer.outputs.report import Report
 
 
 @dataclass(frozen=True)

@@ -18,16 +18,17 @@ from typing import Any, Protocol, cast
 import numpy as np
 import orjson
 
-from importer import batching, ordering, sources
+from importer import sources
 from importer.config import ConfigError, JobConfig
 from importer.errors import describe_fault
-from importer.events import is_event
 from importer.mapping import Mapper
+from importer.mapping.events import is_event
 from importer.moengage import Endpoint
-from importer.preflight import job_scope
 from importer.rows import Chunk, InvalidRow, MappedChunk, Row, ValidRows
+from importer.run import batching, ordering
+from importer.run.preflight import job_scope
+from importer.run.sync import CustomerKeys, SyncDiff
 from importer.state import SettledRows, StateError, StateFault, StateStore, peek_snapshot
-from importer.sync import CustomerKeys, SyncDiff
 
 log = logging.getLogger("importer")
 

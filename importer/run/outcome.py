@@ -13,16 +13,16 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from importer.deadletter import DeadLetter, DeadLetterFault, DeadLetterWriter
-from importer.progress import Progress
-from importer.report import Report, count_reasons
+from importer.outputs.deadletter import DeadLetter, DeadLetterFault, DeadLetterWriter
+from importer.outputs.progress import Progress
+from importer.outputs.report import Report, count_reasons
 from importer.rows import InvalidRow, Row
+from importer.run.sync import ABSENT_WARNING_SHARE, CustomerKeys
 from importer.state import SnapshotEntries, StateFault, StateStore
-from importer.sync import ABSENT_WARNING_SHARE, CustomerKeys
 
 if TYPE_CHECKING:
-    from importer.delivery import DeliveryStats, Refusal, SendResult
-    from importer.feed import Work
+    from importer.run.delivery import DeliveryStats, Refusal, SendResult
+    from importer.run.feed import Work
 
 log = logging.getLogger("importer")
 

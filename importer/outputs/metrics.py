@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from importer.errors import EXIT_OK
-from importer.report import Report
+from importer.outputs.report import Report
 
 log = logging.getLogger("importer")
 

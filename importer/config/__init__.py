@@ -27,9 +27,9 @@ from pydantic import (
     model_validator,
 )
 
-from importer import catalogue, moengage
+from importer import moengage
 from importer.errors import UsageError
-from importer.moengage import Endpoint
+from importer.moengage import Endpoint, catalogue
 
 # ---------------------------------------------------------------------------------------------
 # Secret values: a value taken from a variable that holds a secret is never printed, wherever a
@@ -140,7 +140,7 @@ class ApiConfig(_Strict):
     @classmethod
     def _readable_ca_file(cls, value: Path | None) -> Path | None:
         if value is not None:
-            from importer.transport import ssl_context
+            from importer.run.transport import ssl_context
 
             ssl_context(value)  # a ValueError naming the file if it is no CA file
         return value

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from importer import moengage
 from importer.config import event_attribute_name_problem
-from importer.scaffold import (
+from importer.init.scaffold import (
     Guess,
     JobGuess,
     ScaffoldError,

@@ -17,9 +17,9 @@ from typing import Any, cast
 from jsonschema import Draft202012Validator, FormatChecker
 from jsonschema.exceptions import ValidationError
 
-from importer import catalogue
+from importer.moengage import catalogue
 
-SCHEMA_PACKAGE = "importer.schemas"
+SCHEMA_PACKAGE = "importer.moengage.schemas"
 SCHEMA_FILE = "moengage_requests.json"
 CUSTOMER_ELEMENT = "CustomerElement"
 EVENT_ELEMENT = "EventElement"

@@ -33,12 +33,14 @@ from urllib.parse import urlencode
 
 import orjson
 
-from importer import batching, moengage, retry, secrets
+from importer import moengage
+from importer import redaction as secrets
 from importer.config import ApiConfig, DeliveryConfig
 from importer.errors import RunAborted
-from importer.ratelimit import Permit, WindowLimiter
+from importer.quota.window import Permit, WindowLimiter
 from importer.rows import Row
-from importer.transport import (
+from importer.run import batching, retry
+from importer.run.transport import (
     AiohttpTransport,
     CertificateFailure,
     NoAnswer,

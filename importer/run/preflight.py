@@ -9,10 +9,10 @@ from pathlib import Path
 
 from importer import sources
 from importer.config import ConfigError, JobConfig
-from importer.events import EventMapper
 from importer.mapping import Mapper
+from importer.mapping.events import EventMapper
 from importer.moengage import BULK_FRAME_BYTES, Endpoint
-from importer.report import report_tmp
+from importer.outputs.report import report_tmp
 from importer.state import (
     RunLock,
     StateError,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from typing import Any
 
-from importer import catalogue
+from importer.moengage import catalogue
 
 DATA_CENTERS = ("01", "02", "03", "04", "05", "06", "101")
 

@@ -13,7 +13,7 @@ from typing import NoReturn, Protocol
 
 from tqdm import tqdm
 
-from importer.report import WAIT_NAMES
+from importer.outputs.report import WAIT_NAMES
 
 log = logging.getLogger("importer")
 

@@ -22,7 +22,8 @@ from typing import Any
 import numpy as np
 import orjson
 
-from importer import events, moengage
+from importer import moengage
+from importer.mapping import events
 from importer.rows import Row, ValidRows
 
 # Keys of an element that `merge` understands; anything else keeps the element apart.

@@ -18,20 +18,20 @@ from typing import Any
 
 from importer import quota
 from importer.config import JobConfig
-from importer.feed import Batch, Batcher, FileFeed, Planner, ReadFailed, WorkSource, next_work
 from importer.mapping import Mapper
-from importer.ordering import CustomerGate
-from importer.outcome import SettleFault, Settler, record_delivery
-from importer.outputs import OpenAborted, RunOutputs
-from importer.preflight import new_run_id
-from importer.progress import ticking
-from importer.report import Report
+from importer.outputs.progress import ticking
+from importer.outputs.report import Report
 from importer.rows import Row
-from importer.runs import RunOptions, RunOutcome
-from importer.signals import TwoStageStop
+from importer.run.feed import Batch, Batcher, FileFeed, Planner, ReadFailed, WorkSource, next_work
+from importer.run.options import RunOptions, RunOutcome
+from importer.run.ordering import CustomerGate
+from importer.run.outcome import SettleFault, Settler, record_delivery
+from importer.run.preflight import new_run_id
+from importer.run.resources import OpenAborted, RunOutputs
+from importer.run.signals import TwoStageStop
+from importer.run.sync import CustomerKeys
 from importer.sources import DataFile
 from importer.state import StateStore
-from importer.sync import CustomerKeys
 
 log = logging.getLogger("importer")
 
@@ -134,7 +134,7 @@ class Run:
 
     async def _send_all(self, settler: Settler, state: StateStore | None) -> None:
         # Imported here: a dry run never needs the HTTP stack, and starts faster without it.
-        from importer.delivery import DeliveryStats, Sender, open_transport
+        from importer.run.delivery import DeliveryStats, Sender, open_transport
 
         job = self.job
         stats = DeliveryStats()
@@ -232,7 +232,7 @@ class Run:
             await asyncio.wait([*pending, stop], return_when=asyncio.FIRST_COMPLETED)
 
     async def _send_one(self, sender: Any, batch: list[Row], settler: Settler) -> None:
-        from importer.delivery import ApiAbort, SendResult
+        from importer.run.delivery import ApiAbort, SendResult
 
         if self._stopping.is_set():
             return

@@ -17,7 +17,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from importer.errors import EXIT_OK
-from importer.report import ROW_OUTCOMES, Report
+from importer.outputs.report import ROW_OUTCOMES, Report
 
 log = logging.getLogger("importer")
 

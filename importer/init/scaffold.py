@@ -16,7 +16,7 @@ from typing import Any
 import pyarrow as pa
 import yaml
 
-from importer import catalogue, moengage, sources
+from importer import moengage, sources
 from importer.config import (
     ConfigError,
     CsvOptions,
@@ -25,6 +25,7 @@ from importer.config import (
     attribute_name_problem,
 )
 from importer.mapping import parse_export_datetime
+from importer.moengage import catalogue
 from importer.sources import DataFile, SourceError, SourceFormat
 
 SAMPLE_ROWS = 1_000
@@ -973,7 +974,7 @@ def scaffold_job(input_path: str, events: bool = False) -> str:
 
     An events job when `events` asks for one, or when the input has an event-name and a
     timestamp column (see event_scaffold)."""
-    from importer import event_scaffold
+    from importer.init import events as event_scaffold
 
     guess = guess_job(input_path)
     found = event_scaffold.event_columns(guess)

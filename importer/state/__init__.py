@@ -376,7 +376,7 @@ class StateStore:
         with _faults(self.path):
             return read_snapshot(self._db, self.scope)
 
-    # --- replay (see importer.replay) ---------------------------------------------------
+    # --- replay (see importer.run.replay) ---------------------------------------------------
 
     def with_scope(self, scope: str) -> StateStore:
         """This database (one connection; close this store, not the view) under another scope."""

@@ -1,0 +1,1 @@
+"""`moe-import init`: a job skeleton from an input."""

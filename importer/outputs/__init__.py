@@ -1,0 +1,1 @@
+"""What a run leaves behind: report, dead letters, metrics, notify, progress."""

@@ -1,0 +1,1 @@
+"""The run: feed, ordering, batching, delivery, outcome, wiring."""
