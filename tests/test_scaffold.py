@@ -14,7 +14,8 @@ import pytest
 import yaml
 
 from importer.config import ConfigError, JobConfig, check_job_rules, load_job
-from importer.init.scaffold import ScaffoldError, attribute_name_for, scaffold_job
+from importer.init import ScaffoldError, scaffold_job
+from importer.init.naming import attribute_name_for
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE = REPO / "sample_data"
@@ -325,13 +326,13 @@ def test_null_text_alone_stays_data(tmp_path: Path) -> None:
     ],
 )
 def test_warehouse_timestamps_are_datetimes(values: list[str]) -> None:
-    from importer.init.scaffold import guess_text_column
+    from importer.init.inference import guess_text_column
 
     assert guess_text_column("seen_at", values).type == "datetime"
 
 
 def test_bigquery_utc_suffix_is_a_datetime_run_reads_without_a_format() -> None:
-    from importer.init.scaffold import guess_text_column
+    from importer.init.inference import guess_text_column
 
     guess = guess_text_column("ts", ["2024-03-01 12:34:56.789000 UTC", "2024-03-02 00:00:00 UTC"])
     assert (guess.type, guess.options) == ("datetime", {})
@@ -365,7 +366,7 @@ def test_encoding_is_detected(encoding: str, written: str, tmp_path: Path) -> No
 
 
 def test_dates_in_mixed_forms_and_mostly_numbers_say_what_to_set() -> None:
-    from importer.init.scaffold import guess_text_column
+    from importer.init.inference import guess_text_column
 
     dates = guess_text_column("joined", ["2024-01-15", "2024/02/03", "03/04/2024"])
     assert dates.type == "string" and "dates in more than one form" in " ".join(dates.checks)

@@ -1,4 +1,4 @@
-"""`init` for an events file: an events job (import: events) from the guesses `scaffold` made.
+"""`init` for an events file: an events job (import: events) from the guesses `init` made.
 
 An input looks like events when it has an event-name column (event, event_name, action, ...)
 and a timestamp column (a datetime column, preferring names like occurred_at or timestamp);
@@ -11,20 +11,18 @@ from dataclasses import dataclass
 
 from importer import moengage
 from importer.config import event_attribute_name_problem
-from importer.init.scaffold import (
-    Guess,
-    JobGuess,
-    ScaffoldError,
-    _api_lines,
-    _attribute_spec,
-    _checks,
-    _customer_id_lines,
-    _flow,
-    _header,
-    _line,
-    _output_lines,
-    _scalar,
-    _source_lines,
+from importer.init.model import Guess, JobGuess, ScaffoldError
+from importer.init.render import (
+    api_lines,
+    attribute_spec,
+    check_lines,
+    customer_id_lines,
+    flow,
+    header_lines,
+    line,
+    output_lines,
+    scalar,
+    source_lines,
 )
 
 # Names only events files use: a users file with `name` and `created_at` stays a users job.
@@ -93,24 +91,24 @@ def render_events_job(guess: JobGuess, found: EventColumns | None = None) -> str
             " and timestamp column found; an events job needs both"
         )
     lines = [
-        *_header(guess.input_path, guess.samples),
-        _line("import: events", "one row is one event (action) of its customer"),
+        *header_lines(guess.input_path, guess.samples),
+        line("import: events", "one row is one event (action) of its customer"),
         "",
-        *_api_lines(),
-        *_source_lines(guess.input_path, guess.samples, guess.format),
+        *api_lines(),
+        *source_lines(guess.input_path, guess.samples, guess.format),
         *_mapping_lines(guess, found),
-        *_output_lines(guess.input_path),
+        *output_lines(guess.input_path),
     ]
     text = "\n".join(lines) + "\n"
     # The limit of an events job counts events; MoEngage's bulk docs allow 30,000 a minute.
     for users, events in (
         (
-            _line(f"  updates: {moengage.DEFAULT_RATE_UPDATES}", "per period, retries included"),
-            _line(f"  updates: {moengage.DEFAULT_EVENT_RATE_UPDATES}", "events per period"),
+            line(f"  updates: {moengage.DEFAULT_RATE_UPDATES}", "per period, retries included"),
+            line(f"  updates: {moengage.DEFAULT_EVENT_RATE_UPDATES}", "events per period"),
         ),
         (
-            _line("  endpoint: bulk", "bulk = /v1/transition; customer = one user a call"),
-            _line("  endpoint: bulk", "bulk = /v1/transition; customer = /v1/event, one a call"),
+            line("  endpoint: bulk", "bulk = /v1/transition; customer = one user a call"),
+            line("  endpoint: bulk", "bulk = /v1/transition; customer = /v1/event, one a call"),
         ),
     ):
         text = text.replace(users, events)
@@ -120,8 +118,8 @@ def render_events_job(guess: JobGuess, found: EventColumns | None = None) -> str
 def _mapping_lines(guess: JobGuess, found: EventColumns) -> list[str]:
     event = [
         "  event:",
-        _line(f"    action: {_flow({'column': found.action})}", "the event name; or a constant"),
-        _line(f"    time: {_flow({'column': found.time})}", "-> current_time (UTC)"),
+        line(f"    action: {flow({'column': found.action})}", "the event name; or a constant"),
+        line(f"    time: {flow({'column': found.time})}", "-> current_time (UTC)"),
     ]
     optional = (
         ("timezone_offset", found.timezone_offset, "seconds -> user_timezone_offset"),
@@ -132,33 +130,33 @@ def _mapping_lines(guess: JobGuess, found: EventColumns) -> list[str]:
         if column is None:
             event.append(f"    # {key}: {{column: ...}}")
         else:
-            event.append(_line(f"    {key}: {_flow({'column': column})}", comment))
+            event.append(line(f"    {key}: {flow({'column': column})}", comment))
     event += _attribute_lines(guess, found)
     return [
         "mapping:",
-        *_customer_id_lines(guess.samples, guess.customer_id),
+        *customer_id_lines(guess.samples, guess.customer_id),
         *event,
         "",
     ]
 
 
 def _attribute_lines(guess: JobGuess, found: EventColumns) -> list[str]:
-    lines = [_line("    attributes:", "event attribute: column, or {column, type, ...}")]
+    lines = [line("    attributes:", "event attribute: column, or {column, type, ...}")]
     used = found.all() | ({guess.customer_id} if guess.customer_id else set())
     count = 0
     for column, column_guess in guess.columns.items():
         if column in used:
             continue
-        lines += _checks("      ", column_guess.checks)
+        lines += check_lines("      ", column_guess.checks)
         if column_guess.type in ("skip", "platforms"):
-            lines.append(f"      # {_scalar(column)}: skipped, not importable as it is")
+            lines.append(f"      # {scalar(column)}: skipped, not importable as it is")
             continue
         count += 1
-        entry = f"{_scalar(column)}: {_attribute_spec(column_guess)}"
+        entry = f"{scalar(column)}: {attribute_spec(column_guess)}"
         problem = event_attribute_name_problem(column)
         if problem or count > moengage.MAX_EVENT_ATTRIBUTES:
             why = problem or f"over MoEngage's {moengage.MAX_EVENT_ATTRIBUTES} per event"
-            lines.append(_line(f"      # {entry}", why))
+            lines.append(line(f"      # {entry}", why))
             continue
         lines.append(f"      {entry}")
     if len(lines) == 1:
