@@ -89,91 +89,48 @@ class ChunkAssembler:
 
     def _parse(self, pieces: list[Records], bad: list[BadRecord]) -> Chunk:
         malformed = [Malformed(b.row, b.text, b.reason, b.first_line, b.last_line) for b in bad]
-        parts: list[bytes] = [self.header]
-        span_starts: list[np.ndarray] = []  # each good record's span in the payload
-        span_ends: list[np.ndarray] = []
-        rows: list[np.ndarray] = []
-        lines: list[np.ndarray] = []
-        offset = len(self.header)
+        payload = _Payload(self.header)
         for piece in (run for whole in pieces for run in _contiguous(whole)):
             for run, decoded, problems in _decoded_runs(piece, self.encoding):
-                for index, reason in problems:
-                    undecodable = piece.data[piece.starts[index] : piece.ends[index]]
-                    malformed.append(
-                        Malformed(
-                            int(piece.rows[index]),
-                            _without_line_end(
-                                undecodable.decode(self.encoding, errors="backslashreplace")
-                            ),
-                            reason,
-                            int(piece.first_lines[index]),
-                            int(piece.last_lines[index]),
-                        )
-                    )
-                if run is None:
-                    continue
-                lo, hi = run
-                base = int(piece.starts[lo])
-                starts = piece.starts[lo:hi] - base + offset
-                ends = piece.ends[lo:hi] - base + offset
-                if not decoded.endswith((b"\n", b"\r")):
-                    decoded += b"\n"
-                span_starts.append(starts)
-                span_ends.append(ends)
-                rows.append(piece.rows[lo:hi])
-                lines.append(piece.first_lines[lo:hi])
-                # Re-encoding can change lengths: offsets only matter for UTF-8 input.
-                offset += len(decoded)
-                parts.append(decoded)
-        good_rows = np.concatenate(rows) if rows else np.empty(0, np.int64)
-        good_lines = np.concatenate(lines) if lines else np.empty(0, np.int64)
-        payload = b"".join(parts)
-        frame, wrong = self._arrow_frame(payload, len(good_rows))
+                malformed.extend(_undecodable(piece, problems, self.encoding))
+                if run is not None:
+                    payload.add(piece, run, decoded)
+        good_rows, good_lines = payload.rows(), payload.lines()
+        data = payload.data()
+        frame, wrong = self._arrow_frame(data, len(good_rows))
         keep = np.ones(len(good_rows), dtype=bool)
-        if wrong:
-            spans = list(
-                zip(
-                    np.concatenate(span_starts).tolist(),
-                    np.concatenate(span_ends).tolist(),
-                    strict=True,
-                )
-            )
+        spans = payload.spans() if wrong else []
         for position, (rule, arrow_text) in wrong:
             keep[position] = False
             start, end = spans[position] if self.encoding_is_utf8 else (0, 0)
-            as_read = payload[start:end].decode("utf-8", errors="backslashreplace")
+            as_read = data[start:end].decode("utf-8", errors="backslashreplace")
             text = _without_line_end(as_read) or arrow_text
+            first_line = int(good_lines[position])
             malformed.append(
                 Malformed(
-                    int(good_rows[position]),
-                    text,
-                    rule,
-                    int(good_lines[position]),
-                    _last_line(int(good_lines[position]), text),
+                    int(good_rows[position]), text, rule, first_line, _last_line(first_line, text)
                 )
             )
         frame.index = _row_index(good_rows[keep])
         malformed.sort(key=lambda m: m.row)
-        all_rows = np.concatenate([good_rows, np.array([m.row for m in malformed], np.int64)])
-        all_lines = np.concatenate(
-            [good_lines, np.array([m.first_line for m in malformed], np.int64)]
+        return Chunk(
+            source=str(self.path),
+            frame=frame,
+            malformed=malformed,
+            lines=_line_map(good_rows, good_lines, malformed),
+            warnings=self._spanning(malformed),
+            control_free=CONTROL_BYTES.search(data) is None,
         )
-        order = np.argsort(all_rows, kind="stable")
-        warnings = [
+
+    def _spanning(self, malformed: list[Malformed]) -> list[str]:
+        """A warning for each malformed record over more than one line."""
+        return [
             f"{self.path}: data row {m.row} is a malformed record spanning lines "
             f"{m.first_line}-{m.last_line} (a stray quote can join lines); it is in the "
             "dead-letter file with its full text"
             for m in malformed
             if m.last_line > m.first_line
         ]
-        return Chunk(
-            source=str(self.path),
-            frame=frame,
-            malformed=malformed,
-            lines=LineMap(all_rows[order], all_lines[order]),
-            warnings=warnings,
-            control_free=CONTROL_BYTES.search(payload) is None,
-        )
 
     @property
     def encoding_is_utf8(self) -> bool:
@@ -214,6 +171,75 @@ class ChunkAssembler:
                 "consistently (an unusual quoting?); set source.csv.quotechar / escapechar"
             )
         return table.to_pandas(types_mapper=pd.ArrowDtype), wrong
+
+
+class _Payload:
+    """The header and a chunk's good records as one UTF-8 text for arrow, with each record's
+    span in it, data row and first line."""
+
+    def __init__(self, header: bytes) -> None:
+        self._parts: list[bytes] = [header]
+        self._starts: list[np.ndarray] = []
+        self._ends: list[np.ndarray] = []
+        self._rows: list[np.ndarray] = []
+        self._lines: list[np.ndarray] = []
+        self._offset = len(header)
+
+    def add(self, piece: Records, run: tuple[int, int], decoded: bytes) -> None:
+        """The records `run` (an index range) of `piece`, whose UTF-8 text is `decoded`."""
+        lo, hi = run
+        base = int(piece.starts[lo])
+        if not decoded.endswith((b"\n", b"\r")):
+            decoded += b"\n"
+        self._starts.append(piece.starts[lo:hi] - base + self._offset)
+        self._ends.append(piece.ends[lo:hi] - base + self._offset)
+        self._rows.append(piece.rows[lo:hi])
+        self._lines.append(piece.first_lines[lo:hi])
+        # Re-encoding can change lengths: offsets only matter for UTF-8 input.
+        self._offset += len(decoded)
+        self._parts.append(decoded)
+
+    def data(self) -> bytes:
+        return b"".join(self._parts)
+
+    def rows(self) -> np.ndarray:
+        return np.concatenate(self._rows) if self._rows else np.empty(0, np.int64)
+
+    def lines(self) -> np.ndarray:
+        return np.concatenate(self._lines) if self._lines else np.empty(0, np.int64)
+
+    def spans(self) -> list[tuple[int, int]]:
+        """Each good record's (start, end) in `data()`."""
+        return list(
+            zip(
+                np.concatenate(self._starts).tolist(),
+                np.concatenate(self._ends).tolist(),
+                strict=True,
+            )
+        )
+
+
+def _undecodable(
+    piece: Records, problems: list[tuple[int, str]], encoding: str
+) -> Iterator[Malformed]:
+    """The records of `piece` whose bytes are not valid in `encoding`, as malformed rows."""
+    for index, reason in problems:
+        raw = piece.data[piece.starts[index] : piece.ends[index]]
+        yield Malformed(
+            int(piece.rows[index]),
+            _without_line_end(raw.decode(encoding, errors="backslashreplace")),
+            reason,
+            int(piece.first_lines[index]),
+            int(piece.last_lines[index]),
+        )
+
+
+def _line_map(good_rows: np.ndarray, good_lines: np.ndarray, malformed: list[Malformed]) -> LineMap:
+    """Where each data row of the chunk starts, good and malformed, in row order."""
+    all_rows = np.concatenate([good_rows, np.array([m.row for m in malformed], np.int64)])
+    all_lines = np.concatenate([good_lines, np.array([m.first_line for m in malformed], np.int64)])
+    order = np.argsort(all_rows, kind="stable")
+    return LineMap(all_rows[order], all_lines[order])
 
 
 def _row_index(numbers: np.ndarray) -> pd.Index:

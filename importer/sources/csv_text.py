@@ -1,5 +1,4 @@
-"""Shared by the CSV reader and its chunk assembler: arrow's parse options, the text's encoding,
-and the reader's exceptions turned into SourceErrors."""
+"""What the CSV reader and its chunk assembler share: arrow's options, the encoding, errors."""
 
 from __future__ import annotations
 
@@ -17,8 +16,8 @@ import zstandard
 
 from importer.config import CsvOptions, SourceConfig
 from importer.sources.compression import open_compressed
-from importer.sources.csvrecords import TranscodedStream, is_ascii_compatible
 from importer.sources.datafile import DataFile, SourceError
+from importer.sources.encodings import TranscodedStream, is_ascii_compatible
 
 # --- CSV ---------------------------------------------------------------------------------
 # pyarrow's CSV parser, not pandas.read_csv: measured on 1M rows x 12 columns it parses in a
