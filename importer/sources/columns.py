@@ -24,7 +24,7 @@ def file_columns(file: DataFile | Path, source: SourceConfig) -> list[str]:
     else:
         with csv_errors(data, lambda: 0):
             names = header_names(data, source)
-    refuse_duplicates(data, names)
+    _refuse_duplicates(data, names)
     return names
 
 
@@ -85,7 +85,7 @@ def each_file(read: Callable[[DataFile], T], files: Sequence[DataFile]) -> Itera
         yield from pool.map(read, files)
 
 
-def refuse_duplicates(file: DataFile, names: list[str]) -> None:
+def _refuse_duplicates(file: DataFile, names: list[str]) -> None:
     counts = Counter(names)
     repeated = [name for name, count in counts.items() if count > 1]
     if repeated:

@@ -40,9 +40,7 @@ def head_bytes(file: DataFile | Path, source: SourceConfig, limit: int = 1 << 16
 SCAN_READ_BYTES = 1 << 20  # what the scanner reads at a time (tests make it tiny)
 
 
-def scanner_of(
-    stream: BinaryIO, options: CsvOptions, read_bytes: int | None = None
-) -> RecordScanner:
+def _scanner(stream: BinaryIO, options: CsvOptions, read_bytes: int | None = None) -> RecordScanner:
     return RecordScanner(
         stream,
         delimiter=options.delimiter,
@@ -53,7 +51,7 @@ def scanner_of(
     )
 
 
-def read_header(
+def _read_header(
     path: DataFile, source: SourceConfig, scanner: RecordScanner
 ) -> tuple[list[str], bytes]:
     """The column names and the header record as UTF-8; refuses what is not CSV text."""
@@ -100,8 +98,8 @@ HEADER_READ_BYTES = 64 << 10
 
 def header_names(path: DataFile, source: SourceConfig) -> list[str]:
     with open_text(path, source, HEADER_READ_BYTES) as stream:
-        scanner = scanner_of(stream, source.csv, HEADER_READ_BYTES)
-        return read_header(path, source, scanner)[0]
+        scanner = _scanner(stream, source.csv, HEADER_READ_BYTES)
+        return _read_header(path, source, scanner)[0]
 
 
 def csv_chunks(
@@ -113,8 +111,8 @@ def csv_chunks(
         return 0 if assembler is None else assembler.known_through()
 
     with csv_errors(path, rows_done), open_text(path, source) as stream:
-        scanner = scanner_of(stream, source.csv)
-        names, header = read_header(path, source, scanner)
+        scanner = _scanner(stream, source.csv)
+        names, header = _read_header(path, source, scanner)
         missing = sorted(set(columns or []) - set(names))
         if missing:
             raise SourceError(f"{path}: no column {', '.join(map(repr, missing))}")
@@ -136,7 +134,7 @@ def estimate_csv_rows(file: DataFile, source: SourceConfig) -> int | None:
         sample = handle.read(COUNT_SAMPLE_BYTES)
     if len(sample) < size:
         sample = sample[: sample.rfind(b"\n") + 1]  # whole lines; a quoted one may be cut
-    malformed = MalformedRecords()  # they are data rows too
+    malformed = _MalformedRecords()  # they are data rows too
     try:
         reader = pa_csv.open_csv(
             pa.BufferReader(sample),
@@ -156,7 +154,7 @@ def estimate_csv_rows(file: DataFile, source: SourceConfig) -> int | None:
     return round(int(rows) * size / max(len(sample), 1))
 
 
-class MalformedRecords:
+class _MalformedRecords:
     """An `invalid_row_handler` for the row estimate: counts the records arrow skips."""
 
     def __init__(self) -> None:

@@ -60,11 +60,11 @@ def iter_chunks(
         return
     partitions = dict(data.partitions)
     for chunk in chunks:
-        chunk.frame = completed(chunk.frame, wanted, partitions)
+        chunk.frame = _completed(chunk.frame, wanted, partitions)
         yield chunk
 
 
-def completed(
+def _completed(
     frame: pd.DataFrame, columns: list[str], partitions: dict[str, str | None]
 ) -> pd.DataFrame:
     """The frame with `columns` in order: those it lacks are partition values or empty."""
