@@ -350,10 +350,21 @@ class RecordScanner:
             match = self._unquoted_special.search(buffer, pos)
             if match is None:
                 return ends, OPEN
-            step = self._past_special(buffer, match.start(), ends)
-            if step is None:
-                return ends, OPEN
-            pos, field_start = step
+            at = match.start()
+            byte = buffer[at]
+            if byte == self._delimiter:
+                pos, field_start = at + 1, True
+            elif byte == LF:
+                ends.append(at + 1)
+                pos, field_start = at + 1, True
+            elif byte == CR:
+                if at + 1 >= n and not self._eof:
+                    return ends, OPEN
+                pos = at + 2 if at + 1 < n and buffer[at + 1] == LF else at + 1
+                ends.append(pos)
+                field_start = True
+            else:  # the escape character: the next byte is literal
+                pos, field_start = at + 2, False
         return ends, OPEN
 
     def _past_quoted(self, buffer: bytes, opened: int) -> int | None:
@@ -373,24 +384,6 @@ class RecordScanner:
                 pos = at + 2  # an escaped byte, or a doubled quote: a literal
                 continue
             return at + 1
-
-    def _past_special(self, buffer: bytes, at: int, ends: list[int]) -> tuple[int, bool] | None:
-        """(next position, whether a field starts there) past the delimiter, line end (added to
-        `ends`) or escape at `at`; None if a CR ending the buffer needs the next byte."""
-        n = len(buffer)
-        byte = buffer[at]
-        if byte == self._delimiter:
-            return at + 1, True
-        if byte == LF:
-            ends.append(at + 1)
-            return at + 1, True
-        if byte == CR:
-            if at + 1 >= n and not self._eof:
-                return None
-            end = at + 2 if at + 1 < n and buffer[at + 1] == LF else at + 1
-            ends.append(end)
-            return end, True
-        return at + 2, False  # the escape character: the next byte is literal
 
 
 def _text(raw: bytes) -> str:
