@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any, NamedTuple, Protocol, overload
 
 import numpy as np
 import orjson
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute
 
 from importer.moengage import EVENT_ELEMENT_PREFIX
 
@@ -60,8 +65,6 @@ class Chunk:
 
     def record(self, row: int) -> dict[str, Any]:
         """The row as read, JSON-ready (missing cells are None), for the dead-letter file."""
-        from importer.sources import record_of  # sources owns how native values are rendered
-
         return record_of(self.frame, row)
 
     def line(self, row: int) -> int | None:
@@ -191,3 +194,45 @@ class MappedChunk:
     valid: Sequence[Row] = field(default_factory=list)
     invalid: list[InvalidRow] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)  # for the run summary; no cell values
+
+
+# --- a row as read, JSON-ready (for dead letters and replay) ---------------------------
+
+
+def record_of(frame: pd.DataFrame, row: int) -> dict[str, Any]:
+    """The row numbered `row` as read, with every value JSON-ready (missing cells are None)."""
+    return {str(column): _json_value(_cell(frame, row, column)) for column in frame.columns}
+
+
+def _cell(frame: pd.DataFrame, row: int, column: Any) -> Any:
+    try:
+        return frame.at[row, column]
+    except (OverflowError, ValueError):
+        # A value Python cannot hold (a timestamp past year 9999): arrow writes it as text.
+        position = int(np.flatnonzero(frame.index == row)[0])
+        cell = pa.array(frame[column].iloc[position : position + 1])
+        return pa.compute.cast(cell, pa.string())[0].as_py()
+
+
+def _json_value(value: Any) -> Any:
+    if value is None or value is pd.NA or value is pd.NaT:
+        return None
+    if isinstance(value, str | bool | int):
+        return value
+    if isinstance(value, float):
+        return None if math.isnan(value) else value if math.isfinite(value) else str(value)
+    if isinstance(value, np.generic):
+        return _json_value(value.item())
+    if isinstance(value, pd.Timestamp | dt.datetime | dt.date | dt.time):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, list | tuple | np.ndarray):
+        return [_json_value(item) for item in value]
+    if isinstance(value, dict):
+        return {str(key): _json_value(item) for key, item in value.items()}
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    if isinstance(value, pd.Timedelta | dt.timedelta):
+        return str(value)
+    return str(value)

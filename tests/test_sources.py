@@ -434,7 +434,7 @@ def test_random_files_number_every_row_exactly(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seed: int
 ) -> None:
     rng = random.Random(seed)
-    monkeypatch.setattr(sources.readers, "SCAN_READ_BYTES", rng.choice([7, 64, 128, 1 << 20]))
+    monkeypatch.setattr(sources.csv_reader, "SCAN_READ_BYTES", rng.choice([7, 64, 128, 1 << 20]))
     data, rows = random_csv(rng)
     path = tmp_path / "in.csv"
     path.write_bytes(data)
@@ -475,7 +475,7 @@ def test_messy_quoting_never_misnumbers_or_refuses(
     numbered 1..n without gaps, lines rise with rows, and a set-aside record's text is the
     file's own lines."""
     rng = random.Random(seed)
-    monkeypatch.setattr(sources.readers, "SCAN_READ_BYTES", rng.choice([5, 16, 1 << 20]))
+    monkeypatch.setattr(sources.csv_reader, "SCAN_READ_BYTES", rng.choice([5, 16, 1 << 20]))
     data = messy_csv(rng)
     path = tmp_path / "in.csv"
     path.write_bytes(data)

@@ -9,17 +9,24 @@ need Python per cell (booleans, arrays, platforms, odd formats) run once per dis
 
 Layers: `arrow` (arrays and masks), `jsontext` (JSON text in arrow), `cells` (per distinct
 value), the converters by family (`text`, `numbers`, `booleans`, `temporal`, `arrays`,
-`platforms`, `identity`, `standard`), `converters` (the CONVERTERS table keyed by type) and
-`mapper` (the Mapper). The type rules are in each family's module docstring.
+`platforms`, `identity`, `standard`), `converters` (the CONVERTERS table keyed by type),
+`shared` (conversion bookkeeping, column checks, settling rows) and the two sibling mappers
+behind the `protocol.RowMapper` protocol: `mapper` (the user Mapper) and `events` (the
+EventMapper). The type rules are in each family's module docstring.
 """
 
-from importer.mapping.mapper import DEFAULT_MAX_ELEMENT_BYTES, MALFORMED_RECORD_KEY, Mapper
+from importer.mapping.events import EventMapper
+from importer.mapping.mapper import Mapper
+from importer.mapping.protocol import RowMapper
+from importer.mapping.shared import DEFAULT_MAX_ELEMENT_BYTES, MALFORMED_RECORD_KEY
 from importer.mapping.temporal import looks_like_datetime, parse_export_datetime
 
 __all__ = [
     "DEFAULT_MAX_ELEMENT_BYTES",
     "MALFORMED_RECORD_KEY",
+    "EventMapper",
     "Mapper",
+    "RowMapper",
     "looks_like_datetime",
     "parse_export_datetime",
 ]

@@ -42,9 +42,15 @@ from importer.mapping.cells import Converted, per_unique, plain, problem
 from importer.mapping.converters import CONVERTERS, Field
 from importer.mapping.identity import customer_ids
 from importer.mapping.jsontext import join_members, member_texts, quoted, wrapped
-from importer.mapping.mapper import DEFAULT_MAX_ELEMENT_BYTES, Mapper, _add_malformed
 from importer.mapping.numbers import to_integer
-from importer.mapping.text import control_problems, string_cell, to_string
+from importer.mapping.shared import (
+    DEFAULT_MAX_ELEMENT_BYTES,
+    ChunkConversion,
+    add_malformed,
+    check_columns,
+    settle,
+)
+from importer.mapping.text import string_cell, to_string
 from importer.rows import Chunk, MappedChunk
 
 # How far ahead of this machine's clock an event time may be: clocks drift a little, and
@@ -128,25 +134,24 @@ def _platform_cell(cell: Any) -> tuple[Any, str | None]:
     return known, None
 
 
-class EventMapper(Mapper):
-    """Maps chunks of source rows to MoEngage event elements (one action a row), valid or not."""
+class EventMapper:
+    """Maps chunks of source rows to MoEngage event elements (one action a row), valid or not
+    (a RowMapper, sibling of the user Mapper)."""
 
     def __init__(
         self, mapping: MappingConfig, max_element_bytes: int = DEFAULT_MAX_ELEMENT_BYTES
     ) -> None:
-        # The user Mapper's set-up does not apply: an events job maps no user attributes.
         if mapping.event is None or mapping.customer_id is None:
             raise ConfigError("mapping.event: an events job needs customer_id, action and time")
         self.mapping = mapping
         self.max_element_bytes = max_element_bytes
+        self._customer_id = mapping.customer_id
         event = mapping.event
         for name in event.attributes:
             problem = event_attribute_name_problem(name)
             if problem:
                 raise ConfigError(f"mapping.event.attributes.{name}: {problem}")
         self._attributes = [_attribute_field(n, s) for n, s in event.attributes.items()]
-        self._add, self._remove = [], []
-        self._platforms_field, self._platforms_constant = None, None
         self._action = _value_field("action", event.action, _action_kind)
         time_convert, time_kind = CONVERTERS["datetime"](event.time)
         self._time = Field(
@@ -171,8 +176,22 @@ class EventMapper(Mapper):
         own = [self._action, self._time, self._offset, self._platform, self._app_version]
         return [*(f for f in own if f is not None), *self._attributes]
 
+    @property
+    def columns(self) -> list[str]:
+        """The input columns this mapping reads, each once, in mapping order."""
+        names = [self._customer_id] if self._customer_id else []
+        names += [field.column for field in self._fields()]
+        return list(dict.fromkeys(names))
+
+    def check_columns(self, available: list[str], source: str) -> None:
+        """Refuse a mapping that names columns `source` lacks, suggesting close matches."""
+        wanted = [("mapping.customer_id", self._customer_id)] if self._customer_id else []
+        wanted += [(field.key_path, field.column) for field in self._fields()]
+        check_columns(wanted, available, source)
+
     def describe(self) -> list[tuple[str, str, str]]:
-        rows = [("customer_id", self.mapping.customer_id or "", "customer_id")]
+        """(key, column, type) for each mapped value, for `validate`'s summary."""
+        rows = [("customer_id", self._customer_id, "customer_id")]
         for name in ("action", "user_timezone_offset", "platform", "app_version"):
             if name in self._constants:
                 rows.append((name, "(constant)", self._constants[name]))
@@ -181,88 +200,90 @@ class EventMapper(Mapper):
 
     def map_chunk(self, chunk: Chunk) -> MappedChunk:
         """Every row of the chunk as a valid Row or an InvalidRow saying what is wrong."""
-        frame = chunk.frame
-        rows = len(frame)
-        problems: dict[int, list[str]] = {}
-        id_column = self.mapping.customer_id or ""
-        checked = set(frame.columns) if chunk.control_free else {id_column}
-        broken: dict[str, set[int]] = {}  # a field's rows its converter refused
-
-        def note(errors: dict[int, str]) -> None:
-            for position, message in errors.items():
-                problems.setdefault(position, []).append(message)
-
-        def converted(field: Field | None) -> pa.Array | None:
-            if field is None:
-                return None
-            fragments, errors = field.convert(frame[field.column])
-            if field.column not in checked:
-                checked.add(field.column)
-                errors = {**control_problems(frame[field.column], field.column), **errors}
-            note(errors)
-            broken[field.name] = set(errors)
-            return fragments
-
+        work = ChunkConversion(chunk, self._customer_id)
         ids, id_json, id_errors, warnings = customer_ids(
-            frame[id_column], id_column, self.mapping.strip_customer_id
+            work.frame[self._customer_id], self._customer_id, self.mapping.strip_customer_id
         )
-        note(id_errors)
-        action = converted(self._action)
-        if action is None:
-            action = self._constant_json("action", rows)
-        else:
-            empty = f"column {self._action_column()!r}: empty; an event needs an action"
-            note(_missing(action, broken["action"], empty))
-            warnings += _dotted_names(action)
-        times = converted(self._time)
-        assert times is not None
+        work.note(id_errors)
+        # The order of these steps is the order of a row's problems in its dead letter.
+        action = self._actions(work, warnings)
+        times, instants = self._times(work)
+        offsets, user_times = self._offsets(work, instants)
+        values = {
+            "platform": self._optional(work, self._platform, "platform"),
+            "app_version": self._optional(work, self._app_version, "app_version"),
+            "current_time": times,
+            "user_time": user_times,
+            "user_timezone_offset": offsets,
+        }
+        attributes = [work.convert(field) for field in self._attributes]
+        action_json = self._action_json(action, attributes, values)
+        before, after, tail = self._template
+        with_id = pc.binary_join_element_wise(id_json.fill_null("null"), action_json, after)
+        elements = wrapped(with_id, before, tail)
+        mapped = settle(chunk, ids, elements, work.problems, self.max_element_bytes)
+        mapped.warnings += warnings
+        add_malformed(mapped, chunk)
+        return mapped
+
+    def _actions(self, work: ChunkConversion, warnings: list[str]) -> pa.Array:
+        """The action (event name) of each row; empty ones noted, dotted names warned of."""
+        if self._action is None:
+            return self._constant_json("action", work.rows)
+        action = work.convert(self._action)
+        empty = f"column {self._action.column!r}: empty; an event needs an action"
+        work.note(_missing(action, work.refused["action"], empty))
+        warnings += _dotted_names(action)
+        return action
+
+    def _times(self, work: ChunkConversion) -> tuple[pa.Array, pa.Array]:
+        """(each row's current_time as JSON text, as UTC seconds); empty and future noted."""
+        times = work.convert(self._time)
         empty = f"column {self._time.column!r}: empty; an event needs a time"
-        note(_missing(times, broken["current_time"], empty))
+        work.note(_missing(times, work.refused["current_time"], empty))
         instants = _instants(times)
-        note(self._future(instants, times))
-        offsets = converted(self._offset)
+        work.note(self._future(instants, times))
+        return times, instants
+
+    def _offsets(
+        self, work: ChunkConversion, instants: pa.Array
+    ) -> tuple[pa.Array | None, pa.Array | None]:
+        """(user_timezone_offset, user_time) of each row, or None when the job maps none."""
+        offsets = None if self._offset is None else work.convert(self._offset)
         if offsets is None and "user_timezone_offset" in self._constants:
             seconds_text = str(int(self._constants["user_timezone_offset"]))  # checked by config
-            offsets = pa.array([seconds_text] * rows, pa.string())
-        user_times = None
-        if offsets is not None:
-            seconds = pc.cast(offsets, pa.int64())
-            note(self._offset_problems(seconds))
-            user_times = _user_times(instants, seconds)
-        platform = converted(self._platform)
-        if platform is None and "platform" in self._constants:
-            platform = self._constant_json("platform", rows)
-        app_version = converted(self._app_version)
-        if app_version is None and "app_version" in self._constants:
-            app_version = self._constant_json("app_version", rows)
-        attributes = [converted(field) for field in self._attributes]
+            offsets = pa.array([seconds_text] * work.rows, pa.string())
+        if offsets is None:
+            return None, None
+        seconds = pc.cast(offsets, pa.int64())
+        work.note(self._offset_problems(seconds))
+        return offsets, _user_times(instants, seconds)
+
+    def _optional(self, work: ChunkConversion, field: Field | None, name: str) -> pa.Array | None:
+        """An optional value: from its column, else its constant, else None (omitted)."""
+        if field is not None:
+            return work.convert(field)
+        if name in self._constants:
+            return self._constant_json(name, work.rows)
+        return None
+
+    def _action_json(
+        self,
+        action: pa.Array,
+        attributes: list[pa.Array],
+        values: dict[str, pa.Array | None],
+    ) -> pa.Array:
+        """Each row's action object: its name, attributes, then the values the job maps."""
         members = member_texts(["action"], [action])
         if self._attributes:
             names = [f.name for f in self._attributes]
-            inner = join_members(member_texts(names, [a for a in attributes if a is not None]))
+            inner = join_members(member_texts(names, attributes))
             member = wrapped(inner, '"attributes":{', "}")
             members.append(pc.if_else(pc.equal(inner, ""), NULL_TEXT, member))
-        for name, values in (
-            ("platform", platform),
-            ("app_version", app_version),
-            ("current_time", times),
-            ("user_time", user_times),
-            ("user_timezone_offset", offsets),
-        ):
-            if values is not None:
-                members += member_texts([name], [values])
-        action_json = wrapped(join_members(members), "{", "}")
-        before, after, tail = self._template
-        assert id_json is not None
-        with_id = pc.binary_join_element_wise(id_json.fill_null("null"), action_json, after)
-        elements = wrapped(with_id, before, tail)
-        mapped = self._settle(chunk, ids, elements, problems)
-        mapped.warnings += warnings
-        _add_malformed(mapped, chunk)
-        return mapped
-
-    def _action_column(self) -> str:
-        return self._action.column if self._action is not None else ""
+        for name, column in values.items():
+            if column is not None:
+                members += member_texts([name], [column])
+        return wrapped(join_members(members), "{", "}")
 
     def _constant_json(self, name: str, rows: int) -> pa.Array:
         return pa.array([orjson.dumps(self._constants[name]).decode()] * rows, pa.string())

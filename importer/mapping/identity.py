@@ -31,38 +31,50 @@ def customer_ids(
     whitespace (unless `strip`) are problems. A float column's whole values lose their ".0".
     """
     warnings: list[str] = []
-    text = text_array(series)
-    if text is None:
-        native = native_array(series)
-        if native is not None and pa.types.is_integer(native.type):
-            text = pc.cast(native, pa.string())
-        elif native is not None and pa.types.is_floating(native.type):
-            text = _float_ids(native)
-            if text.null_count < len(text):
-                warnings.append(
-                    f"customer_id column {column!r} holds floating-point numbers (an export from "
-                    "pandas or Spark?): whole values are sent without '.0' and missing ones are "
-                    "invalid, but ids beyond 2**53 may have lost digits; export it as integer "
-                    "or text (the export is lossy)"
-                )
-        else:
-            cells = object_cells(series)
-            text = pa.array(
-                [None if is_missing(c) else string_cell(c)[0] for c in cells], pa.string()
-            )
-    elif pc.any(pc.match_substring_regex(text, r"^[+-]?\d+\.0+$")).as_py():
-        warnings.append(
-            f"customer_id column {column!r} has whole numbers written with '.0' (a float column"
-            " written out by pandas or Spark?); they are sent as written, so '7.0' and '7' would"
-            " be two customers: export the column as integer or text (the export is lossy)"
-        )
+    text = _id_text(series, column, warnings)
     trimmed = pc.utf8_trim_whitespace(text)
     if strip:
         text = trimmed
     values = text.to_numpy(zero_copy_only=False).tolist()
+    errors = _id_problems(text, trimmed, values, f"customer_id (column {column!r})", strip)
+    return values, json_strings(text), errors, warnings
+
+
+def _id_text(series: pd.Series, column: str, warnings: list[str]) -> pa.Array:
+    """The column's ids as arrow text, as written; what looks lossy is added to `warnings`."""
+    text = text_array(series)
+    if text is not None:
+        if pc.any(pc.match_substring_regex(text, r"^[+-]?\d+\.0+$")).as_py():
+            warnings.append(
+                f"customer_id column {column!r} has whole numbers written with '.0' (a float "
+                "column written out by pandas or Spark?); they are sent as written, so '7.0' and "
+                "'7' would be two customers: export the column as integer or text (the export is "
+                "lossy)"
+            )
+        return text
+    native = native_array(series)
+    if native is not None and pa.types.is_integer(native.type):
+        return pc.cast(native, pa.string())
+    if native is not None and pa.types.is_floating(native.type):
+        text = _float_ids(native)
+        if text.null_count < len(text):
+            warnings.append(
+                f"customer_id column {column!r} holds floating-point numbers (an export from "
+                "pandas or Spark?): whole values are sent without '.0' and missing ones are "
+                "invalid, but ids beyond 2**53 may have lost digits; export it as integer "
+                "or text (the export is lossy)"
+            )
+        return text
+    cells = object_cells(series)
+    return pa.array([None if is_missing(c) else string_cell(c)[0] for c in cells], pa.string())
+
+
+def _id_problems(
+    text: pa.Array, trimmed: pa.Array, values: list[Any], where: str, strip: bool
+) -> dict[int, str]:
+    """Each position's problem with its id (the last rule that applies wins)."""
     normal = pc.utf8_lower(trimmed)
     placeholder = bool_mask(pc.is_in(normal, value_set=_PLACEHOLDERS))
-    where = f"customer_id (column {column!r})"
     errors = {int(p): f"{where} is empty" for p in np.flatnonzero(null_mask(text))}
     control = bool_mask(pc.match_substring_regex(text, _ID_CONTROL))
     for position in np.flatnonzero(control):
@@ -83,7 +95,7 @@ def customer_ids(
             f"{where}: {show(values[position])} is a missing value written out as text"
             " (pandas' NaN / <NA> / NaT)"
         )
-    return values, json_strings(text), errors, warnings
+    return errors
 
 
 # What pandas writes for a missing value when an id column is turned into text.

@@ -1,8 +1,7 @@
-"""The Mapper: chunks of source rows to MoEngage customer elements, valid or not."""
+"""The user Mapper: chunks of source rows to MoEngage customer elements, valid or not."""
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -13,16 +12,20 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from importer import moengage
-from importer.config import ConfigError, MappingConfig, check_mapping_rules
+from importer.config import MappingConfig, check_mapping_rules
 from importer.mapping.arrow import NULL_TEXT, null_mask
 from importer.mapping.converters import Field, array_op_field, attribute_field
 from importer.mapping.identity import customer_ids
 from importer.mapping.jsontext import join_members, member_texts, wrapped
 from importer.mapping.platforms import platform_entries, to_platforms
-from importer.mapping.text import control_problems
-from importer.rows import Chunk, InvalidRow, MappedChunk, ValidRows
-
-DEFAULT_MAX_ELEMENT_BYTES = moengage.MAX_REQUEST_BYTES - moengage.BULK_FRAME_BYTES
+from importer.mapping.shared import (
+    DEFAULT_MAX_ELEMENT_BYTES,
+    ChunkConversion,
+    add_malformed,
+    check_columns,
+    settle,
+)
+from importer.rows import Chunk, MappedChunk
 
 
 def element_template(with_customer_id: bool, update_existing_only: bool) -> tuple[str, ...]:
@@ -40,7 +43,8 @@ def element_template(with_customer_id: bool, update_existing_only: bool) -> tupl
 
 
 class Mapper:
-    """Maps chunks of source rows to MoEngage customer elements, valid or not."""
+    """Maps chunks of source rows to MoEngage customer elements, valid or not (a RowMapper,
+    sibling of the events job's EventMapper)."""
 
     def __init__(
         self, mapping: MappingConfig, max_element_bytes: int = DEFAULT_MAX_ELEMENT_BYTES
@@ -85,20 +89,7 @@ class Mapper:
         if self.mapping.customer_id:
             wanted.append(("mapping.customer_id", self.mapping.customer_id))
         wanted += [(field.key_path, field.column) for field in self._fields()]
-        present = set(available)
-        problems = []
-        for key_path, column in wanted:
-            if column in present:
-                continue
-            close = difflib.get_close_matches(column, available, n=3)
-            hint = (
-                f"did you mean {', '.join(repr(c) for c in close)}?"
-                if close
-                else f"it has {', '.join(repr(c) for c in available[:20])}"
-            )
-            problems.append(f"{key_path}: column {column!r} is not in {source}; {hint}")
-        if problems:
-            raise ConfigError("\n".join(problems))
+        check_columns(wanted, available, source)
 
     def describe(self) -> list[tuple[str, str, str]]:
         """(attribute, column, type) for each mapped attribute, for `validate`'s summary."""
@@ -119,44 +110,28 @@ class Mapper:
 
     def map_chunk(self, chunk: Chunk) -> MappedChunk:
         """Every row of the chunk as a valid Row or an InvalidRow saying what is wrong."""
-        frame = chunk.frame
-        rows = len(frame)
-        problems: dict[int, list[str]] = {}
-
-        # The id column has its own rules; a chunk known to be free of control characters
-        # needs no check per column.
-        checked = set(frame.columns) if chunk.control_free else {self.mapping.customer_id}
-
-        def converted(field: Field) -> pa.Array:
-            fragments, errors = field.convert(frame[field.column])
-            if field.column not in checked:
-                checked.add(field.column)
-                errors = {**control_problems(frame[field.column], field.column), **errors}
-            for position, message in errors.items():
-                problems.setdefault(position, []).append(message)
-            return fragments
-
+        work = ChunkConversion(chunk, self.mapping.customer_id)
+        rows = work.rows
         ids: list[Any] = [None] * rows
         id_json: pa.Array | None = None
         warnings: list[str] = []
         if self.mapping.customer_id is not None:
             column = self.mapping.customer_id
             ids, id_json, id_errors, warnings = customer_ids(
-                frame[column], column, self.mapping.strip_customer_id
+                work.frame[column], column, self.mapping.strip_customer_id
             )
-            for position, message in id_errors.items():
-                problems.setdefault(position, []).append(message)
-        attributes = [converted(field) for field in self._attributes]
+            work.note(id_errors)
+        attributes = [work.convert(field) for field in self._attributes]
         if self.mapping.customer_id is None:
-            self._require_identifier(attributes, problems)
+            self._require_identifier(attributes, work.problems)
         members = member_texts([f.name for f in self._attributes], attributes)
-        members += self._array_ops(moengage.ADD_TO_ARRAY_KEY, self._add, converted, rows)
-        members += self._array_ops(moengage.REMOVE_FROM_ARRAY_KEY, self._remove, converted, rows)
-        members += self._platforms(converted, rows)
+        members += self._array_ops(moengage.ADD_TO_ARRAY_KEY, self._add, work.convert, rows)
+        members += self._array_ops(moengage.REMOVE_FROM_ARRAY_KEY, self._remove, work.convert, rows)
+        members += self._platforms(work.convert, rows)
         elements = self._elements(id_json, members, rows)
-        mapped = self._settle(chunk, ids, elements, problems)
+        mapped = settle(chunk, ids, elements, work.problems, self.max_element_bytes)
         mapped.warnings += warnings
-        _add_malformed(mapped, chunk)
+        add_malformed(mapped, chunk)
         return mapped
 
     def _array_ops(
@@ -204,72 +179,3 @@ class Mapper:
         # An invalid row can lack a customer_id; its payload then shows it as null.
         id_and_body = pc.binary_join_element_wise(id_json.fill_null("null"), body, after)
         return wrapped(id_and_body, before, tail)
-
-    def _settle(
-        self, chunk: Chunk, ids: list[Any], elements: pa.Array, problems: dict[int, list[str]]
-    ) -> MappedChunk:
-        """Rows that broke no rule and fit a request are valid; the rest are InvalidRows."""
-        limit = self.max_element_bytes
-        sizes = pc.binary_length(elements).to_numpy(zero_copy_only=False)
-        for position in np.flatnonzero(sizes > limit):
-            message = f"element is {int(sizes[position])} bytes; one request holds at most {limit}"
-            problems.setdefault(int(position), []).append(message)
-        encoded = pc.cast(elements, pa.binary()).to_numpy(zero_copy_only=False).tolist()
-        numbers = chunk.frame.index.tolist()
-        source = chunk.source
-        mapped = MappedChunk(source=source, rows_read=len(numbers))
-        if problems:
-            keep = np.ones(len(numbers), dtype=bool)
-            keep[list(problems)] = False
-            good = np.flatnonzero(keep).tolist()
-            mapped.valid = ValidRows(
-                source,
-                [numbers[p] for p in good],
-                [ids[p] for p in good],
-                [encoded[p] for p in good],
-                chunk,
-            )
-        else:
-            mapped.valid = ValidRows(source, numbers, list(ids), encoded, chunk)
-        for bad in sorted(problems):
-            payload = orjson.loads(encoded[bad])
-            if payload.get("customer_id", "") is None:
-                del payload["customer_id"]  # missing: shown as absent, as it would be sent
-            number = numbers[bad]
-            mapped.invalid.append(
-                InvalidRow(
-                    source=source,
-                    row=number,
-                    customer_id=ids[bad],
-                    error="; ".join(problems[bad]),
-                    record=chunk.record(number),
-                    payload=payload,
-                    line=chunk.line(number),
-                )
-            )
-        return mapped
-
-
-# The record of a CSV line that could not be split into columns: its text as read.
-MALFORMED_RECORD_KEY = "_raw"
-
-
-def _add_malformed(mapped: MappedChunk, chunk: Chunk) -> None:
-    """CSV records that could not be read as rows: rows of their own, dead-lettered as read."""
-    mapped.warnings += chunk.warnings
-    if not chunk.malformed:
-        return
-    mapped.rows_read += len(chunk.malformed)
-    mapped.invalid += [
-        InvalidRow(
-            chunk.source,
-            bad.row,
-            None,
-            f"malformed record: {bad.reason}",
-            {MALFORMED_RECORD_KEY: bad.text},
-            line=bad.first_line,
-            lines=(bad.first_line, bad.last_line),
-        )
-        for bad in chunk.malformed
-    ]
-    mapped.invalid.sort(key=lambda invalid: invalid.row)

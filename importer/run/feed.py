@@ -21,7 +21,7 @@ import orjson
 from importer import sources
 from importer.config import ConfigError, JobConfig
 from importer.errors import describe_fault
-from importer.mapping import Mapper
+from importer.mapping import RowMapper
 from importer.mapping.events import is_event
 from importer.moengage import Endpoint
 from importer.rows import Chunk, InvalidRow, MappedChunk, Row, ValidRows
@@ -179,7 +179,7 @@ class FileFeed:
         self,
         job: JobConfig,
         paths: list[sources.DataFile],
-        mapper: Mapper,
+        mapper: RowMapper,
         *,
         full: bool = False,
     ) -> None:

@@ -18,7 +18,7 @@ from typing import Any
 
 from importer import quota
 from importer.config import JobConfig
-from importer.mapping import Mapper
+from importer.mapping import RowMapper
 from importer.outputs.progress import ticking
 from importer.outputs.report import Report
 from importer.rows import Row
@@ -44,7 +44,7 @@ class Run:
         job: JobConfig,
         options: RunOptions,
         paths: list[DataFile],
-        mapper: Mapper,
+        mapper: RowMapper,
         feed: WorkSource | None = None,
         open_state: Callable[[], StateStore] | None = None,
     ) -> None:

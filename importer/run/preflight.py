@@ -9,7 +9,7 @@ from pathlib import Path
 
 from importer import sources
 from importer.config import ConfigError, JobConfig
-from importer.mapping import Mapper
+from importer.mapping import Mapper, RowMapper
 from importer.mapping.events import EventMapper
 from importer.moengage import BULK_FRAME_BYTES, Endpoint
 from importer.outputs.report import report_tmp
@@ -53,7 +53,7 @@ def check_output_paths(job: JobConfig, dead_letter: Path, *, with_state: bool) -
         refuse_symlink(RunLock(state).path, "lock file")
 
 
-def mapper_for(job: JobConfig) -> Mapper:
+def mapper_for(job: JobConfig) -> RowMapper:
     """A mapper that refuses elements too large for one request of this job."""
     frame = 0 if job.api.endpoint == Endpoint.CUSTOMER else BULK_FRAME_BYTES
     kind = EventMapper if job.import_ == "events" else Mapper
@@ -66,7 +66,7 @@ def discover_sources(job: JobConfig) -> list[sources.DataFile]:
     return sources.discover(job.source.path, job.source.format, job.source.storage)
 
 
-def check_sources(job: JobConfig, mapper: Mapper, paths: list[sources.DataFile]) -> None:
+def check_sources(job: JobConfig, mapper: RowMapper, paths: list[sources.DataFile]) -> None:
     """Every mapped column is in some file (parts of an export may differ; a part lacking a
     column reads it as empty): refused before anything is sent."""
     where = (
@@ -95,7 +95,7 @@ def has_saved_progress(state_path: Path) -> bool:
             store.close()
 
 
-def prepare(job: JobConfig) -> tuple[list[sources.DataFile], Mapper]:
+def prepare(job: JobConfig) -> tuple[list[sources.DataFile], RowMapper]:
     """Everything that can refuse a job before anything is sent (exit 2)."""
     paths = discover_sources(job)
     mapper = mapper_for(job)

@@ -24,7 +24,7 @@ import pandas as pd
 
 from importer import sources
 from importer.config import JobConfig
-from importer.mapping import MALFORMED_RECORD_KEY, Mapper
+from importer.mapping import MALFORMED_RECORD_KEY, RowMapper
 from importer.outputs.deadletter import DeadLetter, DeadLetterError, read_dead_letter
 from importer.rows import Chunk, InvalidRow, LineMap, Row
 from importer.run.feed import Batcher, Fingerprints, Work
@@ -94,7 +94,7 @@ def _resend_rows(letters: list[DeadLetter], records: LetterRecords) -> list[Row]
     return rows
 
 
-def _remap_chunk(source: str, letters: list[DeadLetter], mapper: Mapper) -> Chunk:
+def _remap_chunk(source: str, letters: list[DeadLetter], mapper: RowMapper) -> Chunk:
     frame = pd.DataFrame.from_records(
         [letter.record for letter in letters], index=[letter.row for letter in letters]
     )
@@ -126,7 +126,7 @@ def _fitting(rows: list[Row], limit: int) -> tuple[list[Row], list[InvalidRow]]:
 _Group = tuple[int, list[Row], list[InvalidRow]]
 
 
-def replay_groups(letters: list[DeadLetter], mapper: Mapper) -> Iterator[_Group]:
+def replay_groups(letters: list[DeadLetter], mapper: RowMapper) -> Iterator[_Group]:
     for source, group in _by_source(letters).items():
         records = LetterRecords(group)
         resend = [d for d in group if d.stage != "validation"]
@@ -158,7 +158,7 @@ class ReplayFeed:
     def __init__(
         self,
         letters: list[DeadLetter],
-        mapper: Mapper,
+        mapper: RowMapper,
         already_settled: tuple[int, int] = (0, 0),
     ) -> None:
         """`already_settled`: (lines left out, of which still dead-lettered), as skipped rows."""

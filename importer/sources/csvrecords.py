@@ -18,8 +18,6 @@ rule gives the same answer are split with numpy; the others go through an exact 
 
 from __future__ import annotations
 
-import codecs
-import io
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -63,45 +61,6 @@ class Records:
     first_lines: np.ndarray
     last_lines: np.ndarray
     bad: list[BadRecord] = field(default_factory=list)
-
-
-def is_ascii_compatible(encoding: str) -> bool:
-    """Whether the CSV's structural bytes (newlines, quotes, delimiters) are plain ASCII."""
-    name = codecs.lookup(encoding).name
-    if name.startswith(("utf-16", "utf-32", "utf-7")):
-        return False
-    sample = "\n\r\",;|\t'abc"
-    try:
-        return sample.encode(encoding) == sample.encode("ascii")
-    except UnicodeError:
-        return False
-
-
-class TranscodedStream(io.RawIOBase):
-    """The stream's text re-encoded as UTF-8, for encodings whose newlines are not ASCII bytes."""
-
-    def __init__(self, raw: BinaryIO, encoding: str) -> None:
-        self._raw = raw
-        self._decoder = codecs.getincrementaldecoder(encoding)("strict")
-        self._pending = b""
-        self._done = False
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
-        while not self._pending and not self._done:
-            block = self._raw.read(READ_BYTES)
-            self._done = not block
-            self._pending = self._decoder.decode(block, final=self._done).encode("utf-8")
-        count = min(len(buffer), len(self._pending))
-        buffer[:count] = self._pending[:count]
-        self._pending = self._pending[count:]
-        return count
-
-    def close(self) -> None:
-        self._raw.close()
-        super().close()
 
 
 class RecordScanner:
@@ -374,35 +333,19 @@ class RecordScanner:
         ends: list[int] = []
         n = len(buffer)
         pos = 0
-        quote, escape = self._quote, self._escape
         field_start = True
         while pos < n:
-            if field_start and quote is not None and buffer[pos] == quote:
-                assert self._quoted_special is not None
-                opened = pos
-                pos += 1
-                while True:
-                    match = self._quoted_special.search(buffer, pos)
-                    if match is None:
-                        return ends, QUOTED
-                    at = match.start()
-                    if at + 1 >= n and not self._eof:
-                        return ends, QUOTED  # a quote or escape at the end: need the next byte
-                    if buffer[at] == escape:
-                        pos = at + 2
-                        continue
-                    if at + 1 < n and buffer[at + 1] == quote:
-                        pos = at + 2
-                        continue
-                    pos = at + 1
-                    break
+            if field_start and self._quote is not None and buffer[pos] == self._quote:
+                closed = self._past_quoted(buffer, pos)
+                if closed is None:
+                    return ends, QUOTED
                 if (
-                    pos < n
-                    and buffer[pos] not in (self._delimiter, LF, CR)
-                    and buffer.find(b"\n", opened, pos) >= 0
+                    closed < n
+                    and buffer[closed] not in (self._delimiter, LF, CR)
+                    and buffer.find(b"\n", pos, closed) >= 0
                 ):
                     return ends, STRAY
-                field_start = False
+                pos, field_start = closed, False
                 continue
             match = self._unquoted_special.search(buffer, pos)
             if match is None:
@@ -417,16 +360,30 @@ class RecordScanner:
             elif byte == CR:
                 if at + 1 >= n and not self._eof:
                     return ends, OPEN
-                if at + 1 < n and buffer[at + 1] == LF:
-                    ends.append(at + 2)
-                    pos = at + 2
-                else:
-                    ends.append(at + 1)
-                    pos = at + 1
+                pos = at + 2 if at + 1 < n and buffer[at + 1] == LF else at + 1
+                ends.append(pos)
                 field_start = True
             else:  # the escape character: the next byte is literal
                 pos, field_start = at + 2, False
         return ends, OPEN
+
+    def _past_quoted(self, buffer: bytes, opened: int) -> int | None:
+        """Where the quoted field whose quote is at `opened` ends (past its closing quote);
+        None while it is still open in the buffer."""
+        assert self._quoted_special is not None
+        n = len(buffer)
+        pos = opened + 1
+        while True:
+            match = self._quoted_special.search(buffer, pos)
+            if match is None:
+                return None
+            at = match.start()
+            if at + 1 >= n and not self._eof:
+                return None  # a quote or escape at the end: need the next byte
+            if buffer[at] == self._escape or (at + 1 < n and buffer[at + 1] == self._quote):
+                pos = at + 2  # an escaped byte, or a doubled quote: a literal
+                continue
+            return at + 1
 
 
 def _text(raw: bytes) -> str:

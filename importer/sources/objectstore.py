@@ -17,7 +17,7 @@ from contextlib import AbstractContextManager, contextmanager
 from typing import Any, BinaryIO, ClassVar
 
 from importer.config import SourceFormat, StorageOptions
-from importer.sources.files import (
+from importer.sources.datafile import (
     DataFile,
     SourceError,
     fixed_parts,

@@ -1,0 +1,169 @@
+"""Reading a CSV file: its header, its chunks of rows, its first bytes, an estimate of its rows."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+
+from importer.config import CsvOptions, SourceConfig
+from importer.rows import Chunk
+from importer.sources.compression import codec_of, open_compressed
+from importer.sources.csv_chunks import ChunkAssembler
+from importer.sources.csv_text import (
+    CONTROL_BYTES,
+    csv_errors,
+    open_text,
+    parse_options,
+    skip_invalid,
+    text_encoding,
+)
+from importer.sources.csvrecords import RecordScanner
+from importer.sources.datafile import DataFile, SourceError, as_data_file
+
+
+class EmptyFile(SourceError):
+    """A CSV file with not even a header: an empty part of a larger export holds no rows."""
+
+
+def head_bytes(file: DataFile | Path, source: SourceConfig, limit: int = 1 << 16) -> bytes:
+    """The first `limit` bytes of a file's text, decompressed (for sniffing its dialect)."""
+    data = as_data_file(file)
+    compression = source.csv.compression
+    with csv_errors(data, lambda: 0), open_compressed(data, compression, limit) as stream:
+        return stream.read(limit)
+
+
+SCAN_READ_BYTES = 1 << 20  # what the scanner reads at a time (tests make it tiny)
+
+
+def _scanner(stream: BinaryIO, options: CsvOptions, read_bytes: int | None = None) -> RecordScanner:
+    return RecordScanner(
+        stream,
+        delimiter=options.delimiter,
+        quotechar=options.quotechar or None,
+        escapechar=options.escapechar,
+        max_record_bytes=options.max_record_bytes,
+        read_bytes=read_bytes or SCAN_READ_BYTES,
+    )
+
+
+def _read_header(
+    path: DataFile, source: SourceConfig, scanner: RecordScanner
+) -> tuple[list[str], bytes]:
+    """The column names and the header record as UTF-8; refuses what is not CSV text."""
+    found = scanner.header()
+    if found is None:
+        raise EmptyFile(f"{path}: the file is empty (no header row)")
+    raw, _line = found
+    encoding = text_encoding(source)
+    if not raw.endswith((b"\n", b"\r")):
+        if len(raw) >= scanner.max_record_bytes:
+            raise SourceError(
+                f"{path}: no line end in the first {scanner.max_record_bytes:,} bytes: not a CSV "
+                "file? (raise source.csv.max_record_bytes if its header really is that long)"
+            )
+        raw += b"\n"
+    try:
+        text = raw.decode(encoding)
+    except UnicodeDecodeError as error:
+        shown = repr(error.object[error.start : error.end][:8])
+        raise SourceError(
+            f"{path}: the header line is not valid {encoding} (bytes {shown}): not a CSV "
+            "file, or set source.csv.encoding"
+        ) from None
+    if CONTROL_BYTES.search(raw) or "\ufffd" in text:
+        raise SourceError(
+            f"{path}: the header line holds control characters (binary data?): not a CSV file"
+        )
+    header = text.encode("utf-8")
+    try:
+        table = pa_csv.read_csv(
+            pa.BufferReader(header),
+            read_options=pa_csv.ReadOptions(use_threads=False),
+            parse_options=parse_options(source.csv, skip_invalid),
+        )
+    except pa.ArrowInvalid as error:
+        raise SourceError(f"{path}: cannot read the header line: {error}") from None
+    return list(table.schema.names), header
+
+
+# What reading only a header fetches at a time: from object storage, checking the columns
+# of a thousand parts must not download megabytes of each.
+HEADER_READ_BYTES = 64 << 10
+
+
+def header_names(path: DataFile, source: SourceConfig) -> list[str]:
+    with open_text(path, source, HEADER_READ_BYTES) as stream:
+        scanner = _scanner(stream, source.csv, HEADER_READ_BYTES)
+        return _read_header(path, source, scanner)[0]
+
+
+def csv_chunks(
+    path: DataFile, source: SourceConfig, columns: list[str] | None, start_row: int
+) -> Iterator[Chunk]:
+    assembler: ChunkAssembler | None = None
+
+    def rows_done() -> int:
+        return 0 if assembler is None else assembler.known_through()
+
+    with csv_errors(path, rows_done), open_text(path, source) as stream:
+        scanner = _scanner(stream, source.csv)
+        names, header = _read_header(path, source, scanner)
+        missing = sorted(set(columns or []) - set(names))
+        if missing:
+            raise SourceError(f"{path}: no column {', '.join(map(repr, missing))}")
+        assembler = ChunkAssembler(path, source, header, columns, start_row)
+        for records in scanner.records():
+            assembler.add(records)
+            yield from assembler.ready()
+        yield from assembler.rest()
+
+
+COUNT_SAMPLE_BYTES = 1 << 20
+
+
+def estimate_csv_rows(file: DataFile, source: SourceConfig) -> int | None:
+    if codec_of(file, source.csv.compression) is not None:
+        return None
+    size = file.size
+    with file.open(COUNT_SAMPLE_BYTES) as handle:
+        sample = handle.read(COUNT_SAMPLE_BYTES)
+    if len(sample) < size:
+        sample = sample[: sample.rfind(b"\n") + 1]  # whole lines; a quoted one may be cut
+    malformed = _MalformedRecords()  # they are data rows too
+    try:
+        reader = pa_csv.open_csv(
+            pa.BufferReader(sample),
+            read_options=pa_csv.ReadOptions(encoding=source.csv.encoding, use_threads=False),
+            parse_options=pa_csv.ParseOptions(
+                delimiter=source.csv.delimiter,
+                newlines_in_values=True,
+                invalid_row_handler=malformed,
+            ),
+            convert_options=pa_csv.ConvertOptions(include_columns=[]),
+        )
+        rows = sum(batch.num_rows for batch in reader) + len(malformed.take())
+    except (pa.ArrowInvalid, UnicodeDecodeError):
+        return None
+    if len(sample) >= size:
+        return int(rows)
+    return round(int(rows) * size / max(len(sample), 1))
+
+
+class _MalformedRecords:
+    """An `invalid_row_handler` for the row estimate: counts the records arrow skips."""
+
+    def __init__(self) -> None:
+        self._reported: list[pa_csv.InvalidRow] = []
+
+    def __call__(self, row: pa_csv.InvalidRow) -> str:
+        self._reported.append(row)
+        return "skip"
+
+    def take(self) -> list[pa_csv.InvalidRow]:
+        reported, self._reported = self._reported, []
+        return reported
