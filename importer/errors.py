@@ -9,7 +9,7 @@
     │   └── JobRefused                api.py: what the Python API raises for any of these
     ├── RowsDeadLettered (1)          api.py: the run finished, some rows dead-lettered
     ├── RunAborted (3)                stopped with rows pending; the same command resumes
-    │   ├── ApiAbort                  delivery.py: credentials, redirect, outage, 429s, refusals
+    │   ├── ApiAbort                  run/delivery: credentials, redirect, outage, 429s, refusals
     │   │   └── QuotaUnavailable      quota: the shared quota cannot be reached
     │   ├── StateFault                state.py: the state database failed mid-run
     │   └── DeadLetterFault           deadletter.py: writing the dead-letter file failed
@@ -24,15 +24,29 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from importer.outputs.report import Report
+from importer.exitcodes import (
+    EXIT_ABORTED as EXIT_ABORTED,
+)
+from importer.exitcodes import (
+    EXIT_DEAD_LETTERED as EXIT_DEAD_LETTERED,
+)
+from importer.exitcodes import (
+    EXIT_EMPTY as EXIT_EMPTY,
+)
+from importer.exitcodes import (
+    EXIT_INTERRUPTED as EXIT_INTERRUPTED,
+)
+from importer.exitcodes import (
+    EXIT_OK as EXIT_OK,
+)
+from importer.exitcodes import (
+    EXIT_USAGE as EXIT_USAGE,
+)
 
-EXIT_OK = 0
-EXIT_DEAD_LETTERED = 1
-EXIT_USAGE = 2
-EXIT_ABORTED = 3
-EXIT_EMPTY = 4  # the input held no data rows (allowed with source.allow_empty: true)
-EXIT_INTERRUPTED = 130
+if TYPE_CHECKING:
+    # Types only: neither module imports this one.
+    from importer.outputs.report import Report
+    from importer.run.results import SendResult
 
 
 class ImporterError(Exception):
@@ -55,6 +69,25 @@ class RunAborted(ImporterError):
     """The run stopped with rows pending; the same command resumes once the cause is fixed."""
 
     exit_code = EXIT_ABORTED
+
+
+class ApiAbort(RunAborted):
+    """The run cannot go on (credentials, account, URL, redirect, outage, 429s, refusals).
+
+    `partial` holds what the interrupted send had settled before the abort (rows accepted by
+    an earlier 2xx, rows refused); rows of the batch in neither list are pending. It is set
+    by the sender (`importer.run.delivery`); an abort raised elsewhere carries None.
+    """
+
+    def __init__(self, status: int | None, message: str, partial: SendResult | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.partial = partial
+
+    def with_partial(self, partial: SendResult) -> ApiAbort:
+        """The same abort, carrying what one send had settled."""
+        return ApiAbort(self.status, self.message, partial)
 
 
 class RowsDeadLettered(ImporterError):

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 # Exit codes, as docs/REFERENCE.md ("Exit codes") gives them.
-from importer.errors import (
+from importer.exitcodes import (
     EXIT_ABORTED,
     EXIT_DEAD_LETTERED,
     EXIT_EMPTY,

@@ -18,16 +18,19 @@ from typing import Any
 
 from importer import quota
 from importer.config import JobConfig
+from importer.errors import ApiAbort
 from importer.mapping import Mapper
 from importer.outputs.progress import ticking
 from importer.outputs.report import Report
 from importer.rows import Row
+from importer.run.delivery import Sender, open_transport
 from importer.run.feed import Batch, Batcher, FileFeed, Planner, ReadFailed, WorkSource, next_work
 from importer.run.options import RunOptions, RunOutcome
 from importer.run.ordering import CustomerGate
 from importer.run.outcome import SettleFault, Settler, record_delivery
 from importer.run.preflight import new_run_id
 from importer.run.resources import OpenAborted, RunOutputs
+from importer.run.results import DeliveryStats, SendResult
 from importer.run.signals import TwoStageStop
 from importer.run.sync import CustomerKeys
 from importer.sources import DataFile
@@ -133,9 +136,6 @@ class Run:
             await self._send_all(settler, state)
 
     async def _send_all(self, settler: Settler, state: StateStore | None) -> None:
-        # Imported here: a dry run never needs the HTTP stack, and starts faster without it.
-        from importer.run.delivery import DeliveryStats, Sender, open_transport
-
         job = self.job
         stats = DeliveryStats()
         self._stats = stats
@@ -202,7 +202,7 @@ class Run:
                     await planned
 
     async def _deliver(
-        self, sender: Any, batches: asyncio.Queue[Batch | None], settler: Settler
+        self, sender: Sender, batches: asyncio.Queue[Batch | None], settler: Settler
     ) -> None:
         while True:
             batch = await batches.get()
@@ -231,9 +231,7 @@ class Run:
                 return False
             await asyncio.wait([*pending, stop], return_when=asyncio.FIRST_COMPLETED)
 
-    async def _send_one(self, sender: Any, batch: list[Row], settler: Settler) -> None:
-        from importer.run.delivery import ApiAbort, SendResult
-
+    async def _send_one(self, sender: Sender, batch: list[Row], settler: Settler) -> None:
         if self._stopping.is_set():
             return
         # Filled as each row's fate is known, so an abort or a cancel mid-split still
