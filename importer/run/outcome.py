@@ -19,7 +19,7 @@ from importer.rows import InvalidRow, Row
 from importer.run.feed import Work
 from importer.run.results import DeliveryStats, Refusal, SendResult
 from importer.run.sync import ABSENT_WARNING_SHARE, CustomerKeys
-from importer.state import SnapshotEntries, StateFault, StateStore
+from importer.state import RunState, SnapshotEntries, StateFault
 
 log = logging.getLogger("importer")
 
@@ -51,7 +51,7 @@ class Settler:
         self,
         report: Report,
         writer: DeadLetterWriter | None,
-        state: StateStore | None,
+        state: RunState | None,
         fingerprints: dict[str, tuple[str, str]],
         progress: Progress,
         run_id: str | None = None,

@@ -34,7 +34,7 @@ from importer.run.results import DeliveryStats, SendResult
 from importer.run.signals import TwoStageStop
 from importer.run.sync import CustomerKeys
 from importer.sources import DataFile
-from importer.state import StateStore
+from importer.state import RunState
 
 log = logging.getLogger("importer")
 
@@ -49,7 +49,7 @@ class Run:
         paths: list[DataFile],
         mapper: Mapper,
         feed: WorkSource | None = None,
-        open_state: Callable[[], StateStore] | None = None,
+        open_state: Callable[[], RunState] | None = None,
     ) -> None:
         self.job = job
         self.options = options
@@ -124,7 +124,7 @@ class Run:
     def _summarise(self, settler: Settler) -> None:
         settler.summarise(self.batcher.tally.duplicates, self.planner.planned)
 
-    async def _pipeline(self, settler: Settler, state: StateStore | None) -> None:
+    async def _pipeline(self, settler: Settler, state: RunState | None) -> None:
         with self.signals.intercepting(asyncio.get_running_loop()):
             if self.options.dry_run:
                 self._producer = asyncio.create_task(
@@ -135,7 +135,7 @@ class Run:
                 return
             await self._send_all(settler, state)
 
-    async def _send_all(self, settler: Settler, state: StateStore | None) -> None:
+    async def _send_all(self, settler: Settler, state: RunState | None) -> None:
         job = self.job
         stats = DeliveryStats()
         self._stats = stats
@@ -169,7 +169,7 @@ class Run:
     async def _produce(
         self,
         settler: Settler,
-        state: StateStore | None,
+        state: RunState | None,
         consume: Callable[[Batch], Awaitable[None] | None],
     ) -> None:
         """Take work off the reader thread; settle what needs no request; hand on batches.
