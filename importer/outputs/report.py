@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import errno
 import json
-import os
 import re
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-# Exit codes, as docs/REFERENCE.md ("Exit codes") gives them.
 from importer.exitcodes import (
     EXIT_ABORTED,
     EXIT_DEAD_LETTERED,
@@ -20,6 +18,9 @@ from importer.exitcodes import (
     EXIT_OK,
     EXIT_USAGE,
 )
+
+# Exit codes, as docs/REFERENCE.md ("Exit codes") gives them.
+from importer.outputs.atomic import write_atomically
 
 MAX_WARNINGS = 20  # the report stays small whatever the input
 # The outcomes every row read ends in, exactly one each: they add up to rows_read.
@@ -162,15 +163,7 @@ class Report:
                     errno.ELOOP, "is a symbolic link; refusing to write through it", str(refused)
                 )
         data = (json.dumps(self.to_dict(), indent=2) + "\n").encode()
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-        try:
-            os.fchmod(fd, 0o600)
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)  # never leave a half-written report
+        write_atomically(path, data, mode=0o600, tmp=tmp)  # never a half-written report
 
 
 def dry_run_report_path(path: Path) -> Path:
