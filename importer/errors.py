@@ -44,9 +44,8 @@ from importer.exitcodes import (
 )
 
 if TYPE_CHECKING:
-    # Types only: neither module imports this one.
+    # A type only: the report does not import this module (its exit codes are exitcodes').
     from importer.outputs.report import Report
-    from importer.run.results import SendResult
 
 
 class ImporterError(Exception):
@@ -74,20 +73,14 @@ class RunAborted(ImporterError):
 class ApiAbort(RunAborted):
     """The run cannot go on (credentials, account, URL, redirect, outage, 429s, refusals).
 
-    `partial` holds what the interrupted send had settled before the abort (rows accepted by
-    an earlier 2xx, rows refused); rows of the batch in neither list are pending. It is set
-    by the sender (`importer.run.delivery`); an abort raised elsewhere carries None.
+    Out of a send it arrives as `importer.run.results.SendAborted`, which also carries
+    what the send had settled.
     """
 
-    def __init__(self, status: int | None, message: str, partial: SendResult | None = None) -> None:
+    def __init__(self, status: int | None, message: str) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
-        self.partial = partial
-
-    def with_partial(self, partial: SendResult) -> ApiAbort:
-        """The same abort, carrying what one send had settled."""
-        return ApiAbort(self.status, self.message, partial)
 
 
 class RowsDeadLettered(ImporterError):

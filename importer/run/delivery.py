@@ -28,7 +28,7 @@ from importer.rows import Row
 from importer.run import batching, retry
 from importer.run.answers import MAX_REFUSALS_IN_A_ROW, Answer, Answers, Budget, HttpAnswer
 from importer.run.outages import Outage, Stopped
-from importer.run.results import DeliveryStats, Refusal, SendResult, Stage
+from importer.run.results import DeliveryStats, Refusal, SendAborted, SendResult, Stage
 from importer.run.transport import (
     AiohttpTransport,
     CertificateFailure,
@@ -44,6 +44,7 @@ __all__ = [
     "ApiAbort",
     "DeliveryStats",
     "Refusal",
+    "SendAborted",
     "SendResult",
     "Sender",
     "open_transport",
@@ -169,8 +170,8 @@ class Sender:
         as their fate is known: a 2xx for the request holding them, or a refusal. While
         splitting, earlier halves are settled before later ones are sent, so:
 
-        - on an answer that stops the run it raises ApiAbort whose `partial` is `result`,
-          holding what was settled before the abort;
+        - on an answer that stops the run it raises SendAborted (an ApiAbort) whose
+          `partial` is `result`, holding what was settled before the abort;
         - if the task is cancelled, a caller that passed its own `result` still has what was
           settled; the rows of the request in flight are not in it.
 
@@ -182,7 +183,7 @@ class Sender:
             await self._deliver(rows, result)
         except ApiAbort as abort:
             self._abort = self._abort or abort
-            raise abort.with_partial(result) from None
+            raise SendAborted(abort, result) from None
         except Stopped:
             pass  # what is not in `result` stays pending
         return result

@@ -1,8 +1,4 @@
-"""What a send settles: each row accepted or refused (with its stage), and the run's counts.
-
-Plain data with no dependency on the error tree, so `importer.errors.ApiAbort` can carry a
-`SendResult` (the rows an interrupted send had settled) without an import cycle.
-"""
+"""What a send settles: each row accepted or refused (with its stage), and the run's counts."""
 
 from __future__ import annotations
 
@@ -10,6 +6,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Literal
 
+from importer.errors import ApiAbort
 from importer.rows import Row
 
 Stage = Literal["rejected", "delivery"]
@@ -51,3 +48,13 @@ class Refusal:
 class SendResult:
     accepted: list[Row] = field(default_factory=list)
     refused: list[Refusal] = field(default_factory=list)
+
+
+class SendAborted(ApiAbort):
+    """An ApiAbort out of `Sender.send`: `partial` holds what the interrupted send had
+    settled (rows accepted by an earlier 2xx, rows refused); rows of the batch in neither
+    list are pending."""
+
+    def __init__(self, abort: ApiAbort, partial: SendResult) -> None:
+        super().__init__(abort.status, abort.message)
+        self.partial = partial
