@@ -4,20 +4,21 @@
     ├── UsageError (2)                refused before anything was sent: fix, then rerun
     │   ├── ConfigError               config.py: the job file (names the key path)
     │   ├── SourceError               sources: an input that cannot be read as data
-    │   ├── StateError                state.py: a state file that is not one, a symlink
+    │   ├── StateError                state/database.py: a state file that is not one, a symlink
     │   ├── DeadLetterError           deadletter.py: a dead-letter file replay cannot read
     │   └── JobRefused                api.py: what the Python API raises for any of these
     ├── RowsDeadLettered (1)          api.py: the run finished, some rows dead-lettered
     ├── RunAborted (3)                stopped with rows pending; the same command resumes
-    │   ├── ApiAbort                  run/delivery: credentials, redirect, outage, 429s, refusals
+    │   ├── ApiAbort                  run/answers.py, run/outages.py: credentials, redirect,
+    │   │                             outage, 429s, refusals (out of a send: SendAborted)
     │   │   └── QuotaUnavailable      quota: the shared quota cannot be reached
-    │   ├── StateFault                state.py: the state database failed mid-run
+    │   ├── StateFault                state/database.py: the state database failed mid-run
     │   └── DeadLetterFault           deadletter.py: writing the dead-letter file failed
     └── RunInterrupted (130)          api.py: Ctrl-C or SIGTERM
 
 Row-level problems are not exceptions: a row's reason travels with it to the dead-letter
 file. The few exceptions outside this tree (`transport.NoAnswer`, `outcome.SettleFault`,
-`outputs.OpenAborted`) never leave the module pair that raises and catches them.
+`resources.OpenAborted`) never leave the module pair that raises and catches them.
 """
 
 from __future__ import annotations

@@ -73,8 +73,8 @@ class Run:
         self._workers: list[asyncio.Task[None]] = []
         self._producer: asyncio.Task[None] | None = None
         self._batches: asyncio.Queue[Batch | None] | None = None
-        self._stats: Any = None
-        self._sender: Any = None
+        self._stats: DeliveryStats | None = None
+        self._sender: Sender | None = None
         self._input_error = False
         self._gate = CustomerGate()
         self._settler: Settler | None = None
