@@ -4,35 +4,49 @@
     ├── UsageError (2)                refused before anything was sent: fix, then rerun
     │   ├── ConfigError               config.py: the job file (names the key path)
     │   ├── SourceError               sources: an input that cannot be read as data
-    │   ├── StateError                state.py: a state file that is not one, a symlink
+    │   ├── StateError                state/database.py: a state file that is not one, a symlink
     │   ├── DeadLetterError           deadletter.py: a dead-letter file replay cannot read
     │   └── JobRefused                api.py: what the Python API raises for any of these
     ├── RowsDeadLettered (1)          api.py: the run finished, some rows dead-lettered
     ├── RunAborted (3)                stopped with rows pending; the same command resumes
-    │   ├── ApiAbort                  delivery.py: credentials, redirect, outage, 429s, refusals
+    │   ├── ApiAbort                  run/answers.py, run/outages.py: credentials, redirect,
+    │   │                             outage, 429s, refusals (out of a send: SendAborted)
     │   │   └── QuotaUnavailable      quota: the shared quota cannot be reached
-    │   ├── StateFault                state.py: the state database failed mid-run
+    │   ├── StateFault                state/database.py: the state database failed mid-run
     │   └── DeadLetterFault           deadletter.py: writing the dead-letter file failed
     └── RunInterrupted (130)          api.py: Ctrl-C or SIGTERM
 
 Row-level problems are not exceptions: a row's reason travels with it to the dead-letter
 file. The few exceptions outside this tree (`transport.NoAnswer`, `outcome.SettleFault`,
-`outputs.OpenAborted`) never leave the module pair that raises and catches them.
+`resources.OpenAborted`) never leave the module pair that raises and catches them.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from importer.outputs.report import Report
+from importer.exitcodes import (
+    EXIT_ABORTED as EXIT_ABORTED,
+)
+from importer.exitcodes import (
+    EXIT_DEAD_LETTERED as EXIT_DEAD_LETTERED,
+)
+from importer.exitcodes import (
+    EXIT_EMPTY as EXIT_EMPTY,
+)
+from importer.exitcodes import (
+    EXIT_INTERRUPTED as EXIT_INTERRUPTED,
+)
+from importer.exitcodes import (
+    EXIT_OK as EXIT_OK,
+)
+from importer.exitcodes import (
+    EXIT_USAGE as EXIT_USAGE,
+)
 
-EXIT_OK = 0
-EXIT_DEAD_LETTERED = 1
-EXIT_USAGE = 2
-EXIT_ABORTED = 3
-EXIT_EMPTY = 4  # the input held no data rows (allowed with source.allow_empty: true)
-EXIT_INTERRUPTED = 130
+if TYPE_CHECKING:
+    # A type only: the report does not import this module (its exit codes are exitcodes').
+    from importer.outputs.report import Report
 
 
 class ImporterError(Exception):
@@ -55,6 +69,19 @@ class RunAborted(ImporterError):
     """The run stopped with rows pending; the same command resumes once the cause is fixed."""
 
     exit_code = EXIT_ABORTED
+
+
+class ApiAbort(RunAborted):
+    """The run cannot go on (credentials, account, URL, redirect, outage, 429s, refusals).
+
+    Out of a send it arrives as `importer.run.results.SendAborted`, which also carries
+    what the send had settled.
+    """
+
+    def __init__(self, status: int | None, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
 
 
 class RowsDeadLettered(ImporterError):

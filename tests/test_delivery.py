@@ -25,6 +25,7 @@ from importer.run.delivery import (
     MAX_REFUSALS_IN_A_ROW,
     ApiAbort,
     DeliveryStats,
+    SendAborted,
     Sender,
     SendResult,
     open_transport,
@@ -336,7 +337,7 @@ def test_fatal_answers_abort_and_nothing_more_is_sent(status: int, words: str) -
         return fail(status, "Refused", f"refused {auth} {KEY}", "fatal-1")
 
     async def scenario(sender: Sender, fake: FakeApi, stats: DeliveryStats, _: Any) -> None:
-        with pytest.raises(ApiAbort) as caught:
+        with pytest.raises(SendAborted) as caught:
             await sender.send(make_rows(5))
         error = caught.value
         assert error.status == status
@@ -431,7 +432,7 @@ def test_abort_on_a_later_half_carries_what_was_settled(own_result: bool) -> Non
 
     async def scenario(sender: Sender, fake: FakeApi, *_: Any) -> None:
         mine = SendResult() if own_result else None
-        with pytest.raises(ApiAbort) as caught:
+        with pytest.raises(SendAborted) as caught:
             await sender.send(rows, mine)
         abort = caught.value
         assert abort.status == 401
@@ -439,7 +440,7 @@ def test_abort_on_a_later_half_carries_what_was_settled(own_result: bool) -> Non
         if mine is not None:
             assert abort.partial is mine
         # Another batch after the abort sends nothing and settles nothing.
-        with pytest.raises(ApiAbort) as again:
+        with pytest.raises(SendAborted) as again:
             await sender.send(make_rows(2))
         assert again.value.partial == SendResult()
 

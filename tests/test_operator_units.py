@@ -114,7 +114,7 @@ def test_rows_a_replay_delivered_no_longer_count_as_dead_lettered(tmp_path: Path
     replay.mark_settled("/in.csv", "fp", [5], dead_lettered=True)
     settled = replay.settled("/in.csv", "fp")
     assert settled.ranges == [(1, 6)] and settled.dead == [(5, 5)] and settled.retry == []
-    assert replay.accepted("/in.csv", "fp") == [(1, 4), (6, 6)]
+    assert replay.job.accepted("/in.csv", "fp") == [(1, 4), (6, 6)]
     assert replay.has_progress()
     own = replay.own.settled("/in.csv", "fp")
     assert own.ranges == [(4, 6)] and own.dead == [(5, 5)]

@@ -8,7 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from importer.state import RunLock, SettledRows, StateError, StateStore, merge_ranges, to_ranges
+from importer.state import (
+    RunLock,
+    ScopedProgress,
+    SettledRows,
+    StateError,
+    StateStore,
+    merge_ranges,
+    to_ranges,
+)
 
 
 def test_ranges_merge_out_of_order_rows() -> None:
@@ -115,6 +123,24 @@ def test_progress_is_kept_per_scope(tmp_path: Path) -> None:
     real = StateStore(path, scope="production")
     assert real.settled("/data/a.csv", "fp").ranges == []
     assert real.other_scope("/data/a.csv") and not real.other_scope("/data/b.csv")
+
+
+def test_a_scoped_view_shares_the_connection_but_not_the_scope(tmp_path: Path) -> None:
+    store = StateStore(tmp_path / "state.db", scope="job")
+    store.mark_settled("/a.csv", "fp", [1, 2], snapshot=[(10, 20)])
+    view = store.with_scope("replay")
+    assert isinstance(view, ScopedProgress) and not isinstance(view, StateStore)
+    assert view.database is store.database and view.path == store.path
+    assert view.settled("/a.csv", "fp").ranges == [] and not view.scope_has_progress()
+    view.mark_settled("/a.csv", "fp", [3], snapshot=[(11, 21)])
+    assert store.settled("/a.csv", "fp").ranges == [(1, 2)]
+    assert view.settled("/a.csv", "fp").ranges == [(3, 3)]
+    # Each scope keeps its own snapshot (the view does not borrow the store's snapshot id).
+    assert store.load_snapshot()[0].tolist() == [10]
+    assert view.load_snapshot()[0].tolist() == [11]
+    view.forget_scope()
+    assert store.settled("/a.csv", "fp").ranges == [(1, 2)]
+    store.close()
 
 
 def test_subtract_ranges() -> None:

@@ -9,7 +9,6 @@ file, so "no success for a day" can be alerted on across runs.
 from __future__ import annotations
 
 import logging
-import os
 import re
 import threading
 import time
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from importer.errors import EXIT_OK
+from importer.outputs.atomic import write_atomically
 from importer.outputs.report import Report
 
 log = logging.getLogger("importer")
@@ -103,12 +103,10 @@ def _pending(report: Report) -> int:
     return max(report.rows_read - report.rows_settled, 0)
 
 
-def write_atomically(path: Path, text: str) -> None:
+def write_metrics(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.chmod(tmp, 0o644)  # the collector runs as another user
-    os.replace(tmp, path)
+    # 0644: the collector runs as another user.
+    write_atomically(path, text.encode("utf-8"), mode=0o644)
 
 
 _LAST_SUCCESS = re.compile(rf"^{PREFIX}last_success_timestamp_seconds\{{.*\}} (\S+)$", re.M)
@@ -181,7 +179,7 @@ class MetricsWriter:
             last_success=self.last_success,
         )
         try:
-            write_atomically(self.path, render(self.job_name, sample))
+            write_metrics(self.path, render(self.job_name, sample))
         except OSError as error:
             if not self._warned:  # metrics never stop an import
                 self._warned = True

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import errno
 import json
-import os
 import re
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-# Exit codes, as docs/REFERENCE.md ("Exit codes") gives them.
-from importer.errors import (
+from importer.exitcodes import (
     EXIT_ABORTED,
     EXIT_DEAD_LETTERED,
     EXIT_EMPTY,
@@ -20,6 +18,9 @@ from importer.errors import (
     EXIT_OK,
     EXIT_USAGE,
 )
+
+# Exit codes, as docs/REFERENCE.md ("Exit codes") gives them.
+from importer.outputs.atomic import write_atomically
 
 MAX_WARNINGS = 20  # the report stays small whatever the input
 # The outcomes every row read ends in, exactly one each: they add up to rows_read.
@@ -162,15 +163,7 @@ class Report:
                     errno.ELOOP, "is a symbolic link; refusing to write through it", str(refused)
                 )
         data = (json.dumps(self.to_dict(), indent=2) + "\n").encode()
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-        try:
-            os.fchmod(fd, 0o600)
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)  # never leave a half-written report
+        write_atomically(path, data, mode=0o600, tmp=tmp)  # never a half-written report
 
 
 def dry_run_report_path(path: Path) -> Path:
@@ -195,9 +188,17 @@ def _pace(report: Report) -> str:
 
 def format_summary(report: Report) -> str:
     """The human summary printed at the end of a run."""
+    lines = [*_row_lines(report), *_request_lines(report), *_pause_lines(report)]
+    lines += _note_lines(report)
+    lines.append(f"  exit code       {report.exit_code}")
+    return "\n".join(lines)
+
+
+def _row_lines(report: Report) -> list[str]:
+    """The title, then where every row read ended."""
     verb = "would send" if report.dry_run else "pending"
     command = "replay" if report.replay_of else "run"
-    lines = [
+    return [
         "moe-import "
         + (f"{command} dry run (nothing sent)" if report.dry_run else command)
         + " summary",
@@ -220,14 +221,21 @@ def format_summary(report: Report) -> str:
         f"  failed          {report.rows_failed:>10,}   (dead-letter, stage delivery)",
         f"  {verb:<15} {report.rows_pending:>10,}",
     ]
+
+
+def _request_lines(report: Report) -> list[str]:
     if report.dry_run:
-        lines.append(f"  requests        {report.requests_planned:>10,}   (would be sent)")
-    else:
-        lines += [
-            f"  requests        {report.requests:>10,}   ({report.retries:,} retries, "
-            f"{report.http_429:,} answered 429)",
-            f"  elapsed         {report.elapsed_seconds:>10.1f} s  ({_pace(report)})",
-        ]
+        return [f"  requests        {report.requests_planned:>10,}   (would be sent)"]
+    return [
+        f"  requests        {report.requests:>10,}   ({report.retries:,} retries, "
+        f"{report.http_429:,} answered 429)",
+        f"  elapsed         {report.elapsed_seconds:>10.1f} s  ({_pace(report)})",
+    ]
+
+
+def _pause_lines(report: Report) -> list[str]:
+    """What held the run back: 429s, an outage, other waits."""
+    lines = []
     if report.rate_settled_per_minute is not None:
         lines.append(
             f"  rate limited    the API answered 429 and the run settled at about "
@@ -241,6 +249,12 @@ def format_summary(report: Report) -> str:
     waits = format_waits(report.wait_seconds)
     if waits:
         lines.append(f"  waited on       {waits}")
+    return lines
+
+
+def _note_lines(report: Report) -> list[str]:
+    """Customers absent or repeated, the dead-letter files, the abort and the warnings."""
+    lines = []
     if report.customers_absent:
         lines.append(
             f"  absent          {report.customers_absent:>10,}   (customers in the snapshot"
@@ -257,10 +271,8 @@ def format_summary(report: Report) -> str:
         lines.append(f"  earlier letters {report.dead_letter_previous}   (kept, renamed)")
     if report.aborted:
         lines.append(f"  aborted         {report.aborted}")
-    for warning in report.warnings:
-        lines.append(f"  warning         {warning}")
-    lines.append(f"  exit code       {report.exit_code}")
-    return "\n".join(lines)
+    lines += [f"  warning         {warning}" for warning in report.warnings]
+    return lines
 
 
 # How each kind of wait is named in the summary and on progress lines.

@@ -8,13 +8,13 @@ shares nothing, else a `SharedWindowLimiter` over the configured ledger. Close i
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from importer.config import JobConfig
 from importer.quota.base import QuotaMismatch, QuotaTerms, QuotaUnavailable, SharedLedger
+from importer.quota.limiter import SharedWindowLimiter
+from importer.quota.local import LocalLedger
+from importer.quota.redis import RedisLedger
 from importer.quota.window import WindowLimiter
-
-if TYPE_CHECKING:
-    from importer.config import JobConfig
 
 __all__ = [
     "QuotaMismatch",
@@ -37,20 +37,14 @@ def ledger_for(job: JobConfig) -> SharedLedger | None:
     )
     key = shared.key or job.api.workspace_id
     if shared.backend == "redis":
-        from importer.quota.redis import RedisLedger
-
         assert shared.url is not None  # the config refuses redis without a url
         return RedisLedger(terms, shared.url, key, timeout=shared.timeout_seconds)
-    from importer.quota.local import LocalLedger
-
     directory = Path(shared.path) if shared.path else None
     return LocalLedger(terms, key, directory, timeout=shared.timeout_seconds)
 
 
 def open_limiter(job: JobConfig) -> WindowLimiter:
     """The limiter for a run of `job` (call inside the event loop)."""
-    from importer.quota.limiter import SharedWindowLimiter
-
     ledger = ledger_for(job)
     updates, period = job.rate_limit.updates, job.rate_limit.period_seconds
     if ledger is None:
@@ -60,7 +54,5 @@ def open_limiter(job: JobConfig) -> WindowLimiter:
 
 async def close_limiter(limiter: WindowLimiter) -> None:
     """Release what the shared ledger still holds for this run; nothing for a local limiter."""
-    from importer.quota.limiter import SharedWindowLimiter
-
     if isinstance(limiter, SharedWindowLimiter):
         await limiter.aclose()

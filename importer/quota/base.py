@@ -30,8 +30,8 @@ import math
 from dataclasses import dataclass
 from typing import Protocol
 
+from importer.errors import ApiAbort
 from importer.quota.window import PACER_BURST_SHARE, PACER_HEADROOM
-from importer.run.delivery import ApiAbort
 
 # A stalled event loop (a GC pause, a busy mapping thread) may release a grant this much
 # later than its request's deadline; the lease allows for it.

@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from importer.outputs.atomic import write_atomically
 from importer.quota.base import (
     POLL_SECONDS,
     TICKET_STALE_SECONDS,
@@ -200,8 +201,8 @@ class LocalLedger:
     def _write(self, state: State) -> None:
         tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
         try:
-            with open(tmp, "w", encoding="utf-8") as handle:
-                json.dump(state, handle)
-            os.replace(tmp, self.path)
+            # Under the umask, as the lock file is; no fsync (see the module's docstring).
+            data = json.dumps(state).encode("utf-8")
+            write_atomically(self.path, data, mode=0o666, tmp=tmp, exact_mode=False, durable=False)
         except OSError as error:
             raise QuotaUnavailable(f"cannot write {self.path}: {error.strerror}") from None

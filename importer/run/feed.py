@@ -28,7 +28,7 @@ from importer.rows import Chunk, InvalidRow, MappedChunk, Row, ValidRows
 from importer.run import batching, ordering
 from importer.run.preflight import job_scope
 from importer.run.sync import CustomerKeys, SyncDiff
-from importer.state import SettledRows, StateError, StateFault, StateStore, peek_snapshot
+from importer.state import RunState, SettledRows, StateError, StateFault, peek_snapshot
 
 log = logging.getLogger("importer")
 
@@ -113,7 +113,7 @@ class WorkSource(Protocol):
     keeps_progress: bool
     fingerprints: Fingerprints  # filled as sources are opened; dead-letter lines name them
 
-    def work(self, state: StateStore | None, batch: Batcher) -> Iterator[Work]: ...
+    def work(self, state: RunState | None, batch: Batcher) -> Iterator[Work]: ...
 
     def absent(self) -> tuple[int, int] | None:
         """(snapshot customers not seen, snapshot size) once the whole input was read and
@@ -192,7 +192,7 @@ class FileFeed:
         self._warned_scope = False
         self._skipped_any = False
 
-    def work(self, state: StateStore | None, batch: Batcher) -> Iterator[Work]:
+    def work(self, state: RunState | None, batch: Batcher) -> Iterator[Work]:
         snapshot: Future[SyncDiff] | None = None
         if self.job.sync.mode == "changed":
             # Loaded while the first chunks are read and mapped (sqlite lets go of the GIL).
@@ -233,7 +233,7 @@ class FileFeed:
     def _file(
         self,
         path: sources.DataFile,
-        state: StateStore | None,
+        state: RunState | None,
         batch: Batcher,
         snapshot: Future[SyncDiff] | None,
     ) -> Iterator[Work]:

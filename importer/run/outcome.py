@@ -11,18 +11,15 @@ import logging
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from importer.outputs.deadletter import DeadLetter, DeadLetterFault, DeadLetterWriter
 from importer.outputs.progress import Progress
 from importer.outputs.report import Report, count_reasons
 from importer.rows import InvalidRow, Row
+from importer.run.feed import Work
+from importer.run.results import DeliveryStats, Refusal, SendResult
 from importer.run.sync import ABSENT_WARNING_SHARE, CustomerKeys
-from importer.state import SnapshotEntries, StateFault, StateStore
-
-if TYPE_CHECKING:
-    from importer.run.delivery import DeliveryStats, Refusal, SendResult
-    from importer.run.feed import Work
+from importer.state import RunState, SnapshotEntries, StateFault
 
 log = logging.getLogger("importer")
 
@@ -54,7 +51,7 @@ class Settler:
         self,
         report: Report,
         writer: DeadLetterWriter | None,
-        state: StateStore | None,
+        state: RunState | None,
         fingerprints: dict[str, tuple[str, str]],
         progress: Progress,
         run_id: str | None = None,

@@ -18,20 +18,23 @@ from typing import Any
 
 from importer import quota
 from importer.config import JobConfig
+from importer.errors import ApiAbort
 from importer.mapping import RowMapper
 from importer.outputs.progress import ticking
 from importer.outputs.report import Report
 from importer.rows import Row
+from importer.run.delivery import Sender, open_transport
 from importer.run.feed import Batch, Batcher, FileFeed, Planner, ReadFailed, WorkSource, next_work
 from importer.run.options import RunOptions, RunOutcome
 from importer.run.ordering import CustomerGate
 from importer.run.outcome import SettleFault, Settler, record_delivery
 from importer.run.preflight import new_run_id
 from importer.run.resources import OpenAborted, RunOutputs
+from importer.run.results import DeliveryStats, SendResult
 from importer.run.signals import TwoStageStop
 from importer.run.sync import CustomerKeys
 from importer.sources import DataFile
-from importer.state import StateStore
+from importer.state import RunState
 
 log = logging.getLogger("importer")
 
@@ -46,7 +49,7 @@ class Run:
         paths: list[DataFile],
         mapper: RowMapper,
         feed: WorkSource | None = None,
-        open_state: Callable[[], StateStore] | None = None,
+        open_state: Callable[[], RunState] | None = None,
     ) -> None:
         self.job = job
         self.options = options
@@ -70,8 +73,8 @@ class Run:
         self._workers: list[asyncio.Task[None]] = []
         self._producer: asyncio.Task[None] | None = None
         self._batches: asyncio.Queue[Batch | None] | None = None
-        self._stats: Any = None
-        self._sender: Any = None
+        self._stats: DeliveryStats | None = None
+        self._sender: Sender | None = None
         self._input_error = False
         self._gate = CustomerGate()
         self._settler: Settler | None = None
@@ -121,7 +124,7 @@ class Run:
     def _summarise(self, settler: Settler) -> None:
         settler.summarise(self.batcher.tally.duplicates, self.planner.planned)
 
-    async def _pipeline(self, settler: Settler, state: StateStore | None) -> None:
+    async def _pipeline(self, settler: Settler, state: RunState | None) -> None:
         with self.signals.intercepting(asyncio.get_running_loop()):
             if self.options.dry_run:
                 self._producer = asyncio.create_task(
@@ -132,10 +135,7 @@ class Run:
                 return
             await self._send_all(settler, state)
 
-    async def _send_all(self, settler: Settler, state: StateStore | None) -> None:
-        # Imported here: a dry run never needs the HTTP stack, and starts faster without it.
-        from importer.run.delivery import DeliveryStats, Sender, open_transport
-
+    async def _send_all(self, settler: Settler, state: RunState | None) -> None:
         job = self.job
         stats = DeliveryStats()
         self._stats = stats
@@ -169,7 +169,7 @@ class Run:
     async def _produce(
         self,
         settler: Settler,
-        state: StateStore | None,
+        state: RunState | None,
         consume: Callable[[Batch], Awaitable[None] | None],
     ) -> None:
         """Take work off the reader thread; settle what needs no request; hand on batches.
@@ -202,7 +202,7 @@ class Run:
                     await planned
 
     async def _deliver(
-        self, sender: Any, batches: asyncio.Queue[Batch | None], settler: Settler
+        self, sender: Sender, batches: asyncio.Queue[Batch | None], settler: Settler
     ) -> None:
         while True:
             batch = await batches.get()
@@ -231,9 +231,7 @@ class Run:
                 return False
             await asyncio.wait([*pending, stop], return_when=asyncio.FIRST_COMPLETED)
 
-    async def _send_one(self, sender: Any, batch: list[Row], settler: Settler) -> None:
-        from importer.run.delivery import ApiAbort, SendResult
-
+    async def _send_one(self, sender: Sender, batch: list[Row], settler: Settler) -> None:
         if self._stopping.is_set():
             return
         # Filled as each row's fate is known, so an abort or a cancel mid-split still

@@ -32,6 +32,7 @@ from importer.run.options import RunOptions, RunOutcome
 from importer.run.pipeline import Run
 from importer.run.preflight import job_scope, mapper_for
 from importer.state import (
+    RunState,
     SettledRows,
     SnapshotEntries,
     StateError,
@@ -172,15 +173,15 @@ class ReplayFeed:
     def absent(self) -> tuple[int, int] | None:
         return None  # a replay compares nothing with the snapshot
 
-    def work(self, state: StateStore | None, batch: Batcher) -> Iterator[Work]:
+    def work(self, state: RunState | None, batch: Batcher) -> Iterator[Work]:
         if self.already_settled[0]:
             yield Work(self.already_settled[0], self.already_settled, [], [])
         for read, rows, invalid in self.groups:
             yield batch(read, (0, 0), rows, invalid)
 
 
-class ReplayStore(StateStore):
-    """The job's state file during a replay.
+class ReplayStore:
+    """The job's state file during a replay (a `RunState`), holding two scopes of it.
 
     What the replay delivers is recorded for the job (its scope, as `REPLAYED`), so rows
     an earlier run dead-lettered and the replay delivered no longer count against it. Every
@@ -189,13 +190,32 @@ class ReplayStore(StateStore):
     """
 
     def __init__(self, path: Path, job_scope: str, own_scope: str, *, fresh: bool) -> None:
-        super().__init__(path, job_scope, fresh=fresh)
-        self.own = self.with_scope(own_scope)
+        self.job = StateStore(path, job_scope, fresh=fresh)
+        self.own = self.job.with_scope(own_scope)
         if fresh:
             self.own.forget_scope()
 
+    @property
+    def path(self) -> Path:
+        return self.job.path
+
+    def close(self) -> None:
+        self.job.close()  # the one connection, which the replay's own view shares
+
     def has_progress(self) -> bool:
         return self.own.scope_has_progress()
+
+    def settled(self, source: str, fingerprint: str) -> SettledRows:
+        return self.job.settled(source, fingerprint)
+
+    def changed_sources(self, source: str, fingerprint: str) -> bool:
+        return self.job.changed_sources(source, fingerprint)
+
+    def other_scope(self, source: str) -> bool:
+        return self.job.other_scope(source)
+
+    def compact(self) -> None:
+        self.job.compact()
 
     def mark_settled(
         self,
@@ -213,11 +233,11 @@ class ReplayStore(StateStore):
         # The job's record first: a row it counts as delivered is left out of a resumed
         # replay even if the replay's own mark below is lost.
         if dead_lettered:
-            super().mark_settled(
+            self.job.mark_settled(
                 source, fingerprint, rows, dead_lettered=True, retry_later=retry_later
             )
         else:
-            self.mark_replayed(source, fingerprint, rows)
+            self.job.mark_replayed(source, fingerprint, rows)
         # For the replay, a row failed again is done: it is in the replay's dead-letter file.
         self.own.mark_settled(source, fingerprint, rows, dead_lettered=dead_lettered)
 
@@ -244,7 +264,7 @@ def replay_dead_letter(job: JobConfig, dead_letter_in: Path, options: RunOptions
     mapper = mapper_for(job)
     state_path = job.output.state
 
-    def open_state() -> StateStore:
+    def open_state() -> RunState:
         return ReplayStore(state_path, job_scope(job), own_scope, fresh=options.fresh)
 
     feed = ReplayFeed(letters, mapper, already_settled=left_out)

@@ -19,7 +19,7 @@ from importer.run.preflight import (
     job_scope,
 )
 from importer.sources import DataFile, count_rows
-from importer.state import RunLock, StateError, StateFault, StateStore
+from importer.state import RunLock, RunState, StateError, StateFault, StateStore
 
 log = logging.getLogger("importer")
 
@@ -56,8 +56,8 @@ class RunOutputs:
         dry_run: bool,
         use_state: bool,
         fresh: bool,
-        open_state: Callable[[], StateStore] | None = None,
-    ) -> tuple[StateStore | None, DeadLetterWriter]:
+        open_state: Callable[[], RunState] | None = None,
+    ) -> tuple[RunState | None, DeadLetterWriter]:
         """`open_state`: how replay opens the job's state (its own progress and the job's)."""
         job = self.job
         dead_letter_path = job.output.dead_letter
@@ -74,7 +74,7 @@ class RunOutputs:
                 dead_letter_path,
             )
         check_output_paths(job, dead_letter_path, with_state=use_state)
-        state: StateStore | None = None
+        state: RunState | None = None
         try:
             resuming = False
             if use_state:
@@ -85,10 +85,11 @@ class RunOutputs:
                     state = open_state()
                     stack.callback(self._close_state, state)
                 else:
-                    state = StateStore(job.output.state, job_scope(job), fresh=fresh)
-                    stack.callback(self._close_state, state)
+                    store = StateStore(job.output.state, job_scope(job), fresh=fresh)
+                    stack.callback(self._close_state, store)
                     if fresh:
-                        state.reset()
+                        store.reset()
+                    state = store
                 resuming = state.has_progress()
             writer = DeadLetterWriter(dead_letter_path, append=resuming)
             stack.callback(self._close_writer, writer)
@@ -129,7 +130,7 @@ class RunOutputs:
         except DeadLetterFault as fault:
             self.abort(str(fault))
 
-    def _close_state(self, state: StateStore) -> None:
+    def _close_state(self, state: RunState) -> None:
         if self.healthy():  # a failing database is left alone
             with contextlib.suppress(StateFault):
                 state.compact()
