@@ -13,7 +13,7 @@ import yaml
 
 from importer import moengage, sources
 from importer.config import OutputConfig
-from importer.init.inference import placeholder_count
+from importer.init.columns import placeholder_count
 from importer.init.model import Guess, Sample
 from importer.sources import SourceFormat
 
