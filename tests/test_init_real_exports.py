@@ -264,6 +264,9 @@ def test_whole_numbers_written_as_floats_are_integers_as_run_reads_them(tmp_path
     assert guess.type == "integer"
     assert any("12.0" in check for check in guess.checks)
     assert guess_text_column("amount", ["12.5", "3.0"] * 10).type == "number"
+    # run reads 12.00 as 12 too, but two zeros are more often money: a number, no warning.
+    money = guess_text_column("amount", ["12.00", "3.00"] * 10)
+    assert (money.type, money.checks) == ("number", [])
 
 
 @pytest.mark.parametrize(

@@ -24,6 +24,7 @@ _ARRAY_SEPARATORS = ("|", ";")
 # and more than 15 digits before the point an id (a double cannot hold them all).
 _CODE_LIKE = re.compile(r"\s*([+]|-?0[0-9])")
 _BEYOND_DOUBLE = re.compile(r"\s*-?[0-9]{16}")
+_PANDAS_WHOLE = re.compile(r"\s*-?[0-9]+\.0\s*")
 _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _ISO_DATETIME = re.compile(
     r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}(:?\d{2})?)?"
@@ -190,15 +191,19 @@ def _guess_number(name: str, values: Sequence[str]) -> Guess | None:
         return None
     total = len(values)
     integers = accepted("integer", values)
-    if _within_share(integers.count(False), total):
-        checks = _bad_note(integers.count(False), total, "an integer")
+    fractions = [v for ok, v in zip(integers, values, strict=True) if ok and "." in v]
+    # run reads 12.0 and 12.00 as 12; only pandas' 12.0 says the column is integers (12.00
+    # is more often money that happens to be whole in the sample).
+    bad_integers = integers.count(False)
+    if _within_share(bad_integers, total) and all(map(_PANDAS_WHOLE.fullmatch, fractions)):
+        checks = _bad_note(bad_integers, total, "an integer")
         if {v.strip() for v in values} <= {"0", "1"}:
             checks.append("only 0 and 1 seen: make it type: boolean if it is a flag")
-        if any(ok and "." in v for ok, v in zip(integers, values, strict=True)):
+        if fractions:
             checks.append(
-                "whole numbers written with a fraction (12.0, as pandas writes an integer column"
-                " with missing values): sent as integers (12); make it type: number if other"
-                " rows have fractions"
+                "whole numbers written as 12.0 (as pandas writes an integer column with missing"
+                " values): sent as integers (12); make it type: number if other rows have"
+                " fractions"
             )
         return Guess(name, "integer", checks=checks)
     bad_numbers = rejected_count("number", values)
