@@ -217,10 +217,12 @@ def test_nothing_typed_in_an_events_job_writes_an_empty_mapping(tmp_path: Path) 
 @pytest.mark.parametrize("header", ["  ", "\t"])
 def test_a_whitespace_only_header_is_skipped_with_a_comment(header: str, tmp_path: Path) -> None:
     source = tmp_path / "blank.csv"
-    source.write_text(f"customer_id,{header},name\na,1,x\nb,2,y\n", encoding="utf-8")
+    # Platform names in it too: still no column to map.
+    source.write_text(f"customer_id,{header},name\na,web,x\nb,iOS,y\n", encoding="utf-8")
     text = scaffold_job(str(source))
     job = loaded(text, tmp_path)
     assert types_by_column(job) == {"name": "string"}
+    assert job.mapping.platforms is None
     assert "whitespace only" in text
 
 

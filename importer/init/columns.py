@@ -15,9 +15,6 @@ from importer.sources import SourceFormat
 
 
 def _guess_sample_column(sample: Sample, name: str) -> Guess:
-    if not name.strip():
-        note = "the header names this column with whitespace only: name it in the export"
-        return Guess(name, "skip", checks=[note])
     if sample.kind == SourceFormat.PARQUET:
         arrow_type = sample.arrow_types.get(name, pa.string())
         guess = guess_arrow_column(name, arrow_type, sample.values[name])
@@ -30,6 +27,9 @@ def _guess_sample_column(sample: Sample, name: str) -> Guess:
 
 def _guess_safely(sample: Sample, name: str) -> Guess:
     """One column's guess; a failure there skips that column (saying why), never all of init."""
+    if not name.strip():  # no attribute can be named after it, and validate refuses one
+        note = "the header names this column with whitespace only: name it in the export"
+        return Guess(name, "skip", checks=[note])
     try:
         if _platform_cells(sample.values[name]):
             return Guess(name, "platforms")
