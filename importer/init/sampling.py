@@ -133,9 +133,10 @@ def _column_values(
     try:
         return array.to_pylist(), array.type
     except OverflowError:
+        spark = " (as Spark writes INT96 timestamps)" if pa.types.is_timestamp(array.type) else ""
         reason = (
-            f"it holds {array.type} values outside the years 1-9999 (as Spark writes INT96"
-            " timestamps), which Python cannot read"
+            f"it holds {array.type} values outside the years 1-9999{spark}, which Python"
+            " cannot read"
         )
     except (pa.ArrowException, ValueError, TypeError) as error:
         reason = f"its {array.type} values cannot be read ({type(error).__name__})"
