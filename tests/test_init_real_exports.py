@@ -157,6 +157,15 @@ def test_a_text_customer_id_is_still_read_as_written(tmp_path: Path) -> None:
     assert "# read as text exactly as written" in scaffold_job(str(source))
 
 
+def test_a_customer_id_column_of_another_native_type_is_named_by_its_type(tmp_path: Path) -> None:
+    source = tmp_path / "lists.parquet"
+    pq.write_table(pa.table({"customer_id": [["a"], ["b"]], "name": ["x", "y"]}), source)
+    text = scaffold_job(str(source))
+    id_line = next(ln for ln in text.splitlines() if ln.startswith("  customer_id:"))
+    assert "# list<" in id_line and "string> in the file" in id_line
+    assert "MoEngage ids are text" in text
+
+
 # --- Impala / Hive strings as binary ---------------------------------------------------------
 
 

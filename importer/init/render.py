@@ -177,6 +177,12 @@ def _id_type_checks(samples: Sequence[Sample], customer_id: str) -> tuple[list[s
                 " ids beyond 2^53 or with fractions cannot be exact;"
             )
             return [f"{note} {fix}"], "floating point in the file: see the check above"
+        if arrow_type is not None and not _text_like_id(arrow_type):
+            note = (
+                f"the file stores customer_id column {customer_id!r} as {arrow_type}, not as"
+                " text or an integer: MoEngage ids are text; export it as text at the source"
+            )
+            return [note], f"{arrow_type} in the file: see the check above"
         if sample.kind == SourceFormat.CSV and any(
             isinstance(v, str) and _FLOAT_TEXT_ID.fullmatch(v)
             for v in sample.values.get(customer_id, [])
@@ -188,6 +194,18 @@ def _id_type_checks(samples: Sequence[Sample], customer_id: str) -> tuple[list[s
             )
             return [f"{note} {fix}"], "written as floating point: see the check above"
     return [], "read as text exactly as written"
+
+
+def _text_like_id(arrow_type: pa.DataType) -> bool:
+    """The type holds ids `run` reads as text (Impala's and Hive's binary strings included)."""
+    return bool(
+        pa.types.is_string(arrow_type)
+        or pa.types.is_large_string(arrow_type)
+        or pa.types.is_binary(arrow_type)
+        or pa.types.is_large_binary(arrow_type)
+        or pa.types.is_integer(arrow_type)
+        or pa.types.is_null(arrow_type)
+    )
 
 
 def attribute_spec(guess: Guess) -> str:
