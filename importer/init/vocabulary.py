@@ -29,11 +29,13 @@ _COLUMN_CONVERTERS: dict[Vocabulary, Callable[[pd.Series, str], Converted]] = {
 
 def accepted(kind: Vocabulary, values: Sequence[str]) -> list[bool]:
     """For each text cell, whether `run` sends it as a `kind` attribute (not dead-lettered)."""
-    if not values:
+    # Each cell is converted on its own, so asking once per distinct value is the same answer.
+    distinct = list(dict.fromkeys(values))
+    if not distinct:
         return []
-    series = pd.Series(list(values), dtype=object)
-    _fragments, errors = _COLUMN_CONVERTERS[kind](series, "sample")
-    return [position not in errors for position in range(len(values))]
+    _fragments, errors = _COLUMN_CONVERTERS[kind](pd.Series(distinct, dtype=object), "sample")
+    sent = {value: position not in errors for position, value in enumerate(distinct)}
+    return [sent[value] for value in values]
 
 
 def rejected_count(kind: Vocabulary, values: Sequence[str]) -> int:
