@@ -143,7 +143,7 @@ def _mapping_lines(guess: JobGuess, found: EventColumns) -> list[str]:
 def _attribute_lines(guess: JobGuess, found: EventColumns) -> list[str]:
     lines = [line("    attributes:", "event attribute: column, or {column, type, ...}")]
     used = found.all() | ({guess.customer_id} if guess.customer_id else set())
-    count = 0
+    count = typed = 0
     for column, column_guess in guess.columns.items():
         if column in used:
             continue
@@ -159,6 +159,9 @@ def _attribute_lines(guess: JobGuess, found: EventColumns) -> list[str]:
             lines.append(line(f"      # {entry}", why))
             continue
         lines.append(f"      {entry}")
-    if len(lines) == 1:
-        lines[0] = "    attributes: {}"
+        typed += 1
+    if not typed:
+        # An empty `attributes:` is YAML null, which validate refuses: say {} and why.
+        note = "nothing typed: no column to send as it is (see below)" if len(lines) > 1 else ""
+        lines[0] = line("    attributes: {}", note)
     return lines

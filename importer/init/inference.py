@@ -1,4 +1,4 @@
-"""Guessing each column's attribute type from its sampled values (CSV text or Parquet types)."""
+"""Guessing a text column's attribute type from its sampled cells (CSV, or Parquet strings)."""
 
 from __future__ import annotations
 
@@ -8,24 +8,23 @@ from datetime import date, datetime
 from functools import partial
 from typing import Any
 
-import pyarrow as pa
-
 from importer import moengage
-from importer.init.model import Guess, Sample
+from importer.init.model import Guess
 from importer.init.naming import LIST_NAME_PARTS, looks_like_flag, looks_like_identifier, name_parts
+from importer.init.vocabulary import Vocabulary, accepted, item_accepted, rejected_count
 from importer.mapping import parse_export_datetime
-from importer.sources import SourceFormat
 
 # A typed column may hold this share of values that do not parse; those rows get dead-lettered.
 BAD_VALUE_SHARE = 0.01
 _ARRAY_SEPARATORS = ("|", ";")
 
-# The boolean spellings a `boolean` column accepts (any case; docs/REFERENCE.md).
-_BOOLEAN_TOKENS = frozenset({"true", "false", "t", "f", "yes", "no", "1", "0"})
-_INTEGER = re.compile(r"-?(0|[1-9][0-9]{0,14})")  # no leading zeros, no "+", fits a double
-_NUMBER = re.compile(r"-?(0|[1-9][0-9]{0,14})(\.[0-9]+)?([eE][-+]?[0-9]+)?|-?\.[0-9]+")
-# A leading zero or plus sign marks a code or a phone number, whatever the other cells hold.
-_CODE_LIKE = re.compile(r"[+]|-?0[0-9]")
+# Which text `run` reads as a boolean, an integer or a number is asked of run's converters
+# (init.vocabulary). These shapes only decide whether digits are a quantity at all:
+# a leading zero or plus sign marks a code or a phone number, whatever the other cells hold,
+# and more than 15 digits before the point an id (a double cannot hold them all).
+_CODE_LIKE = re.compile(r"\s*([+]|-?0[0-9])")
+_BEYOND_DOUBLE = re.compile(r"\s*-?[0-9]{16}")
+_PANDAS_WHOLE = re.compile(r"\s*-?[0-9]+\.0\s*")
 _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _ISO_DATETIME = re.compile(
     r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}(:?\d{2})?)?"
@@ -36,6 +35,15 @@ _DATE_FORMATS = ("%d/%m/%Y", "%m/%d/%Y", "%d.%m.%Y", "%Y/%m/%d", "%d-%m-%Y")
 _DATETIME_FORMATS = tuple(f"{f} %H:%M:%S" for f in _DATE_FORMATS) + tuple(
     f"{f} %H:%M" for f in _DATE_FORMATS
 )
+
+
+def _numeric_shape(value: str) -> bool:
+    """The text may be a quantity: not a code (leading zero, plus sign) nor a long id."""
+    return not (_CODE_LIKE.match(value) or _BEYOND_DOUBLE.match(value))
+
+
+def _within_share(bad: int, total: int) -> bool:
+    return bad <= int(total * BAD_VALUE_SHARE)
 
 
 def _bad_count(values: Sequence[Any], ok: Callable[[Any], Any]) -> int | None:
@@ -131,9 +139,12 @@ def _guess_temporal(name: str, values: Sequence[str]) -> Guess | None:
 
 
 def _item_type(items: Sequence[str]) -> str:
-    if items and all(_INTEGER.fullmatch(i) for i in items):
+    present = [i for i in items if i]  # run drops empty items
+    if not present or not all(_numeric_shape(i) for i in present):
+        return "string"
+    if all(item_accepted("integer", i) for i in present):
         return "integer"
-    if items and all(_NUMBER.fullmatch(i) for i in items):
+    if all(item_accepted("number", i) for i in present):
         return "number"
     return "string"
 
@@ -167,8 +178,8 @@ def _guess_text_array(name: str, values: Sequence[str], delimiter: str = ",") ->
 
 def _guess_boolean(name: str, values: Sequence[str]) -> Guess | None:
     tokens = {v.strip().lower() for v in values}
-    bad = _bad_count(values, lambda v: v.strip().lower() in _BOOLEAN_TOKENS)
-    if bad is None:
+    bad = rejected_count("boolean", values)
+    if not _within_share(bad, len(values)):
         return None
     if tokens <= {"0", "1"} and not looks_like_flag(name):
         return None  # 0/1 alone is as likely a count as a flag; the integer guess says so
@@ -176,22 +187,32 @@ def _guess_boolean(name: str, values: Sequence[str]) -> Guess | None:
 
 
 def _guess_number(name: str, values: Sequence[str]) -> Guess | None:
-    if any(_CODE_LIKE.match(v) for v in values):
+    if not all(_numeric_shape(v) for v in values):
         return None
     total = len(values)
-    bad_integers = _bad_count(values, _INTEGER.fullmatch)
-    if bad_integers is not None:
+    integers = accepted("integer", values)
+    fractions = [v for ok, v in zip(integers, values, strict=True) if ok and "." in v]
+    # run reads 12.0 and 12.00 as 12; only pandas' 12.0 says the column is integers (12.00
+    # is more often money that happens to be whole in the sample).
+    bad_integers = integers.count(False)
+    if _within_share(bad_integers, total) and all(map(_PANDAS_WHOLE.fullmatch, fractions)):
         checks = _bad_note(bad_integers, total, "an integer")
         if {v.strip() for v in values} <= {"0", "1"}:
             checks.append("only 0 and 1 seen: make it type: boolean if it is a flag")
+        if fractions:
+            checks.append(
+                "whole numbers written as 12.0 (as pandas writes an integer column with missing"
+                " values): sent as integers (12); make it type: number if other rows have"
+                " fractions"
+            )
         return Guess(name, "integer", checks=checks)
-    bad_numbers = _bad_count(values, _NUMBER.fullmatch)
-    if bad_numbers is not None:
+    bad_numbers = rejected_count("number", values)
+    if _within_share(bad_numbers, total):
         return Guess(name, "number", checks=_bad_note(bad_numbers, total, "a number"))
     return None
 
 
-def _string_checks(values: Sequence[str]) -> list[str]:
+def string_checks(values: Sequence[str]) -> list[str]:
     longest = max(map(len, values), default=0)
     if longest > moengage.MAX_STRING_LENGTH:
         return [
@@ -221,10 +242,12 @@ def _text_numbers_note(values: Sequence[str]) -> list[str]:
 def _mostly_numbers_note(values: Sequence[str]) -> list[str]:
     """Text with too many non-numbers to guess a number type, but mostly numbers: say so,
     since type: integer / number would send numbers and dead-letter the rest."""
-    for what, pattern in (("an integer", _INTEGER), ("a number", _NUMBER)):
-        fit = sum(1 for v in values if pattern.fullmatch(v.strip()))
+    shaped = [_numeric_shape(v) for v in values]
+    kinds: tuple[tuple[str, Vocabulary], ...] = (("an integer", "integer"), ("a number", "number"))
+    for what, kind in kinds:
+        ok = accepted(kind, values)
+        fit = sum(1 for good, shape in zip(ok, shaped, strict=True) if good and shape)
         if fit * 2 >= len(values) and fit < len(values):
-            kind = "integer" if pattern is _INTEGER else "number"
             return [
                 f"{fit} of {len(values)} sampled values read as {what}, kept as text: set"
                 f" type: {kind} to send numbers (the other rows get dead-lettered)"
@@ -238,7 +261,7 @@ def guess_text_column(name: str, values: Sequence[Any], delimiter: str = ",") ->
     if not present:
         return Guess(name, checks=["no values in the sample; guessed string"])
     if looks_like_identifier(name):
-        return Guess(name, checks=_text_numbers_note(present) + _string_checks(present))
+        return Guess(name, checks=_text_numbers_note(present) + string_checks(present))
     for guesser in (_guess_boolean, _guess_number, _guess_temporal):
         guess = guesser(name, present)
         if guess is not None:
@@ -247,107 +270,4 @@ def guess_text_column(name: str, values: Sequence[Any], delimiter: str = ",") ->
     if guess is not None:
         return guess
     checks = _text_numbers_note(present) or _mostly_numbers_note(present)
-    return Guess(name, checks=checks + _string_checks(present))
-
-
-def _list_item_type(item_type: pa.DataType) -> str | None:
-    if pa.types.is_integer(item_type):
-        return "integer"
-    if pa.types.is_floating(item_type) or pa.types.is_decimal(item_type):
-        return "number"
-    if pa.types.is_string(item_type) or pa.types.is_large_string(item_type):
-        return "string"
-    return None
-
-
-def _guess_list_column(name: str, arrow_type: pa.DataType, values: Sequence[Any]) -> Guess:
-    items = _list_item_type(arrow_type.value_type)
-    if items is None:
-        return Guess(
-            name, "skip", checks=[f"a list of {arrow_type.value_type}: not a MoEngage type"]
-        )
-    options = {"items": items} if items != "string" else {}
-    longest = max((len(v) for v in values if v is not None), default=0)
-    checks = []
-    if longest > moengage.MAX_ARRAY_ITEMS:
-        checks.append(
-            f"a sampled cell has {longest} items; MoEngage takes at most"
-            f" {moengage.MAX_ARRAY_ITEMS}, so such rows will be dead-lettered"
-        )
-    return Guess(name, "array", options, checks)
-
-
-def guess_arrow_column(name: str, arrow_type: pa.DataType, values: Sequence[Any]) -> Guess:
-    """The attribute type for a Parquet column, from its native type (text is sniffed)."""
-    if pa.types.is_dictionary(arrow_type):
-        arrow_type = arrow_type.value_type
-    if pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type):
-        return guess_text_column(name, values)
-    if pa.types.is_boolean(arrow_type):
-        return Guess(name, "boolean")
-    if pa.types.is_integer(arrow_type):
-        if looks_like_identifier(name):
-            return Guess(name, checks=["numbers in the file, sent as text because it names an id"])
-        return Guess(name, "integer")
-    if pa.types.is_floating(arrow_type) or pa.types.is_decimal(arrow_type):
-        return Guess(name, "number")
-    if pa.types.is_timestamp(arrow_type):
-        checks = [] if arrow_type.tz else ["timestamps without a time zone are read as UTC"]
-        return Guess(name, "datetime", checks=checks)
-    if pa.types.is_date(arrow_type):
-        return Guess(name, "date")
-    if pa.types.is_list(arrow_type) or pa.types.is_large_list(arrow_type):
-        return _guess_list_column(name, arrow_type, values)
-    if pa.types.is_null(arrow_type):
-        return Guess(name, checks=["no values in the file; guessed string"])
-    return Guess(name, "skip", checks=[f"Parquet type {arrow_type} is not a MoEngage type"])
-
-
-def _guess_sample_column(sample: Sample, name: str) -> Guess:
-    if sample.kind == SourceFormat.PARQUET:
-        return guess_arrow_column(
-            name, sample.arrow_types.get(name, pa.string()), sample.values[name]
-        )
-    return guess_text_column(name, sample.values[name], sample.delimiter)
-
-
-def _merge(first: Guess, second: Guess) -> Guess:
-    """One guess for a column seen in a CSV and a Parquet file of the same input."""
-    if first.type == second.type:
-        options = {**second.options, **first.options}  # a CSV's separator still applies to text
-        return Guess(first.column, first.type, options, first.checks + second.checks)
-    if {first.type, second.type} == {"integer", "number"}:
-        return Guess(first.column, "number", checks=first.checks + second.checks)
-    note = f"the files disagree ({first.type} / {second.type}); guessed string"
-    return Guess(first.column, checks=[note])
-
-
-def _platform_cells(values: Sequence[Any]) -> bool:
-    present = [v for v in values if v is not None]
-    return bool(present) and _bad_count(present, moengage.PLATFORM_NAMES.__contains__) is not None
-
-
-def guess_columns(samples: Sequence[Sample]) -> dict[str, Guess]:
-    """A guess for every column of the input, in the order the first file has them."""
-    guesses: dict[str, Guess] = {}
-    for sample in samples:
-        for name in sample.columns:
-            if _platform_cells(sample.values[name]):
-                guess = Guess(name, "platforms")
-            else:
-                guess = _guess_sample_column(sample, name)
-            guesses[name] = _merge(guesses[name], guess) if name in guesses else guess
-    return guesses
-
-
-def placeholder_count(samples: Sequence[Sample], column: str) -> tuple[int, int]:
-    """How many sampled values of `column` are empty or placeholders, and of how many."""
-    values = [v for s in samples if column in s.values for v in s.values[column]]
-    refused = sum(
-        1
-        for v in values
-        if v is None
-        or not str(v).strip()
-        or str(v).strip().lower() in moengage.PLACEHOLDER_CUSTOMER_IDS
-    )
-    return refused, len(values)
+    return Guess(name, checks=checks + string_checks(present))

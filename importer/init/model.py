@@ -46,6 +46,9 @@ class Sample:
     files: int = 1  # how many files the rows come from
     malformed: list[str] = field(default_factory=list)  # "file line N", skipped in the sample
     notes: list[str] = field(default_factory=list)  # for the source section
+    # Columns whose values Python cannot hold (a Spark INT96 timestamp beyond year 9999), and
+    # why: their values are left missing and the column is skipped, never a crash.
+    unreadable: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass

@@ -9,11 +9,12 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import yaml
 
 from importer import moengage, sources
 from importer.config import OutputConfig
-from importer.init.inference import placeholder_count
+from importer.init.columns import placeholder_count
 from importer.init.model import Guess, Sample
 from importer.sources import SourceFormat
 
@@ -144,15 +145,67 @@ def customer_id_lines(samples: Sequence[Sample], customer_id: str | None) -> lis
             " (e.g. moe_email, moe_mobile) and list them under identifiers"
         )
         return [*check_lines("  ", [note]), "  customer_id: null"]
-    lines = [line(f"  customer_id: {scalar(customer_id)}", "read as text exactly as written")]
+    checks, comment = _id_type_checks(samples, customer_id)
+    lines = [line(f"  customer_id: {scalar(customer_id)}", comment)]
     refused, total = placeholder_count(samples, customer_id)
     if refused:
-        note = (
+        checks.append(
             f"{refused} of {total} sampled rows have an empty or placeholder customer_id"
             " (guest, null, 0, ...); MoEngage refuses them, so they will be dead-lettered"
         )
-        lines = check_lines("  ", [note]) + lines
-    return lines
+    return check_lines("  ", checks) + lines
+
+
+# pandas writes a float column as 12.0: a whole number with a zero fraction.
+_FLOAT_TEXT_ID = re.compile(r"\s*[+-]?[0-9]+\.0+\s*")
+
+
+def _id_type_checks(samples: Sequence[Sample], customer_id: str) -> tuple[list[str], str]:
+    """Checks on how the file stores the customer ids, and the customer_id line's comment.
+
+    A floating-point id column (what pandas writes for an integer column with missing values)
+    cannot hold every id exactly, and its text is not the id: the fix is at the source."""
+    fix = "export it as text, or as a nullable integer (pandas Int64, Spark bigint), at the source"
+    for sample in samples:
+        arrow_type = sample.arrow_types.get(customer_id)
+        if arrow_type is not None and pa.types.is_dictionary(arrow_type):
+            arrow_type = arrow_type.value_type
+        if arrow_type is not None and pa.types.is_floating(arrow_type):
+            note = (
+                f"the file stores customer_id column {customer_id!r} as floating point"
+                f" ({arrow_type}), as pandas writes an integer column with missing values:"
+                " ids beyond 2^53 or with fractions cannot be exact;"
+            )
+            return [f"{note} {fix}"], "floating point in the file: see the check above"
+        if arrow_type is not None and not _text_like_id(arrow_type):
+            note = (
+                f"the file stores customer_id column {customer_id!r} as {arrow_type}, not as"
+                " text or an integer: MoEngage ids are text; export it as text at the source"
+            )
+            return [note], f"{arrow_type} in the file: see the check above"
+        if sample.kind == SourceFormat.CSV and any(
+            isinstance(v, str) and _FLOAT_TEXT_ID.fullmatch(v)
+            for v in sample.values.get(customer_id, [])
+        ):
+            note = (
+                f"customer_id column {customer_id!r} holds ids written as floating point (7.0),"
+                " as pandas writes an integer column with missing values: 7.0 and 7 would be"
+                " two customers, and ids beyond 2^53 cannot be exact;"
+            )
+            return [f"{note} {fix}"], "written as floating point: see the check above"
+    return [], "read as text exactly as written"
+
+
+def _text_like_id(arrow_type: pa.DataType) -> bool:
+    """The type holds ids `run` reads as text (Impala's and Hive's binary strings included)."""
+    return bool(
+        pa.types.is_string(arrow_type)
+        or pa.types.is_large_string(arrow_type)
+        or pa.types.is_binary(arrow_type)
+        or pa.types.is_large_binary(arrow_type)
+        or pa.types.is_integer(arrow_type)
+        or pa.types.is_null(arrow_type)
+    )
 
 
 def attribute_spec(guess: Guess) -> str:

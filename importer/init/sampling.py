@@ -119,6 +119,31 @@ def _read_sample(file: DataFile, source: SourceConfig, rows: int) -> tuple[list[
     return columns, chunk
 
 
+def _column_values(
+    cells: Any, column: str, unreadable: dict[str, str]
+) -> tuple[list[Any], pa.DataType | None]:
+    """A sampled column's values as Python objects, and its arrow type. Values Python cannot
+    hold (a Spark INT96 timestamp beyond year 9999, also inside a struct) leave the column's
+    values missing and its reason in `unreadable`; the reason never shows a cell's value."""
+    try:
+        array = pa.array(cells)
+    except (pa.ArrowException, OverflowError, ValueError, TypeError) as error:
+        unreadable.setdefault(column, f"its values cannot be read ({type(error).__name__})")
+        return [None] * len(cells), None
+    try:
+        return array.to_pylist(), array.type
+    except OverflowError:
+        spark = " (as Spark writes INT96 timestamps)" if pa.types.is_timestamp(array.type) else ""
+        reason = (
+            f"it holds {array.type} values outside the years 1-9999{spark}, which Python"
+            " cannot read"
+        )
+    except (pa.ArrowException, ValueError, TypeError) as error:
+        reason = f"its {array.type} values cannot be read ({type(error).__name__})"
+    unreadable.setdefault(column, reason)
+    return [None] * len(array), array.type
+
+
 def _sample_kind(files: list[DataFile], kind: SourceFormat) -> Sample | None:
     """Rows read across `files` (all CSV or all Parquet) by the importer's own readers: text
     exactly as the job will read it (only empty cells are missing, 00123 stays 00123)."""
@@ -139,6 +164,7 @@ def _sample_kind(files: list[DataFile], kind: SourceFormat) -> Sample | None:
     values: dict[str, list[Any]] = {}
     types: dict[str, pa.DataType] = {}
     malformed: list[str] = []
+    unreadable: dict[str, str] = {}
     for file in picked:
         names, chunk = _read_sample(file, source, per_file)
         columns.update(dict.fromkeys(names))
@@ -149,10 +175,10 @@ def _sample_kind(files: list[DataFile], kind: SourceFormat) -> Sample | None:
             continue
         malformed += [f"{file} line {m.first_line}" for m in chunk.malformed]
         for column in names:
-            array = pa.array(chunk.frame[column])
-            values.setdefault(column, []).extend(array.to_pylist())
-            if column not in types or pa.types.is_null(types[column]):
-                types[column] = array.type
+            cells, array_type = _column_values(chunk.frame[column], column, unreadable)
+            values.setdefault(column, []).extend(cells)
+            if array_type is not None and (column not in types or pa.types.is_null(types[column])):
+                types[column] = array_type
     shown: Path | str = picked[0].local or str(picked[0])
     sample = Sample(
         shown,
@@ -165,6 +191,7 @@ def _sample_kind(files: list[DataFile], kind: SourceFormat) -> Sample | None:
         encoding=dialect.encoding,
         files=len(picked),
         malformed=malformed,
+        unreadable=unreadable,
     )
     if kind == SourceFormat.CSV:
         _find_null_tokens(sample)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from importer.init.columns import guess_columns
 from importer.init.events import event_columns, render_events_job
-from importer.init.inference import guess_columns
 from importer.init.model import JobGuess
 from importer.init.naming import guess_customer_id
 from importer.init.sampling import sample_input, source_format

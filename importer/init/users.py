@@ -28,7 +28,7 @@ def _attribute_lines(
     lines = [line("  attributes:", "MoEngage attribute: column, or {column, type, ...}")]
     # Columns whose names are valid keep them; renamed ones must not take those.
     taken = {column for column in guesses if attribute_name_problem(column) is None}
-    custom = 0
+    custom = typed = 0
     for guess in guesses.values():
         if guess.column in (customer_id, platforms):
             continue
@@ -53,8 +53,11 @@ def _attribute_lines(
             lines.append(line(f"    # {entry}", limit))
             continue
         lines.append(line(f"    {entry}", standard[1] if standard else ""))
-    if len(lines) == 1:
-        lines[0] = "  attributes: {}"
+        typed += 1
+    if not any(entry.startswith("    ") and not entry.lstrip().startswith("#") for entry in lines):
+        # An empty `attributes:` is YAML null, which validate refuses: say {} and why.
+        note = "nothing typed: no column to send as it is (see below)" if len(lines) > 1 else ""
+        lines[0] = line("  attributes: {}", note)
     return lines
 
 
