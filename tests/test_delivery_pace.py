@@ -22,8 +22,9 @@ from importer.quota.window import WindowLimiter
 from importer.rows import Row
 from importer.run.delivery import DeliveryStats, Sender, SendResult
 from importer.run.transport import FakeTransport, NoAnswer, Request
+from importer.sandbox.windows import max_in_window
 from tests.support import ids_in
-from tests.virtual_clock import Interval, VirtualTimeLoop, max_in_window, run_virtual, worst_window
+from tests.virtual_clock import Interval, VirtualTimeLoop, run_virtual, worst_window
 
 Answer = tuple[int, Mapping[str, str], bytes]
 

@@ -18,7 +18,8 @@ import pytest
 from aiohttp import web
 
 from importer.run.delivery import MAX_REFUSALS_IN_A_ROW
-from tests.sandbox_proc import SandboxProcess, max_in_any_window, start_sandbox
+from importer.sandbox.windows import max_in_any_window
+from tests.sandbox_proc import SandboxProcess, start_sandbox
 from tests.support import (
     USERS_MAPPING,
     assert_each_sent_and_few_twice,

@@ -13,7 +13,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from tests.sandbox_proc import SandboxProcess, max_in_any_window, start_sandbox
+from importer.sandbox.windows import max_in_any_window
+from tests.sandbox_proc import SandboxProcess, start_sandbox
 from tests.support import (
     assert_each_sent_and_few_twice,
     assert_report_adds_up,

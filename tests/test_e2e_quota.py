@@ -28,8 +28,9 @@ import pytest
 from importer.quota.base import QuotaTerms, SharedLedger
 from importer.quota.local import LocalLedger
 from importer.quota.redis import RedisLedger
+from importer.sandbox.windows import max_in_any_window
 from tests.redis_proc import requires_redis, start_redis
-from tests.sandbox_proc import SandboxProcess, max_in_any_window, start_sandbox
+from tests.sandbox_proc import SandboxProcess, start_sandbox
 from tests.support import ROOT, SANDBOX_KEY, SANDBOX_WORKSPACE, write_job
 
 RATE, PERIOD, USERS, PROCESSES = 3000, 10.0, 3000, 3

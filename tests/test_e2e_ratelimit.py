@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.sandbox_proc import max_in_any_window, start_sandbox
+from importer.sandbox.windows import max_in_any_window
+from tests.sandbox_proc import start_sandbox
 from tests.support import assert_report_adds_up, job_dict, read_report, run_cli, write_job
 
 RATE, PERIOD, ROWS = 600, 6.0, 3000

@@ -28,8 +28,9 @@ from importer.quota.base import (
 from importer.quota.limiter import SharedWindowLimiter
 from importer.quota.local import LocalLedger
 from importer.quota.redis import RedisLedger, redacted
+from importer.sandbox.windows import max_in_window
 from tests.redis_proc import requires_redis, start_redis
-from tests.virtual_clock import Interval, VirtualTimeLoop, max_in_window, run_virtual, worst_window
+from tests.virtual_clock import Interval, VirtualTimeLoop, run_virtual, worst_window
 
 LedgerFactory = Callable[[QuotaTerms], SharedLedger]
 # Redis decides on its server's clock (gettimeofday), the test on the monotonic one: on one

@@ -29,8 +29,10 @@ from importer.sandbox import (
     settings_from_args,
 )
 from importer.sandbox.launcher import launched
+from importer.sandbox.recording import read_json_lines
+from importer.sandbox.windows import max_in_any_window
 from tests.sandbox_proc import REPO_ROOT as ROOT
-from tests.sandbox_proc import max_in_any_window, read_json_lines, start_sandbox
+from tests.sandbox_proc import start_sandbox
 
 WORKSPACE = "SANDBOX"
 KEY = "sandbox-key"
