@@ -8,7 +8,7 @@ LOCK_VENV := .venv-lock
 # pytest exits 5 when it selects no test: not a failure of the code.
 PYTEST := $(BIN)/python -m pytest -q
 
-.PHONY: install demo test test-fast check lint lock bench clean
+.PHONY: install demo test test-fast check lint docs lock bench clean
 
 install: $(STAMP)
 
@@ -51,6 +51,11 @@ check: install
 	$(BIN)/mypy importer tests scripts
 
 lint: check
+
+# docs/REFERENCE.md's job-file keys and CLI flags, rendered from the pydantic models and the
+# argparse parser (scripts/reference_docs.py); tests/test_reference_docs.py fails when stale.
+docs: install
+	$(BIN)/cog -r -I . docs/REFERENCE.md
 
 # BENCH_ARGS="--runs 1" for a quick look; the README's figures come from the default 3.
 # Then incremental sync at 5M customers, and events beside users (median of 3 rounds).
