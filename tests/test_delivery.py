@@ -543,6 +543,7 @@ def play(
     return transport
 
 
+@pytest.mark.slow
 def test_every_request_failing_is_an_outage_that_stops_with_rows_pending() -> None:
     def down(request: Request) -> tuple[int, dict[str, str], bytes]:
         return answer(503, "down for maintenance")
@@ -563,6 +564,7 @@ def test_every_request_failing_is_an_outage_that_stops_with_rows_pending() -> No
     assert 0.9 <= gaps[-2] <= 1.3 and 1.9 <= gaps[-1] <= 2.3
 
 
+@pytest.mark.slow
 def test_an_outage_pauses_probes_with_one_request_and_resumes() -> None:
     loop_time: list[float] = []
     in_flight: list[int] = [0, 0]  # now, most while down

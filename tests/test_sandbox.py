@@ -92,6 +92,7 @@ def in_process(tmp_path: Path, **overrides: Any) -> Iterator[SandboxServer]:
 # ---------------------------------------------------------------- through a subprocess
 
 
+@pytest.mark.sandbox
 def test_subprocess_accepts_records_and_counts(tmp_path: Path) -> None:
     with start_sandbox(tmp_path, "--api-key", "s3cret-key") as sandbox:
         assert sandbox.url.startswith("http://127.0.0.1:")
@@ -128,6 +129,7 @@ def test_subprocess_accepts_records_and_counts(tmp_path: Path) -> None:
     assert "s3cret-key" not in sandbox.stderr()
 
 
+@pytest.mark.sandbox
 def test_subprocess_reset_rate_cuts_the_connection(tmp_path: Path) -> None:
     with start_sandbox(tmp_path, "--reset-rate", "1") as sandbox:
         with pytest.raises(requests.ConnectionError):
@@ -137,6 +139,7 @@ def test_subprocess_reset_rate_cuts_the_connection(tmp_path: Path) -> None:
         assert sandbox.stats()["resets"] == 1
 
 
+@pytest.mark.sandbox
 def test_subprocess_startup_failure_reports_stderr(tmp_path: Path) -> None:
     with (
         pytest.raises(RuntimeError, match="fail-rate"),
@@ -224,6 +227,7 @@ def test_reject_customer_ids(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- rate limit and faults
 
 
+@pytest.mark.slow
 def test_rate_limit_answers_429_with_retry_after(tmp_path: Path) -> None:
     with in_process(tmp_path, rate=5, period=2.0) as server:
         three = bulk(*(customer(f"u{i}", a=i) for i in range(3)))
@@ -372,6 +376,7 @@ def test_a_401_says_what_the_sandbox_expects_but_never_the_key(tmp_path: Path) -
         assert secret not in message
 
 
+@pytest.mark.sandbox
 def test_the_key_comes_from_the_environment_and_start_says_where_from(tmp_path: Path) -> None:
     secret = "a-key-that-must-not-show-in-ps"
     env = {**os.environ, "MOE_SANDBOX_API_KEY": secret, "PYTHONPATH": str(ROOT)}

@@ -256,6 +256,7 @@ def test_more_columns_than_moengage_allows_are_left_commented(tmp_path: Path) ->
     assert "# c299: c299" in text
 
 
+@pytest.mark.subprocess
 def test_a_csv_named_txt_in_a_folder_scaffolds_a_job_that_validates(tmp_path: Path) -> None:
     """init finds files as the job does (sources.discover), so validate reads the same."""
     from tests.support import run_cli
