@@ -247,6 +247,7 @@ def test_second_platform_column_is_a_plain_attribute(tmp_path: Path) -> None:
     assert "mapping.platforms reads 'platform'" in text
 
 
+@pytest.mark.slow
 def test_more_columns_than_moengage_allows_are_left_commented(tmp_path: Path) -> None:
     names = [f"c{i}" for i in range(300)]
     source = tmp_path / "wide.csv"
