@@ -66,7 +66,8 @@ def _in_process_only_in_the_fast_tier(
             real_init(self, args, *rest, **options)
             return
         marker = marker_for(args)
-        self._child_created = False  # so the half-made Popen's __del__ has nothing to reap
+        # So the half-made Popen's __del__ finds no child to reap.
+        self._child_created = False  # type: ignore[attr-defined]
         pytest.fail(
             f"{request.node.nodeid} starts a process ({shlex.join(map(str, _words(args)))})"
             f" in the fast tier: mark it @pytest.mark.{marker}",
