@@ -35,6 +35,7 @@ from pydantic import BaseModel, SecretStr
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
+from importer import sandbox
 from importer.cli import build_parser
 from importer.config import JobConfig
 
@@ -258,6 +259,11 @@ def _flag_rows(parser: argparse.ArgumentParser) -> Iterator[str]:
 def cli_flags_markdown() -> str:
     """A table of arguments and options for each command, as `--help` gives them."""
     commands = _subcommands(build_parser(["sandbox"]))
+    if not any(
+        action.option_strings != ["-h", "--help"] for action in commands["sandbox"]._actions
+    ):
+        # A parser that adds the sandbox's options only when running it: add them here.
+        sandbox.add_arguments(commands["sandbox"])
     parts = []
     for name in COMMANDS:
         parser = commands[name]
