@@ -8,7 +8,7 @@ LOCK_VENV := .venv-lock
 # pytest exits 5 when it selects no test: not a failure of the code.
 PYTEST := $(BIN)/python -m pytest -q
 
-.PHONY: install demo test test-fast check lint lock bench clean
+.PHONY: install demo test test-fast check lint docs lock bench clean
 
 install: $(STAMP)
 
@@ -40,9 +40,12 @@ demo: install
 test: install
 	$(PYTEST) -n 4 || test $$? -eq 5
 
-# Everything but the end-to-end and slow tests: seconds, for the edit-test loop.
+# In-process tests only, for the edit-test loop: no test that starts the sandbox, the CLI,
+# redis-server or any other process (tests/conftest.py fails one that does, naming the
+# marker it needs), and none marked slow.
+FAST_TESTS := not sandbox and not subprocess and not redis and not slow and not e2e
 test-fast: install
-	$(PYTEST) -n 4 -m "not e2e and not slow" || test $$? -eq 5
+	MOE_TEST_TIER=fast $(PYTEST) -n 2 -m "$(FAST_TESTS)" || test $$? -eq 5
 
 # Formatting, lint and types.
 check: install
@@ -51,6 +54,11 @@ check: install
 	$(BIN)/mypy importer tests scripts
 
 lint: check
+
+# docs/REFERENCE.md's job-file keys and CLI flags, rendered from the pydantic models and the
+# argparse parser (scripts/reference_docs.py); tests/test_reference_docs.py fails when stale.
+docs: install
+	$(BIN)/cog -r -I . docs/REFERENCE.md
 
 # BENCH_ARGS="--runs 1" for a quick look; the README's figures come from the default 3.
 # Then incremental sync at 5M customers, and events beside users (median of 3 rounds).

@@ -31,6 +31,8 @@ from typing import Any
 
 import requests
 
+from importer.sandbox.recording import read_json_lines
+from importer.sandbox.windows import max_in_any_window
 from scripts.bench_common import (
     DATA,
     PACED_PERIOD,
@@ -54,7 +56,6 @@ from scripts.bench_data import (
 )
 from scripts.measure import Measured, run_measured
 from scripts.spread import Spread
-from tests.sandbox_proc import max_in_any_window, read_json_lines
 
 NO_API = "http://127.0.0.1:9"  # validate sends nothing
 DELIVERY_ROWS = 300_000

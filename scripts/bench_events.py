@@ -15,6 +15,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from importer.sandbox.recording import read_json_lines
+from importer.sandbox.windows import max_in_any_window
 from scripts.bench_common import (
     PACED_PERIOD,
     PACED_ROWS,
@@ -28,7 +30,6 @@ from scripts.bench_common import (
     steady_share,
 )
 from scripts.spread import Spread
-from tests.sandbox_proc import max_in_any_window, read_json_lines
 
 DATA = ROOT / "bench_data" / "events"
 ROWS_PER_CUSTOMER = 3  # an order history: placed, shipped, delivered

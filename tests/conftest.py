@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
+import shlex
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -32,8 +36,53 @@ def _process_state_restored() -> Iterator[None]:
     gc.unfreeze()
 
 
+# The tiers: a test says with a marker which processes it starts (README "Development").
+PROCESS_MARKERS = ("sandbox", "subprocess", "redis")
+FAST_TIER = os.environ.get("MOE_TEST_TIER") == "fast"
+
+
+def marker_for(argv: object) -> str:
+    """The marker a test starting this command line needs."""
+    words = [str(word) for word in argv] if isinstance(argv, list | tuple) else [str(argv)]
+    if "importer.sandbox" in words:
+        return "sandbox"
+    if words and Path(words[0]).name.startswith("redis-server"):
+        return "redis"
+    return "subprocess"
+
+
+@pytest.fixture(autouse=True)
+def _in_process_only_in_the_fast_tier(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`make test-fast` (MOE_TEST_TIER=fast) runs in-process tests only: a test there that
+    starts a process fails at once, naming the marker that moves it out of the tier."""
+    if not FAST_TIER:
+        return
+    real_init = subprocess.Popen.__init__
+
+    def refuse(self: subprocess.Popen[Any], args: Any, *rest: Any, **options: Any) -> None:
+        if any(request.node.get_closest_marker(name) for name in PROCESS_MARKERS):
+            real_init(self, args, *rest, **options)
+            return
+        marker = marker_for(args)
+        # So the half-made Popen's __del__ finds no child to reap.
+        self._child_created = False  # type: ignore[attr-defined]
+        pytest.fail(
+            f"{request.node.nodeid} starts a process ({shlex.join(map(str, _words(args)))})"
+            f" in the fast tier: mark it @pytest.mark.{marker}",
+            pytrace=False,
+        )
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", refuse)
+
+
+def _words(args: Any) -> list[Any]:
+    return list(args) if isinstance(args, list | tuple) else [args]
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark every test in tests/test_e2e_*.py `e2e`, so `make test-fast` can leave them out."""
+    """`e2e` is the old name for a test driving the sandbox subprocess: it counts as `sandbox`."""
     for item in items:
-        if item.path.name.startswith("test_e2e_"):
-            item.add_marker(pytest.mark.e2e)
+        if item.get_closest_marker("e2e") and not item.get_closest_marker("sandbox"):
+            item.add_marker(pytest.mark.sandbox)

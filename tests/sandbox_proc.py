@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import urllib.request
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +15,7 @@ import orjson
 import pytest
 
 from importer.sandbox.launcher import launched
-from tests.virtual_clock import max_in_window
+from importer.sandbox.recording import read_json_lines
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -48,17 +48,6 @@ class SandboxProcess:
     def schema_violations(self) -> list[dict[str, Any]]:
         """Elements received that MoEngage's request schema refuses (the sandbox writes them)."""
         return read_json_lines(self.violations_path)
-
-
-def read_json_lines(path: Path) -> list[dict[str, Any]]:
-    """Complete lines only: a line still being written is left for the next read."""
-    if not path.exists():
-        return []
-    return [
-        orjson.loads(line)
-        for line in path.read_bytes().splitlines(keepends=True)
-        if line.endswith(b"\n")
-    ]
 
 
 @contextmanager
@@ -107,21 +96,3 @@ def fail_on_schema_violations(path: Path) -> None:
             f" refuses (see {path}):\n{shown}",
             pytrace=False,
         )
-
-
-def max_in_any_window(
-    arrivals: Iterable[dict[str, Any]], period: float, statuses: Iterable[int | None] | None = None
-) -> int:
-    """The most users that arrived within any `period` seconds, however the window is placed.
-
-    A window is half-open, [t, t + period), as the sandbox counts it: a request exactly
-    `period` seconds after another falls in the next window. With `statuses`, only arrivals
-    answered with one of them count (None is a cut connection).
-    """
-    wanted = None if statuses is None else set(statuses)
-    points = (
-        (float(a["t"]), int(a["users"]))
-        for a in arrivals
-        if wanted is None or a.get("status") in wanted
-    )
-    return max_in_window(points, period)

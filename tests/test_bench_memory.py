@@ -18,6 +18,7 @@ MIB = 2**20
 ALLOCATE_200_MIB = "import time; block = b'x' * (200 * 2**20); time.sleep(0.3)"
 
 
+@pytest.mark.subprocess
 @pytest.mark.slow
 def test_a_child_reports_its_own_200_mib_from_a_parent_holding_1_gib() -> None:
     ballast = b"x" * (1024 * MIB)
@@ -37,6 +38,7 @@ def test_a_child_reports_its_own_200_mib_from_a_parent_holding_1_gib() -> None:
     assert 180 <= measured.sampled_peak_mib <= 220, measured
 
 
+@pytest.mark.subprocess
 def test_exit_code_stderr_stdout_and_time_come_back(tmp_path: Path) -> None:
     script = "import sys, time; time.sleep(0.4); print('out'); sys.exit('failed: named')"
     stdout = tmp_path / "stdout.txt"
@@ -50,6 +52,7 @@ def test_exit_code_stderr_stdout_and_time_come_back(tmp_path: Path) -> None:
     assert measured.cpu_seconds < measured.seconds
 
 
+@pytest.mark.subprocess
 def test_a_command_that_cannot_start_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="launcher failed"):
         run_measured([str(tmp_path / "no-such-program")], cwd=tmp_path)

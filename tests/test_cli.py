@@ -23,8 +23,6 @@ from tests.support import (
     write_job,
 )
 
-pytestmark = pytest.mark.e2e  # a sandbox subprocess behind most of them
-
 FAST = ("--latency-ms", "0")
 
 
@@ -49,6 +47,7 @@ def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]
     return code, out, err
 
 
+@pytest.mark.sandbox
 def test_run_delivers_every_row_and_the_summary_and_report_agree(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -68,6 +67,7 @@ def test_run_delivers_every_row_and_the_summary_and_report_agree(
     assert SANDBOX_KEY not in out + err
 
 
+@pytest.mark.sandbox
 def test_bad_rows_exit_1_and_name_row_column_and_rule(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -169,6 +169,7 @@ def test_json_log_format_makes_the_fatal_error_a_json_line(
     assert line["level"] == "error" and "surprise" in line["message"]
 
 
+@pytest.mark.sandbox
 def test_a_report_that_cannot_be_written_turns_success_into_exit_3(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

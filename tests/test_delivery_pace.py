@@ -22,8 +22,9 @@ from importer.quota.window import WindowLimiter
 from importer.rows import Row
 from importer.run.delivery import DeliveryStats, Sender, SendResult
 from importer.run.transport import FakeTransport, NoAnswer, Request
+from importer.sandbox.windows import max_in_window
 from tests.support import ids_in
-from tests.virtual_clock import Interval, VirtualTimeLoop, max_in_window, run_virtual, worst_window
+from tests.virtual_clock import Interval, VirtualTimeLoop, run_virtual, worst_window
 
 Answer = tuple[int, Mapping[str, str], bytes]
 
@@ -251,6 +252,7 @@ def test_a_workspace_below_the_configured_limit_is_learnt_from_its_429s(real: in
     assert moved >= 0.9 * real / period, f"{moved:.1f}/s for a real {real / period:.1f}/s"
 
 
+@pytest.mark.slow
 def test_the_ceiling_climbs_back_when_the_workspace_takes_more_again() -> None:
     # 1,000 a second configured; the workspace takes 500 for its first 10 s, then 1,000.
     updates, period = 1000, 1.0

@@ -18,7 +18,8 @@ import pytest
 from aiohttp import web
 
 from importer.run.delivery import MAX_REFUSALS_IN_A_ROW
-from tests.sandbox_proc import SandboxProcess, max_in_any_window, start_sandbox
+from importer.sandbox.windows import max_in_any_window
+from tests.sandbox_proc import SandboxProcess, start_sandbox
 from tests.support import (
     USERS_MAPPING,
     assert_each_sent_and_few_twice,
@@ -62,6 +63,8 @@ def _cpu_seconds(pid: int) -> float:
 # --- 429: a workspace limit below the job's slows the run down, dead-letters nothing
 
 
+@pytest.mark.sandbox
+@pytest.mark.subprocess
 @pytest.mark.slow
 def test_a_workspace_limit_25_times_below_the_jobs_only_slows_the_run(tmp_path: Path) -> None:
     rows, limit, period = 6000, 1200, 4.0  # the workspace: 300 a second
@@ -96,6 +99,8 @@ def test_a_workspace_limit_25_times_below_the_jobs_only_slows_the_run(tmp_path: 
 # --- outages: pause, probe, resume; or stop with rows pending and resume on the rerun
 
 
+@pytest.mark.sandbox
+@pytest.mark.subprocess
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["500", "refuse"])
 def test_an_outage_shorter_than_the_limit_pauses_and_delivers_everything(
@@ -127,6 +132,8 @@ def test_an_outage_shorter_than_the_limit_pauses_and_delivers_everything(
         assert len(during) <= 8 + 6, during
 
 
+@pytest.mark.sandbox
+@pytest.mark.subprocess
 @pytest.mark.slow
 def test_an_outage_beyond_the_limit_stops_and_the_rerun_delivers_the_rest(
     tmp_path: Path,
@@ -160,6 +167,7 @@ def test_an_outage_beyond_the_limit_stops_and_the_rerun_delivers_the_rest(
     assert report["rows_skipped"] + report["rows_accepted"] == rows
 
 
+@pytest.mark.subprocess
 def test_an_unreachable_api_pauses_then_stops_with_every_row_pending(tmp_path: Path) -> None:
     source = users_csv(tmp_path, 50)
     # Nothing listens on port 9 of the loopback: every attempt is refused.
@@ -181,6 +189,8 @@ def test_an_unreachable_api_pauses_then_stops_with_every_row_pending(tmp_path: P
 # --- redirects are never followed
 
 
+@pytest.mark.sandbox
+@pytest.mark.subprocess
 @pytest.mark.parametrize("status", [301, 302, 307, 308])
 def test_a_redirect_stops_the_run_and_the_target_receives_nothing(
     tmp_path: Path, status: int
@@ -207,6 +217,8 @@ def test_a_redirect_stops_the_run_and_the_target_receives_nothing(
 # --- bisection has a budget
 
 
+@pytest.mark.sandbox
+@pytest.mark.subprocess
 def test_every_request_refused_stops_after_a_handful_not_two_per_row(tmp_path: Path) -> None:
     rows = 20_000
     source = users_csv(tmp_path, rows)
@@ -228,6 +240,8 @@ def test_every_request_refused_stops_after_a_handful_not_two_per_row(tmp_path: P
 # --- stop means stop; idle is idle
 
 
+@pytest.mark.sandbox
+@pytest.mark.subprocess
 @pytest.mark.slow
 def test_after_ctrl_c_no_request_arrives_later_than_a_second(tmp_path: Path) -> None:
     rows = 3000
@@ -261,6 +275,8 @@ def test_after_ctrl_c_no_request_arrives_later_than_a_second(tmp_path: Path) -> 
     assert report["rows_pending"] > 0 and report["rows_failed"] == 0
 
 
+@pytest.mark.sandbox
+@pytest.mark.subprocess
 @pytest.mark.slow
 @pytest.mark.parametrize("wait", ["slow answers", "outage"])
 def test_waiting_uses_under_five_percent_of_a_core(tmp_path: Path, wait: str) -> None:
@@ -294,6 +310,7 @@ def test_waiting_uses_under_five_percent_of_a_core(tmp_path: Path, wait: str) ->
 # --- transport safety
 
 
+@pytest.mark.subprocess
 def test_plain_http_to_another_host_is_refused_before_sending(tmp_path: Path) -> None:
     source = users_csv(tmp_path, 10)
     job = users_job(tmp_path, "http://api-01.moengage.example", source)
@@ -335,6 +352,7 @@ def tls_api(tmp_path: Path) -> Iterator[tuple[str, Path]]:
         loop.close()
 
 
+@pytest.mark.subprocess
 def test_an_untrusted_certificate_stops_with_a_plain_message_and_ca_bundle_fixes_it(
     tmp_path: Path, tls_api: tuple[str, Path]
 ) -> None:

@@ -13,7 +13,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from tests.sandbox_proc import SandboxProcess, max_in_any_window, start_sandbox
+from importer.sandbox.windows import max_in_any_window
+from tests.sandbox_proc import SandboxProcess, start_sandbox
 from tests.support import (
     assert_each_sent_and_few_twice,
     assert_report_adds_up,
@@ -122,6 +123,8 @@ def _check_dead_letters(tmp_path: Path) -> None:
     assert letters[5]["payload"]["actions"][0]["current_time"] == "2099-01-01T00:00:00Z"
 
 
+@pytest.mark.sandbox
+@pytest.mark.subprocess
 def test_an_events_csv_with_every_field(tmp_path: Path) -> None:
     source = _every_field_csv(tmp_path)
     with start_sandbox(tmp_path) as sandbox:
@@ -138,6 +141,8 @@ def test_an_events_csv_with_every_field(tmp_path: Path) -> None:
     assert stats["events_accepted"] == 4 and stats["users_accepted"] == 0
 
 
+@pytest.mark.sandbox
+@pytest.mark.subprocess
 def test_an_events_parquet_file_with_every_field(tmp_path: Path) -> None:
     csv = _every_field_csv(tmp_path)
     frame = pd.read_csv(csv, dtype=str, keep_default_na=False)
@@ -205,6 +210,8 @@ def _seqs(records: list[dict[str, Any]]) -> dict[str, list[int]]:
     }
 
 
+@pytest.mark.sandbox
+@pytest.mark.subprocess
 def test_grouped_actions_arrive_in_file_order_per_customer(tmp_path: Path) -> None:
     source = _many_events(tmp_path, 3000, 40)
     with start_sandbox(tmp_path, "--rate", "1") as sandbox:  # users' limit: events apart
@@ -225,6 +232,8 @@ def test_grouped_actions_arrive_in_file_order_per_customer(tmp_path: Path) -> No
     assert report["rows_accepted"] == 3000 and report["http_429"] == 0
 
 
+@pytest.mark.sandbox
+@pytest.mark.subprocess
 @pytest.mark.slow
 def test_the_events_limit_holds_in_every_window(tmp_path: Path) -> None:
     rate, period, rows = 300, 1.0, 1800
@@ -261,6 +270,8 @@ def _wait_for_events(sandbox: SandboxProcess, count: int, timeout: float = 30) -
         time.sleep(0.05)
 
 
+@pytest.mark.sandbox
+@pytest.mark.subprocess
 @pytest.mark.slow
 def test_kill_9_and_resume_sends_under_5_percent_twice(tmp_path: Path) -> None:
     rows = 2000
@@ -287,6 +298,8 @@ def test_kill_9_and_resume_sends_under_5_percent_twice(tmp_path: Path) -> None:
     assert report["rows_skipped"] + report["rows_accepted"] == rows
 
 
+@pytest.mark.sandbox
+@pytest.mark.subprocess
 def test_replay_sends_failed_events_again(tmp_path: Path) -> None:
     source = _many_events(tmp_path, 300, 30)
     with start_sandbox(tmp_path, "--fail-customer-ids", "^u0007$") as flaky:
@@ -330,6 +343,8 @@ def test_replay_sends_failed_events_again(tmp_path: Path) -> None:
     assert set(everything) == set(range(1, 301)) and max(everything.values()) == 1
 
 
+@pytest.mark.sandbox
+@pytest.mark.subprocess
 def test_one_event_a_request_goes_to_the_event_endpoint(tmp_path: Path) -> None:
     source = _every_field_csv(tmp_path)
     with start_sandbox(tmp_path) as sandbox:
@@ -345,6 +360,7 @@ def test_one_event_a_request_goes_to_the_event_endpoint(tmp_path: Path) -> None:
     _check_every_field(records)
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize(
     ("change", "named"),
     [
@@ -383,6 +399,7 @@ def test_a_bad_events_job_is_refused_naming_the_key(
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.subprocess
 def test_a_missing_event_column_is_refused_before_sending(tmp_path: Path) -> None:
     source = tmp_path / "events.csv"
     source.write_text("user_id,event_name\nc1,Viewed\n")
@@ -392,6 +409,8 @@ def test_a_missing_event_column_is_refused_before_sending(tmp_path: Path) -> Non
     assert "mapping.event.time.column" in result.stderr
 
 
+@pytest.mark.sandbox
+@pytest.mark.subprocess
 def test_a_rerun_resends_failed_events_and_no_accepted_one(tmp_path: Path) -> None:
     # u0007's rows are 21-23 and 111-113; the rest of the file keeps the API answering.
     source = _many_events(tmp_path, 400, 30, others_after=200)
@@ -431,6 +450,8 @@ def test_a_rerun_resends_failed_events_and_no_accepted_one(tmp_path: Path) -> No
     assert set(everything) == set(range(1, 401)) and max(everything.values()) == 1
 
 
+@pytest.mark.sandbox
+@pytest.mark.subprocess
 def test_init_proposes_an_events_job_that_runs(tmp_path: Path) -> None:
     source = _every_field_csv(tmp_path)
     init = run_cli("init", str(source))
@@ -455,6 +476,7 @@ def test_init_proposes_an_events_job_that_runs(tmp_path: Path) -> None:
     _check_every_field(records)
 
 
+@pytest.mark.subprocess
 def test_init_events_asks_for_an_events_job(tmp_path: Path) -> None:
     source = tmp_path / "activity.csv"
     source.write_text("user_id,what,when\nc1,Viewed,2024-03-01T10:00:00Z\n")

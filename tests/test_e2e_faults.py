@@ -30,6 +30,8 @@ from tests.support import (
 MAPPING = USERS_MAPPING
 
 
+@pytest.mark.sandbox
+@pytest.mark.subprocess
 def test_faults_are_retried_until_every_user_is_recorded(tmp_path: Path) -> None:
     source = users_csv(tmp_path, 2000)
     with start_sandbox(
@@ -60,6 +62,8 @@ def _wait_for_records(sandbox: SandboxProcess, count: int, timeout: float = 30) 
         time.sleep(0.05)
 
 
+@pytest.mark.sandbox
+@pytest.mark.subprocess
 @pytest.mark.parametrize("how", ["kill", "sigint", "sigterm"])
 def test_interrupted_run_resumes_without_losing_or_resending_much(tmp_path: Path, how: str) -> None:
     rows = 2000
@@ -94,6 +98,8 @@ def test_interrupted_run_resumes_without_losing_or_resending_much(tmp_path: Path
     assert report["rows_skipped"] + report["rows_accepted"] == rows
 
 
+@pytest.mark.sandbox
+@pytest.mark.subprocess
 def test_too_large_requests_are_split_and_resent(tmp_path: Path) -> None:
     source = users_csv(tmp_path, 300)
     with start_sandbox(tmp_path, "--max-body-bytes", "3000") as sandbox:
@@ -106,6 +112,8 @@ def test_too_large_requests_are_split_and_resent(tmp_path: Path) -> None:
     assert statuses[413] > 0
 
 
+@pytest.mark.sandbox
+@pytest.mark.subprocess
 def test_refused_elements_are_isolated_and_the_rest_delivered(tmp_path: Path) -> None:
     bad = (17, 250)
     source = users_csv(tmp_path, 300, bad_ids=bad)
@@ -127,6 +135,8 @@ def test_refused_elements_are_isolated_and_the_rest_delivered(tmp_path: Path) ->
     assert report["rows_rejected"] == 2 and report["rows_accepted"] == 298
 
 
+@pytest.mark.sandbox
+@pytest.mark.subprocess
 @pytest.mark.parametrize("status", [401, 403, 409])
 def test_fatal_statuses_stop_at_once(tmp_path: Path, status: int) -> None:
     source = users_csv(tmp_path, 500)
@@ -143,6 +153,8 @@ def test_fatal_statuses_stop_at_once(tmp_path: Path, status: int) -> None:
     assert report["rows_pending"] == 500 and report["exit_code"] == 3
 
 
+@pytest.mark.sandbox
+@pytest.mark.subprocess
 def test_rate_limited_answers_are_waited_out(tmp_path: Path) -> None:
     source = users_csv(tmp_path, 300)
     # The workspace's real limit is lower than the job thinks: 429s with Retry-After.
@@ -162,6 +174,8 @@ def test_rate_limited_answers_are_waited_out(tmp_path: Path) -> None:
     assert report["http_429"] > 0 and report["rows_failed"] == 0
 
 
+@pytest.mark.sandbox
+@pytest.mark.subprocess
 def test_replay_resends_failed_rows_and_remaps_invalid_ones(tmp_path: Path) -> None:
     source = tmp_path / "users.csv"
     healthy_rows = "".join(f"ok{i},Ok,{i}\n" for i in range(4, 40))
@@ -215,6 +229,8 @@ def test_replay_resends_failed_rows_and_remaps_invalid_ones(tmp_path: Path) -> N
     assert os.path.getsize(tmp_path / "out" / "dead_letter.replay.jsonl") == 0
 
 
+@pytest.mark.sandbox
+@pytest.mark.subprocess
 def test_dry_run_leaves_a_resumable_runs_dead_letters_alone(tmp_path: Path) -> None:
     source = tmp_path / "users.csv"
     source.write_text("user_id,first_name,points\nu1,Ann,1\nu2,Bo,2.5\n")
@@ -231,6 +247,8 @@ def test_dry_run_leaves_a_resumable_runs_dead_letters_alone(tmp_path: Path) -> N
     assert (tmp_path / "out" / "dead_letter.jsonl").read_text() == before
 
 
+@pytest.mark.sandbox
+@pytest.mark.subprocess
 def test_second_interrupt_stops_at_once_and_loses_nothing(tmp_path: Path) -> None:
     source = users_csv(tmp_path, 400)
     with start_sandbox(tmp_path, "--latency-ms", "4000") as slow:
@@ -259,6 +277,8 @@ def test_second_interrupt_stops_at_once_and_loses_nothing(tmp_path: Path) -> Non
     assert recorded == user_ids(400)
 
 
+@pytest.mark.sandbox
+@pytest.mark.subprocess
 def test_first_interrupt_leaves_unanswered_rows_pending_not_failed(tmp_path: Path) -> None:
     source = users_csv(tmp_path, 200)
     with start_sandbox(tmp_path, "--latency-ms", "4000") as slow:
@@ -279,6 +299,8 @@ def test_first_interrupt_leaves_unanswered_rows_pending_not_failed(tmp_path: Pat
     assert read_dead_letters(tmp_path) == []
 
 
+@pytest.mark.sandbox
+@pytest.mark.subprocess
 def test_replay_keeps_malformed_and_oversized_lines_as_validation_rows(tmp_path: Path) -> None:
     big = {"type": "customer", "customer_id": "u9", "attributes": {"bio": "x" * 1500}}
     lines = [

@@ -6,6 +6,8 @@ import stat
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.sandbox_proc import start_sandbox
 from tests.support import (
     assert_report_adds_up,
@@ -51,6 +53,8 @@ def _import(tmp_path: Path, *sandbox_args: str, extra: tuple[str, ...] = ()) -> 
     return result, records
 
 
+@pytest.mark.sandbox
+@pytest.mark.subprocess
 def test_import_sends_typed_values_and_dead_letters_bad_rows(tmp_path: Path) -> None:
     result, records = _import(tmp_path)
     assert result.returncode == 1, result.stderr  # two rows are dead-lettered
@@ -106,6 +110,8 @@ def test_import_sends_typed_values_and_dead_letters_bad_rows(tmp_path: Path) -> 
     assert report["requests"] >= 1
 
 
+@pytest.mark.sandbox
+@pytest.mark.subprocess
 def test_rerun_skips_settled_rows(tmp_path: Path) -> None:
     source = tmp_path / "users.csv"
     source.write_text(CSV)
@@ -125,6 +131,8 @@ def test_rerun_skips_settled_rows(tmp_path: Path) -> None:
     assert len(read_dead_letters(tmp_path)) == 2  # the earlier dead letters are kept
 
 
+@pytest.mark.sandbox
+@pytest.mark.subprocess
 def test_bad_credentials_abort_with_exit_3_and_nothing_dead_lettered(tmp_path: Path) -> None:
     source = tmp_path / "users.csv"
     source.write_text(CSV)
@@ -141,6 +149,8 @@ def test_bad_credentials_abort_with_exit_3_and_nothing_dead_lettered(tmp_path: P
     assert all(d["stage"] == "validation" for d in read_dead_letters(tmp_path))
 
 
+@pytest.mark.sandbox
+@pytest.mark.subprocess
 def test_dry_run_sends_nothing(tmp_path: Path) -> None:
     source = tmp_path / "users.csv"
     source.write_text(CSV)

@@ -81,6 +81,8 @@ def _export_with_a_stray_quote(path: Path, rows: int, stray_row: int) -> dict[in
     return spans
 
 
+@pytest.mark.sandbox
+@pytest.mark.subprocess
 @pytest.mark.slow
 def test_a_stray_quote_costs_its_line_only_and_every_line_is_accounted(tmp_path: Path) -> None:
     source = tmp_path / "export.csv"
@@ -126,6 +128,7 @@ def test_a_stray_quote_costs_its_line_only_and_every_line_is_accounted(tmp_path:
     assert by_id["u997"] == {"name": "two\nlines 997", "city": "Paris"}
 
 
+@pytest.mark.subprocess
 def test_a_malformed_record_spanning_lines_is_kept_whole_and_warned(tmp_path: Path) -> None:
     # Two stray quotes join rows 2..4 into one record with the wrong number of fields.
     source = tmp_path / "in.csv"
@@ -141,6 +144,7 @@ def test_a_malformed_record_spanning_lines_is_kept_whole_and_warned(tmp_path: Pa
     assert any("lines 3-5" in w for w in report["warnings"])
 
 
+@pytest.mark.subprocess
 def test_a_record_too_large_names_the_option_that_raises_the_limit(tmp_path: Path) -> None:
     source = tmp_path / "in.csv"
     source.write_text("user_id,name,city\nu1,a,b\nu2," + "n" * 3000 + ",c\nu3,e,f\n")
@@ -152,6 +156,7 @@ def test_a_record_too_large_names_the_option_that_raises_the_limit(tmp_path: Pat
     assert read_report(tmp_path, dry_run=True)["rows_read"] == 3
 
 
+@pytest.mark.subprocess
 def test_dead_letter_line_finds_the_record_when_blank_lines_shift_rows(tmp_path: Path) -> None:
     source = tmp_path / "in.csv"
     source.write_text("user_id,name,city\n\nu1,a,b\n\n\nguest,c,d\n")
@@ -163,6 +168,8 @@ def test_dead_letter_line_finds_the_record_when_blank_lines_shift_rows(tmp_path:
     assert sed.stdout == "guest,c,d\n"
 
 
+@pytest.mark.sandbox
+@pytest.mark.subprocess
 def test_a_row_the_api_rejects_carries_its_line_too(tmp_path: Path) -> None:
     source = tmp_path / "in.csv"
     source.write_text('user_id,name,city\n\nu1,"a\nb",c\n\nbad-2,d,e\nu3,f,g\n')
@@ -175,6 +182,7 @@ def test_a_row_the_api_rejects_carries_its_line_too(tmp_path: Path) -> None:
     assert (letter["stage"], letter["row"], letter["line"]) == ("rejected", 2, 6)
 
 
+@pytest.mark.subprocess
 def test_a_replayed_row_that_fails_again_keeps_its_line(tmp_path: Path) -> None:
     source = tmp_path / "in.csv"
     source.write_text("user_id,name,city\n\nguest,a,b\n\nu2,c\x01d,e\nu3,f,g\n")
@@ -193,6 +201,8 @@ def test_a_replayed_row_that_fails_again_keeps_its_line(tmp_path: Path) -> None:
 # --- 2. NaN never becomes a customer ---------------------------------------------------------
 
 
+@pytest.mark.sandbox
+@pytest.mark.subprocess
 def test_float_customer_ids_nan_control_characters_and_whitespace(tmp_path: Path) -> None:
     source = tmp_path / "users.parquet"
     table = pa.table(
@@ -215,6 +225,8 @@ def test_float_customer_ids_nan_control_characters_and_whitespace(tmp_path: Path
     assert "nan" not in json.dumps(records).lower()
 
 
+@pytest.mark.sandbox
+@pytest.mark.subprocess
 @pytest.mark.parametrize("strip", [False, True])
 def test_whitespace_around_a_customer_id(tmp_path: Path, strip: bool) -> None:
     source = tmp_path / "in.csv"
@@ -234,6 +246,8 @@ def test_whitespace_around_a_customer_id(tmp_path: Path, strip: bool) -> None:
         assert "mapping.strip_customer_id" in letters[0]["error"]
 
 
+@pytest.mark.sandbox
+@pytest.mark.subprocess
 def test_control_characters_in_a_csv_value_are_invalid_tabs_and_newlines_are_data(
     tmp_path: Path,
 ) -> None:
@@ -251,6 +265,8 @@ def test_control_characters_in_a_csv_value_are_invalid_tabs_and_newlines_are_dat
     assert "column 'city'" in letters[1]["error"] and "control character" in letters[1]["error"]
 
 
+@pytest.mark.sandbox
+@pytest.mark.subprocess
 def test_ids_written_as_floats_in_a_csv_are_sent_as_written_with_a_warning(
     tmp_path: Path,
 ) -> None:
@@ -262,6 +278,8 @@ def test_ids_written_as_floats_in_a_csv_are_sent_as_written_with_a_warning(
     assert re.search(r"warning .*'\.0'.*lossy", result.stdout), result.stdout
 
 
+@pytest.mark.sandbox
+@pytest.mark.subprocess
 def test_nan_written_as_text_is_not_a_customer(tmp_path: Path) -> None:
     source = tmp_path / "in.csv"
     source.write_text("user_id,name,city\nnan,a,b\nNaN,c,d\n<NA>,e,f\nu4,g,h\n")
@@ -276,6 +294,8 @@ def test_nan_written_as_text_is_not_a_customer(tmp_path: Path) -> None:
 # --- 3. INT96 timestamps exact -----------------------------------------------------------------
 
 
+@pytest.mark.sandbox
+@pytest.mark.subprocess
 def test_spark_int96_timestamps_arrive_exact_or_are_dead_lettered(tmp_path: Path) -> None:
     epoch = dt.datetime(1970, 1, 1)
     micros = [
@@ -310,6 +330,8 @@ def test_spark_int96_timestamps_arrive_exact_or_are_dead_lettered(tmp_path: Path
 # --- 4. encoding errors point at the row --------------------------------------------------------
 
 
+@pytest.mark.sandbox
+@pytest.mark.subprocess
 @pytest.mark.slow
 def test_one_latin1_byte_makes_only_its_row_invalid(tmp_path: Path) -> None:
     source = tmp_path / "in.csv"
@@ -327,6 +349,7 @@ def test_one_latin1_byte_makes_only_its_row_invalid(tmp_path: Path) -> None:
     assert "\xe9" not in result.stderr + result.stdout
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize("name", ["garbage.csv", "garbage.parquet", "garbage.csv.gz"])
 def test_binary_garbage_is_refused_plainly(tmp_path: Path, name: str) -> None:
     rng = random.Random(7)
@@ -342,6 +365,8 @@ def test_binary_garbage_is_refused_plainly(tmp_path: Path, name: str) -> None:
 # --- 5. an empty export is noticed ----------------------------------------------------------
 
 
+@pytest.mark.sandbox
+@pytest.mark.subprocess
 @pytest.mark.parametrize("kind", ["header-only csv", "empty parquet"])
 def test_an_empty_export_exits_4_unless_allowed(tmp_path: Path, kind: str) -> None:
     if kind == "header-only csv":
@@ -378,6 +403,7 @@ def _every_output(tmp_path: Path, result: subprocess.CompletedProcess[str]) -> s
     return "\n".join([result.stdout, result.stderr, *written])
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize(
     ("section", "patch", "named"),
     [
@@ -414,6 +440,8 @@ def test_a_secret_put_in_the_wrong_key_is_never_printed(
         assert KEY[:12] not in everything
 
 
+@pytest.mark.sandbox
+@pytest.mark.subprocess
 def test_api_key_file_and_whitespace_hint(tmp_path: Path) -> None:
     source = tmp_path / "in.csv"
     source.write_text("user_id,name,city\nu1,a,b\n")
@@ -437,6 +465,7 @@ def test_api_key_file_and_whitespace_hint(tmp_path: Path) -> None:
         assert len(sandbox.arrivals()) == 1  # refused before sending: only the first run's
 
 
+@pytest.mark.subprocess
 def test_validate_needs_no_credentials(tmp_path: Path) -> None:
     source = tmp_path / "in.csv"
     source.write_text("user_id,name,city\nu1,a,b\n")
@@ -457,6 +486,7 @@ BOMB = "\n".join(
 )
 
 
+@pytest.mark.subprocess
 def test_a_yaml_alias_bomb_is_refused_in_under_a_second(tmp_path: Path) -> None:
     path = tmp_path / "bomb.yaml"
     path.write_text(BOMB)
@@ -474,6 +504,8 @@ def test_a_yaml_alias_bomb_is_refused_in_under_a_second(tmp_path: Path) -> None:
 # --- 8. smaller -------------------------------------------------------------------------------
 
 
+@pytest.mark.sandbox
+@pytest.mark.subprocess
 @pytest.mark.parametrize("workspace", ["a:b", "a/b", "a b", "ws?x=1", "w\u00e9"])
 def test_a_workspace_id_that_cannot_be_in_a_url_is_refused_up_front(
     tmp_path: Path, workspace: str
@@ -490,6 +522,7 @@ def test_a_workspace_id_that_cannot_be_in_a_url_is_refused_up_front(
         assert sandbox.arrivals() == []
 
 
+@pytest.mark.subprocess
 def test_a_fifo_input_gets_a_clear_message(tmp_path: Path) -> None:
     fifo = tmp_path / "in.csv"
     os.mkfifo(fifo)
@@ -498,6 +531,7 @@ def test_a_fifo_input_gets_a_clear_message(tmp_path: Path) -> None:
     assert "named pipe (FIFO)" in result.stderr and "regular file" in result.stderr
 
 
+@pytest.mark.subprocess
 def test_fatal_errors_are_json_lines_with_log_format_json(tmp_path: Path) -> None:
     source = tmp_path / "missing.csv"
     job = write_job(tmp_path, job_dict(tmp_path, "http://127.0.0.1:9", source, MAPPING))

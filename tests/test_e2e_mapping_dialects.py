@@ -58,6 +58,8 @@ EXPORT_MAPPING: dict[str, Any] = {
 }
 
 
+@pytest.mark.sandbox
+@pytest.mark.subprocess
 def test_warehouse_datetime_forms_and_local_times(tmp_path: Path) -> None:
     source = tmp_path / "export.csv"
     source.write_text(EXPORT_CSV)
@@ -100,6 +102,8 @@ def test_warehouse_datetime_forms_and_local_times(tmp_path: Path) -> None:
     assert "last tuesday" not in result.stdout + result.stderr
 
 
+@pytest.mark.sandbox
+@pytest.mark.subprocess
 def test_native_item_types_json_arrays_and_doubles_from_parquet(tmp_path: Path) -> None:
     table = pa.table(
         {
@@ -155,6 +159,7 @@ def test_native_item_types_json_arrays_and_doubles_from_parquet(tmp_path: Path) 
     assert_report_adds_up(read_report(tmp_path))
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize(
     ("spec", "message"),
     [

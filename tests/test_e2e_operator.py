@@ -43,6 +43,8 @@ def _dead_letter(tmp_path: Path) -> Path:
     return tmp_path / "out" / "dead_letter.jsonl"
 
 
+@pytest.mark.sandbox
+@pytest.mark.subprocess
 def test_a_dry_run_writes_its_report_beside_the_real_one(tmp_path: Path) -> None:
     source = users_csv(tmp_path, 50, points=False)
     with start_sandbox(tmp_path, *FAST, "--reject-customer-ids", "^u0000[12]$") as sandbox:
@@ -62,6 +64,8 @@ def test_a_dry_run_writes_its_report_beside_the_real_one(tmp_path: Path) -> None
     assert dry_report["run_id"] != before["run_id"]
 
 
+@pytest.mark.sandbox
+@pytest.mark.subprocess
 def test_fresh_keeps_the_earlier_dead_letters_and_the_summary_says_where(tmp_path: Path) -> None:
     source = users_csv(tmp_path, 30, points=False)
     with start_sandbox(tmp_path, *FAST, "--reject-customer-ids", "^u00003$") as sandbox:
@@ -77,6 +81,8 @@ def test_fresh_keeps_the_earlier_dead_letters_and_the_summary_says_where(tmp_pat
     assert [d["row"] for d in read_dead_letters(tmp_path)] == [3]  # the new run's own line
 
 
+@pytest.mark.sandbox
+@pytest.mark.subprocess
 def test_a_replay_that_delivers_every_refused_row_finishes_the_job(tmp_path: Path) -> None:
     source = users_csv(tmp_path, 200, points=False)
     with start_sandbox(tmp_path, *FAST, "--reject-customer-ids", "0$") as strict:
@@ -116,6 +122,8 @@ def _wait_for(condition: Any, process: subprocess.Popen[str], timeout: float = 3
         time.sleep(0.02)
 
 
+@pytest.mark.sandbox
+@pytest.mark.subprocess
 @pytest.mark.slow
 def test_an_interrupted_replay_resumes_and_sends_only_the_rest(tmp_path: Path) -> None:
     source = users_csv(tmp_path, 1200, points=False)
@@ -152,6 +160,8 @@ def test_an_interrupted_replay_resumes_and_sends_only_the_rest(tmp_path: Path) -
     assert report["rows_skipped"] == 600 - len(sent_second)
 
 
+@pytest.mark.sandbox
+@pytest.mark.subprocess
 @pytest.mark.slow
 def test_progress_lines_name_the_429_wait_and_the_summary_times_it(tmp_path: Path) -> None:
     source = users_csv(tmp_path, 600, points=False)
@@ -179,6 +189,8 @@ def test_progress_lines_name_the_429_wait_and_the_summary_times_it(tmp_path: Pat
     assert re.search(r"waited on +429s \d+ s", run.stdout), run.stdout
 
 
+@pytest.mark.sandbox
+@pytest.mark.subprocess
 @pytest.mark.slow
 def test_progress_lines_name_slow_answers(tmp_path: Path) -> None:
     source = users_csv(tmp_path, 20, points=False)

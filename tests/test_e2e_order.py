@@ -87,6 +87,8 @@ def _run(
     return result, records
 
 
+@pytest.mark.sandbox
+@pytest.mark.subprocess
 def test_unmergeable_rows_arrive_in_file_order_and_the_last_row_wins(tmp_path: Path) -> None:
     source = _history(tmp_path, customers=400, versions=3)
     result, records = _run(tmp_path, WITH_ARRAY_ADD, source)
@@ -101,6 +103,8 @@ def test_unmergeable_rows_arrive_in_file_order_and_the_last_row_wins(tmp_path: P
     assert report["run_id"] and report["rows_unchanged"] == 0
 
 
+@pytest.mark.sandbox
+@pytest.mark.subprocess
 def test_plain_rows_of_a_customer_merge_into_one_update_with_the_same_end_state(
     tmp_path: Path,
 ) -> None:
@@ -124,6 +128,8 @@ def test_plain_rows_of_a_customer_merge_into_one_update_with_the_same_end_state(
     assert report["rows_accepted"] == 1200 and report["duplicate_customers"] == 400
 
 
+@pytest.mark.sandbox
+@pytest.mark.subprocess
 @pytest.mark.slow
 def test_order_holds_through_retries_of_a_failing_api(tmp_path: Path) -> None:
     source = _history(tmp_path, customers=1500, versions=3, seed=5)
@@ -138,6 +144,8 @@ def test_order_holds_through_retries_of_a_failing_api(tmp_path: Path) -> None:
     assert read_dead_letters(tmp_path) == []
 
 
+@pytest.mark.sandbox
+@pytest.mark.subprocess
 def test_merged_rows_that_are_refused_are_dead_lettered_each_with_its_own_row(
     tmp_path: Path,
 ) -> None:
@@ -163,6 +171,8 @@ def test_merged_rows_that_are_refused_are_dead_lettered_each_with_its_own_row(
     assert report["rows_rejected"] == 2 and report["rows_accepted"] == 60
 
 
+@pytest.mark.sandbox
+@pytest.mark.subprocess
 def test_a_rerun_resending_failed_rows_still_ends_on_each_customers_last_row(
     tmp_path: Path,
 ) -> None:

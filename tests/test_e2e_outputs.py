@@ -74,6 +74,8 @@ def _dead_letter_lines(tmp_path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in data.splitlines()]  # every line whole
 
 
+@pytest.mark.sandbox
+@pytest.mark.subprocess
 @pytest.mark.slow
 @pytest.mark.parametrize("full", ["state", "dead_letter"])
 def test_a_full_disk_stops_the_run_at_once_and_a_rerun_resends_little(
@@ -112,6 +114,8 @@ def test_a_full_disk_stops_the_run_at_once_and_a_rerun_resends_little(
     assert_each_sent_and_few_twice(sent, valid)
 
 
+@pytest.mark.sandbox
+@pytest.mark.subprocess
 @pytest.mark.slow
 def test_a_state_database_locked_by_another_process_stops_the_run_within_seconds(
     tmp_path: Path,
@@ -155,6 +159,8 @@ def test_a_state_database_locked_by_another_process_stops_the_run_within_seconds
     assert_each_sent_and_few_twice(sent, user_ids(rows))
 
 
+@pytest.mark.sandbox
+@pytest.mark.subprocess
 def test_a_state_database_locked_from_the_start_is_exit_3_with_a_report(tmp_path: Path) -> None:
     source = users_csv(tmp_path, 50)
     state_path = tmp_path / "out" / "state.db"
@@ -173,6 +179,8 @@ def test_a_state_database_locked_from_the_start_is_exit_3_with_a_report(tmp_path
     assert "locked" in read_report(tmp_path)["aborted"]
 
 
+@pytest.mark.sandbox
+@pytest.mark.subprocess
 @pytest.mark.parametrize("output", ["dead_letter", "report", "report_tmp", "state", "lock"])
 def test_no_output_is_written_through_a_symlink(tmp_path: Path, output: str) -> None:
     source = users_csv(tmp_path, 20, long_bad_points_every=5)
@@ -199,6 +207,7 @@ def test_no_output_is_written_through_a_symlink(tmp_path: Path, output: str) -> 
     assert target.read_text() == "keep me\n"
 
 
+@pytest.mark.subprocess
 def test_report_holds_no_cell_value_however_many_distinct_bad_values(tmp_path: Path) -> None:
     rows = 20_000
     source = tmp_path / "users.csv"
@@ -229,6 +238,8 @@ def test_report_holds_no_cell_value_however_many_distinct_bad_values(tmp_path: P
     assert read_report(tmp_path, dry_run=True)["rows_invalid"] == rows
 
 
+@pytest.mark.sandbox
+@pytest.mark.subprocess
 def test_dead_letter_file_mode_and_lines_name_their_run(tmp_path: Path) -> None:
     source = users_csv(tmp_path, 30, long_bad_points_every=3)
     with start_sandbox(tmp_path) as sandbox:

@@ -28,8 +28,9 @@ import pytest
 from importer.quota.base import QuotaTerms, SharedLedger
 from importer.quota.local import LocalLedger
 from importer.quota.redis import RedisLedger
+from importer.sandbox.windows import max_in_any_window
 from tests.redis_proc import requires_redis, start_redis
-from tests.sandbox_proc import SandboxProcess, max_in_any_window, start_sandbox
+from tests.sandbox_proc import SandboxProcess, start_sandbox
 from tests.support import ROOT, SANDBOX_KEY, SANDBOX_WORKSPACE, write_job
 
 RATE, PERIOD, USERS, PROCESSES = 3000, 10.0, 3000, 3
@@ -172,6 +173,9 @@ def _one_killed_midway(
     assert asyncio.run(wait_free()) <= free_by
 
 
+@pytest.mark.redis
+@pytest.mark.sandbox
+@pytest.mark.subprocess
 @requires_redis
 @pytest.mark.slow
 def test_three_processes_share_one_quota_in_redis(tmp_path: Path) -> None:
@@ -179,12 +183,17 @@ def test_three_processes_share_one_quota_in_redis(tmp_path: Path) -> None:
         _shared_quota_together(tmp_path, {"backend": "redis", "url": redis.url, "key": QUOTA_KEY})
 
 
+@pytest.mark.sandbox
+@pytest.mark.subprocess
 @pytest.mark.slow
 def test_three_processes_share_one_quota_in_a_local_ledger(tmp_path: Path) -> None:
     shared = {"backend": "local", "path": str(tmp_path / "quota"), "key": QUOTA_KEY}
     _shared_quota_together(tmp_path, shared)
 
 
+@pytest.mark.redis
+@pytest.mark.sandbox
+@pytest.mark.subprocess
 @requires_redis
 @pytest.mark.slow
 def test_a_killed_process_frees_its_share_in_redis(tmp_path: Path) -> None:
@@ -197,6 +206,8 @@ def test_a_killed_process_frees_its_share_in_redis(tmp_path: Path) -> None:
         )
 
 
+@pytest.mark.sandbox
+@pytest.mark.subprocess
 @pytest.mark.slow
 def test_a_killed_process_frees_its_share_in_a_local_ledger(tmp_path: Path) -> None:
     terms = QuotaTerms.for_limit(RATE, PERIOD, TIMEOUT)
@@ -229,6 +240,9 @@ def _report(tmp_path: Path) -> dict[str, Any]:
     return dict(json.loads((tmp_path / "out" / "report.json").read_text()))
 
 
+@pytest.mark.redis
+@pytest.mark.sandbox
+@pytest.mark.subprocess
 @pytest.mark.parametrize("slow", [False, True], ids=["down", "not-answering"])
 @requires_redis
 def test_redis_down_or_not_answering_stops_with_rows_pending(tmp_path: Path, slow: bool) -> None:
@@ -265,6 +279,8 @@ def test_redis_down_or_not_answering_stops_with_rows_pending(tmp_path: Path, slo
     assert after <= 100, [a for a in arrivals if a["t"] > stopped_at]
 
 
+@pytest.mark.sandbox
+@pytest.mark.subprocess
 def test_a_shared_quota_needs_a_reachable_ledger_from_the_start(tmp_path: Path) -> None:
     with start_sandbox(tmp_path) as sandbox:
         shared = {"backend": "redis", "url": "redis://127.0.0.1:9/0", "timeout_seconds": 1}
@@ -276,6 +292,8 @@ def test_a_shared_quota_needs_a_reachable_ledger_from_the_start(tmp_path: Path) 
     assert _report(tmp_path)["rows_pending"] == 50
 
 
+@pytest.mark.sandbox
+@pytest.mark.subprocess
 def test_shared_settings_are_checked_like_the_rest_of_the_job(tmp_path: Path) -> None:
     with start_sandbox(tmp_path) as sandbox:
         job = _small_job(tmp_path, sandbox, {"backend": "redis"}, 5)

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.sandbox_proc import max_in_any_window, start_sandbox
+import pytest
+
+from importer.sandbox.windows import max_in_any_window
+from tests.sandbox_proc import start_sandbox
 from tests.support import assert_report_adds_up, job_dict, read_report, run_cli, write_job
 
 RATE, PERIOD, ROWS = 600, 6.0, 3000
 
 
+@pytest.mark.sandbox
+@pytest.mark.subprocess
 def test_no_window_exceeds_the_limit_and_pace_is_near_it(tmp_path: Path) -> None:
     source = tmp_path / "users.csv"
     lines = ["user_id,first_name,points"] + [f"u{i:05d},name{i},{i}" for i in range(ROWS)]

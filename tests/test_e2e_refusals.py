@@ -59,6 +59,8 @@ REFUSALS = [
 ]
 
 
+@pytest.mark.sandbox
+@pytest.mark.subprocess
 @pytest.mark.parametrize(("name", "mapping", "expected"), REFUSALS, ids=[r[0] for r in REFUSALS])
 def test_refused_before_anything_is_sent(
     tmp_path: Path, name: str, mapping: dict[str, Any], expected: str
@@ -75,6 +77,7 @@ def test_refused_before_anything_is_sent(
     assert not (tmp_path / "out" / "dead_letter.jsonl").exists()
 
 
+@pytest.mark.subprocess
 def test_missing_env_variable_is_named(tmp_path: Path) -> None:
     source = tmp_path / "users.csv"
     source.write_text(CSV)
@@ -85,6 +88,7 @@ def test_missing_env_variable_is_named(tmp_path: Path) -> None:
     assert "MOE_TEST_UNSET_KEY" in result.stderr and "api.api_key" in result.stderr
 
 
+@pytest.mark.subprocess
 def test_missing_input_and_unreadable_job_are_usage_errors(tmp_path: Path) -> None:
     job = write_job(tmp_path, job_dict(tmp_path, "http://127.0.0.1:9", tmp_path / "nope.csv", GOOD))
     result = run_cli("run", str(job))
@@ -94,11 +98,13 @@ def test_missing_input_and_unreadable_job_are_usage_errors(tmp_path: Path) -> No
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.subprocess
 def test_bad_option_is_a_usage_error(tmp_path: Path) -> None:
     result = run_cli("run", "job.yaml", "--rate", "-5")
     assert result.returncode == 2 and "--rate" in result.stderr
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize(
     ("option", "expected"),
     [
@@ -119,6 +125,8 @@ def test_command_line_overrides_are_checked_like_the_job_file(
     assert expected in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.sandbox
+@pytest.mark.subprocess
 def test_resume_does_not_depend_on_how_the_path_is_spelt(tmp_path: Path) -> None:
     source = tmp_path / "users.csv"
     source.write_text(CSV)

@@ -30,6 +30,8 @@ MAPPING = USERS_MAPPING
 FAST = ("--rate", "1000000")
 
 
+@pytest.mark.sandbox
+@pytest.mark.subprocess
 def test_progress_from_a_rehearsal_does_not_apply_to_another_target(tmp_path: Path) -> None:
     source = users_csv(tmp_path, 1000)
     (tmp_path / "rehearsal").mkdir()
@@ -60,6 +62,8 @@ def test_progress_from_a_rehearsal_does_not_apply_to_another_target(tmp_path: Pa
     assert read_report(tmp_path)["rows_skipped"] == 1000
 
 
+@pytest.mark.sandbox
+@pytest.mark.subprocess
 def test_a_changed_mapping_does_not_reuse_progress(tmp_path: Path) -> None:
     source = users_csv(tmp_path, 100)
     with start_sandbox(tmp_path, *FAST) as sandbox:
@@ -74,6 +78,8 @@ def test_a_changed_mapping_does_not_reuse_progress(tmp_path: Path) -> None:
         assert len(sandbox.records()) == 200
 
 
+@pytest.mark.sandbox
+@pytest.mark.subprocess
 @pytest.mark.parametrize(
     "content", [b"", b"not a database at all\n", b"SQLite format 3\x00" + b"\x00" * 100]
 )
@@ -97,6 +103,8 @@ def test_a_state_file_that_is_not_a_state_database_is_refused_until_fresh(
     assert list(state.parent.glob("state.db.unusable-*"))  # set aside, not destroyed
 
 
+@pytest.mark.sandbox
+@pytest.mark.subprocess
 def test_a_rerun_resends_delivery_failures_but_not_refused_rows_and_replay_skips_them(
     tmp_path: Path,
 ) -> None:
@@ -145,6 +153,8 @@ def test_a_rerun_resends_delivery_failures_but_not_refused_rows_and_replay_skips
     assert replay.returncode == 1, replay.stderr
 
 
+@pytest.mark.sandbox
+@pytest.mark.subprocess
 def test_first_interrupt_stops_sending_within_a_second(tmp_path: Path) -> None:
     source = users_csv(tmp_path, 3000)
     with start_sandbox(tmp_path, *FAST, "--latency-ms", "300") as sandbox:

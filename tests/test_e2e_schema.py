@@ -44,6 +44,8 @@ MAPPING = {
 }
 
 
+@pytest.mark.sandbox
+@pytest.mark.subprocess
 @pytest.mark.parametrize("endpoint", ["bulk", "customer"])
 def test_dates_and_standard_attributes_arrive_as_moengage_documents_them(
     tmp_path: Path, endpoint: str
@@ -99,6 +101,8 @@ def test_dates_and_standard_attributes_arrive_as_moengage_documents_them(
     assert "maybe" not in orjson.dumps(report).decode() and "maybe" not in result.stderr
 
 
+@pytest.mark.sandbox
+@pytest.mark.subprocess
 @pytest.mark.parametrize(
     ("attribute", "spec", "both_types"),
     [
@@ -125,6 +129,7 @@ def test_a_standard_attribute_with_the_wrong_type_is_refused_before_sending(
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.subprocess
 def test_an_unknown_moe_attribute_is_refused_unless_allowed(tmp_path: Path) -> None:
     source = tmp_path / "users.csv"
     source.write_text(CSV, encoding="utf-8")
@@ -156,6 +161,7 @@ def _post(url: str, body: dict[str, Any], path: str) -> int:
 BARE_DATE = {"type": "customer", "customer_id": "u1", "attributes": {"u_bd": "1990-05-01"}}
 
 
+@pytest.mark.sandbox
 def test_the_sandbox_applies_the_schema_and_records_violations(tmp_path: Path) -> None:
     with start_sandbox(tmp_path, allow_schema_violations=True) as sandbox:
         assert _post(sandbox.url, BARE_DATE, "/v1/customer") == 400
@@ -168,6 +174,7 @@ def test_the_sandbox_applies_the_schema_and_records_violations(tmp_path: Path) -
     assert "attributes.u_bd: must be a valid date-time" in violations[0]["problem"]
 
 
+@pytest.mark.sandbox
 def test_a_test_whose_sandbox_received_a_refused_shape_fails(tmp_path: Path) -> None:
     # The suite-wide check: start_sandbox fails the test at teardown, whatever was answered.
     with pytest.raises(pytest.fail.Exception, match="request schema refuses"):  # noqa: SIM117

@@ -74,6 +74,8 @@ def _night_2() -> dict[int, int]:
     return users | {i: i for i in NEW}
 
 
+@pytest.mark.sandbox
+@pytest.mark.subprocess
 def test_night_two_sends_only_what_changed(tmp_path: Path) -> None:
     night_1 = _users(tmp_path / "export-1" / "users.csv", NIGHT_1)
     night_2 = _users(tmp_path / "export-2" / "users.csv", _night_2())
@@ -98,6 +100,8 @@ def test_night_two_sends_only_what_changed(tmp_path: Path) -> None:
     assert "unchanged" in second.stdout
 
 
+@pytest.mark.sandbox
+@pytest.mark.subprocess
 @pytest.mark.parametrize(
     ("stage", "faults"),
     [
@@ -137,6 +141,8 @@ def test_rows_rejected_or_failed_are_sent_again_though_unchanged(
     assert_report_adds_up(report)
 
 
+@pytest.mark.sandbox
+@pytest.mark.subprocess
 def test_kill_9_mid_run_then_rerun_sends_every_changed_user_and_no_other(
     tmp_path: Path,
 ) -> None:
@@ -184,6 +190,8 @@ def test_kill_9_mid_run_then_rerun_sends_every_changed_user_and_no_other(
     assert read_report(tmp_path)["rows_unchanged"] == 2000
 
 
+@pytest.mark.sandbox
+@pytest.mark.subprocess
 def test_a_dry_run_first_changes_nothing(tmp_path: Path) -> None:
     night_1 = _users(tmp_path / "export-1" / "users.csv", NIGHT_1)
     night_2 = _users(tmp_path / "export-2" / "users.csv", _night_2())
@@ -207,6 +215,8 @@ def test_a_dry_run_first_changes_nothing(tmp_path: Path) -> None:
     assert sorted(sent) == sorted(user_id(i) for i in CHANGED | NEW)
 
 
+@pytest.mark.sandbox
+@pytest.mark.subprocess
 def test_full_sends_all_and_a_mapping_change_sends_all(tmp_path: Path) -> None:
     users = {i: i for i in range(1, 501)}
     night_1 = _users(tmp_path / "export-1" / "users.csv", users)
@@ -239,6 +249,8 @@ def test_full_sends_all_and_a_mapping_change_sends_all(tmp_path: Path) -> None:
     assert any("300 of the 500 customers" in w for w in report["warnings"]), report["warnings"]
 
 
+@pytest.mark.sandbox
+@pytest.mark.subprocess
 def test_under_identity_resolution_the_key_is_the_identifier(tmp_path: Path) -> None:
     mapping = {
         "customer_id": None,
@@ -262,6 +274,8 @@ def test_under_identity_resolution_the_key_is_the_identifier(tmp_path: Path) -> 
     assert read_report(tmp_path)["rows_unchanged"] == 2
 
 
+@pytest.mark.sandbox
+@pytest.mark.subprocess
 def test_a_customer_twice_in_one_night_sends_each_difference_in_order(tmp_path: Path) -> None:
     night_1 = _users(tmp_path / "export-1" / "users.csv", {1: 10, 2: 20})
     night_2 = tmp_path / "export-2" / "users.csv"
@@ -295,6 +309,7 @@ def _points(sandbox: SandboxProcess, skip: int) -> list[tuple[str, int]]:
     return [(r["customer_id"], r["attributes"]["points"]) for r in sandbox.records()[skip:]]
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize("mode", ["all", "changed"])
 def test_init_writes_sync_changed_and_both_modes_load(tmp_path: Path, mode: str) -> None:
     scaffold = run_cli("init", "sample_data/")

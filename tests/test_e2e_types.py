@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from tests.sandbox_proc import start_sandbox
 from tests.support import (
@@ -42,6 +43,8 @@ NASTY_MAPPING = {
 }
 
 
+@pytest.mark.sandbox
+@pytest.mark.subprocess
 def test_nasty_csv_through_the_one_user_endpoint(tmp_path: Path) -> None:
     source = tmp_path / "nasty.csv"
     source.write_text(NASTY_CSV, encoding="utf-8")
@@ -137,6 +140,8 @@ PARQUET_MAPPING = {
 }
 
 
+@pytest.mark.sandbox
+@pytest.mark.subprocess
 def test_parquet_directory_of_native_types(tmp_path: Path) -> None:
     folder = _parquet_directory(tmp_path)
     with start_sandbox(tmp_path) as sandbox:
@@ -164,6 +169,8 @@ def test_parquet_directory_of_native_types(tmp_path: Path) -> None:
     assert report["rows_read"] == 4 and report["rows_accepted"] == 4
 
 
+@pytest.mark.sandbox
+@pytest.mark.subprocess
 def test_identity_resolution_requires_an_identifier(tmp_path: Path) -> None:
     source = tmp_path / "users.csv"
     source.write_text("mobile,name\n+4915111,Ann\n,Bo\n")
@@ -184,6 +191,7 @@ def test_identity_resolution_requires_an_identifier(tmp_path: Path) -> None:
     assert letter["row"] == 2 and "moe_mobile" in letter["error"]
 
 
+@pytest.mark.subprocess
 def test_init_output_validates_unchanged(tmp_path: Path) -> None:
     scaffold = run_cli("init", "sample_data/")
     assert scaffold.returncode == 0, scaffold.stderr
@@ -206,6 +214,8 @@ def test_init_output_validates_unchanged(tmp_path: Path) -> None:
     assert "rows read" in result.stdout and "5,000" in result.stdout
 
 
+@pytest.mark.sandbox
+@pytest.mark.subprocess
 def test_malformed_records_are_dead_lettered_and_not_twice(tmp_path: Path) -> None:
     source = tmp_path / "users.csv"
     source.write_text('user_id,name\nu1,Ann\nu2,"Bo\nB",extra\nu3,Cy\nu4\nu5,Di\n')

@@ -182,6 +182,8 @@ def _attributes(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return {r["customer_id"]: r["attributes"] for r in records}
 
 
+@pytest.mark.sandbox
+@pytest.mark.subprocess
 def test_partitioned_directory_reads_every_part_with_hive_columns(tmp_path: Path) -> None:
     export = _export(tmp_path / "export")
     result, records, report = _import(tmp_path / "disk", {"path": str(export)}, EXPORT_MAPPING, {})
@@ -193,6 +195,8 @@ def test_partitioned_directory_reads_every_part_with_hive_columns(tmp_path: Path
     assert read_dead_letters(tmp_path / "disk") == []
 
 
+@pytest.mark.sandbox
+@pytest.mark.subprocess
 def test_a_column_missing_from_every_part_is_refused(tmp_path: Path) -> None:
     export = _export(tmp_path / "export")
     mapping = {**EXPORT_MAPPING, "attributes": {"plan": "plan_name"}}
@@ -204,6 +208,8 @@ def test_a_column_missing_from_every_part_is_refused(tmp_path: Path) -> None:
     assert "'plan_name'" in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.sandbox
+@pytest.mark.subprocess
 def test_s3_export_imports_exactly_as_from_disk(tmp_path: Path, s3_env: dict[str, str]) -> None:
     export = _export(tmp_path / "export")
     endpoint = s3_env["AWS_ENDPOINT_URL"]
@@ -230,6 +236,8 @@ def test_s3_export_imports_exactly_as_from_disk(tmp_path: Path, s3_env: dict[str
     assert _attributes(globbed) == {k: v for k, v in EXPECTED.items() if k in ("u4", "u5", "u6")}
 
 
+@pytest.mark.sandbox
+@pytest.mark.subprocess
 def test_s3_resume_is_keyed_by_etag_and_size(tmp_path: Path, s3_env: dict[str, str]) -> None:
     endpoint = s3_env["AWS_ENDPOINT_URL"]
     fs = _bucket(endpoint, "exports-resume")
@@ -258,6 +266,7 @@ def test_s3_resume_is_keyed_by_etag_and_size(tmp_path: Path, s3_env: dict[str, s
     assert names == [("u1", "Ann"), ("u2", "Bob"), ("u3", "Cy"), ("u3", "Cz")]
 
 
+@pytest.mark.subprocess
 def test_s3_errors_name_the_url(tmp_path: Path, s3_env: dict[str, str]) -> None:
     endpoint = s3_env["AWS_ENDPOINT_URL"]
     _bucket(endpoint, "exports-errors")
@@ -332,6 +341,8 @@ def _types(job: dict[str, Any]) -> dict[str, str]:
     }
 
 
+@pytest.mark.sandbox
+@pytest.mark.subprocess
 def test_init_then_validate_snowflake_export(tmp_path: Path) -> None:
     export = tmp_path / "snowflake.csv"
     export.write_text(
@@ -367,6 +378,7 @@ def read_report_of(tmp_path: Path, job: dict[str, Any]) -> dict[str, Any]:
     return loaded
 
 
+@pytest.mark.subprocess
 def test_init_then_validate_bigquery_export(tmp_path: Path) -> None:
     export = tmp_path / "bigquery.csv"
     export.write_text(
@@ -382,6 +394,7 @@ def test_init_then_validate_bigquery_export(tmp_path: Path) -> None:
     assert (report["rows_read"], report["rows_invalid"]) == (2, 0)
 
 
+@pytest.mark.subprocess
 def test_init_then_validate_spark_export(tmp_path: Path) -> None:
     spark = tmp_path / "spark"
     for day, rows in (("2024-01-01", ["a1", "a2"]), ("2024-01-02", ["b1"])):
@@ -405,6 +418,7 @@ def test_init_then_validate_spark_export(tmp_path: Path) -> None:
 # --- init on real files ----------------------------------------------------------------------
 
 
+@pytest.mark.subprocess
 def test_init_empty_file_says_so(tmp_path: Path) -> None:
     empty = tmp_path / "empty.csv"
     empty.write_bytes(b"")
@@ -414,6 +428,7 @@ def test_init_empty_file_says_so(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.subprocess
 def test_init_skips_and_reports_malformed_lines(tmp_path: Path) -> None:
     export = tmp_path / "users.csv"
     export.write_text('user_id,name,points\nu1,Ann,5\nu2,"Bo"b",x,y\nu3,Cy,7\n')
@@ -424,6 +439,8 @@ def test_init_skips_and_reports_malformed_lines(tmp_path: Path) -> None:
     assert read_report_of(tmp_path, job)["rows_invalid"] == 1
 
 
+@pytest.mark.sandbox
+@pytest.mark.subprocess
 def test_redshift_escapes_and_gz_parts_without_csv_in_the_name(tmp_path: Path) -> None:
     unload = tmp_path / "unload"
     unload.mkdir()
@@ -446,6 +463,8 @@ def test_redshift_escapes_and_gz_parts_without_csv_in_the_name(tmp_path: Path) -
     }
 
 
+@pytest.mark.sandbox
+@pytest.mark.subprocess
 def test_duplicate_headers_are_refused_by_init_and_run(tmp_path: Path) -> None:
     export = tmp_path / "dup.csv"
     export.write_text("user_id,email,name,email\nu1,a@x.com,Ann,b@x.com\n")
@@ -460,6 +479,7 @@ def test_duplicate_headers_are_refused_by_init_and_run(tmp_path: Path) -> None:
     assert run.returncode == 2 and "'email' is column 2, 4" in run.stderr
 
 
+@pytest.mark.subprocess
 def test_init_on_s3_samples_across_parts(tmp_path: Path, s3_env: dict[str, str]) -> None:
     export = _export(tmp_path / "export")
     fs = _bucket(s3_env["AWS_ENDPOINT_URL"], "exports-init")
@@ -471,6 +491,7 @@ def test_init_on_s3_samples_across_parts(tmp_path: Path, s3_env: dict[str, str])
     assert _types(job) == {"name": "string", "points": "integer", "tier": "string", "dt": "date"}
 
 
+@pytest.mark.subprocess
 @pytest.mark.slow
 def test_s3_objects_are_streamed_not_downloaded_whole(s3_env: dict[str, str]) -> None:
     """Memory while reading an object stays flat: a 3x larger object takes no more of it."""

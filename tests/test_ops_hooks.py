@@ -77,6 +77,8 @@ def _source(tmp_path: Path, text: str = CSV) -> Path:
     return source
 
 
+@pytest.mark.sandbox
+@pytest.mark.subprocess
 def test_notify_posts_a_summary_without_personal_data_or_key(tmp_path: Path) -> None:
     source = _source(tmp_path)
     with webhook() as hook, start_sandbox(tmp_path) as sandbox:
@@ -96,6 +98,8 @@ def test_notify_posts_a_summary_without_personal_data_or_key(tmp_path: Path) -> 
     assert not [value for value in PERSONAL if value in raw]
 
 
+@pytest.mark.sandbox
+@pytest.mark.subprocess
 def test_output_notify_on_failure_only_stays_quiet_on_success(tmp_path: Path) -> None:
     source = _source(tmp_path, "user_id,first_name,email\nc001,Ada,ada@example.com\n")
     with webhook() as hook, start_sandbox(tmp_path) as sandbox:
@@ -112,6 +116,8 @@ def test_output_notify_on_failure_only_stays_quiet_on_success(tmp_path: Path) ->
     assert "a-wrong-key" not in hook.raw[0].decode()
 
 
+@pytest.mark.sandbox
+@pytest.mark.subprocess
 def test_a_failed_notification_never_changes_the_exit_code(tmp_path: Path) -> None:
     source = _source(tmp_path, "user_id,first_name,email\nc001,Ada,ada@example.com\n")
     with webhook(status=500) as hook, start_sandbox(tmp_path) as sandbox:
@@ -127,6 +133,7 @@ def test_a_failed_notification_never_changes_the_exit_code(tmp_path: Path) -> No
     assert "could not notify http://127.0.0.1:9" in unreachable.stderr
 
 
+@pytest.mark.subprocess
 def test_a_refused_job_notifies_with_exit_2(tmp_path: Path) -> None:
     with webhook() as hook:
         job = job_dict(tmp_path, "http://127.0.0.1:9", tmp_path / "missing.csv", MAPPING)
@@ -148,6 +155,8 @@ def _value(families: dict[str, Any], name: str, **labels: str) -> float:
     raise KeyError((name, labels))
 
 
+@pytest.mark.sandbox
+@pytest.mark.subprocess
 def test_metrics_file_parses_as_prometheus_text(tmp_path: Path) -> None:
     source = _source(tmp_path)
     metrics_path = tmp_path / "textfile" / "moe_import.prom"
@@ -179,6 +188,7 @@ def test_metrics_file_parses_as_prometheus_text(tmp_path: Path) -> None:
     assert not list(metrics_path.parent.glob("*.tmp"))  # written whole, then renamed
 
 
+@pytest.mark.sandbox
 def test_python_api_as_an_orchestrator_uses_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -242,6 +252,7 @@ def test_python_api_as_an_orchestrator_uses_it(
         assert "wrong" not in str(aborted.value)
 
 
+@pytest.mark.subprocess
 def test_validate_does_not_notify_from_the_job_file(tmp_path: Path) -> None:
     source = _source(tmp_path)
     with webhook() as hook:

@@ -9,6 +9,8 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from importer.config import JobConfig, load_job
 from importer.run.options import RunOptions, RunOutcome
 from importer.run.pipeline import Run
@@ -62,6 +64,7 @@ def _serve(tmp_path: Path, **settings: Any) -> SandboxServer:
     )
 
 
+@pytest.mark.slow
 def test_a_gentle_stop_keeps_the_rest_pending_and_a_rerun_resumes(tmp_path: Path) -> None:
     source = _source(tmp_path, 2000)
 
@@ -125,6 +128,7 @@ def test_a_dry_run_plans_the_requests_a_run_sends(tmp_path: Path) -> None:
     assert len(planned.samples) == 3 and planned.samples[0]["customer_id"] == "u00001"
 
 
+@pytest.mark.slow
 def test_changed_mode_records_the_snapshot_with_progress(tmp_path: Path) -> None:
     night_1 = _source(tmp_path, 500)
     night_2 = tmp_path / "night2.csv"
@@ -145,6 +149,7 @@ def test_changed_mode_records_the_snapshot_with_progress(tmp_path: Path) -> None
     assert customers == 500
 
 
+@pytest.mark.slow
 def test_a_second_signal_cancels_requests_in_flight_and_a_rerun_sends_their_rows(
     tmp_path: Path,
 ) -> None:

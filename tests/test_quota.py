@@ -28,8 +28,9 @@ from importer.quota.base import (
 from importer.quota.limiter import SharedWindowLimiter
 from importer.quota.local import LocalLedger
 from importer.quota.redis import RedisLedger, redacted
+from importer.sandbox.windows import max_in_window
 from tests.redis_proc import requires_redis, start_redis
-from tests.virtual_clock import Interval, VirtualTimeLoop, max_in_window, run_virtual, worst_window
+from tests.virtual_clock import Interval, VirtualTimeLoop, run_virtual, worst_window
 
 LedgerFactory = Callable[[QuotaTerms], SharedLedger]
 # Redis decides on its server's clock (gettimeofday), the test on the monotonic one: on one
@@ -70,7 +71,7 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield server.url
 
 
-@pytest.fixture(params=["local", pytest.param("redis", marks=requires_redis)])
+@pytest.fixture(params=["local", pytest.param("redis", marks=[requires_redis, pytest.mark.redis])])
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
     key = f"test-{random.getrandbits(48):x}"
     if request.param == "local":
@@ -99,6 +100,7 @@ def now() -> float:
     return asyncio.get_running_loop().time()
 
 
+@pytest.mark.slow
 def test_many_limiters_keep_one_window_promise_and_fill_it(backend: Backend) -> None:
     # On the virtual clock, the e2e tests' limit (3,000 per 10 s) over four periods. Each
     # reuse of a slot costs the request's latency plus up to a poll of the ledger (20 ms),
@@ -167,6 +169,7 @@ class _Gone:
         return None
 
 
+@pytest.mark.slow
 def test_a_dead_sharer_holds_only_what_it_had_in_flight(tmp_path: Path) -> None:
     # test_e2e_quota's limit and lease (timeout 2 s); one of three sharers dies mid-run
     # without a word to the ledger: its grants in flight stay taken until their lease ends.
@@ -345,6 +348,7 @@ def test_a_pause_holds_every_sharer(backend: Backend) -> None:
     assert waited <= (0.3 + 0.03 if backend.virtual else 10)
 
 
+@pytest.mark.redis
 @requires_redis
 def test_redis_down_or_stopped_is_unavailable(tmp_path: Path) -> None:
     terms = QuotaTerms.for_limit(100, 10, 5)

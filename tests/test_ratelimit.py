@@ -204,6 +204,7 @@ def test_pacing_spreads_the_first_period() -> None:
         assert moved <= updates / 10 * PACER_HEADROOM + 0.02 * updates + 100
 
 
+@pytest.mark.slow
 def test_real_clock_short_period() -> None:
     updates, period, duration = 200, 1.0, 2.5
 

@@ -16,8 +16,6 @@ from importer.run.replay import replay_dead_letter
 from tests.sandbox_proc import start_sandbox
 from tests.support import USERS_MAPPING, job_dict, users_csv, write_job
 
-pytestmark = pytest.mark.e2e  # sandbox subprocesses
-
 FAST = ("--latency-ms", "0")
 QUIET = RunOptions(progress=False)
 # One row a request, a few at a time: a customer the sandbox always fails then fails on
@@ -60,6 +58,7 @@ def _lenient_points() -> dict[str, Any]:
     return {**USERS_MAPPING, "attributes": {**USERS_MAPPING["attributes"], "points": "points"}}
 
 
+@pytest.mark.sandbox
 def test_replay_resends_failed_payloads_and_remaps_invalid_records(tmp_path: Path) -> None:
     source = users_csv(tmp_path, 60, bad_points=(5, 6))
     dead_letter = tmp_path / "out" / "dead_letter.jsonl"
@@ -90,6 +89,7 @@ def test_replay_resends_failed_payloads_and_remaps_invalid_records(tmp_path: Pat
     assert set(records) == {"u00005", "u00006", "u00012", "u00040"}
 
 
+@pytest.mark.sandbox
 def test_a_second_replay_of_the_same_file_sends_nothing(tmp_path: Path) -> None:
     source = users_csv(tmp_path, 30, bad_points=(2, 9, 17))
     with start_sandbox(_folder(tmp_path, "night"), *FAST) as night:
@@ -106,6 +106,7 @@ def test_a_second_replay_of_the_same_file_sends_nothing(tmp_path: Path) -> None:
     assert sorted(sent) == ["u00002", "u00009", "u00017"]  # each once
 
 
+@pytest.mark.sandbox
 def test_lines_a_later_run_accepted_are_skipped(tmp_path: Path) -> None:
     source = users_csv(tmp_path, 20)
     with start_sandbox(_folder(tmp_path, "night"), *_failing("^u0000[34]$")) as down:
@@ -134,6 +135,7 @@ def test_replay_refuses_to_write_over_its_own_input(tmp_path: Path) -> None:
         replay_dead_letter(job, job.output.dead_letter, QUIET)
 
 
+@pytest.mark.sandbox
 def test_a_line_written_twice_is_sent_once(tmp_path: Path) -> None:
     source = users_csv(tmp_path, 10, bad_points=(4,))
     with start_sandbox(_folder(tmp_path, "night"), *FAST) as night:

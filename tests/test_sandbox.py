@@ -29,8 +29,10 @@ from importer.sandbox import (
     settings_from_args,
 )
 from importer.sandbox.launcher import launched
+from importer.sandbox.recording import read_json_lines
+from importer.sandbox.windows import max_in_any_window
 from tests.sandbox_proc import REPO_ROOT as ROOT
-from tests.sandbox_proc import max_in_any_window, read_json_lines, start_sandbox
+from tests.sandbox_proc import start_sandbox
 
 WORKSPACE = "SANDBOX"
 KEY = "sandbox-key"
@@ -90,6 +92,7 @@ def in_process(tmp_path: Path, **overrides: Any) -> Iterator[SandboxServer]:
 # ---------------------------------------------------------------- through a subprocess
 
 
+@pytest.mark.sandbox
 def test_subprocess_accepts_records_and_counts(tmp_path: Path) -> None:
     with start_sandbox(tmp_path, "--api-key", "s3cret-key") as sandbox:
         assert sandbox.url.startswith("http://127.0.0.1:")
@@ -126,6 +129,7 @@ def test_subprocess_accepts_records_and_counts(tmp_path: Path) -> None:
     assert "s3cret-key" not in sandbox.stderr()
 
 
+@pytest.mark.sandbox
 def test_subprocess_reset_rate_cuts_the_connection(tmp_path: Path) -> None:
     with start_sandbox(tmp_path, "--reset-rate", "1") as sandbox:
         with pytest.raises(requests.ConnectionError):
@@ -135,6 +139,7 @@ def test_subprocess_reset_rate_cuts_the_connection(tmp_path: Path) -> None:
         assert sandbox.stats()["resets"] == 1
 
 
+@pytest.mark.sandbox
 def test_subprocess_startup_failure_reports_stderr(tmp_path: Path) -> None:
     with (
         pytest.raises(RuntimeError, match="fail-rate"),
@@ -222,6 +227,7 @@ def test_reject_customer_ids(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- rate limit and faults
 
 
+@pytest.mark.slow
 def test_rate_limit_answers_429_with_retry_after(tmp_path: Path) -> None:
     with in_process(tmp_path, rate=5, period=2.0) as server:
         three = bulk(*(customer(f"u{i}", a=i) for i in range(3)))
@@ -370,6 +376,7 @@ def test_a_401_says_what_the_sandbox_expects_but_never_the_key(tmp_path: Path) -
         assert secret not in message
 
 
+@pytest.mark.sandbox
 def test_the_key_comes_from_the_environment_and_start_says_where_from(tmp_path: Path) -> None:
     secret = "a-key-that-must-not-show-in-ps"
     env = {**os.environ, "MOE_SANDBOX_API_KEY": secret, "PYTHONPATH": str(ROOT)}
@@ -417,12 +424,16 @@ def test_redirect_answers_with_a_location(tmp_path: Path, status: int) -> None:
 
 
 def test_a_scheduled_outage_starts_after_the_first_request_and_ends(tmp_path: Path) -> None:
+    # Polled until each change is seen (not a fixed number of sleeps, which a stalled
+    # machine could carry past the whole outage).
     with in_process(tmp_path, outage_after=0.3, outage_for=0.5) as server:
-        statuses = []
-        for _ in range(5):
-            statuses.append(post(server.url, customer("u1", a=1), "customer").status_code)
-            time.sleep(0.2)
-    assert statuses[0] == 200 and 503 in statuses and statuses[-1] == 200
+        statuses = [post(server.url, customer("u1", a=1), "customer").status_code]
+        deadline = time.monotonic() + 30
+        for wanted in (503, 200):
+            while statuses[-1] != wanted and time.monotonic() < deadline:
+                time.sleep(0.02)
+                statuses.append(post(server.url, customer("u1", a=1), "customer").status_code)
+    assert statuses[0] == 200 and 503 in statuses and statuses[-1] == 200, statuses
 
 
 def test_fail_customer_ids_fails_only_those_requests(tmp_path: Path) -> None:

@@ -248,6 +248,7 @@ def test_second_platform_column_is_a_plain_attribute(tmp_path: Path) -> None:
     assert "mapping.platforms reads 'platform'" in text
 
 
+@pytest.mark.slow
 def test_more_columns_than_moengage_allows_are_left_commented(tmp_path: Path) -> None:
     names = [f"c{i}" for i in range(300)]
     source = tmp_path / "wide.csv"
@@ -257,6 +258,7 @@ def test_more_columns_than_moengage_allows_are_left_commented(tmp_path: Path) ->
     assert "# c299: c299" in text
 
 
+@pytest.mark.subprocess
 def test_a_csv_named_txt_in_a_folder_scaffolds_a_job_that_validates(tmp_path: Path) -> None:
     """init finds files as the job does (sources.discover), so validate reads the same."""
     from tests.support import run_cli

@@ -429,7 +429,14 @@ def random_csv(rng: random.Random) -> tuple[bytes, list[tuple[int, str | None, s
     return (eol.join(lines) + rng.choice(["", eol])).encode(), rows
 
 
-@pytest.mark.parametrize("seed", range(40))
+def seeds(count: int, fast: int) -> list[Any]:
+    """Seeds for a randomized test: the first `fast` in every tier, the rest marked slow."""
+    return [
+        seed if seed < fast else pytest.param(seed, marks=pytest.mark.slow) for seed in range(count)
+    ]
+
+
+@pytest.mark.parametrize("seed", seeds(40, fast=10))
 def test_random_files_number_every_row_exactly(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seed: int
 ) -> None:
@@ -467,7 +474,7 @@ def messy_csv(rng: random.Random) -> bytes:
     return "".join(pieces).encode()
 
 
-@pytest.mark.parametrize("seed", range(200))
+@pytest.mark.parametrize("seed", seeds(200, fast=20))
 def test_messy_quoting_never_misnumbers_or_refuses(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seed: int
 ) -> None:

@@ -55,6 +55,7 @@ def test_reset_forgets_everything(tmp_path: Path) -> None:
     assert store.settled("a.csv", "fp") == SettledRows([])
 
 
+@pytest.mark.subprocess
 def test_second_run_cannot_take_the_lock_and_learns_who_holds_it(tmp_path: Path) -> None:
     state = tmp_path / "state.db"
     holder = subprocess.Popen(

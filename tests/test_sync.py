@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import orjson
+import pytest
 
 from importer.rows import Row, ValidRows
 from importer.run.sync import CustomerKeys, SyncDiff, _Overlay, fingerprints
@@ -81,6 +82,7 @@ def test_identity_resolution_keys_by_the_identifier_the_element_carries() -> Non
     assert known.tolist() == [True, True, False] and hashes[0] != hashes[1]
 
 
+@pytest.mark.subprocess
 def test_hashes_are_the_same_in_every_process() -> None:
     # A snapshot written by one run is read by the next: no per-process hash seed.
     code = (

@@ -136,6 +136,7 @@ async def _ok(request: web.Request) -> web.StreamResponse:
     return web.Response(text="ok")
 
 
+@pytest.mark.subprocess
 def test_an_unknown_certificate_names_the_host_and_the_ca_options(
     certificate: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -156,6 +157,7 @@ def test_an_unknown_certificate_names_the_host_and_the_ca_options(
     serve(_ok, scenario, _server_context(certificate))
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize("how", ["ca_bundle", "SSL_CERT_FILE"])
 def test_a_ca_file_is_trusted(
     certificate: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch, how: str

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import selectors
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import numpy as np
@@ -56,20 +56,6 @@ def run_virtual(make: Callable[[VirtualTimeLoop], Awaitable[T]]) -> T:
         return loop.run_until_complete(make(loop))
     finally:
         loop.close()
-
-
-def max_in_window(arrivals: Iterable[tuple[float, int]], period: float) -> int:
-    """The most updates arriving within any half-open window `[t, t + period)`, however placed
-    (`arrivals`: (time, updates) pairs)."""
-    points = sorted(arrivals)
-    best = total = start = 0
-    for t, n in points:
-        total += n
-        while points[start][0] <= t - period:
-            total -= points[start][1]
-            start += 1
-        best = max(best, total)
-    return best
 
 
 Interval = tuple[int, float, float]  # (updates, granted_at, latest arrival: release + hold)

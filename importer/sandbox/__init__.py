@@ -10,6 +10,8 @@ start it; `SandboxServer` runs it inside a test's own event loop.
     window.py     RateWindow, the sandbox's own count of updates per period
     bodies.py     a request body read: parsed JSON, its customer_ids, users and events
     recording.py  the JSON-lines files: arrivals, accepted records, schema violations
+    windows.py    the most updates any sliding window held (pace checks in tests and benches)
+    answers.py    Answer, success and failure bodies, the 429 and the cut connection
     server.py     SandboxServer: auth, limits, answers, faults and outages, the counters
     cli.py        the command's options, settings from them, serve until a signal
     __main__.py   `python -m importer.sandbox`
@@ -17,6 +19,7 @@ start it; `SandboxServer` runs it inside a test's own event loop.
 
 from __future__ import annotations
 
+from importer.sandbox.answers import Answer
 from importer.sandbox.cli import (
     add_arguments,
     api_key_from,
@@ -26,7 +29,7 @@ from importer.sandbox.cli import (
     settings_from_args,
 )
 from importer.sandbox.rules import element_problem, event_problem
-from importer.sandbox.server import Answer, SandboxServer
+from importer.sandbox.server import SandboxServer
 from importer.sandbox.settings import DEFAULT_API_KEY, DEFAULT_WORKSPACE_ID, SandboxSettings
 from importer.sandbox.window import RateWindow
 

@@ -70,7 +70,14 @@ def _port(text: str) -> int:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The `sandbox` command's options."""
+    """The `sandbox` command's options, in the order --help lists them."""
+    _add_server_options(parser)
+    _add_fault_and_record_options(parser)
+    _add_outage_and_check_options(parser)
+
+
+def _add_server_options(parser: argparse.ArgumentParser) -> None:
+    """Where it listens, the workspace and key it accepts, and its rate limits."""
     add = parser.add_argument
     add("--port", type=_port, default=DEFAULT_PORT, help="0 = any free port (default %(default)s)")
     add("--workspace-id", default=DEFAULT_WORKSPACE_ID, help="(default %(default)s)")
@@ -103,6 +110,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=moengage.DEFAULT_EVENT_RATE_UPDATES,
         help="events (actions) per period, limited apart from users (default %(default)s)",
     )
+
+
+def _add_fault_and_record_options(parser: argparse.ArgumentParser) -> None:
+    """Random faults and latency, the files it records into, body limits and refused ids."""
+    add = parser.add_argument
     add("--fail-rate", type=_fraction, default=0.0, help="fraction answered 500/503 (default 0)")
     add(
         "--reset-rate",
@@ -147,6 +159,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="CODE",
         help="answer every request so (default: none)",
     )
+
+
+def _add_outage_and_check_options(parser: argparse.ArgumentParser) -> None:
+    """A timed outage, redirects, the fault seed and the request schema check."""
+    add = parser.add_argument
     add(
         "--outage-after",
         type=_non_negative,

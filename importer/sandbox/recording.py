@@ -31,6 +31,17 @@ class JsonLines:
             self._file.close()
 
 
+def read_json_lines(path: Path) -> list[dict[str, Any]]:
+    """Complete lines only: a line still being written is left for the next read."""
+    if not path.exists():
+        return []
+    return [
+        orjson.loads(line)
+        for line in path.read_bytes().splitlines(keepends=True)
+        if line.endswith(b"\n")
+    ]
+
+
 def record_line(element: dict[str, Any], endpoint: str, now: float) -> dict[str, Any]:
     if is_event_element(element):  # one line per event element, its actions in order
         return {

@@ -4,15 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import math
 import random
 import re
-import socket
-import struct
 import time
-import uuid
-from dataclasses import dataclass, field
-from http import HTTPStatus
 from typing import Any
 
 import orjson
@@ -20,6 +14,7 @@ from aiohttp import BasicAuth, hdrs, web
 
 from importer import moengage
 from importer.moengage import request_schema
+from importer.sandbox.answers import Answer, cut_connection, failure, rate_limited, success
 from importer.sandbox.bodies import (
     UNPARSED,
     count_events,
@@ -40,25 +35,6 @@ from importer.sandbox.settings import (
     SandboxSettings,
 )
 from importer.sandbox.window import RateWindow
-
-
-@dataclass(slots=True)
-class Answer:
-    status: int
-    body: dict[str, Any]
-    headers: dict[str, str] = field(default_factory=dict)
-    accepted: list[dict[str, Any]] = field(default_factory=list)
-    dropped: int = 0
-    reset: bool = False
-
-
-def success() -> Answer:
-    return Answer(200, {"status": "success", "message": moengage.SUCCESS_MESSAGE})
-
-
-def failure(status: int, message: str, error_type: str | None = None) -> Answer:
-    error_type = error_type or HTTPStatus(status).phrase
-    return Answer(status, moengage.error_body(error_type, message, uuid.uuid4().hex))
 
 
 class SandboxServer:
@@ -199,7 +175,7 @@ class SandboxServer:
             await asyncio.sleep(self.settings.latency_ms / 1000)
         self._account(request, endpoint, body, users, now, answer)
         if answer.reset:
-            _cut_connection(request)
+            cut_connection(request)
         return web.Response(
             status=answer.status,
             body=orjson.dumps(answer.body),
@@ -239,7 +215,7 @@ class SandboxServer:
         wait = self._window.wait_seconds(now, users)
         event_wait = self._event_window.wait_seconds(now, count_events(parsed))
         if wait is not None or event_wait is not None:
-            return self._rate_limited(now, max(wait or 0.0, event_wait or 0.0))
+            return rate_limited(now, max(wait or 0.0, event_wait or 0.0))
         self._add_to_windows(now, users, parsed)
         if settings.reset_rate and self._random.random() < settings.reset_rate:
             return Answer(0, {}, reset=True)
@@ -287,19 +263,6 @@ class SandboxServer:
                 hint = " (the key sent has surrounding whitespace: a newline from a file?)"
             return failure(401, f"invalid Data API key for this workspace{hint}: {expects}")
         return None
-
-    def _rate_limited(self, now: float, wait: float) -> Answer:
-        answer = failure(
-            moengage.RATE_LIMITED_STATUS,
-            moengage.RATE_LIMIT_MESSAGE,
-            moengage.RATE_LIMIT_ERROR_TYPE,
-        )
-        # Retry-After in whole seconds; x-ratelimit-reset as the Unix time the room is back.
-        answer.headers = {
-            hdrs.RETRY_AFTER: str(max(1, math.ceil(wait))),
-            moengage.RATE_LIMIT_RESET_HEADER: str(math.ceil(now + wait)),
-        }
-        return answer
 
     def _schema_problem(self, element: Any, endpoint: str) -> str | None:
         """MoEngage's request schema applied to one element; a violation is also written to
@@ -402,16 +365,3 @@ class SandboxServer:
             arrival["project_code"] = request.query["project_code"]
         self._arrivals.write([arrival])
         self._record.write([record_line(element, endpoint, now) for element in answer.accepted])
-
-
-def _cut_connection(request: web.Request) -> None:
-    """Drop the connection with a TCP reset, so the client sees it broken, not answered."""
-    transport = request.transport
-    if transport is None:
-        return
-    sock = transport.get_extra_info("socket")
-    if sock is not None:
-        # Linger 0: close() sends RST instead of FIN.
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    transport.abort()
-    # The handler still returns a response; aiohttp finds the transport closed and drops it.

@@ -1,0 +1,64 @@
+"""The sandbox's answers: status, body and headers, and the cut connection it can play."""
+
+from __future__ import annotations
+
+import math
+import socket
+import struct
+import uuid
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from typing import Any
+
+from aiohttp import hdrs, web
+
+from importer import moengage
+
+
+@dataclass(slots=True)
+class Answer:
+    """One answer to a request, and what it accepted or dropped for the record."""
+
+    status: int
+    body: dict[str, Any]
+    headers: dict[str, str] = field(default_factory=dict)
+    accepted: list[dict[str, Any]] = field(default_factory=list)
+    dropped: int = 0
+    reset: bool = False
+
+
+def success() -> Answer:
+    return Answer(200, {"status": "success", "message": moengage.SUCCESS_MESSAGE})
+
+
+def failure(status: int, message: str, error_type: str | None = None) -> Answer:
+    error_type = error_type or HTTPStatus(status).phrase
+    return Answer(status, moengage.error_body(error_type, message, uuid.uuid4().hex))
+
+
+def rate_limited(now: float, wait: float) -> Answer:
+    """A 429 as MoEngage sends it, saying when the window has room again."""
+    answer = failure(
+        moengage.RATE_LIMITED_STATUS,
+        moengage.RATE_LIMIT_MESSAGE,
+        moengage.RATE_LIMIT_ERROR_TYPE,
+    )
+    # Retry-After in whole seconds; x-ratelimit-reset as the Unix time the room is back.
+    answer.headers = {
+        hdrs.RETRY_AFTER: str(max(1, math.ceil(wait))),
+        moengage.RATE_LIMIT_RESET_HEADER: str(math.ceil(now + wait)),
+    }
+    return answer
+
+
+def cut_connection(request: web.Request) -> None:
+    """Drop the connection with a TCP reset, so the client sees it broken, not answered."""
+    transport = request.transport
+    if transport is None:
+        return
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        # Linger 0: close() sends RST instead of FIN.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()
+    # The handler still returns a response; aiohttp finds the transport closed and drops it.
