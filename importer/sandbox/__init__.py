@@ -17,6 +17,7 @@ start it; `SandboxServer` runs it inside a test's own event loop.
 
 from __future__ import annotations
 
+from importer.sandbox.answers import Answer
 from importer.sandbox.cli import (
     add_arguments,
     api_key_from,
@@ -26,7 +27,7 @@ from importer.sandbox.cli import (
     settings_from_args,
 )
 from importer.sandbox.rules import element_problem, event_problem
-from importer.sandbox.server import Answer, SandboxServer
+from importer.sandbox.server import SandboxServer
 from importer.sandbox.settings import DEFAULT_API_KEY, DEFAULT_WORKSPACE_ID, SandboxSettings
 from importer.sandbox.window import RateWindow
 

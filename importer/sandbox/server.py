@@ -3,23 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-import hmac
 import math
 import random
 import re
-import socket
-import struct
 import time
-import uuid
-from dataclasses import dataclass, field
-from http import HTTPStatus
 from typing import Any
 
 import orjson
-from aiohttp import BasicAuth, hdrs, web
+from aiohttp import hdrs, web
 
 from importer import moengage
 from importer.moengage import request_schema
+from importer.sandbox.answers import Answer, cut_connection, failure, response, success
+from importer.sandbox.auth import auth_problem
 from importer.sandbox.bodies import (
     UNPARSED,
     count_events,
@@ -27,7 +23,8 @@ from importer.sandbox.bodies import (
     customer_ids,
     parse_body,
 )
-from importer.sandbox.recording import JsonLines, record_line
+from importer.sandbox.profiles import ProfileStore
+from importer.sandbox.recording import JsonLines, record_line, write_private
 from importer.sandbox.rules import element_problem, short
 from importer.sandbox.settings import (
     BULK,
@@ -35,30 +32,13 @@ from importer.sandbox.settings import (
     EVENT,
     FAIL_STATUSES,
     HOST,
+    PROFILES_PATH,
     READ_LIMIT_BYTES,
     STATS_PATH,
     SandboxSettings,
 )
+from importer.sandbox.users_api import UsersApi, profiles_body
 from importer.sandbox.window import RateWindow
-
-
-@dataclass(slots=True)
-class Answer:
-    status: int
-    body: dict[str, Any]
-    headers: dict[str, str] = field(default_factory=dict)
-    accepted: list[dict[str, Any]] = field(default_factory=list)
-    dropped: int = 0
-    reset: bool = False
-
-
-def success() -> Answer:
-    return Answer(200, {"status": "success", "message": moengage.SUCCESS_MESSAGE})
-
-
-def failure(status: int, message: str, error_type: str | None = None) -> Answer:
-    error_type = error_type or HTTPStatus(status).phrase
-    return Answer(status, moengage.error_body(error_type, message, uuid.uuid4().hex))
 
 
 class SandboxServer:
@@ -78,6 +58,14 @@ class SandboxServer:
         self._record = JsonLines(None)
         self._arrivals = JsonLines(None)
         self._violations = JsonLines(None)
+        self.profiles = ProfileStore(delete_window_seconds=settings.delete_window)
+        self.users_api = UsersApi(
+            self.profiles,
+            self._auth_problem,
+            delete_window=RateWindow(settings.delete_rate, settings.period),
+            export_window=RateWindow(settings.export_rate, settings.period),
+            arrivals=lambda: self._arrivals,
+        )
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
         self._port = settings.port
@@ -98,7 +86,12 @@ class SandboxServer:
         return f"http://{HOST}:{self._port}"
 
     def stats(self) -> dict[str, Any]:
-        return {**self.counters, "by_status": dict(self.counters["by_status"])}
+        return {
+            **self.counters,
+            **self.users_api.counters,
+            "unsets_applied": self.profiles.unsets_applied,
+            "by_status": dict(self.counters["by_status"]),
+        }
 
     async def __aenter__(self) -> SandboxServer:
         await self.start()
@@ -113,6 +106,8 @@ class SandboxServer:
         app.router.add_post("/v1/customer/{workspace_id}", self._handle_customer)
         app.router.add_post("/v1/event/{workspace_id}", self._handle_event)
         app.router.add_get(STATS_PATH, self._handle_stats)
+        app.router.add_get(PROFILES_PATH, self._handle_profiles)
+        self.users_api.add_routes(app)
         self._record = JsonLines(self.settings.record)
         self._arrivals = JsonLines(self.settings.arrivals)
         self._violations = JsonLines(self.settings.schema_violations)
@@ -165,6 +160,11 @@ class SandboxServer:
         self._record.close()
         self._arrivals.close()
         self._violations.close()
+        if self.settings.profiles is not None:
+            write_private(self.settings.profiles, profiles_body(self.profiles))
+
+    async def _handle_profiles(self, request: web.Request) -> web.Response:
+        return web.Response(body=profiles_body(self.profiles), content_type="application/json")
 
     async def _handle_stats(self, request: web.Request) -> web.Response:
         return web.Response(body=orjson.dumps(self.stats()), content_type="application/json")
@@ -199,13 +199,10 @@ class SandboxServer:
             await asyncio.sleep(self.settings.latency_ms / 1000)
         self._account(request, endpoint, body, users, now, answer)
         if answer.reset:
-            _cut_connection(request)
-        return web.Response(
-            status=answer.status,
-            body=orjson.dumps(answer.body),
-            headers=answer.headers,
-            content_type="application/json",
-        )
+            cut_connection(request)
+        if self.settings.ratelimit_headers and endpoint != EVENT:
+            answer.headers.update(self._window.headers(now))
+        return response(answer, self.settings.success_body)
 
     def _decide(
         self,
@@ -223,7 +220,7 @@ class SandboxServer:
             answer = failure(settings.redirect, "moved (sandbox --redirect)")
             answer.headers = {hdrs.LOCATION: settings.redirect_to + request.path_qs}
             return answer
-        refused = self._auth_problem(request)
+        refused = self._auth_problem(request, request.match_info["workspace_id"])
         if refused:
             return refused
         # From here the request reached the API: its users count in the window unless 429.
@@ -260,33 +257,8 @@ class SandboxServer:
         self._window.add(now, users)
         self._event_window.add(now, count_events(parsed))
 
-    def _auth_problem(self, request: web.Request) -> Answer | None:
-        settings = self.settings
-        path_workspace = request.match_info["workspace_id"]
-        expects = (
-            f"this sandbox expects HTTP Basic with username {settings.workspace_id!r} "
-            f"(the workspace ID, also in the path) and as password {settings.key_source}"
-        )
-        header = request.headers.get(hdrs.AUTHORIZATION)
-        if not header:
-            return failure(401, f"authentication required: {expects}")
-        try:
-            credentials = BasicAuth.decode(header)
-        except ValueError:
-            return failure(401, f"malformed Authorization header: {expects}")
-        if credentials.login != path_workspace:
-            return failure(409, "the workspace ID in the path does not match the credentials")
-        if path_workspace != settings.workspace_id:
-            return failure(401, f"unknown workspace ID {short(path_workspace)}: {expects}")
-        password = credentials.password
-        if not hmac.compare_digest(password.encode(), settings.api_key.encode()):
-            hint = ""
-            if password != password.strip() and hmac.compare_digest(
-                password.strip().encode(), settings.api_key.encode()
-            ):
-                hint = " (the key sent has surrounding whitespace: a newline from a file?)"
-            return failure(401, f"invalid Data API key for this workspace{hint}: {expects}")
-        return None
+    def _auth_problem(self, request: web.Request, path_workspace: str) -> Answer | None:
+        return auth_problem(self.settings, request.headers.get(hdrs.AUTHORIZATION), path_workspace)
 
     def _rate_limited(self, now: float, wait: float) -> Answer:
         answer = failure(
@@ -401,17 +373,15 @@ class SandboxServer:
         if "project_code" in request.query:
             arrival["project_code"] = request.query["project_code"]
         self._arrivals.write([arrival])
+        if self.settings.success_body != "moengage":
+            return  # the portal answered: nothing reached MoEngage
+        self._keep_profiles(answer.accepted, now)
         self._record.write([record_line(element, endpoint, now) for element in answer.accepted])
 
-
-def _cut_connection(request: web.Request) -> None:
-    """Drop the connection with a TCP reset, so the client sees it broken, not answered."""
-    transport = request.transport
-    if transport is None:
-        return
-    sock = transport.get_extra_info("socket")
-    if sock is not None:
-        # Linger 0: close() sends RST instead of FIN.
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    transport.abort()
-    # The handler still returns a response; aiohttp finds the transport closed and drops it.
+    def _keep_profiles(self, accepted: list[dict[str, Any]], now: float) -> None:
+        for element in accepted:
+            if element.get("type") == moengage.EVENT_TYPE:
+                continue
+            if not self.settings.unset_supported:  # no Early Access: unsets ignored
+                element = {k: v for k, v in element.items() if k != moengage.UNSET_ATTRIBUTES_KEY}
+            self.profiles.apply(element, now)
