@@ -11,7 +11,7 @@ import copy
 from dataclasses import dataclass, field
 from typing import Any
 
-from importer import moengage
+from importer.moengage.profile import merge_attributes, unset_names
 
 
 @dataclass(slots=True)
@@ -38,10 +38,8 @@ class ProfileStore:
             return
         profile = existing if existing is not None else {}
         merge_attributes(profile, element.get("attributes") or {})
-        for unset in element.get(moengage.UNSET_ATTRIBUTES_KEY) or []:
-            if not isinstance(unset, dict) or unset.get("type") != moengage.UNSET_MATCH_TYPE:
-                continue
-            if profile.pop(str(unset.get("attr")), None) is not None:
+        for name in unset_names(element):
+            if profile.pop(name, None) is not None:
                 self.unsets_applied += 1
         self.profiles[customer_id] = profile
 
@@ -74,25 +72,3 @@ class ProfileStore:
     def _in_delete_window(self, customer_id: str, now: float) -> bool:
         deleted = self.deleted_at.get(customer_id)
         return deleted is not None and now - deleted < self.delete_window_seconds
-
-
-def merge_attributes(profile: dict[str, Any], attributes: dict[str, Any]) -> None:
-    """Set plain attributes; add to and remove from arrays (an array holds a value once)."""
-    for name, value in attributes.items():
-        if name == moengage.ADD_TO_ARRAY_KEY and isinstance(value, dict):
-            for array, items in value.items():
-                current = _as_list(profile.get(array))
-                current += [item for item in _as_list(items) if item not in current]
-                profile[array] = current
-        elif name == moengage.REMOVE_FROM_ARRAY_KEY and isinstance(value, dict):
-            for array, items in value.items():
-                gone = _as_list(items)
-                profile[array] = [item for item in _as_list(profile.get(array)) if item not in gone]
-        else:
-            profile[name] = copy.deepcopy(value)
-
-
-def _as_list(value: Any) -> list[Any]:
-    if value is None:
-        return []
-    return list(value) if isinstance(value, list) else [value]
