@@ -76,7 +76,7 @@ class UsersApiClient:
         self._limiter = limiter
         self._rng = rng or random.Random()
         key = api.api_key.get_secret_value()
-        self._headers: Mapping[str, str] = {
+        self.headers: Mapping[str, str] = {
             "Content-Type": "application/json",
             "Authorization": basic_auth(api.workspace_id, key),
         }
@@ -133,7 +133,7 @@ class UsersApiClient:
         """One attempt and, when it may be retried, the wait before the next (0 = backoff)."""
         permit = await self._limiter.acquire(units)
         try:
-            status, headers, raw = await self._transport.post(url, payload, self._headers)
+            status, headers, raw = await self._transport.post(url, payload, self.headers)
         except NoAnswer as exc:
             permit.release(extra_hold=self._in_transit_seconds)
             return CallResult(False, None, None, f"no answer ({exc})"), 0.0
