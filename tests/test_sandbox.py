@@ -296,6 +296,10 @@ def test_status_for_all(tmp_path: Path) -> None:
             "users_dropped": 0,
             "resets": 0,
             "by_status": {"403": 2},
+            "deletes": 0,
+            "deletes_not_found": 0,
+            "exports": 0,
+            "unsets_applied": 0,
         }
 
 

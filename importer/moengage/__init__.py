@@ -54,6 +54,22 @@ PLACEHOLDER_CUSTOMER_IDS = frozenset(
 ADD_TO_ARRAY_KEY = "addValueToArrayField"
 REMOVE_FROM_ARRAY_KEY = "removeValueFromArrayField"
 PLATFORMS_KEY = "platforms"
+# Clears attributes in a customer element: [{"type": "equals", "attr": NAME}] (Early Access
+# on MoEngage's side; a workspace without it answers 200 and ignores them).
+UNSET_ATTRIBUTES_KEY = "unset_attributes"
+UNSET_MATCH_TYPE = "equals"
+
+# Delete User API: one user a request, limited apart from updates.
+DELETE_PATH = "/v1/customer/delete"
+DELETE_IDENTITY_TYPE = "customer_id"
+DEFAULT_DELETE_REQUESTS = 5_000
+# A 400 whose message says so: the user is already gone, so the delete is done.
+USER_NOT_FOUND_MESSAGE = "User not found"
+
+# Get User API: at most 20 users a request, 1,000 users a minute.
+EXPORT_PATH = "/v1/customers/export"
+EXPORT_MAX_USERS = 20
+DEFAULT_EXPORT_USERS = 1_000
 
 # Request limits.
 MAX_REQUEST_BYTES = 100_000
@@ -163,6 +179,8 @@ STATUS_MEANINGS = {
 }
 # MoEngage may say when the rate limit window resets: seconds, or a unix epoch.
 RATE_LIMIT_RESET_HEADER = "x-ratelimit-reset"
+RATE_LIMIT_LIMIT_HEADER = "x-ratelimit-limit"
+RATE_LIMIT_REMAINING_HEADER = "x-ratelimit-remaining"
 
 
 def error_type(body: Any) -> str | None:

@@ -262,15 +262,27 @@ class AdaptiveRate:
         self._first_accepted_at: float | None = None
         self._accepted_total = 0
         self.decreases = 0
+        # What the API's own rate-limit headers said it takes, a second (never above the limit).
+        self.learned_per_second = math.inf
 
     def rate(self) -> float:
         """The ceiling now, in updates per second."""
         now = self.clock()
-        if self._rate < self.limit_per_second:
+        ceiling = min(self.limit_per_second, self.learned_per_second)
+        if self._rate < ceiling:
             climbed = self._rate + self._increase_per_second * (now - self._rate_at)
-            self._rate = min(self.limit_per_second, climbed)
+            self._rate = min(ceiling, climbed)
         self._rate_at = now
-        return self._rate
+        return min(self._rate, ceiling)
+
+    def learn(self, per_second: float) -> bool:
+        """The API said it takes `per_second` (its rate-limit headers): the ceiling never climbs
+        above it again this run. Only ever lowers; True when it did."""
+        if not per_second > 0 or per_second >= min(self.limit_per_second, self.learned_per_second):
+            return False
+        self.learned_per_second = per_second
+        self._next_free = max(self._next_free, self.clock())
+        return True
 
     @property
     def throttled(self) -> bool:

@@ -1,4 +1,5 @@
-"""The sandbox's answers: status, body and headers, and the cut connection it can play."""
+"""The sandbox's answers: MoEngage's success and error bodies, the 2xx answers that are not
+MoEngage's (a captive portal's page, a fail body with 200, 202, 204), the cut connection."""
 
 from __future__ import annotations
 
@@ -10,9 +11,15 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
 
+import orjson
 from aiohttp import hdrs, web
 
 from importer import moengage
+
+# `--success-body`: how an accepted request is answered. Only "moengage" is MoEngage's own;
+# the others are what a proxy, a portal or a half-broken gateway answers with a 2xx.
+SUCCESS_BODIES = ("moengage", "html", "fail", "empty", "202", "204")
+PORTAL_PAGE = b"<!doctype html><html><body><h1>Sign in to the network</h1></body></html>"
 
 
 @dataclass(slots=True)
@@ -49,6 +56,32 @@ def rate_limited(now: float, wait: float) -> Answer:
         moengage.RATE_LIMIT_RESET_HEADER: str(math.ceil(now + wait)),
     }
     return answer
+
+
+def response(answer: Answer, success_body: str) -> web.Response:
+    """The HTTP response for an answer; a 2xx in a non-MoEngage form when the sandbox plays one
+    (the elements are then not kept: nothing behind the portal received them)."""
+    if answer.status == 200 and success_body != "moengage":
+        return odd_success(success_body, answer.headers)
+    return web.Response(
+        status=answer.status,
+        body=orjson.dumps(answer.body),
+        headers=answer.headers,
+        content_type="application/json",
+    )
+
+
+def odd_success(kind: str, headers: dict[str, str]) -> web.Response:
+    if kind == "html":
+        return web.Response(status=200, body=PORTAL_PAGE, headers=headers, content_type="text/html")
+    if kind == "fail":
+        body = moengage.error_body("Unknown", "failed (sandbox --success-body fail)", "sandbox")
+        return web.Response(
+            status=200, body=orjson.dumps(body), headers=headers, content_type="application/json"
+        )
+    if kind == "empty":
+        return web.Response(status=200, body=b"", headers=headers)
+    return web.Response(status=int(kind), headers=headers)
 
 
 def cut_connection(request: web.Request) -> None:

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from importer import moengage
+from importer.sandbox.answers import SUCCESS_BODIES
 from importer.sandbox.server import SandboxServer
 from importer.sandbox.settings import (
     API_KEY_VARIABLE,
@@ -74,6 +75,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     _add_server_options(parser)
     _add_fault_and_record_options(parser)
     _add_outage_and_check_options(parser)
+    _add_profile_options(parser)
 
 
 def _add_server_options(parser: argparse.ArgumentParser) -> None:
@@ -199,6 +201,55 @@ def _add_outage_and_check_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_profile_options(parser: argparse.ArgumentParser) -> None:
+    """Options of the kept profiles, the Delete and Get User APIs, and odd 2xx answers."""
+    add = parser.add_argument
+    add(
+        "--profiles",
+        type=Path,
+        help="write the profiles as kept here (0600) on stop; also GET /_sandbox/profiles",
+    )
+    add(
+        "--delete-rate",
+        type=int,
+        default=moengage.DEFAULT_DELETE_REQUESTS,
+        help="Delete User requests per period (default %(default)s)",
+    )
+    add(
+        "--export-rate",
+        type=int,
+        default=moengage.DEFAULT_EXPORT_USERS,
+        help="users read back through the Get User API per period (default %(default)s)",
+    )
+    add(
+        "--delete-window",
+        type=_non_negative,
+        default=0.0,
+        metavar="S",
+        help="updates of a customer this long after its delete are lost, as in MoEngage's "
+        "day before the hard delete (default 0)",
+    )
+    add(
+        "--success-body",
+        choices=SUCCESS_BODIES,
+        default="moengage",
+        help="answer accepted requests with MoEngage's body, or with a 2xx that is not "
+        "MoEngage's (a portal's HTML page, a fail body, an empty body, 202, 204); those "
+        "elements are not kept (default %(default)s)",
+    )
+    add(
+        "--ratelimit-headers",
+        action="store_true",
+        help="send x-ratelimit-limit, -remaining and -reset with every answer",
+    )
+    add(
+        "--no-unset",
+        dest="unset_supported",
+        action="store_false",
+        help="ignore unset_attributes, as a workspace without the Early Access feature does",
+    )
+
+
 def _non_negative(text: str) -> float:
     value = float(text)
     if not value >= 0:
@@ -248,6 +299,13 @@ def settings_from_args(
         seed=args.seed,
         schema_violations=args.schema_violations,
         check_schema=args.check_schema,
+        profiles=args.profiles,
+        delete_rate=args.delete_rate,
+        export_rate=args.export_rate,
+        delete_window=args.delete_window,
+        success_body=args.success_body,
+        ratelimit_headers=args.ratelimit_headers,
+        unset_supported=args.unset_supported,
     )
 
 
@@ -278,6 +336,8 @@ def describe(settings: SandboxSettings) -> str:
         faults.append(f"{settings.fail_rate:.0%} answered 5xx")
     if settings.reset_rate:
         faults.append(f"{settings.reset_rate:.0%} connections cut")
+    if settings.success_body != "moengage":
+        faults.append(f"accepted requests answered {settings.success_body} (not MoEngage's)")
     if settings.status_for_all is not None:
         faults.append(f"every request answered {settings.status_for_all}")
     if settings.redirect is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import IO, Any
 
@@ -18,7 +19,9 @@ class JsonLines:
         self._file: IO[bytes] | None = None
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = path.open("ab")
+            # Accepted records hold personal data: owner-only, and never through a link.
+            flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW
+            self._file = os.fdopen(os.open(path, flags, 0o600), "ab")
 
     def write(self, items: list[dict[str, Any]]) -> None:
         if self._file is None or not items:
@@ -58,3 +61,11 @@ def record_line(element: dict[str, Any], endpoint: str, now: float) -> dict[str,
         "attributes": element["attributes"],
         "update_existing_only": element.get("update_existing_only", False),
     }
+
+
+def write_private(path: Path, body: bytes) -> None:
+    """A whole file, owner-only, never through a link (the profiles dump holds personal data)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW
+    with os.fdopen(os.open(path, flags, 0o600), "wb") as file:
+        file.write(body)

@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 import asyncio
-import hmac
 import random
 import re
 import time
 from typing import Any
 
 import orjson
-from aiohttp import BasicAuth, hdrs, web
+from aiohttp import hdrs, web
 
 from importer import moengage
 from importer.moengage import request_schema
-from importer.sandbox.answers import Answer, cut_connection, failure, rate_limited, success
+from importer.sandbox.answers import (
+    Answer,
+    cut_connection,
+    failure,
+    rate_limited,
+    response,
+    success,
+)
+from importer.sandbox.auth import auth_problem
 from importer.sandbox.bodies import (
     UNPARSED,
     count_events,
@@ -22,7 +29,8 @@ from importer.sandbox.bodies import (
     customer_ids,
     parse_body,
 )
-from importer.sandbox.recording import JsonLines, record_line
+from importer.sandbox.profiles import ProfileStore
+from importer.sandbox.recording import JsonLines, record_line, write_private
 from importer.sandbox.rules import element_problem, short
 from importer.sandbox.settings import (
     BULK,
@@ -30,10 +38,12 @@ from importer.sandbox.settings import (
     EVENT,
     FAIL_STATUSES,
     HOST,
+    PROFILES_PATH,
     READ_LIMIT_BYTES,
     STATS_PATH,
     SandboxSettings,
 )
+from importer.sandbox.users_api import UsersApi, profiles_body
 from importer.sandbox.window import RateWindow
 
 
@@ -54,6 +64,14 @@ class SandboxServer:
         self._record = JsonLines(None)
         self._arrivals = JsonLines(None)
         self._violations = JsonLines(None)
+        self.profiles = ProfileStore(delete_window_seconds=settings.delete_window)
+        self.users_api = UsersApi(
+            self.profiles,
+            self._auth_problem,
+            delete_window=RateWindow(settings.delete_rate, settings.period),
+            export_window=RateWindow(settings.export_rate, settings.period),
+            arrivals=lambda: self._arrivals,
+        )
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
         self._port = settings.port
@@ -74,7 +92,12 @@ class SandboxServer:
         return f"http://{HOST}:{self._port}"
 
     def stats(self) -> dict[str, Any]:
-        return {**self.counters, "by_status": dict(self.counters["by_status"])}
+        return {
+            **self.counters,
+            **self.users_api.counters,
+            "unsets_applied": self.profiles.unsets_applied,
+            "by_status": dict(self.counters["by_status"]),
+        }
 
     async def __aenter__(self) -> SandboxServer:
         await self.start()
@@ -89,6 +112,8 @@ class SandboxServer:
         app.router.add_post("/v1/customer/{workspace_id}", self._handle_customer)
         app.router.add_post("/v1/event/{workspace_id}", self._handle_event)
         app.router.add_get(STATS_PATH, self._handle_stats)
+        app.router.add_get(PROFILES_PATH, self._handle_profiles)
+        self.users_api.add_routes(app)
         self._record = JsonLines(self.settings.record)
         self._arrivals = JsonLines(self.settings.arrivals)
         self._violations = JsonLines(self.settings.schema_violations)
@@ -141,6 +166,11 @@ class SandboxServer:
         self._record.close()
         self._arrivals.close()
         self._violations.close()
+        if self.settings.profiles is not None:
+            write_private(self.settings.profiles, profiles_body(self.profiles))
+
+    async def _handle_profiles(self, request: web.Request) -> web.Response:
+        return web.Response(body=profiles_body(self.profiles), content_type="application/json")
 
     async def _handle_stats(self, request: web.Request) -> web.Response:
         return web.Response(body=orjson.dumps(self.stats()), content_type="application/json")
@@ -176,12 +206,9 @@ class SandboxServer:
         self._account(request, endpoint, body, users, now, answer)
         if answer.reset:
             cut_connection(request)
-        return web.Response(
-            status=answer.status,
-            body=orjson.dumps(answer.body),
-            headers=answer.headers,
-            content_type="application/json",
-        )
+        if self.settings.ratelimit_headers and endpoint != EVENT:
+            answer.headers.update(self._window.headers(now))
+        return response(answer, self.settings.success_body)
 
     def _decide(
         self,
@@ -199,7 +226,7 @@ class SandboxServer:
             answer = failure(settings.redirect, "moved (sandbox --redirect)")
             answer.headers = {hdrs.LOCATION: settings.redirect_to + request.path_qs}
             return answer
-        refused = self._auth_problem(request)
+        refused = self._auth_problem(request, request.match_info["workspace_id"])
         if refused:
             return refused
         # From here the request reached the API: its users count in the window unless 429.
@@ -236,33 +263,8 @@ class SandboxServer:
         self._window.add(now, users)
         self._event_window.add(now, count_events(parsed))
 
-    def _auth_problem(self, request: web.Request) -> Answer | None:
-        settings = self.settings
-        path_workspace = request.match_info["workspace_id"]
-        expects = (
-            f"this sandbox expects HTTP Basic with username {settings.workspace_id!r} "
-            f"(the workspace ID, also in the path) and as password {settings.key_source}"
-        )
-        header = request.headers.get(hdrs.AUTHORIZATION)
-        if not header:
-            return failure(401, f"authentication required: {expects}")
-        try:
-            credentials = BasicAuth.decode(header)
-        except ValueError:
-            return failure(401, f"malformed Authorization header: {expects}")
-        if credentials.login != path_workspace:
-            return failure(409, "the workspace ID in the path does not match the credentials")
-        if path_workspace != settings.workspace_id:
-            return failure(401, f"unknown workspace ID {short(path_workspace)}: {expects}")
-        password = credentials.password
-        if not hmac.compare_digest(password.encode(), settings.api_key.encode()):
-            hint = ""
-            if password != password.strip() and hmac.compare_digest(
-                password.strip().encode(), settings.api_key.encode()
-            ):
-                hint = " (the key sent has surrounding whitespace: a newline from a file?)"
-            return failure(401, f"invalid Data API key for this workspace{hint}: {expects}")
-        return None
+    def _auth_problem(self, request: web.Request, path_workspace: str) -> Answer | None:
+        return auth_problem(self.settings, request.headers.get(hdrs.AUTHORIZATION), path_workspace)
 
     def _schema_problem(self, element: Any, endpoint: str) -> str | None:
         """MoEngage's request schema applied to one element; a violation is also written to
@@ -364,4 +366,15 @@ class SandboxServer:
         if "project_code" in request.query:
             arrival["project_code"] = request.query["project_code"]
         self._arrivals.write([arrival])
+        if self.settings.success_body != "moengage":
+            return  # the portal answered: nothing reached MoEngage
+        self._keep_profiles(answer.accepted, now)
         self._record.write([record_line(element, endpoint, now) for element in answer.accepted])
+
+    def _keep_profiles(self, accepted: list[dict[str, Any]], now: float) -> None:
+        for element in accepted:
+            if element.get("type") == moengage.EVENT_TYPE:
+                continue
+            if not self.settings.unset_supported:  # no Early Access: unsets ignored
+                element = {k: v for k, v in element.items() if k != moengage.UNSET_ATTRIBUTES_KEY}
+            self.profiles.apply(element, now)

@@ -19,6 +19,7 @@ REDIRECT_STATUSES = (301, 302, 303, 307, 308)
 DEFAULT_REDIRECT_TO = "http://127.0.0.1:9/elsewhere"
 FAIL_STATUSES = (500, 503)
 STATS_PATH = "/_sandbox/stats"
+PROFILES_PATH = "/_sandbox/profiles"  # the profiles as kept (GET), for tests and rehearsals
 # aiohttp refuses bodies over this on its own; ours (max_body_bytes) is checked below it.
 READ_LIMIT_BYTES = 64 * 1024 * 1024
 BULK = moengage.Endpoint.BULK
@@ -56,3 +57,10 @@ class SandboxSettings:
     outage_mode: str = "500"
     redirect: int | None = None  # answer every POST with this 3xx
     redirect_to: str = DEFAULT_REDIRECT_TO
+    delete_rate: int = moengage.DEFAULT_DELETE_REQUESTS  # Delete User requests per period
+    export_rate: int = moengage.DEFAULT_EXPORT_USERS  # Get User users per period
+    delete_window: float = 0.0  # updates this long after a delete are lost (MoEngage: 1 day)
+    success_body: str = "moengage"  # or a 2xx that is not MoEngage's (see answers.py)
+    ratelimit_headers: bool = False  # x-ratelimit-limit/-remaining/-reset on every answer
+    unset_supported: bool = True  # False: a workspace without Early Access ignores unsets
+    profiles: Path | None = None  # the profiles as kept, written here (0600) on stop

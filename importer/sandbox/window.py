@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from collections import deque
+
+from importer import moengage
 
 
 class RateWindow:
@@ -38,3 +41,13 @@ class RateWindow:
         if users:
             self._entries.append((now, users))
             self._total += users
+
+    def headers(self, now: float) -> dict[str, str]:
+        """MoEngage's rate-limit headers for this window: limit, room left, seconds to reset."""
+        self._expire(now)
+        reset = self._entries[0][0] + self.period - now if self._entries else self.period
+        return {
+            moengage.RATE_LIMIT_LIMIT_HEADER: str(self.limit),
+            moengage.RATE_LIMIT_REMAINING_HEADER: str(max(0, self.limit - self._total)),
+            moengage.RATE_LIMIT_RESET_HEADER: str(max(1, math.ceil(reset))),
+        }

@@ -1,0 +1,66 @@
+"""Before the input is read: do the credentials work and does the API answer at all?
+
+A Get User call for an id no workspace holds is cheap, authenticated and changes nothing.
+(MoEngage documents a Test Connection API too, but not its body for Data API keys, and it
+does not exercise the data path the run uses.) 401, 403 and 409 stop the run before a row is
+read; a host that refuses connections or does not resolve stops it within a minute, naming
+host and port; any other answer means the credentials were taken.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from urllib.parse import urlsplit
+
+import orjson
+
+from importer import moengage
+from importer.config import JobConfig
+from importer.errors import RunAborted
+from importer.run.transport import NoAnswer, Transport
+from importer.run.users_api import CallRefused, UsersApiClient
+
+# How long an unreachable API is tried before the run stops (a brief blip is allowed for).
+UNREACHABLE_GIVE_UP_SECONDS = 45.0
+RETRY_EVERY_SECONDS = 5.0
+
+
+class Unreachable(RunAborted):
+    """No answer at all from the API's host: exit 3, nothing read or sent."""
+
+
+def probe_id() -> str:
+    return f"moe-import-credential-check-{secrets.token_hex(8)}"
+
+
+async def check_credentials(job: JobConfig, client: UsersApiClient, transport: Transport) -> None:
+    """Raise CallRefused (bad credentials) or Unreachable; return when the API answered."""
+    url = client.url(moengage.EXPORT_PATH)
+    body = orjson.dumps({"identity_type": "customer_id", "identity_values": [probe_id()]})
+    deadline = time.monotonic() + UNREACHABLE_GIVE_UP_SECONDS
+    while True:
+        try:
+            status, _, _ = await transport.post(url, body, client.headers)
+        except NoAnswer as exc:
+            if time.monotonic() + RETRY_EVERY_SECONDS > deadline:
+                raise Unreachable(_unreachable(job, str(exc))) from None
+            await asyncio.sleep(RETRY_EVERY_SECONDS)
+            continue
+        if status in moengage.FATAL_STATUSES:
+            meaning = moengage.STATUS_MEANINGS.get(status, "refused")
+            raise CallRefused(
+                f"the API refused the credentials before anything was read ({status}: {meaning})"
+            )
+        return
+
+
+def _unreachable(job: JobConfig, why: str) -> str:
+    parts = urlsplit(job.api.resolved_base_url())
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    return (
+        f"cannot reach the API at {parts.hostname}:{port} ({why}) for "
+        f"{UNREACHABLE_GIVE_UP_SECONDS:g} s; nothing was read or sent. Check api.base_url / "
+        "api.data_center and the network, then rerun"
+    )

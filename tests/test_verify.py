@@ -1,0 +1,140 @@
+"""verify reads profiles back through the Get User API and names each attribute that differs."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+import orjson
+import pytest
+import requests
+
+from importer.config import ConfigError, load_job
+from importer.moengage.profile import expected_profile
+from importer.verify import verify_job
+from importer.verify.check import format_table
+from importer.verify.compare import Outcome, compare
+from importer.verify.sample import sample_key
+from tests.support import job_dict, write_job
+from tests.test_sandbox import bulk, customer, in_process, post
+
+CSV = "user_id,first_name,points,vip\n" + "".join(
+    f"u{i:03d},Name{i},{i},{'true' if i % 2 else 'false'}\n" for i in range(1, 41)
+)
+MAPPING = {
+    "customer_id": "user_id",
+    "attributes": {
+        "first_name": "first_name",
+        "points": {"column": "points", "type": "integer"},
+        "vip": {"column": "vip", "type": "boolean"},
+    },
+}
+
+
+def _job(tmp_path: Path, url: str) -> Path:
+    source = tmp_path / "users.csv"
+    source.write_text(CSV)
+    return write_job(tmp_path, job_dict(tmp_path, url, source, MAPPING))
+
+
+def _deliver_as_a_run_would(url: str, *, skip: str, retype: str, change: str) -> None:
+    elements = []
+    for i in range(1, 41):
+        cid = f"u{i:03d}"
+        if cid == skip:
+            continue
+        points: object = str(i) if cid == retype else i
+        name = "Someone" if cid == change else f"Name{i}"
+        elements.append(customer(cid, first_name=name, points=points, vip=bool(i % 2)))
+    assert post(url, bulk(*elements)).status_code == 200
+
+
+def test_every_attribute_matches_after_a_faithful_delivery(tmp_path: Path) -> None:
+    with in_process(tmp_path) as server:
+        _deliver_as_a_run_would(server.url, skip="", retype="", change="")
+        outcome = verify_job(load_job(_job(tmp_path, server.url)), sample=40, seed=7)
+        exports = server.stats()["exports"]
+    assert outcome.exit_code == 0
+    assert outcome.comparison.customers_checked == 40 and exports == 40
+    assert {name: dict(c) for name, c in outcome.comparison.by_attribute.items()} == {
+        name: {Outcome.MATCH: 40} for name in ("first_name", "points", "vip")
+    }
+
+
+def test_differences_are_named_by_attribute_and_kind(tmp_path: Path) -> None:
+    with in_process(tmp_path) as server:
+        _deliver_as_a_run_would(server.url, skip="u002", retype="u003", change="u004")
+        job = load_job(_job(tmp_path, server.url))
+        outcome = verify_job(job, sample=40, seed=1)
+    assert outcome.exit_code == 1
+    found = {(d.customer_id, d.attribute, d.outcome) for d in outcome.comparison.differences}
+    assert found == {
+        ("u002", "first_name", Outcome.MISSING),
+        ("u002", "points", Outcome.MISSING),
+        ("u002", "vip", Outcome.MISSING),
+        ("u003", "points", Outcome.DIFFERENT_TYPE),
+        ("u004", "first_name", Outcome.DIFFERENT_VALUE),
+    }
+    assert outcome.comparison.customers_not_found == 1
+    written = json.loads(outcome.report_path.read_text())
+    assert outcome.report_path == tmp_path / "out" / "report.verify.json"
+    assert stat.S_IMODE(os.stat(outcome.report_path).st_mode) == 0o600
+    assert written["attributes"]["points"] == {"different_type": 1, "match": 38, "missing": 1}
+    table = format_table(outcome.comparison)
+    assert "Someone" not in table and "u004" not in table  # counts only, no personal data
+
+
+def test_the_sample_is_reproducible_and_bounded(tmp_path: Path) -> None:
+    with in_process(tmp_path) as server:
+        _deliver_as_a_run_would(server.url, skip="", retype="", change="")
+        job = load_job(_job(tmp_path, server.url))
+        first = verify_job(job, sample=5, seed=3)
+        second = verify_job(job, sample=5, seed=3)
+        other = verify_job(job, sample=5, seed=4)
+        exports = server.stats()["exports"]
+    everyone = [f"u{i:03d}" for i in range(1, 41)]
+    assert first.customer_ids == sorted(sorted(everyone, key=lambda c: sample_key(c, 3))[:5])
+    assert second.customer_ids == first.customer_ids != other.customer_ids
+    assert exports == 15 and other.exit_code == 0
+
+
+def test_events_jobs_are_refused(tmp_path: Path) -> None:
+    source = tmp_path / "events.csv"
+    source.write_text("user_id,event,at\nu1,Bought,2024-01-01T00:00:00Z\n")
+    mapping = {
+        "customer_id": "user_id",
+        "event": {"action": {"column": "event"}, "time": {"column": "at"}},
+    }
+    job = job_dict(tmp_path, "http://127.0.0.1:9", source, mapping)
+    job["import"] = "events"
+    with pytest.raises(ConfigError, match="users jobs only"):
+        verify_job(load_job(write_job(tmp_path, job)))
+
+
+def test_expected_profile_follows_merges_and_unsets() -> None:
+    first = customer("c", email="a@x.io", tags=["a"])
+    second = customer("c", points=2)
+    second["attributes"]["addValueToArrayField"] = {"tags": ["b"]}
+    second["unset_attributes"] = [{"type": "equals", "attr": "email"}]
+    profile, cleared = expected_profile([first, second])
+    assert profile == {"tags": ["a", "b"], "points": 2} and cleared == {"email"}
+    result = compare(
+        {"c": [first, second]}, {"c": {"tags": ["a", "b"], "points": 2, "email": "a@x.io"}}
+    )
+    assert [(d.attribute, d.outcome) for d in result.differences] == [
+        ("email", Outcome.NOT_CLEARED)
+    ]
+
+
+def test_standard_attributes_match_through_the_catalogue_names() -> None:
+    result = compare({"c": [customer("c", first_name="Ada")]}, {"c": {"u_fn": "Ada"}})
+    assert result.all_match
+
+
+def test_read_back_goes_through_the_profiles_endpoint(tmp_path: Path) -> None:
+    with in_process(tmp_path) as server:
+        post(server.url, bulk(customer("u001", first_name="Name1")))
+        got = requests.get(f"{server.url}/_sandbox/profiles", timeout=5).json()
+    assert orjson.loads(orjson.dumps(got["profiles"])) == {"u001": {"first_name": "Name1"}}
