@@ -14,7 +14,7 @@ raises; every error carries the exit code the CLI would give:
 
     ImporterError               base; .exit_code, .report (None before anything ran)
     ├── JobRefused          2   bad job file, input or output paths; nothing was sent
-    │                           (a UsageError, like ConfigError and SourceError)
+    │                           (a UsageError; load_job's ConfigError is one)
     ├── RowsDeadLettered    1   only with raise_on_dead_letters=True: the run finished
     │                           but rows are in the dead-letter file
     ├── RunAborted          3   stopped with rows pending (credentials refused, outage,
