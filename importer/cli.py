@@ -19,6 +19,7 @@ from importer.config import JobConfig, with_overrides
 from importer.errors import EXIT_ABORTED, EXIT_INTERRUPTED, ImporterError
 from importer.outputs.report import Report, format_reasons, format_summary
 from importer.redaction import Secrets
+from importer.run.options import RunOutcome
 
 log = logging.getLogger("importer")
 
@@ -219,7 +220,7 @@ def configure_logging(log_format: str) -> None:
 
 
 def _print_outcome(
-    outcome: Any, args: argparse.Namespace, job: JobConfig, *, validating: bool
+    outcome: RunOutcome, args: argparse.Namespace, job: JobConfig, *, validating: bool
 ) -> None:
     report = outcome.report
     if args.log_format == "json":
