@@ -1,17 +1,20 @@
-"""The Python API for orchestrators (Airflow, Dagster, cron wrappers): load a job, run it.
+"""The Python API for orchestrators (Airflow, Dagster, cron wrappers): the CLI's commands.
 
-    from importer import load_job, run_job, RunAborted
+    from importer import load_job, run_job, replay_job, RunAborted
 
     report = run_job("jobs/users.yaml")          # or run_job(load_job(path, env=...))
     report.rows_accepted, report.exit_code, report.dead_letter
+    run_job(path, dry_run=True)                  # `moe-import validate`: no credentials needed
+    replay_job(path, "out/dead_letter.jsonl")    # `moe-import replay`
 
 `run_job` does what `moe-import run` does (saved progress, dead letters, the report file,
-`output.metrics`, `output.notify`) and returns the `Report`. A run that cannot do its work
+`output.metrics`, `output.notify`) and returns the `Report`; `replay_job` what `moe-import
+replay` does. `load_job` is the loader the CLI uses (importer.config). A run that cannot do its work
 raises; every error carries the exit code the CLI would give:
 
     ImporterError               base; .exit_code, .report (None before anything ran)
     ├── JobRefused          2   bad job file, input or output paths; nothing was sent
-    │                           (a UsageError, like ConfigError and SourceError)
+    │                           (a UsageError; load_job's ConfigError is one)
     ├── RowsDeadLettered    1   only with raise_on_dead_letters=True: the run finished
     │                           but rows are in the dead-letter file
     ├── RunAborted          3   stopped with rows pending (credentials refused, outage,
@@ -30,12 +33,11 @@ import asyncio
 import copy
 import logging
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from importer import config
-from importer.config import ConfigError, JobConfig
+from importer.config import ConfigError, JobConfig, JobRefused, load_job, with_overrides
 from importer.errors import (
     EXIT_ABORTED,
     EXIT_DEAD_LETTERED,
@@ -50,41 +52,36 @@ from importer.errors import (
 )
 from importer.outputs.metrics import MetricsWriter
 from importer.outputs.notify import notify, payload
-from importer.outputs.report import Report
+from importer.outputs.report import Report, dry_run_report_path
+from importer.redaction import Secrets
 from importer.run.options import RunOptions as RunOptions  # re-exported: the Python API
 from importer.run.options import RunOutcome as RunOutcome
+from importer.run.pipeline import Run
+from importer.run.preflight import prepare
+from importer.run.replay import replay_dead_letter, replay_paths
+from importer.run.transport import check_plain_http
 
-if TYPE_CHECKING:
-    from importer.run.pipeline import Run
+__all__ = [
+    "ConfigError",
+    "JobRefused",
+    "RunOptions",
+    "RunOutcome",
+    "execute",
+    "load_job",
+    "prepared",
+    "replay_job",
+    "run_job",
+]
 
 log = logging.getLogger("importer")
-
-
-class JobRefused(UsageError):
-    """The job file, its input or its output paths are wrong; nothing was sent."""
-
-
-def load_job(
-    path: str | os.PathLike[str],
-    env: Mapping[str, str] | None = None,
-    overrides: Mapping[str, Mapping[str, Any]] | None = None,
-) -> JobConfig:
-    """Read and check a job file; `${NAME}` comes from `env` (default: the environment).
-
-    `overrides` are sections as in the file, e.g. `{"source": {"path": "x.csv"}}`, checked
-    like the file itself. Raises JobRefused naming the key and the problem.
-    """
-    try:
-        job = config.load_job(Path(path), env)
-        return config.with_overrides(job, overrides) if overrides else job
-    except ConfigError as error:
-        raise JobRefused(str(error)) from error
+JobOrPath = JobConfig | str | os.PathLike[str]
 
 
 def run_job(
-    job: JobConfig | str | os.PathLike[str],
+    job: JobOrPath,
     *,
     dry_run: bool = False,
+    full: bool = False,
     fresh: bool = False,
     progress: bool = False,
     job_name: str | None = None,
@@ -94,21 +91,109 @@ def run_job(
 ) -> Report:
     """Run an import as `moe-import run` would and return its report (see the module doc).
 
-    `job` is a loaded job or a job file's path. `job_name` names the run in notifications
-    and metrics (default: the job file's name without extension, or "job").
+    `job` is a loaded job or a job file's path. A dry run (`moe-import validate`) sends
+    nothing and needs no credentials; its report goes beside the real one (X.dry-run.json).
+    `job_name` names the run in notifications and metrics (default: the job file's name
+    without extension, or "job").
     """
-    if not isinstance(job, JobConfig):
-        job_name = job_name or Path(job).stem
-        job = load_job(job)
+    loaded, name = _loaded(job, job_name, need_credentials=not dry_run)
+    options = RunOptions(dry_run=dry_run, fresh=fresh, full=full, progress=progress)
+    return _command(
+        prepared(loaded, dry_run=dry_run),
+        options,
+        name,
+        notify_url,
+        write_report,
+        raise_on_dead_letters,
+    )
+
+
+def replay_job(
+    job: JobOrPath,
+    dead_letter: str | os.PathLike[str],
+    *,
+    dry_run: bool = False,
+    fresh: bool = False,
+    progress: bool = False,
+    job_name: str | None = None,
+    notify_url: str | None = None,
+    write_report: bool = True,
+    raise_on_dead_letters: bool = False,
+) -> Report:
+    """Send the rows of a dead-letter file again, as `moe-import replay` would.
+
+    Its dead letters and report go beside `dead_letter` (X.replay.jsonl, X.replay.report.json),
+    never over the job's own files; a rerun resumes (`fresh`: starts over)."""
+    loaded, name = _loaded(job, job_name, need_credentials=not dry_run)
+    source = Path(dead_letter)
     options = RunOptions(dry_run=dry_run, fresh=fresh, progress=progress)
+    return _command(
+        prepared(loaded, dry_run=dry_run, replay_from=source),
+        options,
+        name,
+        notify_url,
+        write_report,
+        raise_on_dead_letters,
+        replay_from=source,
+    )
+
+
+def prepared(
+    job: JobConfig,
+    *,
+    dry_run: bool = False,
+    replay_from: Path | None = None,
+    dead_letter: str | None = None,
+    report: str | None = None,
+) -> JobConfig:
+    """The job as a command runs it (the CLI's and this API's one rule).
+
+    A replay writes beside its input unless `dead_letter` / `report` say otherwise, never over
+    the job's files; a dry run writes its report beside the real one, never over it (a real
+    run's counts survive a validate); a real run refuses Basic auth over plain http:// to
+    another machine before anything starts."""
+    need_credentials = not dry_run
+    if replay_from is not None:
+        beside_dead_letter, beside_report = replay_paths(replay_from)
+        output = {"dead_letter": dead_letter or str(beside_dead_letter)}
+        output["report"] = report or str(beside_report)
+        job = with_overrides(job, {"output": output}, need_credentials=need_credentials)
+    if dry_run:
+        dry_report = str(dry_run_report_path(job.output.report))
+        job = with_overrides(job, {"output": {"report": dry_report}}, need_credentials=False)
+    else:
+        check_plain_http(job.api.resolved_base_url(), job.api.allow_insecure_http)
+    return job
+
+
+def _loaded(
+    job: JobOrPath, job_name: str | None, *, need_credentials: bool
+) -> tuple[JobConfig, str]:
+    if isinstance(job, JobConfig):
+        return job, job_name or "job"
+    return load_job(job, need_credentials=need_credentials), job_name or Path(job).stem
+
+
+def _command(
+    job: JobConfig,
+    options: RunOptions,
+    job_name: str,
+    notify_url: str | None,
+    write_report: bool,
+    raise_on_dead_letters: bool,
+    replay_from: Path | None = None,
+) -> Report:
+    secrets = job.secrets()
     try:
-        outcome = execute(job, options, job_name=job_name or "job", notify_url=notify_url)
+        outcome = execute(
+            job, options, job_name=job_name, notify_url=notify_url, replay_from=replay_from
+        )
     except UsageError as error:
-        raise JobRefused(str(error)) from error
+        raise JobRefused(secrets.scrub(str(error))) from error
     except OSError as error:  # a disk full, a file gone: what the CLI exits 3 for
-        raise RunAborted(f"stopped: {error}") from error
+        raise RunAborted(secrets.scrub(f"stopped: {error}")) from error
     report = outcome.report
-    if write_report and not dry_run:
+    if write_report:
         report.write(job.output.report)
     return _checked(report, raise_on_dead_letters)
 
@@ -149,6 +234,7 @@ def execute(
     # A dry run (validate) notifies only when asked on the command line, not from the file.
     url = notify_url or (hook.url if hook and not options.dry_run else None)
     on = hook.on if hook else ["failure", "success"]
+    scrub = job.secrets()
     secrets = [job.api.api_key.get_secret_value()]
     try:
         outcome = _run_with_metrics(job, options, job_name, replay_from)
@@ -157,9 +243,10 @@ def execute(
             # Refused (exit 2), or a fault of our own the CLI reports as exit 3.
             code = error.exit_code if isinstance(error, ImporterError) else EXIT_ABORTED
             failed = Report(dry_run=options.dry_run, exit_code=code)
-            reason = str(error) or type(error).__name__
+            reason = scrub(str(error) or type(error).__name__)
             notify(url, payload(failed, job_name, error=reason, secrets=secrets), on)
         raise
+    _scrub_report(outcome.report, scrub)
     if url:
         body = payload(
             outcome.report, job_name, report_path=str(job.output.report), secrets=secrets
@@ -168,14 +255,20 @@ def execute(
     return outcome
 
 
+def _scrub_report(report: Report, secrets: Secrets) -> None:
+    """The report is shown and stored: an abort reason quoting an input path or a server's
+    answer must not carry the job's secrets into it."""
+    if report.aborted is not None:
+        report.aborted = secrets.scrub(report.aborted)
+    report.warnings = [secrets.scrub(warning) for warning in report.warnings]
+
+
 def _run_with_metrics(
     job: JobConfig, options: RunOptions, job_name: str, replay_from: Path | None
 ) -> RunOutcome:
-    from importer.run import replay
-
     def run() -> RunOutcome:
         if replay_from is not None:
-            return replay.replay_dead_letter(job, replay_from, options)
+            return replay_dead_letter(job, replay_from, options)
         return _run_files(job, options, observe=watch)
 
     live: dict[str, Any] = {}
@@ -197,9 +290,6 @@ def _run_files(
     job: JobConfig, options: RunOptions, observe: Callable[[Run], None] | None = None
 ) -> RunOutcome:
     """A run of the job over its source files (`observe` sees the run before it starts)."""
-    from importer.run.pipeline import Run
-    from importer.run.preflight import prepare
-
     paths, mapper = prepare(job)
     run = Run(job, options, paths, mapper)
     if observe is not None:

@@ -15,9 +15,11 @@ from typing import Any
 import orjson
 
 from importer import __version__
-from importer.config import JobConfig, load_job, redact, with_overrides
+from importer.config import JobConfig, with_overrides
 from importer.errors import EXIT_ABORTED, EXIT_INTERRUPTED, ImporterError
-from importer.outputs.report import dry_run_report_path, format_reasons, format_summary
+from importer.outputs.report import Report, format_reasons, format_summary
+from importer.redaction import Secrets
+from importer.run.options import RunOutcome
 
 log = logging.getLogger("importer")
 
@@ -32,27 +34,45 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _add_run_options(parser: argparse.ArgumentParser, *, dry_run_flag: bool) -> None:
-    parser.add_argument("job", help="the job file (YAML)")
+# Each command takes the options it uses, built from these groups (CONTRACT: validate and replay
+# take run's options where they apply). A dry run sends nothing: the pace of sending
+# (--period, --concurrency), --allow-insecure-http and --fresh (it keeps no progress) do not
+# apply to it; a replay reads no source (--input) and compares with no snapshot (--full).
+
+
+def _add_input(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--input", help="input file, directory or glob (overrides source.path)")
-    if dry_run_flag:
-        parser.add_argument(
-            "--dry-run",
-            action="store_true",
-            help="map, validate and build every request; send nothing",
-        )
+
+
+def _add_dry_run(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--dry-run", action="store_true", help="map, validate and build every request; send nothing"
+    )
+
+
+def _add_fresh(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fresh", action="store_true", help="ignore saved progress and start over")
+
+
+def _add_full(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--full",
         action="store_true",
         help="with sync.mode changed: send every valid row anyway, and refresh the snapshot",
     )
+
+
+def _add_target(parser: argparse.ArgumentParser, *, sending: bool) -> None:
     parser.add_argument("--base-url", help="API base URL (overrides api.base_url / data_center)")
     parser.add_argument(
         "--rate", type=_positive_int, help="user updates per period (rate_limit.updates)"
     )
-    parser.add_argument("--period", type=float, help="rate limit period in seconds")
-    parser.add_argument("--concurrency", type=_positive_int, help="requests in flight")
+    if sending:
+        parser.add_argument("--period", type=float, help="rate limit period in seconds")
+        parser.add_argument("--concurrency", type=_positive_int, help="requests in flight")
+
+
+def _add_outputs(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dead-letter", help="dead-letter file (overrides output.dead_letter)")
     parser.add_argument("--report", help="report file (overrides output.report)")
     parser.add_argument("--state", help="progress file (overrides output.state)")
@@ -65,10 +85,66 @@ def _add_run_options(parser: argparse.ArgumentParser, *, dry_run_flag: bool) -> 
         default="text",
         help="json: log lines and errors as JSON lines, the summary as the report's JSON",
     )
+
+
+def _add_insecure_http(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--allow-insecure-http",
         action="store_true",
         help="allow Basic auth over plain http:// to a host that is not this machine",
+    )
+
+
+def _add_notify(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--notify",
+        metavar="URL",
+        help="POST a JSON summary here when the run ends (Slack-webhook compatible)",
+    )
+
+
+def _add_run(commands: Any) -> None:
+    run = commands.add_parser("run", help="import a job's input")
+    run.add_argument("job", help="the job file (YAML)")
+    for add in (_add_input, _add_dry_run, _add_fresh, _add_full):
+        add(run)
+    _add_target(run, sending=True)
+    _add_outputs(run)
+    _add_insecure_http(run)
+    _add_notify(run)
+
+
+def _add_validate(commands: Any) -> None:
+    validate = commands.add_parser("validate", help="the same as run --dry-run")
+    validate.add_argument("job", help="the job file (YAML)")
+    _add_input(validate)
+    _add_full(validate)
+    _add_target(validate, sending=False)
+    _add_outputs(validate)
+
+
+def _add_replay(commands: Any) -> None:
+    replay = commands.add_parser("replay", help="send the rows of a dead-letter file again")
+    replay.add_argument("job", help="the job file (YAML)")
+    _add_dry_run(replay)
+    _add_fresh(replay)
+    _add_target(replay, sending=True)
+    _add_outputs(replay)
+    _add_insecure_http(replay)
+    replay.add_argument(
+        "dead_letter_in", metavar="DEAD_LETTER.jsonl", help="the dead-letter file to replay"
+    )
+    _add_notify(replay)
+
+
+def _add_init(commands: Any) -> None:
+    init = commands.add_parser("init", help="print a job file skeleton for an input")
+    init.add_argument("input", help="a CSV or Parquet file, a directory, a glob or an s3:// prefix")
+    init.add_argument(
+        "--events",
+        action="store_true",
+        help="propose an events job (import: events); automatic when the input has an"
+        " event-name and a timestamp column",
     )
 
 
@@ -79,32 +155,8 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"moe-import {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    run = commands.add_parser("run", help="import a job's input")
-    _add_run_options(run, dry_run_flag=True)
-    validate = commands.add_parser("validate", help="the same as run --dry-run")
-    _add_run_options(validate, dry_run_flag=False)
-    replay = commands.add_parser("replay", help="send the rows of a dead-letter file again")
-    _add_run_options(replay, dry_run_flag=True)
-    replay.add_argument(
-        "dead_letter_in", metavar="DEAD_LETTER.jsonl", help="the dead-letter file to replay"
-    )
-    for command in (run, replay):
-        command.add_argument(
-            "--notify",
-            metavar="URL",
-            help="POST a JSON summary here when the run ends (Slack-webhook compatible)",
-        )
-
-    init = commands.add_parser("init", help="print a job file skeleton for an input")
-    init.add_argument("input", help="a CSV or Parquet file, a directory, a glob or an s3:// prefix")
-    init.add_argument(
-        "--events",
-        action="store_true",
-        help="propose an events job (import: events); automatic when the input has an"
-        " event-name and a timestamp column",
-    )
-
+    for add in (_add_run, _add_validate, _add_replay, _add_init):
+        add(commands)
     serve = commands.add_parser("sandbox", help="run the MoEngage-compatible server on loopback")
     words = sys.argv[1:] if argv is None else argv
     if "sandbox" in words:
@@ -118,21 +170,27 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
 def apply_overrides(
     job: JobConfig, args: argparse.Namespace, *, need_credentials: bool = True
 ) -> JobConfig:
-    """Command-line options win over the job file, and are checked like it."""
+    """Command-line options win over the job file, and are checked like it.
+
+    A command without an option (validate has no --period) leaves the job's value."""
+
+    def given(name: str) -> Any:
+        return getattr(args, name, None)
+
     return with_overrides(
         job,
         {
             "api": {
-                "base_url": args.base_url,
-                "allow_insecure_http": True if args.allow_insecure_http else None,
+                "base_url": given("base_url"),
+                "allow_insecure_http": True if given("allow_insecure_http") else None,
             },
-            "rate_limit": {"updates": args.rate, "period_seconds": args.period},
-            "delivery": {"concurrency": args.concurrency},
-            "source": {"path": args.input},
+            "rate_limit": {"updates": given("rate"), "period_seconds": given("period")},
+            "delivery": {"concurrency": given("concurrency")},
+            "source": {"path": given("input")},
             "output": {
-                "dead_letter": args.dead_letter,
-                "report": args.report,
-                "state": args.state,
+                "dead_letter": given("dead_letter"),
+                "report": given("report"),
+                "state": given("state"),
             },
         },
         need_credentials=need_credentials,
@@ -162,14 +220,14 @@ def configure_logging(log_format: str) -> None:
 
 
 def _print_outcome(
-    outcome: Any, args: argparse.Namespace, job: JobConfig, *, validating: bool
+    outcome: RunOutcome, args: argparse.Namespace, job: JobConfig, *, validating: bool
 ) -> None:
     report = outcome.report
     if args.log_format == "json":
         print(json.dumps(report.to_dict()))
         return
     if validating:
-        from importer.run.preflight import mapper_for
+        from importer.run.preflight import mapper_for  # here: as `api` above (no cycle)
 
         print("attributes:")
         for attribute, column, kind in mapper_for(job).describe():
@@ -184,9 +242,9 @@ def _print_outcome(
     print(format_summary(report))
 
 
-def _run_command(args: argparse.Namespace) -> int:
-    from importer import api
-    from importer.run import replay
+def _run_command(args: argparse.Namespace, secrets: Secrets) -> int:
+    """run, validate and replay; the job's secrets go into `secrets` for the error message."""
+    from importer import api  # here: `sandbox` and `init` start without the run's modules
 
     # Millions of short-lived objects, few cycles: collecting less often costs no memory
     # worth counting and saves a tenth of the mapping time. Frozen: the imported modules.
@@ -194,31 +252,22 @@ def _run_command(args: argparse.Namespace) -> int:
     gc.set_threshold(100_000, 50, 50)
 
     validating = args.command == "validate" or bool(getattr(args, "dry_run", False))
-    if args.command == "replay":
-        # A replay writes beside its input unless told otherwise, never over the job's files.
-        dead_letter, report = replay.replay_paths(Path(args.dead_letter_in))
-        args.dead_letter = args.dead_letter or str(dead_letter)
-        args.report = args.report or str(report)
+    replay_from = Path(args.dead_letter_in) if args.command == "replay" else None
     # A dry run sends nothing, so it needs no credentials.
-    job = apply_overrides(
-        load_job(args.job, need_credentials=not validating),
-        args,
-        need_credentials=not validating,
+    job = api.load_job(args.job, need_credentials=not validating)
+    secrets.update(job.secrets())
+    job = apply_overrides(job, args, need_credentials=not validating)
+    job = api.prepared(
+        job,
+        dry_run=validating,
+        replay_from=replay_from,
+        dead_letter=args.dead_letter,
+        report=args.report,
     )
-    if validating:
-        # Beside the real report, never over it: a real run's counts survive a validate.
-        dry_report = str(dry_run_report_path(job.output.report))
-        job = with_overrides(
-            job, {"output": {"report": dry_report}}, need_credentials=not validating
-        )
-    else:
-        from importer.run.transport import check_plain_http
-
-        check_plain_http(job.api.resolved_base_url(), job.api.allow_insecure_http)
     options = api.RunOptions(
         dry_run=validating,
-        fresh=args.fresh,
-        full=args.full,
+        fresh=getattr(args, "fresh", False),
+        full=getattr(args, "full", False),
         progress=False if args.no_progress else None,
     )
     # Through the library: metrics file and notification come with the run (importer.api).
@@ -227,53 +276,59 @@ def _run_command(args: argparse.Namespace) -> int:
         options,
         job_name=Path(args.job).stem,
         notify_url=getattr(args, "notify", None),
-        replay_from=Path(args.dead_letter_in) if args.command == "replay" else None,
+        replay_from=replay_from,
     )
     _print_outcome(outcome, args, job, validating=validating)
+    return _write_report(outcome.report, job.output.report)
+
+
+def _write_report(report: Report, path: Path) -> int:
+    """The exit code, once the report is written."""
     try:
-        outcome.report.write(job.output.report)
+        report.write(path)
     except OSError as error:
         # The run itself is done and accounted for, but whoever reads the report cannot
         # tell: a fault of our own (exit 3) unless a stronger code already stands.
-        log.error("cannot write the report %s: %s", job.output.report, error.strerror)
-        if outcome.report.exit_code in (0, 1):
+        log.error("cannot write the report %s: %s", path, error.strerror)
+        if report.exit_code in (0, 1):
             return EXIT_ABORTED
-    return outcome.report.exit_code
+    return report.exit_code
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser(argv)
     args = parser.parse_args(argv)
     configure_logging(getattr(args, "log_format", "text"))
+    secrets = Secrets()
     try:
         if args.command == "sandbox":
-            from importer import sandbox
+            from importer import sandbox  # here: its aiohttp.web only for this command
 
             return sandbox.run_from_args(args)
         if args.command == "init":
-            from importer.init.scaffold import scaffold_job
+            from importer.init.scaffold import scaffold_job  # here: the run starts without it
 
             sys.stdout.write(scaffold_job(args.input, events=args.events))
             return 0
-        return _run_command(args)
+        return _run_command(args, secrets)
     except ImporterError as error:  # bad usage (2), or our own files failed us (3)
-        _fatal(str(error), args)
+        _fatal(secrets.scrub(str(error)), args)
         return error.exit_code
     except KeyboardInterrupt:
         _fatal("interrupted", args, prefix="")
         return EXIT_INTERRUPTED
     except OSError as error:
-        _fatal(str(error), args)
+        _fatal(secrets.scrub(str(error)), args)
         return EXIT_ABORTED
     except Exception as error:  # a fault we did not foresee: say so plainly, exit as aborted
         log.debug("unexpected error", exc_info=True)
-        _fatal(f"unexpected {type(error).__name__}: {error}", args)
+        _fatal(secrets.scrub(f"unexpected {type(error).__name__}: {error}"), args)
         return EXIT_ABORTED
 
 
 def _fatal(message: str, args: argparse.Namespace, prefix: str = "error: ") -> None:
-    """The error that ends the run, on stderr: a JSON line with --log-format json."""
-    message = redact(message)
+    """The error that ends the run, on stderr (scrubbed by the caller): a JSON line with
+    --log-format json."""
     if getattr(args, "log_format", "text") == "json":
         record = logging.LogRecord("importer", logging.ERROR, "", 0, message, None, None)
         print(_JsonFormatter().format(record), file=sys.stderr)

@@ -11,16 +11,17 @@ import yaml
 
 from importer import moengage
 from importer.config import ConfigError, check_job_rules, load_job, parse_job
+from importer.redaction import Secrets
 from importer.sources import SourceFormat
 
 REPO = Path(__file__).resolve().parent.parent
-SECRET = "sk-live-7Q9zX4wPVdistinctive"
+SECRET = "sk-live-7Q9zX4wPVq2Lm8RtY6"
 ENV = {"MOENGAGE_WORKSPACE_ID": "WS123", "MOENGAGE_API_KEY": SECRET}
 
 BASE_YAML = """
 api:
   workspace_id: WS123
-  api_key: sk-live-7Q9zX4wPVdistinctive
+  api_key: sk-live-7Q9zX4wPVq2Lm8RtY6
 source:
   path: sample_data/
 mapping:
@@ -410,25 +411,26 @@ def test_list_items_and_number_keys_are_named() -> None:
 # --- issue 9: secrets in errors, the key file, credentials, YAML aliases, workspace ids ---------
 
 
-@pytest.fixture
-def no_secrets() -> Any:
-    from importer.config import forget_secrets
-
-    forget_secrets()
-    yield
-    forget_secrets()
-
-
-def test_redact_hides_a_secret_and_long_runs_of_it_in_any_case(no_secrets: None) -> None:
-    from importer.config import redact, register_secret
-
-    register_secret("Zq8Rt2Vw9Lm4Xp7Nc3Bv", "${MY_TOKEN}")
-    assert redact("no column 'Zq8Rt2Vw9Lm4Xp7Nc3Bv'") == "no column '${MY_TOKEN}'"
-    assert redact("shown 'zq8rt2vw9lm4xp…'") == "shown '${MY_TOKEN}…'"  # cut, lower-cased
-    assert redact("distinct words stay") == "distinct words stay"
+def test_secrets_hide_a_secret_and_long_runs_of_it_in_any_case() -> None:
+    secrets = Secrets()
+    secrets.add("Zq8Rt2Vw9Lm4Xp7Nc3Bv", "${MY_TOKEN}")
+    assert secrets.scrub("no column 'Zq8Rt2Vw9Lm4Xp7Nc3Bv'") == "no column '${MY_TOKEN}'"
+    assert secrets.scrub("shown 'zq8rt2vw9lm4xp…'") == "shown '${MY_TOKEN}…'"  # cut, lower-cased
+    assert secrets.scrub("distinct words stay") == "distinct words stay"
 
 
-def test_a_secret_variable_in_a_value_is_never_in_the_error(no_secrets: None) -> None:
+def test_the_loader_keeps_the_secrets_it_met_with_the_job() -> None:
+    env = {**ENV, "S3_SECRET": "Zq8Rt2Vw9Lm4Xp7Nc3Bv"}
+    job = parse_job(job_tree("source: {path: 'in/${S3_SECRET}.csv'}"), env=env)
+    shown = job.secrets().scrub(f"cannot read {job.source.path}; key {SECRET}")
+    assert shown == "cannot read in/${S3_SECRET}.csv; key the API key"
+    # Another job's load shares nothing with this one: no global registry.
+    assert "Zq8Rt2Vw9Lm4Xp7Nc3Bv" in parse_job(job_tree(), env=ENV).secrets().scrub(
+        "Zq8Rt2Vw9Lm4Xp7Nc3Bv"
+    )
+
+
+def test_a_secret_variable_in_a_value_is_never_in_the_error() -> None:
     env = {**ENV, "S3_SECRET": "Zq8Rt2Vw9Lm4Xp7Nc3Bv"}
     tree = job_tree(
         "mapping: {attributes: {t: {column: c, type: datetime, timezone: '${S3_SECRET}'}}}"

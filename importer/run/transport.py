@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import os
-import ssl
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +23,7 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from importer.config import ConfigError
+from importer.config.tls import ssl_context
 
 Answer = tuple[int, Mapping[str, str], bytes]
 
@@ -80,22 +80,6 @@ def check_plain_http(url: str, allow_insecure_http: bool) -> None:
 
 
 # ---------------------------------------------------------------- aiohttp
-
-
-def ssl_context(ca_bundle: Path | None) -> ssl.SSLContext:
-    """System trust, or `api.ca_bundle`, or the file SSL_CERT_FILE names.
-
-    A file that is missing or holds no certificate is a ValueError naming it.
-    """
-    from_env = os.environ.get("SSL_CERT_FILE") or None
-    cafile = ca_bundle or from_env
-    try:
-        return ssl.create_default_context(cafile=str(cafile) if cafile else None)
-    except (OSError, ssl.SSLError) as error:
-        why = getattr(error, "strerror", None) or "not a PEM file of CA certificates"
-        # api.ca_bundle's errors are prefixed with its key path by the config already.
-        named = f"{cafile}" if ca_bundle else f"SSL_CERT_FILE {cafile}"
-        raise ValueError(f"{named}: {why}") from None
 
 
 class AiohttpTransport:

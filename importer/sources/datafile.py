@@ -8,7 +8,7 @@ from pathlib import Path, PurePosixPath
 from typing import BinaryIO, Protocol
 from urllib.parse import unquote
 
-from importer.config import SourceFormat, redact
+from importer.config import SourceFormat
 from importer.errors import UsageError
 
 CSV_SUFFIXES = (".csv", ".csv.gz", ".csv.bz2", ".csv.zst", ".csv.xz", ".csv.zip")
@@ -37,10 +37,8 @@ HIVE_NULL_PARTITION = "__HIVE_DEFAULT_PARTITION__"
 class SourceError(UsageError):
     """An input problem a user can fix (no match, unreadable, bad encoding); names the file.
 
-    Its message never holds a secret (a key placed by mistake in source.path, say)."""
-
-    def __init__(self, message: str = "") -> None:
-        super().__init__(redact(message))
+    Whoever shows its message scrubs it of the job's secrets (a key placed by mistake in
+    source.path, say): the CLI and the Python API, with `JobConfig.secrets()`."""
 
 
 class ByteStore(Protocol):

@@ -1,0 +1,354 @@
+"""The job file's typed model: every section and key, validated once at the edge."""
+
+from __future__ import annotations
+
+import codecs
+import enum
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
+
+from importer import moengage
+from importer.config.tls import ssl_context
+from importer.moengage import Endpoint
+from importer.redaction import Secrets, credential_secrets
+
+
+class SourceFormat(enum.StrEnum):
+    """How input files are read (`source.format`); a str, so job files say it plainly."""
+
+    AUTO = "auto"  # each file as its name or its first bytes say
+    CSV = "csv"
+    PARQUET = "parquet"
+
+
+AttributeType = Literal["string", "integer", "number", "boolean", "datetime", "date", "array"]
+ItemType = Literal["string", "integer", "number"]
+# How type datetime reads a local time the clocks repeat / skip; "raise" dead-letters the row.
+AmbiguousTime = Literal["earliest", "latest", "raise"]
+NonexistentTime = Literal["shift_forward", "shift_backward", "raise"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ApiConfig(_Strict):
+    data_center: str = "01"
+    base_url: str | None = None
+    workspace_id: str
+    api_key: SecretStr = SecretStr("")
+    # A file holding the key (one trailing newline is dropped); instead of api_key.
+    api_key_file: Path | None = None
+    project_code: str | None = None
+    endpoint: Endpoint = Endpoint.BULK
+    ca_bundle: Path | None = None  # a CA file for TLS (SSL_CERT_FILE is honoured too)
+    allow_insecure_http: bool = False  # Basic auth over http:// to a non-loopback host
+
+    @field_validator("data_center", mode="before")
+    @classmethod
+    def _data_center_text(cls, value: Any) -> Any:
+        # YAML reads 01 as the integer 1; accept it and mean "01".
+        if isinstance(value, int):
+            return f"{value:02d}" if value < 100 else str(value)
+        return value
+
+    @field_validator("data_center")
+    @classmethod
+    def _known_data_center(cls, value: str) -> str:
+        if value not in moengage.DATA_CENTERS:
+            raise ValueError(f"must be one of {', '.join(moengage.DATA_CENTERS)}")
+        return value
+
+    @field_validator("ca_bundle")
+    @classmethod
+    def _readable_ca_file(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            ssl_context(value)  # a ValueError naming the file if it is no CA file
+        return value
+
+    def resolved_base_url(self) -> str:
+        """base_url wins over data_center (sandbox, proxy)."""
+        return (self.base_url or moengage.base_url_for(self.data_center)).rstrip("/")
+
+
+class SharedQuotaConfig(_Strict):
+    """rate_limit.shared: one quota for every process using the same key (importer.quota)."""
+
+    backend: Literal["local", "redis"] = "local"
+    url: str | None = None  # redis://[:password@]host:port/db (backend redis)
+    key: str | None = None  # the quota's name; the workspace ID when unset
+    path: str | None = None  # backend local: the ledger's directory (default: the temp dir)
+    timeout_seconds: float = Field(5.0, gt=0, allow_inf_nan=False)  # one ledger call, at most
+
+    @model_validator(mode="after")
+    def _redis_needs_url(self) -> SharedQuotaConfig:
+        if self.backend == "redis":
+            if not self.url:
+                raise ValueError("backend redis needs url (redis://host:port/db)")
+            if urlsplit(self.url).scheme not in ("redis", "rediss", "unix"):
+                raise ValueError("url must start with redis://, rediss:// or unix://")
+        if self.key is not None and not self.key.strip():
+            raise ValueError("key must not be empty (leave it out to use the workspace ID)")
+        return self
+
+
+class RateLimitConfig(_Strict):
+    updates: int = Field(moengage.DEFAULT_RATE_UPDATES, gt=0)
+    period_seconds: float = Field(moengage.DEFAULT_RATE_PERIOD_SECONDS, gt=0, allow_inf_nan=False)
+    shared: SharedQuotaConfig | None = None
+
+
+class DeliveryConfig(_Strict):
+    max_batch_bytes: int = Field(moengage.MAX_REQUEST_BYTES, ge=1000, le=moengage.MAX_REQUEST_BYTES)
+    concurrency: int = Field(8, ge=1, le=256)
+    max_attempts: int = Field(6, ge=1)
+    # 429s spend no attempts: they slow the run down. Only this long of nothing but 429s
+    # stops it (exit 3, rows pending).
+    max_rate_limited_seconds: float = Field(3600, gt=0, allow_inf_nan=False)
+    # Every request failing this long (the API down): stop, rows pending, resumable.
+    max_outage_seconds: float = Field(900, gt=0, allow_inf_nan=False)
+    timeout_seconds: float = Field(30, gt=0, allow_inf_nan=False)
+    backoff_base_seconds: float = Field(0.5, gt=0, allow_inf_nan=False)
+    backoff_max_seconds: float = Field(30, gt=0, allow_inf_nan=False)
+
+
+class CsvOptions(_Strict):
+    delimiter: str = ","
+    encoding: str = "utf-8"
+    quotechar: str = '"'
+    escapechar: str | None = None
+    compression: Literal["infer", "gzip", "bz2", "zstd", "xz", "zip"] | None = "infer"
+    # A record (header included) longer than this is set aside as malformed; a quoted field
+    # still open this far on is taken for a stray quote.
+    max_record_bytes: int = Field(1 << 20, ge=1024, le=1 << 30)
+
+    @field_validator("delimiter", "quotechar", "escapechar")
+    @classmethod
+    def _one_ascii_character(cls, value: str | None, info: Any) -> str | None:
+        # The reader splits records on bytes: these must be one byte in any ASCII encoding.
+        empty_ok = info.field_name != "delimiter"
+        if value is None or (empty_ok and value == ""):
+            return value
+        if len(value) != 1 or not value.isascii() or value in "\r\n":
+            raise ValueError("must be one ASCII character (not a newline)")
+        return value
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, value: str) -> str:
+        try:
+            codecs.lookup(value)
+        except LookupError:
+            raise ValueError(
+                "unknown encoding; use a Python codec name such as utf-8 or latin-1"
+            ) from None
+        return value
+
+
+class StorageOptions(_Strict):
+    """Object storage (s3://) settings; credentials come from the standard AWS chain."""
+
+    endpoint_url: str | None = None  # an S3-compatible store (MinIO, R2, GCS interop...)
+    region: str | None = None
+    anonymous: bool = False  # public buckets: send no credentials
+
+
+class SourceConfig(_Strict):
+    path: str | None = None
+    format: SourceFormat = SourceFormat.AUTO
+    null_values: list[str] = Field(default_factory=lambda: [""])
+    csv: CsvOptions = Field(default_factory=CsvOptions)
+    chunk_rows: int = Field(10_000, ge=1)
+    allow_empty: bool = False  # a run that reads no data row exits 4 unless this is true
+    storage: StorageOptions = Field(default_factory=StorageOptions)
+
+
+class AttributeSpec(_Strict):
+    column: str
+    type: AttributeType = "string"
+    separator: str | None = None
+    items: ItemType = "string"
+    format: str | None = None
+    timezone: str | None = None
+    # type date: send the bare YYYY-MM-DD as text instead of midnight UTC as a date-time.
+    as_text: bool = False
+    # type datetime: how to read a local time the clocks repeat or skip (default: the row is
+    # dead-lettered, never shifted silently).
+    ambiguous: AmbiguousTime | None = None
+    nonexistent: NonexistentTime | None = None
+
+
+class ArrayOpSpec(_Strict):
+    column: str
+    separator: str | None = None
+    items: ItemType = "string"
+
+
+class PlatformsSpec(_Strict):
+    """Either a column whose cells are platform names, or a constant list for every row."""
+
+    column: str | None = None
+    values: list[str] | None = None
+
+
+class EventValue(_Strict):
+    """An event field: a column per row, or a constant for every row (a bare string)."""
+
+    column: str | None = None
+    constant: str | None = None
+
+    @model_validator(mode="after")
+    def _one_of(self) -> EventValue:
+        if (self.column is None) == (self.constant is None):
+            raise ValueError("give a column ({column: name}) or a constant (a bare string)")
+        return self
+
+
+def _bare_columns_are_strings(value: Any) -> Any:
+    """`name: column` in an attributes block is `name: {column: column}`, a string attribute."""
+    if isinstance(value, Mapping):
+        return {k: ({"column": v} if isinstance(v, str) else v) for k, v in value.items()}
+    return value
+
+
+# mapping.attributes and mapping.event.attributes: MoEngage attribute -> its column spec.
+AttributeSpecs = Annotated[dict[str, AttributeSpec], BeforeValidator(_bare_columns_are_strings)]
+
+
+class EventConfig(_Strict):
+    """mapping.event (import: events): one row is one action of its customer."""
+
+    action: EventValue
+    time: AttributeSpec  # -> current_time; type datetime
+    timezone_offset: EventValue | None = None  # seconds -> user_timezone_offset
+    platform: EventValue | None = None
+    app_version: EventValue | None = None
+    attributes: AttributeSpecs = Field(default_factory=dict)
+
+    @field_validator("action", "timezone_offset", "platform", "app_version", mode="before")
+    @classmethod
+    def _bare_is_constant(cls, value: Any) -> Any:
+        return {"constant": value} if isinstance(value, str) else value
+
+    @field_validator("time", mode="before")
+    @classmethod
+    def _time_is_datetime(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return {"column": value, "type": "datetime"}
+        if isinstance(value, Mapping) and "type" not in value:
+            return {**value, "type": "datetime"}
+        return value
+
+
+class MappingConfig(_Strict):
+    customer_id: str | None = None
+    # Surrounding whitespace in a customer_id is a validation error unless this is true.
+    strip_customer_id: bool = False
+    update_existing_only: bool = False
+    attributes: AttributeSpecs = Field(default_factory=dict)
+    add_to_array: dict[str, ArrayOpSpec] = Field(default_factory=dict)
+    remove_from_array: dict[str, ArrayOpSpec] = Field(default_factory=dict)
+    platforms: PlatformsSpec | None = None
+    identifiers: list[str] = Field(default_factory=list)
+    # moe_ names MoEngage's catalogue lacks that a job may still send (with a warning).
+    allow_reserved: list[str] = Field(default_factory=list)
+    event: EventConfig | None = None  # import: events only
+
+    @field_validator("platforms", mode="before")
+    @classmethod
+    def _constant_list(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            return {"values": value}
+        if isinstance(value, str):
+            return {"column": value}
+        return value
+
+
+NotifyOn = Literal["failure", "success"]
+NOTIFY_ON: tuple[NotifyOn, ...] = ("failure", "success")
+
+
+class NotifyConfig(_Strict):
+    """output.notify: a JSON POST (Slack-webhook compatible) when the run ends."""
+
+    url: str
+    on: list[NotifyOn] = Field(default_factory=lambda: list(NOTIFY_ON))
+
+    @field_validator("url", mode="before")
+    @classmethod
+    def _http_url(cls, value: Any) -> Any:
+        if isinstance(value, str) and urlsplit(value).scheme not in ("http", "https"):
+            raise ValueError("must be an http:// or https:// URL")
+        return value
+
+
+class SyncConfig(_Strict):
+    # all: send every valid row; changed: only rows whose element differs from the last
+    # one the API accepted for that customer (see importer/sync.py).
+    mode: Literal["all", "changed"] = "all"
+
+
+class OutputConfig(_Strict):
+    dead_letter: Path = Path("out/dead_letter.jsonl")
+    state: Path = Path("out/state.db")
+    report: Path = Path("out/report.json")
+    metrics: Path | None = None  # Prometheus text format, rewritten during and after the run
+    notify: NotifyConfig | None = None
+
+    @field_validator("notify", mode="before")
+    @classmethod
+    def _bare_url(cls, value: Any) -> Any:
+        return {"url": value} if isinstance(value, str) else value
+
+
+ImportKind = Literal["users", "events"]
+
+
+class JobConfig(_Strict):
+    # `import` is a Python keyword: the field is import_, the job file key `import`.
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    import_: ImportKind = Field("users", alias="import")
+    api: ApiConfig
+    rate_limit: RateLimitConfig = Field(default_factory=RateLimitConfig)
+    delivery: DeliveryConfig = Field(default_factory=DeliveryConfig)
+    source: SourceConfig = Field(default_factory=SourceConfig)
+    mapping: MappingConfig
+    sync: SyncConfig = Field(default_factory=SyncConfig)
+    output: OutputConfig = Field(default_factory=OutputConfig)
+
+    # The values of secret variables the job file named (${*TOKEN*}, ...), kept by the
+    # loader so that errors met later in the run can be scrubbed of them too.
+    _named_secrets: Secrets = PrivateAttr(default_factory=Secrets)
+
+    def secrets(self) -> Secrets:
+        """Everything secret in this job: the values of secret variables it named, the API key
+        and the Basic credentials built from it (see importer.redaction)."""
+        found = Secrets()
+        found.update(self._named_secrets)
+        key = self.api.api_key.get_secret_value()
+        found.add(key, "the API key")
+        for value in credential_secrets(self.api.workspace_id, key)[1:]:
+            found.add(value)
+        return found
+
+    def keeping_secrets(self, secrets: Secrets) -> JobConfig:
+        """This job, remembering `secrets` (the loader's) for `secrets()`."""
+        kept = Secrets()
+        kept.update(self._named_secrets)
+        kept.update(secrets)
+        self._named_secrets = kept
+        return self
