@@ -297,7 +297,7 @@ class NotifyConfig(_Strict):
 
 class SyncConfig(_Strict):
     # all: send every valid row; changed: only rows whose element differs from the last
-    # one the API accepted for that customer (see importer/sync.py).
+    # one the API accepted for that customer (see importer/run/sync.py).
     mode: Literal["all", "changed"] = "all"
 
 

@@ -1,4 +1,4 @@
-"""Checks values of MoEngage's standard attributes (importer/catalogue.py): a value outside
+"""Checks values of MoEngage's standard attributes (importer/moengage/catalogue.py): a value outside
 the attribute's enum, or not of its shape (an email, a "lat lon" location), breaks a rule."""
 
 from __future__ import annotations

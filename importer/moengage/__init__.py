@@ -13,7 +13,7 @@ DATA_CENTERS = ("01", "02", "03", "04", "05", "06", "101")
 BLOCKED_ATTRIBUTE_NAMES = frozenset({"id", "_id", ""})
 RESERVED_PREFIX = "moe_"
 # System attributes that legitimately carry the reserved prefix: exactly the standard ones
-# MoEngage's schema documents (importer/catalogue.py); a job admits others by name
+# MoEngage's schema documents (importer/moengage/catalogue.py); a job admits others by name
 # (mapping.allow_reserved).
 SYSTEM_ATTRIBUTES = catalogue.names_with_prefix(RESERVED_PREFIX)
 MAX_ATTRIBUTE_NAME_LENGTH = 200
