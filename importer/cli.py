@@ -148,6 +148,20 @@ def _add_init(commands: Any) -> None:
     )
 
 
+def _add_verify(commands: Any) -> None:
+    verify = commands.add_parser(
+        "verify", help="read back a sample of the job's customers and compare with the input"
+    )
+    verify.add_argument("job", help="the job file (YAML)")
+    verify.add_argument(
+        "--sample", type=_positive_int, default=100, help="customers to check (default 100)"
+    )
+    verify.add_argument("--seed", type=int, default=0, help="picks the sample (default 0)")
+    verify.add_argument("--report", help="where the JSON report goes (default: X.verify.json)")
+    _add_input(verify)
+    verify.add_argument("--base-url", help="API base URL (overrides api.base_url / data_center)")
+
+
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="moe-import",
@@ -155,7 +169,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"moe-import {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_run, _add_validate, _add_replay, _add_init):
+    for add in (_add_run, _add_validate, _add_replay, _add_init, _add_verify):
         add(commands)
     serve = commands.add_parser("sandbox", help="run the MoEngage-compatible server on loopback")
     words = sys.argv[1:] if argv is None else argv
@@ -282,6 +296,19 @@ def _run_command(args: argparse.Namespace, secrets: Secrets) -> int:
     return _write_report(outcome.report, job.output.report)
 
 
+def _verify_command(args: argparse.Namespace, secrets: Secrets) -> int:
+    from importer import api, verify  # here: as `api` in _run_command
+
+    job = api.load_job(args.job)
+    secrets.update(job.secrets())
+    job = apply_overrides(job, args)
+    report = Path(args.report) if args.report else None
+    outcome = verify.verify_job(job, sample=args.sample, seed=args.seed, report=report)
+    print(verify.format_table(outcome.comparison))
+    print(f"read back at {outcome.export_limit}; report: {outcome.report_path}")
+    return outcome.exit_code
+
+
 def _write_report(report: Report, path: Path) -> int:
     """The exit code, once the report is written."""
     try:
@@ -310,6 +337,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             sys.stdout.write(scaffold_job(args.input, events=args.events))
             return 0
+        if args.command == "verify":
+            return _verify_command(args, secrets)
         return _run_command(args, secrets)
     except ImporterError as error:  # bad usage (2), or our own files failed us (3)
         _fatal(secrets.scrub(str(error)), args)

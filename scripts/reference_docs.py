@@ -42,7 +42,6 @@ from importer.config import JobConfig
 REFERENCE = Path(__file__).resolve().parent.parent / "docs" / "REFERENCE.md"
 
 # Commands whose flags are listed, in this order (the sandbox's options need `sandbox` in argv).
-COMMANDS = ("run", "validate", "replay", "init", "sandbox")
 
 BLOCK = re.compile(
     r"(?P<head><!-- \[\[\[cog\n(?P<code>.*?)\]\]\] -->\n)"
@@ -265,8 +264,7 @@ def cli_flags_markdown() -> str:
         # A parser that adds the sandbox's options only when running it: add them here.
         sandbox.add_arguments(commands["sandbox"])
     parts = []
-    for name in COMMANDS:
-        parser = commands[name]
+    for name, parser in commands.items():  # every command, in --help order
         rows = ["| option | value | default | meaning |", "| --- | --- | --- | --- |"]
         parts.append(f"#### `moe-import {name}`\n\n" + "\n".join([*rows, *_flag_rows(parser)]))
     return "\n\n".join(parts) + "\n"

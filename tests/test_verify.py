@@ -17,7 +17,8 @@ from importer.verify import verify_job
 from importer.verify.check import format_table
 from importer.verify.compare import Outcome, compare
 from importer.verify.sample import sample_key
-from tests.support import job_dict, write_job
+from tests.sandbox_proc import start_sandbox
+from tests.support import job_dict, run_cli, write_job
 from tests.test_sandbox import bulk, customer, in_process, post
 
 CSV = "user_id,first_name,points,vip\n" + "".join(
@@ -138,3 +139,36 @@ def test_read_back_goes_through_the_profiles_endpoint(tmp_path: Path) -> None:
         post(server.url, bulk(customer("u001", first_name="Name1")))
         got = requests.get(f"{server.url}/_sandbox/profiles", timeout=5).json()
     assert orjson.loads(orjson.dumps(got["profiles"])) == {"u001": {"first_name": "Name1"}}
+
+
+@pytest.mark.sandbox
+def test_verify_command_after_a_real_run_then_after_the_export_drifted(tmp_path: Path) -> None:
+    with start_sandbox(tmp_path, "--rate", "1000000") as sandbox:
+        job = _job(tmp_path, sandbox.url)
+        assert run_cli("run", str(job), "--no-progress").returncode == 0
+        same = run_cli("verify", str(job), "--sample", "10", "--seed", "5")
+        assert same.returncode == 0, same.stderr
+        assert "10 customers checked, 10 found, 0 differences" in same.stdout
+        source = tmp_path / "users.csv"
+        source.write_text(source.read_text().replace(",Name7,", ",Renamed,"))
+        drifted = run_cli("verify", str(job), "--sample", "40")
+    assert drifted.returncode == 1, drifted.stderr
+    assert "40 customers checked, 40 found, 1 differences" in drifted.stdout
+    assert "Renamed" not in drifted.stdout + drifted.stderr  # values only in the JSON report
+    written = json.loads((tmp_path / "out" / "report.verify.json").read_text())
+    assert [
+        (d["customer_id"], d["outcome"], d["sent"], d["stored"]) for d in written["differences"]
+    ] == [("u007", "different_value", "Renamed", "Name7")]
+
+
+@pytest.mark.subprocess
+def test_verify_of_an_events_job_is_a_usage_error(tmp_path: Path) -> None:
+    source = tmp_path / "events.csv"
+    source.write_text("user_id,event,at\nu1,Bought,2024-01-01T00:00:00Z\n")
+    event = {"action": {"column": "event"}, "time": {"column": "at"}}
+    job = job_dict(
+        tmp_path, "http://127.0.0.1:9", source, {"customer_id": "user_id", "event": event}
+    )
+    job["import"] = "events"
+    result = run_cli("verify", str(write_job(tmp_path, job)))
+    assert result.returncode == 2 and "users jobs only" in result.stderr
