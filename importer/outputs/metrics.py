@@ -69,6 +69,18 @@ def render(job_name: str, sample: Sample) -> str:
         [(f'outcome="{o}"', getattr(report, f"rows_{o}", 0)) for o in ROW_OUTCOMES],
     )
     metric("rows_pending", "gauge", "Rows read and not settled yet.", [("", _pending(report))])
+    metric(
+        "unsets_sent", "counter", "Attributes cleared (on_empty unset).", [("", report.unsets_sent)]
+    )
+    metric(
+        "customers_deleted",
+        "counter",
+        "Absent customers deleted, by outcome (failed: in the dead-letter file).",
+        [
+            ('outcome="deleted"', report.customers_deleted),
+            ('outcome="failed"', report.deletes_failed),
+        ],
+    )
     metric("requests", "counter", "HTTP requests sent, retries included.", [("", report.requests)])
     metric("retries", "counter", "Requests that repeated an earlier one.", [("", report.retries)])
     metric("http_429", "counter", "Requests answered 429 (rate limited).", [("", report.http_429)])
