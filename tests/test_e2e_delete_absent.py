@@ -41,7 +41,7 @@ def _job(tmp_path: Path, url: str, source: Path, **delete_absent: Any) -> Path:
 
 
 def _profiles(url: str) -> dict[str, Any]:
-    got = requests.get(f"{url}/_sandbox/profiles", timeout=10).json()
+    got: dict[str, Any] = requests.get(f"{url}/_sandbox/profiles", timeout=10).json()
     return got
 
 

@@ -103,9 +103,7 @@ def test_an_empty_parquet_array_clears_it(tmp_path: Path) -> None:
     }
 
     def night(tags: list[list[str]]) -> None:
-        table = pa.table(
-            {"user_id": ["u1", "u2"], "tags": pa.array(tags, pa.list_(pa.string()))}
-        )
+        table = pa.table({"user_id": ["u1", "u2"], "tags": pa.array(tags, pa.list_(pa.string()))})
         pq.write_table(table, source)
 
     with start_sandbox(tmp_path) as sandbox:

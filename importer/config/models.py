@@ -110,7 +110,7 @@ class SharedQuotaConfig(_Strict):
 class DeleteRateConfig(_Strict):
     """rate_limit.deletes: the Delete User API's own limit (one user a request)."""
 
-    requests: int = Field(moengage.DEFAULT_DELETE_REQUESTS, gt=0)
+    requests: int = Field(moengage.DEFAULT_DELETE_REQUESTS, gt=0)  # deletes per period
     period_seconds: float = Field(moengage.DEFAULT_RATE_PERIOD_SECONDS, gt=0, allow_inf_nan=False)
 
 
@@ -310,9 +310,10 @@ class NotifyConfig(_Strict):
 class DeleteAbsentConfig(_Strict):
     """sync.delete_absent: delete customers this job delivered that tonight's export lacks."""
 
-    enabled: bool = False
-    max_fraction: float = Field(0.05, ge=0, le=1, allow_inf_nan=False)  # of the snapshot
-    max_count: int | None = Field(None, ge=0)
+    enabled: bool = False  # needs sync.mode changed and mapping.customer_id
+    # More absent than this share of the snapshot: nothing is deleted (exit 2).
+    max_fraction: float = Field(0.05, ge=0, le=1, allow_inf_nan=False)
+    max_count: int | None = Field(None, ge=0)  # more absent than this: nothing deleted (exit 2)
     # MoEngage hard-deletes this long after the request; updates in between are lost.
     window_seconds: float = Field(86_400, ge=0, allow_inf_nan=False)
 

@@ -12,12 +12,13 @@ def on_empty_problems(job: JobConfig) -> Iterator[str]:
     event = job.mapping.event
     if event is None:
         return
-    for name, spec in event.attributes.items():
+    specs = {"mapping.event.time": event.time}
+    specs.update({f"mapping.event.attributes.{n}": s for n, s in event.attributes.items()})
+    for path, spec in specs.items():
         if spec.on_empty is not None:
-            yield (
-                f"mapping.event.attributes.{name}.on_empty: only user attributes can be"
-                " cleared (an event has nothing to unset)"
-            )
+            yield f"{path}.on_empty: only user attributes can be cleared (an event sets none)"
+    if job.mapping.on_empty != "omit":
+        yield "mapping.on_empty: only user attributes can be cleared (an event sets none)"
 
 
 def delete_absent_problems(job: JobConfig) -> Iterator[str]:

@@ -6,9 +6,9 @@ read was complete (no source error, no stop, no rows pending, no row without a r
 customer_id), the export was not empty, and
 the absent customers are at most `max_fraction` of the snapshot and at most `max_count`.
 A tripped guard is exit 2 with the numbers. A run that skipped rows settled by an
-earlier run (a resume) did not read them, so it deletes nothing and says so. A dry run writes the ids it would delete to
-`X.dry-run.deletes.txt` beside the report (mode 0600). A failed delete goes to the
-dead-letter file at stage `delete`; `replay` sends it again.
+earlier run (a resume) did not read them, so it deletes nothing and says so. A dry run
+writes the ids it would delete to `X.dry-run.deletes.txt` beside its report (mode 0600).
+A failed delete goes to the dead-letter file at stage `delete`; `replay` sends it again.
 """
 
 from __future__ import annotations
