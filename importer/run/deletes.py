@@ -132,6 +132,7 @@ class Deleter:
         run_id: str,
         transport: Transport,
         store: CustomerIds | None,
+        stopping: asyncio.Event | None = None,
     ) -> None:
         limits = job.rate_limit.deletes
         self.client = UsersApiClient(
@@ -145,6 +146,7 @@ class Deleter:
         self.run_id = run_id
         self.store = store
         self.concurrency = job.delivery.concurrency
+        self.stopping = stopping or asyncio.Event()  # set: no new delete is started
         self._done: list[int] = []
 
     async def send(self, pending: list[tuple[int, str]]) -> None:
@@ -160,7 +162,7 @@ class Deleter:
             self._forget()
 
     async def _work(self, queue: asyncio.Queue[tuple[int, int, str]]) -> None:
-        while not queue.empty():
+        while not queue.empty() and not self.stopping.is_set():
             number, key, customer_id = queue.get_nowait()
             result = await self.client.delete(customer_id)
             if result.ok:
@@ -213,6 +215,7 @@ async def delete_absent(
     read: ReadState,
     *,
     dry_run: bool,
+    stopping: asyncio.Event | None = None,
 ) -> None:
     """After a run's read and delivery: delete the absent customers (a dry run lists them).
 
@@ -238,16 +241,21 @@ async def delete_absent(
         return
     if pending:
         log.info("deleting %s absent customers", f"{len(pending):,}")
-        await _send(job, report, writer, run_id, pending)
+        await _send(job, report, writer, run_id, pending, stopping)
 
 
 async def replay_deletes(
-    job: JobConfig, report: Report, writer: DeadLetterWriter | None, run_id: str, ids: list[str]
+    job: JobConfig,
+    report: Report,
+    writer: DeadLetterWriter | None,
+    run_id: str,
+    ids: list[str],
+    stopping: asyncio.Event | None = None,
 ) -> None:
     """Dead-letter lines of stage `delete` sent again (their customers were judged absent
     by the run that wrote them)."""
     if ids:
-        await _send(job, report, writer, run_id, delivered_keys(ids))
+        await _send(job, report, writer, run_id, delivered_keys(ids), stopping)
 
 
 def delivered_keys(ids: list[str]) -> list[tuple[int, str]]:
@@ -261,11 +269,13 @@ async def _send(
     writer: DeadLetterWriter | None,
     run_id: str,
     pending: list[tuple[int, str]],
+    stopping: asyncio.Event | None,
 ) -> None:
     store = CustomerIds(job.output.state, job_scope(job))
     transport = open_delete_transport(job)
     try:
-        await Deleter(job, report, writer, run_id, transport, store).send(pending)
+        deleter = Deleter(job, report, writer, run_id, transport, store, stopping)
+        await deleter.send(pending)
     finally:
         await transport.close()
         store.close()

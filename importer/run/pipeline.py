@@ -149,7 +149,12 @@ class Run:
         try:
             if self.replay_deletes and not dry_run and not self._stopping.is_set():
                 await deletes.replay_deletes(
-                    self.job, report, settler.writer, self.run_id, self.replay_deletes
+                    self.job,
+                    report,
+                    settler.writer,
+                    self.run_id,
+                    self.replay_deletes,
+                    self._stopping,
                 )
             if not (self.job.sync.delete_absent.enabled and self.feed.keeps_progress):
                 return
@@ -161,7 +166,13 @@ class Run:
                 resumed=report.rows_skipped > 0,
             )
             await deletes.delete_absent(
-                self.job, report, settler.writer, self.run_id, read, dry_run=dry_run
+                self.job,
+                report,
+                settler.writer,
+                self.run_id,
+                read,
+                dry_run=dry_run,
+                stopping=self._stopping,
             )
         except deletes.DeleteRefused as refused:
             if report.aborted or self.signals.interrupted:  # the run's own end stands
