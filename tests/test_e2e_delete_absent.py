@@ -247,3 +247,20 @@ def test_the_same_export_again_is_skipped_and_deletes_nothing(tmp_path: Path) ->
     assert again.returncode == 0, again.stdout + again.stderr
     assert "absent customers not deleted" in again.stdout + again.stderr
     assert deletes == 1
+
+
+def test_a_customer_whose_row_is_invalid_tonight_is_not_deleted(tmp_path: Path) -> None:
+    source = tmp_path / "users.csv"
+    with start_sandbox(tmp_path) as sandbox:
+        job = _job(tmp_path, sandbox.url, source)
+        _export(source, range(1, CUSTOMERS + 1))
+        assert _run(job).returncode == 0
+        _export(source, range(1, CUSTOMERS))
+        with source.open("a") as handle:
+            handle.write(f"{user_id(CUSTOMERS)},name,not-a-number\n")  # read, not valid
+        done = _run(job)
+        deletes = _deletes_arrived(sandbox.arrivals())
+    assert done.returncode == 1, done.stdout + done.stderr  # the invalid row is dead-lettered
+    report = read_report(tmp_path)
+    assert report["customers_absent"] == 0 and report["customers_deleted"] == 0
+    assert deletes == 0

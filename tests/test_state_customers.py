@@ -1,4 +1,5 @@
-"""The delivered ids and delete times kept beside the snapshot (sync.delete_absent)."""
+"""The delivered ids and delete times kept beside the snapshot (sync.delete_absent), and
+the counts of deletes and unsets in the summary, metrics and notification."""
 
 from __future__ import annotations
 
@@ -6,6 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
+from importer.outputs.metrics import Sample, render
+from importer.outputs.notify import payload
+from importer.outputs.report import Report, format_summary
 from importer.run.sync import keyed_ids
 from importer.state import StateStore
 from importer.state.customer_store import CustomerIds
@@ -70,3 +74,24 @@ def test_a_dry_run_reads_without_creating_the_file(tmp_path: Path) -> None:
     assert ids.ids_of(np.array([1, 2], dtype=np.int64)) == {}
     ids.close()
     assert not path.exists()
+
+
+def test_the_summary_metrics_and_notification_carry_the_new_counts() -> None:
+    report = Report(rows_read=5, rows_accepted=5, customers_deleted=3, deletes_failed=1)
+    report.unsets_sent = 2
+    report.finish_exit_code(interrupted=False)
+    assert report.exit_code == 1  # a failed delete is in the dead-letter file
+    summary = format_summary(report)
+    assert "unsets                   2" in summary and "deleted                  3" in summary
+    assert "deletes failed           1" in summary
+    sample = Sample(report, 5, False, 0.0, 1.0, 0.0, None)
+    text = render("nightly", sample)
+    assert 'moe_import_customers_deleted_total{job_name="nightly",outcome="deleted"} 3.0' in text
+    assert 'moe_import_customers_deleted_total{job_name="nightly",outcome="failed"} 1.0' in text
+    assert 'moe_import_unsets_sent_total{job_name="nightly"} 2.0' in text
+    counts = payload(report, "nightly")["counts"]
+    assert (counts["customers_deleted"], counts["deletes_failed"], counts["unsets_sent"]) == (
+        3,
+        1,
+        2,
+    )
