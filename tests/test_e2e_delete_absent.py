@@ -177,7 +177,7 @@ def test_a_customer_back_within_the_hard_delete_window_is_sent_again_after_it(
     tmp_path: Path,
 ) -> None:
     source = tmp_path / "users.csv"
-    window = 3.0
+    window = 10.0  # long enough for the night after the delete to fall inside it
     with start_sandbox(tmp_path, "--delete-window", str(window)) as sandbox:
         job = _job(tmp_path, sandbox.url, source, window_seconds=window)
         _export(source, range(1, 21))

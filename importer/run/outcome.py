@@ -73,6 +73,8 @@ class Settler:
         self.customer_keys = customer_keys
         # sync.delete_absent: the ids of accepted customers are kept beside the snapshot.
         self.keep_ids = False
+        # on_empty: unset in the mapping: accepted elements' unsets are counted.
+        self.counts_unsets = True
 
     def read(self, count: int) -> None:
         self.report.rows_read += count
@@ -88,7 +90,7 @@ class Settler:
         self.invalid(work.invalid)
         if work.unchanged:
             self.unchanged(work.source, work.unchanged)
-        if self.report.dry_run:  # what a run would clear: counted as planned
+        if self.report.dry_run and self.counts_unsets:  # what a run would clear, as planned
             for batch in work.batches:
                 self.report.unsets_sent += sum(map(count_unsets, batch.encoded))
 
@@ -162,7 +164,8 @@ class Settler:
         Their progress and, in changed mode, their snapshot entries are saved in one
         transaction per source file."""
         self.report.rows_accepted += sum(len(r.numbers) for r in rows)
-        self.report.unsets_sent += sum(count_unsets(r.encoded) for r in rows)
+        if self.counts_unsets:
+            self.report.unsets_sent += sum(count_unsets(r.encoded) for r in rows)
         by_source: dict[str, list[Row]] = {}
         for row in rows:
             by_source.setdefault(row.source, []).append(row)

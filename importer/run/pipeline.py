@@ -20,6 +20,7 @@ from importer import quota
 from importer.config import JobConfig
 from importer.errors import ApiAbort, RunAborted, UsageError
 from importer.mapping import RowMapper
+from importer.mapping.unset import unset_names
 from importer.outputs.progress import ticking
 from importer.outputs.report import Report
 from importer.rows import Row
@@ -111,6 +112,7 @@ class Run:
                 )
                 self._settler = settler
                 settler.keep_ids = self.job.sync.delete_absent.enabled
+                settler.counts_unsets = bool(unset_names(self.job.mapping))
                 # Before the state closes (the stack unwinds last-in first): one more try
                 # at the progress marks a failed write left unsaved.
                 stack.callback(settler.finish)
