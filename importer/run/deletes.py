@@ -114,7 +114,8 @@ def targets(job: JobConfig, report: Report, keys: np.ndarray, *, dry_run: bool) 
 def write_plan(path: Path, ids: list[str]) -> None:
     """The ids a dry run would delete, one a line, mode 0600 (they are personal data)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0)
+    fd = os.open(path, flags, 0o600)
     os.fchmod(fd, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         handle.writelines(f"{customer_id}\n" for customer_id in ids)

@@ -184,6 +184,8 @@ class Run:
             self._abort(str(refused))
         except (RunAborted, UsageError) as error:
             self._abort(str(error))
+        except OSError as error:  # the dry run's list of ids could not be written
+            self._abort(f"cannot write {error.filename or 'the list of deletes'}: {error.strerror}")
 
     async def _send_all(self, settler: Settler, state: RunState | None) -> None:
         job = self.job
