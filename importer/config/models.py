@@ -34,6 +34,8 @@ class SourceFormat(enum.StrEnum):
     PARQUET = "parquet"
 
 
+# mapping.on_empty: what an empty cell does to its attribute (omit: nothing; unset: cleared).
+OnEmpty = Literal["omit", "unset"]
 AttributeType = Literal["string", "integer", "number", "boolean", "datetime", "date", "array"]
 ItemType = Literal["string", "integer", "number"]
 # How type datetime reads a local time the clocks repeat / skip; "raise" dead-letters the row.
@@ -105,10 +107,18 @@ class SharedQuotaConfig(_Strict):
         return self
 
 
+class DeleteRateConfig(_Strict):
+    """rate_limit.deletes: the Delete User API's own limit (one user a request)."""
+
+    requests: int = Field(moengage.DEFAULT_DELETE_REQUESTS, gt=0)  # deletes per period
+    period_seconds: float = Field(moengage.DEFAULT_RATE_PERIOD_SECONDS, gt=0, allow_inf_nan=False)
+
+
 class RateLimitConfig(_Strict):
     updates: int = Field(moengage.DEFAULT_RATE_UPDATES, gt=0)
     period_seconds: float = Field(moengage.DEFAULT_RATE_PERIOD_SECONDS, gt=0, allow_inf_nan=False)
     shared: SharedQuotaConfig | None = None
+    deletes: DeleteRateConfig = Field(default_factory=DeleteRateConfig)
 
 
 class DeliveryConfig(_Strict):
@@ -189,6 +199,7 @@ class AttributeSpec(_Strict):
     # dead-lettered, never shifted silently).
     ambiguous: AmbiguousTime | None = None
     nonexistent: NonexistentTime | None = None
+    on_empty: OnEmpty | None = None  # users: overrides mapping.on_empty for this attribute
 
 
 class ArrayOpSpec(_Strict):
@@ -265,6 +276,7 @@ class MappingConfig(_Strict):
     identifiers: list[str] = Field(default_factory=list)
     # moe_ names MoEngage's catalogue lacks that a job may still send (with a warning).
     allow_reserved: list[str] = Field(default_factory=list)
+    on_empty: OnEmpty = "omit"  # users: an empty cell omits its attribute, or unsets it
     event: EventConfig | None = None  # import: events only
 
     @field_validator("platforms", mode="before")
@@ -295,10 +307,22 @@ class NotifyConfig(_Strict):
         return value
 
 
+class DeleteAbsentConfig(_Strict):
+    """sync.delete_absent: delete customers this job delivered that tonight's export lacks."""
+
+    enabled: bool = False  # needs sync.mode changed and mapping.customer_id
+    # More absent than this share of the snapshot: nothing is deleted (exit 2).
+    max_fraction: float = Field(0.05, ge=0, le=1, allow_inf_nan=False)
+    max_count: int | None = Field(None, ge=0)  # more absent than this: nothing deleted (exit 2)
+    # MoEngage hard-deletes this long after the request; updates in between are lost.
+    window_seconds: float = Field(86_400, ge=0, allow_inf_nan=False)
+
+
 class SyncConfig(_Strict):
     # all: send every valid row; changed: only rows whose element differs from the last
     # one the API accepted for that customer (see importer/run/sync.py).
     mode: Literal["all", "changed"] = "all"
+    delete_absent: DeleteAbsentConfig = Field(default_factory=DeleteAbsentConfig)
 
 
 class OutputConfig(_Strict):

@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 from importer.config.event_rules import event_job_problems, events_sync_problem
 from importer.config.messages import ConfigError
 from importer.config.models import ApiConfig, DeliveryConfig, JobConfig, MappingConfig
+from importer.config.sync_rules import delete_absent_problems, on_empty_problems
 from importer.config.user_rules import (
     attribute_count_problems,
     attribute_name_problems,
@@ -129,6 +130,8 @@ def check_job_rules(job: JobConfig, need_credentials: bool = True) -> None:
         *platform_problems(mapping),
         *event_job_problems(job.import_, mapping),
         *filter(None, [events_sync_problem(job.import_, job.sync.mode)]),
+        *on_empty_problems(job),
+        *delete_absent_problems(job),
     ]
     if problems:
         raise ConfigError("\n".join(problems))

@@ -25,6 +25,7 @@ from importer.mapping.shared import (
     check_columns,
     settle,
 )
+from importer.mapping.unset import unset_member, unset_names
 from importer.rows import Chunk, MappedChunk
 
 
@@ -71,6 +72,8 @@ class Mapper:
         self._template = element_template(
             mapping.customer_id is not None, mapping.update_existing_only
         )
+        unset = set(unset_names(mapping))  # on_empty: unset
+        self._unset = [i for i, f in enumerate(self._attributes) if f.name in unset]
 
     @property
     def columns(self) -> list[str]:
@@ -129,6 +132,12 @@ class Mapper:
         members += self._array_ops(moengage.REMOVE_FROM_ARRAY_KEY, self._remove, work.convert, rows)
         members += self._platforms(work.convert, rows)
         elements = self._elements(id_json, members, rows)
+        if self._unset:
+            names = [self._attributes[i].name for i in self._unset]
+            cleared = unset_member(names, [attributes[i] for i in self._unset], rows)
+            # The member goes last, inside the element's closing brace.
+            elements = pc.utf8_slice_codeunits(elements, 0, -1)
+            elements = pc.binary_join_element_wise(elements, cleared, "}", "")
         mapped = settle(chunk, ids, elements, work.problems, self.max_element_bytes)
         mapped.warnings += warnings
         add_malformed(mapped, chunk)

@@ -19,8 +19,9 @@ import orjson
 
 from importer.errors import RunAborted, UsageError
 
-Stage = Literal["validation", "rejected", "delivery"]
-STAGES: tuple[Stage, ...] = ("validation", "rejected", "delivery")
+# delete: a Delete User request that failed (sync.delete_absent); replay sends it again.
+Stage = Literal["validation", "rejected", "delivery", "delete"]
+STAGES: tuple[Stage, ...] = ("validation", "rejected", "delivery", "delete")
 
 
 log = logging.getLogger("importer")

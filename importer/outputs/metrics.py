@@ -69,6 +69,8 @@ def render(job_name: str, sample: Sample) -> str:
         [(f'outcome="{o}"', getattr(report, f"rows_{o}", 0)) for o in ROW_OUTCOMES],
     )
     metric("rows_pending", "gauge", "Rows read and not settled yet.", [("", _pending(report))])
+    for name, help_text, values in _clear_and_delete(report):
+        metric(name, "counter", help_text, values)
     metric("requests", "counter", "HTTP requests sent, retries included.", [("", report.requests)])
     metric("retries", "counter", "Requests that repeated an earlier one.", [("", report.retries)])
     metric("http_429", "counter", "Requests answered 429 (rate limited).", [("", report.http_429)])
@@ -97,6 +99,21 @@ def render(job_name: str, sample: Sample) -> str:
             [("", sample.last_success)],
         )
     return "\n".join(lines) + "\n"
+
+
+def _clear_and_delete(report: Report) -> list[tuple[str, str, list[tuple[str, float]]]]:
+    """Attributes cleared (on_empty: unset) and absent customers deleted (delete_absent)."""
+    return [
+        ("unsets_sent", "Attributes cleared (on_empty: unset).", [("", report.unsets_sent)]),
+        (
+            "customers_deleted",
+            "Absent customers deleted, by outcome (failed: in the dead-letter file).",
+            [
+                ('outcome="deleted"', report.customers_deleted),
+                ('outcome="failed"', report.deletes_failed),
+            ],
+        ),
+    ]
 
 
 def _pending(report: Report) -> int:

@@ -25,7 +25,7 @@ NOTIFY_TIMEOUT_SECONDS = 10.0
 # Messages are cut to this length: enough to act on, short enough for a chat line.
 MAX_MESSAGE_CHARS = 500
 
-COUNTS = ("rows_read", *ROW_OUTCOMES)
+COUNTS = ("rows_read", *ROW_OUTCOMES, "customers_deleted", "deletes_failed", "unsets_sent")
 
 
 def status_of(exit_code: int) -> str:

@@ -72,6 +72,9 @@ class Report:
     rows_pending: int = 0
     rows_unchanged: int = 0  # sync.mode changed: the element equals the last accepted one
     customers_absent: int = 0
+    customers_deleted: int = 0  # sync.delete_absent: absent customers deleted (dry run: would be)
+    deletes_failed: int = 0  # delete requests that failed (dead-letter, stage delete)
+    unsets_sent: int = 0  # attributes cleared by on_empty: unset (dry run: would be)
     duplicate_customers: int = 0  # customers seen in more than one row of this run
     run_id: str | None = None
     rows_skipped_dead_lettered: int = 0  # of rows_skipped: in the dead-letter file already
@@ -142,7 +145,7 @@ class Report:
             self.exit_code = EXIT_USAGE  # bad input, found before anything was sent
         elif self.aborted:
             self.exit_code = EXIT_ABORTED
-        elif self.rows_dead_lettered or self.rows_skipped_dead_lettered:
+        elif self.rows_dead_lettered or self.rows_skipped_dead_lettered or self.deletes_failed:
             # Also on a resume: rows an earlier (perhaps killed) run dead-lettered still
             # need someone's attention.
             self.exit_code = EXIT_DEAD_LETTERED
@@ -260,6 +263,7 @@ def _note_lines(report: Report) -> list[str]:
             f"  absent          {report.customers_absent:>10,}   (customers in the snapshot"
             " this input did not hold)"
         )
+    lines += _delete_lines(report)
     if report.duplicate_customers:
         lines.append(
             f"  duplicates      {report.duplicate_customers:>10,}   (customers in more than one"
@@ -272,6 +276,23 @@ def _note_lines(report: Report) -> list[str]:
     if report.aborted:
         lines.append(f"  aborted         {report.aborted}")
     lines += [f"  warning         {warning}" for warning in report.warnings]
+    return lines
+
+
+def _delete_lines(report: Report) -> list[str]:
+    """Attributes cleared and customers deleted (on_empty: unset, sync.delete_absent)."""
+    lines = []
+    if report.unsets_sent:
+        verb = "would clear" if report.dry_run else "cleared"
+        lines.append(f"  unsets          {report.unsets_sent:>10,}   (attributes {verb})")
+    if report.customers_deleted:
+        verb = "would be deleted" if report.dry_run else "deleted in MoEngage"
+        deleted = report.customers_deleted
+        lines.append(f"  deleted         {deleted:>10,}   (absent customers {verb})")
+    if report.deletes_failed:
+        lines.append(
+            f"  deletes failed  {report.deletes_failed:>10,}   (dead-letter, stage delete)"
+        )
     return lines
 
 

@@ -280,6 +280,7 @@ class FileFeed:
             if snapshot is not None and self.diff is None:
                 self.diff = snapshot.result()
             if self.diff is not None:
+                self.diff.see([row.customer_id for row in invalid])  # read, so not absent
                 diff = self.diff.compare(valid)
                 valid, unchanged = diff.send, diff.unchanged
             work = batch(rows_read, skipped, valid, invalid)

@@ -12,14 +12,15 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from importer.mapping.unset import count_unsets
 from importer.outputs.deadletter import DeadLetter, DeadLetterFault, DeadLetterWriter
 from importer.outputs.progress import Progress
 from importer.outputs.report import Report, count_reasons
 from importer.rows import InvalidRow, Row
 from importer.run.feed import Work
 from importer.run.results import DeliveryStats, Refusal, SendResult
-from importer.run.sync import ABSENT_WARNING_SHARE, CustomerKeys
-from importer.state import RunState, SnapshotEntries, StateFault
+from importer.run.sync import ABSENT_WARNING_SHARE, CustomerKeys, delivered_ids
+from importer.state import DeliveredIds, RunState, SnapshotEntries, StateFault
 
 log = logging.getLogger("importer")
 
@@ -33,6 +34,7 @@ class _Mark:
     dead_lettered: bool = False
     retry_later: bool = False
     snapshot: SnapshotEntries = ()
+    delivered: DeliveredIds = ()
 
 
 class SettleFault(Exception):
@@ -69,6 +71,10 @@ class Settler:
         self._unsaved: list[_Mark] = []
         # sync.mode changed: who accepted rows are about, for the snapshot (None: no snapshot)
         self.customer_keys = customer_keys
+        # sync.delete_absent: the ids of accepted customers are kept beside the snapshot.
+        self.keep_ids = False
+        # on_empty: unset in the mapping: accepted elements' unsets are counted.
+        self.counts_unsets = True
 
     def read(self, count: int) -> None:
         self.report.rows_read += count
@@ -84,6 +90,9 @@ class Settler:
         self.invalid(work.invalid)
         if work.unchanged:
             self.unchanged(work.source, work.unchanged)
+        if self.report.dry_run and self.counts_unsets:  # what a run would clear, as planned
+            for batch in work.batches:
+                self.report.unsets_sent += sum(map(count_unsets, batch.encoded))
 
     def answered(self, result: SendResult) -> None:
         """A send's outcome, both halves recorded even when the first fails to save; then
@@ -112,11 +121,12 @@ class Settler:
         dead_lettered: bool = False,
         retry_later: bool = False,
         snapshot: SnapshotEntries = (),
+        delivered: DeliveredIds = (),
     ) -> None:
         self.progress.advance(len(rows))
         if self.state is None or not rows:
             return
-        mark = _Mark(source, rows, dead_lettered, retry_later, snapshot)
+        mark = _Mark(source, rows, dead_lettered, retry_later, snapshot, delivered)
         if self.fault is not None:
             self._unsaved.append(mark)
             return
@@ -134,6 +144,7 @@ class Settler:
             dead_lettered=mark.dead_lettered,
             retry_later=mark.retry_later,
             snapshot=mark.snapshot,
+            delivered=mark.delivered,
         )
 
     def skipped(self, count: int, dead_lettered: int) -> None:
@@ -153,6 +164,8 @@ class Settler:
         Their progress and, in changed mode, their snapshot entries are saved in one
         transaction per source file."""
         self.report.rows_accepted += sum(len(r.numbers) for r in rows)
+        if self.counts_unsets:
+            self.report.unsets_sent += sum(count_unsets(r.encoded) for r in rows)
         by_source: dict[str, list[Row]] = {}
         for row in rows:
             by_source.setdefault(row.source, []).append(row)
@@ -161,8 +174,9 @@ class Settler:
             numbers = [number for row in group for number in row.numbers]
             keys = self.customer_keys
             snapshot = keys.of_rows(group) if keys is not None and self.state else ()
+            delivered = delivered_ids(group) if snapshot and self.keep_ids else ()
             try:
-                self._mark(source, numbers, snapshot=snapshot)
+                self._mark(source, numbers, snapshot=snapshot, delivered=delivered)
             except SettleFault as error:
                 fault = error
         if fault is not None:

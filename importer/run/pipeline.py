@@ -18,11 +18,13 @@ from typing import Any
 
 from importer import quota
 from importer.config import JobConfig
-from importer.errors import ApiAbort
+from importer.errors import ApiAbort, RunAborted, UsageError
 from importer.mapping import RowMapper
+from importer.mapping.unset import unset_names
 from importer.outputs.progress import ticking
 from importer.outputs.report import Report
 from importer.rows import Row
+from importer.run import deletes
 from importer.run.delivery import Sender, open_transport
 from importer.run.feed import Batch, Batcher, FileFeed, Planner, ReadFailed, WorkSource, next_work
 from importer.run.options import RunOptions, RunOutcome
@@ -78,6 +80,8 @@ class Run:
         self._input_error = False
         self._gate = CustomerGate()
         self._settler: Settler | None = None
+        # replay: customer ids of dead-letter lines of stage delete, to delete again
+        self.replay_deletes: list[str] = []
 
     @property
     def samples(self) -> list[dict[str, Any]]:
@@ -107,6 +111,8 @@ class Run:
                     self.report, writer, state, self.feed.fingerprints, progress, self.run_id, keys
                 )
                 self._settler = settler
+                settler.keep_ids = self.job.sync.delete_absent.enabled
+                settler.counts_unsets = bool(unset_names(self.job.mapping))
                 # Before the state closes (the stack unwinds last-in first): one more try
                 # at the progress marks a failed write left unsaved.
                 stack.callback(settler.finish)
@@ -132,8 +138,54 @@ class Run:
                 )
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._producer
+            else:
+                if self.job.sync.delete_absent.enabled and self.feed.keeps_progress:
+                    deletes.expire_deletes(self.job)  # before the snapshot is read
+                await self._send_all(settler, state)
+            await self._delete(settler)
+
+    async def _delete(self, settler: Settler) -> None:
+        """sync.delete_absent once the read and the updates are done (and a replay's
+        deletes); a tripped guard is exit 2, a refusal of the credentials exit 3."""
+        report, dry_run = self.report, self.options.dry_run
+        try:
+            if self.replay_deletes and not dry_run and not self._stopping.is_set():
+                await deletes.replay_deletes(
+                    self.job,
+                    report,
+                    settler.writer,
+                    self.run_id,
+                    self.replay_deletes,
+                    self._stopping,
+                )
+            if not (self.job.sync.delete_absent.enabled and self.feed.keeps_progress):
                 return
-            await self._send_all(settler, state)
+            stopped = report.aborted or ("interrupted" if self.signals.interrupted else None)
+            read = deletes.ReadState(
+                getattr(self.feed, "diff", None),
+                stopped,
+                0 if dry_run else report.rows_read - report.rows_settled,
+                resumed=report.rows_skipped > 0,
+            )
+            await deletes.delete_absent(
+                self.job,
+                report,
+                settler.writer,
+                self.run_id,
+                read,
+                dry_run=dry_run,
+                stopping=self._stopping,
+            )
+        except deletes.DeleteRefused as refused:
+            if report.aborted or self.signals.interrupted:  # the run's own end stands
+                report.warn(str(refused))
+                return
+            self._input_error = True  # exit 2: nothing deleted
+            self._abort(str(refused))
+        except (RunAborted, UsageError) as error:
+            self._abort(str(error))
+        except OSError as error:  # the dry run's list of ids could not be written
+            self._abort(f"cannot write {error.filename or 'the list of deletes'}: {error.strerror}")
 
     async def _send_all(self, settler: Settler, state: RunState | None) -> None:
         job = self.job

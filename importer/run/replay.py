@@ -32,6 +32,7 @@ from importer.run.options import RunOptions, RunOutcome
 from importer.run.pipeline import Run
 from importer.run.preflight import job_scope, mapper_for
 from importer.state import (
+    DeliveredIds,
     RunState,
     SettledRows,
     SnapshotEntries,
@@ -226,9 +227,10 @@ class ReplayStore:
         dead_lettered: bool = False,
         retry_later: bool = False,
         snapshot: SnapshotEntries = (),
+        delivered: DeliveredIds = (),
     ) -> None:
-        # `snapshot` is left alone: a replayed row is sent again the next night under
-        # sync.mode changed, the safe direction.
+        # `snapshot` and `delivered` are left alone: a replayed row is sent again the next
+        # night under sync.mode changed, the safe direction.
         rows = list(rows)
         # The job's record first: a row it counts as delivered is left out of a resumed
         # replay even if the replay's own mark below is lost.
@@ -253,7 +255,10 @@ def replay_scope(job: JobConfig, dead_letter_in: Path) -> str:
 
 
 def replay_dead_letter(job: JobConfig, dead_letter_in: Path, options: RunOptions) -> RunOutcome:
-    letters = _unique(read_dead_letter(dead_letter_in))
+    every = list(read_dead_letter(dead_letter_in))
+    # Delete lines are not rows: their customers are deleted again after the rows are sent.
+    deletes = [d.customer_id for d in every if d.stage == "delete" and d.customer_id]
+    letters = _unique(d for d in every if d.stage != "delete")
     if job.output.dead_letter.resolve() == dead_letter_in.resolve():
         raise DeadLetterError(
             f"replay would overwrite its input {dead_letter_in}; pass --dead-letter for its output"
@@ -272,6 +277,7 @@ def replay_dead_letter(job: JobConfig, dead_letter_in: Path, options: RunOptions
         feed.fingerprints[source] = (key, fingerprint)
     run = Run(job, options, [], mapper, feed, open_state=open_state)
     run.report.replay_of = str(dead_letter_in)
+    run.replay_deletes = deletes
     return asyncio.run(run.execute())
 
 

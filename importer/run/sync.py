@@ -92,6 +92,17 @@ class CustomerKeys:
         return [(int(k), int(f)) for k, f, ok in zip(keys, prints, known, strict=True) if ok]
 
 
+def delivered_ids(rows: Sequence[Row]) -> list[tuple[int, str]]:
+    """(customer key, customer_id) of accepted rows that carry a customer_id: the ids
+    sync.delete_absent keeps (the key is the snapshot's, the hash of the customer_id)."""
+    return keyed_ids([row.customer_id for row in rows if row.customer_id is not None])
+
+
+def keyed_ids(ids: Sequence[str]) -> list[tuple[int, str]]:
+    """(customer key, customer_id): the key the snapshot holds for each id."""
+    return [(int(k), i) for k, i in zip(_hash64(ids), ids, strict=True)]
+
+
 class _Lookup:
     """Sorted keys and their values; `get` answers a batch of keys at once."""
 
@@ -176,6 +187,7 @@ class SyncDiff:
         self.customer_keys = customer_keys
         self.full = full
         self._sent = _Overlay()
+        self.unidentified = 0  # rows read whose customer is unknown (see `see`)
 
     def compare(self, rows: Sequence[Row]) -> Diff:
         if not len(rows):
@@ -234,3 +246,16 @@ class SyncDiff:
     def absent(self) -> int:
         """Customers of the snapshot no row of this run was about."""
         return int(len(self.seen) - np.count_nonzero(self.seen))
+
+    def see(self, customer_ids: Sequence[str | None]) -> None:
+        """Customers of rows that were read but not compared (invalid ones) are not absent;
+        a row without a readable customer_id could be anyone's (`unidentified`)."""
+        ids = [i for i in customer_ids if i is not None]
+        self.unidentified += len(customer_ids) - len(ids)
+        if ids and len(self.snapshot):
+            at, found = self.snapshot.find(_hash64(ids))
+            self.seen[at[found]] = True
+
+    def absent_keys(self) -> np.ndarray:
+        """The keys of the snapshot's customers no row of this run was about."""
+        return self.snapshot.keys[~self.seen]

@@ -5,6 +5,12 @@ rows; `lock` keeps two runs of one job apart; `progress` holds the settled rows 
 (`StateStore` and its scoped views); `snapshot` what incremental sync compares against.
 """
 
+from importer.state.customers import (
+    DeliveredIds,
+    delivered_ids,
+    expire_deletes,
+    forget_deleted,
+)
 from importer.state.database import (
     ACCEPTED,
     DEAD_LETTERED,
@@ -29,6 +35,7 @@ __all__ = [
     "RETRY_LATER",
     "SCHEMA",
     "SCHEMA_VERSION",
+    "DeliveredIds",
     "RunLock",
     "RunState",
     "ScopedProgress",
@@ -38,6 +45,9 @@ __all__ = [
     "StateError",
     "StateFault",
     "StateStore",
+    "delivered_ids",
+    "expire_deletes",
+    "forget_deleted",
     "merge_ranges",
     "peek_snapshot",
     "progress_scope",

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from importer.state.customers import DeliveredIds, write_delivered
 from importer.state.database import (
     ACCEPTED,
     DEAD_LETTERED,
@@ -72,6 +73,7 @@ class RunState(Protocol):
         dead_lettered: bool = False,
         retry_later: bool = False,
         snapshot: SnapshotEntries = (),
+        delivered: DeliveredIds = (),
     ) -> None: ...
 
     def compact(self) -> None: ...
@@ -186,11 +188,13 @@ class ScopedProgress:
         dead_lettered: bool = False,
         retry_later: bool = False,
         snapshot: SnapshotEntries = (),
+        delivered: DeliveredIds = (),
     ) -> None:
         """Rows settled; `snapshot`: what the accepted ones among them set, in the same
-        transaction, so a crash never leaves a customer recorded whose row is not."""
+        transaction, so a crash never leaves a customer recorded whose row is not;
+        `delivered`: their customers' ids (sync.delete_absent), in that transaction too."""
         outcome = RETRY_LATER if retry_later else DEAD_LETTERED if dead_lettered else ACCEPTED
-        self._insert(source, fingerprint, rows, outcome, snapshot)
+        self._insert(source, fingerprint, rows, outcome, snapshot, delivered)
 
     def mark_replayed(self, source: str, fingerprint: str, rows: Iterable[int]) -> None:
         """Rows a replay got a 2xx for: settled, and no longer dead-lettered (see `settled`)."""
@@ -203,6 +207,7 @@ class ScopedProgress:
         rows: Iterable[int],
         outcome: int,
         snapshot: SnapshotEntries,
+        delivered: DeliveredIds = (),
     ) -> None:
         ranges = to_ranges(rows)
         if not ranges:
@@ -217,6 +222,8 @@ class ScopedProgress:
                 )
                 if snapshot:
                     write_snapshot(self._db, scope_id, snapshot)
+                if delivered and snapshot:
+                    write_delivered(self._db, scope_id, delivered)
 
     def _snapshot_scope_id(self) -> int:
         if self._scope_id is None:
