@@ -18,6 +18,14 @@ import pyarrow.compute
 from importer.moengage import EVENT_ELEMENT_PREFIX
 
 
+@dataclass(frozen=True, slots=True)
+class RowCount:
+    """How many data rows an input holds, for progress: exact, or an estimate ("about")."""
+
+    rows: int
+    exact: bool
+
+
 class RecordSource(Protocol):
     """Anything that can give back a row as read (a Chunk, or a dead-letter line in replay)."""
 

@@ -41,7 +41,8 @@ def to_string(series: pd.Series, column: str) -> Converted:
     too_long = bool_mask(pc.greater(pc.utf8_length(text), moengage.MAX_STRING_LENGTH))
     rule = f"is longer than {moengage.MAX_STRING_LENGTH} characters"
     errors = {int(p): problem(column, text[int(p)].as_py(), rule) for p in np.flatnonzero(too_long)}
-    return drop(json_strings(text), errors), errors
+    empty = pc.equal(text, "")  # `""` is never sent: an empty string is missing
+    return drop(json_strings(pc.if_else(empty, NULL_TEXT, text)), errors), errors
 
 
 def _float_strings(native: pa.Array, column: str) -> Converted:
