@@ -89,6 +89,15 @@ def render(job_name: str, sample: Sample) -> str:
     if not sample.running:
         metric("exit_code", "gauge", "The run's exit code.", [("", report.exit_code)])
         metric("elapsed_seconds", "gauge", "The run's duration.", [("", report.elapsed_seconds)])
+        tolerated = report.rows_invalid_tolerated
+        metric(
+            "rows_invalid_tolerated",
+            "gauge",
+            "Invalid rows a run exiting 0 tolerated (delivery.max_invalid_fraction).",
+            [("", tolerated)],
+        )
+        if tolerated:
+            lines.append(f"# ok with {tolerated:,} invalid rows")
     if sample.last_success is not None:
         metric(
             "last_success_timestamp_seconds",
