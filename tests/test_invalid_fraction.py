@@ -11,7 +11,9 @@ from importer.outputs.report import Report
 
 
 def _closed(allowed: float, **counts: int) -> Report:
-    report = Report(max_invalid_fraction=allowed, **counts)
+    report = Report(max_invalid_fraction=allowed)
+    for name, value in counts.items():
+        setattr(report, name, value)
     report.close(elapsed=1.0, interrupted=False, input_error=False)
     return report
 
