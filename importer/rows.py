@@ -18,6 +18,14 @@ import pyarrow.compute
 from importer.moengage import EVENT_ELEMENT_PREFIX
 
 
+@dataclass(frozen=True, slots=True)
+class RowCount:
+    """How many data rows an input holds, for progress: exact, or an estimate ("about")."""
+
+    rows: int
+    exact: bool
+
+
 class RecordSource(Protocol):
     """Anything that can give back a row as read (a Chunk, or a dead-letter line in replay)."""
 
@@ -221,6 +229,8 @@ def _json_value(value: Any) -> Any:
         return value
     if isinstance(value, float):
         return None if math.isnan(value) else value if math.isfinite(value) else str(value)
+    if isinstance(value, np.floating) and value.dtype.itemsize < 8:
+        return _json_value(float(str(value)))  # float32 1.1 as 1.1, its own shortest form
     if isinstance(value, np.generic):
         return _json_value(value.item())
     if isinstance(value, pd.Timestamp | dt.datetime | dt.date | dt.time):

@@ -218,7 +218,7 @@ def test_float_customer_ids_nan_control_characters_and_whitespace(tmp_path: Path
     assert [r["customer_id"] for r in records] == ["7", "123456789"]
     letters = {d["row"]: d for d in read_dead_letters(tmp_path)}
     assert set(letters) == {2, 4, 5}
-    assert "customer_id (column 'user_id') is empty" in letters[2]["error"]
+    assert "'nan' is NaN (a float column's missing value)" in letters[2]["error"]
     assert "customer_id (column 'user_id') is empty" in letters[4]["error"]
     assert "column 'name'" in letters[5]["error"] and "control character" in letters[5]["error"]
     assert re.search(r"warning .*floating-point.*lossy", result.stdout), result.stdout

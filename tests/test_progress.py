@@ -8,6 +8,7 @@ import time
 import pytest
 
 from importer.outputs.progress import Progress
+from importer.rows import RowCount
 
 
 def test_log_lines_come_on_a_timer_even_when_nothing_settles(
@@ -32,3 +33,23 @@ def test_no_lines_when_progress_is_turned_off(caplog: pytest.LogCaptureFixture) 
     progress.advance(5)
     progress.tick()
     assert not [r for r in caplog.records if "progress" in r.getMessage()]
+
+
+@pytest.mark.parametrize(
+    ("total", "shown"),
+    [
+        (RowCount(30_000, exact=True), "10 of 30,000 rows"),
+        (RowCount(30_171, exact=False), "10 of about 30,171 rows"),
+    ],
+)
+def test_an_estimated_total_is_shown_as_about(
+    caplog: pytest.LogCaptureFixture, total: RowCount, shown: str
+) -> None:
+    progress = Progress(enabled=None, total=total, limit_per_minute=600, interval=0.0)
+    caplog.set_level(logging.INFO, logger="importer")
+    logging.getLogger("importer").propagate = True
+    progress.advance(10)
+    time.sleep(0.6)
+    progress.tick()
+    lines = [r.getMessage() for r in caplog.records if "progress" in r.getMessage()]
+    assert lines and shown in lines[-1] and "left" in lines[-1]

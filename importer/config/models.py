@@ -133,6 +133,9 @@ class DeliveryConfig(_Strict):
     timeout_seconds: float = Field(30, gt=0, allow_inf_nan=False)
     backoff_base_seconds: float = Field(0.5, gt=0, allow_inf_nan=False)
     backoff_max_seconds: float = Field(30, gt=0, allow_inf_nan=False)
+    # A run whose invalid rows (this run's rows_invalid over its rows_read) stay at or under
+    # this share, with nothing rejected or failed, exits 0 with a warning.
+    max_invalid_fraction: float = Field(0.0, ge=0, le=1, allow_inf_nan=False)
 
 
 class CsvOptions(_Strict):

@@ -26,6 +26,8 @@ def text_array(series: pd.Series) -> pa.Array | None:
             arrow_type = arrow_type.value_type
         if pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type):
             return combined(pc.cast(pa.array(series), pa.string()))
+        if pa.types.is_binary(arrow_type) or pa.types.is_large_binary(arrow_type):
+            return utf8_text(pa.array(series))
         return None
     if pd.api.types.is_object_dtype(dtype) or isinstance(dtype, pd.StringDtype):
         try:
@@ -33,6 +35,26 @@ def text_array(series: pd.Series) -> pa.Array | None:
         except (pa.ArrowTypeError, pa.ArrowInvalid):
             return None  # an object column of Python values, not text
     return None
+
+
+def utf8_text(binary: pa.Array | pa.ChunkedArray) -> pa.Array | None:
+    """Parquet binary without a UTF8 annotation (as Impala and Hive write strings) as text,
+    if every value is valid UTF-8; None otherwise (its cells are then judged one by one)."""
+    try:
+        return combined(pc.cast(pc.cast(binary, pa.binary()), pa.string()))
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+
+
+def shortest_floats(native: pa.Array) -> pa.Array:
+    """A float column as float64 holding, for each value, the shortest decimal that reads back
+    as it in its own width: float32 1.1 is 1.1, not 1.100000023841858."""
+    if pa.types.is_float64(native.type):
+        return native
+    values = native.to_numpy(zero_copy_only=False)
+    texts = pa.array(np.asarray(values).astype(str), pa.string())
+    floats = pc.cast(texts, pa.float64())
+    return pc.if_else(native.is_null(), pa.scalar(None, pa.float64()), floats)
 
 
 def object_cells(series: pd.Series) -> list[Any]:

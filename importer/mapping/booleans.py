@@ -1,4 +1,8 @@
-"""Converter for type boolean."""
+"""Converter for type boolean, and the boolean vocabulary `init` and the README share.
+
+A native boolean is itself; an integer 0 or 1 is false or true; text is one of TRUE_WORDS or
+FALSE_WORDS in any case, surrounding whitespace ignored (Y/N included). Anything else is
+invalid."""
 
 from __future__ import annotations
 
@@ -11,10 +15,18 @@ import pyarrow.compute as pc
 from importer.mapping.arrow import native_array, text_array
 from importer.mapping.cells import Converted, per_unique, plain
 
-_BOOLEANS = {
-    "true": True, "false": False, "1": True, "0": False, "yes": True, "no": False,
-    "t": True, "f": False, "y": True, "n": False,
-}  # fmt: skip
+TRUE_WORDS = ("true", "yes", "t", "y", "1")
+FALSE_WORDS = ("false", "no", "f", "n", "0")
+# Each word (lower case) -> its value.
+BOOLEAN_WORDS: dict[str, bool] = {
+    **dict.fromkeys(TRUE_WORDS, True),
+    **dict.fromkeys(FALSE_WORDS, False),
+}
+
+
+def boolean_word(text: str) -> bool | None:
+    """What a text cell means as a boolean (None: not a boolean)."""
+    return BOOLEAN_WORDS.get(text.strip().lower())
 
 
 def to_boolean(series: pd.Series, column: str) -> Converted:
@@ -31,7 +43,7 @@ def _boolean_cell(cell: Any) -> tuple[Any, str | None]:
     if isinstance(cell, int) and cell in (0, 1):
         return bool(cell), None
     if isinstance(cell, str):
-        value = _BOOLEANS.get(cell.strip().lower())
+        value = boolean_word(cell)
         if value is not None:
             return value, None
     return None, "is not a boolean"

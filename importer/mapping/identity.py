@@ -11,7 +11,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from importer import moengage
-from importer.mapping.arrow import bool_mask, native_array, null_mask, object_cells, text_array
+from importer.mapping.arrow import (
+    bool_mask,
+    native_array,
+    null_mask,
+    object_cells,
+    shortest_floats,
+    text_array,
+)
 from importer.mapping.cells import show
 from importer.mapping.jsontext import json_strings
 from importer.mapping.text import CONTROL_RULE, string_cell
@@ -27,21 +34,29 @@ def customer_ids(
     """customer_id as text exactly as written: (values, JSON text, problems by position,
     warnings for the summary).
 
-    Missing (NaN too), blank or placeholder ids, control characters, and surrounding
-    whitespace (unless `strip`) are problems. A float column's whole values lose their ".0".
+    Missing, blank or placeholder ids, control characters, and surrounding whitespace (unless
+    `strip`) are problems. A float column's ids are exact or refused: a whole value within
+    2**53 is sent without ".0"; a fraction, one beyond 2**53 (digits may be lost) or NaN is
+    refused. A cell that is no text (a list, a struct, binary that is not UTF-8) is refused
+    naming what it is.
     """
     warnings: list[str] = []
-    text = _id_text(series, column, warnings)
+    where = f"customer_id (column {column!r})"
+    text, refused = _id_text(series, column, warnings)
     trimmed = pc.utf8_trim_whitespace(text)
     if strip:
         text = trimmed
     values = text.to_numpy(zero_copy_only=False).tolist()
-    errors = _id_problems(text, trimmed, values, f"customer_id (column {column!r})", strip)
+    errors = _id_problems(text, trimmed, values, where, strip)
+    errors.update({p: f"{where}: {rule}" for p, rule in refused.items()})
     return values, json_strings(text), errors, warnings
 
 
-def _id_text(series: pd.Series, column: str, warnings: list[str]) -> pa.Array:
-    """The column's ids as arrow text, as written; what looks lossy is added to `warnings`."""
+def _id_text(
+    series: pd.Series, column: str, warnings: list[str]
+) -> tuple[pa.Array, dict[int, str]]:
+    """The column's ids as arrow text, as written, and the rule each refused cell broke;
+    what looks lossy is added to `warnings`."""
     text = text_array(series)
     if text is not None:
         if pc.any(pc.match_substring_regex(text, r"^[+-]?\d+\.0+$")).as_py():
@@ -51,22 +66,46 @@ def _id_text(series: pd.Series, column: str, warnings: list[str]) -> pa.Array:
                 "'7' would be two customers: export the column as integer or text (the export is "
                 "lossy)"
             )
-        return text
+        return text, {}
     native = native_array(series)
     if native is not None and pa.types.is_integer(native.type):
-        return pc.cast(native, pa.string())
+        return pc.cast(native, pa.string()), {}
     if native is not None and pa.types.is_floating(native.type):
-        text = _float_ids(native)
-        if text.null_count < len(text):
+        text, refused = float_ids(native)
+        if text.null_count < len(text) or refused:
             warnings.append(
                 f"customer_id column {column!r} holds floating-point numbers (an export from "
-                "pandas or Spark?): whole values are sent without '.0' and missing ones are "
-                "invalid, but ids beyond 2**53 may have lost digits; export it as integer "
-                "or text (the export is lossy)"
+                "pandas or Spark?): whole values up to 2**53 are sent without '.0'; others are "
+                "refused; export it as integer or text (the export is lossy)"
             )
-        return text
-    cells = object_cells(series)
-    return pa.array([None if is_missing(c) else string_cell(c)[0] for c in cells], pa.string())
+        return text, refused
+    return _cell_ids(object_cells(series))
+
+
+def _cell_ids(cells: list[Any]) -> tuple[pa.Array, dict[int, str]]:
+    """Python cells as id text; those that are not text are refused naming what they are."""
+    texts: list[str | None] = []
+    refused: dict[int, str] = {}
+    for position, cell in enumerate(cells):
+        text = None if is_missing(cell) else string_cell(cell)[0]
+        texts.append(text)
+        if text is None and not is_missing(cell):
+            refused[position] = f"{show(_shown(cell))} is {_kind(cell)}, not text"
+    return pa.array(texts, pa.string()), refused
+
+
+def _kind(cell: Any) -> str:
+    if isinstance(cell, bytes):
+        return "binary data that is not UTF-8"
+    if isinstance(cell, list | tuple | np.ndarray):
+        return "a list"
+    if isinstance(cell, dict):
+        return "a struct (or map)"
+    return f"a {type(cell).__name__} value"
+
+
+def _shown(cell: Any) -> Any:
+    return cell.tolist() if isinstance(cell, np.ndarray) else cell
 
 
 def _id_problems(
@@ -106,13 +145,30 @@ def is_missing(cell: Any) -> bool:
     return cell is None or (isinstance(cell, float) and math.isnan(cell))
 
 
-def _float_ids(native: pa.Array) -> pa.Array:
-    """A float column's ids as text: NaN missing, whole values without ".0"."""
-    floats = pc.cast(native, pa.float64())
-    present = pc.and_kleene(pc.invert(pc.is_nan(floats)), pc.is_finite(floats))
-    floats = pc.if_else(present, floats, pa.scalar(None, pa.float64()))
+def float_ids(native: pa.Array) -> tuple[pa.Array, dict[int, str]]:
+    """A float column's ids: whole values within 2**53 as text without ".0" (a double holds
+    each of them exactly); every other present value refused, saying why."""
+    floats = shortest_floats(native)
     whole = pc.fill_null(pc.equal(floats, pc.floor(floats)), False)
-    small = pc.fill_null(pc.less(pc.abs(floats), float(2**63)), False)
-    as_int = pc.if_else(pc.and_(whole, small), floats, pa.scalar(None, pa.float64()))
-    int_text = pc.cast(pc.cast(as_int, pa.int64()), pa.string())
-    return pc.coalesce(int_text, pc.cast(floats, pa.string()))
+    exact = pc.fill_null(pc.less_equal(pc.abs(floats), float(2**53)), False)
+    kept = pc.and_(pc.and_(whole, exact), pc.is_finite(floats))
+    as_int = pc.if_else(kept, floats, pa.scalar(None, pa.float64()))
+    text = pc.cast(pc.cast(as_int, pa.int64()), pa.string())
+    refused: dict[int, str] = {}
+    for position in np.flatnonzero(~bool_mask(kept) & ~null_mask(floats)):
+        value = floats[int(position)].as_py()
+        refused[int(position)] = f"{show(repr(value))} {_float_rule(value)}"
+    return text, refused
+
+
+def _float_rule(value: float) -> str:
+    if math.isnan(value):
+        return "is NaN (a float column's missing value)"
+    if not math.isfinite(value):
+        return "is not a finite number"
+    if not value.is_integer():
+        return "is a float with a fraction, not an id"
+    return (
+        "is a float beyond 2**53, where digits may have been lost (two ids can become one); "
+        "export the column as integer or text"
+    )

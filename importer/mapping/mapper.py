@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from importer import moengage
-from importer.config import MappingConfig, check_mapping_rules
+from importer.config import ConfigError, MappingConfig, check_mapping_rules
 from importer.mapping.arrow import NULL_TEXT, null_mask
 from importer.mapping.converters import Field, array_op_field, attribute_field
 from importer.mapping.identity import customer_ids
@@ -53,6 +53,12 @@ class Mapper:
         self.mapping = mapping
         self.max_element_bytes = max_element_bytes
         check_mapping_rules(mapping)
+        blank = [repr(name) for name in mapping.attributes if not name.strip()]
+        if blank:
+            raise ConfigError(
+                f"mapping.attributes: an attribute name of only whitespace ({', '.join(blank)}); "
+                "give it a name"
+            )
         self._attributes = [attribute_field(n, s) for n, s in mapping.attributes.items()]
         self._add = [array_op_field("add_to_array", n, s) for n, s in mapping.add_to_array.items()]
         self._remove = [

@@ -1,10 +1,13 @@
-"""Converters for types integer and number.
+"""Converters for types integer and number, and the integer vocabulary `init` shares.
 
 - integer: optional sign, digits, and optionally a fraction of zeros ("20", "+20", "20.0" -> 20);
-  "2.5", "1e3", "nan" and values outside 64 bits are invalid.
+  "2.5", "1e3", "nan" are invalid, and so is a value beyond 2**53 (9007199254740992) either
+  way, from CSV text or a Parquet int64 alike: a JSON number past it does not arrive exactly
+  (map the column as string to keep its digits as text).
 - number: any decimal or exponent text, always sent as a JSON double ("20" -> 20.0, "2.5" ->
   2.5): MoEngage fixes an attribute's type from its first value. "nan" and "inf" are invalid;
-  a NaN stored in a native float column counts as missing.
+  a NaN stored in a native float column counts as missing. A native float is sent in the
+  shortest decimal that reads back as it in its own width (float32 1.1 -> 1.1).
 """
 
 from __future__ import annotations
@@ -23,18 +26,28 @@ import pyarrow.compute as pc
 from importer.mapping.arrow import (
     NULL_TEXT,
     bool_mask,
+    drop,
     is_int64_compatible,
     native_array,
     null_mask,
     replace_at,
+    shortest_floats,
     text_array,
 )
 from importer.mapping.cells import Converted, per_unique, plain, problem
 from importer.mapping.jsontext import json_ints, wrapped
 
-INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+# The largest integer a JSON number (a double) holds exactly, and every one below it.
+MAX_EXACT_INTEGER = 2**53
+# What an `integer` cell may be written as: surrounding whitespace ignored.
+INTEGER_PATTERN = r"[+-]?\d+(?:\.0*)?"
+INTEGER_EXAMPLES = ("20", "+20", "-3", "20.0", "12.00")
+BEYOND_EXACT_RULE = (
+    f"is beyond 2**53 ({MAX_EXACT_INTEGER}), past which a JSON number is not exact; map the "
+    "column as string to keep its digits"
+)
 
-_INTEGER_TEXT = re.compile(r"[+-]?\d+(?:\.0*)?")
+_INTEGER_TEXT = re.compile(INTEGER_PATTERN)
 
 
 def to_integer(series: pd.Series, column: str) -> Converted:
@@ -42,10 +55,10 @@ def to_integer(series: pd.Series, column: str) -> Converted:
     if text is None:
         native = native_array(series)
         if native is not None and is_int64_compatible(native.type):
-            return json_ints(native), {}
+            return _exact_ints(native, column, lambda p: native[p].as_py())
         return per_unique(series, column, integer_cell)
-    try:
-        return json_ints(pc.cast(text, pa.int64())), {}  # every cell plain digits
+    try:  # every cell plain digits
+        return _exact_ints(pc.cast(text, pa.int64()), column, lambda p: text[p].as_py())
     except pa.ArrowInvalid:
         pass
     # Drop a leading "+" and a zero fraction; up to 18 digits always fits in int64.
@@ -61,7 +74,22 @@ def to_integer(series: pd.Series, column: str) -> Converted:
             fixed[int(position)] = str(value)
         else:
             errors[int(position)] = problem(column, cell, rule)
-    return replace_at(fragments, fixed), errors
+    beyond = _beyond_exact(pc.cast(pc.if_else(simple, normal, NULL_TEXT), pa.int64()))
+    errors.update({p: problem(column, text[p].as_py(), BEYOND_EXACT_RULE) for p in beyond})
+    return drop(replace_at(fragments, fixed), errors), errors
+
+
+def _beyond_exact(ints: pa.Array) -> list[int]:
+    ints = pc.cast(ints, pa.int64())
+    limit = pa.scalar(MAX_EXACT_INTEGER, pa.int64())
+    outside = pc.or_(pc.greater(ints, limit), pc.less(ints, pc.negate(limit)))
+    return [int(p) for p in np.flatnonzero(bool_mask(outside))]
+
+
+def _exact_ints(ints: pa.Array, column: str, shown: Callable[[int], Any]) -> Converted:
+    """Integers as JSON, those beyond 2**53 refused."""
+    errors = {p: problem(column, shown(p), BEYOND_EXACT_RULE) for p in _beyond_exact(ints)}
+    return drop(json_ints(ints), errors), errors
 
 
 def integer_cell(cell: Any) -> tuple[Any, str | None]:
@@ -78,8 +106,8 @@ def integer_cell(cell: Any) -> tuple[Any, str | None]:
         value = int(cell.strip().split(".")[0])
     if value is None:
         return None, "is not an integer"
-    if not INT64_MIN <= value <= INT64_MAX:
-        return None, "is outside the 64-bit integer range"
+    if not -MAX_EXACT_INTEGER <= value <= MAX_EXACT_INTEGER:
+        return None, BEYOND_EXACT_RULE
     return value, None
 
 
@@ -96,7 +124,7 @@ def to_number(series: pd.Series, column: str) -> Converted:
         if native is not None and is_int64_compatible(native.type):
             return wrapped(json_ints(native), "", ".0"), {}  # a double, every digit kept
         if native is not None and pa.types.is_floating(native.type):
-            floats = pc.cast(native, pa.float64())
+            floats = shortest_floats(native)
             # A stored NaN means missing, as pandas writes it; infinities stay invalid.
             present = ~null_mask(native) & ~bool_mask(pc.is_nan(floats))
             return _numbers_from_floats(floats, present, lambda p: native[p].as_py(), column)

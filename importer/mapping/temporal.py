@@ -81,9 +81,11 @@ def to_datetime(
             pa.types.is_timestamp(native.type) or pa.types.is_date(native.type)
         ):
             return per_unique(series, column, partial(_datetime_cell, rules=rules))
+        native, outside = _outside_years(native, column)
         instants, local_errors = _instants_from_native(native, rules)
         errors = {
             **_beyond_format_years(instants, column),
+            **outside,
             **{p: problem(column, series.iloc[p], rule) for p, rule in local_errors.items()},
         }
         return drop(quoted(_format_instants(instants)), errors), errors
@@ -220,6 +222,37 @@ def _instants_from_native(
     if native.type.tz is None:
         return localize(pc.cast(native, _NAIVE, safe=False), rules)
     return pc.cast(native, _UTC, safe=False), {}
+
+
+# Years 0001 to 9999 in seconds since the epoch: [first, end).
+_FIRST_SECOND, _END_SECOND = -62_135_596_800, 253_402_300_800
+_PER_SECOND = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}
+_YEARS_RULE = (
+    "is outside the years 0001-9999 that MoEngage's date-time (YYYY-MM-DDTHH:MM:SSZ) holds"
+)
+
+
+def _outside_years(native: pa.Array, column: str) -> tuple[pa.Array, dict[int, str]]:
+    """Timestamps beyond the years 0001-9999 in their own unit (Spark's INT96, read in
+    milliseconds, reaches millions of years), refused showing their true date and left out
+    (null) before a cast to microseconds could wrap them around."""
+    if not pa.types.is_timestamp(native.type):
+        return native, {}
+    unit = native.type.unit
+    per_second = _PER_SECOND[unit]
+    ticks = pc.cast(native, pa.int64())
+    outside = pc.or_(
+        pc.less(ticks, _FIRST_SECOND * per_second),
+        pc.greater_equal(ticks, _END_SECOND * per_second),
+    )
+    positions = np.flatnonzero(bool_mask(outside))
+    if not len(positions):
+        return native, {}
+    errors = {
+        int(p): problem(column, str(np.datetime64(ticks[int(p)].as_py(), unit)), _YEARS_RULE)
+        for p in positions
+    }
+    return pc.if_else(outside, pa.scalar(None, native.type), native), errors
 
 
 def _beyond_format_years(instants: pa.Array, column: str) -> dict[int, str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 from decimal import Decimal
 from typing import Any
 
@@ -12,7 +13,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from importer import moengage
-from importer.mapping.arrow import bool_mask, combined, drop, is_list_type, text_array
+from importer.mapping.arrow import (
+    NULL_TEXT,
+    bool_mask,
+    combined,
+    drop,
+    is_list_type,
+    native_array,
+    shortest_floats,
+    text_array,
+)
 from importer.mapping.cells import Converted, per_unique, plain, problem
 from importer.mapping.jsontext import json_strings
 
@@ -24,15 +34,45 @@ CONTROL_RULE = "holds a control character (NUL and the like)"
 def to_string(series: pd.Series, column: str) -> Converted:
     text = text_array(series)
     if text is None:
+        native = native_array(series)
+        if native is not None and pa.types.is_floating(native.type):
+            return _float_strings(native, column)
         return per_unique(series, column, string_cell)
     too_long = bool_mask(pc.greater(pc.utf8_length(text), moengage.MAX_STRING_LENGTH))
     rule = f"is longer than {moengage.MAX_STRING_LENGTH} characters"
     errors = {int(p): problem(column, text[int(p)].as_py(), rule) for p in np.flatnonzero(too_long)}
-    return drop(json_strings(text), errors), errors
+    empty = pc.equal(text, "")  # `""` is never sent: an empty string is missing
+    return drop(json_strings(pc.if_else(empty, NULL_TEXT, text)), errors), errors
+
+
+def _float_strings(native: pa.Array, column: str) -> Converted:
+    """A float column as text: the shortest decimal for its width, whole values without
+    ".0"; NaN is missing (as pandas writes it), an infinity is invalid: neither is sent."""
+    floats = shortest_floats(native)
+    finite = pc.fill_null(pc.is_finite(floats), False)
+    whole = pc.and_(
+        pc.fill_null(pc.equal(floats, pc.floor(floats)), False),
+        pc.fill_null(pc.less_equal(pc.abs(floats), float(2**53)), False),
+    )
+    as_int = pc.cast(pc.if_else(whole, floats, pa.scalar(0.0)), pa.int64())
+    text = pc.if_else(whole, pc.cast(as_int, pa.string()), pc.cast(floats, pa.string()))
+    infinite = bool_mask(pc.is_inf(floats))
+    errors = {
+        int(p): problem(column, str(floats[int(p)].as_py()), "is not a finite number")
+        for p in np.flatnonzero(infinite)
+    }
+    return json_strings(pc.if_else(finite, text, NULL_TEXT)), errors
 
 
 def string_cell(cell: Any) -> tuple[Any, str | None]:
     cell = plain(cell)
+    if isinstance(cell, bytes):
+        try:
+            cell = cell.decode("utf-8")
+        except UnicodeDecodeError:
+            return None, "is binary data, not UTF-8 text"
+    if isinstance(cell, float) and not math.isfinite(cell):
+        return None, "is not a finite number"
     if isinstance(cell, bool):
         text = "true" if cell else "false"
     elif isinstance(cell, float) and cell.is_integer():

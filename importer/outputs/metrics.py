@@ -89,8 +89,10 @@ def render(job_name: str, sample: Sample) -> str:
         "run_start_timestamp_seconds", "gauge", "When the run started.", [("", sample.started_at)]
     )
     if not sample.running:
-        metric("exit_code", "gauge", "The run's exit code.", [("", report.exit_code)])
-        metric("elapsed_seconds", "gauge", "The run's duration.", [("", report.elapsed_seconds)])
+        for name, help_text, values in _ending(report):
+            metric(name, "gauge", help_text, values)
+        if report.rows_invalid_tolerated:
+            lines.append(f"# ok with {report.rows_invalid_tolerated:,} invalid rows")
     if sample.last_success is not None:
         metric(
             "last_success_timestamp_seconds",
@@ -99,6 +101,19 @@ def render(job_name: str, sample: Sample) -> str:
             [("", sample.last_success)],
         )
     return "\n".join(lines) + "\n"
+
+
+def _ending(report: Report) -> list[tuple[str, str, list[tuple[str, float]]]]:
+    """What only an ended run has: its exit code, duration and the invalid rows it tolerated."""
+    return [
+        ("exit_code", "The run's exit code.", [("", report.exit_code)]),
+        ("elapsed_seconds", "The run's duration.", [("", report.elapsed_seconds)]),
+        (
+            "rows_invalid_tolerated",
+            "Invalid rows a run exiting 0 tolerated (delivery.max_invalid_fraction).",
+            [("", report.rows_invalid_tolerated)],
+        ),
+    ]
 
 
 def _clear_and_delete(report: Report) -> list[tuple[str, str, list[tuple[str, float]]]]:

@@ -62,7 +62,10 @@ def payload(
         f" {report.rows_pending:,} pending of {report.rows_read:,} read"
         f" in {report.elapsed_seconds:,.1f} s"
     )
-    text = f"moe-import {job_name}: {status} (exit {report.exit_code}): {summary}"
+    shown = status
+    if status == "success" and report.rows_invalid_tolerated:
+        shown = f"ok with {report.rows_invalid_tolerated:,} invalid rows"
+    text = f"moe-import {job_name}: {shown} (exit {report.exit_code}): {summary}"
     if dead_lettered and report.dead_letter:
         text += f"; dead letters in {report.dead_letter}"
     if reason:
@@ -72,6 +75,7 @@ def payload(
         "job": job_name,
         "status": status,
         "exit_code": report.exit_code,
+        "rows_invalid_tolerated": report.rows_invalid_tolerated,
         "run_id": getattr(report, "run_id", None),
         "dry_run": report.dry_run,
         "counts": counts,

@@ -14,6 +14,7 @@ from typing import NoReturn, Protocol
 from tqdm import tqdm
 
 from importer.outputs.report import WAIT_NAMES
+from importer.rows import RowCount
 
 log = logging.getLogger("importer")
 
@@ -111,10 +112,13 @@ class Progress:
         self,
         *,
         enabled: bool | None,
-        total: int | None,
+        total: int | RowCount | None,
         limit_per_minute: float,
         interval: float = 10.0,
     ) -> None:
+        # An estimated total (a large or compressed CSV) is shown as "about N", never as exact.
+        self.total_exact = not isinstance(total, RowCount) or total.exact
+        total = total.rows if isinstance(total, RowCount) else total
         use_bar = sys.stderr.isatty() if enabled is None else enabled
         self._limit_per_minute = limit_per_minute
         self._bar: tqdm[NoReturn] | None = None
@@ -125,7 +129,7 @@ class Progress:
                 unit_scale=True,
                 dynamic_ncols=True,
                 smoothing=0.05,
-                desc="importing",
+                desc="importing" if self.total_exact else f"importing about {total:,} rows",
                 postfix=f"limit {limit_per_minute:,.0f}/min",
             )
         # Log lines only when nobody sees a bar and the user did not turn progress off.
@@ -188,13 +192,16 @@ class Progress:
         per_minute = self._pace.per_minute()
         if per_minute is None:
             per_minute = self.settled / elapsed * 60
-        of_total = f" of {self.total:,}" if self.total else ""
+        about = "" if self.total_exact else "about "
+        of_total = f" of {about}{self.total:,}" if self.total else ""
         parts = [
             f"progress: {self.settled:,}{of_total} rows settled, {per_minute:,.0f} rows/minute"
         ]
         if self.total:
             remaining = max(self.total - self.settled, 0)
-            if remaining == 0:
+            if remaining == 0 and not self.total_exact:
+                parts.append("more rows than estimated; time left unknown")
+            elif remaining == 0:
                 parts.append("done, finishing")
             elif per_minute > 0:
                 eta = format_duration(remaining / per_minute * 60)

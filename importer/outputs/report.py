@@ -102,6 +102,9 @@ class Report:
     # Seconds the run spent held back, by what held it: rate_limit (our own limit),
     # http_429, outage, slow_answers (sampled once a second while sending).
     wait_seconds: dict[str, float] = field(default_factory=dict)
+    # delivery.max_invalid_fraction, and the invalid rows a run exiting 0 tolerated under it.
+    max_invalid_fraction: float = 0.0
+    rows_invalid_tolerated: int = 0
 
     def warn(self, warning: str) -> bool:
         """Keep a warning for the summary once; False if it was kept already (or too many)."""
@@ -145,6 +148,8 @@ class Report:
             self.exit_code = EXIT_USAGE  # bad input, found before anything was sent
         elif self.aborted:
             self.exit_code = EXIT_ABORTED
+        elif self.invalid_tolerated() and not self.deletes_failed:
+            self.exit_code = EXIT_OK
         elif self.rows_dead_lettered or self.rows_skipped_dead_lettered or self.deletes_failed:
             # Also on a resume: rows an earlier (perhaps killed) run dead-lettered still
             # need someone's attention.
@@ -152,6 +157,25 @@ class Report:
         else:
             self.exit_code = EXIT_OK
         return self.exit_code
+
+    def invalid_tolerated(self) -> bool:
+        """Whether this run's only dead letters are invalid rows within max_invalid_fraction
+        (nothing rejected, failed, nor dead-lettered by an earlier run); if so the
+        count is kept in rows_invalid_tolerated and a warning says so."""
+        if not self.rows_invalid or not self.rows_read:
+            return False
+        if self.rows_rejected or self.rows_failed or self.rows_skipped_dead_lettered:
+            return False
+        share = self.rows_invalid / self.rows_read
+        if share > self.max_invalid_fraction:
+            return False
+        self.rows_invalid_tolerated = self.rows_invalid
+        self.warn(
+            f"ok with {self.rows_invalid:,} invalid rows ({share:.4%} of {self.rows_read:,} "
+            f"read, within delivery.max_invalid_fraction {self.max_invalid_fraction:g}): "
+            "exit 0; they are in the dead-letter file"
+        )
+        return True
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

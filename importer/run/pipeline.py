@@ -67,6 +67,7 @@ class Run:
         self.report = Report(
             dry_run=options.dry_run, sources=[str(p) for p in paths], run_id=self.run_id
         )
+        self.report.max_invalid_fraction = job.delivery.max_invalid_fraction
         self.batcher = Batcher(job, mapper.max_element_bytes)
         self.planner = Planner(job.api.endpoint, options.sample_size)
         self.signals = TwoStageStop(self._stop)  # the first Ctrl-C stops gently, the second not

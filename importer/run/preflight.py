@@ -73,6 +73,7 @@ def check_sources(job: JobConfig, mapper: RowMapper, paths: list[sources.DataFil
         str(paths[0]) if len(paths) == 1 else f"any of the {len(paths)} files of {job.source.path}"
     )
     mapper.check_columns(sources.union_columns(paths, job.source), where)
+    sources.check_mapped_columns(paths, job.source, mapper.columns)
 
 
 def dry_run_sibling(path: Path) -> Path:

@@ -10,7 +10,13 @@ rows, through `csv_reader` (with `csvrecords`, `csv_chunks`, `csv_text`, `compre
 
 from importer.config import SourceFormat
 from importer.rows import Malformed, record_of
-from importer.sources.columns import file_columns, is_empty, read_columns, union_columns
+from importer.sources.columns import (
+    check_mapped_columns,
+    file_columns,
+    is_empty,
+    read_columns,
+    union_columns,
+)
 from importer.sources.csv_reader import EmptyFile, head_bytes
 from importer.sources.datafile import (
     CSV_SUFFIXES,
@@ -37,6 +43,7 @@ __all__ = [
     "SourceError",
     "SourceFormat",
     "as_data_file",
+    "check_mapped_columns",
     "count_rows",
     "discover",
     "file_columns",

@@ -8,6 +8,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
+import pyarrow as pa
+
 from importer.config import SourceConfig, SourceFormat
 from importer.sources.csv_reader import EmptyFile, header_names
 from importer.sources.csv_text import csv_errors
@@ -83,6 +85,54 @@ def each_file(read: Callable[[DataFile], T], files: Sequence[DataFile]) -> Itera
         return
     with ThreadPoolExecutor(REMOTE_READS_AT_ONCE, thread_name_prefix="head") as pool:
         yield from pool.map(read, files)
+
+
+def check_mapped_columns(
+    files: Sequence[DataFile], source: SourceConfig, mapped: list[str]
+) -> None:
+    """Refuse, before anything is sent, mapped columns no converter can read: a header of only
+    whitespace (named by its position), a Parquet struct or map column (nested: a list of them
+    too). Raises SourceError naming the file and the column."""
+    blank = [c for c in mapped if c and not c.strip()]
+    problems: list[str] = []
+
+    def problems_of(file: DataFile) -> list[str]:
+        try:
+            names = file_columns(file, source)
+        except EmptyFile:
+            return []
+        found = [
+            f"{file}: column {names.index(c) + 1} has a header of only whitespace ({c!r}); "
+            "name it in the export"
+            for c in blank
+            if c in names
+        ]
+        if format_of(file, source.format) == SourceFormat.PARQUET:
+            schema = parquet_file(file).schema_arrow
+            found += [
+                f"{file}: column {c!r} is {kind} (nested); moe-import cannot map it: flatten "
+                "it in the export (one column per field) or leave it out of the mapping"
+                for c in mapped
+                if c in names and (kind := nested_kind(schema.field(c).type))
+            ]
+        return found
+
+    for found in each_file(problems_of, files):
+        problems += found
+    if problems:
+        raise SourceError("\n".join(dict.fromkeys(problems)))
+
+
+def nested_kind(arrow_type: pa.DataType) -> str:
+    """What a nested column is ("a struct", "a map", "a list of structs"), or "" if flat."""
+    if pa.types.is_struct(arrow_type):
+        return "a struct"
+    if pa.types.is_map(arrow_type):
+        return "a map"
+    if isinstance(arrow_type, pa.ListType | pa.LargeListType | pa.FixedSizeListType):
+        inner = nested_kind(arrow_type.value_type)
+        return f"a list of {inner.removeprefix('a ')}s" if inner else ""
+    return ""
 
 
 def _refuse_duplicates(file: DataFile, names: list[str]) -> None:

@@ -57,6 +57,11 @@ def open_compressed(
         raise
 
 
+def open_compressed_stream(file: DataFile, raw: BinaryIO, codec: str | None) -> BinaryIO:
+    """The decompressed bytes of `raw`, a stream of the file's bytes (not closed with it)."""
+    return raw if codec is None else _decompressing(file, raw, codec)
+
+
 def _decompressing(file: DataFile, raw: BinaryIO, codec: str | None) -> BinaryIO:
     if codec is None:
         return raw

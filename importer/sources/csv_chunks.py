@@ -160,7 +160,9 @@ class ChunkAssembler:
             convert_options=pa_csv.ConvertOptions(
                 column_types=self.text_columns,
                 include_columns=self.columns or [],
-                null_values=list(self.source.null_values),
+                # An empty cell, quoted or not, is missing whatever null_values says: `""`
+                # is never sent (it would blank the attribute).
+                null_values=list(dict.fromkeys([*self.source.null_values, ""])),
                 strings_can_be_null=True,
                 quoted_strings_can_be_null=True,
             ),

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 
 from importer.config import CsvOptions, SourceConfig
-from importer.rows import Chunk
-from importer.sources.compression import codec_of, open_compressed
+from importer.rows import Chunk, RowCount
+from importer.sources.compression import codec_of, open_compressed, open_compressed_stream
 from importer.sources.csv_chunks import ChunkAssembler
 from importer.sources.csv_text import (
     CONTROL_BYTES,
@@ -126,14 +127,33 @@ def csv_chunks(
 COUNT_SAMPLE_BYTES = 1 << 20
 
 
-def estimate_csv_rows(file: DataFile, source: SourceConfig) -> int | None:
-    if codec_of(file, source.csv.compression) is not None:
+def estimate_csv_rows(file: DataFile, source: SourceConfig) -> RowCount | None:
+    """The file's data rows: exact when its text (decompressed) fits in one sample block,
+    otherwise about the sample's rows times the file's bytes over the bytes the sample took
+    (compressed bytes for a compressed file). None when it cannot tell (zip, unreadable)."""
+    codec = codec_of(file, source.csv.compression)
+    if codec == "zip":
         return None
-    size = file.size
-    with file.open(COUNT_SAMPLE_BYTES) as handle:
-        sample = handle.read(COUNT_SAMPLE_BYTES)
-    if len(sample) < size:
+    # Decompressors read ahead (bz2 by whole blocks): a larger sample keeps that small.
+    sample_bytes = COUNT_SAMPLE_BYTES if codec is None else 4 * COUNT_SAMPLE_BYTES
+    with file.open(COUNT_SAMPLE_BYTES) as raw:
+        counted = _CountingStream(raw)
+        with open_compressed_stream(file, counted, codec) as handle:  # type: ignore[arg-type]
+            sample = handle.read(sample_bytes)
+            whole = len(handle.read(1)) == 0
+        taken = counted.bytes_read if codec is not None else len(sample)
+    if not whole:
         sample = sample[: sample.rfind(b"\n") + 1]  # whole lines; a quoted one may be cut
+        taken = taken if codec is not None else len(sample)
+    rows = _rows_in(sample, source)
+    if rows is None:
+        return None
+    if whole:
+        return RowCount(rows, exact=True)
+    return RowCount(round(rows * file.size / max(taken, 1)), exact=False)
+
+
+def _rows_in(sample: bytes, source: SourceConfig) -> int | None:
     malformed = _MalformedRecords()  # they are data rows too
     try:
         reader = pa_csv.open_csv(
@@ -146,12 +166,27 @@ def estimate_csv_rows(file: DataFile, source: SourceConfig) -> int | None:
             ),
             convert_options=pa_csv.ConvertOptions(include_columns=[]),
         )
-        rows = sum(batch.num_rows for batch in reader) + len(malformed.take())
+        return int(sum(batch.num_rows for batch in reader) + len(malformed.take()))
     except (pa.ArrowInvalid, UnicodeDecodeError):
         return None
-    if len(sample) >= size:
-        return int(rows)
-    return round(int(rows) * size / max(len(sample), 1))
+
+
+class _CountingStream(io.RawIOBase):
+    """The raw (compressed) bytes, counting how many the decompressor took."""
+
+    def __init__(self, raw: BinaryIO) -> None:
+        super().__init__()
+        self._raw = raw
+        self.bytes_read = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        data = self._raw.read(len(buffer))
+        buffer[: len(data)] = data
+        self.bytes_read += len(data)
+        return len(data)
 
 
 class _MalformedRecords:

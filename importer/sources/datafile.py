@@ -23,11 +23,15 @@ BARE_COMPRESSED_SUFFIXES = (".gz", ".bz2", ".zst", ".zstd", ".xz")
 # inside the file, never around it).
 MAGIC = (
     (b"PAR1", SourceFormat.PARQUET),
+    (b"PARE", "encrypted-parquet"),
     (b"\x1f\x8b", "gzip"),
     (b"BZh", "bz2"),
     (b"\x28\xb5\x2f\xfd", "zstd"),
     (b"\xfd7zXZ\x00", "xz"),
 )
+# Parquet modular encryption: the footer is encrypted (magic PARE), or the writer named it so.
+ENCRYPTED_PARQUET = "encrypted-parquet"
+ENCRYPTED_PARQUET_SUFFIXES = (".parquet.encrypted", ".parquet.enc")
 COMPRESSION_CODECS = frozenset({"gzip", "bz2", "zstd", "xz"})
 
 # Hive writes a partition whose value is null under this name.
@@ -173,9 +177,25 @@ def _sniff_local(path: Path) -> str | None:
         return None
 
 
-def wanted(file: DataFile, fmt: SourceFormat) -> bool:
-    """Whether a file found in a directory is data for `source.format`."""
+def is_encrypted_parquet(file: DataFile) -> bool:
     name = file.basename.lower()
+    return name.endswith(ENCRYPTED_PARQUET_SUFFIXES) or file.content == ENCRYPTED_PARQUET
+
+
+def encrypted_parquet(file: DataFile | str) -> str:
+    """The refusal of an encrypted Parquet file."""
+    return (
+        f"{file}: encrypted Parquet (Parquet modular encryption): moe-import cannot decrypt it; "
+        "export the data without encryption (encrypt the storage instead)"
+    )
+
+
+def wanted(file: DataFile, fmt: SourceFormat) -> bool:
+    """Whether a file found in a directory is data for `source.format` (an encrypted Parquet
+    file is, so that it is refused by name rather than left out unseen)."""
+    name = file.basename.lower()
+    if is_encrypted_parquet(file):
+        return True
     if fmt == SourceFormat.PARQUET:
         return name.endswith(PARQUET_SUFFIXES) or file.content == SourceFormat.PARQUET
     if name.endswith(CSV_SUFFIXES + PARQUET_SUFFIXES):
@@ -194,8 +214,12 @@ def wanted(file: DataFile, fmt: SourceFormat) -> bool:
 def format_of(file: DataFile | Path, fmt: SourceFormat) -> SourceFormat:
     """csv or parquet: the configured format, or the one the file's name or first bytes say."""
     if fmt != SourceFormat.AUTO:
+        if is_encrypted_parquet(as_data_file(file)):
+            raise SourceError(encrypted_parquet(as_data_file(file)))
         return fmt
     data = as_data_file(file)
+    if is_encrypted_parquet(data):
+        raise SourceError(encrypted_parquet(data))
     name = data.basename.lower()
     parquet = data.content == SourceFormat.PARQUET
     if name.endswith(PARQUET_SUFFIXES) or (not _name_tells(name) and parquet):

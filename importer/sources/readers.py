@@ -10,7 +10,7 @@ import pandas as pd
 import pyarrow as pa
 
 from importer.config import SourceConfig, SourceFormat
-from importer.rows import Chunk
+from importer.rows import Chunk, RowCount
 from importer.sources.columns import each_file, file_columns, read_columns
 from importer.sources.csv_reader import EmptyFile, csv_chunks, estimate_csv_rows
 from importer.sources.datafile import DataFile, SourceError, as_data_file, format_of
@@ -82,22 +82,24 @@ def _completed(
     return pd.DataFrame(filled, index=frame.index)
 
 
-def count_rows(files: Sequence[DataFile | Path], source: SourceConfig) -> int | None:
-    """Data rows across `files`, for a progress bar: exact for Parquet (metadata) and for CSV
-    files that fit in one sample block, estimated for larger plain CSV files from the bytes
-    per row of their first block, None if any file is compressed CSV or unreadable."""
+def count_rows(files: Sequence[DataFile | Path], source: SourceConfig) -> RowCount | None:
+    """Data rows across `files`, for a progress bar: exact for Parquet (its metadata) and for
+    CSV files whose text fits in one sample block (1 MiB), otherwise estimated ("about") from
+    the rows in the first block and the bytes it took of the file (compressed bytes for a
+    compressed file); None if a file cannot tell (a zip, unreadable)."""
 
-    def rows_of(data: DataFile) -> int | None:
+    def rows_of(data: DataFile) -> RowCount | None:
         try:
             if format_of(data, source.format) == SourceFormat.PARQUET:
-                return int(parquet_file(data).metadata.num_rows)
+                return RowCount(int(parquet_file(data).metadata.num_rows), exact=True)
             return estimate_csv_rows(data, source)
-        except (SourceError, OSError):
+        except (SourceError, OSError, EOFError, ValueError):
             return None
 
-    total = 0
-    for rows in each_file(rows_of, [as_data_file(f) for f in files]):
-        if rows is None:
+    total, exact = 0, True
+    for count in each_file(rows_of, [as_data_file(f) for f in files]):
+        if count is None:
             return None
-        total += rows
-    return total
+        total += count.rows
+        exact = exact and count.exact
+    return RowCount(total, exact)
