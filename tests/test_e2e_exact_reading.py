@@ -27,6 +27,9 @@ from tests.support import (
 FAST = ("--rate", "1000000")
 RATE = {"updates": 1_000_000, "period_seconds": 60}
 
+# Each test drives the CLI against the sandbox (or the CLI alone) in a subprocess.
+pytestmark = pytest.mark.sandbox
+
 
 def _run(
     tmp_path: Path, data: Path, mapping: dict[str, Any], **sections: Any
