@@ -100,7 +100,7 @@ def run_job(
     if not isinstance(job, JobConfig):
         job_name = job_name or Path(job).stem
         job = load_job(job)
-    options = RunOptions(dry_run=dry_run, fresh=fresh, progress=progress)
+    options = RunOptions(dry_run=dry_run, fresh=fresh, progress=progress, job=job_name or "")
     try:
         outcome = execute(job, options, job_name=job_name or "job", notify_url=notify_url)
     except UsageError as error:

@@ -89,6 +89,11 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     replay.add_argument(
         "dead_letter_in", metavar="DEAD_LETTER.jsonl", help="the dead-letter file to replay"
     )
+    replay.add_argument(
+        "--retarget",
+        action="store_true",
+        help="send lines of another job or workspace to this job's workspace (else refused)",
+    )
     for command in (run, replay):
         command.add_argument(
             "--notify",
@@ -187,6 +192,7 @@ def _print_outcome(
 def _run_command(args: argparse.Namespace) -> int:
     from importer import api
     from importer.run import replay
+    from importer.state.identity import job_identity
 
     # Millions of short-lived objects, few cycles: collecting less often costs no memory
     # worth counting and saves a tenth of the mapping time. Frozen: the imported modules.
@@ -220,6 +226,8 @@ def _run_command(args: argparse.Namespace) -> int:
         fresh=args.fresh,
         full=args.full,
         progress=False if args.no_progress else None,
+        retarget=getattr(args, "retarget", False),
+        job=job_identity(args.job, job),
     )
     # Through the library: metrics file and notification come with the run (importer.api).
     outcome = api.execute(

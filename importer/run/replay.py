@@ -30,9 +30,11 @@ from importer.rows import Chunk, InvalidRow, LineMap, Row
 from importer.run.feed import Batcher, Fingerprints, Work
 from importer.run.options import RunOptions, RunOutcome
 from importer.run.pipeline import Run
-from importer.run.preflight import job_scope, mapper_for
+from importer.run.preflight import mapper_for, scope_of
+from importer.run.retarget import check_origins
 from importer.state import (
     RunState,
+    Scope,
     SettledRows,
     SnapshotEntries,
     StateError,
@@ -189,8 +191,9 @@ class ReplayStore:
     scope of the replay's own, so an interrupted replay resumes where it stopped.
     """
 
-    def __init__(self, path: Path, job_scope: str, own_scope: str, *, fresh: bool) -> None:
-        self.job = StateStore(path, job_scope, fresh=fresh)
+    def __init__(self, path: Path, job_scope: Scope, own_scope: str, *, fresh: bool) -> None:
+        self.job = StateStore(path, job_scope.key, fresh=fresh)
+        self.job.claim(job_scope)
         self.own = self.job.with_scope(own_scope)
         if fresh:
             self.own.forget_scope()
@@ -242,12 +245,12 @@ class ReplayStore:
         self.own.mark_settled(source, fingerprint, rows, dead_lettered=dead_lettered)
 
 
-def replay_scope(job: JobConfig, dead_letter_in: Path) -> str:
+def replay_scope(job_scope: Scope, dead_letter_in: Path) -> str:
     """A replay's own progress belongs to its input (path and content) and the job's scope."""
     target = {
         "replay": str(dead_letter_in.resolve()),
         "content": sources.fingerprint(dead_letter_in),
-        "job": job_scope(job),
+        "job": job_scope.key,
     }
     return progress_scope(target, None)
 
@@ -258,14 +261,16 @@ def replay_dead_letter(job: JobConfig, dead_letter_in: Path, options: RunOptions
         raise DeadLetterError(
             f"replay would overwrite its input {dead_letter_in}; pass --dead-letter for its output"
         )
-    own_scope = replay_scope(job, dead_letter_in)
-    known = _Known(job.output.state, job_scope(job), own_scope, fresh=options.fresh)
+    scope = scope_of(job, options.job)
+    check_origins(letters, scope, dead_letter_in, retarget=options.retarget)
+    own_scope = replay_scope(scope, dead_letter_in)
+    known = _Known(job.output.state, scope, own_scope, fresh=options.fresh)
     letters, left_out = known.still_to_send(letters)
     mapper = mapper_for(job)
     state_path = job.output.state
 
     def open_state() -> RunState:
-        return ReplayStore(state_path, job_scope(job), own_scope, fresh=options.fresh)
+        return ReplayStore(state_path, scope, own_scope, fresh=options.fresh)
 
     feed = ReplayFeed(letters, mapper, already_settled=left_out)
     for source, fingerprint, key in known.sources(letters):
@@ -278,7 +283,7 @@ def replay_dead_letter(job: JobConfig, dead_letter_in: Path, options: RunOptions
 class _Known:
     """What the job's state file says about dead-letter lines before a replay sends any."""
 
-    def __init__(self, state_path: Path, job: str, own: str, *, fresh: bool) -> None:
+    def __init__(self, state_path: Path, job: Scope, own: str, *, fresh: bool) -> None:
         self.state_path = state_path
         self.job_scope = job
         self.own_scope = own
@@ -302,7 +307,8 @@ class _Known:
         if not self.state_path.exists():
             return letters, (0, 0)
         try:
-            store = StateStore(self.state_path, self.job_scope)
+            store = StateStore(self.state_path, self.job_scope.key)
+            store.claim(self.job_scope)
         except (StateError, StateFault) as error:
             log.warning(
                 "cannot tell which rows were settled since (%s); replaying every line", error

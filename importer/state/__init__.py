@@ -17,6 +17,7 @@ from importer.state.database import (
     StateFault,
     refuse_symlink,
 )
+from importer.state.identity import Scope, describe_target, job_identity
 from importer.state.lock import RunLock
 from importer.state.progress import RunState, ScopedProgress, StateStore, progress_scope
 from importer.state.ranges import SettledRows, merge_ranges, subtract_ranges, to_ranges
@@ -31,6 +32,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "RunLock",
     "RunState",
+    "Scope",
     "ScopedProgress",
     "SettledRows",
     "SnapshotEntries",
@@ -38,6 +40,8 @@ __all__ = [
     "StateError",
     "StateFault",
     "StateStore",
+    "describe_target",
+    "job_identity",
     "merge_ranges",
     "peek_snapshot",
     "progress_scope",

@@ -12,11 +12,9 @@ its own progress beside the job's). `RunState` is what a run needs of either.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 
@@ -28,7 +26,9 @@ from importer.state.database import (
     StateDatabase,
     faults,
 )
+from importer.state.identity import Scope, progress_scope
 from importer.state.ranges import SettledRows, merge_ranges, subtract_ranges, to_ranges
+from importer.state.scopes import adopt_legacy, register_scope, same_job_and_target
 from importer.state.snapshot import (
     SnapshotEntries,
     read_snapshot,
@@ -36,15 +36,11 @@ from importer.state.snapshot import (
     write_snapshot,
 )
 
+__all__ = ["RunState", "ScopedProgress", "StateStore", "progress_scope"]
+
 INSERT_RANGES = (
     "INSERT INTO settled_rows(source_id, first_row, last_row, outcome) VALUES (?, ?, ?, ?)"
 )
-
-
-def progress_scope(target: dict[str, Any], mapping: Any) -> str:
-    """The key saved progress belongs to: the target and the mapping's canonical form."""
-    canonical = json.dumps({"target": target, "mapping": mapping}, sort_keys=True, default=str)
-    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
 class RunState(Protocol):
@@ -95,15 +91,24 @@ class ScopedProgress:
         """The same database (one connection; close its store, not the view) under `scope`."""
         return ScopedProgress(self.database, scope)
 
-    def reset(self) -> None:
-        """--fresh: forget all progress."""
+    def claim(self, scope: Scope) -> bool:
+        """Record whose this view's scope is (job and target); take over progress saved
+        under its key from before jobs were part of it. Returns whether any was taken."""
         with faults(self.path), self._db:
             self._db.execute("BEGIN")
-            self._db.execute("DELETE FROM settled_rows")
-            self._db.execute("DELETE FROM source_files")
-        self._source_ids.clear()
+            register_scope(self._db, scope)
+            return adopt_legacy(self._db, scope)
+
+    def reset(self) -> None:
+        """--fresh: forget this scope's progress (other jobs and targets keep theirs)."""
+        self.forget_scope()
 
     def has_progress(self) -> bool:
+        """Whether this scope has saved progress (other jobs' and targets' do not count)."""
+        return self.scope_has_progress()
+
+    def any_progress(self) -> bool:
+        """Whether the file holds progress of any job or target."""
         with faults(self.path):
             return self._db.execute("SELECT 1 FROM settled_rows LIMIT 1").fetchone() is not None
 
@@ -156,13 +161,17 @@ class ScopedProgress:
         return row is not None
 
     def accepted(self, path_name: str, fingerprint: str) -> list[tuple[int, int]]:
-        """Rows of a source (in any scope) that some run got a 2xx for (replay skips them).
+        """Rows of a source that a run of this job got a 2xx for from this target (replay
+        skips them); acceptances by other jobs or targets (a rehearsal) do not count.
 
         `path_name` is the source as a dead-letter line names it: matched on the stored
         absolute path, or on its last component when only that agrees."""
         with faults(self.path):
+            keys = same_job_and_target(self._db, self.scope)
+            marks = ", ".join("?" * len(keys))
             candidates = self._db.execute(
-                "SELECT id, path FROM source_files WHERE fingerprint = ?", (fingerprint,)
+                f"SELECT id, path FROM source_files WHERE fingerprint = ? AND scope IN ({marks})",
+                (fingerprint, *keys),
             ).fetchall()
             wanted = str(Path(path_name).resolve())
             ids = [i for i, p in candidates if p == wanted] or [
