@@ -160,6 +160,9 @@ def execute(
             reason = str(error) or type(error).__name__
             notify(url, payload(failed, job_name, error=reason, secrets=secrets), on)
         raise
+    from importer.run.history import remember_run
+
+    remember_run(job, options, outcome.report, "run" if replay_from is None else "replay")
     if url:
         body = payload(
             outcome.report, job_name, report_path=str(job.output.report), secrets=secrets

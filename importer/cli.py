@@ -110,6 +110,10 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         " event-name and a timestamp column",
     )
 
+    status = commands.add_parser("status", help="what a job's memory holds (no credentials)")
+    status.add_argument("job", metavar="JOB.yaml", help="the job file")
+    status.add_argument("--json", action="store_true", help="print it as JSON")
+
     serve = commands.add_parser("sandbox", help="run the MoEngage-compatible server on loopback")
     words = sys.argv[1:] if argv is None else argv
     if "sandbox" in words:
@@ -258,6 +262,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from importer import sandbox
 
             return sandbox.run_from_args(args)
+        if args.command == "status":
+            from importer.run.status import status_command
+
+            return status_command(args.job, as_json=args.json)
         if args.command == "init":
             from importer.init.scaffold import scaffold_job
 

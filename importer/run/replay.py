@@ -191,9 +191,12 @@ class ReplayStore:
     scope of the replay's own, so an interrupted replay resumes where it stopped.
     """
 
-    def __init__(self, path: Path, job_scope: Scope, own_scope: str, *, fresh: bool) -> None:
-        self.job = StateStore(path, job_scope.key, fresh=fresh)
-        self.job.claim(job_scope)
+    def __init__(self, path: Path, job_scope: Scope | str, own_scope: str, *, fresh: bool) -> None:
+        """`job_scope`: the job's scope (claimed, see `ScopedProgress.claim`), or its key."""
+        key = job_scope if isinstance(job_scope, str) else job_scope.key
+        self.job = StateStore(path, key, fresh=fresh)
+        if isinstance(job_scope, Scope):
+            self.job.claim(job_scope)
         self.own = self.job.with_scope(own_scope)
         if fresh:
             self.own.forget_scope()

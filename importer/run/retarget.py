@@ -46,7 +46,10 @@ def check_origins(
     )
     if not reasons:
         return 0
-    counts = ", ".join(f"{count:,} lines of {reason}" for reason, count in reasons.most_common())
+    counts = ", ".join(
+        f"{count:,} {'line' if count == 1 else 'lines'} of {reason}"
+        for reason, count in reasons.most_common()
+    )
     ours = f"job {scope.job or '(unnamed)'}, workspace {scope.target.get('workspace_id')}"
     if not retarget:
         raise DeadLetterError(
