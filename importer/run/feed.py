@@ -27,6 +27,7 @@ from importer.moengage import Endpoint
 from importer.rows import Chunk, InvalidRow, MappedChunk, Row, ValidRows
 from importer.run import batching, ordering
 from importer.run.preflight import scope_of
+from importer.run.resume import identify
 from importer.run.sync import CustomerKeys, SyncDiff
 from importer.state import RunState, SettledRows, StateError, StateFault, peek_snapshot
 
@@ -245,7 +246,7 @@ class FileFeed:
     ) -> Iterator[Work]:
         name = str(path)
         key = path.state_key  # ./x.csv and x.csv are one file; s3:// keeps its URL
-        fingerprint = sources.fingerprint(path)
+        fingerprint = identify(state, key, path)  # carries an appended file's progress over
         settled = SettledRows([])
         if state is not None:
             if state.changed_sources(key, fingerprint):

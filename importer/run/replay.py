@@ -223,6 +223,12 @@ class ReplayStore:
     def compact(self) -> None:
         self.job.compact()
 
+    def earlier_versions(self, source: str) -> list[str]:
+        return self.job.earlier_versions(source)
+
+    def carry_over(self, source: str, old: str, new: str) -> None:
+        self.job.carry_over(source, old, new)
+
     def mark_settled(
         self,
         source: str,

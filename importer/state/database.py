@@ -70,6 +70,11 @@ CREATE TABLE IF NOT EXISTS runs (
     counts TEXT NOT NULL  -- JSON: the report's row counts, no personal data
 );
 CREATE INDEX IF NOT EXISTS runs_by_job ON runs(job, finished_at);
+CREATE TABLE IF NOT EXISTS source_aliases (
+    source_id INTEGER NOT NULL,
+    fingerprint TEXT NOT NULL,  -- an earlier content of the file (it grew since)
+    PRIMARY KEY (source_id, fingerprint)
+);
 """
 
 # Row outcomes as stored. RETRY_LATER rows went to the dead-letter file at stage

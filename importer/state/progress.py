@@ -59,6 +59,10 @@ class RunState(Protocol):
 
     def other_scope(self, source: str) -> bool: ...
 
+    def earlier_versions(self, source: str) -> list[str]: ...
+
+    def carry_over(self, source: str, old: str, new: str) -> None: ...
+
     def mark_settled(
         self,
         source: str,
@@ -160,6 +164,38 @@ class ScopedProgress:
             ).fetchone()
         return row is not None
 
+    def earlier_versions(self, source: str) -> list[str]:
+        """Fingerprints this scope saved progress of for this path (contents it had)."""
+        with faults(self.path):
+            rows = self._db.execute(
+                "SELECT DISTINCT s.fingerprint FROM source_files s"
+                " JOIN settled_rows t ON t.source_id = s.id WHERE s.scope = ? AND s.path = ?",
+                (self.scope, source),
+            ).fetchall()
+        return [fingerprint for (fingerprint,) in rows]
+
+    def carry_over(self, source: str, old: str, new: str) -> None:
+        """The file at `source` continues content `old` (it grew): its progress is now kept
+        under `new`, and `old` stays an alias (dead-letter lines name it)."""
+        with faults(self.path), self._db:
+            self._db.execute("BEGIN")
+            self._db.execute(
+                "DELETE FROM source_files WHERE scope = ? AND path = ? AND fingerprint = ?"
+                " AND id NOT IN (SELECT source_id FROM settled_rows)",
+                (self.scope, source, new),
+            )
+            self._db.execute(
+                "UPDATE source_files SET fingerprint = ?"
+                " WHERE scope = ? AND path = ? AND fingerprint = ?",
+                (new, self.scope, source, old),
+            )
+            self._db.execute(
+                "INSERT OR IGNORE INTO source_aliases(source_id, fingerprint)"
+                " SELECT id, ? FROM source_files WHERE scope = ? AND path = ? AND fingerprint = ?",
+                (old, self.scope, source, new),
+            )
+        self._source_ids.clear()
+
     def accepted(self, path_name: str, fingerprint: str) -> list[tuple[int, int]]:
         """Rows of a source that a run of this job got a 2xx for from this target (replay
         skips them); acceptances by other jobs or targets (a rehearsal) do not count.
@@ -170,8 +206,10 @@ class ScopedProgress:
             keys = same_job_and_target(self._db, self.scope)
             marks = ", ".join("?" * len(keys))
             candidates = self._db.execute(
-                f"SELECT id, path FROM source_files WHERE fingerprint = ? AND scope IN ({marks})",
-                (fingerprint, *keys),
+                "SELECT id, path FROM source_files WHERE (fingerprint = ? OR id IN"
+                " (SELECT source_id FROM source_aliases WHERE fingerprint = ?))"
+                f" AND scope IN ({marks})",
+                (fingerprint, fingerprint, *keys),
             ).fetchall()
             wanted = str(Path(path_name).resolve())
             ids = [i for i, p in candidates if p == wanted] or [
