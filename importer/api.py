@@ -54,12 +54,14 @@ from importer.outputs.metrics import MetricsWriter
 from importer.outputs.notify import notify, payload
 from importer.outputs.report import Report, dry_run_report_path
 from importer.redaction import Secrets
+from importer.run.history import remember_run
 from importer.run.options import RunOptions as RunOptions  # re-exported: the Python API
 from importer.run.options import RunOutcome as RunOutcome
 from importer.run.pipeline import Run
 from importer.run.preflight import prepare
 from importer.run.replay import replay_dead_letter, replay_paths
 from importer.run.transport import check_plain_http
+from importer.state.identity import job_identity
 
 __all__ = [
     "ConfigError",
@@ -97,7 +99,8 @@ def run_job(
     without extension, or "job").
     """
     loaded, name = _loaded(job, job_name, need_credentials=not dry_run)
-    options = RunOptions(dry_run=dry_run, fresh=fresh, full=full, progress=progress)
+    identity = _identity(job, job_name)
+    options = RunOptions(dry_run=dry_run, fresh=fresh, full=full, progress=progress, job=identity)
     return _command(
         prepared(loaded, dry_run=dry_run),
         options,
@@ -126,7 +129,8 @@ def replay_job(
     never over the job's own files; a rerun resumes (`fresh`: starts over)."""
     loaded, name = _loaded(job, job_name, need_credentials=not dry_run)
     source = Path(dead_letter)
-    options = RunOptions(dry_run=dry_run, fresh=fresh, progress=progress)
+    identity = _identity(job, job_name)
+    options = RunOptions(dry_run=dry_run, fresh=fresh, progress=progress, job=identity)
     return _command(
         prepared(loaded, dry_run=dry_run, replay_from=source),
         options,
@@ -172,6 +176,14 @@ def _loaded(
     if isinstance(job, JobConfig):
         return job, job_name or "job"
     return load_job(job, need_credentials=need_credentials), job_name or Path(job).stem
+
+
+def _identity(job: JobOrPath, job_name: str | None) -> str:
+    """Whose memory a library run uses: the job file's stem, as the CLI's (see
+    state.identity); a job handed in loaded, without a name, keeps the unnamed scope."""
+    if isinstance(job, JobConfig):
+        return job_name or ""
+    return job_identity(Path(job), None)
 
 
 def _command(
@@ -247,6 +259,7 @@ def execute(
             notify(url, payload(failed, job_name, error=reason, secrets=secrets), on)
         raise
     _scrub_report(outcome.report, scrub)
+    remember_run(job, options, outcome.report, "run" if replay_from is None else "replay")
     if url:
         body = payload(
             outcome.report, job_name, report_path=str(job.output.report), secrets=secrets

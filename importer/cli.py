@@ -134,6 +134,11 @@ def _add_replay(commands: Any) -> None:
     replay.add_argument(
         "dead_letter_in", metavar="DEAD_LETTER.jsonl", help="the dead-letter file to replay"
     )
+    replay.add_argument(
+        "--retarget",
+        action="store_true",
+        help="send lines of another job or workspace to this job's workspace (else refused)",
+    )
     _add_notify(replay)
 
 
@@ -146,6 +151,12 @@ def _add_init(commands: Any) -> None:
         help="propose an events job (import: events); automatic when the input has an"
         " event-name and a timestamp column",
     )
+
+
+def _add_status(commands: Any) -> None:
+    status = commands.add_parser("status", help="what a job's memory holds (no credentials)")
+    status.add_argument("job", metavar="JOB.yaml", help="the job file")
+    status.add_argument("--json", action="store_true", help="print it as JSON")
 
 
 def _add_verify(commands: Any) -> None:
@@ -169,7 +180,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"moe-import {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_run, _add_validate, _add_replay, _add_init, _add_verify):
+    for add in (_add_run, _add_validate, _add_replay, _add_init, _add_status, _add_verify):
         add(commands)
     serve = commands.add_parser("sandbox", help="run the MoEngage-compatible server on loopback")
     words = sys.argv[1:] if argv is None else argv
@@ -259,6 +270,7 @@ def _print_outcome(
 def _run_command(args: argparse.Namespace, secrets: Secrets) -> int:
     """run, validate and replay; the job's secrets go into `secrets` for the error message."""
     from importer import api  # here: `sandbox` and `init` start without the run's modules
+    from importer.state.identity import job_identity
 
     # Millions of short-lived objects, few cycles: collecting less often costs no memory
     # worth counting and saves a tenth of the mapping time. Frozen: the imported modules.
@@ -283,6 +295,8 @@ def _run_command(args: argparse.Namespace, secrets: Secrets) -> int:
         fresh=getattr(args, "fresh", False),
         full=getattr(args, "full", False),
         progress=False if args.no_progress else None,
+        retarget=getattr(args, "retarget", False),
+        job=job_identity(args.job, job),
     )
     # Through the library: metrics file and notification come with the run (importer.api).
     outcome = api.execute(
@@ -337,6 +351,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             sys.stdout.write(scaffold_job(args.input, events=args.events))
             return 0
+        if args.command == "status":
+            from importer.run.status import status_command  # here: as `api` (no run modules)
+
+            return status_command(args.job, as_json=args.json)
         if args.command == "verify":
             return _verify_command(args, secrets)
         return _run_command(args, secrets)

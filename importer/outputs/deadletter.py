@@ -49,8 +49,13 @@ class DeadLetter:
     lines: tuple[int, int] | None = None  # a malformed CSV record: its first and last line
     run_id: str | None = None  # the run that wrote the line
     fingerprint: str | None = None  # the source's, as that run read it
+    # Whose line it is: the job's identity and its target (url, workspace_id, project_code,
+    # endpoint). None on lines written before lines carried them: replay takes them as its own.
+    job: str | None = None
+    target: dict[str, Any] | None = None
 
-    def to_json(self) -> bytes:
+    def to_json(self, origin: dict[str, Any] | None = None) -> bytes:
+        """The line; `origin` ({"job", "target"}) fills a letter that names no job."""
         fields: dict[str, Any] = {"source": self.source, "row": self.row}
         if self.line is not None:
             fields["line"] = self.line
@@ -67,6 +72,7 @@ class DeadLetter:
                 "payload": self.payload,
                 "run_id": self.run_id,
                 "fingerprint": self.fingerprint,
+                **_origin_fields(self, origin),
             },
             option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS,
             default=str,
@@ -97,9 +103,10 @@ class DeadLetterWriter:
         self._pending: list[bytes] = []
         self.written = 0
         self.failed = False  # a write failed: nothing more is written
+        self.origin: dict[str, Any] | None = None  # {"job", "target"} each line carries
 
     def write(self, letter: DeadLetter) -> None:
-        self._pending.append(letter.to_json() + b"\n")
+        self._pending.append(letter.to_json(self.origin) + b"\n")
         self.written += 1
 
     def flush(self) -> None:
@@ -139,6 +146,14 @@ class DeadLetterWriter:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _origin_fields(letter: DeadLetter, origin: dict[str, Any] | None) -> dict[str, Any]:
+    if letter.job is not None:
+        return {"job": letter.job, "target": letter.target}
+    if origin is not None:
+        return {"job": origin["job"], "target": origin["target"]}
+    return {}
 
 
 def _stamp() -> str:
@@ -253,6 +268,8 @@ def read_dead_letter(path: Path) -> Iterator[DeadLetter]:
                     lines=tuple(data["lines"]) if data.get("lines") else None,
                     run_id=data.get("run_id"),
                     fingerprint=data.get("fingerprint"),
+                    job=data.get("job"),
+                    target=data.get("target"),
                 )
             except (AttributeError, KeyError, TypeError, ValueError) as error:
                 raise DeadLetterError(

@@ -26,7 +26,8 @@ from importer.mapping.events import is_event
 from importer.moengage import Endpoint
 from importer.rows import Chunk, InvalidRow, MappedChunk, Row, ValidRows
 from importer.run import batching, ordering
-from importer.run.preflight import job_scope
+from importer.run.preflight import scope_of
+from importer.run.resume import identify
 from importer.run.sync import CustomerKeys, SyncDiff
 from importer.state import RunState, SettledRows, StateError, StateFault, peek_snapshot
 
@@ -182,8 +183,10 @@ class FileFeed:
         mapper: RowMapper,
         *,
         full: bool = False,
+        job_id: str = "",
     ) -> None:
         self.job = job
+        self.scope = scope_of(job, job_id)
         self.paths = paths
         self.mapper = mapper
         self.full = full
@@ -207,7 +210,11 @@ class FileFeed:
         own (a dry run takes no lock and never writes; a run holds the lock, and writes
         nothing to the snapshot before this is loaded)."""
         try:
-            keys, prints, elsewhere = peek_snapshot(self.job.output.state, job_scope(self.job))
+            state = self.job.output.state
+            keys, prints, elsewhere = peek_snapshot(state, self.scope.key)
+            if not len(keys) and self.scope.key != self.scope.legacy:
+                # Saved before jobs were part of the key: a run claims it (state.scopes).
+                keys, prints, elsewhere = peek_snapshot(state, self.scope.legacy)
         except StateError as error:
             # A dry run reports what it can: the real run refuses the file itself.
             log.warning("cannot read the snapshot (%s); comparing with none", error)
@@ -239,7 +246,7 @@ class FileFeed:
     ) -> Iterator[Work]:
         name = str(path)
         key = path.state_key  # ./x.csv and x.csv are one file; s3:// keeps its URL
-        fingerprint = sources.fingerprint(path)
+        fingerprint = identify(state, key, path)  # carries an appended file's progress over
         settled = SettledRows([])
         if state is not None:
             if state.changed_sources(key, fingerprint):

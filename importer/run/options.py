@@ -18,6 +18,8 @@ class RunOptions:
     full: bool = False  # sync.mode changed: send every valid row anyway
     progress: bool | None = None  # None: a bar on a terminal, log lines otherwise
     sample_size: int = 3
+    retarget: bool = False  # replay: send lines of other jobs or targets to this job's target
+    job: str = ""  # the job's identity (state.job_identity); "" for a job given without a file
 
 
 @dataclass

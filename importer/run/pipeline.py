@@ -57,7 +57,9 @@ class Run:
         self.options = options
         self.paths = paths
         self.mapper = mapper
-        self.feed: WorkSource = feed or FileFeed(job, paths, mapper, full=options.full)
+        self.feed: WorkSource = feed or FileFeed(
+            job, paths, mapper, full=options.full, job_id=options.job
+        )
         # Replay opens the job's state its own way (its progress and the job's, see replay).
         self._open_state = open_state
         self._use_state = (
@@ -93,6 +95,7 @@ class Run:
     async def execute(self) -> RunOutcome:
         started = time.monotonic()
         outputs = RunOutputs(self.job, self.report, self._abort, self._state_healthy)
+        outputs.job_id = self.options.job
         try:
             async with contextlib.AsyncExitStack() as stack:
                 try:

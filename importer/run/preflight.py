@@ -6,6 +6,7 @@ import contextlib
 import secrets
 import time
 from pathlib import Path
+from typing import Any
 
 from importer import sources
 from importer.config import ConfigError, JobConfig
@@ -15,10 +16,10 @@ from importer.moengage import BULK_FRAME_BYTES, Endpoint
 from importer.outputs.report import report_tmp
 from importer.state import (
     RunLock,
+    Scope,
     StateError,
     StateFault,
     StateStore,
-    progress_scope,
     refuse_symlink,
 )
 
@@ -28,16 +29,25 @@ def new_run_id() -> str:
     return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(3)
 
 
-def job_scope(job: JobConfig) -> str:
-    """What saved progress belongs to: the target and the mapping (see state.progress_scope)."""
+def job_target(job: JobConfig) -> dict[str, Any]:
+    """Where the job's rows go: URL, workspace, project code, endpoint (no secrets)."""
     api = job.api
-    target = {
+    return {
         "url": api.resolved_base_url().rstrip("/"),
         "workspace_id": api.workspace_id,
         "project_code": api.project_code,
-        "endpoint": api.endpoint,
+        "endpoint": str(api.endpoint),
     }
-    return progress_scope(target, job.mapping.model_dump(mode="json"))
+
+
+def scope_of(job: JobConfig, job_id: str = "") -> Scope:
+    """Whose saved progress a run reads and writes: the job, its target and its mapping."""
+    return Scope(job_id, job_target(job), job.mapping.model_dump(mode="json"))
+
+
+def job_scope(job: JobConfig, job_id: str = "") -> str:
+    """The key of `scope_of` (see state.identity)."""
+    return scope_of(job, job_id).key
 
 
 def check_output_paths(job: JobConfig, dead_letter: Path, *, with_state: bool) -> None:
@@ -88,7 +98,7 @@ def has_saved_progress(state_path: Path) -> bool:
     except (StateError, StateFault):
         return True  # a file a rerun would have to deal with: keep the dry run apart
     try:
-        return store.has_progress()
+        return store.any_progress()
     except StateFault:
         return True
     finally:

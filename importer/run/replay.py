@@ -30,10 +30,12 @@ from importer.rows import Chunk, InvalidRow, LineMap, Row
 from importer.run.feed import Batcher, Fingerprints, Work
 from importer.run.options import RunOptions, RunOutcome
 from importer.run.pipeline import Run
-from importer.run.preflight import job_scope, mapper_for
+from importer.run.preflight import mapper_for, scope_of
+from importer.run.retarget import check_origins
 from importer.state import (
     DeliveredIds,
     RunState,
+    Scope,
     SettledRows,
     SnapshotEntries,
     StateError,
@@ -190,8 +192,12 @@ class ReplayStore:
     scope of the replay's own, so an interrupted replay resumes where it stopped.
     """
 
-    def __init__(self, path: Path, job_scope: str, own_scope: str, *, fresh: bool) -> None:
-        self.job = StateStore(path, job_scope, fresh=fresh)
+    def __init__(self, path: Path, job_scope: Scope | str, own_scope: str, *, fresh: bool) -> None:
+        """`job_scope`: the job's scope (claimed, see `ScopedProgress.claim`), or its key."""
+        key = job_scope if isinstance(job_scope, str) else job_scope.key
+        self.job = StateStore(path, key, fresh=fresh)
+        if isinstance(job_scope, Scope):
+            self.job.claim(job_scope)
         self.own = self.job.with_scope(own_scope)
         if fresh:
             self.own.forget_scope()
@@ -217,6 +223,12 @@ class ReplayStore:
 
     def compact(self) -> None:
         self.job.compact()
+
+    def earlier_versions(self, source: str) -> list[str]:
+        return self.job.earlier_versions(source)
+
+    def carry_over(self, source: str, old: str, new: str) -> None:
+        self.job.carry_over(source, old, new)
 
     def mark_settled(
         self,
@@ -244,12 +256,12 @@ class ReplayStore:
         self.own.mark_settled(source, fingerprint, rows, dead_lettered=dead_lettered)
 
 
-def replay_scope(job: JobConfig, dead_letter_in: Path) -> str:
+def replay_scope(job_scope: Scope, dead_letter_in: Path) -> str:
     """A replay's own progress belongs to its input (path and content) and the job's scope."""
     target = {
         "replay": str(dead_letter_in.resolve()),
         "content": sources.fingerprint(dead_letter_in),
-        "job": job_scope(job),
+        "job": job_scope.key,
     }
     return progress_scope(target, None)
 
@@ -263,14 +275,16 @@ def replay_dead_letter(job: JobConfig, dead_letter_in: Path, options: RunOptions
         raise DeadLetterError(
             f"replay would overwrite its input {dead_letter_in}; pass --dead-letter for its output"
         )
-    own_scope = replay_scope(job, dead_letter_in)
-    known = _Known(job.output.state, job_scope(job), own_scope, fresh=options.fresh)
+    scope = scope_of(job, options.job)
+    check_origins(letters, scope, dead_letter_in, retarget=options.retarget)
+    own_scope = replay_scope(scope, dead_letter_in)
+    known = _Known(job.output.state, scope, own_scope, fresh=options.fresh)
     letters, left_out = known.still_to_send(letters)
     mapper = mapper_for(job)
     state_path = job.output.state
 
     def open_state() -> RunState:
-        return ReplayStore(state_path, job_scope(job), own_scope, fresh=options.fresh)
+        return ReplayStore(state_path, scope, own_scope, fresh=options.fresh)
 
     feed = ReplayFeed(letters, mapper, already_settled=left_out)
     for source, fingerprint, key in known.sources(letters):
@@ -284,7 +298,7 @@ def replay_dead_letter(job: JobConfig, dead_letter_in: Path, options: RunOptions
 class _Known:
     """What the job's state file says about dead-letter lines before a replay sends any."""
 
-    def __init__(self, state_path: Path, job: str, own: str, *, fresh: bool) -> None:
+    def __init__(self, state_path: Path, job: Scope, own: str, *, fresh: bool) -> None:
         self.state_path = state_path
         self.job_scope = job
         self.own_scope = own
@@ -308,7 +322,8 @@ class _Known:
         if not self.state_path.exists():
             return letters, (0, 0)
         try:
-            store = StateStore(self.state_path, self.job_scope)
+            store = StateStore(self.state_path, self.job_scope.key)
+            store.claim(self.job_scope)
         except (StateError, StateFault) as error:
             log.warning(
                 "cannot tell which rows were settled since (%s); replaying every line", error

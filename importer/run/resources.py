@@ -16,7 +16,7 @@ from importer.run.preflight import (
     check_output_paths,
     dry_run_sibling,
     has_saved_progress,
-    job_scope,
+    scope_of,
 )
 from importer.sources import DataFile, count_rows
 from importer.state import RunLock, RunState, StateError, StateFault, StateStore
@@ -48,6 +48,7 @@ class RunOutputs:
         self.report = report
         self.abort = abort
         self.healthy = healthy
+        self.job_id = ""  # the job's identity: its memory and dead-letter lines carry it
 
     def open(
         self,
@@ -85,13 +86,17 @@ class RunOutputs:
                     state = open_state()
                     stack.callback(self._close_state, state)
                 else:
-                    store = StateStore(job.output.state, job_scope(job), fresh=fresh)
+                    scope = scope_of(job, self.job_id)
+                    store = StateStore(job.output.state, scope.key, fresh=fresh)
                     stack.callback(self._close_state, store)
+                    if store.claim(scope):
+                        log.info("progress saved before jobs were named is now job %s's", scope.job)
                     if fresh:
                         store.reset()
                     state = store
                 resuming = state.has_progress()
             writer = DeadLetterWriter(dead_letter_path, append=resuming)
+            writer.origin = scope_of(job, self.job_id).origin()
             stack.callback(self._close_writer, writer)
             if writer.previous is not None:
                 self.report.dead_letter_previous = str(writer.previous)

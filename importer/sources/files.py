@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import glob
-import hashlib
 import stat
 from pathlib import Path
 
 from importer.config import SourceFormat, StorageOptions
+from importer.sources.content import content_fingerprint
 from importer.sources.datafile import (
     TEXT_SUFFIXES,
     DataFile,
@@ -99,46 +99,17 @@ def _not_regular(path: Path) -> str:
 
 # --- fingerprints ------------------------------------------------------------------------
 
-FINGERPRINT_EDGE_BYTES = 1 << 20  # first and last MiB
-FINGERPRINT_BLOCK_BYTES = 64 << 10
-FINGERPRINT_BLOCKS = 8  # evenly spaced between the edges
-
 
 def fingerprint(file: DataFile | Path) -> str:
-    """A cheap content identity. An object in storage: its size and ETag (which changes
-    whenever the object is rewritten), so nothing is downloaded. A local file: size + sha256
-    of the first and last MiB and 8 spaced 64 KiB blocks.
-
-    A local file is read for at most 2.5 MiB whatever its size, so a 5 GB file costs
-    milliseconds. Files up to that size are hashed whole. An edit that keeps the size and
-    touches none of the sampled bytes goes unseen; exports that change rewrite rows, which
-    moves the tail.
+    """The content identity saved progress is kept under. An object in storage: its size
+    and ETag (which changes whenever the object is rewritten), so nothing is downloaded. A
+    local file: its size and the sha256 of every byte (`sources.content`), so any edit,
+    even one that keeps the size, is another content.
     """
     data = as_data_file(file)
     if data.local is None:
         return f"{data.size}:etag:{data.etag}"
-    path = data.local
-    size = path.stat().st_size
-    digest = hashlib.sha256(str(size).encode())
-    sampled = 2 * FINGERPRINT_EDGE_BYTES + FINGERPRINT_BLOCKS * FINGERPRINT_BLOCK_BYTES
     try:
-        with path.open("rb") as handle:
-            if size <= sampled:
-                digest.update(handle.read())
-            else:
-                for offset, length in _sample_spans(size):
-                    handle.seek(offset)
-                    digest.update(handle.read(length))
+        return content_fingerprint(data.local)[0]
     except OSError as error:
-        raise SourceError(f"{path}: cannot read: {error.strerror or error}") from None
-    return f"{size}:{digest.hexdigest()}"
-
-
-def _sample_spans(size: int) -> list[tuple[int, int]]:
-    middle = size - 2 * FINGERPRINT_EDGE_BYTES
-    step = middle // (FINGERPRINT_BLOCKS + 1)
-    spans = [(0, FINGERPRINT_EDGE_BYTES)]
-    for block in range(1, FINGERPRINT_BLOCKS + 1):
-        spans.append((FINGERPRINT_EDGE_BYTES + block * step, FINGERPRINT_BLOCK_BYTES))
-    spans.append((size - FINGERPRINT_EDGE_BYTES, FINGERPRINT_EDGE_BYTES))
-    return spans
+        raise SourceError(f"{data.local}: cannot read: {error.strerror or error}") from None

@@ -23,6 +23,7 @@ from importer.state.database import (
     StateFault,
     refuse_symlink,
 )
+from importer.state.identity import Scope, describe_target, job_identity
 from importer.state.lock import RunLock
 from importer.state.progress import RunState, ScopedProgress, StateStore, progress_scope
 from importer.state.ranges import SettledRows, merge_ranges, subtract_ranges, to_ranges
@@ -38,6 +39,7 @@ __all__ = [
     "DeliveredIds",
     "RunLock",
     "RunState",
+    "Scope",
     "ScopedProgress",
     "SettledRows",
     "SnapshotEntries",
@@ -46,8 +48,10 @@ __all__ = [
     "StateFault",
     "StateStore",
     "delivered_ids",
+    "describe_target",
     "expire_deletes",
     "forget_deleted",
+    "job_identity",
     "merge_ranges",
     "peek_snapshot",
     "progress_scope",

@@ -11,13 +11,13 @@ import contextlib
 import os
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from importer.errors import RunAborted, UsageError
 from importer.state.customers import SCHEMA as CUSTOMERS_SCHEMA
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 # Progress belongs to one scope (target and mapping, see `progress_scope`): the same file
 # sent to another workspace, URL or with another mapping starts from nothing.
@@ -51,6 +51,31 @@ CREATE TABLE IF NOT EXISTS snapshot (
     fingerprint INTEGER NOT NULL,  -- 64-bit hash of the element last accepted
     PRIMARY KEY (scope_id, customer)
 ) WITHOUT ROWID;
+"""
+
+# Version 4: who each scope belongs to (job and target), and what each run ended with.
+SCHEMA_4 = """
+CREATE TABLE IF NOT EXISTS scopes (
+    scope TEXT PRIMARY KEY,
+    job TEXT NOT NULL,
+    target_key TEXT NOT NULL,
+    target TEXT NOT NULL  -- JSON: url, workspace_id, project_code, endpoint (no secrets)
+);
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY,
+    job TEXT NOT NULL,
+    scope TEXT NOT NULL,
+    command TEXT NOT NULL,
+    finished_at TEXT NOT NULL,
+    exit_code INTEGER NOT NULL,
+    counts TEXT NOT NULL  -- JSON: the report's row counts, no personal data
+);
+CREATE INDEX IF NOT EXISTS runs_by_job ON runs(job, finished_at);
+CREATE TABLE IF NOT EXISTS source_aliases (
+    source_id INTEGER NOT NULL,
+    fingerprint TEXT NOT NULL,  -- an earlier content of the file (it grew since)
+    PRIMARY KEY (source_id, fingerprint)
+);
 """
 
 # Row outcomes as stored. RETRY_LATER rows went to the dead-letter file at stage
@@ -174,31 +199,46 @@ def _open(path: Path) -> sqlite3.Connection:
 
 
 def _upgrade(db: sqlite3.Connection) -> None:
-    """Bring a state file written by an earlier version up to this schema.
-
-    Progress from before scopes existed belongs to no known target: it is kept under
-    the empty scope, so a run says it does not apply rather than trusting it.
-    """
+    """Bring a state file written by an earlier version up to this schema, one numbered
+    step at a time (`MIGRATIONS`), each in its own transaction with its version number."""
     (version,) = db.execute("PRAGMA user_version").fetchone()
-    if version >= SCHEMA_VERSION:
-        return
+    for number in sorted(n for n in MIGRATIONS if n > version):
+        with db:
+            db.execute("BEGIN")
+            MIGRATIONS[number](db)
+            db.execute(f"PRAGMA user_version = {number}")
+
+
+def _to_3(db: sqlite3.Connection) -> None:
+    """Progress from before scopes existed belongs to no known target: it is kept under
+    the empty scope, so a run says it does not apply rather than trusting it."""
     tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
-    with db:
-        db.execute("BEGIN")
-        if "sources" in tables and "settled" in tables:
-            columns = {row[1] for row in db.execute("PRAGMA table_info(settled)")}
-            dead = "dead_lettered" if "dead_lettered" in columns else "0"
-            db.execute(
-                "INSERT INTO source_files(id, scope, path, fingerprint)"
-                " SELECT id, '', path, fingerprint FROM sources"
-            )
-            db.execute(
-                "INSERT INTO settled_rows(source_id, first_row, last_row, outcome)"
-                f" SELECT source_id, first_row, last_row, {dead} FROM settled"
-            )
-            db.execute("DROP TABLE settled")
-            db.execute("DROP TABLE sources")
-        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    if "sources" in tables and "settled" in tables:
+        columns = {row[1] for row in db.execute("PRAGMA table_info(settled)")}
+        dead = "dead_lettered" if "dead_lettered" in columns else "0"
+        db.execute(
+            "INSERT INTO source_files(id, scope, path, fingerprint)"
+            " SELECT id, '', path, fingerprint FROM sources"
+        )
+        db.execute(
+            "INSERT INTO settled_rows(source_id, first_row, last_row, outcome)"
+            f" SELECT source_id, first_row, last_row, {dead} FROM settled"
+        )
+        db.execute("DROP TABLE settled")
+        db.execute("DROP TABLE sources")
+
+
+def _to_4(db: sqlite3.Connection) -> None:
+    """Scopes gain their job: progress and snapshots are kept as they are, under their old
+    key, until a run of the job they belong to claims them (`ScopedProgress.claim`)."""
+    for statement in SCHEMA_4.split(";"):
+        if statement.strip():
+            db.execute(statement)
+
+
+# Version reached -> the step that reaches it from the one before.
+# (Versions 1 and 2 kept the tables `sources` and `settled` that step 3 moves.)
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {3: _to_3, 4: _to_4}
 
 
 def _set_aside(path: Path) -> None:

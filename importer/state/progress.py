@@ -12,11 +12,9 @@ its own progress beside the job's). `RunState` is what a run needs of either.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 
@@ -29,7 +27,9 @@ from importer.state.database import (
     StateDatabase,
     faults,
 )
+from importer.state.identity import Scope, progress_scope
 from importer.state.ranges import SettledRows, merge_ranges, subtract_ranges, to_ranges
+from importer.state.scopes import adopt_legacy, register_scope, same_job_and_target
 from importer.state.snapshot import (
     SnapshotEntries,
     read_snapshot,
@@ -37,15 +37,11 @@ from importer.state.snapshot import (
     write_snapshot,
 )
 
+__all__ = ["RunState", "ScopedProgress", "StateStore", "progress_scope"]
+
 INSERT_RANGES = (
     "INSERT INTO settled_rows(source_id, first_row, last_row, outcome) VALUES (?, ?, ?, ?)"
 )
-
-
-def progress_scope(target: dict[str, Any], mapping: Any) -> str:
-    """The key saved progress belongs to: the target and the mapping's canonical form."""
-    canonical = json.dumps({"target": target, "mapping": mapping}, sort_keys=True, default=str)
-    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
 class RunState(Protocol):
@@ -63,6 +59,10 @@ class RunState(Protocol):
     def changed_sources(self, source: str, fingerprint: str) -> bool: ...
 
     def other_scope(self, source: str) -> bool: ...
+
+    def earlier_versions(self, source: str) -> list[str]: ...
+
+    def carry_over(self, source: str, old: str, new: str) -> None: ...
 
     def mark_settled(
         self,
@@ -97,15 +97,24 @@ class ScopedProgress:
         """The same database (one connection; close its store, not the view) under `scope`."""
         return ScopedProgress(self.database, scope)
 
-    def reset(self) -> None:
-        """--fresh: forget all progress."""
+    def claim(self, scope: Scope) -> bool:
+        """Record whose this view's scope is (job and target); take over progress saved
+        under its key from before jobs were part of it. Returns whether any was taken."""
         with faults(self.path), self._db:
             self._db.execute("BEGIN")
-            self._db.execute("DELETE FROM settled_rows")
-            self._db.execute("DELETE FROM source_files")
-        self._source_ids.clear()
+            register_scope(self._db, scope)
+            return adopt_legacy(self._db, scope)
+
+    def reset(self) -> None:
+        """--fresh: forget this scope's progress (other jobs and targets keep theirs)."""
+        self.forget_scope()
 
     def has_progress(self) -> bool:
+        """Whether this scope has saved progress (other jobs' and targets' do not count)."""
+        return self.scope_has_progress()
+
+    def any_progress(self) -> bool:
+        """Whether the file holds progress of any job or target."""
         with faults(self.path):
             return self._db.execute("SELECT 1 FROM settled_rows LIMIT 1").fetchone() is not None
 
@@ -157,14 +166,52 @@ class ScopedProgress:
             ).fetchone()
         return row is not None
 
+    def earlier_versions(self, source: str) -> list[str]:
+        """Fingerprints this scope saved progress of for this path (contents it had)."""
+        with faults(self.path):
+            rows = self._db.execute(
+                "SELECT DISTINCT s.fingerprint FROM source_files s"
+                " JOIN settled_rows t ON t.source_id = s.id WHERE s.scope = ? AND s.path = ?",
+                (self.scope, source),
+            ).fetchall()
+        return [fingerprint for (fingerprint,) in rows]
+
+    def carry_over(self, source: str, old: str, new: str) -> None:
+        """The file at `source` continues content `old` (it grew): its progress is now kept
+        under `new`, and `old` stays an alias (dead-letter lines name it)."""
+        with faults(self.path), self._db:
+            self._db.execute("BEGIN")
+            self._db.execute(
+                "DELETE FROM source_files WHERE scope = ? AND path = ? AND fingerprint = ?"
+                " AND id NOT IN (SELECT source_id FROM settled_rows)",
+                (self.scope, source, new),
+            )
+            self._db.execute(
+                "UPDATE source_files SET fingerprint = ?"
+                " WHERE scope = ? AND path = ? AND fingerprint = ?",
+                (new, self.scope, source, old),
+            )
+            self._db.execute(
+                "INSERT OR IGNORE INTO source_aliases(source_id, fingerprint)"
+                " SELECT id, ? FROM source_files WHERE scope = ? AND path = ? AND fingerprint = ?",
+                (old, self.scope, source, new),
+            )
+        self._source_ids.clear()
+
     def accepted(self, path_name: str, fingerprint: str) -> list[tuple[int, int]]:
-        """Rows of a source (in any scope) that some run got a 2xx for (replay skips them).
+        """Rows of a source that a run of this job got a 2xx for from this target (replay
+        skips them); acceptances by other jobs or targets (a rehearsal) do not count.
 
         `path_name` is the source as a dead-letter line names it: matched on the stored
         absolute path, or on its last component when only that agrees."""
         with faults(self.path):
+            keys = same_job_and_target(self._db, self.scope)
+            marks = ", ".join("?" * len(keys))
             candidates = self._db.execute(
-                "SELECT id, path FROM source_files WHERE fingerprint = ?", (fingerprint,)
+                "SELECT id, path FROM source_files WHERE (fingerprint = ? OR id IN"
+                " (SELECT source_id FROM source_aliases WHERE fingerprint = ?))"
+                f" AND scope IN ({marks})",
+                (fingerprint, fingerprint, *keys),
             ).fetchall()
             wanted = str(Path(path_name).resolve())
             ids = [i for i, p in candidates if p == wanted] or [
