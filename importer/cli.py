@@ -172,9 +172,14 @@ def apply_overrides(
 ) -> JobConfig:
     """Command-line options win over the job file, and are checked like it.
 
-    A command without an option (validate has no --period) leaves the job's value."""
+    A command without an option (validate has no --period) leaves the job's value. A dry
+    run's --dead-letter / --report are its own files, not the job's: `api.prepared` puts
+    them in, knowing the real ones."""
+    dry_run = args.command == "validate" or bool(getattr(args, "dry_run", False))
 
     def given(name: str) -> Any:
+        if dry_run and name in ("dead_letter", "report"):
+            return None
         return getattr(args, name, None)
 
     return with_overrides(

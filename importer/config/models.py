@@ -333,6 +333,18 @@ class JobConfig(_Strict):
     # The values of secret variables the job file named (${*TOKEN*}, ...), kept by the
     # loader so that errors met later in the run can be scrubbed of them too.
     _named_secrets: Secrets = PrivateAttr(default_factory=Secrets)
+    # The job file this job was read from (None for a job built in code): its outputs'
+    # ownership marks name it (see importer.outputs.ownership).
+    _job_file: Path | None = PrivateAttr(default=None)
+
+    def job_file(self) -> Path | None:
+        """The job file's resolved path, when the job was read from one."""
+        return self._job_file
+
+    def from_job_file(self, path: Path | None) -> JobConfig:
+        """This job, remembering the job file it was read from (resolved)."""
+        self._job_file = None if path is None else path.resolve()
+        return self
 
     def secrets(self) -> Secrets:
         """Everything secret in this job: the values of secret variables it named, the API key
