@@ -21,7 +21,6 @@ from importer.config.event_rules import (
     events_sync_problem,
 )
 from importer.config.loader import (
-    DEFAULT_OUTPUT_FOLDER,
     MAX_YAML_VALUES,
     Overrides,
     default_outputs,
@@ -31,6 +30,7 @@ from importer.config.loader import (
 )
 from importer.config.messages import ConfigError, JobRefused, key_path
 from importer.config.models import (
+    DEFAULT_OUTPUT_FOLDER,
     NOTIFY_ON,
     AmbiguousTime,
     ApiConfig,

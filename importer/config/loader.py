@@ -14,7 +14,7 @@ from pydantic import SecretStr, ValidationError
 from importer.config.env import interpolate
 from importer.config.event_rules import event_job_warnings
 from importer.config.messages import ConfigError, format_validation_error
-from importer.config.models import JobConfig, OutputConfig
+from importer.config.models import DEFAULT_OUTPUT_FOLDER, JobConfig, OutputConfig
 from importer.config.rules import check_job_rules, read_api_key_file
 from importer.config.user_rules import job_warnings
 from importer.redaction import Secrets
@@ -165,9 +165,6 @@ def load_job(
     if overrides:
         job = with_overrides(job, overrides, need_credentials=need_credentials)
     return job
-
-
-DEFAULT_OUTPUT_FOLDER = Path("out")
 
 
 def default_outputs(job_path: Path, given: set[str], output: OutputConfig) -> dict[str, str]:

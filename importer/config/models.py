@@ -301,10 +301,18 @@ class SyncConfig(_Strict):
     mode: Literal["all", "changed"] = "all"
 
 
+# Outputs a job file leaves unset go to `out/<job file stem>/` (see config.loader); a job
+# built in code, with no file, is "job".
+DEFAULT_OUTPUT_FOLDER = Path("out")
+
+
 class OutputConfig(_Strict):
-    dead_letter: Path = Path("out/dead_letter.jsonl")
-    state: Path = Path("out/state.db")
-    report: Path = Path("out/report.json")
+    # unset: out/<job file stem>/dead_letter.jsonl (each job its own folder)
+    dead_letter: Path = DEFAULT_OUTPUT_FOLDER / "job" / "dead_letter.jsonl"
+    # unset: out/<job file stem>/state.db (<stem>.state.db beside a dead_letter set in the file)
+    state: Path = DEFAULT_OUTPUT_FOLDER / "job" / "state.db"
+    # unset: out/<job file stem>/report.json
+    report: Path = DEFAULT_OUTPUT_FOLDER / "job" / "report.json"
     metrics: Path | None = None  # Prometheus text format, rewritten during and after the run
     notify: NotifyConfig | None = None
 
