@@ -60,7 +60,7 @@ def vet_outputs(outputs: Sequence[Output], inputs: Iterable[Path], job_file: Pat
         _refuse_same(out, others)
     for index, out in enumerate(local):
         for other in local[index + 1 :]:
-            family = [(other.path, f"the {other.role} ({other.key})")]
+            family = [(other.path, f"also the {other.role} ({other.key})")]
             family += [(c, f"a file the {other.role} writes beside it") for c in other.companions]
             _refuse_same(out, family)
             family = [(c, f"a file the {out.role} writes beside it") for c in out.companions]
@@ -87,8 +87,8 @@ def _refuse_same(out: Output, others: Iterable[tuple[Path, str]]) -> None:
     for path, what in others:
         if same_file(out.path, path):
             raise OutputRefused(
-                f"{out.key}: the {out.role} {out.path} is {what} ({path}); writing it would"
-                " destroy that file. Choose another path"
+                f"{out.key}: the {out.role} {out.path} is {what}; writing it would destroy"
+                " that file. Choose another path"
             )
 
 
