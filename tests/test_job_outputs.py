@@ -67,7 +67,7 @@ def test_vetting_refuses_an_input_the_job_file_another_output_and_another_kind(
 ) -> None:
     outputs = _outputs(tmp_path)
     vet_outputs(outputs, [tmp_path / "in.csv"], tmp_path / "job.yaml")  # all distinct: fine
-    report, letters, state = outputs
+    report, _, state = outputs
     with pytest.raises(OutputRefused, match="is an input file"):
         vet_outputs(outputs, [tmp_path / "." / "r.json"], None)
     with pytest.raises(OutputRefused, match="is the job file"):
@@ -83,7 +83,7 @@ def test_vetting_refuses_an_input_the_job_file_another_output_and_another_kind(
         vet_outputs(outputs, [], None)
     (tmp_path / "r.json").write_text(json.dumps({"rows_read": 3, "exit_code": 0}))
     sqlite3.connect(tmp_path / "d.jsonl").execute("CREATE TABLE t (x)").connection.close()
-    with pytest.raises(OutputRefused, match="d.jsonl exists and is an SQLite database"):
+    with pytest.raises(OutputRefused, match=r"d\.jsonl exists and is an SQLite database"):
         vet_outputs(outputs, [], None)
     (tmp_path / "d.jsonl").write_text('{"source": "x.csv", "row": 1, "stage": "validation"}\n')
     vet_outputs(outputs, [], None)  # each holds its own kind now
