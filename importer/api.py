@@ -52,16 +52,15 @@ from importer.errors import (
 )
 from importer.outputs.metrics import MetricsWriter
 from importer.outputs.notify import notify, payload
-from importer.outputs.report import Report, dry_run_report_path
+from importer.outputs.report import Report
 from importer.redaction import Secrets
 from importer.run.history import remember_run
 from importer.run.options import RunOptions as RunOptions  # re-exported: the Python API
 from importer.run.options import RunOutcome as RunOutcome
 from importer.run.pipeline import Run
-from importer.run.preflight import prepare
+from importer.run.preflight import dry_run_outputs, prepare, vet_job_outputs
 from importer.run.replay import replay_dead_letter, replay_paths
 from importer.run.transport import check_plain_http
-from importer.state.identity import job_identity
 
 __all__ = [
     "ConfigError",
@@ -99,8 +98,7 @@ def run_job(
     without extension, or "job").
     """
     loaded, name = _loaded(job, job_name, need_credentials=not dry_run)
-    identity = _identity(job, job_name)
-    options = RunOptions(dry_run=dry_run, fresh=fresh, full=full, progress=progress, job=identity)
+    options = RunOptions(dry_run=dry_run, fresh=fresh, full=full, progress=progress)
     return _command(
         prepared(loaded, dry_run=dry_run),
         options,
@@ -129,8 +127,7 @@ def replay_job(
     never over the job's own files; a rerun resumes (`fresh`: starts over)."""
     loaded, name = _loaded(job, job_name, need_credentials=not dry_run)
     source = Path(dead_letter)
-    identity = _identity(job, job_name)
-    options = RunOptions(dry_run=dry_run, fresh=fresh, progress=progress, job=identity)
+    options = RunOptions(dry_run=dry_run, fresh=fresh, progress=progress)
     return _command(
         prepared(loaded, dry_run=dry_run, replay_from=source),
         options,
@@ -153,20 +150,26 @@ def prepared(
     """The job as a command runs it (the CLI's and this API's one rule).
 
     A replay writes beside its input unless `dead_letter` / `report` say otherwise, never over
-    the job's files; a dry run writes its report beside the real one, never over it (a real
-    run's counts survive a validate); a real run refuses Basic auth over plain http:// to
-    another machine before anything starts."""
+    the job's files; a dry run writes only its own files (`X.dry-run.*` beside the real ones,
+    or exactly where `dead_letter` / `report` say), never the real run's (its counts and dead
+    letters survive a validate); a real run refuses Basic auth over plain http:// to another
+    machine before anything starts."""
     need_credentials = not dry_run
     if replay_from is not None:
         beside_dead_letter, beside_report = replay_paths(replay_from)
-        output = {"dead_letter": dead_letter or str(beside_dead_letter)}
-        output["report"] = report or str(beside_report)
+        output = {"dead_letter": str(beside_dead_letter), "report": str(beside_report)}
+        if not dry_run:
+            output = {"dead_letter": dead_letter or output["dead_letter"]}
+            output["report"] = report or str(beside_report)
         job = with_overrides(job, {"output": output}, need_credentials=need_credentials)
     if dry_run:
-        dry_report = str(dry_run_report_path(job.output.report))
-        job = with_overrides(job, {"output": {"report": dry_report}}, need_credentials=False)
+        # Only its own files (X.dry-run.*), or exactly where --report / --dead-letter say.
+        output = dry_run_outputs(job, dead_letter=dead_letter, report=report)
+        job = with_overrides(job, {"output": output}, need_credentials=False)
     else:
         check_plain_http(job.api.resolved_base_url(), job.api.allow_insecure_http)
+    if replay_from is not None:  # the file replayed is an input: no output may be it
+        vet_job_outputs(job, [replay_from], dry_run=dry_run)
     return job
 
 
@@ -176,14 +179,6 @@ def _loaded(
     if isinstance(job, JobConfig):
         return job, job_name or "job"
     return load_job(job, need_credentials=need_credentials), job_name or Path(job).stem
-
-
-def _identity(job: JobOrPath, job_name: str | None) -> str:
-    """Whose memory a library run uses: the job file's stem, as the CLI's (see
-    state.identity); a job handed in loaded, without a name, keeps the unnamed scope."""
-    if isinstance(job, JobConfig):
-        return job_name or ""
-    return job_identity(Path(job), None)
 
 
 def _command(

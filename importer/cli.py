@@ -197,9 +197,14 @@ def apply_overrides(
 ) -> JobConfig:
     """Command-line options win over the job file, and are checked like it.
 
-    A command without an option (validate has no --period) leaves the job's value."""
+    A command without an option (validate has no --period) leaves the job's value. A dry
+    run's --dead-letter / --report are its own files, not the job's: `api.prepared` puts
+    them in, knowing the real ones."""
+    dry_run = args.command == "validate" or bool(getattr(args, "dry_run", False))
 
     def given(name: str) -> Any:
+        if dry_run and name in ("dead_letter", "report"):
+            return None
         return getattr(args, name, None)
 
     return with_overrides(
@@ -270,7 +275,6 @@ def _print_outcome(
 def _run_command(args: argparse.Namespace, secrets: Secrets) -> int:
     """run, validate and replay; the job's secrets go into `secrets` for the error message."""
     from importer import api  # here: `sandbox` and `init` start without the run's modules
-    from importer.state.identity import job_identity
 
     # Millions of short-lived objects, few cycles: collecting less often costs no memory
     # worth counting and saves a tenth of the mapping time. Frozen: the imported modules.
@@ -296,7 +300,6 @@ def _run_command(args: argparse.Namespace, secrets: Secrets) -> int:
         full=getattr(args, "full", False),
         progress=False if args.no_progress else None,
         retarget=getattr(args, "retarget", False),
-        job=job_identity(args.job, job),
     )
     # Through the library: metrics file and notification come with the run (importer.api).
     outcome = api.execute(

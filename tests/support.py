@@ -140,8 +140,9 @@ def read_report(tmp_path: Path, *, dry_run: bool = False) -> dict[str, Any]:
     return report
 
 
-def read_dead_letters(tmp_path: Path) -> list[dict[str, Any]]:
-    path = tmp_path / "out" / "dead_letter.jsonl"
+def read_dead_letters(tmp_path: Path, *, dry_run: bool = False) -> list[dict[str, Any]]:
+    """The job's dead letters; `dry_run`: the ones a dry run writes beside them."""
+    path = tmp_path / "out" / ("dead_letter.dry-run.jsonl" if dry_run else "dead_letter.jsonl")
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

@@ -64,14 +64,16 @@ def test_load_job_overrides_are_checked_like_the_file(tmp_path: Path) -> None:
 def test_replay_job_remaps_dead_letters_and_writes_beside_them(tmp_path: Path) -> None:
     source = users_csv(tmp_path, 20, bad_points=(3, 11))
     run_job(_keyless_job(tmp_path, source), dry_run=True)
-    dead_letter = tmp_path / "out" / "dead_letter.jsonl"
+    # A dry run writes only its own files: the real dead-letter file is never made.
+    assert not (tmp_path / "out" / "dead_letter.jsonl").exists()
+    dead_letter = tmp_path / "out" / "dead_letter.dry-run.jsonl"
     assert len(dead_letter.read_text().splitlines()) == 2
     # The mapping fixed (points as text), the two rows map now.
     fixed = {**USERS_MAPPING, "attributes": {"first_name": "first_name", "points": "points"}}
     report = replay_job(_keyless_job(tmp_path, source, fixed), dead_letter, dry_run=True)
     assert (report.rows_read, report.rows_invalid) == (2, 0)
     assert report.exit_code == EXIT_OK
-    written = tmp_path / "out" / "dead_letter.replay.report.dry-run.json"
+    written = tmp_path / "out" / "dead_letter.dry-run.replay.report.dry-run.json"
     assert json.loads(written.read_text())["rows_read"] == 2
 
 

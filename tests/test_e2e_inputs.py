@@ -135,7 +135,7 @@ def test_a_malformed_record_spanning_lines_is_kept_whole_and_warned(tmp_path: Pa
     source.write_text('user_id,name,city\nu1,a,b\nu2,"x,y\nu3,p,q\nu4,r",s,t\n\nu5,c,d\n')
     result = _validate(tmp_path, source)
     assert result.returncode == 1, result.stderr
-    [letter] = read_dead_letters(tmp_path)
+    [letter] = read_dead_letters(tmp_path, dry_run=True)
     assert (letter["row"], letter["line"], letter["lines"]) == (2, 3, [3, 5])
     assert letter["record"] == {"_raw": 'u2,"x,y\nu3,p,q\nu4,r",s,t'}
     assert "expected 3 fields, found 4" in letter["error"]
@@ -150,7 +150,7 @@ def test_a_record_too_large_names_the_option_that_raises_the_limit(tmp_path: Pat
     source.write_text("user_id,name,city\nu1,a,b\nu2," + "n" * 3000 + ",c\nu3,e,f\n")
     result = _validate(tmp_path, source, source={"csv": {"max_record_bytes": 1024}})
     assert result.returncode == 1, result.stderr
-    [letter] = read_dead_letters(tmp_path)
+    [letter] = read_dead_letters(tmp_path, dry_run=True)
     assert (letter["row"], letter["line"]) == (2, 3)
     assert "source.csv.max_record_bytes" in letter["error"]
     assert read_report(tmp_path, dry_run=True)["rows_read"] == 3
@@ -162,7 +162,7 @@ def test_dead_letter_line_finds_the_record_when_blank_lines_shift_rows(tmp_path:
     source.write_text("user_id,name,city\n\nu1,a,b\n\n\nguest,c,d\n")
     result = _validate(tmp_path, source)
     assert result.returncode == 1, result.stderr
-    [letter] = read_dead_letters(tmp_path)
+    [letter] = read_dead_letters(tmp_path, dry_run=True)
     assert (letter["row"], letter["line"]) == (2, 6)
     sed = subprocess.run(["sed", "-n", "6p", str(source)], capture_output=True, text=True)
     assert sed.stdout == "guest,c,d\n"
@@ -188,10 +188,10 @@ def test_a_replayed_row_that_fails_again_keeps_its_line(tmp_path: Path) -> None:
     source.write_text("user_id,name,city\n\nguest,a,b\n\nu2,c\x01d,e\nu3,f,g\n")
     job = _job(tmp_path, "http://127.0.0.1:9", source, MAPPING)
     assert run_cli("validate", str(job), "--no-progress").returncode == 1
-    first = read_dead_letters(tmp_path)
+    first = read_dead_letters(tmp_path, dry_run=True)
     assert [(d["row"], d["line"]) for d in first] == [(1, 3), (2, 5)]
     replayed = tmp_path / "replayed.jsonl"
-    dead_letter = str(tmp_path / "out" / "dead_letter.jsonl")
+    dead_letter = str(tmp_path / "out" / "dead_letter.dry-run.jsonl")
     result = run_cli("replay", str(job), dead_letter, "--dry-run", "--dead-letter", str(replayed))
     assert result.returncode == 1, result.stderr
     again = [json.loads(line) for line in replayed.read_text().splitlines()]

@@ -20,9 +20,17 @@ from importer.config.event_rules import (
     event_name_problem,
     events_sync_problem,
 )
-from importer.config.loader import MAX_YAML_VALUES, Overrides, load_job, parse_job, with_overrides
+from importer.config.loader import (
+    MAX_YAML_VALUES,
+    Overrides,
+    default_outputs,
+    load_job,
+    parse_job,
+    with_overrides,
+)
 from importer.config.messages import ConfigError, JobRefused, key_path
 from importer.config.models import (
+    DEFAULT_OUTPUT_FOLDER,
     NOTIFY_ON,
     AmbiguousTime,
     ApiConfig,
@@ -58,6 +66,7 @@ from importer.config.user_rules import attribute_name_problem, job_warnings, tim
 
 __all__ = [
     "CREDENTIAL_PATHS",
+    "DEFAULT_OUTPUT_FOLDER",
     "MAX_YAML_VALUES",
     "NOTIFY_ON",
     "AmbiguousTime",
@@ -94,6 +103,7 @@ __all__ = [
     "attribute_name_problem",
     "check_job_rules",
     "check_mapping_rules",
+    "default_outputs",
     "event_attribute_name_problem",
     "event_job_problems",
     "event_job_warnings",

@@ -14,7 +14,7 @@ from pydantic import SecretStr, ValidationError
 from importer.config.env import interpolate
 from importer.config.event_rules import event_job_warnings
 from importer.config.messages import ConfigError, format_validation_error
-from importer.config.models import JobConfig
+from importer.config.models import DEFAULT_OUTPUT_FOLDER, JobConfig, OutputConfig
 from importer.config.rules import check_job_rules, read_api_key_file
 from importer.config.user_rules import job_warnings
 from importer.redaction import Secrets
@@ -140,7 +140,7 @@ def with_overrides(
         raise ConfigError(secrets.scrub(format_validation_error(error))) from None
     except ConfigError as error:
         raise ConfigError(secrets.scrub(str(error))) from None
-    return updated.keeping_secrets(secrets)
+    return updated.keeping_secrets(secrets).from_job_file(job.job_file())
 
 
 def load_job(
@@ -157,18 +157,33 @@ def load_job(
     `need_credentials` (a dry run) the API key and workspace may be missing."""
     job_path = Path(path)
     raw = _read_yaml(job_path)
-    job = parse_job(raw, env, need_credentials=need_credentials)
-    output = raw.get("output")
-    if not (isinstance(output, dict) and output.get("state")):
-        # Progress belongs to the job, not the input: two jobs over one export (a rehearsal
-        # and the real one) must not share it. Default: <job name>.state.db by the dead letters.
-        state = job.output.dead_letter.parent / f"{job_path.stem}.state.db"
-        job = with_overrides(
-            job, {"output": {"state": str(state)}}, need_credentials=need_credentials
-        )
+    job = parse_job(raw, env, need_credentials=need_credentials).from_job_file(job_path)
+    given = raw.get("output") if isinstance(raw.get("output"), dict) else {}
+    defaults = default_outputs(job_path, {k for k, v in given.items() if v}, job.output)
+    if defaults:
+        job = with_overrides(job, {"output": defaults}, need_credentials=need_credentials)
     if overrides:
         job = with_overrides(job, overrides, need_credentials=need_credentials)
     return job
+
+
+def default_outputs(job_path: Path, given: set[str], output: OutputConfig) -> dict[str, str]:
+    """The outputs a job file leaves unset, each job apart: `out/<job file stem>/` holds its
+    dead letters, report and state (relative to the current directory).
+
+    Progress belongs to the job, not the input: two jobs over one export (a rehearsal and
+    the real one) must not share it. A job that names its dead-letter file but not its state
+    keeps `<job stem>.state.db` beside the dead letters, as before."""
+    folder = DEFAULT_OUTPUT_FOLDER / job_path.stem
+    defaults: dict[str, str] = {}
+    if "dead_letter" not in given:
+        defaults["dead_letter"] = str(folder / "dead_letter.jsonl")
+    if "report" not in given:
+        defaults["report"] = str(folder / "report.json")
+    if "state" not in given:
+        beside = output.dead_letter.parent / f"{job_path.stem}.state.db"
+        defaults["state"] = str(beside if "dead_letter" in given else folder / "state.db")
+    return defaults
 
 
 def _read_yaml(job_path: Path) -> Any:

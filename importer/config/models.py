@@ -328,10 +328,18 @@ class SyncConfig(_Strict):
     delete_absent: DeleteAbsentConfig = Field(default_factory=DeleteAbsentConfig)
 
 
+# Outputs a job file leaves unset go to `out/<job file stem>/` (see config.loader); a job
+# built in code, with no file, is "job".
+DEFAULT_OUTPUT_FOLDER = Path("out")
+
+
 class OutputConfig(_Strict):
-    dead_letter: Path = Path("out/dead_letter.jsonl")
-    state: Path = Path("out/state.db")
-    report: Path = Path("out/report.json")
+    # unset: out/<job file stem>/dead_letter.jsonl (each job its own folder)
+    dead_letter: Path = DEFAULT_OUTPUT_FOLDER / "job" / "dead_letter.jsonl"
+    # unset: out/<job file stem>/state.db (<stem>.state.db beside a dead_letter set in the file)
+    state: Path = DEFAULT_OUTPUT_FOLDER / "job" / "state.db"
+    # unset: out/<job file stem>/report.json
+    report: Path = DEFAULT_OUTPUT_FOLDER / "job" / "report.json"
     metrics: Path | None = None  # Prometheus text format, rewritten during and after the run
     notify: NotifyConfig | None = None
 
@@ -360,6 +368,18 @@ class JobConfig(_Strict):
     # The values of secret variables the job file named (${*TOKEN*}, ...), kept by the
     # loader so that errors met later in the run can be scrubbed of them too.
     _named_secrets: Secrets = PrivateAttr(default_factory=Secrets)
+    # The job file this job was read from (None for a job built in code): its outputs'
+    # ownership marks name it (see importer.outputs.ownership).
+    _job_file: Path | None = PrivateAttr(default=None)
+
+    def job_file(self) -> Path | None:
+        """The job file's resolved path, when the job was read from one."""
+        return self._job_file
+
+    def from_job_file(self, path: Path | None) -> JobConfig:
+        """This job, remembering the job file it was read from (resolved)."""
+        self._job_file = None if path is None else path.resolve()
+        return self
 
     def secrets(self) -> Secrets:
         """Everything secret in this job: the values of secret variables it named, the API key

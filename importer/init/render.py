@@ -13,7 +13,7 @@ import pyarrow as pa
 import yaml
 
 from importer import moengage, sources
-from importer.config import OutputConfig
+from importer.config import DEFAULT_OUTPUT_FOLDER, OutputConfig
 from importer.init.columns import placeholder_count
 from importer.init.model import Guess, Sample
 from importer.sources import SourceFormat
@@ -221,7 +221,7 @@ def output_lines(input_path: str) -> list[str]:
     # Name the output folder after the input, up to the first glob pattern in its path.
     fixed = [part for part in Path(input_path).parts if not glob.has_magic(part)]
     stem = (Path(*fixed).name if fixed else "").split(".")[0] or "job"
-    folder = defaults.dead_letter.parent / re.sub(r"[^A-Za-z0-9_-]+", "_", stem)
+    folder = DEFAULT_OUTPUT_FOLDER / re.sub(r"[^A-Za-z0-9_-]+", "_", stem)
     return [
         "output:",
         line(

@@ -82,10 +82,11 @@ class DeadLetter:
 class DeadLetterWriter:
     """Appends lines; `flush()` makes them durable before their rows count as settled.
 
-    Without `append`, an earlier non-empty file is kept, renamed `X.<its run_id>.jsonl`.
+    Without `append`, an earlier non-empty file is kept, renamed `X.<its run_id>.jsonl`;
+    with `rewrite` (a dry run's own `X.dry-run.jsonl`) it is emptied instead.
     """
 
-    def __init__(self, path: Path, *, append: bool) -> None:
+    def __init__(self, path: Path, *, append: bool, rewrite: bool = False) -> None:
         self.path = path
         if path.is_symlink():
             raise DeadLetterError(
@@ -93,9 +94,12 @@ class DeadLetterWriter:
             )
         path.parent.mkdir(parents=True, exist_ok=True)
         # Where an earlier file went (--fresh, or a new run): the summary says so.
-        self.previous: Path | None = None if append else _keep_previous(path)
+        self.previous: Path | None = None if append or rewrite else _keep_previous(path)
         # 0600: the file holds personal data. chmod too, in case it already existed.
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW
+        if rewrite and not append:
+            flags |= os.O_TRUNC
+        fd = os.open(path, flags, 0o600)
         os.fchmod(fd, 0o600)
         self._fd = fd
         if append:

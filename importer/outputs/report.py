@@ -99,6 +99,8 @@ class Report:
     warnings: list[str] = field(default_factory=list)  # never cell values
     dead_letter_previous: str | None = None  # where an earlier dead-letter file was kept
     replay_of: str | None = None  # replay: the dead-letter file whose rows were sent again
+    # sync.mode changed with no snapshot of this target and mapping: every row is sent.
+    first_sync: bool = False
     # Seconds the run spent held back, by what held it: rate_limit (our own limit),
     # http_429, outage, slow_answers (sampled once a second while sending).
     wait_seconds: dict[str, float] = field(default_factory=dict)

@@ -183,7 +183,7 @@ class FileFeed:
         mapper: RowMapper,
         *,
         full: bool = False,
-        job_id: str = "",
+        job_id: str | None = None,
     ) -> None:
         self.job = job
         self.scope = scope_of(job, job_id)

@@ -19,7 +19,8 @@ class RunOptions:
     progress: bool | None = None  # None: a bar on a terminal, log lines otherwise
     sample_size: int = 3
     retarget: bool = False  # replay: send lines of other jobs or targets to this job's target
-    job: str = ""  # the job's identity (state.job_identity); "" for a job given without a file
+    # The job's identity (state.job_identity); None: the job file's (preflight.job_id_of).
+    job: str | None = None
 
 
 @dataclass

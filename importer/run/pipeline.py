@@ -104,6 +104,7 @@ class Run:
                         dry_run=self.options.dry_run,
                         use_state=self._use_state,
                         fresh=self.options.fresh,
+                        inputs=[path.local for path in self.paths if path.local is not None],
                         open_state=self._open_state,
                     )
                 except OpenAborted:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
+import logging
 import secrets
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,15 +14,13 @@ from importer.config import ConfigError, JobConfig
 from importer.mapping import Mapper, RowMapper
 from importer.mapping.events import EventMapper
 from importer.moengage import BULK_FRAME_BYTES, Endpoint
-from importer.outputs.report import report_tmp
-from importer.state import (
-    RunLock,
-    Scope,
-    StateError,
-    StateFault,
-    StateStore,
-    refuse_symlink,
-)
+from importer.outputs.ownership import check_owner
+from importer.outputs.report import dry_run_report_path, report_tmp
+from importer.outputs.vetting import Kind, Output, OutputRefused, same_file, vet_outputs
+from importer.run.carry_over import legacy_state
+from importer.state import RunLock, Scope, job_identity, refuse_symlink
+
+log = logging.getLogger("importer")
 
 
 def new_run_id() -> str:
@@ -40,12 +39,21 @@ def job_target(job: JobConfig) -> dict[str, Any]:
     }
 
 
-def scope_of(job: JobConfig, job_id: str = "") -> Scope:
-    """Whose saved progress a run reads and writes: the job, its target and its mapping."""
+def job_id_of(job: JobConfig) -> str:
+    """The job's identity when it was read from a file (its stem, see state.identity); a job
+    built in code, without a file, keeps the unnamed scope."""
+    path = job.job_file()
+    return job_identity(path, job) if path is not None else ""
+
+
+def scope_of(job: JobConfig, job_id: str | None = None) -> Scope:
+    """Whose saved progress a run reads and writes: the job, its target and its mapping.
+    `job_id` defaults to the job file's identity, so every reader and writer agrees."""
+    job_id = job_id_of(job) if job_id is None else job_id
     return Scope(job_id, job_target(job), job.mapping.model_dump(mode="json"))
 
 
-def job_scope(job: JobConfig, job_id: str = "") -> str:
+def job_scope(job: JobConfig, job_id: str | None = None) -> str:
     """The key of `scope_of` (see state.identity)."""
     return scope_of(job, job_id).key
 
@@ -87,23 +95,86 @@ def check_sources(job: JobConfig, mapper: RowMapper, paths: list[sources.DataFil
 
 
 def dry_run_sibling(path: Path) -> Path:
+    """Where a dry run writes its dead letters: `X.dry-run.jsonl` beside the real `X.jsonl`."""
     return path.with_name(f"{path.name.removesuffix('.jsonl')}.dry-run.jsonl")
 
 
-def has_saved_progress(state_path: Path) -> bool:
-    if not state_path.exists():
-        return False
-    try:
-        store = StateStore(state_path)
-    except (StateError, StateFault):
-        return True  # a file a rerun would have to deal with: keep the dry run apart
-    try:
-        return store.any_progress()
-    except StateFault:
-        return True
-    finally:
-        with contextlib.suppress(StateFault):
-            store.close()
+def is_dry_run_file(path: Path) -> bool:
+    """A file only dry runs write (`X.dry-run.*`): rewritten freely, never a real run's."""
+    return ".dry-run." in path.name
+
+
+def job_outputs(job: JobConfig, *, dry_run: bool) -> list[Output]:
+    """The files a run of `job` writes (a dry run reads the state and writes no metrics)."""
+    out = job.output
+    state = out.state
+    outputs = [
+        Output(
+            "report file",
+            "output.report / --report",
+            out.report,
+            Kind.REPORT,
+            (report_tmp(out.report),),
+        ),
+        Output(
+            "dead-letter file",
+            "output.dead_letter / --dead-letter",
+            out.dead_letter,
+            Kind.DEAD_LETTER,
+        ),
+        Output(
+            "state file",
+            "output.state / --state",
+            state,
+            Kind.STATE,
+            (*(state.with_name(state.name + s) for s in ("-wal", "-shm")), RunLock(state).path),
+        ),
+    ]
+    if out.metrics is not None and not dry_run:
+        outputs.append(Output("metrics file", "output.metrics", out.metrics, Kind.METRICS))
+    return outputs
+
+
+def vet_job_outputs(job: JobConfig, inputs: Sequence[Path], *, dry_run: bool) -> None:
+    """Refused before anything is sent (exit 2): an output that is an input, the job file,
+    another output, an existing file of another kind, or a file another job owns."""
+    vet_outputs(job_outputs(job, dry_run=dry_run), inputs, job.job_file())
+    check_owner(job.output.report, "report file", "output.report", job)
+    check_owner(job.output.dead_letter, "dead-letter file", "output.dead_letter", job)
+
+
+def dry_run_outputs(
+    job: JobConfig, *, dead_letter: str | None, report: str | None
+) -> dict[str, str]:
+    """Where a dry run writes (output section overrides): exactly where `--dead-letter` /
+    `--report` say, else `X.dry-run.*` beside the real files, never over them; the state
+    is read (read-only) where a real run would find it, an old default one included."""
+    real = {
+        job.output.report: "report file",
+        job.output.dead_letter: "dead-letter file",
+        job.output.state: "state file",
+    }
+    for option, given in (("--report", report), ("--dead-letter", dead_letter)):
+        for path, role in real.items():
+            if given and same_file(Path(given), path):
+                raise OutputRefused(
+                    f"{option}: {given} is this job's {role}; a dry run never writes the real"
+                    " run's files. Choose another path"
+                )
+    paths = {
+        "report": report or str(dry_run_report_path(job.output.report)),
+        "dead_letter": dead_letter or str(dry_run_sibling(job.output.dead_letter)),
+    }
+    old = legacy_state(job)
+    if old is not None:
+        log.info(
+            "saved progress of this job is in %s; a real run carries it over to %s,"
+            " this dry run reads it where it is",
+            old,
+            job.output.state,
+        )
+        paths["state"] = str(old)
+    return paths
 
 
 def prepare(job: JobConfig) -> tuple[list[sources.DataFile], RowMapper]:

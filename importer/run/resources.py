@@ -6,17 +6,21 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 
 from importer.config import JobConfig
 from importer.outputs.deadletter import DeadLetterFault, DeadLetterWriter
+from importer.outputs.ownership import claim
 from importer.outputs.progress import Progress
 from importer.outputs.report import Report
+from importer.run.carry_over import carry_over
+from importer.run.first_sync import check_first_sync
 from importer.run.preflight import (
     check_output_paths,
-    dry_run_sibling,
-    has_saved_progress,
+    is_dry_run_file,
     scope_of,
+    vet_job_outputs,
 )
 from importer.sources import DataFile, count_rows
 from importer.state import RunLock, RunState, StateError, StateFault, StateStore
@@ -48,7 +52,7 @@ class RunOutputs:
         self.report = report
         self.abort = abort
         self.healthy = healthy
-        self.job_id = ""  # the job's identity: its memory and dead-letter lines carry it
+        self.job_id: str | None = None  # the job's identity (None: its job file's)
 
     def open(
         self,
@@ -57,49 +61,33 @@ class RunOutputs:
         dry_run: bool,
         use_state: bool,
         fresh: bool,
+        inputs: Sequence[Path] = (),
         open_state: Callable[[], RunState] | None = None,
     ) -> tuple[RunState | None, DeadLetterWriter]:
-        """`open_state`: how replay opens the job's state (its own progress and the job's)."""
+        """`open_state`: how replay opens the job's state (its own progress and the job's).
+
+        Before anything is opened, the output paths are vetted (none is an input, the job
+        file, another output, a file of another kind or another job's: exit 2); a dry run
+        writes only its own files (see `importer.api.prepared`) and no ownership mark."""
         job = self.job
         dead_letter_path = job.output.dead_letter
-        if (
-            dry_run
-            and dead_letter_path.exists()
-            and (has_saved_progress(job.output.state) or RunLock(job.output.state).is_held())
-        ):
-            # The dead-letter file belongs to a run that a rerun will resume, or that is
-            # running now: a dry run must not write into it.
-            dead_letter_path = dry_run_sibling(dead_letter_path)
-            log.warning(
-                "a run of this job can be resumed; the dry run writes its dead letters to %s",
-                dead_letter_path,
-            )
         check_output_paths(job, dead_letter_path, with_state=use_state)
+        vet_job_outputs(job, inputs, dry_run=dry_run)
         state: RunState | None = None
         try:
             resuming = False
             if use_state:
-                lock = RunLock(job.output.state)
-                lock.acquire()
-                stack.callback(_release, lock)
-                if open_state is not None:
-                    state = open_state()
-                    stack.callback(self._close_state, state)
-                else:
-                    scope = scope_of(job, self.job_id)
-                    store = StateStore(job.output.state, scope.key, fresh=fresh)
-                    stack.callback(self._close_state, store)
-                    if store.claim(scope):
-                        log.info("progress saved before jobs were named is now job %s's", scope.job)
-                    if fresh:
-                        store.reset()
-                    state = store
+                state = self._open_state(stack, fresh, open_state)
                 resuming = state.has_progress()
-            writer = DeadLetterWriter(dead_letter_path, append=resuming)
+            # A dry run's own file is rewritten; a real one is kept, renamed (see deadletter).
+            rewrite = dry_run and is_dry_run_file(dead_letter_path)
+            writer = DeadLetterWriter(dead_letter_path, append=resuming, rewrite=rewrite)
             writer.origin = scope_of(job, self.job_id).origin()
             stack.callback(self._close_writer, writer)
             if writer.previous is not None:
                 self.report.dead_letter_previous = str(writer.previous)
+            if not dry_run:
+                claim_outputs(job)
         except StateFault as fault:
             # Ours to fix (another process holds the database), not the input's: exit 3.
             self.abort(str(fault))
@@ -113,7 +101,44 @@ class RunOutputs:
             raise StateError(message) from None
         self.report.dead_letter = str(dead_letter_path)
         self.report.state = None if state is None else str(job.output.state)
+        if open_state is None:
+            self._say_first_sync()
         return state, writer
+
+    def _open_state(
+        self,
+        stack: contextlib.AsyncExitStack,
+        fresh: bool,
+        open_state: Callable[[], RunState] | None,
+    ) -> RunState:
+        """The run lock, then the state (an old default one carried over first)."""
+        job = self.job
+        lock = RunLock(job.output.state)
+        lock.acquire()
+        stack.callback(_release, lock)
+        if open_state is not None:
+            state = open_state()
+            stack.callback(self._close_state, state)
+            return state
+        carry_over(job)
+        scope = scope_of(job, self.job_id)
+        store = StateStore(job.output.state, scope.key, fresh=fresh)
+        stack.callback(self._close_state, store)
+        if store.claim(scope):
+            log.info("progress saved before jobs were named is now job %s's", scope.job)
+        if fresh:
+            store.reset()
+        return store
+
+    def _say_first_sync(self) -> None:
+        """A changed-mode run with no snapshot says so before sending (log, report)."""
+        first = check_first_sync(self.job)
+        if first is None:
+            return
+        self.report.first_sync = True
+        for note in first.notes():
+            log.warning("%s", note)
+            self.report.warn(note)
 
     @contextlib.contextmanager
     def progress(self, paths: list[DataFile], enabled: bool | None) -> Iterator[Progress]:
@@ -143,6 +168,12 @@ class RunOutputs:
             state.close()
         except StateFault as fault:
             self.abort(str(fault))
+
+
+def claim_outputs(job: JobConfig) -> None:
+    """Mark the report and dead-letter file as this job's (a real run)."""
+    claim(job.output.report, job)
+    claim(job.output.dead_letter, job)
 
 
 def _release(lock: RunLock) -> None:

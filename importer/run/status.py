@@ -14,10 +14,10 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from importer.config import JobConfig
+from importer.config import JobConfig, load_job
 from importer.outputs.deadletter import STAGES, DeadLetterError, read_dead_letter
 from importer.run.history import RUN_COUNTS
-from importer.run.preflight import scope_of
+from importer.run.preflight import job_id_of, scope_of
 from importer.run.retarget import foreign_reason
 from importer.state import Scope, describe_target
 from importer.state.history import last_runs, read_only, scope_summary, tables, version
@@ -166,9 +166,6 @@ def show_status(job: JobConfig, job_id: str, *, as_json: bool) -> str:
 
 def status_command(job_path: str, *, as_json: bool) -> int:
     """`moe-import status`: print the job's memory; exit 0 (2 for a bad job file)."""
-    from importer.config import load_job
-    from importer.state.identity import job_identity
-
     job = load_job(Path(job_path), need_credentials=False)
-    print(show_status(job, job_identity(job_path, job), as_json=as_json), end="")
+    print(show_status(job, job_id_of(job), as_json=as_json), end="")
     return 0

@@ -27,7 +27,7 @@ from importer.state.identity import Scope, describe_target, job_identity
 from importer.state.lock import RunLock
 from importer.state.progress import RunState, ScopedProgress, StateStore, progress_scope
 from importer.state.ranges import SettledRows, merge_ranges, subtract_ranges, to_ranges
-from importer.state.snapshot import SnapshotEntries, peek_snapshot, read_snapshot
+from importer.state.snapshot import SnapshotEntries, peek_snapshot, read_snapshot, snapshot_size
 
 __all__ = [
     "ACCEPTED",
@@ -57,6 +57,7 @@ __all__ = [
     "progress_scope",
     "read_snapshot",
     "refuse_symlink",
+    "snapshot_size",
     "subtract_ranges",
     "to_ranges",
 ]

@@ -146,3 +146,11 @@ def scope_summary(db: sqlite3.Connection, key: str) -> dict[str, Any]:
 
 def _count(ranges: list[tuple[int, int]]) -> int:
     return sum(last - first + 1 for first, last in ranges)
+
+
+def jobs_in(path: Path) -> list[str]:
+    """The job names a state file's scopes belong to, read-only (none before schema 4)."""
+    with read_only(path) as db:
+        if db is None or "scopes" not in tables(db):
+            return []
+        return [job for (job,) in db.execute("SELECT DISTINCT job FROM scopes WHERE job != ''")]

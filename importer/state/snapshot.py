@@ -87,3 +87,31 @@ def peek_snapshot(path: Path, scope: str) -> tuple[np.ndarray, np.ndarray, bool]
             return keys, prints, not len(keys) and other_snapshot(db, scope)
     finally:
         db.close()
+
+
+def snapshot_size(path: Path, scope: str, *, count: bool = False) -> int:
+    """Customers in the snapshot of `scope` in the state file at `path`, read-only (no file
+    created, changed or left beside it); 0 when there is none. Without `count`, 1 says
+    only that there is one (cheap at millions)."""
+    if not path.is_file():
+        return 0
+    check_is_state_database(path)
+    try:
+        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    except sqlite3.Error as error:
+        raise StateError(unusable(path, str(error))) from None
+    try:
+        with faults(path):
+            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
+            if not {"snapshot", "snapshot_scopes"} <= tables:
+                return 0
+            row = db.execute("SELECT id FROM snapshot_scopes WHERE scope = ?", (scope,)).fetchone()
+            if row is None:
+                return 0
+            query = "SELECT count(*) FROM snapshot WHERE scope_id = ?"
+            if not count:
+                query = "SELECT EXISTS (SELECT 1 FROM snapshot WHERE scope_id = ?)"
+            (size,) = db.execute(query, row).fetchone()
+            return int(size)
+    finally:
+        db.close()
