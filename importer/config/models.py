@@ -29,9 +29,7 @@ from importer.redaction import Secrets, credential_secrets
 class SourceFormat(enum.StrEnum):
     """How input files are read (`source.format`); a str, so job files say it plainly."""
 
-    AUTO = "auto"  # each file as its name or its first bytes say
-    CSV = "csv"
-    PARQUET = "parquet"
+    AUTO, CSV, PARQUET = "auto", "csv", "parquet"  # auto: as its name or first bytes say
 
 
 # mapping.on_empty: what an empty cell does to its attribute (omit: nothing; unset: cleared).

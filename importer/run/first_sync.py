@@ -66,7 +66,7 @@ def _elsewhere(own: Path, scope: Scope) -> list[tuple[Path, int]]:
     found = []
     for path in _candidates(own):
         try:
-            keys = [scope.legacy, *(replace(scope, job=job).key for job in jobs_in(path))]
+            keys = {scope.key, scope.legacy, *(replace(scope, job=j).key for j in jobs_in(path))}
             size = max(snapshot_size(path, key, count=True) for key in keys)
         except (StateError, StateFault):
             continue  # not ours to judge here: only a hint is at stake
