@@ -175,6 +175,8 @@ class Answers:
         # row are all this one's (what a lone request, concurrency 1, can tell).
         alone = self.count > 0 and self._failures_in_a_row == budget.failures
         if answered_since or alone:
+            # Its failures were its own: they say nothing of the API to the next request.
+            self._failures_in_a_row = max(0, self._failures_in_a_row - budget.failures)
             return Answer(status, f"{reason} after {budget.failures} attempts", exhausted=True)
         # Nobody was answered since it was sent, and others fail too: the API is down.
         self._outage.start(reason)
