@@ -16,9 +16,8 @@ from importer.sources.csv_chunks import ChunkAssembler
 from importer.sources.csv_text import (
     CONTROL_BYTES,
     csv_errors,
+    names_of,
     open_text,
-    parse_options,
-    skip_invalid,
     text_encoding,
 )
 from importer.sources.csvrecords import RecordScanner
@@ -81,14 +80,9 @@ def _read_header(
         )
     header = text.encode("utf-8")
     try:
-        table = pa_csv.read_csv(
-            pa.BufferReader(header),
-            read_options=pa_csv.ReadOptions(use_threads=False),
-            parse_options=parse_options(source.csv, skip_invalid),
-        )
-    except pa.ArrowInvalid as error:
-        raise SourceError(f"{path}: cannot read the header line: {error}") from None
-    return list(table.schema.names), header
+        return names_of(header, source.csv), header
+    except ValueError as error:
+        raise SourceError(f"{path}: {error}") from None
 
 
 # What reading only a header fetches at a time: from object storage, checking the columns
@@ -134,6 +128,13 @@ def estimate_csv_rows(file: DataFile, source: SourceConfig) -> int | None:
         sample = handle.read(COUNT_SAMPLE_BYTES)
     if len(sample) < size:
         sample = sample[: sample.rfind(b"\n") + 1]  # whole lines; a quoted one may be cut
+    quote = (source.csv.quotechar or "").encode()
+    if not quote or quote not in sample:
+        # No quoted field, so no line end inside one: each line is a record (the header's
+        # too), counted without parsing the columns (arrow's cost grows with their number).
+        lines = sample.count(b"\n") + (0 if sample.endswith(b"\n") or not sample else 1)
+        rows = max(lines - 1, 0)
+        return rows if len(sample) >= size else round(rows * size / max(len(sample), 1))
     malformed = _MalformedRecords()  # they are data rows too
     try:
         reader = pa_csv.open_csv(
