@@ -254,3 +254,18 @@ def test_a_job_that_does_not_load_still_notifies(tmp_path: Path) -> None:
     [post] = hook.posts
     assert post["exit_code"] == 2 and post["job"] == "nightly" and post["error"] == "ConfigError"
     assert "sensitive-value-123" not in json.dumps(post)
+
+
+@pytest.mark.subprocess
+def test_the_cli_notifies_a_job_that_does_not_load(tmp_path: Path) -> None:
+    source = users_csv(tmp_path, 3)
+    with webhook() as hook:
+        job = job_dict(tmp_path, "http://127.0.0.1:9", source, USERS_MAPPING)
+        job["output"]["notify"] = {"url": "${HOOK_URL}", "on": ["failure"]}
+        job["api"]["api_key"] = "${MISSING_KEY_VARIABLE}"
+        path = write_job(tmp_path, job, "nightly.yaml")
+        result = run_cli("run", str(path), env={"HOOK_URL": hook.url}, timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert [(post["job"], post["exit_code"], post["error"]) for post in hook.posts] == [
+        ("nightly", 2, "ConfigError")
+    ]

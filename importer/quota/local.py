@@ -54,7 +54,7 @@ def ensure_private_directory(path: Path) -> None:
     if problem:
         raise QuotaUnavailable(
             f"the local quota ledger's directory {path} {problem}: refusing to use it. "
-            "Remove it, or set rate_limit.shared to a directory of your own"
+            "Remove it, or set rate_limit.shared.path to a directory of your own"
         )
 
 
