@@ -20,7 +20,7 @@ from importer import moengage
 from importer.config import JobConfig
 from importer.errors import RunAborted
 from importer.quota.window import WindowLimiter
-from importer.run.transport import NoAnswer, Transport
+from importer.run.transport import CertificateFailure, NoAnswer, RequestFailure, Transport
 from importer.run.users_api import CallRefused, UsersApiClient
 
 # How long an unreachable API is tried before the run stops (a brief blip is allowed for).
@@ -47,7 +47,10 @@ async def check_before_reading(job: JobConfig, transport: Transport) -> None:
         in_transit_seconds=job.delivery.timeout_seconds,
     )
     give_up = min(UNREACHABLE_GIVE_UP_SECONDS, job.delivery.max_outage_seconds)
-    await check_credentials(job, client, transport, give_up_seconds=give_up)
+    try:
+        await check_credentials(job, client, transport, give_up_seconds=give_up)
+    except (CertificateFailure, RequestFailure) as failure:
+        raise RunAborted(f"{failure}; nothing was read or sent") from None
 
 
 async def check_credentials(
@@ -66,6 +69,8 @@ async def check_credentials(
         try:
             status, _, _ = await transport.post(url, body, client.headers)
         except NoAnswer as exc:
+            if exc.reason.startswith("timeout"):
+                return  # the host took the connection: slow, not unreachable (delivery judges)
             if time.monotonic() + RETRY_EVERY_SECONDS > deadline:
                 raise Unreachable(_unreachable(job, str(exc), give_up)) from None
             await asyncio.sleep(RETRY_EVERY_SECONDS)

@@ -173,8 +173,18 @@ class Run:
     async def _reachable(self, transport: Transport) -> bool:
         """The credentials and the host checked before a row is read (see run.credentials):
         a refusal or a host that never answers stops the run, nothing read."""
+        check = asyncio.ensure_future(check_before_reading(self.job, transport))
+        stopped = asyncio.ensure_future(self._stopping.wait())
         try:
-            await check_before_reading(self.job, transport)
+            await asyncio.wait({check, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopped.cancel()
+        if not check.done():  # interrupted during the check: nothing read, nothing sent
+            check.cancel()
+            await asyncio.gather(check, return_exceptions=True)
+            return False
+        try:
+            check.result()
         except RunAborted as refused:
             self._abort(str(refused))
             return False
