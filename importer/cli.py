@@ -17,6 +17,7 @@ import orjson
 from importer import __version__
 from importer.config import JobConfig, with_overrides
 from importer.errors import EXIT_ABORTED, EXIT_INTERRUPTED, ImporterError
+from importer.outputs.load_notify import notify_load_failure
 from importer.outputs.report import Report, format_reasons, format_summary
 from importer.redaction import Secrets
 from importer.run.options import RunOutcome
@@ -284,7 +285,12 @@ def _run_command(args: argparse.Namespace, secrets: Secrets) -> int:
     validating = args.command == "validate" or bool(getattr(args, "dry_run", False))
     replay_from = Path(args.dead_letter_in) if args.command == "replay" else None
     # A dry run sends nothing, so it needs no credentials.
-    job = api.load_job(args.job, need_credentials=not validating)
+    try:
+        job = api.load_job(args.job, need_credentials=not validating)
+    except ImporterError as error:  # exit 2 at load: the webhook the file names still hears
+        if not validating:
+            notify_load_failure(Path(args.job), error, getattr(args, "notify", None))
+        raise
     secrets.update(job.secrets())
     job = apply_overrides(job, args, need_credentials=not validating)
     job = api.prepared(

@@ -12,7 +12,9 @@ MIN_SECRET_RUN = 8
 MASK = "***"
 # scheme://user:password@host: the password is hidden whether or not it is a known secret
 # (a Redis URL, a proxy, an object store endpoint written with its credentials).
-_URL_CREDENTIALS = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^\s/@:]*:)([^\s/@]+)(@)")
+# A password may hold `/`, `#`, `?` or `@` unencoded (people paste them so): it runs to the
+# last `@` of the token.
+_URL_CREDENTIALS = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^\s/@:]*:)(\S+)(@)")
 
 
 class Secrets:
@@ -88,6 +90,12 @@ def _hide(text: str, secret: str, shown_as: str) -> str:
         elif index == 0 or not masked[index - 1]:
             parts.append(shown_as)
     return "".join(parts)
+
+
+def url_password(url: str | None) -> str | None:
+    """The password in `scheme://user:password@host...`, whatever characters it holds."""
+    match = _URL_CREDENTIALS.search(url or "")
+    return match.group(2) if match else None
 
 
 def credential_secrets(login: str, password: str) -> list[str]:

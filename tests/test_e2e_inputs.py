@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from importer.config import ConfigError, load_job
+from importer.moengage import EXPORT_PATH
 from tests.sandbox_proc import start_sandbox
 from tests.support import (
     SANDBOX_KEY,
@@ -462,7 +463,9 @@ def test_api_key_file_and_whitespace_hint(tmp_path: Path) -> None:
         padded = run_cli("run", str(path), "--fresh", env={"MOENGAGE_API_KEY": SANDBOX_KEY + "\n"})
         assert padded.returncode == 2
         assert "whitespace" in padded.stderr and "cat keyfile" in padded.stderr
-        assert len(sandbox.arrivals()) == 1  # refused before sending: only the first run's
+        # Refused before sending: only the first run's (and its credential check).
+        assert len(sandbox.arrivals()) == 1
+        assert sandbox.arrivals(exports=True)[0]["path"] == EXPORT_PATH
 
 
 @pytest.mark.subprocess

@@ -190,7 +190,8 @@ def test_a_rerun_resending_failed_rows_still_ends_on_each_customers_last_row(
         records = flaky.records()
     assert first.returncode == 1, first.stderr
     failed = read_report(tmp_path)["rows_failed"]
-    assert failed > 50
+    # A failed request is bisected, so only rows whose own requests kept failing are left.
+    assert failed > 0
     # Some customers' older rows failed while newer ones were accepted.
     final_first = _final_versions(records)
     assert any(version == 3 for version in final_first.values())

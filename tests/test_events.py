@@ -151,7 +151,7 @@ def test_a_grouped_element_heavier_than_the_window_is_sent_as_its_rows() -> None
     from importer.run.transport import Answer, FakeTransport, Request
 
     def respond(request: Request) -> Answer:
-        return 200, {}, b"{}"
+        return 200, {}, b'{"status": "success"}'
 
     transport = FakeTransport(respond)
 

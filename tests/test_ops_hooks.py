@@ -112,7 +112,8 @@ def test_output_notify_on_failure_only_stays_quiet_on_success(tmp_path: Path) ->
     assert quiet.returncode == 0, quiet.stderr
     assert loud.returncode == 3, loud.stderr
     assert [post["exit_code"] for post in hook.posts] == [3]
-    assert hook.posts[0]["counts"]["rows_pending"] == 1 and "401" in hook.posts[0]["error"]
+    # The credential check refuses the key before a row is read: nothing read, nothing pending.
+    assert hook.posts[0]["counts"]["rows_read"] == 0 and "401" in hook.posts[0]["error"]
     assert "a-wrong-key" not in hook.raw[0].decode()
 
 
@@ -248,7 +249,9 @@ def test_python_api_as_an_orchestrator_uses_it(
         with pytest.raises(importer.RunAborted) as aborted:
             importer.run_job(wrong, fresh=True)
         assert aborted.value.exit_code == 3
-        assert aborted.value.report is not None and aborted.value.report.rows_pending == rows
+        assert (
+            aborted.value.report is not None and aborted.value.report.rows_read == 0
+        )  # refused before reading
         assert "wrong" not in str(aborted.value)
 
 

@@ -23,7 +23,7 @@ from pydantic import (
 from importer import moengage
 from importer.config.tls import ssl_context
 from importer.moengage import Endpoint
-from importer.redaction import Secrets, credential_secrets
+from importer.redaction import Secrets, credential_secrets, url_password
 
 
 class SourceFormat(enum.StrEnum):
@@ -388,6 +388,7 @@ class JobConfig(_Strict):
         found.add(key, "the API key")
         for value in credential_secrets(self.api.workspace_id, key)[1:]:
             found.add(value)
+        found.add(url_password(self.rate_limit.shared.url if self.rate_limit.shared else "") or "")
         return found
 
     def keeping_secrets(self, secrets: Secrets) -> JobConfig:

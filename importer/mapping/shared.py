@@ -16,6 +16,7 @@ from importer.config import ConfigError
 from importer.mapping.converters import Field
 from importer.mapping.text import control_problems
 from importer.rows import Chunk, InvalidRow, MappedChunk, ValidRows
+from importer.sources.headers import describe_columns, looks_like_header
 
 # The largest element a request can carry beside the bulk frame around it.
 DEFAULT_MAX_ELEMENT_BYTES = moengage.MAX_REQUEST_BYTES - moengage.BULK_FRAME_BYTES
@@ -58,11 +59,12 @@ def check_columns(wanted: list[tuple[str, str]], available: list[str], source: s
     for key_path, column in wanted:
         if column in present:
             continue
-        close = difflib.get_close_matches(column, available, n=3)
+        header = looks_like_header(available)  # else a data row: never shown
+        close = difflib.get_close_matches(column, available, n=3) if header else []
         hint = (
             f"did you mean {', '.join(repr(c) for c in close)}?"
             if close
-            else f"it has {', '.join(repr(c) for c in available[:20])}"
+            else describe_columns(available)
         )
         problems.append(f"{key_path}: column {column!r} is not in {source}; {hint}")
     if problems:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import socket
+import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterable
@@ -21,9 +22,13 @@ from importer.outputs.report import ROW_OUTCOMES, Report
 
 log = logging.getLogger("importer")
 
+# The whole notification (connect, send, the answer) gets this long, however slowly a
+# webhook trickles its answer: the run's exit never waits longer on it.
 NOTIFY_TIMEOUT_SECONDS = 10.0
 # Messages are cut to this length: enough to act on, short enough for a chat line.
 MAX_MESSAGE_CHARS = 500
+# A webhook's answer is read no further than this (it only has to say 2xx).
+MAX_ANSWER_BYTES = 64 * 1024
 
 COUNTS = ("rows_read", *ROW_OUTCOMES, "customers_deleted", "deletes_failed", "unsets_sent")
 
@@ -96,9 +101,30 @@ def notify(
     on: Iterable[str] = ("failure", "success"),
     timeout: float = NOTIFY_TIMEOUT_SECONDS,
 ) -> bool:
-    """POST `body` as JSON if its status is one of `on`; True if the hook answered 2xx."""
+    """POST `body` as JSON if its status is one of `on`; True if the hook answered 2xx.
+
+    `timeout` bounds the whole call, not each socket read: the POST runs in a daemon thread
+    given up on (and left to the process's exit) once the deadline passes.
+    """
     if body["status"] not in set(on):
         return False
+    outcome: list[bool] = []
+    worker = threading.Thread(
+        target=lambda: outcome.append(_post(url, body, timeout)), name="notify", daemon=True
+    )
+    worker.start()
+    worker.join(timeout)
+    if worker.is_alive():
+        log.warning(
+            "notification to %s got no full answer within %s s: given up; the run's outcome stands",
+            where(url),
+            f"{timeout:g}",
+        )
+        return False
+    return bool(outcome and outcome[0])
+
+
+def _post(url: str, body: dict[str, Any], timeout: float) -> bool:
     request = urllib.request.Request(
         url,
         data=json.dumps(body).encode(),
@@ -107,7 +133,7 @@ def notify(
     )
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
-            response.read()
+            response.read(MAX_ANSWER_BYTES)
         return True
     except urllib.error.HTTPError as failure:
         log.warning(

@@ -16,6 +16,7 @@ import fcntl
 import json
 import os
 import re
+import stat
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -32,7 +33,30 @@ from importer.quota.base import (
     QuotaUnavailable,
 )
 
-DEFAULT_DIRECTORY = Path(tempfile.gettempdir()) / "moe-import-quota"
+# Per user, private (0700, owned by the user, checked): a predictable shared path under /tmp
+# that someone else created first is refused, never used.
+DEFAULT_DIRECTORY = Path(tempfile.gettempdir()) / f"moe-import-quota-{os.getuid()}"
+
+
+def ensure_private_directory(path: Path) -> None:
+    """Create `path` 0700, or accept it only as a real directory of ours that no one else
+    may write: QuotaUnavailable naming what is wrong otherwise."""
+    with contextlib.suppress(FileExistsError):
+        path.mkdir(mode=0o700, parents=True)
+    info = path.lstat()
+    problem = None
+    if not stat.S_ISDIR(info.st_mode):
+        problem = "is not a directory (a link or a file)"
+    elif info.st_uid != os.getuid():
+        problem = f"belongs to another user (uid {info.st_uid})"
+    elif info.st_mode & 0o077:
+        problem = f"is open to other users (mode {stat.S_IMODE(info.st_mode):o})"
+    if problem:
+        raise QuotaUnavailable(
+            f"the local quota ledger's directory {path} {problem}: refusing to use it. "
+            "Remove it, or set rate_limit.shared.path to a directory of your own"
+        )
+
 
 State = dict[str, Any]
 
@@ -113,6 +137,7 @@ class LocalLedger:
         self.terms = terms
         self.timeout = timeout
         self.directory = directory or DEFAULT_DIRECTORY
+        self._private = directory is None  # the default: checked to be the user's own
         name = re.sub(r"[^A-Za-z0-9_.-]", "_", key)
         self.path = self.directory / f"{name}.json"
         self._lock_path = self.directory / f"{name}.lock"
@@ -156,7 +181,11 @@ class LocalLedger:
     def _locked(self) -> Iterator[State]:
         """The ledger, read and written back under the lock; a fault stops the run."""
         try:
-            self.directory.mkdir(parents=True, exist_ok=True)
+            if self._private:
+                ensure_private_directory(self.directory)
+                self._private = False  # checked once, then used
+            else:
+                self.directory.mkdir(parents=True, exist_ok=True)
             # As the umask allows: processes of several users may share one directory.
             fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o666)
         except OSError as error:

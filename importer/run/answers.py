@@ -2,16 +2,22 @@
 
 The rules, in the order an answer meets them (`Answers.after_answer`):
 
-- 2xx: the rows are accepted.
+- 2xx with MoEngage's success body (`"status": "success"`): the rows are accepted. Any
+  other 2xx (an HTML page, a fail body, an empty 200, 202, 204: a proxy or a portal, not
+  the API) is a failure like a 5xx: retried, never counted accepted.
 - 3xx: never followed (a POST's body and key must go nowhere else): the run stops.
 - 401, 403, 409 and 404, 405, 415: the run itself is refused: it stops.
 - 429: the whole sender slows down (Retry-After pauses the limiter, the adaptive ceiling
   drops) and the request is sent again; no attempt budget is spent. Only
   `max_rate_limited_seconds` of nothing but 429s stops the run, rows pending.
+- 407 (a proxy wants credentials): the run stops. 408 and 425: retried like a 5xx.
 - 5xx, timeouts, broken or refused connections: retried with backoff. A request spends its
   `max_attempts` (and ends in the dead-letter file, stage delivery) only while other
   requests get answers. When every request fails the API is down: an `Outage` begins.
-- 400/422 counted: request after request refused with none accepted stops the run.
+- Refusals of whole requests (400/422, 413 and any other 4xx) counted: request after
+  request refused with none accepted stops the run, rows not yet isolated pending.
+
+Error texts kept (dead-letter `error`, logs, the report) are cut to MAX_REASON_CHARS.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from importer.quota.window import WindowLimiter
 from importer.run import batching, retry
 from importer.run.outages import Outage
 from importer.run.results import DeliveryStats
+from importer.run.users_api import is_success_body
 
 log = logging.getLogger("importer")
 
@@ -44,6 +51,9 @@ MAX_REFUSALS_IN_A_ROW = 64
 # Failed attempts in a row across all requests, no answer between them: the API is down.
 # At least the requests in flight: when it goes down, all of them fail together.
 MIN_FAILURES_FOR_OUTAGE = 3
+# An error text is cut to this many characters where it is kept (a 500 KB 413 page copied
+# into every dead-letter line would otherwise be 50 MB for 100 rows).
+MAX_REASON_CHARS = 1000
 
 
 @dataclass(frozen=True)
@@ -112,6 +122,7 @@ class Answers:
         self._failures_in_a_row = 0  # attempts without a working answer, across requests
         self._refusals_in_a_row = 0
         self._rate_limited_since: float | None = None  # 429s and nothing else since then
+        self._odd_successes: set[str] = set()  # non-MoEngage 2xx kinds already logged
 
     def after_answer(self, answer: HttpAnswer, users: int, budget: Budget) -> Answer | float:
         """The final answer for these rows, or the seconds to wait before the next attempt."""
@@ -121,6 +132,12 @@ class Answers:
             reason = self._scrub(describe_answer(status, answer.payload))
             wait = retry.retry_after_seconds(headers, time.time())
             return self.after_failure(status, reason, budget, wait)
+        if 200 <= status <= 299 and not success_payload(answer.payload):
+            reason = self._scrub(not_moengage_success(status, answer.payload))
+            if reason not in self._odd_successes:
+                self._odd_successes.add(reason)
+                log.warning("%s: retried, never counted accepted", reason)
+            return self.after_failure(status, reason, budget, None)
         self._answered()
         if 200 <= status <= 299:
             self._accepted(users)
@@ -135,7 +152,7 @@ class Answers:
             budget.rate_limited += 1
             return self._after_rate_limited(headers, answer.granted_at, reason, budget)
         self._rate_limited_since = None
-        if retry.is_data_refusal(status) and not retry.is_too_large(status):
+        if retry.refuses_request(status):
             self._count_refusal(status, reason)
         return Answer(status, f"{status} {reason}")
 
@@ -158,6 +175,8 @@ class Answers:
         # row are all this one's (what a lone request, concurrency 1, can tell).
         alone = self.count > 0 and self._failures_in_a_row == budget.failures
         if answered_since or alone:
+            # Its failures were its own: they say nothing of the API to the next request.
+            self._failures_in_a_row = max(0, self._failures_in_a_row - budget.failures)
             return Answer(status, f"{reason} after {budget.failures} attempts", exhausted=True)
         # Nobody was answered since it was sent, and others fail too: the API is down.
         self._outage.start(reason)
@@ -213,7 +232,8 @@ class Answers:
         )
 
     def _count_refusal(self, status: int, reason: str) -> None:
-        if self._endpoint == batching.BULK and retry.refuses_whole_request(reason):
+        whole = retry.is_data_refusal(status) and not retry.is_too_large(status)
+        if whole and self._endpoint == batching.BULK and retry.refuses_whole_request(reason):
             raise ApiAbort(
                 status,
                 f"the API refused a request as a whole ({status} {reason}): not something "
@@ -231,7 +251,8 @@ class Answers:
 
 
 def describe_answer(status: int, payload: bytes) -> str:
-    """`<type>: <message> (request_id X)` from an error body, whatever the server sent."""
+    """`<type>: <message> (request_id X)` from an error body, whatever the server sent, cut
+    to MAX_REASON_CHARS."""
     body: Any
     try:
         body = orjson.loads(payload) if payload else None
@@ -240,11 +261,47 @@ def describe_answer(status: int, payload: bytes) -> str:
     message, request_id = moengage.parse_error(body)
     error_type = moengage.error_type(body)
     text = f"{error_type}: {message}" if error_type and error_type != message else message
-    return f"{text} (request_id {request_id})" if request_id else text
+    text = f"{text} (request_id {request_id})" if request_id else text
+    return truncate(text)
+
+
+def truncate(text: str, limit: int = MAX_REASON_CHARS) -> str:
+    """`text` cut to `limit` characters, saying how much was left out."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text) - limit:,} more characters not kept)"
+
+
+def success_payload(payload: bytes) -> bool:
+    """The body MoEngage answers an accepted request with (JSON, "status": "success")."""
+    try:
+        return is_success_body(orjson.loads(payload)) if payload else False
+    except orjson.JSONDecodeError:
+        return False
+
+
+def not_moengage_success(status: int, payload: bytes) -> str:
+    """Why a 2xx is not MoEngage's success, naming what came (never the body's values)."""
+    if not payload:
+        what = "an empty body"
+    else:
+        try:
+            body = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            head = payload[:200].lstrip().lower()
+            what = "an HTML page" if head.startswith((b"<!doctype", b"<html")) else "not JSON"
+        else:
+            shown = body.get("status") if isinstance(body, dict) else None
+            what = f'"status": {str(shown)[:40]!r}' if shown is not None else "no status"
+    return f"{status} without MoEngage's success body ({what})"
 
 
 def abort_message(status: int, reason: str, url: str) -> str:
-    meaning = moengage.STATUS_MEANINGS.get(status, "refused")
+    meaning = moengage.STATUS_MEANINGS.get(status) or (
+        "a proxy on the way wants its own credentials (check HTTPS_PROXY / HTTP_PROXY)"
+        if status == retry.PROXY_AUTH_STATUS
+        else "refused"
+    )
     where = f" at {url}" if status in moengage.CLIENT_BUG_STATUSES else ""
     return f"the API answered {status}{where}: {meaning}. {reason}"
 

@@ -19,7 +19,8 @@ import orjson
 from importer import moengage
 from importer.config import JobConfig
 from importer.errors import RunAborted
-from importer.run.transport import NoAnswer, Transport
+from importer.quota.window import WindowLimiter
+from importer.run.transport import CertificateFailure, NoAnswer, RequestFailure, Transport
 from importer.run.users_api import CallRefused, UsersApiClient
 
 # How long an unreachable API is tried before the run stops (a brief blip is allowed for).
@@ -35,17 +36,43 @@ def probe_id() -> str:
     return f"moe-import-credential-check-{secrets.token_hex(8)}"
 
 
-async def check_credentials(job: JobConfig, client: UsersApiClient, transport: Transport) -> None:
+async def check_before_reading(job: JobConfig, transport: Transport) -> None:
+    """The check a real run makes on its own transport before it reads a row: CallRefused
+    or Unreachable (both RunAborted), given up on within UNREACHABLE_GIVE_UP_SECONDS (or
+    the job's delivery.max_outage_seconds, if shorter)."""
+    client = UsersApiClient(
+        job.api,
+        transport,
+        limiter=WindowLimiter(moengage.DEFAULT_EXPORT_USERS, 60.0),
+        in_transit_seconds=job.delivery.timeout_seconds,
+    )
+    give_up = min(UNREACHABLE_GIVE_UP_SECONDS, job.delivery.max_outage_seconds)
+    try:
+        await check_credentials(job, client, transport, give_up_seconds=give_up)
+    except (CertificateFailure, RequestFailure) as failure:
+        raise RunAborted(f"{failure}; nothing was read or sent") from None
+
+
+async def check_credentials(
+    job: JobConfig,
+    client: UsersApiClient,
+    transport: Transport,
+    *,
+    give_up_seconds: float | None = None,
+) -> None:
     """Raise CallRefused (bad credentials) or Unreachable; return when the API answered."""
     url = client.url(moengage.EXPORT_PATH)
     body = orjson.dumps({"identity_type": "customer_id", "identity_values": [probe_id()]})
-    deadline = time.monotonic() + UNREACHABLE_GIVE_UP_SECONDS
+    give_up = UNREACHABLE_GIVE_UP_SECONDS if give_up_seconds is None else give_up_seconds
+    deadline = time.monotonic() + give_up
     while True:
         try:
             status, _, _ = await transport.post(url, body, client.headers)
         except NoAnswer as exc:
+            if exc.reason.startswith("timeout"):
+                return  # the host took the connection: slow, not unreachable (delivery judges)
             if time.monotonic() + RETRY_EVERY_SECONDS > deadline:
-                raise Unreachable(_unreachable(job, str(exc))) from None
+                raise Unreachable(_unreachable(job, str(exc), give_up)) from None
             await asyncio.sleep(RETRY_EVERY_SECONDS)
             continue
         if status in moengage.FATAL_STATUSES:
@@ -56,11 +83,11 @@ async def check_credentials(job: JobConfig, client: UsersApiClient, transport: T
         return
 
 
-def _unreachable(job: JobConfig, why: str) -> str:
+def _unreachable(job: JobConfig, why: str, waited: float) -> str:
     parts = urlsplit(job.api.resolved_base_url())
     port = parts.port or (443 if parts.scheme == "https" else 80)
     return (
         f"cannot reach the API at {parts.hostname}:{port} ({why}) for "
-        f"{UNREACHABLE_GIVE_UP_SECONDS:g} s; nothing was read or sent. Check api.base_url / "
+        f"{waited:g} s; nothing was read or sent. Check api.base_url / "
         "api.data_center and the network, then rerun"
     )

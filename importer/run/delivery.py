@@ -196,20 +196,25 @@ class Sender:
         answer = await self._attempts(rows)
         if answer.ok:
             result.accepted.extend(rows)
-        elif answer.exhausted or answer.status is None:
+        elif answer.status is None:
             self._refuse(rows, "delivery", answer, result)
-        elif len(rows) > 1 and self._splittable(answer.status):
+        elif len(rows) > 1 and (answer.exhausted or self._splittable(answer.status)):
+            # A 5xx that spent its attempts while other requests passed is judged per row
+            # too: the halves go on their own, and only rows that keep failing end here.
             await self._halves(rows, result)
-        elif retry.is_data_refusal(answer.status):
+        elif answer.exhausted:
+            self._refuse(rows, "delivery", answer, result)
+        elif retry.refuses_request(answer.status):
             self._refuse(rows, "rejected", answer, result)
         else:  # an answer we do not understand: keep the rows for a replay
             self._refuse(rows, "delivery", answer, result)
 
     def _splittable(self, status: int) -> bool:
-        # 413 splits anywhere; 400/422 bisect a bulk body to isolate the refused elements.
-        return retry.is_too_large(status) or (
-            self._endpoint == batching.BULK and retry.is_data_refusal(status)
-        )
+        # 413 and other refusals of a whole request split anywhere; 400/422 bisect a bulk
+        # body to isolate the refused elements.
+        if retry.is_data_refusal(status) and not retry.is_too_large(status):
+            return self._endpoint == batching.BULK
+        return retry.refuses_request(status)
 
     async def _halves(self, rows: list[Row], result: SendResult) -> None:
         # One half after the other: bisection stays within the concurrency the caller chose.

@@ -25,6 +25,7 @@ from importer.outputs.progress import ticking
 from importer.outputs.report import Report
 from importer.rows import Row
 from importer.run import deletes
+from importer.run.credentials import check_before_reading
 from importer.run.delivery import Sender, open_transport
 from importer.run.feed import Batch, Batcher, FileFeed, Planner, ReadFailed, WorkSource, next_work
 from importer.run.options import RunOptions, RunOutcome
@@ -35,6 +36,7 @@ from importer.run.resources import OpenAborted, RunOutputs
 from importer.run.results import DeliveryStats, SendResult
 from importer.run.signals import TwoStageStop
 from importer.run.sync import CustomerKeys
+from importer.run.transport import Transport
 from importer.sources import DataFile
 from importer.state import RunState
 
@@ -204,6 +206,8 @@ class Run:
             self._stop_future.set_result(None)
         try:
             async with open_transport(job.api, job.delivery) as transport:
+                if not await self._reachable(transport):
+                    return
                 events = job.import_ == "events"
                 sender = Sender(job.api, job.delivery, limiter, transport, stats, events=events)
                 self._sender = sender
@@ -222,6 +226,26 @@ class Run:
         finally:
             record_delivery(self.report, stats)
             await quota.close_limiter(limiter)  # the other sharers get our last grants back
+
+    async def _reachable(self, transport: Transport) -> bool:
+        """The credentials and the host checked before a row is read (see run.credentials):
+        a refusal or a host that never answers stops the run, nothing read."""
+        check = asyncio.ensure_future(check_before_reading(self.job, transport))
+        stopped = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait({check, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopped.cancel()
+        if not check.done():  # interrupted during the check: nothing read, nothing sent
+            check.cancel()
+            await asyncio.gather(check, return_exceptions=True)
+            return False
+        try:
+            check.result()
+        except RunAborted as refused:
+            self._abort(str(refused))
+            return False
+        return True
 
     async def _produce(
         self,

@@ -18,9 +18,19 @@ MAX_RETRY_AFTER_SECONDS = 300.0
 EPOCH_THRESHOLD = 1_000_000_000
 
 
+# 407: a proxy on the way wants credentials of its own; no retry and no row can mend it.
+PROXY_AUTH_STATUS = 407
+# 408 (request timeout) and 425 (too early): the same request may well pass a moment later.
+RETRIED_CLIENT_STATUSES = frozenset({408, 425})
+
+
 def is_fatal(status: int) -> bool:
-    """Credentials, account, workspace mismatch, or a wrong URL: stop the run."""
-    return status in moengage.FATAL_STATUSES or status in moengage.CLIENT_BUG_STATUSES
+    """Credentials, account, workspace mismatch, a proxy's login, or a wrong URL: stop."""
+    return (
+        status in moengage.FATAL_STATUSES
+        or status in moengage.CLIENT_BUG_STATUSES
+        or status == PROXY_AUTH_STATUS
+    )
 
 
 def is_rate_limited(status: int) -> bool:
@@ -28,8 +38,16 @@ def is_rate_limited(status: int) -> bool:
 
 
 def is_transient(status: int) -> bool:
-    """A server-side failure: the same request may succeed later."""
-    return 500 <= status <= 599
+    """A server-side failure (or 408, 425): the same request may succeed later."""
+    return 500 <= status <= 599 or status in RETRIED_CLIENT_STATUSES
+
+
+def refuses_request(status: int) -> bool:
+    """A 4xx that refuses the request (400, 413, 422, and any 4xx not handled otherwise):
+    split or bisected, and counted against the refusals in a row that stop a run."""
+    return 400 <= status <= 499 and not (
+        is_fatal(status) or is_rate_limited(status) or is_transient(status)
+    )
 
 
 def is_too_large(status: int) -> bool:

@@ -14,6 +14,8 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import os
+import urllib.request
+import zlib
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +28,10 @@ from importer.config import ConfigError
 from importer.config.tls import ssl_context
 
 Answer = tuple[int, Mapping[str, str], bytes]
+
+# An answer body is read up to this many bytes (decompressed): MoEngage's answers are a few
+# hundred bytes; a peer sending gigabytes costs no more memory than this per request.
+MAX_ANSWER_BYTES = 64 * 1024
 
 
 class NoAnswer(Exception):
@@ -65,18 +71,38 @@ def is_loopback_host(host: str) -> bool:
 
 
 def check_plain_http(url: str, allow_insecure_http: bool) -> None:
-    """Basic auth over http:// to another machine sends the key in clear: refuse unless allowed."""
+    """Basic auth over http:// to another machine sends the key in clear: refuse unless
+    allowed. The whole route is judged: a loopback URL sent through a proxy
+    (HTTP_PROXY, unless NO_PROXY names the host) crosses the network to that proxy."""
     parts = urlsplit(url)
     if parts.scheme != "http" or allow_insecure_http:
         return
     host = parts.hostname or ""
-    if is_loopback_host(host):
+    proxy = proxy_for(url)
+    proxy_host = urlsplit(proxy).hostname or "" if proxy else None
+    if proxy_host is None and is_loopback_host(host):
         return
+    if proxy_host is not None and is_loopback_host(host) and is_loopback_host(proxy_host):
+        return
+    via = f" through the proxy {proxy_host} (HTTP_PROXY)" if proxy_host is not None else ""
     raise ConfigError(
-        f"api.base_url {url} is plain http:// to {host}: the API key would cross the network "
-        "in clear. Use https://, or pass --allow-insecure-http if this is really meant "
-        "(a trusted proxy on a private network)"
+        f"api.base_url {url} is plain http:// to {host}{via}: the API key would cross the "
+        "network in clear. Use https://, or pass --allow-insecure-http if this is really "
+        "meant (a trusted proxy on a private network)"
     )
+
+
+def proxy_for(url: str) -> str | None:
+    """The proxy aiohttp (trust_env) would send `url` through, as the environment says."""
+    parts = urlsplit(url)
+    proxies = urllib.request.getproxies()
+    proxy = proxies.get(parts.scheme)
+    if not proxy:
+        return None
+    host = parts.hostname or ""
+    if urllib.request.proxy_bypass(f"{host}:{parts.port}" if parts.port else host):
+        return None
+    return proxy
 
 
 # ---------------------------------------------------------------- aiohttp
@@ -99,6 +125,7 @@ class AiohttpTransport:
             connector=aiohttp.TCPConnector(limit=concurrency, ssl=context),
             timeout=aiohttp.ClientTimeout(total=timeout_seconds),
             trust_env=True,
+            auto_decompress=False,  # decoded here, within MAX_ANSWER_BYTES (read_capped)
         )
 
     async def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> Answer:
@@ -106,7 +133,7 @@ class AiohttpTransport:
             async with self._session.post(
                 url, data=body, headers=dict(headers), allow_redirects=False
             ) as response:
-                payload = await response.read()
+                payload = await read_capped(response, MAX_ANSWER_BYTES)
                 return response.status, response.headers, payload
         except (aiohttp.ClientConnectorCertificateError, aiohttp.ClientSSLError) as exc:
             raise CertificateFailure(self._certificate_message(url, exc)) from None
@@ -140,6 +167,24 @@ class AiohttpTransport:
 
     async def close(self) -> None:
         await self._session.close()
+
+
+async def read_capped(response: aiohttp.ClientResponse, cap: int) -> bytes:
+    """The answer's body, decompressed, cut to `cap` bytes: never more held in memory. A
+    body past the cap is cut (the answer is judged on what was read; a success body is a
+    few dozen bytes)."""
+    raw = await response.content.read(cap + 1)
+    encoding = response.headers.get(aiohttp.hdrs.CONTENT_ENCODING, "").strip().lower()
+    if encoding in ("gzip", "x-gzip", "deflate"):
+        # wbits 47: gzip or zlib header, detected; a raw deflate stream is tried after.
+        try:
+            return zlib.decompressobj(47).decompress(raw, cap)
+        except zlib.error:
+            try:
+                return zlib.decompressobj(-15).decompress(raw, cap)
+            except zlib.error:
+                return b""
+    return raw[:cap]
 
 
 def describe_failure(exc: BaseException, timeout_seconds: float) -> str:

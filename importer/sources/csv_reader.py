@@ -17,9 +17,8 @@ from importer.sources.csv_chunks import ChunkAssembler
 from importer.sources.csv_text import (
     CONTROL_BYTES,
     csv_errors,
+    names_of,
     open_text,
-    parse_options,
-    skip_invalid,
     text_encoding,
 )
 from importer.sources.csvrecords import RecordScanner
@@ -82,14 +81,9 @@ def _read_header(
         )
     header = text.encode("utf-8")
     try:
-        table = pa_csv.read_csv(
-            pa.BufferReader(header),
-            read_options=pa_csv.ReadOptions(use_threads=False),
-            parse_options=parse_options(source.csv, skip_invalid),
-        )
-    except pa.ArrowInvalid as error:
-        raise SourceError(f"{path}: cannot read the header line: {error}") from None
-    return list(table.schema.names), header
+        return names_of(header, source.csv), header
+    except ValueError as error:
+        raise SourceError(f"{path}: {error}") from None
 
 
 # What reading only a header fetches at a time: from object storage, checking the columns
@@ -154,6 +148,13 @@ def estimate_csv_rows(file: DataFile, source: SourceConfig) -> RowCount | None:
 
 
 def _rows_in(sample: bytes, source: SourceConfig) -> int | None:
+    """Data rows in whole lines of CSV text (None when arrow cannot read them)."""
+    quote = (source.csv.quotechar or "").encode()
+    if not quote or quote not in sample:
+        # No quoted field, so no line end inside one: each line is a record (the header's
+        # too), counted without parsing the columns (arrow's cost grows with their number).
+        lines = sample.count(b"\n") + (0 if sample.endswith(b"\n") or not sample else 1)
+        return max(lines - 1, 0)
     malformed = _MalformedRecords()  # they are data rows too
     try:
         reader = pa_csv.open_csv(

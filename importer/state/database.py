@@ -113,6 +113,8 @@ def faults(path: Path) -> Iterator[None]:
     try:
         yield
     except sqlite3.Error as error:
+        if is_io_fault(error):
+            raise StateFault(io_fault_message(path, error)) from None
         detail = "locked by another process" if _is_busy(error) else str(error)
         raise StateFault(f"cannot use state file {path}: {detail}") from None
 
@@ -195,7 +197,32 @@ def _open(path: Path) -> sqlite3.Connection:
             db.close()
         if _is_busy(error):
             raise StateFault(f"state file {path} is locked by another process ({error})") from None
+        if is_io_fault(error):
+            raise StateFault(io_fault_message(path, error)) from None
         raise StateError(unusable(path, str(error))) from None
+
+
+# SQLite's primary result codes for a file it cannot read, grow or write (not a bad file):
+# SQLITE_READONLY, SQLITE_IOERR, SQLITE_FULL, SQLITE_CANTOPEN.
+_IO_FAULT_CODES = frozenset({8, 10, 13, 14})
+
+
+def is_io_fault(error: sqlite3.Error) -> bool:
+    """The disk or the system failed us (a full disk, a file size limit, no permission):
+    our own fault, never a sign the file is not a state database."""
+    code = getattr(error, "sqlite_errorcode", None)
+    if isinstance(code, int) and code & 0xFF in _IO_FAULT_CODES:
+        return True
+    text = str(error).lower()
+    return any(words in text for words in ("disk i/o error", "disk is full", "readonly"))
+
+
+def io_fault_message(path: Path, error: sqlite3.Error) -> str:
+    return (
+        f"cannot write state file {path} ({error}): a full disk, a file size limit "
+        "(ulimit -f) or permissions. The progress saved so far is intact; free space or "
+        "raise the limit, then run the same command again"
+    )
 
 
 def _upgrade(db: sqlite3.Connection) -> None:
