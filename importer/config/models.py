@@ -123,6 +123,9 @@ class DeliveryConfig(_Strict):
     timeout_seconds: float = Field(30, gt=0, allow_inf_nan=False)
     backoff_base_seconds: float = Field(0.5, gt=0, allow_inf_nan=False)
     backoff_max_seconds: float = Field(30, gt=0, allow_inf_nan=False)
+    # Events whose request got no answer (it may have reached MoEngage): sent again, and
+    # counted as possibly duplicated; or dead-lettered, stage uncertain. Users always resend.
+    on_lost_answer: Literal["resend", "dead_letter"] = "resend"
 
 
 class CsvOptions(_Strict):
@@ -237,6 +240,8 @@ class EventConfig(_Strict):
     platform: EventValue | None = None
     app_version: EventValue | None = None
     attributes: AttributeSpecs = Field(default_factory=dict)
+    # The export's own event id: it keys the events ledger (else the event's content does).
+    id: str | None = None
 
     @field_validator("action", "timezone_offset", "platform", "app_version", mode="before")
     @classmethod
@@ -299,6 +304,8 @@ class SyncConfig(_Strict):
     # all: send every valid row; changed: only rows whose element differs from the last
     # one the API accepted for that customer (see importer/sync.py).
     mode: Literal["all", "changed"] = "all"
+    # Events jobs: forget ledger entries accepted more than this many days ago (None: never).
+    events_horizon_days: int | None = Field(None, ge=1)
 
 
 class OutputConfig(_Strict):

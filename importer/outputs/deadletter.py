@@ -19,8 +19,8 @@ import orjson
 
 from importer.errors import RunAborted, UsageError
 
-Stage = Literal["validation", "rejected", "delivery"]
-STAGES: tuple[Stage, ...] = ("validation", "rejected", "delivery")
+Stage = Literal["validation", "rejected", "delivery", "uncertain"]
+STAGES: tuple[Stage, ...] = ("validation", "rejected", "delivery", "uncertain")
 
 
 log = logging.getLogger("importer")

@@ -26,6 +26,7 @@ from importer.mapping.events import is_event
 from importer.moengage import Endpoint
 from importer.rows import Chunk, InvalidRow, MappedChunk, Row, ValidRows
 from importer.run import batching, ordering
+from importer.run.exactly_once import EventLedger
 from importer.run.preflight import job_scope
 from importer.run.sync import CustomerKeys, SyncDiff
 from importer.state import RunState, SettledRows, StateError, StateFault, peek_snapshot
@@ -72,6 +73,7 @@ class Work:
     warnings: list[str] = field(default_factory=list)  # for the summary; no cell values
     source: str = ""
     unchanged: list[int] = field(default_factory=list)  # sync: rows MoEngage holds already
+    already_sent: list[int] = field(default_factory=list)  # events the ledger holds
 
 
 class Batcher:
@@ -182,8 +184,10 @@ class FileFeed:
         mapper: RowMapper,
         *,
         full: bool = False,
+        ledger: EventLedger | None = None,
     ) -> None:
         self.job = job
+        self.ledger = ledger  # events: what was accepted before is not sent again
         self.paths = paths
         self.mapper = mapper
         self.full = full
@@ -282,10 +286,13 @@ class FileFeed:
             if self.diff is not None:
                 diff = self.diff.compare(valid)
                 valid, unchanged = diff.send, diff.unchanged
+            already: list[int] = []
+            if self.ledger is not None:
+                valid, already = self.ledger.filter(valid)
             work = batch(rows_read, skipped, valid, invalid)
             work.warnings = mapped.warnings
             work.source = name
-            work.unchanged = unchanged
+            work.unchanged, work.already_sent = unchanged, already
             yield work
 
     def _map_ahead(

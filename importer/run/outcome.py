@@ -16,10 +16,12 @@ from importer.outputs.deadletter import DeadLetter, DeadLetterFault, DeadLetterW
 from importer.outputs.progress import Progress
 from importer.outputs.report import Report, count_reasons
 from importer.rows import InvalidRow, Row
+from importer.run.exactly_once import EventLedger
 from importer.run.feed import Work
 from importer.run.results import DeliveryStats, Refusal, SendResult
 from importer.run.sync import ABSENT_WARNING_SHARE, CustomerKeys
 from importer.state import RunState, SnapshotEntries, StateFault
+from importer.state.events_ledger import LedgerKeys
 
 log = logging.getLogger("importer")
 
@@ -33,6 +35,7 @@ class _Mark:
     dead_lettered: bool = False
     retry_later: bool = False
     snapshot: SnapshotEntries = ()
+    ledger: LedgerKeys = ()
 
 
 class SettleFault(Exception):
@@ -56,6 +59,7 @@ class Settler:
         progress: Progress,
         run_id: str | None = None,
         customer_keys: CustomerKeys | None = None,
+        ledger: EventLedger | None = None,
     ) -> None:
         self.report = report
         self.writer = writer
@@ -69,6 +73,8 @@ class Settler:
         self._unsaved: list[_Mark] = []
         # sync.mode changed: who accepted rows are about, for the snapshot (None: no snapshot)
         self.customer_keys = customer_keys
+        # events: the keys of accepted rows, saved with their progress (see exactly_once)
+        self.ledger = ledger
 
     def read(self, count: int) -> None:
         self.report.rows_read += count
@@ -84,6 +90,8 @@ class Settler:
         self.invalid(work.invalid)
         if work.unchanged:
             self.unchanged(work.source, work.unchanged)
+        if work.already_sent:
+            self.already_sent(work.source, work.already_sent)
 
     def answered(self, result: SendResult) -> None:
         """A send's outcome, both halves recorded even when the first fails to save; then
@@ -112,11 +120,12 @@ class Settler:
         dead_lettered: bool = False,
         retry_later: bool = False,
         snapshot: SnapshotEntries = (),
+        ledger: LedgerKeys = (),
     ) -> None:
         self.progress.advance(len(rows))
         if self.state is None or not rows:
             return
-        mark = _Mark(source, rows, dead_lettered, retry_later, snapshot)
+        mark = _Mark(source, rows, dead_lettered, retry_later, snapshot, ledger)
         if self.fault is not None:
             self._unsaved.append(mark)
             return
@@ -134,6 +143,7 @@ class Settler:
             dead_lettered=mark.dead_lettered,
             retry_later=mark.retry_later,
             snapshot=mark.snapshot,
+            ledger=mark.ledger,
         )
 
     def skipped(self, count: int, dead_lettered: int) -> None:
@@ -145,6 +155,12 @@ class Settler:
         """Rows whose element MoEngage holds already: settled like accepted rows, so a
         resumed run does not compare them again with a snapshot its later rows moved on."""
         self.report.rows_unchanged += len(rows)
+        self._mark(source, rows)
+
+    def already_sent(self, source: str, rows: list[int]) -> None:
+        """Events the ledger holds as accepted (by an earlier run, or earlier in this one):
+        settled, never sent again."""
+        self.report.rows_already_sent += len(rows)
         self._mark(source, rows)
 
     def accepted(self, rows: list[Row]) -> None:
@@ -161,8 +177,9 @@ class Settler:
             numbers = [number for row in group for number in row.numbers]
             keys = self.customer_keys
             snapshot = keys.of_rows(group) if keys is not None and self.state else ()
+            ledger = self.ledger.take(group) if self.ledger is not None else ()
             try:
-                self._mark(source, numbers, snapshot=snapshot)
+                self._mark(source, numbers, snapshot=snapshot, ledger=ledger)
             except SettleFault as error:
                 fault = error
         if fault is not None:
@@ -204,6 +221,8 @@ class Settler:
     def refused(self, refusals: list[Refusal]) -> None:
         if not refusals:
             return
+        if self.ledger is not None:
+            self.ledger.forget([f.row for f in refusals])
         letters = [
             DeadLetter(
                 row.source,
@@ -257,7 +276,7 @@ class Settler:
             raise self._fail(error) from None
         count(letters)
         fault: SettleFault | None = None
-        for stage in ("validation", "rejected", "delivery"):
+        for stage in ("validation", "rejected", "delivery", "uncertain"):
             pairs = ((d.source, d.row) for d in letters if d.stage == stage)
             for source, numbers in _by_source(pairs).items():
                 try:
@@ -301,6 +320,7 @@ def record_delivery(report: Report, stats: DeliveryStats) -> None:
     report.rate_settled_per_minute = stats.rate_settled_per_minute()
     report.outage_seconds = round(stats.outage_seconds, 1)
     report.rate_limited_wait_seconds = round(stats.rate_limited_wait_seconds, 1)
+    report.events_possibly_duplicated = stats.events_possibly_duplicated
 
 
 def _by_source(pairs: Iterable[tuple[str, int]]) -> dict[str, list[int]]:

@@ -24,6 +24,7 @@ from importer.outputs.progress import ticking
 from importer.outputs.report import Report
 from importer.rows import Row
 from importer.run.delivery import Sender, open_transport
+from importer.run.exactly_once import EventLedger
 from importer.run.feed import Batch, Batcher, FileFeed, Planner, ReadFailed, WorkSource, next_work
 from importer.run.options import RunOptions, RunOutcome
 from importer.run.ordering import CustomerGate
@@ -55,7 +56,11 @@ class Run:
         self.options = options
         self.paths = paths
         self.mapper = mapper
-        self.feed: WorkSource = feed or FileFeed(job, paths, mapper, full=options.full)
+        # Events: the ledger keeps what was accepted from being sent again (exactly_once).
+        self.ledger = EventLedger(job) if job.import_ == "events" and feed is None else None
+        self.feed: WorkSource = feed or FileFeed(
+            job, paths, mapper, full=options.full, ledger=self.ledger
+        )
         # Replay opens the job's state its own way (its progress and the job's, see replay).
         self._open_state = open_state
         self._use_state = (
@@ -104,8 +109,13 @@ class Run:
                 changed = self.job.sync.mode == "changed"  # the snapshot moves with progress
                 keys = CustomerKeys(self.job.mapping.identifiers) if changed else None
                 settler = Settler(
-                    self.report, writer, state, self.feed.fingerprints, progress, self.run_id, keys
-                )
+                    self.report, writer, state, self.feed.fingerprints, progress, self.run_id, keys,
+                    ledger=self.ledger,
+                )  # fmt: skip
+                if self.ledger is not None:
+                    stack.callback(self.ledger.close)
+                    if state is not None:
+                        self.ledger.prune()  # the user's horizon, before the first lookup
                 self._settler = settler
                 # Before the state closes (the stack unwinds last-in first): one more try
                 # at the progress marks a failed write left unsaved.

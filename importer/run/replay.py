@@ -40,6 +40,7 @@ from importer.state import (
     StateStore,
     progress_scope,
 )
+from importer.state.events_ledger import LedgerKeys
 
 log = logging.getLogger("importer")
 
@@ -226,6 +227,7 @@ class ReplayStore:
         dead_lettered: bool = False,
         retry_later: bool = False,
         snapshot: SnapshotEntries = (),
+        ledger: LedgerKeys = (),
     ) -> None:
         # `snapshot` is left alone: a replayed row is sent again the next night under
         # sync.mode changed, the safe direction.
@@ -237,7 +239,7 @@ class ReplayStore:
                 source, fingerprint, rows, dead_lettered=True, retry_later=retry_later
             )
         else:
-            self.job.mark_replayed(source, fingerprint, rows)
+            self.job.mark_replayed(source, fingerprint, rows, ledger)  # events: never twice
         # For the replay, a row failed again is done: it is in the replay's dead-letter file.
         self.own.mark_settled(source, fingerprint, rows, dead_lettered=dead_lettered)
 

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from importer.errors import RunAborted, UsageError
+from importer.state.events_ledger import LEDGER_SCHEMA
 
 SCHEMA_VERSION = 3
 
@@ -161,6 +162,7 @@ def _open(path: Path) -> sqlite3.Connection:
         if tables and not tables & ours:
             raise sqlite3.DatabaseError("an SQLite database, but not one of moe-import's")
         db.executescript(SCHEMA)
+        db.executescript(LEDGER_SCHEMA)  # its own table, no schema number (events_ledger)
         _upgrade(db)
         return db
     except sqlite3.Error as error:

@@ -28,6 +28,7 @@ from importer.state.database import (
     StateDatabase,
     faults,
 )
+from importer.state.events_ledger import LedgerKeys, write_ledger
 from importer.state.ranges import SettledRows, merge_ranges, subtract_ranges, to_ranges
 from importer.state.snapshot import (
     SnapshotEntries,
@@ -72,6 +73,7 @@ class RunState(Protocol):
         dead_lettered: bool = False,
         retry_later: bool = False,
         snapshot: SnapshotEntries = (),
+        ledger: LedgerKeys = (),
     ) -> None: ...
 
     def compact(self) -> None: ...
@@ -186,15 +188,19 @@ class ScopedProgress:
         dead_lettered: bool = False,
         retry_later: bool = False,
         snapshot: SnapshotEntries = (),
+        ledger: LedgerKeys = (),
     ) -> None:
         """Rows settled; `snapshot`: what the accepted ones among them set, in the same
-        transaction, so a crash never leaves a customer recorded whose row is not."""
+        transaction, so a crash never leaves a customer recorded whose row is not;
+        `ledger`: the keys of the accepted events among them (see events_ledger), likewise."""
         outcome = RETRY_LATER if retry_later else DEAD_LETTERED if dead_lettered else ACCEPTED
-        self._insert(source, fingerprint, rows, outcome, snapshot)
+        self._insert(source, fingerprint, rows, outcome, snapshot, ledger)
 
-    def mark_replayed(self, source: str, fingerprint: str, rows: Iterable[int]) -> None:
+    def mark_replayed(
+        self, source: str, fingerprint: str, rows: Iterable[int], ledger: LedgerKeys = ()
+    ) -> None:
         """Rows a replay got a 2xx for: settled, and no longer dead-lettered (see `settled`)."""
-        self._insert(source, fingerprint, rows, REPLAYED, ())
+        self._insert(source, fingerprint, rows, REPLAYED, (), ledger)
 
     def _insert(
         self,
@@ -203,6 +209,7 @@ class ScopedProgress:
         rows: Iterable[int],
         outcome: int,
         snapshot: SnapshotEntries,
+        ledger: LedgerKeys = (),
     ) -> None:
         ranges = to_ranges(rows)
         if not ranges:
@@ -217,6 +224,8 @@ class ScopedProgress:
                 )
                 if snapshot:
                     write_snapshot(self._db, scope_id, snapshot)
+                if ledger:
+                    write_ledger(self._db, ledger)
 
     def _snapshot_scope_id(self) -> int:
         if self._scope_id is None:

@@ -1,0 +1,109 @@
+"""The events ledger: every event this state file saw accepted, so none is sent twice.
+
+One row per accepted event: a 16-byte keyed hash (BLAKE2b, keyed by the target, see
+`importer.run.exactly_once`) and the day it was accepted (days since 1970, for the
+user's horizon), in a table without rowid: about 40 bytes an event on disk (the B-tree's
+pages included; `scripts/bench_ledger.py` measures it). Keys are written only inside the
+transaction that saves the progress of the rows they belong to
+(`ScopedProgress.mark_settled`), so a crash never leaves an event recorded whose row is
+not, nor the other way round.
+
+The table has its own `CREATE TABLE IF NOT EXISTS`, run whenever a state file is opened
+(`LEDGER_SCHEMA`): an older state file gains it empty, and no schema number moves.
+
+Lookups go through a read-only connection of their own (`LedgerReader`): the feed asks on
+its reader thread while the run writes through the main connection (WAL keeps them apart).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+LEDGER_SCHEMA = """
+CREATE TABLE IF NOT EXISTS events_ledger (
+    key BLOB PRIMARY KEY,  -- 16-byte keyed hash of the event (its id, or its content)
+    day INTEGER NOT NULL  -- the day it was accepted, days since 1970-01-01 (UTC)
+) WITHOUT ROWID;
+"""
+
+# Keys a lookup query names at most (SQLite's variable limit is 32,766 since 3.32; this
+# stays far within it, and within the 999 of older builds).
+LOOKUP_BATCH = 900
+
+# Ledger keys, as the Settler hands them on: 16 bytes each.
+LedgerKeys = Sequence[bytes]
+
+
+def today() -> int:
+    """Days since 1970-01-01, UTC: the ledger's clock."""
+    return int(time.time() // 86400)
+
+
+def write_ledger(db: sqlite3.Connection, keys: LedgerKeys, day: int | None = None) -> None:
+    """Keys of accepted events (inside the caller's transaction); a key known already keeps
+    its first day."""
+    stamp = today() if day is None else day
+    db.executemany(
+        "INSERT OR IGNORE INTO events_ledger(key, day) VALUES (?, ?)",
+        [(key, stamp) for key in keys],
+    )
+
+
+def prune_ledger(db: sqlite3.Connection, horizon_days: int, now_day: int | None = None) -> int:
+    """Forget events accepted more than `horizon_days` ago; returns how many."""
+    cutoff = (today() if now_day is None else now_day) - horizon_days
+    cursor = db.execute("DELETE FROM events_ledger WHERE day < ?", (cutoff,))
+    db.commit()  # one statement: atomic in autocommit mode too
+    return int(cursor.rowcount)
+
+
+def ledger_size(db: sqlite3.Connection) -> int:
+    (count,) = db.execute("SELECT count(*) FROM events_ledger").fetchone()
+    return int(count)
+
+
+def known_keys(db: sqlite3.Connection, keys: Sequence[bytes]) -> np.ndarray:
+    """For each key, whether the ledger holds it (one query per LOOKUP_BATCH keys)."""
+    found: set[bytes] = set()
+    for start in range(0, len(keys), LOOKUP_BATCH):
+        part = keys[start : start + LOOKUP_BATCH]
+        marks = ",".join("?" * len(part))
+        rows = db.execute(f"SELECT key FROM events_ledger WHERE key IN ({marks})", list(part))
+        found.update(bytes(key) for (key,) in rows)
+    return np.fromiter((key in found for key in keys), dtype=bool, count=len(keys))
+
+
+class LedgerReader:
+    """A read-only view of a state file's ledger, for the feed's lookups; no file yet (a
+    first run, a dry run before any run) reads as an empty ledger, and nothing is created."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._db: sqlite3.Connection | None = None
+
+    def _connection(self) -> sqlite3.Connection | None:
+        if self._db is None and self.path.exists():
+            uri = f"{self.path.resolve().as_uri()}?mode=ro"
+            db = sqlite3.connect(uri, uri=True, check_same_thread=False)
+            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
+            if "events_ledger" not in tables:
+                db.close()
+                return None  # asked again later: the run's own connection creates it
+            self._db = db
+        return self._db
+
+    def known(self, keys: Sequence[bytes]) -> np.ndarray:
+        db = self._connection() if len(keys) else None
+        if db is None:
+            return np.zeros(len(keys), dtype=bool)
+        return known_keys(db, keys)
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
