@@ -304,7 +304,8 @@ class SyncConfig(_Strict):
     # all: send every valid row; changed: only rows whose element differs from the last
     # one the API accepted for that customer (see importer/sync.py).
     mode: Literal["all", "changed"] = "all"
-    # Events jobs: forget ledger entries accepted more than this many days ago (None: never).
+    # Events jobs: forget ledger entries accepted more than this many days ago, so an event
+    # re-exported after that is sent again (null: never forget).
     events_horizon_days: int | None = Field(None, ge=1)
 
 
