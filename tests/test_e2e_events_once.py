@@ -6,6 +6,9 @@ record of accepted elements, event by event (customer, seq)."""
 from __future__ import annotations
 
 import shutil
+import signal
+import sqlite3
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -19,6 +22,7 @@ from tests.support import (
     read_dead_letters,
     read_report,
     run_cli,
+    start_cli,
     write_job,
 )
 
@@ -213,3 +217,65 @@ def test_lost_answers_dead_lettered_as_uncertain_are_never_sent_twice(tmp_path: 
     assert report["events_possibly_duplicated"] == 0
     assert "may have reached MoEngage" in letters[0]["error"]
     assert rerun["rows_skipped"] == 200 and rerun["requests"] == 0
+
+
+def in_flight_count(state: Path) -> int:
+    if not state.exists():
+        return 0
+    db = sqlite3.connect(f"{state.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        (count,) = db.execute("SELECT count(*) FROM events_in_flight").fetchone()
+    except sqlite3.Error:
+        count = 0
+    finally:
+        db.close()
+    return int(count)
+
+
+def killed_then_rerun(
+    tmp_path: Path, source: Path, policy: str
+) -> tuple[Counter[tuple[str, int]], Counter[tuple[str, int]], int]:
+    """A run killed (SIGKILL) while the slow sandbox holds its first requests (it accepts and
+    records them after the client is gone), then the same job again against the same
+    sandbox: (events kept from the killed run, from both, the rerun's exit code)."""
+    state = tmp_path / "out" / "state.db"
+    with start_sandbox(tmp_path, "--latency-ms", "1500") as slow:
+        job = lossy_job(tmp_path, slow.url, source, policy)
+        first = start_cli("run", str(job), "--no-progress")
+        deadline = time.monotonic() + 60
+        while in_flight_count(state) == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.3)
+        first.send_signal(signal.SIGKILL)
+        first.communicate(timeout=30)
+        time.sleep(2.0)  # the requests it left are answered to no one, and kept
+        killed = arrivals_per_event(slow)
+        code = run(job)
+        both = arrivals_per_event(slow)
+    assert killed, "the killed run had no request accepted in flight"
+    return killed, both, code
+
+
+@pytest.mark.sandbox
+@pytest.mark.subprocess
+@pytest.mark.slow
+@pytest.mark.parametrize("policy", ["resend", "dead_letter"])
+def test_a_run_killed_with_requests_in_flight(tmp_path: Path, policy: str) -> None:
+    source = write_events(tmp_path / "events.csv", [event_line(s) for s in range(1, 201)])
+    first, both, code = killed_then_rerun(tmp_path, source, policy)
+    report = read_report(tmp_path)
+    assert_report_adds_up(report)
+    twice = {event for event, count in both.items() if count > 1}
+    if policy == "resend":
+        assert code == 0 and set(both) == expected(range(1, 201))
+        assert twice and report["events_possibly_duplicated"] >= len(twice)
+    else:
+        assert code == 1 and not twice  # nothing sent twice
+        letters = read_dead_letters(tmp_path)
+        uncertain = {
+            (d["customer_id"], d["payload"]["actions"][0]["attributes"]["seq"]) for d in letters
+        }
+        assert {d["stage"] for d in letters} == {"uncertain"}
+        assert set(first) <= uncertain  # what the killed run had in flight
+        assert set(both) | uncertain == expected(range(1, 201))
+        assert "earlier run stopped" in letters[0]["error"]

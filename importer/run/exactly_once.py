@@ -27,8 +27,16 @@ from importer import moengage
 from importer.config import JobConfig
 from importer.rows import Row, ValidRows
 from importer.run import batching
-from importer.state.database import BUSY_TIMEOUT_SECONDS
-from importer.state.events_ledger import LedgerReader, prune_ledger
+from importer.run.results import Refusal
+from importer.state.database import BUSY_TIMEOUT_SECONDS, faults
+from importer.state.events_ledger import LedgerReader, mark_in_flight, prune_ledger
+
+# The dead-letter error of an event an earlier run left in flight (on_lost_answer dead_letter)
+LEFT_IN_FLIGHT = (
+    "an earlier run stopped while this event's request was in flight: it may have reached"
+    " MoEngage, so it was not sent again (delivery.on_lost_answer: dead_letter); replay it"
+    " if MoEngage does not have it"
+)
 
 KEY_BYTES = 16
 
@@ -102,6 +110,12 @@ class EventLedger:
         self.reader = LedgerReader(job.output.state)
         self._sent = KeySet()
         self._pending: dict[tuple[str, int], bytes] = {}
+        # Events an earlier run left in flight (killed): resent rows noted for the count
+        # of possibly duplicated events, or dead-lettered (on_lost_answer: dead_letter).
+        self.dead_letters = job.delivery.on_lost_answer == "dead_letter"
+        self._resent: set[tuple[str, int]] = set()
+        self.possibly_duplicated = 0
+        self._writer: sqlite3.Connection | None = None
 
     def keys(self, rows: Sequence[Row]) -> list[bytes]:
         ids = self._ids(rows) if self.id_column else [None] * len(rows)
@@ -130,22 +144,27 @@ class EventLedger:
             ids.append(None if value is None or value == "" else str(value))
         return ids
 
-    def filter(self, rows: Sequence[Row]) -> tuple[Sequence[Row], list[int]]:
-        """(rows to send, numbers of the rows already sent) for one chunk's valid rows."""
+    def filter(self, rows: Sequence[Row]) -> tuple[Sequence[Row], list[int], list[Row]]:
+        """(rows to send, numbers of the rows already sent, rows an earlier run left in
+        flight that the policy dead-letters) for one chunk's valid rows."""
         if not len(rows):
-            return rows, []
+            return rows, [], []
         keys = self.keys(rows)
         packed = np.array(keys, dtype=f"S{KEY_BYTES}")
         done = self.reader.known(keys) | self._sent.contains(packed) | ~first_occurrences(packed)
         numbers = rows.numbers if isinstance(rows, ValidRows) else [r.row for r in rows]
         source = rows[0].source
-        keep = np.flatnonzero(~done).tolist()
+        flying = self.reader.known(keys, "events_in_flight") & ~done
+        uncertain = [rows[p] for p in np.flatnonzero(flying).tolist()] if self.dead_letters else []
+        self._resent.update((source, numbers[p]) for p in np.flatnonzero(flying).tolist())
+        held = done | flying if self.dead_letters else done
+        keep = np.flatnonzero(~held).tolist()
         for position in keep:
             self._pending[(source, numbers[position])] = keys[position]
         self._sent.add(packed[~done])
-        if not done.any():
-            return rows, []
         already = [numbers[p] for p in np.flatnonzero(done).tolist()]
+        if not held.any():
+            return rows, already, uncertain
         encoded = batching.encoded_of(rows)
         if isinstance(rows, ValidRows):
             ids, chunk = rows.customer_ids, rows.chunk
@@ -158,19 +177,54 @@ class EventLedger:
             [encoded[p] for p in keep],
             chunk,
         )
-        return kept, already
+        return kept, already, uncertain
+
+    def open_writer(self) -> None:
+        """A run (not a dry run) marks events in flight through a connection of its own."""
+        path = self.reader.path
+        self._writer = sqlite3.connect(
+            path, isolation_level=None, timeout=BUSY_TIMEOUT_SECONDS, check_same_thread=False
+        )
+
+    def sending(self, rows: Sequence[Row]) -> None:
+        """Mark these rows' events in flight before their request goes (committed): a run
+        killed before the answer leaves them for the next run to treat as lost answers."""
+        if self._writer is None:
+            return
+        pending = self._pending
+        keys = [pending[(r.source, n)] for r in rows for n in r.numbers if (r.source, n) in pending]
+        with faults(self.reader.path):
+            mark_in_flight(self._writer, keys)
 
     def take(self, rows: Sequence[Row]) -> list[bytes]:
-        """The keys of accepted rows (a merged element: one a row it was made of)."""
-        pending = self._pending
-        keys = (pending.pop((row.source, number), None) for row in rows for number in row.numbers)
-        return [key for key in keys if key is not None]
-
-    def forget(self, rows: Sequence[Row]) -> None:
-        """Rows that ended otherwise (refused, dead-lettered): nothing to save for them."""
+        """The keys of accepted rows (a merged element: one a row it was made of); rows an
+        earlier run left in flight are counted as possibly duplicated."""
+        keys: list[bytes] = []
         for row in rows:
             for number in row.numbers:
-                self._pending.pop((row.source, number), None)
+                key = self._pending.pop((row.source, number), None)
+                if key is not None:
+                    keys.append(key)
+                if self._resent and (row.source, number) in self._resent:
+                    self._resent.discard((row.source, number))
+                    self.possibly_duplicated += 1
+        return keys
+
+    def forget(self, refusals: Sequence[Refusal]) -> None:
+        """Rows that ended otherwise: nothing to save for them. Those the API refused for
+        their data were surely not accepted: no longer in flight; so were delivery
+        failures under dead_letter (a lost answer would have made them `uncertain`)."""
+        refused: list[bytes] = []
+        cleared = ("rejected", "delivery") if self.dead_letters else ("rejected",)
+        for refusal in refusals:
+            row = refusal.row
+            for number in row.numbers:
+                key = self._pending.pop((row.source, number), None)
+                if key is not None and refusal.stage in cleared:
+                    refused.append(key)
+        if refused and self._writer is not None:
+            with faults(self.reader.path):
+                mark_in_flight(self._writer, refused, flying=False)
 
     def prune(self) -> int:
         """Forget events accepted before the horizon (none without one); a run calls it
@@ -185,3 +239,6 @@ class EventLedger:
 
     def close(self) -> None:
         self.reader.close()
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None

@@ -74,6 +74,7 @@ class Work:
     source: str = ""
     unchanged: list[int] = field(default_factory=list)  # sync: rows MoEngage holds already
     already_sent: list[int] = field(default_factory=list)  # events the ledger holds
+    uncertain: list[Row] = field(default_factory=list)  # events an earlier run left in flight
 
 
 class Batcher:
@@ -287,12 +288,13 @@ class FileFeed:
                 diff = self.diff.compare(valid)
                 valid, unchanged = diff.send, diff.unchanged
             already: list[int] = []
+            uncertain: list[Row] = []
             if self.ledger is not None:
-                valid, already = self.ledger.filter(valid)
+                valid, already, uncertain = self.ledger.filter(valid)
             work = batch(rows_read, skipped, valid, invalid)
             work.warnings = mapped.warnings
             work.source = name
-            work.unchanged, work.already_sent = unchanged, already
+            work.unchanged, work.already_sent, work.uncertain = unchanged, already, uncertain
             yield work
 
     def _map_ahead(

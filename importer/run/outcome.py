@@ -16,7 +16,7 @@ from importer.outputs.deadletter import DeadLetter, DeadLetterFault, DeadLetterW
 from importer.outputs.progress import Progress
 from importer.outputs.report import Report, count_reasons
 from importer.rows import InvalidRow, Row
-from importer.run.exactly_once import EventLedger
+from importer.run.exactly_once import LEFT_IN_FLIGHT, EventLedger
 from importer.run.feed import Work
 from importer.run.results import DeliveryStats, Refusal, SendResult
 from importer.run.sync import ABSENT_WARNING_SHARE, CustomerKeys
@@ -92,6 +92,8 @@ class Settler:
             self.unchanged(work.source, work.unchanged)
         if work.already_sent:
             self.already_sent(work.source, work.already_sent)
+        if work.uncertain:  # events an earlier run left in flight (on_lost_answer dead_letter)
+            self.refused([Refusal(r, "uncertain", None, LEFT_IN_FLIGHT) for r in work.uncertain])
 
     def answered(self, result: SendResult) -> None:
         """A send's outcome, both halves recorded even when the first fails to save; then
@@ -222,7 +224,7 @@ class Settler:
         if not refusals:
             return
         if self.ledger is not None:
-            self.ledger.forget([f.row for f in refusals])
+            self.ledger.forget(refusals)
         letters = [
             DeadLetter(
                 row.source,
@@ -292,6 +294,8 @@ class Settler:
         self.report.invalid_reasons = dict(self.reasons.most_common())
         self.report.duplicate_customers = duplicate_customers
         self.report.requests_planned = requests_planned
+        if self.ledger is not None:  # resent after an earlier run was killed mid-request
+            self.report.events_possibly_duplicated += self.ledger.possibly_duplicated
 
     def finish(self) -> None:
         """One more try at saving the progress marks a failed write left unsaved."""

@@ -116,6 +116,7 @@ class Run:
                     stack.callback(self.ledger.close)
                     if state is not None:
                         self.ledger.prune()  # the user's horizon, before the first lookup
+                        self.ledger.open_writer()  # events in flight are marked
                 self._settler = settler
                 # Before the state closes (the stack unwinds last-in first): one more try
                 # at the progress marks a failed write left unsaved.
@@ -248,6 +249,8 @@ class Run:
         # settles the halves that were answered.
         result = SendResult()
         try:
+            if self.ledger is not None:
+                self.ledger.sending(batch)  # a kill from here on leaves them "in flight"
             await sender.send(batch, result)
         except ApiAbort as abort:
             self._abort(str(abort))

@@ -29,6 +29,9 @@ CREATE TABLE IF NOT EXISTS events_ledger (
     key BLOB PRIMARY KEY,  -- 16-byte keyed hash of the event (its id, or its content)
     day INTEGER NOT NULL  -- the day it was accepted, days since 1970-01-01 (UTC)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS events_in_flight (
+    key BLOB PRIMARY KEY  -- an event whose request was sent and not yet answered
+) WITHOUT ROWID;
 """
 
 # Keys a lookup query names at most (SQLite's variable limit is 32,766 since 3.32; this
@@ -52,6 +55,19 @@ def write_ledger(db: sqlite3.Connection, keys: LedgerKeys, day: int | None = Non
         "INSERT OR IGNORE INTO events_ledger(key, day) VALUES (?, ?)",
         [(key, stamp) for key in keys],
     )
+    db.executemany("DELETE FROM events_in_flight WHERE key = ?", [(key,) for key in keys])
+
+
+def mark_in_flight(db: sqlite3.Connection, keys: LedgerKeys, flying: bool = True) -> None:
+    """Events about to be sent (`flying`), or refused for good (not): committed at once, so
+    a run killed with them in flight leaves them marked for the next run to see."""
+    if flying:
+        sql = "INSERT OR IGNORE INTO events_in_flight(key) VALUES (?)"
+    else:
+        sql = "DELETE FROM events_in_flight WHERE key = ?"
+    with db:
+        db.execute("BEGIN")
+        db.executemany(sql, [(key,) for key in keys])
 
 
 def prune_ledger(db: sqlite3.Connection, horizon_days: int, now_day: int | None = None) -> int:
@@ -67,13 +83,17 @@ def ledger_size(db: sqlite3.Connection) -> int:
     return int(count)
 
 
-def known_keys(db: sqlite3.Connection, keys: Sequence[bytes]) -> np.ndarray:
-    """For each key, whether the ledger holds it (one query per LOOKUP_BATCH keys)."""
+def known_keys(
+    db: sqlite3.Connection, keys: Sequence[bytes], table: str = "events_ledger"
+) -> np.ndarray:
+    """For each key, whether the ledger (or `events_in_flight`) holds it (one query per
+    LOOKUP_BATCH keys)."""
+    assert table in ("events_ledger", "events_in_flight")
     found: set[bytes] = set()
     for start in range(0, len(keys), LOOKUP_BATCH):
         part = keys[start : start + LOOKUP_BATCH]
         marks = ",".join("?" * len(part))
-        rows = db.execute(f"SELECT key FROM events_ledger WHERE key IN ({marks})", list(part))
+        rows = db.execute(f"SELECT key FROM {table} WHERE key IN ({marks})", list(part))
         found.update(bytes(key) for (key,) in rows)
     return np.fromiter((key in found for key in keys), dtype=bool, count=len(keys))
 
@@ -91,17 +111,17 @@ class LedgerReader:
             uri = f"{self.path.resolve().as_uri()}?mode=ro"
             db = sqlite3.connect(uri, uri=True, check_same_thread=False)
             tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
-            if "events_ledger" not in tables:
+            if "events_in_flight" not in tables:
                 db.close()
                 return None  # asked again later: the run's own connection creates it
             self._db = db
         return self._db
 
-    def known(self, keys: Sequence[bytes]) -> np.ndarray:
+    def known(self, keys: Sequence[bytes], table: str = "events_ledger") -> np.ndarray:
         db = self._connection() if len(keys) else None
         if db is None:
             return np.zeros(len(keys), dtype=bool)
-        return known_keys(db, keys)
+        return known_keys(db, keys, table)
 
     def close(self) -> None:
         if self._db is not None:
