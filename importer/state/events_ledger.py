@@ -8,7 +8,11 @@ transaction that saves the progress of the rows they belong to
 (`ScopedProgress.mark_settled`), so a crash never leaves an event recorded whose row is
 not, nor the other way round.
 
-The table has its own `CREATE TABLE IF NOT EXISTS`, run whenever a state file is opened
+`events_in_flight` holds the keys of events whose request was sent and not answered yet
+(committed before the request goes, deleted with the ledger insert): what a run killed
+mid-request leaves for the next run's `delivery.on_lost_answer`.
+
+The tables have their own `CREATE TABLE IF NOT EXISTS`, run whenever a state file is opened
 (`LEDGER_SCHEMA`): an older state file gains it empty, and no schema number moves.
 
 Lookups go through a read-only connection of their own (`LedgerReader`): the feed asks on
