@@ -98,6 +98,13 @@ def first_occurrences(keys: np.ndarray) -> np.ndarray:
     return mask
 
 
+def unsent(
+    ledger: EventLedger | None, rows: Sequence[Row]
+) -> tuple[Sequence[Row], list[int], list[Row]]:
+    """A chunk's rows through the ledger (see `EventLedger.filter`); all of them without one."""
+    return (rows, [], []) if ledger is None else ledger.filter(rows)
+
+
 class EventLedger:
     """The run's side of the ledger: filters each chunk, keeps the keys of rows in flight
     until the Settler takes them (`take`) to save with the rows' progress."""

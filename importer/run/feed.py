@@ -26,7 +26,7 @@ from importer.mapping.events import is_event
 from importer.moengage import Endpoint
 from importer.rows import Chunk, InvalidRow, MappedChunk, Row, ValidRows
 from importer.run import batching, ordering
-from importer.run.exactly_once import EventLedger
+from importer.run.exactly_once import EventLedger, unsent
 from importer.run.preflight import job_scope
 from importer.run.sync import CustomerKeys, SyncDiff
 from importer.state import RunState, SettledRows, StateError, StateFault, peek_snapshot
@@ -287,10 +287,7 @@ class FileFeed:
             if self.diff is not None:
                 diff = self.diff.compare(valid)
                 valid, unchanged = diff.send, diff.unchanged
-            already: list[int] = []
-            uncertain: list[Row] = []
-            if self.ledger is not None:
-                valid, already, uncertain = self.ledger.filter(valid)
+            valid, already, uncertain = unsent(self.ledger, valid)  # events: exactly once
             work = batch(rows_read, skipped, valid, invalid)
             work.warnings = mapped.warnings
             work.source = name
