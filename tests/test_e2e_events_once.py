@@ -239,16 +239,16 @@ def killed_then_rerun(
     records them after the client is gone), then the same job again against the same
     sandbox: (events kept from the killed run, from both, the rerun's exit code)."""
     state = tmp_path / "out" / "state.db"
-    with start_sandbox(tmp_path, "--latency-ms", "1500") as slow:
+    with start_sandbox(tmp_path, "--latency-ms", "3000") as slow:
         job = lossy_job(tmp_path, slow.url, source, policy)
         first = start_cli("run", str(job), "--no-progress")
         deadline = time.monotonic() + 60
         while in_flight_count(state) == 0 and time.monotonic() < deadline:
             time.sleep(0.05)
-        time.sleep(0.3)
+        time.sleep(1.5)  # the first requests reach the sandbox, which holds them 3 s
         first.send_signal(signal.SIGKILL)
         first.communicate(timeout=30)
-        time.sleep(2.0)  # the requests it left are answered to no one, and kept
+        time.sleep(3.5)  # the requests it left are answered to no one, and kept
         killed = arrivals_per_event(slow)
         code = run(job)
         both = arrivals_per_event(slow)
