@@ -21,12 +21,15 @@ its reader thread while the run writes through the main connection (WAL keeps th
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+
+log = logging.getLogger("importer")
 
 LEDGER_SCHEMA = """
 CREATE TABLE IF NOT EXISTS events_ledger (
@@ -113,13 +116,20 @@ class LedgerReader:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._db: sqlite3.Connection | None = None
+        self._unusable = False
 
     def _connection(self) -> sqlite3.Connection | None:
-        if self._db is None and self.path.exists():
+        if self._db is None and self.path.exists() and not self._unusable:
             uri = f"{self.path.resolve().as_uri()}?mode=ro"
             db = sqlite3.connect(uri, uri=True, check_same_thread=False)
-            db.execute(f"PRAGMA mmap_size = {READER_MMAP_BYTES}")  # reads without a copy
-            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
+            try:
+                db.execute(f"PRAGMA mmap_size = {READER_MMAP_BYTES}")  # reads without a copy
+                tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
+            except sqlite3.Error as error:
+                # Not a state database: a run refuses it before reading; a dry run says so.
+                log.warning("cannot read the events ledger in %s (%s)", self.path, error)
+                self._unusable = True
+                tables = set()
             if "events_in_flight" not in tables:
                 db.close()
                 return None  # asked again later: the run's own connection creates it
