@@ -84,6 +84,10 @@ def test_an_appended_event_is_the_only_one_the_next_run_sends(tmp_path: Path) ->
         assert run(job) == 0
         with source.open("a") as handle:  # the export grows by one row: a new fingerprint
             handle.write(event_line(201) + "\n")
+        dry = run_cli("validate", str(job), "--no-progress")
+        assert dry.returncode == 0, dry.stderr
+        planned = read_report(tmp_path, dry_run=True)
+        assert planned["rows_already_sent"] == 200 and planned["rows_pending"] == 1
         assert run(job) == 0
         sent = arrivals_per_event(sandbox)
     assert sent == Counter(expected(range(1, 202)))  # each once, the new one too
