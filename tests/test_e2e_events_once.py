@@ -5,6 +5,7 @@ record of accepted elements, event by event (customer, seq)."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import signal
 import sqlite3
@@ -210,6 +211,15 @@ def test_lost_answers_dead_lettered_as_uncertain_are_never_sent_twice(tmp_path: 
         assert run(job) == 1  # a rerun resends nothing: uncertain rows are not retried
         rerun = read_report(tmp_path)
         sent = arrivals_per_event(sandbox)
+        # Replayed on purpose: sent again (the sandbox may lose some answers again); what
+        # it accepts joins the ledger, so even a run that forgot its progress skips it.
+        dead_letter = tmp_path / "out" / "dead_letter.jsonl"
+        replay = run_cli("replay", str(job), str(dead_letter), "--no-progress")
+        assert replay.returncode in (0, 1), replay.stderr
+        replayed = json.loads((tmp_path / "out" / "dead_letter.replay.report.json").read_text())
+        assert run(job, "--fresh") == (1 if replayed["rows_failed"] else 0)
+        fresh = read_report(tmp_path)
+        after = arrivals_per_event(sandbox)
     assert max(sent.values()) == 1  # nothing arrived twice
     assert set(sent) == expected(range(1, 201))  # the lost answers were in fact accepted
     assert letters and {d["stage"] for d in letters} == {"uncertain"}
@@ -221,6 +231,12 @@ def test_lost_answers_dead_lettered_as_uncertain_are_never_sent_twice(tmp_path: 
     assert report["events_possibly_duplicated"] == 0
     assert "may have reached MoEngage" in letters[0]["error"]
     assert rerun["rows_skipped"] == 200 and rerun["requests"] == 0
+    assert replayed["rows_read"] == len(letters) and replayed["rows_accepted"] > 0
+    # The fresh run sends nothing: the replayed events are in the ledger now, and those
+    # whose answer the replay lost again are still uncertain.
+    assert fresh["requests"] == 0 and fresh["rows_failed"] == replayed["rows_failed"]
+    assert fresh["rows_already_sent"] == 200 - replayed["rows_failed"]
+    assert sum(after.values()) >= sum(sent.values()) + replayed["rows_accepted"]
 
 
 def in_flight_count(state: Path) -> int:

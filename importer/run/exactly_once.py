@@ -109,8 +109,9 @@ class EventLedger:
     """The run's side of the ledger: filters each chunk, keeps the keys of rows in flight
     until the Settler takes them (`take`) to save with the rows' progress."""
 
-    def __init__(self, job: JobConfig) -> None:
+    def __init__(self, job: JobConfig, *, replay: bool = False) -> None:
         assert job.mapping.event is not None
+        self.replay = replay
         self.id_column = job.mapping.event.id
         self.horizon_days = job.sync.events_horizon_days
         self._key = target_key(job)
@@ -200,12 +201,17 @@ class EventLedger:
             return
         pending = self._pending
         keys = [pending[(r.source, n)] for r in rows for n in r.numbers if (r.source, n) in pending]
+        if not keys:
+            return
         with faults(self.reader.path):
             mark_in_flight(self._writer, keys)
 
     def take(self, rows: Sequence[Row]) -> list[bytes]:
         """The keys of accepted rows (a merged element: one a row it was made of); rows an
-        earlier run left in flight are counted as possibly duplicated."""
+        earlier run left in flight are counted as possibly duplicated. A replay (which
+        filters nothing: it sends what you chose) has its keys made here."""
+        if self.replay:
+            return self.keys([part for row in rows for part in row.split()])
         keys: list[bytes] = []
         for row in rows:
             for number in row.numbers:

@@ -57,7 +57,8 @@ class Run:
         self.paths = paths
         self.mapper = mapper
         # Events: the ledger keeps what was accepted from being sent again (exactly_once).
-        self.ledger = EventLedger(job) if job.import_ == "events" and feed is None else None
+        events = job.import_ == "events"
+        self.ledger = EventLedger(job, replay=feed is not None) if events else None
         self.feed: WorkSource = feed or FileFeed(
             job, paths, mapper, full=options.full, ledger=self.ledger
         )
