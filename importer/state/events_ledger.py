@@ -2,7 +2,7 @@
 
 One row per accepted event: a 16-byte keyed hash (BLAKE2b, keyed by the target, see
 `importer.run.exactly_once`) and the day it was accepted (days since 1970, for the
-user's horizon), in a table without rowid: about 40 bytes an event on disk (the B-tree's
+user's horizon), in a table without rowid: about 27 bytes an event on disk (the B-tree's
 pages included; `scripts/bench_ledger.py` measures it). Keys are written only inside the
 transaction that saves the progress of the rows they belong to
 (`ScopedProgress.mark_settled`), so a crash never leaves an event recorded whose row is
