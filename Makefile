@@ -61,11 +61,13 @@ docs: install
 	$(BIN)/cog -r -I . docs/REFERENCE.md
 
 # BENCH_ARGS="--runs 1" for a quick look; the README's figures come from the default 3.
-# Then incremental sync at 5M customers, and events beside users (median of 3 rounds).
+# Then incremental sync at 5M customers, events beside users (median of 3 rounds), and the
+# events ledger at 10M events (bytes an event, lookups and writes a second).
 bench: install
 	$(BIN)/python -m scripts.bench $(BENCH_ARGS)
 	$(BIN)/python -m scripts.bench_sync
 	$(BIN)/python -m scripts.bench_events --runs 3
+	$(BIN)/python -m scripts.bench_ledger --events 10000000
 
 clean:
 	rm -rf out .pytest_cache .mypy_cache bench_data

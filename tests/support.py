@@ -149,7 +149,7 @@ def read_dead_letters(tmp_path: Path, *, dry_run: bool = False) -> list[dict[str
 
 
 # Every row read ends in exactly one of these (docs/REFERENCE.md, "What happens to each row").
-REFERENCE_OUTCOMES = "accepted skipped unchanged invalid rejected failed pending"
+REFERENCE_OUTCOMES = "accepted skipped unchanged already_sent invalid rejected failed pending"
 
 
 def assert_report_adds_up(report: dict[str, Any]) -> None:

@@ -134,6 +134,9 @@ class DeliveryConfig(_Strict):
     # A run whose invalid rows (this run's rows_invalid over its rows_read) stay at or under
     # this share, with nothing rejected or failed, exits 0 with a warning.
     max_invalid_fraction: float = Field(0.0, ge=0, le=1, allow_inf_nan=False)
+    # Events whose request got no answer (it may have reached MoEngage): sent again, and
+    # counted as possibly duplicated; or dead-lettered, stage uncertain. Users always resend.
+    on_lost_answer: Literal["resend", "dead_letter"] = "resend"
 
 
 class CsvOptions(_Strict):
@@ -249,6 +252,8 @@ class EventConfig(_Strict):
     platform: EventValue | None = None
     app_version: EventValue | None = None
     attributes: AttributeSpecs = Field(default_factory=dict)
+    # The export's own event id: it keys the events ledger (else the event's content does).
+    id: str | None = None
 
     @field_validator("action", "timezone_offset", "platform", "app_version", mode="before")
     @classmethod
@@ -324,6 +329,9 @@ class SyncConfig(_Strict):
     # one the API accepted for that customer (see importer/run/sync.py).
     mode: Literal["all", "changed"] = "all"
     delete_absent: DeleteAbsentConfig = Field(default_factory=DeleteAbsentConfig)
+    # Events jobs: forget ledger entries accepted more than this many days ago, so an event
+    # re-exported after that is sent again (null: never forget).
+    events_horizon_days: int | None = Field(None, ge=1)
 
 
 # Outputs a job file leaves unset go to `out/<job file stem>/` (see config.loader); a job

@@ -171,6 +171,7 @@ class EventMapper:
             if value is not None and value.constant is not None
         }
         self._template = event_template()
+        self._event_id = event.id
 
     def _fields(self) -> list[Field]:
         own = [self._action, self._time, self._offset, self._platform, self._app_version]
@@ -181,12 +182,14 @@ class EventMapper:
         """The input columns this mapping reads, each once, in mapping order."""
         names = [self._customer_id] if self._customer_id else []
         names += [field.column for field in self._fields()]
+        names += [self._event_id] if self._event_id else []  # read for the events ledger
         return list(dict.fromkeys(names))
 
     def check_columns(self, available: list[str], source: str) -> None:
         """Refuse a mapping that names columns `source` lacks, suggesting close matches."""
         wanted = [("mapping.customer_id", self._customer_id)] if self._customer_id else []
         wanted += [(field.key_path, field.column) for field in self._fields()]
+        wanted += [("mapping.event.id", self._event_id)] if self._event_id else []
         check_columns(wanted, available, source)
 
     def describe(self) -> list[tuple[str, str, str]]:

@@ -20,8 +20,9 @@ import orjson
 from importer.errors import RunAborted, UsageError
 
 # delete: a Delete User request that failed (sync.delete_absent); replay sends it again.
-Stage = Literal["validation", "rejected", "delivery", "delete"]
-STAGES: tuple[Stage, ...] = ("validation", "rejected", "delivery", "delete")
+# uncertain: events whose answer was lost (delivery.on_lost_answer: dead_letter).
+Stage = Literal["validation", "rejected", "delivery", "delete", "uncertain"]
+STAGES: tuple[Stage, ...] = ("validation", "rejected", "delivery", "delete", "uncertain")
 
 
 log = logging.getLogger("importer")

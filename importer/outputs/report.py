@@ -31,6 +31,7 @@ SETTLED_OUTCOMES = (
     "rows_invalid",
     "rows_rejected",
     "rows_failed",
+    "rows_already_sent",
 )
 ROW_OUTCOMES = (*SETTLED_OUTCOMES, "rows_pending")
 
@@ -71,6 +72,10 @@ class Report:
     rows_failed: int = 0
     rows_pending: int = 0
     rows_unchanged: int = 0  # sync.mode changed: the element equals the last accepted one
+    rows_already_sent: int = 0  # events the job's ledger holds as accepted before
+    # Events accepted after a request of theirs got no answer (delivery.on_lost_answer
+    # resend): MoEngage may hold them twice.
+    events_possibly_duplicated: int = 0
     customers_absent: int = 0
     customers_deleted: int = 0  # sync.delete_absent: absent customers deleted (dry run: would be)
     deletes_failed: int = 0  # delete requests that failed (dead-letter, stage delete)
@@ -245,10 +250,23 @@ def _row_lines(report: Report) -> list[str]:
             if report.rows_unchanged
             else []
         ),
+        *(
+            [f"  already sent    {report.rows_already_sent:>10,}   (events accepted before)"]
+            if report.rows_already_sent
+            else []
+        ),
         f"  invalid         {report.rows_invalid:>10,}   (dead-letter, stage validation)",
         f"  rejected        {report.rows_rejected:>10,}   (dead-letter, stage rejected)",
         f"  failed          {report.rows_failed:>10,}   (dead-letter, stage delivery)",
         f"  {verb:<15} {report.rows_pending:>10,}",
+        *(
+            [
+                f"  events possibly duplicated {report.events_possibly_duplicated:,}"
+                " (accepted after a lost answer: delivery.on_lost_answer resend)"
+            ]
+            if report.events_possibly_duplicated
+            else []
+        ),
     ]
 
 

@@ -76,6 +76,7 @@ class Budget:
     attempts: int = 0
     failures: int = 0  # 5xx, timeouts, broken connections, outside an outage
     rate_limited: int = 0
+    lost: int = 0  # attempts without an answer that may have reached the server
     # The sender's answer count when these rows were first sent: any answer to another
     # request since then means the API is up, and a failure here is this request's own.
     answers_at_start: int = 0

@@ -27,6 +27,7 @@ from importer.quota.window import Permit, WindowLimiter
 from importer.rows import Row
 from importer.run import batching, retry
 from importer.run.answers import MAX_REFUSALS_IN_A_ROW, Answer, Answers, Budget, HttpAnswer
+from importer.run.lost_answers import LostAnswer, LostAnswers
 from importer.run.outages import Outage, Stopped
 from importer.run.results import DeliveryStats, Refusal, SendAborted, SendResult, Stage
 from importer.run.transport import (
@@ -127,6 +128,7 @@ class Sender:
         self._stopping = asyncio.Event()
         self.adaptive = limiter.adaptive
         self._outage = Outage(stats, delivery.max_outage_seconds, self._clock)
+        self._lost = LostAnswers(delivery.on_lost_answer, stats, events=events)
         self._answers = Answers(
             delivery=delivery,
             endpoint=api.endpoint,
@@ -196,6 +198,8 @@ class Sender:
         answer = await self._attempts(rows)
         if answer.ok:
             result.accepted.extend(rows)
+        elif isinstance(answer, LostAnswer):  # events, on_lost_answer: dead_letter
+            self._refuse(rows, "uncertain", answer, result)
         elif answer.status is None:
             self._refuse(rows, "delivery", answer, result)
         elif len(rows) > 1 and (answer.exhausted or self._splittable(answer.status)):
@@ -247,7 +251,9 @@ class Sender:
                     self._outage.probe_abandoned()
                 raise
             if isinstance(outcome, Answer):
-                return outcome
+                if probing and isinstance(outcome, LostAnswer):
+                    self._outage.probe_failed(outcome.reason)  # another request probes next
+                return self._lost.final(outcome, budget, sum(len(r.numbers) for r in rows))
             if probing and self._outage.active:
                 self._outage.probe_failed(self._outage.reason)
             elif outcome > 0:
@@ -262,7 +268,8 @@ class Sender:
         except NoAnswer as failure:
             reason = self._scrub(failure.reason)
             self._stats.errors[reason] += 1
-            return self._answers.after_failure(None, reason, budget, None)
+            after = self._answers.after_failure(None, reason, budget, None)
+            return self._lost.after(failure, reason, budget) or after
         except (CertificateFailure, RequestFailure) as failure:
             raise ApiAbort(None, self._scrub(str(failure))) from None
         return self._answers.after_answer(answer, users, budget)

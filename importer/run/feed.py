@@ -26,6 +26,7 @@ from importer.mapping.events import is_event
 from importer.moengage import Endpoint
 from importer.rows import Chunk, InvalidRow, MappedChunk, Row, ValidRows
 from importer.run import batching, ordering
+from importer.run.exactly_once import EventLedger, unsent
 from importer.run.preflight import scope_of
 from importer.run.resume import identify
 from importer.run.sync import CustomerKeys, SyncDiff
@@ -73,6 +74,8 @@ class Work:
     warnings: list[str] = field(default_factory=list)  # for the summary; no cell values
     source: str = ""
     unchanged: list[int] = field(default_factory=list)  # sync: rows MoEngage holds already
+    already_sent: list[int] = field(default_factory=list)  # events the ledger holds
+    uncertain: list[Row] = field(default_factory=list)  # events an earlier run left in flight
 
 
 class Batcher:
@@ -184,9 +187,11 @@ class FileFeed:
         *,
         full: bool = False,
         job_id: str | None = None,
+        ledger: EventLedger | None = None,
     ) -> None:
         self.job = job
         self.scope = scope_of(job, job_id)
+        self.ledger = ledger  # events: what was accepted before is not sent again
         self.paths = paths
         self.mapper = mapper
         self.full = full
@@ -290,10 +295,11 @@ class FileFeed:
                 self.diff.see([row.customer_id for row in invalid])  # read, so not absent
                 diff = self.diff.compare(valid)
                 valid, unchanged = diff.send, diff.unchanged
+            valid, already, uncertain = unsent(self.ledger, valid)  # events: exactly once
             work = batch(rows_read, skipped, valid, invalid)
             work.warnings = mapped.warnings
             work.source = name
-            work.unchanged = unchanged
+            work.unchanged, work.already_sent, work.uncertain = unchanged, already, uncertain
             yield work
 
     def _map_ahead(

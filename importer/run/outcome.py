@@ -17,10 +17,12 @@ from importer.outputs.deadletter import DeadLetter, DeadLetterFault, DeadLetterW
 from importer.outputs.progress import Progress
 from importer.outputs.report import Report, count_reasons
 from importer.rows import InvalidRow, Row
+from importer.run.exactly_once import LEFT_IN_FLIGHT, EventLedger
 from importer.run.feed import Work
 from importer.run.results import DeliveryStats, Refusal, SendResult
 from importer.run.sync import ABSENT_WARNING_SHARE, CustomerKeys, delivered_ids
 from importer.state import DeliveredIds, RunState, SnapshotEntries, StateFault
+from importer.state.events_ledger import LedgerKeys
 
 log = logging.getLogger("importer")
 
@@ -35,6 +37,7 @@ class _Mark:
     retry_later: bool = False
     snapshot: SnapshotEntries = ()
     delivered: DeliveredIds = ()
+    ledger: LedgerKeys = ()
 
 
 class SettleFault(Exception):
@@ -58,6 +61,7 @@ class Settler:
         progress: Progress,
         run_id: str | None = None,
         customer_keys: CustomerKeys | None = None,
+        ledger: EventLedger | None = None,
     ) -> None:
         self.report = report
         self.writer = writer
@@ -75,6 +79,8 @@ class Settler:
         self.keep_ids = False
         # on_empty: unset in the mapping: accepted elements' unsets are counted.
         self.counts_unsets = True
+        # events: the keys of accepted rows, saved with their progress (see exactly_once)
+        self.ledger = ledger
 
     def read(self, count: int) -> None:
         self.report.rows_read += count
@@ -93,6 +99,10 @@ class Settler:
         if self.report.dry_run and self.counts_unsets:  # what a run would clear, as planned
             for batch in work.batches:
                 self.report.unsets_sent += sum(map(count_unsets, batch.encoded))
+        if work.already_sent:
+            self.already_sent(work.source, work.already_sent)
+        if work.uncertain:  # events an earlier run left in flight (on_lost_answer dead_letter)
+            self.refused([Refusal(r, "uncertain", None, LEFT_IN_FLIGHT) for r in work.uncertain])
 
     def answered(self, result: SendResult) -> None:
         """A send's outcome, both halves recorded even when the first fails to save; then
@@ -122,11 +132,12 @@ class Settler:
         retry_later: bool = False,
         snapshot: SnapshotEntries = (),
         delivered: DeliveredIds = (),
+        ledger: LedgerKeys = (),
     ) -> None:
         self.progress.advance(len(rows))
         if self.state is None or not rows:
             return
-        mark = _Mark(source, rows, dead_lettered, retry_later, snapshot, delivered)
+        mark = _Mark(source, rows, dead_lettered, retry_later, snapshot, delivered, ledger)
         if self.fault is not None:
             self._unsaved.append(mark)
             return
@@ -145,6 +156,7 @@ class Settler:
             retry_later=mark.retry_later,
             snapshot=mark.snapshot,
             delivered=mark.delivered,
+            ledger=mark.ledger,
         )
 
     def skipped(self, count: int, dead_lettered: int) -> None:
@@ -156,6 +168,12 @@ class Settler:
         """Rows whose element MoEngage holds already: settled like accepted rows, so a
         resumed run does not compare them again with a snapshot its later rows moved on."""
         self.report.rows_unchanged += len(rows)
+        self._mark(source, rows)
+
+    def already_sent(self, source: str, rows: list[int]) -> None:
+        """Events the ledger holds as accepted (by an earlier run, or earlier in this one):
+        settled, never sent again."""
+        self.report.rows_already_sent += len(rows)
         self._mark(source, rows)
 
     def accepted(self, rows: list[Row]) -> None:
@@ -175,8 +193,9 @@ class Settler:
             keys = self.customer_keys
             snapshot = keys.of_rows(group) if keys is not None and self.state else ()
             delivered = delivered_ids(group) if snapshot and self.keep_ids else ()
+            ledger = self.ledger.take(group) if self.ledger is not None else ()
             try:
-                self._mark(source, numbers, snapshot=snapshot, delivered=delivered)
+                self._mark(source, numbers, snapshot=snapshot, delivered=delivered, ledger=ledger)
             except SettleFault as error:
                 fault = error
         if fault is not None:
@@ -218,6 +237,8 @@ class Settler:
     def refused(self, refusals: list[Refusal]) -> None:
         if not refusals:
             return
+        if self.ledger is not None:
+            self.ledger.forget(refusals)
         letters = [
             DeadLetter(
                 row.source,
@@ -271,7 +292,7 @@ class Settler:
             raise self._fail(error) from None
         count(letters)
         fault: SettleFault | None = None
-        for stage in ("validation", "rejected", "delivery"):
+        for stage in ("validation", "rejected", "delivery", "uncertain"):
             pairs = ((d.source, d.row) for d in letters if d.stage == stage)
             for source, numbers in _by_source(pairs).items():
                 try:
@@ -287,6 +308,8 @@ class Settler:
         self.report.invalid_reasons = dict(self.reasons.most_common())
         self.report.duplicate_customers = duplicate_customers
         self.report.requests_planned = requests_planned
+        if self.ledger is not None:  # resent after an earlier run was killed mid-request
+            self.report.events_possibly_duplicated += self.ledger.possibly_duplicated
 
     def finish(self) -> None:
         """One more try at saving the progress marks a failed write left unsaved."""
@@ -315,6 +338,7 @@ def record_delivery(report: Report, stats: DeliveryStats) -> None:
     report.rate_settled_per_minute = stats.rate_settled_per_minute()
     report.outage_seconds = round(stats.outage_seconds, 1)
     report.rate_limited_wait_seconds = round(stats.rate_limited_wait_seconds, 1)
+    report.events_possibly_duplicated = stats.events_possibly_duplicated
 
 
 def _by_source(pairs: Iterable[tuple[str, int]]) -> dict[str, list[int]]:

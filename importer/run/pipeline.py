@@ -27,6 +27,7 @@ from importer.rows import Row
 from importer.run import deletes
 from importer.run.credentials import check_before_reading
 from importer.run.delivery import Sender, open_transport
+from importer.run.exactly_once import EventLedger
 from importer.run.feed import Batch, Batcher, FileFeed, Planner, ReadFailed, WorkSource, next_work
 from importer.run.options import RunOptions, RunOutcome
 from importer.run.ordering import CustomerGate
@@ -59,8 +60,11 @@ class Run:
         self.options = options
         self.paths = paths
         self.mapper = mapper
+        # Events: the ledger keeps what was accepted from being sent again (exactly_once).
+        events = job.import_ == "events"
+        self.ledger = EventLedger(job, replay=feed is not None) if events else None
         self.feed: WorkSource = feed or FileFeed(
-            job, paths, mapper, full=options.full, job_id=options.job
+            job, paths, mapper, full=options.full, job_id=options.job, ledger=self.ledger
         )
         # Replay opens the job's state its own way (its progress and the job's, see replay).
         self._open_state = open_state
@@ -115,8 +119,14 @@ class Run:
                 changed = self.job.sync.mode == "changed"  # the snapshot moves with progress
                 keys = CustomerKeys(self.job.mapping.identifiers) if changed else None
                 settler = Settler(
-                    self.report, writer, state, self.feed.fingerprints, progress, self.run_id, keys
-                )
+                    self.report, writer, state, self.feed.fingerprints, progress, self.run_id, keys,
+                    ledger=self.ledger,
+                )  # fmt: skip
+                if self.ledger is not None:
+                    stack.callback(self.ledger.close)
+                    if state is not None:
+                        self.ledger.prune()  # the user's horizon, before the first lookup
+                        self.ledger.open_writer()  # events in flight are marked
                 self._settler = settler
                 settler.keep_ids = self.job.sync.delete_absent.enabled
                 settler.counts_unsets = bool(unset_names(self.job.mapping))
@@ -319,6 +329,8 @@ class Run:
         # settles the halves that were answered.
         result = SendResult()
         try:
+            if self.ledger is not None:
+                self.ledger.sending(batch)  # a kill from here on leaves them "in flight"
             await sender.send(batch, result)
         except ApiAbort as abort:
             self._abort(str(abort))

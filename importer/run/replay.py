@@ -43,6 +43,7 @@ from importer.state import (
     StateStore,
     progress_scope,
 )
+from importer.state.events_ledger import LedgerKeys
 
 log = logging.getLogger("importer")
 
@@ -240,6 +241,7 @@ class ReplayStore:
         retry_later: bool = False,
         snapshot: SnapshotEntries = (),
         delivered: DeliveredIds = (),
+        ledger: LedgerKeys = (),
     ) -> None:
         # `snapshot` and `delivered` are left alone: a replayed row is sent again the next
         # night under sync.mode changed, the safe direction.
@@ -251,7 +253,7 @@ class ReplayStore:
                 source, fingerprint, rows, dead_lettered=True, retry_later=retry_later
             )
         else:
-            self.job.mark_replayed(source, fingerprint, rows)
+            self.job.mark_replayed(source, fingerprint, rows, ledger)  # events: never twice
         # For the replay, a row failed again is done: it is in the replay's dead-letter file.
         self.own.mark_settled(source, fingerprint, rows, dead_lettered=dead_lettered)
 

@@ -9,7 +9,7 @@ from typing import Literal
 from importer.errors import ApiAbort
 from importer.rows import Row
 
-Stage = Literal["rejected", "delivery"]
+Stage = Literal["rejected", "delivery", "uncertain"]
 
 
 @dataclass
@@ -28,6 +28,8 @@ class DeliveryStats:
     # The adaptive ceiling (updates a second) at the last 2xx after a 429: what the run
     # settled at, so about the workspace's real limit.
     settled_per_second: float | None = None
+    # Events accepted after a request of theirs lost its answer (on_lost_answer: resend)
+    events_possibly_duplicated: int = 0
 
     def rate_settled_per_minute(self) -> float | None:
         """The pace 429s taught the run (None without 429s, or no 2xx after one)."""

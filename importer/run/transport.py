@@ -37,9 +37,11 @@ MAX_ANSWER_BYTES = 64 * 1024
 class NoAnswer(Exception):
     """The request got no HTTP answer; it may or may not have reached the server."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, *, maybe_sent: bool = True) -> None:
         super().__init__(reason)
         self.reason = reason
+        # False when no connection was made: the request carried nothing (lost_answers)
+        self.maybe_sent = maybe_sent
 
 
 class CertificateFailure(Exception):
@@ -143,7 +145,9 @@ class AiohttpTransport:
             aiohttp.ClientPayloadError,
             ConnectionResetError,
         ) as exc:
-            raise NoAnswer(describe_failure(exc, self._timeout_seconds)) from None
+            never_sent = isinstance(exc, aiohttp.ClientConnectorError)
+            reason = describe_failure(exc, self._timeout_seconds)
+            raise NoAnswer(reason, maybe_sent=not never_sent) from None
         except aiohttp.ClientError as exc:
             why = f"{type(exc).__name__}: {exc}"
             raise RequestFailure(f"the request to {url} could not be made ({why})") from None

@@ -124,6 +124,13 @@ def _add_fault_and_record_options(parser: argparse.ArgumentParser) -> None:
         default=0.0,
         help="fraction whose connection is cut (default 0)",
     )
+    add(
+        "--lost-answer-rate",
+        type=_fraction,
+        default=0.0,
+        help="fraction of accepted requests whose connection is cut after they were"
+        " accepted and recorded: the client gets no answer (default 0)",
+    )
     add("--latency-ms", type=float, default=0.0, help="delay before each answer (default 0)")
     add(
         "--record",
@@ -288,6 +295,7 @@ def settings_from_args(
         event_rate=args.event_rate,
         fail_rate=args.fail_rate,
         reset_rate=args.reset_rate,
+        lost_answer_rate=args.lost_answer_rate,
         latency_ms=args.latency_ms,
         record=args.record,
         arrivals=args.arrivals,
@@ -336,6 +344,8 @@ def describe(settings: SandboxSettings) -> str:
         faults.append(f"{settings.fail_rate:.0%} answered 5xx")
     if settings.reset_rate:
         faults.append(f"{settings.reset_rate:.0%} connections cut")
+    if settings.lost_answer_rate:
+        faults.append(f"{settings.lost_answer_rate:.0%} answers lost after accepting")
     if settings.success_body != "moengage":
         faults.append(f"accepted requests answered {settings.success_body} (not MoEngage's)")
     if settings.status_for_all is not None:

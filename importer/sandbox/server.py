@@ -201,6 +201,9 @@ class SandboxServer:
         else:
             # Decided without awaiting, so the window check and update are atomic.
             answer = self._decide(request, endpoint, body, parsed, users, now)
+            lost = self.settings.lost_answer_rate
+            if lost and answer.accepted and self._random.random() < lost:
+                answer.reset = True  # kept and recorded, but the client hears nothing
         if self.settings.latency_ms > 0:
             await asyncio.sleep(self.settings.latency_ms / 1000)
         self._account(request, endpoint, body, users, now, answer)

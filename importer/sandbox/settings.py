@@ -37,6 +37,7 @@ class SandboxSettings:
     event_rate: int = moengage.DEFAULT_EVENT_RATE_UPDATES  # events (actions) per period
     fail_rate: float = 0.0
     reset_rate: float = 0.0
+    lost_answer_rate: float = 0.0  # accepted and recorded, then the connection cut
     latency_ms: float = 0.0
     record: Path | None = None
     arrivals: Path | None = None

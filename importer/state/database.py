@@ -16,6 +16,7 @@ from pathlib import Path
 
 from importer.errors import RunAborted, UsageError
 from importer.state.customers import SCHEMA as CUSTOMERS_SCHEMA
+from importer.state.events_ledger import LEDGER_SCHEMA
 
 SCHEMA_VERSION = 4
 
@@ -190,6 +191,7 @@ def _open(path: Path) -> sqlite3.Connection:
             raise sqlite3.DatabaseError("an SQLite database, but not one of moe-import's")
         db.executescript(SCHEMA)
         db.executescript(CUSTOMERS_SCHEMA)  # its own tables, beside the numbered schema
+        db.executescript(LEDGER_SCHEMA)  # its own table, no schema number (events_ledger)
         _upgrade(db)
         return db
     except sqlite3.Error as error:

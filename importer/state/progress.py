@@ -27,6 +27,7 @@ from importer.state.database import (
     StateDatabase,
     faults,
 )
+from importer.state.events_ledger import LedgerKeys, write_ledger
 from importer.state.identity import Scope, progress_scope
 from importer.state.ranges import SettledRows, merge_ranges, subtract_ranges, to_ranges
 from importer.state.scopes import adopt_legacy, register_scope, same_job_and_target
@@ -74,6 +75,7 @@ class RunState(Protocol):
         retry_later: bool = False,
         snapshot: SnapshotEntries = (),
         delivered: DeliveredIds = (),
+        ledger: LedgerKeys = (),
     ) -> None: ...
 
     def compact(self) -> None: ...
@@ -236,16 +238,20 @@ class ScopedProgress:
         retry_later: bool = False,
         snapshot: SnapshotEntries = (),
         delivered: DeliveredIds = (),
+        ledger: LedgerKeys = (),
     ) -> None:
         """Rows settled; `snapshot`: what the accepted ones among them set, in the same
         transaction, so a crash never leaves a customer recorded whose row is not;
-        `delivered`: their customers' ids (sync.delete_absent), in that transaction too."""
+        `delivered`: their customers' ids (sync.delete_absent), and `ledger`: the keys of
+        the accepted events among them (see events_ledger), in that transaction too."""
         outcome = RETRY_LATER if retry_later else DEAD_LETTERED if dead_lettered else ACCEPTED
-        self._insert(source, fingerprint, rows, outcome, snapshot, delivered)
+        self._insert(source, fingerprint, rows, outcome, snapshot, delivered, ledger)
 
-    def mark_replayed(self, source: str, fingerprint: str, rows: Iterable[int]) -> None:
+    def mark_replayed(
+        self, source: str, fingerprint: str, rows: Iterable[int], ledger: LedgerKeys = ()
+    ) -> None:
         """Rows a replay got a 2xx for: settled, and no longer dead-lettered (see `settled`)."""
-        self._insert(source, fingerprint, rows, REPLAYED, ())
+        self._insert(source, fingerprint, rows, REPLAYED, (), ledger=ledger)
 
     def _insert(
         self,
@@ -255,6 +261,7 @@ class ScopedProgress:
         outcome: int,
         snapshot: SnapshotEntries,
         delivered: DeliveredIds = (),
+        ledger: LedgerKeys = (),
     ) -> None:
         ranges = to_ranges(rows)
         if not ranges:
@@ -271,6 +278,8 @@ class ScopedProgress:
                     write_snapshot(self._db, scope_id, snapshot)
                 if delivered and snapshot:
                     write_delivered(self._db, scope_id, delivered)
+                if ledger:
+                    write_ledger(self._db, ledger)
 
     def _snapshot_scope_id(self) -> int:
         if self._scope_id is None:
