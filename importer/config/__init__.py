@@ -38,7 +38,6 @@ from importer.config.models import (
     AttributeSpec,
     AttributeSpecs,
     AttributeType,
-    CsvOptions,
     DeleteAbsentConfig,
     DeleteRateConfig,
     DeliveryConfig,
@@ -56,12 +55,10 @@ from importer.config.models import (
     PlatformsSpec,
     RateLimitConfig,
     SharedQuotaConfig,
-    SourceConfig,
-    SourceFormat,
-    StorageOptions,
     SyncConfig,
 )
 from importer.config.rules import check_job_rules, check_mapping_rules, read_api_key_file
+from importer.config.source_models import CsvOptions, SourceConfig, SourceFormat, StorageOptions
 from importer.config.user_rules import attribute_name_problem, job_warnings, timezone_problem
 
 __all__ = [

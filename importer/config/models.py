@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import codecs
-import enum
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
-    BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
@@ -21,16 +18,11 @@ from pydantic import (
 )
 
 from importer import moengage
+from importer.config.source_models import SourceConfig
+from importer.config.strict import Strict
 from importer.config.tls import ssl_context
 from importer.moengage import Endpoint
 from importer.redaction import Secrets, credential_secrets, url_password
-
-
-class SourceFormat(enum.StrEnum):
-    """How input files are read (`source.format`); a str, so job files say it plainly."""
-
-    AUTO, CSV, PARQUET = "auto", "csv", "parquet"  # auto: as its name or first bytes say
-
 
 # mapping.on_empty: what an empty cell does to its attribute (omit: nothing; unset: cleared).
 OnEmpty = Literal["omit", "unset"]
@@ -41,11 +33,7 @@ AmbiguousTime = Literal["earliest", "latest", "raise"]
 NonexistentTime = Literal["shift_forward", "shift_backward", "raise"]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class ApiConfig(_Strict):
+class ApiConfig(Strict):
     data_center: str = "01"
     base_url: str | None = None
     workspace_id: str
@@ -84,7 +72,7 @@ class ApiConfig(_Strict):
         return (self.base_url or moengage.base_url_for(self.data_center)).rstrip("/")
 
 
-class SharedQuotaConfig(_Strict):
+class SharedQuotaConfig(Strict):
     """rate_limit.shared: one quota for every process using the same key (importer.quota)."""
 
     backend: Literal["local", "redis"] = "local"
@@ -105,21 +93,21 @@ class SharedQuotaConfig(_Strict):
         return self
 
 
-class DeleteRateConfig(_Strict):
+class DeleteRateConfig(Strict):
     """rate_limit.deletes: the Delete User API's own limit (one user a request)."""
 
     requests: int = Field(moengage.DEFAULT_DELETE_REQUESTS, gt=0)  # deletes per period
     period_seconds: float = Field(moengage.DEFAULT_RATE_PERIOD_SECONDS, gt=0, allow_inf_nan=False)
 
 
-class RateLimitConfig(_Strict):
+class RateLimitConfig(Strict):
     updates: int = Field(moengage.DEFAULT_RATE_UPDATES, gt=0)
     period_seconds: float = Field(moengage.DEFAULT_RATE_PERIOD_SECONDS, gt=0, allow_inf_nan=False)
     shared: SharedQuotaConfig | None = None
     deletes: DeleteRateConfig = Field(default_factory=DeleteRateConfig)
 
 
-class DeliveryConfig(_Strict):
+class DeliveryConfig(Strict):
     max_batch_bytes: int = Field(moengage.MAX_REQUEST_BYTES, ge=1000, le=moengage.MAX_REQUEST_BYTES)
     concurrency: int = Field(8, ge=1, le=256)
     max_attempts: int = Field(6, ge=1)
@@ -139,58 +127,7 @@ class DeliveryConfig(_Strict):
     on_lost_answer: Literal["resend", "dead_letter"] = "resend"
 
 
-class CsvOptions(_Strict):
-    delimiter: str = ","
-    encoding: str = "utf-8"
-    quotechar: str = '"'
-    escapechar: str | None = None
-    compression: Literal["infer", "gzip", "bz2", "zstd", "xz", "zip"] | None = "infer"
-    # A record (header included) longer than this is set aside as malformed; a quoted field
-    # still open this far on is taken for a stray quote.
-    max_record_bytes: int = Field(1 << 20, ge=1024, le=1 << 30)
-
-    @field_validator("delimiter", "quotechar", "escapechar")
-    @classmethod
-    def _one_ascii_character(cls, value: str | None, info: Any) -> str | None:
-        # The reader splits records on bytes: these must be one byte in any ASCII encoding.
-        empty_ok = info.field_name != "delimiter"
-        if value is None or (empty_ok and value == ""):
-            return value
-        if len(value) != 1 or not value.isascii() or value in "\r\n":
-            raise ValueError("must be one ASCII character (not a newline)")
-        return value
-
-    @field_validator("encoding")
-    @classmethod
-    def _known_encoding(cls, value: str) -> str:
-        try:
-            codecs.lookup(value)
-        except LookupError:
-            raise ValueError(
-                "unknown encoding; use a Python codec name such as utf-8 or latin-1"
-            ) from None
-        return value
-
-
-class StorageOptions(_Strict):
-    """Object storage (s3://) settings; credentials come from the standard AWS chain."""
-
-    endpoint_url: str | None = None  # an S3-compatible store (MinIO, R2, GCS interop...)
-    region: str | None = None
-    anonymous: bool = False  # public buckets: send no credentials
-
-
-class SourceConfig(_Strict):
-    path: str | None = None
-    format: SourceFormat = SourceFormat.AUTO
-    null_values: list[str] = Field(default_factory=lambda: [""])
-    csv: CsvOptions = Field(default_factory=CsvOptions)
-    chunk_rows: int = Field(10_000, ge=1)
-    allow_empty: bool = False  # a run that reads no data row exits 4 unless this is true
-    storage: StorageOptions = Field(default_factory=StorageOptions)
-
-
-class AttributeSpec(_Strict):
+class AttributeSpec(Strict):
     column: str
     type: AttributeType = "string"
     separator: str | None = None
@@ -206,20 +143,20 @@ class AttributeSpec(_Strict):
     on_empty: OnEmpty | None = None  # users: overrides mapping.on_empty for this attribute
 
 
-class ArrayOpSpec(_Strict):
+class ArrayOpSpec(Strict):
     column: str
     separator: str | None = None
     items: ItemType = "string"
 
 
-class PlatformsSpec(_Strict):
+class PlatformsSpec(Strict):
     """Either a column whose cells are platform names, or a constant list for every row."""
 
     column: str | None = None
     values: list[str] | None = None
 
 
-class EventValue(_Strict):
+class EventValue(Strict):
     """An event field: a column per row, or a constant for every row (a bare string)."""
 
     column: str | None = None
@@ -243,7 +180,7 @@ def _bare_columns_are_strings(value: Any) -> Any:
 AttributeSpecs = Annotated[dict[str, AttributeSpec], BeforeValidator(_bare_columns_are_strings)]
 
 
-class EventConfig(_Strict):
+class EventConfig(Strict):
     """mapping.event (import: events): one row is one action of its customer."""
 
     action: EventValue
@@ -270,7 +207,7 @@ class EventConfig(_Strict):
         return value
 
 
-class MappingConfig(_Strict):
+class MappingConfig(Strict):
     customer_id: str | None = None
     # Surrounding whitespace in a customer_id is a validation error unless this is true.
     strip_customer_id: bool = False
@@ -299,7 +236,7 @@ NotifyOn = Literal["failure", "success"]
 NOTIFY_ON: tuple[NotifyOn, ...] = ("failure", "success")
 
 
-class NotifyConfig(_Strict):
+class NotifyConfig(Strict):
     """output.notify: a JSON POST (Slack-webhook compatible) when the run ends."""
 
     url: str
@@ -313,7 +250,7 @@ class NotifyConfig(_Strict):
         return value
 
 
-class DeleteAbsentConfig(_Strict):
+class DeleteAbsentConfig(Strict):
     """sync.delete_absent: delete customers this job delivered that tonight's export lacks."""
 
     enabled: bool = False  # needs sync.mode changed and mapping.customer_id
@@ -324,7 +261,7 @@ class DeleteAbsentConfig(_Strict):
     window_seconds: float = Field(86_400, ge=0, allow_inf_nan=False)
 
 
-class SyncConfig(_Strict):
+class SyncConfig(Strict):
     # all: send every valid row; changed: only rows whose element differs from the last
     # one the API accepted for that customer (see importer/run/sync.py).
     mode: Literal["all", "changed"] = "all"
@@ -339,7 +276,7 @@ class SyncConfig(_Strict):
 DEFAULT_OUTPUT_FOLDER = Path("out")
 
 
-class OutputConfig(_Strict):
+class OutputConfig(Strict):
     # unset: out/<job file stem>/dead_letter.jsonl (each job its own folder)
     dead_letter: Path = DEFAULT_OUTPUT_FOLDER / "job" / "dead_letter.jsonl"
     # unset: out/<job file stem>/state.db (<stem>.state.db beside a dead_letter set in the file)
@@ -358,7 +295,7 @@ class OutputConfig(_Strict):
 ImportKind = Literal["users", "events"]
 
 
-class JobConfig(_Strict):
+class JobConfig(Strict):
     # `import` is a Python keyword: the field is import_, the job file key `import`.
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

@@ -91,3 +91,25 @@ def _unreachable(job: JobConfig, why: str, waited: float) -> str:
         f"{waited:g} s; nothing was read or sent. Check api.base_url / "
         "api.data_center and the network, then rerun"
     )
+
+
+async def checked_before_reading(
+    job: JobConfig, transport: Transport, stopping: asyncio.Event
+) -> str | None:
+    """`check_before_reading`, given up when the run is stopped: why the run cannot go on
+    (credentials refused, host unreachable), or None (also when stopped: nothing read)."""
+    check = asyncio.ensure_future(check_before_reading(job, transport))
+    stopped = asyncio.ensure_future(stopping.wait())
+    try:
+        await asyncio.wait({check, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+    if not check.done():  # interrupted during the check: nothing read, nothing sent
+        check.cancel()
+        await asyncio.gather(check, return_exceptions=True)
+        return None
+    try:
+        check.result()
+    except RunAborted as refused:
+        return str(refused)
+    return None

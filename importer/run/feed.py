@@ -22,13 +22,13 @@ from importer import sources
 from importer.config import ConfigError, JobConfig
 from importer.errors import describe_fault
 from importer.mapping import RowMapper
-from importer.mapping.events import is_event
 from importer.moengage import Endpoint
-from importer.rows import Chunk, InvalidRow, MappedChunk, Row, ValidRows
+from importer.rows import Chunk, InvalidRow, MappedChunk, Row
 from importer.run import batching, ordering
 from importer.run.exactly_once import EventLedger, unsent
 from importer.run.preflight import scope_of
 from importer.run.resume import identify
+from importer.run.settled import dead_in_prefix, drop_settled_rows, resend_filter
 from importer.run.sync import CustomerKeys, SyncDiff
 from importer.state import RunState, SettledRows, StateError, StateFault, peek_snapshot
 
@@ -272,7 +272,7 @@ class FileFeed:
         prefix = settled.contiguous_through
         self._skipped_any |= bool(settled.ranges)
         if prefix:
-            yield Work(prefix, (prefix, _dead_in_prefix(settled, prefix)), [], [])
+            yield Work(prefix, (prefix, dead_in_prefix(settled, prefix)), [], [])
         rest = SettledRows(
             [r for r in settled.ranges if r[0] > prefix],
             [r for r in settled.dead if r[0] > prefix],
@@ -282,12 +282,12 @@ class FileFeed:
             path, self.job.source, self.mapper.columns, start_row=prefix + 1
         )
         # Rows resent after a delivery failure must not end older than the customer's
-        # later rows, accepted before: those are resent after them (see _resend_filter).
+        # later rows, accepted before: those are resent after them (see resend_filter).
         resent: set[str] | None = set() if rest.retry else None
         for rows_read, skipped, mapped in self._map_ahead(chunks, rest, resent is None):
             valid, invalid = mapped.valid, mapped.invalid
             if resent is not None:
-                valid, invalid, skipped = _resend_filter(mapped, rest, resent)
+                valid, invalid, skipped = resend_filter(mapped, rest, resent)
             unchanged: list[int] = []
             if snapshot is not None and self.diff is None:
                 self.diff = snapshot.result()
@@ -313,7 +313,7 @@ class FileFeed:
 
         def prepare(chunk: Chunk) -> tuple[int, tuple[int, int], MappedChunk]:
             rows_read = len(chunk.frame) + len(chunk.malformed)
-            skipped = _drop_settled(chunk, settled) if drop_settled else (0, 0)
+            skipped = drop_settled_rows(chunk, settled) if drop_settled else (0, 0)
             return rows_read, skipped, self.mapper.map_chunk(chunk)
 
         with ThreadPoolExecutor(MAPPING_THREADS, thread_name_prefix="map") as pool:
@@ -324,81 +324,3 @@ class FileFeed:
                     yield ahead.popleft().result()
             while ahead:
                 yield ahead.popleft().result()
-
-
-def _within(numbers: np.ndarray, ranges: list[tuple[int, int]]) -> np.ndarray:
-    inside = np.zeros(len(numbers), dtype=bool)
-    for first, last in ranges:
-        inside |= (numbers >= first) & (numbers <= last)
-    return inside
-
-
-def _drop_settled(chunk: Chunk, settled: SettledRows) -> tuple[int, int]:
-    """Remove rows an earlier run settled (beyond the contiguous prefix already skipped).
-
-    Returns (rows skipped, of which dead-lettered by that earlier run)."""
-    if not settled.ranges:
-        return 0, 0
-    numbers = np.concatenate(
-        [chunk.frame.index.to_numpy(dtype=np.int64), np.array([m[0] for m in chunk.malformed])]
-    ).astype(np.int64)
-    done = _within(numbers, settled.ranges)
-    if not done.any():
-        return 0, 0
-    rows = len(chunk.frame)
-    chunk.frame = chunk.frame[~done[:rows]]
-    chunk.malformed = [m for m, gone in zip(chunk.malformed, done[rows:], strict=True) if not gone]
-    return int(done.sum()), int((done & _within(numbers, settled.dead)).sum())
-
-
-def _resend_filter(
-    mapped: MappedChunk, settled: SettledRows, resent: set[str]
-) -> tuple[Sequence[Row], list[InvalidRow], tuple[int, int]]:
-    """A chunk's rows for a rerun that resends delivery failures, in file order.
-
-    Rows not settled are sent, and their customers noted in `resent`; a row accepted by an
-    earlier run is sent again when its customer has an earlier row being resent (else the
-    resent older row would end up the last update applied); other settled rows are skipped.
-    Returns (valid rows to send, invalid rows to dead-letter, (skipped, of which dead)).
-    """
-    valid = mapped.valid
-    numbers = np.asarray(_numbers_of(valid), dtype=np.int64)
-    done = _within(numbers, settled.ranges)
-    dead = _within(numbers, settled.dead)
-    ids = ordering.customer_ids(valid)
-    # Events have no end state to restore: an accepted one sent again would count twice.
-    users = not (len(valid) and is_event(batching.encoded_of(valid)[0]))
-    keep: list[int] = []
-    for position, customer in enumerate(ids):
-        if not done[position]:
-            keep.append(position)
-            if customer is not None:
-                resent.add(customer)
-        elif users and not dead[position] and customer in resent:
-            keep.append(position)
-    invalid_numbers = np.array([r.row for r in mapped.invalid], dtype=np.int64)
-    invalid_done = _within(invalid_numbers, settled.ranges)
-    invalid = [r for r, gone in zip(mapped.invalid, invalid_done, strict=True) if not gone]
-    skipped = len(valid) - len(keep) + int(invalid_done.sum())
-    skipped_dead = int(dead.sum()) + int(
-        (invalid_done & _within(invalid_numbers, settled.dead)).sum()
-    )
-    if len(keep) == len(valid):
-        return valid, invalid, (skipped, skipped_dead)
-    encoded = batching.encoded_of(valid)
-    rows = ValidRows(
-        mapped.source,
-        [int(numbers[p]) for p in keep],
-        [ids[p] for p in keep],
-        [encoded[p] for p in keep],
-        valid.chunk if isinstance(valid, ValidRows) else valid[0].chunk,
-    )
-    return rows, invalid, (skipped, skipped_dead)
-
-
-def _numbers_of(rows: Sequence[Row]) -> list[int]:
-    return rows.numbers if isinstance(rows, ValidRows) else [row.row for row in rows]
-
-
-def _dead_in_prefix(settled: SettledRows, prefix: int) -> int:
-    return sum(min(last, prefix) - first + 1 for first, last in settled.dead if first <= prefix)

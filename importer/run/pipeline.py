@@ -25,7 +25,7 @@ from importer.outputs.progress import ticking
 from importer.outputs.report import Report
 from importer.rows import Row
 from importer.run import deletes
-from importer.run.credentials import check_before_reading
+from importer.run.credentials import checked_before_reading
 from importer.run.delivery import Sender, open_transport
 from importer.run.exactly_once import EventLedger
 from importer.run.feed import Batch, Batcher, FileFeed, Planner, ReadFailed, WorkSource, next_work
@@ -238,24 +238,11 @@ class Run:
             await quota.close_limiter(limiter)  # the other sharers get our last grants back
 
     async def _reachable(self, transport: Transport) -> bool:
-        """The credentials and the host checked before a row is read (see run.credentials):
-        a refusal or a host that never answers stops the run, nothing read."""
-        check = asyncio.ensure_future(check_before_reading(self.job, transport))
-        stopped = asyncio.ensure_future(self._stopping.wait())
-        try:
-            await asyncio.wait({check, stopped}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            stopped.cancel()
-        if not check.done():  # interrupted during the check: nothing read, nothing sent
-            check.cancel()
-            await asyncio.gather(check, return_exceptions=True)
-            return False
-        try:
-            check.result()
-        except RunAborted as refused:
-            self._abort(str(refused))
-            return False
-        return True
+        """The credentials and the host checked before a row is read (run.credentials)."""
+        refused = await checked_before_reading(self.job, transport, self._stopping)
+        if refused is not None:
+            self._abort(refused)
+        return refused is None and not self._stopping.is_set()
 
     async def _produce(
         self,
