@@ -313,3 +313,36 @@ def test_once_an_outage_is_noticed_only_its_probes_are_sent() -> None:
     # Each request counted once as sent, and each failed one sent again once.
     assert done.stats.requests == len(workspace.exchanges) + len(during)
     assert done.stats.retries == len(during)
+
+
+@dataclass
+class HeaderWorkspace(Workspace):
+    """A workspace that says its limit in MoEngage's rate-limit headers on every answer."""
+
+    async def respond(self, request: Request) -> Answer:
+        status, headers, body = await super().respond(request)
+        said = {
+            moengage.RATE_LIMIT_LIMIT_HEADER: str(self.limit),
+            moengage.RATE_LIMIT_REMAINING_HEADER: str(max(0, self.limit - self._in_window)),
+            moengage.RATE_LIMIT_RESET_HEADER: str(int(self.period)),
+        }
+        return status, {**headers, **said}, body
+
+
+def test_a_lower_limit_in_the_headers_paces_the_run_before_any_429() -> None:
+    # The job says 6,000 a minute; the workspace takes 1,200 and says so in its headers.
+    workspace = HeaderWorkspace(1_200, 60.0, way_there=0.01, way_back=0.01)
+    done = deliver(workspace, users(3_000), updates=6_000, period=60.0, batch=50)
+
+    assert done.stats.rate_limit_learned == 1_200
+    assert done.stats.http_429 == 0 and workspace.refused == 0
+    assert max_in_window(workspace.arrivals, 60.0) <= 1_200
+    assert len(workspace.accepted) == 3_000
+
+
+def test_without_the_headers_the_same_workspace_teaches_by_429s() -> None:
+    workspace = Workspace(1_200, 60.0, way_there=0.01, way_back=0.01)
+    done = deliver(workspace, users(3_000), updates=6_000, period=60.0, batch=50)
+
+    assert done.stats.rate_limit_learned is None
+    assert done.stats.http_429 > 0  # what the headers spare the run

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
+
+import pytest
 
 from importer import moengage
 from importer.quota.headers import learn_from_headers
 from importer.quota.window import WindowLimiter
 from importer.sandbox.windows import max_in_window
+from tests.sandbox_proc import start_sandbox
+from tests.support import job_dict, read_report, run_cli, write_job
 from tests.virtual_clock import VirtualTimeLoop, run_virtual
 
 
@@ -80,3 +85,17 @@ def test_garbage_headers_are_ignored() -> None:
         return limiter.paused_until
 
     assert run_virtual(main) <= 1_000.0
+
+
+@pytest.mark.sandbox
+def test_the_summary_says_which_limit_it_learnt(tmp_path: Path) -> None:
+    source = tmp_path / "users.csv"
+    source.write_text("user_id,name\n" + "".join(f"u{i},N{i}\n" for i in range(1, 61)))
+    mapping = {"customer_id": "user_id", "attributes": {"name": "name"}}
+    with start_sandbox(tmp_path, "--rate", "300", "--period", "60", "--ratelimit-headers") as sb:
+        job = job_dict(tmp_path, sb.url, source, mapping, rate_limit={"updates": 30_000})
+        result = run_cli("run", str(write_job(tmp_path, job)), "--no-progress")
+    assert result.returncode == 0, result.stderr
+    assert "limit learnt    MoEngage's rate-limit headers say 300 updates/minute" in result.stdout
+    report = read_report(tmp_path)
+    assert report["rate_limit_learned_per_minute"] == 300 and report["http_429"] == 0

@@ -99,6 +99,8 @@ class Report:
     status_counts: dict[str, int] = field(default_factory=dict)
     # Users a minute the API accepted after its first 429: the workspace's real limit.
     rate_settled_per_minute: float | None = None
+    # A limit below rate_limit that MoEngage's rate-limit headers gave (updates a minute)
+    rate_limit_learned_per_minute: int | None = None
     outage_seconds: float = 0.0  # time spent paused because the API answered no one
     rate_limited_wait_seconds: float = 0.0  # time every sender waited on 429s' Retry-After
     warnings: list[str] = field(default_factory=list)  # never cell values
@@ -288,6 +290,11 @@ def _pause_lines(report: Report) -> list[str]:
             f"  rate limited    the API answered 429 and the run settled at about "
             f"{report.rate_settled_per_minute:,.0f} updates/minute: set rate_limit to that "
             f"to avoid the 429s ({report.rate_limited_wait_seconds:,.1f} s paused on them)"
+        )
+    if report.rate_limit_learned_per_minute is not None:
+        lines.append(
+            f"  limit learnt    MoEngage's rate-limit headers say "
+            f"{report.rate_limit_learned_per_minute:,} updates/minute; the run paced under it"
         )
     if report.outage_seconds:
         lines.append(

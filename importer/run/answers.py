@@ -33,6 +33,7 @@ import orjson
 from importer import moengage
 from importer.config import DeliveryConfig
 from importer.errors import ApiAbort
+from importer.quota.headers import learn_from_headers
 from importer.quota.window import WindowLimiter
 from importer.run import batching, retry
 from importer.run.outages import Outage
@@ -129,6 +130,7 @@ class Answers:
         """The final answer for these rows, or the seconds to wait before the next attempt."""
         status, headers = answer.status, answer.headers
         self._stats.by_status[status] += 1
+        self._learn(headers)
         if retry.is_transient(status):
             reason = self._scrub(describe_answer(status, answer.payload))
             wait = retry.retry_after_seconds(headers, time.time())
@@ -156,6 +158,15 @@ class Answers:
         if retry.refuses_request(status):
             self._count_refusal(status, reason)
         return Answer(status, f"{status} {reason}")
+
+    def _learn(self, headers: Mapping[str, str]) -> None:
+        """MoEngage's rate-limit headers, when present, only ever lower the pace (quota.headers)."""
+        learnt = learn_from_headers(self._limiter, headers)
+        if learnt is not None:
+            self._stats.rate_limit_learned = learnt
+            log.info(
+                "the API's rate-limit headers say %s updates a minute: pacing under that", learnt
+            )
 
     def after_failure(
         self, status: int | None, reason: str, budget: Budget, wait: float | None

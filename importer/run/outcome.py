@@ -339,6 +339,7 @@ def record_delivery(report: Report, stats: DeliveryStats) -> None:
     report.outage_seconds = round(stats.outage_seconds, 1)
     report.rate_limited_wait_seconds = round(stats.rate_limited_wait_seconds, 1)
     report.events_possibly_duplicated = stats.events_possibly_duplicated
+    report.rate_limit_learned_per_minute = stats.rate_limit_learned
 
 
 def _by_source(pairs: Iterable[tuple[str, int]]) -> dict[str, list[int]]:

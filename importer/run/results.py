@@ -30,6 +30,8 @@ class DeliveryStats:
     settled_per_second: float | None = None
     # Events accepted after a request of theirs lost its answer (on_lost_answer: resend)
     events_possibly_duplicated: int = 0
+    # The limit MoEngage's rate-limit headers gave, a minute, when it was below rate_limit
+    rate_limit_learned: int | None = None
 
     def rate_settled_per_minute(self) -> float | None:
         """The pace 429s taught the run (None without 429s, or no 2xx after one)."""
