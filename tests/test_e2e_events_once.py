@@ -95,7 +95,9 @@ def test_an_appended_event_is_the_only_one_the_next_run_sends(tmp_path: Path) ->
     report = read_report(tmp_path)
     assert_report_adds_up(report)
     assert report["rows_read"] == 201
-    assert report["rows_accepted"] == 1 and report["rows_already_sent"] == 200
+    # The old rows: resumed past (the file only grew) or held back by the ledger, never sent.
+    assert report["rows_accepted"] == 1
+    assert report["rows_skipped"] + report["rows_already_sent"] == 200
 
 
 @pytest.mark.sandbox
@@ -299,3 +301,41 @@ def test_a_run_killed_with_requests_in_flight(tmp_path: Path, policy: str) -> No
         assert set(first) <= uncertain  # what the killed run had in flight
         assert set(both) | uncertain == expected(range(1, 201))
         assert "earlier run stopped" in letters[0]["error"]
+
+
+@pytest.mark.sandbox
+@pytest.mark.subprocess
+def test_a_replay_never_resends_events_accepted_since_its_lines_were_written(
+    tmp_path: Path,
+) -> None:
+    lines = [event_line(seq) for seq in range(80)]
+    first = write_events(tmp_path / "events_monday.csv", lines)
+    for folder in ("s1", "s2"):
+        (tmp_path / folder).mkdir()
+    # Monday: c003's requests fail whatever is tried, its events go to the dead-letter file.
+    with start_sandbox(
+        tmp_path / "s1", "--rate", "1000000", "--fail-customer-ids", "^c003$"
+    ) as flaky:
+        small = {"max_attempts": 2, "max_batch_bytes": 1000}  # c003 fails alone, others pass
+        job = events_job(tmp_path, flaky.url, first, delivery=small)
+        assert run(job) == 1
+    letters = read_dead_letters(tmp_path)
+    assert {letter["customer_id"] for letter in letters} == {"c003"}
+    kept = tmp_path / "monday.dead_letter.jsonl"
+    shutil.copy(tmp_path / "out" / "dead_letter.jsonl", kept)
+    port = flaky.url.rsplit(":", 1)[1]  # the same workspace at the same address
+    with start_sandbox(tmp_path / "s2", "--rate", "1000000", "--port", port) as sandbox:
+        # Tuesday's export holds the same events under another name: only c003's are new.
+        second = write_events(tmp_path / "events_tuesday.csv", lines)
+        job = events_job(tmp_path, sandbox.url, second)
+        assert run(job) == 0
+        assert read_report(tmp_path)["rows_already_sent"] == 80 - len(letters)
+        before = arrivals_per_event(sandbox)
+        # Replaying Monday's dead letters sends nothing: those events were accepted since.
+        replay = run_cli("replay", str(job), str(kept), "--no-progress")
+        assert replay.returncode == 0, replay.stderr
+        after = arrivals_per_event(sandbox)
+    report = json.loads((tmp_path / "monday.dead_letter.replay.report.json").read_text())
+    assert report["requests"] == 0 and report["rows_already_sent"] == len(letters)
+    assert after == before and set(after.values()) == {1}
+    assert set(after) == expected([3, 43])  # Tuesday sent only what Monday had not

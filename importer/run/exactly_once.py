@@ -187,6 +187,16 @@ class EventLedger:
         )
         return kept, already, uncertain
 
+    def accepted_before(self, rows: Sequence[Row]) -> tuple[list[Row], list[int]]:
+        """A replay's rows less the events the ledger holds as accepted (by any run of this
+        job since the line was written): (rows to send, numbers of those left out). Events
+        only in flight (`uncertain`) are not held back: replaying them is the user's choice."""
+        keys = self.keys(rows)
+        known = self.reader.known(keys)
+        kept = [row for row, done in zip(rows, known.tolist(), strict=True) if not done]
+        already = [row.row for row, done in zip(rows, known.tolist(), strict=True) if done]
+        return kept, already
+
     def open_writer(self) -> None:
         """A run (not a dry run) marks events in flight through a connection of its own."""
         path = self.reader.path

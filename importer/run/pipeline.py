@@ -62,7 +62,9 @@ class Run:
         self.mapper = mapper
         # Events: the ledger keeps what was accepted from being sent again (exactly_once).
         events = job.import_ == "events"
-        self.ledger = EventLedger(job, replay=feed is not None) if events else None
+        # A replay brings the one its feed filters by (an accepted event is never resent).
+        ledger = getattr(feed, "ledger", None) if feed is not None else None
+        self.ledger = ledger or (EventLedger(job, replay=feed is not None) if events else None)
         self.feed: WorkSource = feed or FileFeed(
             job, paths, mapper, full=options.full, job_id=options.job, ledger=self.ledger
         )

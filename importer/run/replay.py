@@ -27,6 +27,7 @@ from importer.config import JobConfig
 from importer.mapping import MALFORMED_RECORD_KEY, RowMapper
 from importer.outputs.deadletter import DeadLetter, DeadLetterError, read_dead_letter
 from importer.rows import Chunk, InvalidRow, LineMap, Row
+from importer.run.exactly_once import EventLedger
 from importer.run.feed import Batcher, Fingerprints, Work
 from importer.run.options import RunOptions, RunOutcome
 from importer.run.pipeline import Run
@@ -169,6 +170,7 @@ class ReplayFeed:
         """`already_settled`: (lines left out, of which still dead-lettered), as skipped rows."""
         self.already_settled = already_settled
         self.groups = list(replay_groups(letters, mapper))
+        self.ledger: EventLedger | None = None  # events: what was accepted is not resent
         self.fingerprints: Fingerprints = {}
         for letter in letters:
             if letter.fingerprint:  # new dead-letter lines keep naming the source they came from
@@ -181,7 +183,13 @@ class ReplayFeed:
         if self.already_settled[0]:
             yield Work(self.already_settled[0], self.already_settled, [], [])
         for read, rows, invalid in self.groups:
-            yield batch(read, (0, 0), rows, invalid)
+            already: list[int] = []
+            source = rows[0].source if len(rows) else ""
+            if self.ledger is not None and len(rows):
+                rows, already = self.ledger.accepted_before(rows)
+            work = batch(read, (0, 0), rows, invalid)
+            work.already_sent, work.source = already, source
+            yield work
 
 
 class ReplayStore:
@@ -289,6 +297,8 @@ def replay_dead_letter(job: JobConfig, dead_letter_in: Path, options: RunOptions
         return ReplayStore(state_path, scope, own_scope, fresh=options.fresh)
 
     feed = ReplayFeed(letters, mapper, already_settled=left_out)
+    if job.import_ == "events":  # replayed lines whose events were accepted since: not resent
+        feed.ledger = EventLedger(job, replay=True)
     for source, fingerprint, key in known.sources(letters):
         feed.fingerprints[source] = (key, fingerprint)
     run = Run(job, options, [], mapper, feed, open_state=open_state)
