@@ -149,10 +149,13 @@ def test_a_failed_delete_is_dead_lettered_and_replay_sends_it(tmp_path: Path) ->
         job = _job(tmp_path, url, source)
         _export(source, range(1, CUSTOMERS + 1))
         assert _run(job).returncode == 0
-    # The API is gone: tonight's rows are all unchanged (no update is sent); the delete
-    # gets no answer through every attempt.
+    # Tonight's rows are all unchanged (no update is sent); the delete is answered 503
+    # through every attempt.
     _export(source, range(1, CUSTOMERS))
-    failed = _run(job)
+    failing = tmp_path / "failing"
+    failing.mkdir()
+    with start_sandbox(failing, "--port", port, "--fail-deletes"):
+        failed = _run(job)
     assert failed.returncode == 1, failed.stdout + failed.stderr
     report = read_report(tmp_path)
     assert report["deletes_failed"] == 1 and report["customers_deleted"] == 0

@@ -215,7 +215,7 @@ def test_replay_resends_failed_rows_and_remaps_invalid_ones(tmp_path: Path) -> N
                 },
             },
         )
-        replay_job = write_job(tmp_path, fixed, "fixed.yaml")
+        replay_job = write_job(tmp_path, fixed)  # the same job, its mapping fixed in place
         result = run_cli("replay", str(replay_job), str(dead), "--no-progress")
         recorded = {r["customer_id"]: r["attributes"] for r in healthy.records()}
     assert result.returncode == 0, result.stderr

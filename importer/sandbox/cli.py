@@ -245,6 +245,11 @@ def _add_profile_options(parser: argparse.ArgumentParser) -> None:
         "elements are not kept (default %(default)s)",
     )
     add(
+        "--fail-deletes",
+        action="store_true",
+        help="answer every Delete User request 503 (a delete that keeps failing)",
+    )
+    add(
         "--ratelimit-headers",
         action="store_true",
         help="send x-ratelimit-limit, -remaining and -reset with every answer",
@@ -313,6 +318,7 @@ def settings_from_args(
         delete_window=args.delete_window,
         success_body=args.success_body,
         ratelimit_headers=args.ratelimit_headers,
+        fail_deletes=args.fail_deletes,
         unset_supported=args.unset_supported,
     )
 

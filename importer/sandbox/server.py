@@ -71,6 +71,7 @@ class SandboxServer:
             delete_window=RateWindow(settings.delete_rate, settings.period),
             export_window=RateWindow(settings.export_rate, settings.period),
             arrivals=lambda: self._arrivals,
+            fail_deletes=settings.fail_deletes,
         )
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None

@@ -64,4 +64,5 @@ class SandboxSettings:
     success_body: str = "moengage"  # or a 2xx that is not MoEngage's (see answers.py)
     ratelimit_headers: bool = False  # x-ratelimit-limit/-remaining/-reset on every answer
     unset_supported: bool = True  # False: a workspace without Early Access ignores unsets
+    fail_deletes: bool = False  # every Delete User request answered 503
     profiles: Path | None = None  # the profiles as kept, written here (0600) on stop

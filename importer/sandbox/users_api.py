@@ -37,7 +37,9 @@ class UsersApi:
         delete_window: RateWindow,
         export_window: RateWindow,
         arrivals: Callable[[], JsonLines],
+        fail_deletes: bool = False,
     ) -> None:
+        self.fail_deletes = fail_deletes
         self.profiles = profiles
         self._auth = auth
         self._delete_window = delete_window
@@ -52,7 +54,10 @@ class UsersApi:
     async def handle_delete(self, request: web.Request) -> web.Response:
         now = time.time()
         parsed = parse_body(await request.read())
-        answer = self._refused(request, self._delete_window, now, 1) or self._delete(parsed, now)
+        answer = self._refused(request, self._delete_window, now, 1)
+        if answer is None and self.fail_deletes:
+            answer = failure(503, "deletes fail (sandbox --fail-deletes)")
+        answer = answer or self._delete(parsed, now)
         self._log(request, now, answer, deletes=1)
         return response(answer, "moengage")
 
