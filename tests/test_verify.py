@@ -11,8 +11,10 @@ import orjson
 import pytest
 import requests
 
+from importer.cli import main
 from importer.config import ConfigError, load_job
 from importer.moengage.profile import expected_profile
+from importer.sandbox import SandboxServer
 from importer.verify import verify_job
 from importer.verify.check import format_table
 from importer.verify.compare import Outcome, compare
@@ -40,25 +42,28 @@ def _job(tmp_path: Path, url: str) -> Path:
     return write_job(tmp_path, job_dict(tmp_path, url, source, MAPPING))
 
 
-def _deliver_as_a_run_would(url: str, *, skip: str, retype: str, change: str) -> None:
-    elements = []
-    for i in range(1, 41):
-        cid = f"u{i:03d}"
-        if cid == skip:
-            continue
-        points: object = str(i) if cid == retype else i
-        name = "Someone" if cid == change else f"Name{i}"
-        elements.append(customer(cid, first_name=name, points=points, vip=bool(i % 2)))
-    assert post(url, bulk(*elements)).status_code == 200
+def _deliver(server: SandboxServer, job: Path, *, skip: str, retype: str, change: str) -> None:
+    """A real run of the job into the in-process sandbox, then what MoEngage may do after
+    its 200: drop a customer, store a number as text, keep another value."""
+    assert main(["run", str(job), "--no-progress"]) == 0
+    kept = server.profiles.profiles
+    if skip:
+        del kept[skip]
+    if retype:
+        kept[retype]["points"] = str(kept[retype]["points"])
+    if change:
+        kept[change]["first_name"] = "Someone"
 
 
 def test_every_attribute_matches_after_a_faithful_delivery(tmp_path: Path) -> None:
     with in_process(tmp_path) as server:
-        _deliver_as_a_run_would(server.url, skip="", retype="", change="")
-        outcome = verify_job(load_job(_job(tmp_path, server.url)), sample=40, seed=7)
+        job_file = _job(tmp_path, server.url)
+        _deliver(server, job_file, skip="", retype="", change="")
+        outcome = verify_job(load_job(job_file), sample=40, seed=7)
         exports = server.stats()["exports"]
     assert outcome.exit_code == 0
-    assert outcome.comparison.customers_checked == 40 and exports == 40
+    # 40 read back, and the run's own credential check (one id no workspace holds).
+    assert outcome.comparison.customers_checked == 40 and exports == 41
     assert {name: dict(c) for name, c in outcome.comparison.by_attribute.items()} == {
         name: {Outcome.MATCH: 40} for name in ("first_name", "points", "vip")
     }
@@ -66,8 +71,9 @@ def test_every_attribute_matches_after_a_faithful_delivery(tmp_path: Path) -> No
 
 def test_differences_are_named_by_attribute_and_kind(tmp_path: Path) -> None:
     with in_process(tmp_path) as server:
-        _deliver_as_a_run_would(server.url, skip="u002", retype="u003", change="u004")
-        job = load_job(_job(tmp_path, server.url))
+        job_file = _job(tmp_path, server.url)
+        _deliver(server, job_file, skip="u002", retype="u003", change="u004")
+        job = load_job(job_file)
         outcome = verify_job(job, sample=40, seed=1)
     assert outcome.exit_code == 1
     found = {(d.customer_id, d.attribute, d.outcome) for d in outcome.comparison.differences}
@@ -89,8 +95,9 @@ def test_differences_are_named_by_attribute_and_kind(tmp_path: Path) -> None:
 
 def test_the_sample_is_reproducible_and_bounded(tmp_path: Path) -> None:
     with in_process(tmp_path) as server:
-        _deliver_as_a_run_would(server.url, skip="", retype="", change="")
-        job = load_job(_job(tmp_path, server.url))
+        job_file = _job(tmp_path, server.url)
+        _deliver(server, job_file, skip="", retype="", change="")
+        job = load_job(job_file)
         first = verify_job(job, sample=5, seed=3)
         second = verify_job(job, sample=5, seed=3)
         other = verify_job(job, sample=5, seed=4)
@@ -98,7 +105,18 @@ def test_the_sample_is_reproducible_and_bounded(tmp_path: Path) -> None:
     everyone = [f"u{i:03d}" for i in range(1, 41)]
     assert first.customer_ids == sorted(sorted(everyone, key=lambda c: sample_key(c, 3))[:5])
     assert second.customer_ids == first.customer_ids != other.customer_ids
-    assert exports == 15 and other.exit_code == 0
+    assert exports == 16 and other.exit_code == 0  # 15 read back, 1 credential check
+
+
+def test_only_customers_the_job_delivered_are_sampled(tmp_path: Path) -> None:
+    with in_process(tmp_path, reject_customer_ids="^u005$") as server:
+        job_file = _job(tmp_path, server.url)
+        with pytest.raises(ConfigError, match="delivered nothing"):
+            verify_job(load_job(job_file), sample=40)  # no run yet: no saved progress
+        assert main(["run", str(job_file), "--no-progress"]) == 1  # u005 refused
+        outcome = verify_job(load_job(job_file), sample=40)
+    assert outcome.exit_code == 0 and outcome.comparison.customers_checked == 39
+    assert "u005" not in outcome.customer_ids
 
 
 def test_events_jobs_are_refused(tmp_path: Path) -> None:
@@ -142,15 +160,15 @@ def test_read_back_goes_through_the_profiles_endpoint(tmp_path: Path) -> None:
 
 
 @pytest.mark.sandbox
-def test_verify_command_after_a_real_run_then_after_the_export_drifted(tmp_path: Path) -> None:
+def test_verify_command_after_a_real_run_then_after_another_writer(tmp_path: Path) -> None:
     with start_sandbox(tmp_path, "--rate", "1000000") as sandbox:
         job = _job(tmp_path, sandbox.url)
         assert run_cli("run", str(job), "--no-progress").returncode == 0
         same = run_cli("verify", str(job), "--sample", "10", "--seed", "5")
         assert same.returncode == 0, same.stderr
         assert "10 customers checked, 10 found, 0 differences" in same.stdout
-        source = tmp_path / "users.csv"
-        source.write_text(source.read_text().replace(",Name7,", ",Renamed,"))
+        # Another system overwrites one customer's name in the workspace.
+        assert post(sandbox.url, bulk(customer("u007", first_name="Renamed"))).ok
         drifted = run_cli("verify", str(job), "--sample", "40")
     assert drifted.returncode == 1, drifted.stderr
     assert "40 customers checked, 40 found, 1 differences" in drifted.stdout
@@ -158,7 +176,7 @@ def test_verify_command_after_a_real_run_then_after_the_export_drifted(tmp_path:
     written = json.loads((tmp_path / "out" / "report.verify.json").read_text())
     assert [
         (d["customer_id"], d["outcome"], d["sent"], d["stored"]) for d in written["differences"]
-    ] == [("u007", "different_value", "Renamed", "Name7")]
+    ] == [("u007", "different_value", "Name7", "Renamed")]
 
 
 @pytest.mark.subprocess

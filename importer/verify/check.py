@@ -23,6 +23,7 @@ from importer.run.preflight import prepare
 from importer.run.transport import AiohttpTransport
 from importer.run.users_api import UsersApiClient
 from importer.verify.compare import Comparison, Outcome, compare
+from importer.verify.delivered import delivered_ranges, within
 from importer.verify.sample import CustomerSample
 
 DEFAULT_SAMPLE = 100
@@ -60,12 +61,21 @@ def verify_job(
 
 
 def sample_customers(job: JobConfig, size: int, seed: int) -> CustomerSample:
-    """One pass over the input: map every chunk, keep the sampled customers' elements."""
+    """One pass over the input: map every chunk, keep the sampled customers' elements,
+    among the rows the job's saved progress holds as accepted."""
     paths, mapper = prepare(job)
+    delivered = delivered_ranges(job, paths)
     picked = CustomerSample(size, seed)
     for path in paths:
+        accepted = delivered.get(str(path), [])
         for chunk in sources.iter_chunks(path, job.source, mapper.columns):
-            picked.add(mapper.map_chunk(chunk).valid)
+            valid = mapper.map_chunk(chunk).valid
+            numbers = [number for row in valid for number in row.numbers]
+            if not numbers:
+                continue
+            mask = iter(within(numbers, accepted).tolist())
+            # A merged row stands for several of one customer's rows: kept if any was sent.
+            picked.add(row for row in valid if any([next(mask) for _ in row.numbers]))
     return picked
 
 
