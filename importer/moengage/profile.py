@@ -7,7 +7,6 @@ after the rows a job sent, so both agree on one rule.
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 from importer.moengage import (
@@ -31,7 +30,8 @@ def merge_attributes(profile: dict[str, Any], attributes: dict[str, Any]) -> Non
                 gone = as_list(items)
                 profile[array] = [item for item in as_list(profile.get(array)) if item not in gone]
         else:
-            profile[name] = copy.deepcopy(value)
+            # Values come from a freshly parsed body and are never changed in place here.
+            profile[name] = value
 
 
 def unset_names(element: dict[str, Any]) -> list[str]:
