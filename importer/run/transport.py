@@ -177,7 +177,15 @@ async def read_capped(response: aiohttp.ClientResponse, cap: int) -> bytes:
     """The answer's body, decompressed, cut to `cap` bytes: never more held in memory. A
     body past the cap is cut (the answer is judged on what was read; a success body is a
     few dozen bytes)."""
-    raw = await response.content.read(cap + 1)
+    pieces: list[bytes] = []
+    held = 0
+    while held <= cap:  # read() gives what has arrived, maybe less than asked
+        piece = await response.content.read(cap + 1 - held)
+        if not piece:
+            break
+        pieces.append(piece)
+        held += len(piece)
+    raw = b"".join(pieces)
     encoding = response.headers.get(aiohttp.hdrs.CONTENT_ENCODING, "").strip().lower()
     if encoding in ("gzip", "x-gzip", "deflate"):
         # wbits 47: gzip or zlib header, detected; a raw deflate stream is tried after.
