@@ -34,11 +34,11 @@ lock:
 demo: install
 	$(BIN)/python -m scripts.demo
 
-# The whole suite (what .ci/run runs), four at a time: the end-to-end tests mostly wait on
-# sockets and sleeps. Pace is asserted on a virtual clock (tests/virtual_clock.py); the
+# The whole suite (what .ci/run runs), six at a time with work stealing (the long end-to-end
+# tests do not gather at the end): they mostly wait on sockets and sleeps. Pace is asserted on a virtual clock (tests/virtual_clock.py); the
 # real-clock pace tests keep only margins a busy core cannot break, so none runs alone.
 test: install
-	$(PYTEST) -n 4 || test $$? -eq 5
+	$(PYTEST) -n 6 --dist worksteal || test $$? -eq 5
 
 # In-process tests only, for the edit-test loop: no test that starts the sandbox, the CLI,
 # redis-server or any other process (tests/conftest.py fails one that does, naming the

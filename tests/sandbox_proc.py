@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -39,6 +40,15 @@ class SandboxProcess:
         credential check a run makes before reading, read-backs) only with `exports`."""
         found = read_json_lines(self.arrivals_path)
         return found if exports else [a for a in found if a.get("path") != EXPORT_PATH]
+
+    def wait_until_reached(self, timeout: float = 60.0) -> None:
+        """Until a client's first request got here: a run's check before reading is
+        answered at once, so the CLI is up (imports done, signals handled) and sending."""
+        deadline = time.monotonic() + timeout
+        while not self.arrivals(exports=True):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no request reached the sandbox in {timeout:g} s")
+            time.sleep(0.05)
 
     def stats(self) -> dict[str, Any]:
         with urllib.request.urlopen(f"{self.url}/_sandbox/stats", timeout=5) as response:

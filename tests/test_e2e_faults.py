@@ -254,7 +254,8 @@ def test_second_interrupt_stops_at_once_and_loses_nothing(tmp_path: Path) -> Non
     with start_sandbox(tmp_path, "--latency-ms", "4000") as slow:
         job = users_job(tmp_path, slow.url, source, delivery={"max_batch_bytes": 2000})
         first = start_cli("run", str(job), "--no-progress")
-        time.sleep(2.0)  # requests are in flight, each answered only after 4 s
+        slow.wait_until_reached()  # the check before reading: the CLI is up
+        time.sleep(1.0)  # requests are in flight, each answered only after 4 s
         first.send_signal(signal.SIGINT)
         time.sleep(0.3)
         stopped = time.monotonic()
@@ -289,7 +290,8 @@ def test_first_interrupt_leaves_unanswered_rows_pending_not_failed(tmp_path: Pat
             delivery={"max_batch_bytes": 2000, "timeout_seconds": 1, "max_attempts": 6},
         )
         first = start_cli("run", str(job), "--no-progress")
-        time.sleep(1.8)  # the first attempts have timed out; retries are due
+        slow.wait_until_reached()  # the check before reading: the CLI is up
+        time.sleep(1.5)  # the first attempts have timed out; retries are due
         first.send_signal(signal.SIGINT)
         first.communicate(timeout=60)
     assert first.returncode == 130
