@@ -14,6 +14,7 @@ from scripts.bench_data import (
 from scripts.spread import Spread
 
 
+@pytest.mark.slow  # about half a second or more: not in make test-fast
 def test_history_export_holds_every_version_of_every_customer_newest_last() -> None:
     customers, seed = 2500, 7
     history = history_export(customers, seed=seed).reset_index(drop=True)

@@ -233,6 +233,7 @@ def test_cut_connections_are_retried() -> None:
     assert fake.accepted == ["u1", "u2", "u3"]
 
 
+@pytest.mark.slow  # about half a second or more: not in make test-fast
 def test_429_pauses_every_sender_and_does_not_eat_failure_attempts() -> None:
     async def limited(fake: FakeApi, request: web.Request, seen: Seen) -> web.Response:
         if len(fake.seen) <= 3:
@@ -366,6 +367,7 @@ def test_key_never_in_refusal_text() -> None:
     run(echo, scenario)
 
 
+@pytest.mark.slow  # about half a second or more: not in make test-fast
 def test_a_batch_larger_than_the_limit_is_split_to_fit() -> None:
     async def scenario(sender: Sender, fake: FakeApi, *_: Any) -> None:
         assert len((await sender.send(make_rows(10))).accepted) == 10
@@ -490,6 +492,7 @@ async def too_slow(fake: FakeApi, request: web.Request, seen: Seen) -> web.Respo
     [(always_ok, 0), (too_slow, 2), (cut_first(100), 2)],
     ids=["answered", "timeout", "cut"],
 )
+@pytest.mark.slow  # about half a second or more: not in make test-fast
 def test_only_unanswered_attempts_hold_their_slots_longer(behave: Handler, held: int) -> None:
     # Period 0.3 s, timeout 0.4 s: an answered attempt frees its slots 0.3 s after it ends;
     # one without an answer holds them 0.4 s more, as it may still be on its way.
@@ -638,6 +641,7 @@ def test_a_timeout_on_its_own_is_retried_then_dead_lettered() -> None:
     play(slow_for_one, scenario, max_attempts=2, concurrency=4)
 
 
+@pytest.mark.slow  # about half a second or more: not in make test-fast
 def test_429s_never_dead_letter_and_stop_only_after_max_rate_limited_seconds() -> None:
     def limited(request: Request) -> tuple[int, dict[str, str], bytes]:
         return answer(429, "Rate limit exceeded", **{"Retry-After": "0.1"})

@@ -186,6 +186,7 @@ def pace(arrivals: list[tuple[float, int]]) -> float:
         (3000, 10.0, 0.2, 100),
     ],
 )
+@pytest.mark.slow  # about half a second or more: not in make test-fast
 def test_senders_never_exceed_the_window_and_keep_it_full(
     updates: int, period: float, latency: float, batch: int
 ) -> None:

@@ -150,6 +150,7 @@ def trickling_server(every: float) -> Iterator[str]:
         server.close()
 
 
+@pytest.mark.slow  # about half a second or more: not in make test-fast
 def test_a_trickling_webhook_cannot_hang_the_run() -> None:
     with trickling_server(every=0.5) as url:
         started = time.monotonic()
@@ -224,6 +225,7 @@ def test_a_headerless_export_never_shows_its_first_row(tmp_path: Path) -> None:
         assert value not in result.stderr + result.stdout
 
 
+@pytest.mark.subprocess
 def test_a_header_that_looks_like_one_is_still_shown(tmp_path: Path) -> None:
     source = tmp_path / "users.csv"
     source.write_text("id,first_name,email_address\nc001,Ada,ada@example.com\n")
@@ -241,6 +243,7 @@ def test_a_redis_url_password_is_hidden_whatever_it_holds(password: str) -> None
         assert piece not in shown.replace("cache.internal", "")
 
 
+@pytest.mark.slow  # about half a second or more: not in make test-fast
 def test_a_job_that_does_not_load_still_notifies(tmp_path: Path) -> None:
     source = users_csv(tmp_path, 3)
     with webhook() as hook:

@@ -96,6 +96,7 @@ def test_no_module_is_over_400_lines() -> None:
         )
 
 
+@pytest.mark.slow  # about half a second or more: not in make test-fast
 def test_no_function_is_over_60_lines() -> None:
     long: list[tuple[int, str]] = []
     for name in modules():

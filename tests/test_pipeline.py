@@ -112,6 +112,7 @@ def test_a_refused_key_aborts_with_nothing_dead_lettered(tmp_path: Path) -> None
     assert not (tmp_path / "out" / "dead_letter.jsonl").read_text()
 
 
+@pytest.mark.slow  # about half a second or more: not in make test-fast
 def test_a_dry_run_plans_the_requests_a_run_sends(tmp_path: Path) -> None:
     source = _source(tmp_path, 1000)
 

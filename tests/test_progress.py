@@ -42,6 +42,7 @@ def test_no_lines_when_progress_is_turned_off(caplog: pytest.LogCaptureFixture) 
         (RowCount(30_171, exact=False), "10 of about 30,171 rows"),
     ],
 )
+@pytest.mark.slow  # about half a second or more: not in make test-fast
 def test_an_estimated_total_is_shown_as_about(
     caplog: pytest.LogCaptureFixture, total: RowCount, shown: str
 ) -> None:

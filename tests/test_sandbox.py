@@ -427,6 +427,7 @@ def test_redirect_answers_with_a_location(tmp_path: Path, status: int) -> None:
     assert read_json_lines(tmp_path / "record.jsonl") == []
 
 
+@pytest.mark.slow  # about half a second or more: not in make test-fast
 def test_a_scheduled_outage_starts_after_the_first_request_and_ends(tmp_path: Path) -> None:
     # Polled until each change is seen (not a fixed number of sleeps, which a stalled
     # machine could carry past the whole outage).

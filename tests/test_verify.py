@@ -55,6 +55,7 @@ def _deliver(server: SandboxServer, job: Path, *, skip: str, retype: str, change
         kept[change]["first_name"] = "Someone"
 
 
+@pytest.mark.slow  # about half a second or more: not in make test-fast
 def test_every_attribute_matches_after_a_faithful_delivery(tmp_path: Path) -> None:
     with in_process(tmp_path) as server:
         job_file = _job(tmp_path, server.url)
@@ -69,6 +70,7 @@ def test_every_attribute_matches_after_a_faithful_delivery(tmp_path: Path) -> No
     }
 
 
+@pytest.mark.slow  # about half a second or more: not in make test-fast
 def test_differences_are_named_by_attribute_and_kind(tmp_path: Path) -> None:
     with in_process(tmp_path) as server:
         job_file = _job(tmp_path, server.url)
@@ -108,6 +110,7 @@ def test_the_sample_is_reproducible_and_bounded(tmp_path: Path) -> None:
     assert exports == 16 and other.exit_code == 0  # 15 read back, 1 credential check
 
 
+@pytest.mark.slow  # about half a second or more: not in make test-fast
 def test_only_customers_the_job_delivered_are_sampled(tmp_path: Path) -> None:
     with in_process(tmp_path, reject_customer_ids="^u005$") as server:
         job_file = _job(tmp_path, server.url)
