@@ -35,7 +35,7 @@ def _positive_int(text: str) -> int:
     return value
 
 
-# Each command takes the options it uses, built from these groups (CONTRACT: validate and replay
+# Each command takes the options it uses, built from these groups (validate and replay
 # take run's options where they apply). A dry run sends nothing: the pace of sending
 # (--period, --concurrency), --allow-insecure-http and --fresh (it keeps no progress) do not
 # apply to it; a replay reads no source (--input) and compares with no snapshot (--full).
