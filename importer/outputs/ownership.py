@@ -20,6 +20,7 @@ import orjson
 from importer.config import JobConfig
 from importer.errors import UsageError
 from importer.outputs.atomic import write_atomically
+from importer.state.identity import job_target
 
 log = logging.getLogger("importer")
 
@@ -38,17 +39,6 @@ def job_identity(job_file: Path) -> str:
 def mark_path(output: Path) -> Path:
     """Where the mark of `output` lives: `.NAME.owner` beside it."""
     return output.with_name(f".{output.name}.owner")
-
-
-def job_target(job: JobConfig) -> dict[str, Any]:
-    """What the job sends to, as the mark shows it."""
-    api = job.api
-    return {
-        "url": api.resolved_base_url().rstrip("/"),
-        "workspace_id": api.workspace_id,
-        "project_code": api.project_code,
-        "endpoint": str(api.endpoint),
-    }
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,7 +7,6 @@ import secrets
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from importer import sources
 from importer.config import ConfigError, JobConfig
@@ -19,6 +18,7 @@ from importer.outputs.report import dry_run_report_path, report_tmp
 from importer.outputs.vetting import Kind, Output, OutputRefused, same_file, vet_outputs
 from importer.run.carry_over import legacy_state
 from importer.state import RunLock, Scope, job_identity, refuse_symlink
+from importer.state.identity import job_target
 
 log = logging.getLogger("importer")
 
@@ -26,17 +26,6 @@ log = logging.getLogger("importer")
 def new_run_id() -> str:
     """Time-sortable and unique enough: 20261129T034512Z-3f9a1c."""
     return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(3)
-
-
-def job_target(job: JobConfig) -> dict[str, Any]:
-    """Where the job's rows go: URL, workspace, project code, endpoint (no secrets)."""
-    api = job.api
-    return {
-        "url": api.resolved_base_url().rstrip("/"),
-        "workspace_id": api.workspace_id,
-        "project_code": api.project_code,
-        "endpoint": str(api.endpoint),
-    }
 
 
 def job_id_of(job: JobConfig) -> str:

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from importer.config import JobConfig
+
 
 def job_identity(job_path: str | Path, job: object = None) -> str:
     """The job's name in its memory, dead-letter lines and default outputs: the job file's
@@ -22,6 +24,17 @@ def job_identity(job_path: str | Path, job: object = None) -> str:
     if isinstance(explicit, str) and explicit:
         return explicit
     return Path(job_path).stem
+
+
+def job_target(job: JobConfig) -> dict[str, Any]:
+    """Where the job's rows go: URL, workspace, project code, endpoint (no secrets)."""
+    api = job.api
+    return {
+        "url": api.resolved_base_url().rstrip("/"),
+        "workspace_id": api.workspace_id,
+        "project_code": api.project_code,
+        "endpoint": str(api.endpoint),
+    }
 
 
 def progress_scope(target: dict[str, Any], mapping: Any) -> str:
