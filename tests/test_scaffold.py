@@ -199,7 +199,9 @@ def test_output_is_yaml_with_comments_a_person_can_read(tmp_path: Path) -> None:
     text = scaffold_job(str(SAMPLE / "customers.csv"))
     tree = yaml.safe_load(text)
     assert list(tree) == ["api", "rate_limit", "source", "mapping", "sync", "output"]
-    assert all(len(line) <= 100 for line in text.splitlines())
+    # Lines stay within 100 characters, except where they quote the input's path (a path
+    # is not wrapped; its length depends on where the checkout is).
+    assert all(len(line) <= 100 for line in text.splitlines() if str(SAMPLE) not in line)
     assert text.startswith("# moe-import job for")
 
 
