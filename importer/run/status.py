@@ -20,7 +20,8 @@ from importer.run.history import RUN_COUNTS
 from importer.run.preflight import job_id_of, scope_of
 from importer.run.retarget import foreign_reason
 from importer.state import Scope, describe_target
-from importer.state.history import last_runs, read_only, scope_summary, tables, version
+from importer.state.database import read_only, tables
+from importer.state.history import last_runs, scope_summary, version
 from importer.state.scopes import scopes_of_job
 
 log = logging.getLogger("importer")

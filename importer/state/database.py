@@ -280,3 +280,26 @@ def _set_aside(path: Path) -> None:
         for suffix in ("-wal", "-shm"):
             with contextlib.suppress(FileNotFoundError):
                 companion_path(path, suffix).unlink()
+
+
+@contextlib.contextmanager
+def read_only(path: Path) -> Iterator[sqlite3.Connection | None]:
+    """The state file opened read-only (None when there is none): never created, upgraded
+    or written, so `status` can look while a run holds it."""
+    if not path.exists():
+        yield None
+        return
+    check_is_state_database(path)
+    try:
+        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    except sqlite3.Error as error:
+        raise StateError(f"cannot read state file {path}: {error}") from None
+    try:
+        with faults(path):
+            yield db
+    finally:
+        db.close()
+
+
+def tables(db: sqlite3.Connection) -> set[str]:
+    return {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}

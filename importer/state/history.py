@@ -6,11 +6,9 @@ A run's entry is its run id, command, end time, exit code and row counts: no per
 
 from __future__ import annotations
 
-import contextlib
 import json
 import sqlite3
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +18,9 @@ from importer.state.database import (
     REPLAYED,
     RETRY_LATER,
     StateDatabase,
-    StateError,
-    check_is_state_database,
     faults,
+    read_only,
+    tables,
 )
 from importer.state.identity import Scope
 from importer.state.ranges import merge_ranges, subtract_ranges
@@ -63,29 +61,6 @@ def record_run(
             )
     finally:
         database.close()
-
-
-@contextlib.contextmanager
-def read_only(path: Path) -> Iterator[sqlite3.Connection | None]:
-    """The state file opened read-only (None when there is none): never created, upgraded
-    or written, so `status` can look while a run holds it."""
-    if not path.exists():
-        yield None
-        return
-    check_is_state_database(path)
-    try:
-        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
-    except sqlite3.Error as error:
-        raise StateError(f"cannot read state file {path}: {error}") from None
-    try:
-        with faults(path):
-            yield db
-    finally:
-        db.close()
-
-
-def tables(db: sqlite3.Connection) -> set[str]:
-    return {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
 
 
 def last_runs(db: sqlite3.Connection, job: str, limit: int = 10) -> list[dict[str, Any]]:

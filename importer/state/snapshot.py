@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from importer.state.database import StateError, check_is_state_database, faults, unusable
+from importer.state.database import read_only, tables
 
 # Snapshot entries: (customer key hash, element fingerprint), both signed 64-bit.
 SnapshotEntries = Sequence[tuple[int, int]]
@@ -71,22 +71,11 @@ def peek_snapshot(path: Path, scope: str) -> tuple[np.ndarray, np.ndarray, bool]
 
     Returns (keys, fingerprints, another scope has one); empty when there is no state yet."""
     empty = np.empty(0, dtype=np.int64)
-    if not path.exists():
-        return empty, empty, False
-    check_is_state_database(path)
-    try:
-        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
-    except sqlite3.Error as error:
-        raise StateError(unusable(path, str(error))) from None
-    try:
-        with faults(path):
-            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
-            if "snapshot" not in tables:
-                return empty, empty, False
-            keys, prints = read_snapshot(db, scope)
-            return keys, prints, not len(keys) and other_snapshot(db, scope)
-    finally:
-        db.close()
+    with read_only(path) as db:
+        if db is None or "snapshot" not in tables(db):
+            return empty, empty, False
+        keys, prints = read_snapshot(db, scope)
+        return keys, prints, not len(keys) and other_snapshot(db, scope)
 
 
 def snapshot_size(path: Path, scope: str, *, count: bool = False) -> int:
@@ -95,23 +84,14 @@ def snapshot_size(path: Path, scope: str, *, count: bool = False) -> int:
     only that there is one (cheap at millions)."""
     if not path.is_file():
         return 0
-    check_is_state_database(path)
-    try:
-        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
-    except sqlite3.Error as error:
-        raise StateError(unusable(path, str(error))) from None
-    try:
-        with faults(path):
-            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
-            if not {"snapshot", "snapshot_scopes"} <= tables:
-                return 0
-            row = db.execute("SELECT id FROM snapshot_scopes WHERE scope = ?", (scope,)).fetchone()
-            if row is None:
-                return 0
-            query = "SELECT count(*) FROM snapshot WHERE scope_id = ?"
-            if not count:
-                query = "SELECT EXISTS (SELECT 1 FROM snapshot WHERE scope_id = ?)"
-            (size,) = db.execute(query, row).fetchone()
-            return int(size)
-    finally:
-        db.close()
+    with read_only(path) as db:
+        if db is None or not {"snapshot", "snapshot_scopes"} <= tables(db):
+            return 0
+        row = db.execute("SELECT id FROM snapshot_scopes WHERE scope = ?", (scope,)).fetchone()
+        if row is None:
+            return 0
+        query = "SELECT count(*) FROM snapshot WHERE scope_id = ?"
+        if not count:
+            query = "SELECT EXISTS (SELECT 1 FROM snapshot WHERE scope_id = ?)"
+        (size,) = db.execute(query, row).fetchone()
+        return int(size)
