@@ -54,6 +54,7 @@ from importer.outputs.metrics import MetricsWriter
 from importer.outputs.notify import notify, payload
 from importer.outputs.report import Report
 from importer.redaction import Secrets
+from importer.remote import remote_outputs
 from importer.run.history import remember_run
 from importer.run.options import RunOptions as RunOptions  # re-exported: the Python API
 from importer.run.options import RunOutcome as RunOutcome
@@ -192,16 +193,23 @@ def _command(
 ) -> Report:
     secrets = job.secrets()
     try:
-        outcome = execute(
-            job, options, job_name=job_name, notify_url=notify_url, replay_from=replay_from
-        )
+        with remote_outputs(job, dry_run=options.dry_run, replay_from=replay_from) as remote:
+            outcome = execute(
+                remote.job,
+                options,
+                job_name=job_name,
+                notify_url=notify_url,
+                replay_from=remote.replay_from,
+                observe=remote.attach,
+            )
+            report = outcome.report
+            if write_report:
+                report.write(remote.job.output.report)
+            remote.finish(report)
     except UsageError as error:
         raise JobRefused(secrets.scrub(str(error))) from error
     except OSError as error:  # a disk full, a file gone: what the CLI exits 3 for
         raise RunAborted(secrets.scrub(f"stopped: {error}")) from error
-    report = outcome.report
-    if write_report:
-        report.write(job.output.report)
     return _checked(report, raise_on_dead_letters)
 
 
@@ -231,8 +239,12 @@ def execute(
     job_name: str,
     notify_url: str | None = None,
     replay_from: Path | None = None,
+    observe: Callable[[Run], None] | None = None,
 ) -> RunOutcome:
     """A run with its ops hooks (metrics file, notification): what the CLI and run_job share.
+
+    Its outputs must be local files: a job with s3:// outputs runs inside
+    `importer.remote.remote_outputs` (its `job`, and its `attach` as `observe`).
 
     Errors of the job, input or outputs propagate (after a notification) for the caller to
     map; a notification that fails is logged and changes nothing.
@@ -244,7 +256,7 @@ def execute(
     scrub = job.secrets()
     secrets = [job.api.api_key.get_secret_value()]
     try:
-        outcome = _run_with_metrics(job, options, job_name, replay_from)
+        outcome = _run_with_metrics(job, options, job_name, replay_from, observe)
     except Exception as error:
         if url:
             # Refused (exit 2), or a fault of our own the CLI reports as exit 3.
@@ -272,17 +284,23 @@ def _scrub_report(report: Report, secrets: Secrets) -> None:
 
 
 def _run_with_metrics(
-    job: JobConfig, options: RunOptions, job_name: str, replay_from: Path | None
+    job: JobConfig,
+    options: RunOptions,
+    job_name: str,
+    replay_from: Path | None,
+    observe: Callable[[Run], None] | None = None,
 ) -> RunOutcome:
     def run() -> RunOutcome:
         if replay_from is not None:
-            return replay_dead_letter(job, replay_from, options)
+            return replay_dead_letter(job, replay_from, options, observe=watch)
         return _run_files(job, options, observe=watch)
 
     live: dict[str, Any] = {}
 
     def watch(started: Run) -> None:
         live["run"] = started
+        if observe is not None:
+            observe(started)
 
     path = job.output.metrics
     if path is None or options.dry_run:

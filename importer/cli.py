@@ -276,6 +276,7 @@ def _print_outcome(
 def _run_command(args: argparse.Namespace, secrets: Secrets) -> int:
     """run, validate and replay; the job's secrets go into `secrets` for the error message."""
     from importer import api  # here: `sandbox` and `init` start without the run's modules
+    from importer.remote import remote_outputs  # here: as `api`
 
     # Millions of short-lived objects, few cycles: collecting less often costs no memory
     # worth counting and saves a tenth of the mapping time. Frozen: the imported modules.
@@ -307,26 +308,34 @@ def _run_command(args: argparse.Namespace, secrets: Secrets) -> int:
         progress=False if args.no_progress else None,
         retarget=getattr(args, "retarget", False),
     )
-    # Through the library: metrics file and notification come with the run (importer.api).
-    outcome = api.execute(
-        job,
-        options,
-        job_name=Path(args.job).stem,
-        notify_url=getattr(args, "notify", None),
-        replay_from=replay_from,
-    )
+    # Through the library: metrics file and notification come with the run (importer.api);
+    # s3:// outputs are local files during the run, uploaded at checkpoints and at the end.
+    with remote_outputs(job, dry_run=validating, replay_from=replay_from) as remote:
+        outcome = api.execute(
+            remote.job,
+            options,
+            job_name=Path(args.job).stem,
+            notify_url=getattr(args, "notify", None),
+            replay_from=remote.replay_from,
+            observe=remote.attach,
+        )
+        code = _write_report(outcome.report, remote.job.output.report)
+        code = remote.finish(outcome.report) if code == outcome.report.exit_code else code
     _print_outcome(outcome, args, job, validating=validating)
-    return _write_report(outcome.report, job.output.report)
+    return code
 
 
 def _verify_command(args: argparse.Namespace, secrets: Secrets) -> int:
     from importer import api, verify  # here: as `api` in _run_command
+    from importer.remote import remote_outputs
 
     job = api.load_job(args.job)
     secrets.update(job.secrets())
     job = apply_overrides(job, args)
     report = Path(args.report) if args.report else None
-    outcome = verify.verify_job(job, sample=args.sample, seed=args.seed, report=report)
+    with remote_outputs(job, dry_run=True) as remote:  # s3:// state read from a copy
+        outcome = verify.verify_job(remote.job, sample=args.sample, seed=args.seed, report=report)
+        remote.upload_files()
     print(verify.format_table(outcome.comparison))
     print(f"read back at {outcome.export_limit}; report: {outcome.report_path}")
     return outcome.exit_code

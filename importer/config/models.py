@@ -18,10 +18,11 @@ from pydantic import (
 )
 
 from importer import moengage
-from importer.config.source_models import SourceConfig
+from importer.config.source_models import SourceConfig, StorageOptions
 from importer.config.strict import Strict
 from importer.config.tls import ssl_context
 from importer.moengage import Endpoint
+from importer.outputs.location import output_location
 from importer.redaction import Secrets, credential_secrets, url_password
 
 # mapping.on_empty: what an empty cell does to its attribute (omit: nothing; unset: cleared).
@@ -276,15 +277,32 @@ class SyncConfig(Strict):
 DEFAULT_OUTPUT_FOLDER = Path("out")
 
 
+class OutputStorage(StorageOptions):
+    """output.storage: the store of s3:// outputs (as source.storage), and whether a store
+    that ignores conditional writes may hold the state (`allow_unguarded`)."""
+
+    # A store that does not honour If-Match / If-None-Match cannot keep two runners from
+    # overwriting each other's state: refused (exit 2) unless this is true.
+    allow_unguarded: bool = False
+
+
+# An output: a local path, or s3://bucket/key (kept as a Path; see importer.outputs.location).
+OutputPath = Annotated[Path, BeforeValidator(output_location)]
+
+
 class OutputConfig(Strict):
     # unset: out/<job file stem>/dead_letter.jsonl (each job its own folder)
-    dead_letter: Path = DEFAULT_OUTPUT_FOLDER / "job" / "dead_letter.jsonl"
+    dead_letter: OutputPath = DEFAULT_OUTPUT_FOLDER / "job" / "dead_letter.jsonl"
     # unset: out/<job file stem>/state.db (<stem>.state.db beside a dead_letter set in the file)
-    state: Path = DEFAULT_OUTPUT_FOLDER / "job" / "state.db"
+    state: OutputPath = DEFAULT_OUTPUT_FOLDER / "job" / "state.db"
     # unset: out/<job file stem>/report.json
-    report: Path = DEFAULT_OUTPUT_FOLDER / "job" / "report.json"
-    metrics: Path | None = None  # Prometheus text format, rewritten during and after the run
+    report: OutputPath = DEFAULT_OUTPUT_FOLDER / "job" / "report.json"
+    metrics: OutputPath | None = None  # Prometheus text format, rewritten during and after the run
     notify: NotifyConfig | None = None
+    storage: OutputStorage = Field(default_factory=OutputStorage)  # for s3:// outputs
+    # s3:// state: uploaded at most this often while the run goes on, and at its end; 0
+    # uploads after every answered request (a crash then re-sends nothing, at its cost).
+    checkpoint_seconds: float = Field(60, ge=0, allow_inf_nan=False)
 
     @field_validator("notify", mode="before")
     @classmethod

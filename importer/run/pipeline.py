@@ -93,6 +93,9 @@ class Run:
         self._settler: Settler | None = None
         # replay: customer ids of dead-letter lines of stage delete, to delete again
         self.replay_deletes: list[str] = []
+        # Called after each answer is settled (a remote state's checkpoint, importer.remote).
+        self.after_answer: Callable[[], None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def samples(self) -> list[dict[str, Any]]:
@@ -102,6 +105,7 @@ class Run:
 
     async def execute(self) -> RunOutcome:
         started = time.monotonic()
+        self._loop = asyncio.get_running_loop()
         outputs = RunOutputs(self.job, self.report, self._abort, self._state_healthy)
         outputs.job_id = self.options.job
         try:
@@ -143,6 +147,11 @@ class Run:
             self.report.close(time.monotonic() - started, interrupted, self._input_error)
         return RunOutcome(self.report, self.samples)
 
+    def abort_from_thread(self, message: str) -> None:
+        """Stops the run with rows pending (exit 3) from any thread."""
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._abort, message)
+
     def _state_healthy(self) -> bool:
         return self._settler is None or self._settler.fault is None
 
@@ -166,17 +175,11 @@ class Run:
     async def _delete(self, settler: Settler) -> None:
         """sync.delete_absent once the read and the updates are done (and a replay's
         deletes); a tripped guard is exit 2, a refusal of the credentials exit 3."""
-        report, dry_run = self.report, self.options.dry_run
+        report, dry_run, writer = self.report, self.options.dry_run, settler.writer
         try:
             if self.replay_deletes and not dry_run and not self._stopping.is_set():
-                await deletes.replay_deletes(
-                    self.job,
-                    report,
-                    settler.writer,
-                    self.run_id,
-                    self.replay_deletes,
-                    self._stopping,
-                )
+                ids, stop = self.replay_deletes, self._stopping
+                await deletes.replay_deletes(self.job, report, writer, self.run_id, ids, stop)
             if not (self.job.sync.delete_absent.enabled and self.feed.keeps_progress):
                 return
             stopped = report.aborted or ("interrupted" if self.signals.interrupted else None)
@@ -186,14 +189,9 @@ class Run:
                 0 if dry_run else report.rows_read - report.rows_settled,
                 resumed=report.rows_skipped > 0,
             )
+            stop = self._stopping
             await deletes.delete_absent(
-                self.job,
-                report,
-                settler.writer,
-                self.run_id,
-                read,
-                dry_run=dry_run,
-                stopping=self._stopping,
+                self.job, report, writer, self.run_id, read, dry_run=dry_run, stopping=stop
             )
         except deletes.DeleteRefused as refused:
             if report.aborted or self.signals.interrupted:  # the run's own end stands
@@ -337,6 +335,8 @@ class Run:
                 # Our own writes failed (exit 3). Requests in flight finish: their answers
                 # are counted, and saved if the disk allows.
                 self._abort(str(fault), cancel_in_flight=False)
+            if self.after_answer is not None:
+                self.after_answer()
 
     async def _wait_workers(self) -> None:
         if not self._workers:

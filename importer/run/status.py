@@ -16,6 +16,8 @@ from typing import Any
 
 from importer.config import JobConfig, load_job
 from importer.outputs.deadletter import STAGES, DeadLetterError, read_dead_letter
+from importer.outputs.location import shown
+from importer.remote import remote_view
 from importer.run.history import RUN_COUNTS
 from importer.run.preflight import job_id_of, scope_of
 from importer.run.retarget import foreign_reason
@@ -28,7 +30,16 @@ log = logging.getLogger("importer")
 
 
 def job_status(job: JobConfig, job_id: str) -> dict[str, Any]:
-    """The job's memory as plain data (what `--json` prints)."""
+    """The job's memory as plain data (what `--json` prints); s3:// outputs are read from a
+    downloaded copy."""
+    with remote_view(job) as view:
+        status = _local_status(view.job, job_id)
+    status["state"] = shown(job.output.state)
+    status["dead_letters"]["path"] = shown(job.output.dead_letter)
+    return status
+
+
+def _local_status(job: JobConfig, job_id: str) -> dict[str, Any]:
     scope = scope_of(job, job_id)
     status: dict[str, Any] = {
         "job": job_id,

@@ -36,6 +36,17 @@ SCHEME = "s3://"
 SNIFFS_AT_ONCE = 16
 
 
+def client_settings(options: StorageOptions) -> dict[str, Any]:
+    """The S3 client's endpoint and region as `storage` says (s3:// inputs and outputs alike);
+    credentials are botocore's standard chain."""
+    client: dict[str, Any] = {}
+    if options.endpoint_url:
+        client["endpoint_url"] = options.endpoint_url
+    if options.region:
+        client["region_name"] = options.region
+    return client
+
+
 class ObjectStore:
     """One S3 (or S3-compatible) endpoint, as `source.storage` describes it."""
 
@@ -49,16 +60,11 @@ class ObjectStore:
             raise SourceError(
                 "reading s3:// paths needs the s3fs package: pip install s3fs"
             ) from None
-        client: dict[str, Any] = {}
-        if options.endpoint_url:
-            client["endpoint_url"] = options.endpoint_url
-        if options.region:
-            client["region_name"] = options.region
         self.options = options
         # Listings are taken fresh each run: a cached listing would hide a rewritten object.
         self.fs = s3fs.S3FileSystem(
             anon=options.anonymous,
-            client_kwargs=client,
+            client_kwargs=client_settings(options),
             use_listings_cache=False,
             skip_instance_cache=True,
         )

@@ -1,0 +1,238 @@
+"""A run whose outputs are in object storage, on a machine that keeps nothing.
+
+Before the run opens its outputs: the lease is taken (a second runner exits here, having
+touched nothing), the store's conditional writes are probed, and the state, dead letters
+and metrics are downloaded into a private working directory (0700, removed at the end).
+The run then works on a copy of the job whose outputs are those local files, so the rest
+of the pipeline is unchanged; checkpoints upload them while it goes on, and `finish` once
+more at its end, whatever its exit code.
+
+The crash bound: a runner that vanishes loses at most what was settled since its last
+upload, and the next run re-sends those rows (never loses them). For events, the next run
+counts as possibly duplicated up to what the rate limit lets through in one checkpoint
+interval plus one upload's time (`possibly_resent`), when the state it starts from was
+uploaded by a run that did not finish.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from importer.config import JobConfig, with_overrides
+from importer.errors import EXIT_ABORTED, EXIT_DEAD_LETTERED, EXIT_OK
+from importer.outputs.location import object_url
+from importer.outputs.report import Report
+from importer.remote.checkpoint import Checkpointer, Mirror, StateLost, StateMirror, Uploader
+from importer.remote.lease import Lease, lease_seconds, renew_seconds
+from importer.remote.store import (
+    ATTEMPTS,
+    CALL_TIMEOUT_SECONDS,
+    RemoteStore,
+    StoreFault,
+    StoreRefused,
+    refuse_unguarded,
+)
+from importer.run.preflight import new_run_id
+
+log = logging.getLogger("importer")
+
+OUTPUTS = ("state", "dead_letter", "report", "metrics")
+DOWNLOADED = ("state", "dead_letter", "metrics")  # the report is written anew
+
+
+def remote_urls(job: JobConfig, *extra: Path | None) -> dict[str, str]:
+    urls = {name: object_url(getattr(job.output, name)) for name in OUTPUTS}
+    urls.update({f"input{i}": object_url(path) for i, path in enumerate(extra)})
+    return {name: url for name, url in urls.items() if url is not None}
+
+
+def possibly_resent(job: JobConfig) -> int:
+    """Events a vanished run may have sent after its last checkpoint: what the rate limit
+    lets through in one interval plus the longest an upload may take."""
+    window = job.output.checkpoint_seconds + CALL_TIMEOUT_SECONDS * ATTEMPTS
+    return math.ceil(job.rate_limit.updates * window / job.rate_limit.period_seconds)
+
+
+class RemoteOutputs:
+    """The outputs of one command, downloaded before and uploaded after (a no-op when none
+    is in object storage). `job` is the job to run: its outputs are local files."""
+
+    def __init__(
+        self,
+        job: JobConfig,
+        *,
+        dry_run: bool,
+        replay_from: Path | None = None,
+        read_only: bool = False,
+    ) -> None:
+        self.read_only = read_only  # status: download, never upload
+        self.remote_job = job
+        self.job = job
+        self.dry_run = dry_run
+        self.replay_from = replay_from
+        self.urls = remote_urls(job, replay_from)
+        self.workdir: Path | None = None
+        self.resumed_unfinished = False
+        self._checkpoints: Checkpointer | None = None
+        self._lease: Lease | None = None
+        self._uploader: Uploader | None = None
+        self._finished = False
+
+    @property
+    def active(self) -> bool:
+        return bool(self.urls)
+
+    def __enter__(self) -> RemoteOutputs:
+        if not self.active:
+            return self
+        self.workdir = Path(tempfile.mkdtemp(prefix="moe-import-"))  # 0700
+        try:
+            self._open()
+        except BaseException:
+            self._cleanup()
+            raise
+        return self
+
+    def _open(self) -> None:
+        assert self.workdir is not None
+        output = self.remote_job.output
+        store = RemoteStore(output.storage)
+        run_id = new_run_id()
+        state_url = self.urls.get("state")
+        if state_url is not None and not self.dry_run:
+            if not output.storage.allow_unguarded and not store.honours_conditions(state_url):
+                raise refuse_unguarded(state_url, output.storage)
+            self._lease = Lease(store, state_url, run_id, lease_seconds(output.checkpoint_seconds))
+            self._lease.acquire()
+        local = {
+            name: self.workdir / name / url.rpartition("/")[2] for name, url in self.urls.items()
+        }
+        etag = self._download(store, local)
+        overrides = {name: str(path) for name, path in local.items() if name in OUTPUTS}
+        self.job = with_overrides(
+            self.remote_job, {"output": overrides}, need_credentials=not self.dry_run
+        )
+        if "input0" in local:
+            self.replay_from = local["input0"]
+        if self.dry_run:
+            return
+        state = StateMirror(state_url, local["state"], etag) if state_url else None
+        files = [Mirror(self.urls[n], local[n]) for n in OUTPUTS[1:] if n in self.urls]
+        self._uploader = Uploader(store, state, files, run_id, self.workdir)
+        every = output.checkpoint_seconds
+        self._checkpoints = Checkpointer(self._uploader, self._lease, every, renew_seconds(every))
+        self._checkpoints.start()
+
+    def _download(self, store: RemoteStore, local: dict[str, Path]) -> str | None:
+        """Fetches what exists; the state's ETag (None: the first night)."""
+        etag = None
+        for name, path in local.items():
+            path.parent.mkdir(mode=0o700)
+            if name not in DOWNLOADED and not name.startswith("input"):
+                continue
+            fetched = store.get(self.urls[name])
+            if fetched is None:
+                if name.startswith("input"):
+                    raise StoreRefused(f"{self.urls[name]}: no such object")
+                continue
+            path.write_bytes(fetched.body)
+            path.chmod(0o600)
+            if name == "state":
+                etag = fetched.etag
+                self.resumed_unfinished = fetched.metadata.get("final") == "0"
+        return etag
+
+    def attach(self, run: Any) -> None:
+        """The run that a lost state or lease must stop (`Run.abort_from_thread`)."""
+        if self._checkpoints is not None:
+            self._checkpoints.attach(run.abort_from_thread)
+            run.after_answer = self._checkpoints.after_answer
+
+    def finish(self, report: Report) -> int:
+        """The last upload (the report file written); the exit code it leaves."""
+        if not self.active or self._finished:
+            return report.exit_code
+        self._finished = True
+        self._count_resent(report)
+        lost = self._last_upload(report)
+        if lost is not None:
+            report.aborted = report.aborted or lost
+            if report.exit_code in (EXIT_OK, EXIT_DEAD_LETTERED):
+                report.exit_code = EXIT_ABORTED
+            report.write(self.job.output.report)
+            self._last_upload(report, with_state=False)
+        return report.exit_code
+
+    def _count_resent(self, report: Report) -> None:
+        if not (self.resumed_unfinished and self.job.import_ == "events" and not self.dry_run):
+            return
+        bound = report.events_possibly_duplicated + possibly_resent(self.job)
+        counted = min(report.rows_accepted, bound)
+        if counted > report.events_possibly_duplicated:
+            report.events_possibly_duplicated = counted
+            report.warn(
+                f"the state was last saved by a run that did not finish: up to {counted:,}"
+                " events sent now may have been sent by it (events_possibly_duplicated)"
+            )
+
+    def _last_upload(self, report: Report | None, *, with_state: bool = True) -> str | None:
+        if self._checkpoints is not None:
+            self._checkpoints.close()
+        if self.dry_run or self._uploader is None:
+            self.upload_files()
+            return None
+        try:
+            self._uploader.upload(final=True, with_state=with_state)
+        except StateLost as lost:
+            return f"{lost}; this run's rows stay pending for the run that holds it"
+        except (StoreFault, StoreRefused) as error:
+            log.error("cannot upload the outputs: %s", error)
+            return f"cannot upload the outputs: {error}"
+        stopped = self._checkpoints.stopped if self._checkpoints else None
+        return stopped
+
+    def upload_files(self) -> None:
+        """A dry run (or verify) leaves its own report and dead letters, never the state."""
+        if self.read_only or self.workdir is None:
+            return
+        store = RemoteStore(self.remote_job.output.storage)
+        files = [
+            Mirror(self.urls[n], Path(str(getattr(self.job.output, n))))
+            for n in ("dead_letter", "report")
+            if n in self.urls
+        ]
+        Uploader(store, None, files, "", self.workdir).upload(final=True)
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            if self.active and not self._finished and exc[0] is not None:
+                self._finished = True
+                with_state = not isinstance(exc[1], StoreRefused)
+                self._last_upload(None, with_state=with_state)  # a crash of ours: what we have
+        finally:
+            if self._lease is not None:
+                self._lease.release()
+            self._cleanup()
+
+    def _cleanup(self) -> None:
+        if self._checkpoints is not None:
+            self._checkpoints.close()
+        if self.workdir is not None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+            self.workdir = None
+
+
+def remote_outputs(
+    job: JobConfig, *, dry_run: bool, replay_from: Path | None = None
+) -> RemoteOutputs:
+    return RemoteOutputs(job, dry_run=dry_run, replay_from=replay_from)
+
+
+def remote_view(job: JobConfig) -> RemoteOutputs:
+    """The job's outputs downloaded for reading (`status`, `verify`): no lease, no upload."""
+    return RemoteOutputs(job, dry_run=True, read_only=True)
