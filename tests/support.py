@@ -22,6 +22,13 @@ from importer.sandbox.bodies import customer_ids
 ROOT = Path(__file__).resolve().parent.parent
 SANDBOX_WORKSPACE = "SANDBOX"
 SANDBOX_KEY = "sandbox-key"
+# The credentials tests give the moto S3 server and the runs that use it (conftest.s3_endpoint).
+S3_ENV = {
+    "AWS_ACCESS_KEY_ID": "moto-test-key",
+    "AWS_SECRET_ACCESS_KEY": "moto-test-secret",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_EC2_METADATA_DISABLED": "true",  # never ask an instance-metadata endpoint
+}
 
 
 def run_cli(

@@ -6,11 +6,8 @@ from __future__ import annotations
 
 import gzip
 import os
-import socket
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +19,7 @@ import yaml
 from tests.sandbox_proc import start_sandbox
 from tests.support import (
     ROOT,
+    S3_ENV,
     assert_report_adds_up,
     job_dict,
     read_dead_letters,
@@ -32,57 +30,10 @@ from tests.support import (
 
 FAST = ("--rate", "1000000")
 RATE = {"updates": 1_000_000, "period_seconds": 60}
-S3_ENV = {
-    "AWS_ACCESS_KEY_ID": "moto-test-key",
-    "AWS_SECRET_ACCESS_KEY": "moto-test-secret",
-    "AWS_DEFAULT_REGION": "us-east-1",
-    "AWS_EC2_METADATA_DISABLED": "true",  # never ask an instance-metadata endpoint
-}
 CREDENTIALS = {"MOENGAGE_WORKSPACE_ID": "SANDBOX", "MOENGAGE_API_KEY": "sandbox-key"}
 
 
 # --- the S3 server -------------------------------------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """moto's standalone S3 server, a subprocess on a free loopback port."""
-    port = _free_port()
-    log = tmp_path_factory.mktemp("moto") / "server.log"
-    with log.open("w") as out:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, **S3_ENV},
-        )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
-            except OSError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"moto server did not start: {log.read_text()}") from None
-                time.sleep(0.1)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
-
-
-@pytest.fixture
-def s3_env(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    for name, value in S3_ENV.items():
-        monkeypatch.setenv(name, value)
-    return {**S3_ENV, "AWS_ENDPOINT_URL": s3_endpoint}
 
 
 def _bucket(endpoint: str, name: str) -> Any:
