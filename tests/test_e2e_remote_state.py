@@ -64,14 +64,15 @@ def _remote_job(
     runner: Path, url: str, source: Path, bucket: str, endpoint: str, **extra: Any
 ) -> Path:
     """The job file as a runner has it: its outputs in the bucket, nothing local kept."""
+    output, storage = extra.pop("output", {}), extra.pop("storage", {})
     job = job_dict(runner, url, source, USERS_MAPPING, **extra)
     prefix = f"s3://{bucket}/jobs/users"
     job["output"] = {
         "state": f"{prefix}/state.db",
         "dead_letter": f"{prefix}/dead_letter.jsonl",
         "report": f"{prefix}/report.json",
-        **extra.get("output", {}),
-        "storage": {"endpoint_url": endpoint, "region": "us-east-1", **extra.get("storage", {})},
+        **output,
+        "storage": {"endpoint_url": endpoint, "region": "us-east-1", **storage},
     }
     runner.mkdir(parents=True, exist_ok=True)
     path = runner / "users.yaml"

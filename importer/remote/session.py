@@ -78,6 +78,7 @@ class RemoteOutputs:
         self.urls = remote_urls(job, replay_from)
         self.workdir: Path | None = None
         self.resumed_unfinished = False
+        self.run_id: str | None = None
         self._checkpoints: Checkpointer | None = None
         self._lease: Lease | None = None
         self._uploader: Uploader | None = None
@@ -102,7 +103,7 @@ class RemoteOutputs:
         assert self.workdir is not None
         output = self.remote_job.output
         store = RemoteStore(output.storage)
-        run_id = new_run_id()
+        self.run_id = run_id = new_run_id()
         state_url = self.urls.get("state")
         if state_url is not None and not self.dry_run:
             if not output.storage.allow_unguarded and not store.honours_conditions(state_url):
@@ -148,7 +149,10 @@ class RemoteOutputs:
         return etag
 
     def attach(self, run: Any) -> None:
-        """The run that a lost state or lease must stop (`Run.abort_from_thread`)."""
+        """The run that a lost state or lease must stop (`Run.abort_from_thread`); it takes
+        the run id the lease announced, so the lease, the state and the report agree."""
+        if self.run_id is not None:
+            run.run_id = run.report.run_id = self.run_id
         if self._checkpoints is not None:
             self._checkpoints.attach(run.abort_from_thread)
             run.after_answer = self._checkpoints.after_answer
