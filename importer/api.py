@@ -34,6 +34,7 @@ import copy
 import logging
 import os
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -291,8 +292,8 @@ def _run_with_metrics(
     observe: Callable[[Run], None] | None = None,
 ) -> RunOutcome:
     def run() -> RunOutcome:
-        if replay_from is not None:
-            return replay_dead_letter(job, replay_from, options, observe=watch)
+        if replay_from is not None:  # the replay's run is seen as it starts
+            return replay_dead_letter(job, replay_from, replace(options, observe=watch))
         return _run_files(job, options, observe=watch)
 
     live: dict[str, Any] = {}

@@ -309,7 +309,7 @@ def _run_command(args: argparse.Namespace, secrets: Secrets) -> int:
         retarget=getattr(args, "retarget", False),
     )
     # Through the library: metrics file and notification come with the run (importer.api);
-    # s3:// outputs are local files during the run, uploaded at checkpoints and at the end.
+    # s3:// outputs are local files during the run (importer.remote), uploaded after it.
     with remote_outputs(job, dry_run=validating, replay_from=replay_from) as remote:
         outcome = api.execute(
             remote.job,
@@ -327,15 +327,14 @@ def _run_command(args: argparse.Namespace, secrets: Secrets) -> int:
 
 def _verify_command(args: argparse.Namespace, secrets: Secrets) -> int:
     from importer import api, verify  # here: as `api` in _run_command
-    from importer.remote import remote_outputs
+    from importer.remote import remote_view
 
     job = api.load_job(args.job)
     secrets.update(job.secrets())
     job = apply_overrides(job, args)
     report = Path(args.report) if args.report else None
-    with remote_outputs(job, dry_run=True) as remote:  # s3:// state read from a copy
-        outcome = verify.verify_job(remote.job, sample=args.sample, seed=args.seed, report=report)
-        remote.upload_files()
+    with remote_view(job, upload=True) as copy:  # s3:// state read from a copy
+        outcome = verify.verify_job(copy.job, sample=args.sample, seed=args.seed, report=report)
     print(verify.format_table(outcome.comparison))
     print(f"read back at {outcome.export_limit}; report: {outcome.report_path}")
     return outcome.exit_code

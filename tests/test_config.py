@@ -387,7 +387,7 @@ def test_demo_config_loads() -> None:
     types = {spec.type for spec in job.mapping.attributes.values()}
     assert types == {"string", "integer", "number", "boolean", "datetime", "date", "array"}
     assert job.mapping.platforms is not None and job.mapping.platforms.column == "platform"
-    paths = [p for p in job.output.model_dump().values() if p is not None]
+    paths = [p for p in job.output.model_dump().values() if isinstance(p, Path)]
     assert all(str(p).startswith("out/demo/") for p in paths)
 
 

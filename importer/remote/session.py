@@ -214,7 +214,9 @@ class RemoteOutputs:
 
     def __exit__(self, *exc: object) -> None:
         try:
-            if self.active and not self._finished and exc[0] is not None:
+            if self.active and self.dry_run and exc[0] is None:
+                self.upload_files()  # validate's own files, verify's report
+            elif self.active and not self._finished and exc[0] is not None:
                 self._finished = True
                 with_state = not isinstance(exc[1], StoreRefused)
                 self._last_upload(None, with_state=with_state)  # a crash of ours: what we have
@@ -237,6 +239,7 @@ def remote_outputs(
     return RemoteOutputs(job, dry_run=dry_run, replay_from=replay_from)
 
 
-def remote_view(job: JobConfig) -> RemoteOutputs:
-    """The job's outputs downloaded for reading (`status`, `verify`): no lease, no upload."""
-    return RemoteOutputs(job, dry_run=True, read_only=True)
+def remote_view(job: JobConfig, *, upload: bool = False) -> RemoteOutputs:
+    """The job's outputs downloaded for reading (`status`, `verify`): no lease, never the
+    state uploaded; with `upload` the files written beside them are (verify's report)."""
+    return RemoteOutputs(job, dry_run=True, read_only=not upload)

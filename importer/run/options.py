@@ -5,6 +5,7 @@ Shared by the pipeline, replay and the Python API (`importer.api` re-exports bot
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +22,8 @@ class RunOptions:
     retarget: bool = False  # replay: send lines of other jobs or targets to this job's target
     # The job's identity (state.job_identity); None: the job file's (preflight.job_id_of).
     job: str | None = None
+    # Sees the run before it starts (metrics, a remote state's checkpoints: importer.api).
+    observe: Callable[[Any], None] | None = field(default=None, compare=False)
 
 
 @dataclass

@@ -106,6 +106,8 @@ class Run:
     async def execute(self) -> RunOutcome:
         started = time.monotonic()
         self._loop = asyncio.get_running_loop()
+        if self.options.observe is not None:
+            self.options.observe(self)
         outputs = RunOutputs(self.job, self.report, self._abort, self._state_healthy)
         outputs.job_id = self.options.job
         try:

@@ -14,7 +14,7 @@ import bisect
 import contextlib
 import logging
 import math
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -276,13 +276,7 @@ def replay_scope(job_scope: Scope, dead_letter_in: Path) -> str:
     return progress_scope(target, None)
 
 
-def replay_dead_letter(
-    job: JobConfig,
-    dead_letter_in: Path,
-    options: RunOptions,
-    observe: Callable[[Run], None] | None = None,
-) -> RunOutcome:
-    """`observe` sees the run before it starts (metrics, a remote state's checkpoints)."""
+def replay_dead_letter(job: JobConfig, dead_letter_in: Path, options: RunOptions) -> RunOutcome:
     every = list(read_dead_letter(dead_letter_in))
     # Delete lines are not rows: their customers are deleted again after the rows are sent.
     deletes = [d.customer_id for d in every if d.stage == "delete" and d.customer_id]
@@ -310,8 +304,6 @@ def replay_dead_letter(
     run = Run(job, options, [], mapper, feed, open_state=open_state)
     run.report.replay_of = str(dead_letter_in)
     run.replay_deletes = deletes
-    if observe is not None:
-        observe(run)
     return asyncio.run(run.execute())
 
 
