@@ -78,7 +78,8 @@ class Answer:
 
     @property
     def ok(self) -> bool:
-        return self.status is not None and 200 <= self.status <= 299
+        # A 2xx without MoEngage's success body spends attempts like a 5xx: never ok.
+        return not self.exhausted and self.status is not None and 200 <= self.status <= 299
 
 
 @dataclass
