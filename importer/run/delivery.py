@@ -43,6 +43,7 @@ from importer.run.transport import (
     RequestFailure,
     Transport,
     check_plain_http,
+    host_and_port,
     open_transport,
     request_url,
     with_project_code,
@@ -100,6 +101,7 @@ class Sender:
         self._stats = stats
         self._rng = rng or random.Random()
         self.url = request_url(api, events)
+        self.host = host_and_port(self.url)
         check_plain_http(self.url, api.allow_insecure_http)
         self._post_url = with_project_code(self.url, api.project_code)
         key = api.api_key.get_secret_value()
@@ -140,6 +142,11 @@ class Sender:
     @property
     def outage(self) -> bool:
         return self._outage.active
+
+    @property
+    def answered(self) -> bool:
+        """Whether the API has answered a request yet (accepted or refused it)."""
+        return self._answers.count > 0
 
     def waiting_on(self) -> str | None:
         """What holds the run back now, in words for a progress line (None: nothing)."""

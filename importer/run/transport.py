@@ -66,6 +66,13 @@ class Transport(Protocol):
 # ---------------------------------------------------------------- plain HTTP guard
 
 
+def host_and_port(url: str) -> str:
+    """`host:port` of a URL, for messages: never the credentials a URL may carry."""
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    return f"{parts.hostname or ''}:{port}"
+
+
 def is_loopback_host(host: str) -> bool:
     if host.lower() in ("localhost", "localhost."):
         return True
