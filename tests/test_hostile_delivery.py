@@ -147,9 +147,12 @@ def test_a_lone_batch_in_an_outage_is_never_dead_lettered_and_the_rerun_delivers
 
 @pytest.mark.sandbox
 @pytest.mark.subprocess
-def test_413_to_everything_stops_with_the_rows_not_isolated_pending(tmp_path: Path) -> None:
+@pytest.mark.parametrize("status", ["413", "410", "431"])
+def test_413_to_everything_stops_with_the_rows_not_isolated_pending(
+    tmp_path: Path, status: str
+) -> None:
     source = users_csv(tmp_path, 400)
-    with start_sandbox(tmp_path, "--status-for-all", "413") as sandbox:
+    with start_sandbox(tmp_path, "--status-for-all", status) as sandbox:
         delivery = {**QUICK, "concurrency": 2, "max_batch_bytes": 4000}
         job = users_job(tmp_path, sandbox.url, source, delivery=delivery)
         result = run_cli("run", str(job), "--no-progress", timeout=60)
