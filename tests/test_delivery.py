@@ -567,9 +567,11 @@ def test_every_request_failing_is_an_outage_that_stops_with_rows_pending() -> No
         assert stats.outages == 1
 
     fake = play(down, scenario, max_attempts=2, max_outage_seconds=3.6)
-    # max_attempts failures, then single probes after 1 s and 2 s more: growing intervals.
+    # max_attempts failures; the halves once each ([1], [2, 3], then [2] and [3]): nothing
+    # succeeds anywhere, so an outage, whose single probes go after 1 s and 2 s more.
     gaps = [later - earlier for earlier, later in itertools.pairwise(fake.started_at)]
-    assert len(fake.requests) == 4, gaps
+    sizes = [len(ids_in(request)) for request in fake.requests]
+    assert sizes == [3, 3, 1, 2, 1, 1, 1, 1], gaps
     assert 0.9 <= gaps[-2] <= 1.3 and 1.9 <= gaps[-1] <= 2.3
 
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 from pathlib import Path
 
 import orjson
 import pytest
+import requests
 from pydantic import SecretStr
 
 from importer.config import ApiConfig, DeliveryConfig
@@ -77,11 +79,80 @@ def test_5xx_for_a_few_customers_dead_letters_only_them(tmp_path: Path) -> None:
     assert report["rows_accepted"] == 297 and report["rows_failed"] == 3, report
 
 
+def _profiles(url: str) -> set[str]:
+    """The customer ids the sandbox keeps a profile for."""
+    got = requests.get(f"{url}/_sandbox/profiles", timeout=10).json()
+    return set(got["profiles"])
+
+
 @pytest.mark.sandbox
 @pytest.mark.subprocess
-def test_413_to_everything_stops_with_the_rows_not_isolated_pending(tmp_path: Path) -> None:
+@pytest.mark.parametrize("concurrency", [1, 8])
+def test_a_lone_batch_with_failing_customers_is_judged_per_row_at_once(
+    tmp_path: Path, concurrency: int
+) -> None:
+    # One request holds the whole file, so nothing else can be answered first (a small file,
+    # or the rerun after a replay); row 1 fails, the worst case for a bisection's first half.
+    failing = {user_id(i) for i in (1, 2, 17, 23)}
+    source = users_csv(tmp_path, 30)
+    pattern = "^(" + "|".join(sorted(failing)) + ")$"
+    with start_sandbox(tmp_path, "--fail-customer-ids", pattern) as sandbox:
+        delivery = {**QUICK, "max_attempts": 6, "max_outage_seconds": 120}
+        job = users_job(
+            tmp_path, sandbox.url, source, delivery={**delivery, "concurrency": concurrency}
+        )
+        started = time.monotonic()
+        result = run_cli("run", str(job), "--no-progress")
+        elapsed = time.monotonic() - started
+        profiles = _profiles(sandbox.url)
+    assert result.returncode == 1, result.stderr
+    assert elapsed < 20, elapsed  # not max_outage_seconds (120) of probing
+    letters = read_dead_letters(tmp_path)
+    assert sorted(letter["customer_id"] for letter in letters) == sorted(failing)
+    assert {letter["stage"] for letter in letters} == {"delivery"}
+    assert profiles == user_ids(30) - failing
+    report = read_report(tmp_path)
+    assert_report_adds_up(report)
+    assert report["rows_accepted"] == 26 and report["rows_failed"] == 4, report
+    assert report["outage_seconds"] == 0, report
+
+
+@pytest.mark.sandbox
+@pytest.mark.subprocess
+@pytest.mark.parametrize("mode", ["500", "refuse"])
+def test_a_lone_batch_in_an_outage_is_never_dead_lettered_and_the_rerun_delivers_it(
+    tmp_path: Path, mode: str
+) -> None:
+    source = users_csv(tmp_path, 30)
+    outage = ("--outage-after", "0", "--outage-for", "6", "--outage-mode", mode)
+    with start_sandbox(tmp_path, *outage) as sandbox:
+        job = users_job(tmp_path, sandbox.url, source, delivery={**QUICK, "max_attempts": 3})
+        first = run_cli("run", str(job), "--no-progress")
+        assert first.returncode == 3, first.stderr
+        assert "max_outage_seconds" in first.stderr
+        stopped = read_report(tmp_path)
+        assert_report_adds_up(stopped)
+        assert stopped["rows_failed"] == 0 and stopped["rows_pending"] > 0, stopped
+        assert read_dead_letters(tmp_path) == []
+        back_at = sandbox.arrivals()[0]["t"] + 6.2
+        time.sleep(max(0.0, back_at - time.time()))
+        again = run_cli("run", str(job), "--no-progress")
+        profiles = _profiles(sandbox.url)
+    assert again.returncode == 0, again.stderr
+    assert profiles == user_ids(30) and read_dead_letters(tmp_path) == []
+    report = read_report(tmp_path)
+    assert_report_adds_up(report)
+    assert report["rows_accepted"] + report["rows_skipped"] == 30, report
+
+
+@pytest.mark.sandbox
+@pytest.mark.subprocess
+@pytest.mark.parametrize("status", ["413", "410", "431"])
+def test_413_to_everything_stops_with_the_rows_not_isolated_pending(
+    tmp_path: Path, status: str
+) -> None:
     source = users_csv(tmp_path, 400)
-    with start_sandbox(tmp_path, "--status-for-all", "413") as sandbox:
+    with start_sandbox(tmp_path, "--status-for-all", status) as sandbox:
         delivery = {**QUICK, "concurrency": 2, "max_batch_bytes": 4000}
         job = users_job(tmp_path, sandbox.url, source, delivery=delivery)
         result = run_cli("run", str(job), "--no-progress", timeout=60)

@@ -1,6 +1,6 @@
 """Issue 24, the rest: bounded answers, the route's plain-HTTP check, a trickling webhook,
 a state file that cannot grow, the ledger's private directory, a headerless export, a Redis
-URL's password and notifying a job that never loaded."""
+URL's password, notifying a job that never loaded, and an S3 endpoint that never answers."""
 
 from __future__ import annotations
 
@@ -21,13 +21,15 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from importer.config import ConfigError
+from importer.config import ConfigError, SourceFormat, StorageOptions
 from importer.outputs.load_notify import notify_load_failure
 from importer.outputs.notify import notify
 from importer.quota.base import QuotaTerms, QuotaUnavailable
 from importer.quota.local import LocalLedger
 from importer.quota.redis import redacted
 from importer.run.transport import MAX_ANSWER_BYTES, AiohttpTransport, check_plain_http
+from importer.sources import objectstore
+from importer.sources.datafile import SourceError
 from tests.support import ROOT, USERS_MAPPING, job_dict, run_cli, users_csv, users_job, write_job
 from tests.test_ops_hooks import webhook
 
@@ -272,3 +274,51 @@ def test_the_cli_notifies_a_job_that_does_not_load(tmp_path: Path) -> None:
     assert [(post["job"], post["exit_code"], post["error"]) for post in hook.posts] == [
         ("nightly", 2, "ConfigError")
     ]
+
+
+# ---------------------------------------------------------------- an S3 endpoint that hangs
+
+
+@contextmanager
+def silent_endpoint() -> Iterator[str]:
+    """A loopback port that accepts every connection and never answers a byte."""
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(0.2)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                held.append(server.accept()[0])
+            except TimeoutError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.getsockname()[1]}"
+    finally:
+        stop.set()
+        thread.join(5)
+        for connection in held:
+            connection.close()
+        server.close()
+
+
+@pytest.mark.slow  # the deadline is 2 s here
+@pytest.mark.parametrize("path", ["s3://exports/users.csv", "s3://exports/day=1/", "s3://e/*.csv"])
+def test_an_s3_endpoint_that_never_answers_ends_the_listing_in_time(
+    monkeypatch: pytest.MonkeyPatch, path: str
+) -> None:
+    monkeypatch.setattr(objectstore, "LISTING_DEADLINE_SECONDS", 2.0)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    with silent_endpoint() as endpoint:
+        options = StorageOptions(endpoint_url=endpoint, region="us-east-1", anonymous=True)
+        store = objectstore.ObjectStore(options)
+        started = time.monotonic()
+        with pytest.raises(SourceError) as stopped:
+            store.discover(path, SourceFormat.CSV)
+        elapsed = time.monotonic() - started
+    assert elapsed < 6, elapsed
+    assert str(stopped.value).startswith(f"{path}: object storage did not answer within 2 s")

@@ -15,8 +15,11 @@ from importer.state import StateStore
 
 
 class FakeSender:
+    host = "api-01.moengage.invalid:443"
+
     def __init__(self) -> None:
         self.outage = False
+        self.answered = True
         self.said: str | None = None
 
     def waiting_on(self) -> str | None:
@@ -49,6 +52,33 @@ def test_waits_name_outage_429_slow_answers_and_the_rate_limit() -> None:
         limiter.granted_total = 10 * second
         at_limit = waits.now(float(second), quiet_for=0.0)
     assert at_limit is not None and at_limit[0] == "rate_limit" and "600" in at_limit[1]
+
+
+def test_nothing_answered_yet_is_never_called_the_rate_limit() -> None:
+    # A host that hangs or answers only failures: the grants' pace is the limit's (the
+    # first window is granted at once), yet the run waits on the host, not on the limit.
+    sender, limiter = FakeSender(), FakeLimiter()
+    sender.answered = False
+    waits = Waits(sender, limiter)
+    assert waits.now(0.0, quiet_for=0.0) is None  # nothing sent yet: no wait to name
+    for second in range(1, 8):
+        limiter.granted_total, limiter.in_flight = 10 * second, 10
+        waiting = waits.now(float(second), quiet_for=float(second))
+    assert waiting == (
+        "slow_answers",
+        "the first answer from api-01.moengage.invalid:443: 10 updates in flight, "
+        "none accepted in 7 s",
+    )
+    limiter.in_flight = 0  # between attempts: still no answer, still not the limit
+    waiting = waits.now(8.0, quiet_for=8.0)
+    assert waiting is not None and "rate limit" not in waiting[1]
+    sender.outage, sender.said = True, "the API is not answering (503): paused 4 s, probing"
+    assert waits.now(9.0, quiet_for=9.0) == ("outage", sender.said)
+    # Once answered, the limit's pace is the limit again.
+    sender.outage, sender.said, sender.answered = False, None, True
+    limiter.granted_total = 100
+    at_limit = waits.now(10.0, quiet_for=0.0)
+    assert at_limit is not None and at_limit[0] == "rate_limit"
 
 
 def test_progress_logs_a_new_wait_at_once_and_times_each_kind(

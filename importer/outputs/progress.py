@@ -28,8 +28,13 @@ MIN_PACE_SPAN_SECONDS = 3.0
 
 
 class WaitingSender(Protocol):
+    host: str  # where requests go, host:port (no credentials)
+
     @property
     def outage(self) -> bool: ...
+
+    @property
+    def answered(self) -> bool: ...  # any request accepted or refused by the API yet
 
     def waiting_on(self) -> str | None: ...
 
@@ -81,6 +86,15 @@ class Waits:
         if said:
             return "http_429", said
         in_flight = self._limiter.in_flight
+        if not self._sender.answered:
+            # Nothing came back yet (a host that hangs, answers only failures, or was not
+            # reached): whatever the grants' pace, the limit holds nothing back.
+            if not self._limiter.granted_total:
+                return None  # nothing sent yet: reading, mapping
+            return "slow_answers", (
+                f"the first answer from {self._sender.host}: {in_flight:,} updates in "
+                f"flight, none accepted in {quiet_for:.0f} s"
+            )
         if in_flight and quiet_for >= SLOW_ANSWER_SECONDS:
             return "slow_answers", (
                 f"slow answers: {in_flight:,} updates in flight, none answered for "

@@ -11,9 +11,13 @@ The rules, in the order an answer meets them (`Answers.after_answer`):
   drops) and the request is sent again; no attempt budget is spent. Only
   `max_rate_limited_seconds` of nothing but 429s stops the run, rows pending.
 - 407 (a proxy wants credentials): the run stops. 408 and 425: retried like a 5xx.
-- 5xx, timeouts, broken or refused connections: retried with backoff. A request spends its
-  `max_attempts` (and ends in the dead-letter file, stage delivery) only while other
-  requests get answers. When every request fails the API is down: an `Outage` begins.
+- 5xx, timeouts, broken or refused connections: retried with backoff. A request that
+  spends its `max_attempts` while other requests are answered failed on its own: it is
+  bisected, and the rows that keep failing end in the dead-letter file (stage delivery).
+  One that spends them while nothing else was answered is undecided (these rows, or the
+  API?): its halves are tried once each, and a lone row is put aside until they have
+  spoken (`importer.run.delivery`). Several batches failing together, undecided requests
+  in a row, or requests that got no answer at all: the API is down, an `Outage` begins.
 - Refusals of whole requests (400/422, 413 and any other 4xx) counted: request after
   request refused with none accepted stops the run, rows not yet isolated pending.
 
@@ -49,9 +53,14 @@ log = logging.getLogger("importer")
 # 2k: 64 lets a run of some 30 bad rows be isolated, and still stops an export the API
 # refuses whole after a few dozen requests, not 40,000.
 MAX_REFUSALS_IN_A_ROW = 64
-# Failed attempts in a row across all requests, no answer between them: the API is down.
-# At least the requests in flight: when it goes down, all of them fail together.
+# Batches failing together, no answer between them: the API is down. At least the requests
+# in flight: when it goes down, all of them fail together. Batches, not attempts: one batch's
+# retries and the pieces it is bisected into fail for the same rows, whatever the API does.
 MIN_FAILURES_FOR_OUTAGE = 3
+# Undecided requests (their attempts spent while nothing was answered) in a row: the API is
+# down. Bisecting a batch of k failing rows among n meets an answer after about log2(n) + 2k
+# of them; a real outage costs this many single attempts before the pause.
+MAX_UNDECIDED_IN_A_ROW = 64
 # An error text is cut to this many characters where it is kept (a 500 KB 413 page copied
 # into every dead-letter line would otherwise be 50 MB for 100 rows).
 MAX_REASON_CHARS = 1000
@@ -64,10 +73,13 @@ class Answer:
     status: int | None
     reason: str
     exhausted: bool = False  # retries used up: a delivery failure, not a refusal
+    # Retries used up while no other request was answered: the rows' fault or the API's?
+    undecided: bool = False
 
     @property
     def ok(self) -> bool:
-        return self.status is not None and 200 <= self.status <= 299
+        # A 2xx without MoEngage's success body spends attempts like a 5xx: never ok.
+        return not self.exhausted and self.status is not None and 200 <= self.status <= 299
 
 
 @dataclass
@@ -81,6 +93,9 @@ class Budget:
     # The sender's answer count when these rows were first sent: any answer to another
     # request since then means the API is up, and a failure here is this request's own.
     answers_at_start: int = 0
+    batch: int = 0  # the send these rows belong to (its pieces share it)
+    allowed: int | None = None  # failures allowed before it is spent (None: max_attempts)
+    second_chance: bool = False  # a lone row put aside while undecided, sent again
 
 
 @dataclass(frozen=True)
@@ -122,6 +137,9 @@ class Answers:
         self._outage_after = max(MIN_FAILURES_FOR_OUTAGE, delivery.concurrency)
         self.count = 0  # HTTP answers that show the API working (all but 5xx)
         self._failures_in_a_row = 0  # attempts without a working answer, across requests
+        self._failing_batches: set[int] = set()  # batches failing since a working answer
+        self._spent = 0  # requests that spent their attempts since a working answer
+        self._undecided = 0  # of them, those spent while nothing else was answered
         self._refusals_in_a_row = 0
         self._rate_limited_since: float | None = None  # 429s and nothing else since then
         self._odd_successes: set[str] = set()  # non-MoEngage 2xx kinds already logged
@@ -173,26 +191,44 @@ class Answers:
     ) -> Answer | float:
         """A 5xx, timeout or broken connection: an outage, a retry, or the budget spent."""
         self._failures_in_a_row += 1
+        self._failing_batches.add(budget.batch)
         if self._outage.active:
             self._outage.reason = reason
             return 0.0  # waits in the outage; spends nothing
-        if self._failures_in_a_row >= self._outage_after:
+        if len(self._failing_batches) >= self._outage_after:
             self._outage.start(reason)
             return 0.0
         budget.failures += 1
-        if budget.failures < self._delivery.max_attempts:
+        allowed = budget.allowed or self._delivery.max_attempts
+        if budget.failures < allowed:
             return wait if wait is not None else self._backoff(budget.failures)
+        return self._spent_attempts(status, reason, budget)
+
+    def _spent_attempts(self, status: int | None, reason: str, budget: Budget) -> Answer | float:
+        """A request that spent its attempts: its own failure, undecided, or an outage."""
+        plural = "" if budget.failures == 1 else "s"
+        failed = f"{reason} after {budget.failures} attempt{plural}"
         answered_since = self.count > budget.answers_at_start
-        # The API answered before, and no other request has failed since: the failures in a
-        # row are all this one's (what a lone request, concurrency 1, can tell).
-        alone = self.count > 0 and self._failures_in_a_row == budget.failures
+        # The API answered before, and since then only this request failed (what a lone
+        # request, concurrency 1, can tell): the first to spend its attempts, or a row put
+        # aside and sent again.
+        alone = (
+            self.count > 0
+            and self._failures_in_a_row == budget.failures
+            and (self._spent == 0 or budget.second_chance)
+        )
+        self._spent += 1
         if answered_since or alone:
             # Its failures were its own: they say nothing of the API to the next request.
             self._failures_in_a_row = max(0, self._failures_in_a_row - budget.failures)
-            return Answer(status, f"{reason} after {budget.failures} attempts", exhausted=True)
-        # Nobody was answered since it was sent, and others fail too: the API is down.
-        self._outage.start(reason)
-        return 0.0
+            self._failing_batches.discard(budget.batch)
+            return Answer(status, failed, exhausted=True)
+        self._undecided += 1
+        if status is None or self._undecided >= MAX_UNDECIDED_IN_A_ROW:
+            # No answer at all is no row's doing; nor are this many undecided in a row.
+            self._outage.start(reason)
+            return 0.0
+        return Answer(status, failed, exhausted=True, undecided=True)
 
     def _accepted(self, users: int) -> None:
         self._refusals_in_a_row = 0
@@ -206,6 +242,8 @@ class Answers:
         """Any answer but a 5xx: the API is up."""
         self.count += 1
         self._failures_in_a_row = 0
+        self._failing_batches.clear()
+        self._spent = self._undecided = 0
         self._outage.end()
 
     def _after_rate_limited(

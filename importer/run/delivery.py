@@ -6,6 +6,13 @@ the pause while the API answers no one is `importer.run.outages`. Here:
 - 413: split. 400/422 on a bulk request: bisected to isolate the refused elements, unless
   the API says the request as a whole is wrong, or request after request is refused
   with none accepted: then the run stops, rows pending, with the API's message.
+- 5xx (or any failure with an answer) that spent a request's attempts: bisected too, so
+  only the rows that keep failing end in the dead-letter file (stage `delivery`). When
+  nothing else was answered meanwhile the verdict is open (`Answer.undecided`): the halves
+  go with one attempt each, and a lone row is put aside until the rest of its batch has
+  been tried. If something was answered since, it gets a second chance with a full budget;
+  if nothing was, every request failed: an outage, and the row waits in it (pending if the
+  outage outlasts `max_outage_seconds`), never dead-lettered.
 - Every row of a batch ends accepted or refused (dead-letter stage `rejected` or
   `delivery`), unless the run stops first: then it is pending.
 """
@@ -14,12 +21,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import random
-from collections.abc import AsyncIterator, Mapping
-from urllib.parse import urlencode
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
-from importer import moengage
 from importer import redaction as secrets
 from importer.config import ApiConfig, DeliveryConfig
 from importer.errors import ApiAbort
@@ -31,13 +38,17 @@ from importer.run.lost_answers import LostAnswer, LostAnswers
 from importer.run.outages import Outage, Stopped
 from importer.run.results import DeliveryStats, Refusal, SendAborted, SendResult, Stage
 from importer.run.transport import (
-    AiohttpTransport,
     CertificateFailure,
     NoAnswer,
     RequestFailure,
     Transport,
     check_plain_http,
+    host_and_port,
+    open_transport,
+    request_url,
+    with_project_code,
 )
+from importer.run.users_api import basic_auth
 
 # Re-exported: the names callers of a send meet (the sender's results and its abort).
 __all__ = [
@@ -59,34 +70,13 @@ class _OutageBegan(Exception):
     """Admitted by the limiter just as an outage began: not sent, it waits in the outage."""
 
 
-@contextlib.asynccontextmanager
-async def open_transport(api: ApiConfig, delivery: DeliveryConfig) -> AsyncIterator[Transport]:
-    """The run's aiohttp transport, closed on exit. Call inside the loop."""
-    transport = AiohttpTransport(
-        timeout_seconds=delivery.timeout_seconds,
-        concurrency=delivery.concurrency,
-        ca_bundle=api.ca_bundle,
-    )
-    try:
-        yield transport
-    finally:
-        await transport.close()
+@dataclass
+class _Batch:
+    """One send: its number (the pieces it is bisected into fail as one batch, not many),
+    and its lone rows put aside undecided, each with the answer count when it failed."""
 
-
-def request_url(api: ApiConfig, events: bool = False) -> str:
-    if api.endpoint == batching.BULK:
-        path = moengage.bulk_path(api.workspace_id)
-    elif events:
-        path = moengage.event_path(api.workspace_id)
-    else:
-        path = moengage.customer_path(api.workspace_id)
-    return api.resolved_base_url() + path
-
-
-def _with_project_code(url: str, project_code: str | None) -> str:
-    if not project_code:
-        return url
-    return f"{url}?{urlencode({'project_code': project_code})}"
+    number: int
+    aside: list[tuple[list[Row], int, str]] = field(default_factory=list)
 
 
 class Sender:
@@ -111,12 +101,13 @@ class Sender:
         self._stats = stats
         self._rng = rng or random.Random()
         self.url = request_url(api, events)
+        self.host = host_and_port(self.url)
         check_plain_http(self.url, api.allow_insecure_http)
-        self._post_url = _with_project_code(self.url, api.project_code)
+        self._post_url = with_project_code(self.url, api.project_code)
         key = api.api_key.get_secret_value()
         self._headers: Mapping[str, str] = {
             "Content-Type": "application/json",
-            "Authorization": _basic_auth(api.workspace_id, key),
+            "Authorization": basic_auth(api.workspace_id, key),
         }
         # A server (or proxy) that echoes the request must not put the key in our messages.
         self._scrub = secrets.for_credentials(api.workspace_id, key)
@@ -126,6 +117,7 @@ class Sender:
         self._in_transit_bound = delivery.timeout_seconds
         # Set by stop(): no new attempt starts, and waits between attempts end early.
         self._stopping = asyncio.Event()
+        self._numbers = itertools.count(1)
         self.adaptive = limiter.adaptive
         self._outage = Outage(stats, delivery.max_outage_seconds, self._clock)
         self._lost = LostAnswers(delivery.on_lost_answer, stats, events=events)
@@ -150,6 +142,11 @@ class Sender:
     @property
     def outage(self) -> bool:
         return self._outage.active
+
+    @property
+    def answered(self) -> bool:
+        """Whether the API has answered a request yet (accepted or refused it)."""
+        return self._answers.count > 0
 
     def waiting_on(self) -> str | None:
         """What holds the run back now, in words for a progress line (None: nothing)."""
@@ -181,8 +178,10 @@ class Sender:
         fate is unknown and they must be sent again on resume.
         """
         result = SendResult() if result is None else result
+        batch = _Batch(next(self._numbers))
         try:
-            await self._deliver(rows, result)
+            await self._deliver(rows, result, batch)
+            await self._second_chances(batch, result)
         except ApiAbort as abort:
             self._abort = self._abort or abort
             raise SendAborted(abort, result) from None
@@ -190,28 +189,57 @@ class Sender:
             pass  # what is not in `result` stays pending
         return result
 
-    async def _deliver(self, rows: list[Row], result: SendResult) -> None:
+    async def _deliver(
+        self,
+        rows: list[Row],
+        result: SendResult,
+        batch: _Batch,
+        allowed: int | None = None,
+        second_chance: bool = False,
+    ) -> None:
         if _weight(rows) > self._limiter.updates:  # one request may not exceed the window
             # A lone element of grouped events splits into its rows' own elements.
-            await self._halves(rows if len(rows) > 1 else rows[0].split(), result)
+            await self._halves(rows if len(rows) > 1 else rows[0].split(), result, batch)
             return
-        answer = await self._attempts(rows)
+        answer = await self._attempts(rows, batch, allowed, second_chance)
         if answer.ok:
             result.accepted.extend(rows)
         elif isinstance(answer, LostAnswer):  # events, on_lost_answer: dead_letter
             self._refuse(rows, "uncertain", answer, result)
+        elif answer.undecided:
+            await self._undecided(rows, answer, result, batch)
         elif answer.status is None:
             self._refuse(rows, "delivery", answer, result)
         elif len(rows) > 1 and (answer.exhausted or self._splittable(answer.status)):
             # A 5xx that spent its attempts while other requests passed is judged per row
             # too: the halves go on their own, and only rows that keep failing end here.
-            await self._halves(rows, result)
+            await self._halves(rows, result, batch)
         elif answer.exhausted:
             self._refuse(rows, "delivery", answer, result)
         elif retry.refuses_request(answer.status):
             self._refuse(rows, "rejected", answer, result)
         else:  # an answer we do not understand: keep the rows for a replay
             self._refuse(rows, "delivery", answer, result)
+
+    async def _undecided(
+        self, rows: list[Row], answer: Answer, result: SendResult, batch: _Batch
+    ) -> None:
+        """Attempts spent while nothing else was answered: these rows' fault or the API's?
+        The halves tell, one attempt each (the whole already had its full budget)."""
+        if len(rows) > 1:
+            await self._halves(rows, result, batch, allowed=1)
+        else:
+            batch.aside.append((rows, self._answers.count, answer.reason))
+
+    async def _second_chances(self, batch: _Batch, result: SendResult) -> None:
+        """The rows put aside, once the rest of their batch was tried: something answered
+        since, they are sent again with a full budget and dead-lettered if they still fail;
+        nothing answered, every request failed: an outage, which they wait in."""
+        while batch.aside:
+            rows, answers_then, reason = batch.aside.pop(0)
+            if self._answers.count == answers_then:
+                self._outage.start(reason)
+            await self._deliver(rows, result, batch, second_chance=True)
 
     def _splittable(self, status: int) -> bool:
         # 413 and other refusals of a whole request split anywhere; 400/422 bisect a bulk
@@ -220,20 +248,29 @@ class Sender:
             return self._endpoint == batching.BULK
         return retry.refuses_request(status)
 
-    async def _halves(self, rows: list[Row], result: SendResult) -> None:
+    async def _halves(
+        self, rows: list[Row], result: SendResult, batch: _Batch, allowed: int | None = None
+    ) -> None:
         # One half after the other: bisection stays within the concurrency the caller chose.
         middle = len(rows) // 2
-        await self._deliver(rows[:middle], result)
-        await self._deliver(rows[middle:], result)
+        await self._deliver(rows[:middle], result, batch, allowed)
+        await self._deliver(rows[middle:], result, batch, allowed)
 
     @staticmethod
     def _refuse(rows: list[Row], stage: Stage, answer: Answer, result: SendResult) -> None:
         result.refused.extend(Refusal(row, stage, answer.status, answer.reason) for row in rows)
 
-    async def _attempts(self, rows: list[Row]) -> Answer:
+    async def _attempts(
+        self, rows: list[Row], batch: _Batch, allowed: int | None, second_chance: bool
+    ) -> Answer:
         """Send until an answer that is not transient, or the attempt budget is spent."""
         body = batching.request_body(rows, self._endpoint)
-        budget = Budget(answers_at_start=self._answers.count)
+        budget = Budget(
+            answers_at_start=self._answers.count,
+            batch=batch.number,
+            allowed=allowed,
+            second_chance=second_chance,
+        )
         while True:
             probing = False
             if self._outage.active:
@@ -361,13 +398,3 @@ def _discard(admission: asyncio.Future[Permit]) -> None:
     else:
         admission.add_done_callback(release)
         admission.cancel()
-
-
-def _basic_auth(login: str, password: str) -> str:
-    """The Authorization header value (aiohttp 3.14 deprecates BasicAuth for this helper)."""
-    import aiohttp
-
-    encode = getattr(aiohttp, "encode_basic_auth", None)
-    if encode is not None:
-        return str(encode(login, password))
-    return aiohttp.BasicAuth(login, password, "utf-8").encode()

@@ -12,20 +12,23 @@ puts a function from request to answer behind the same seam, so retry, split, bi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import os
 import urllib.request
 import zlib
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 import aiohttp
 
-from importer.config import ConfigError
+from importer import moengage
+from importer.config import ApiConfig, ConfigError, DeliveryConfig
 from importer.config.tls import ssl_context
+from importer.run import batching
 
 Answer = tuple[int, Mapping[str, str], bytes]
 
@@ -61,6 +64,13 @@ class Transport(Protocol):
 
 
 # ---------------------------------------------------------------- plain HTTP guard
+
+
+def host_and_port(url: str) -> str:
+    """`host:port` of a URL, for messages: never the credentials a URL may carry."""
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    return f"{parts.hostname or ''}:{port}"
 
 
 def is_loopback_host(host: str) -> bool:
@@ -253,3 +263,33 @@ class FakeTransport:
 
     async def close(self) -> None:
         return None
+
+
+@contextlib.asynccontextmanager
+async def open_transport(api: ApiConfig, delivery: DeliveryConfig) -> AsyncIterator[Transport]:
+    """The run's aiohttp transport, closed on exit. Call inside the loop."""
+    transport = AiohttpTransport(
+        timeout_seconds=delivery.timeout_seconds,
+        concurrency=delivery.concurrency,
+        ca_bundle=api.ca_bundle,
+    )
+    try:
+        yield transport
+    finally:
+        await transport.close()
+
+
+def request_url(api: ApiConfig, events: bool = False) -> str:
+    if api.endpoint == batching.BULK:
+        path = moengage.bulk_path(api.workspace_id)
+    elif events:
+        path = moengage.event_path(api.workspace_id)
+    else:
+        path = moengage.customer_path(api.workspace_id)
+    return api.resolved_base_url() + path
+
+
+def with_project_code(url: str, project_code: str | None) -> str:
+    if not project_code:
+        return url
+    return f"{url}?{urlencode({'project_code': project_code})}"

@@ -5,12 +5,18 @@ is what tells a resumed run that an object is still the one it started on. Crede
 from botocore's standard chain (environment, ~/.aws, SSO, instance or task roles);
 `source.storage` adds an endpoint and a region for S3-compatible stores, or anonymous
 access for public buckets.
+
+An endpoint that accepts the connection and never answers must not hang the run: every
+request has botocore's connect and read timeouts and few retries, and the listing as a
+whole (the HEAD of a named object, the listing or glob) has one deadline,
+LISTING_DEADLINE_SECONDS, after which it ends with an error naming the URL.
 """
 
 from __future__ import annotations
 
 import glob
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager
@@ -34,6 +40,14 @@ from importer.sources.datafile import (
 READ_BLOCK_BYTES = 8 << 20
 SCHEME = "s3://"
 SNIFFS_AT_ONCE = 16
+# The whole listing of a source URL (HEAD, list or glob calls, their retries included).
+LISTING_DEADLINE_SECONDS = 120.0
+# Each request: connecting, and each wait for bytes. botocore's own defaults (60 s, with
+# up to 5 attempts, under s3fs's 5 retries) let one hung read last some 25 minutes.
+CONNECT_TIMEOUT_SECONDS = 10
+READ_TIMEOUT_SECONDS = 60
+BOTOCORE_ATTEMPTS = 3
+S3FS_RETRIES = 2
 
 
 def client_settings(options: StorageOptions) -> dict[str, Any]:
@@ -67,7 +81,13 @@ class ObjectStore:
             client_kwargs=client_settings(options),
             use_listings_cache=False,
             skip_instance_cache=True,
+            config_kwargs={
+                "connect_timeout": CONNECT_TIMEOUT_SECONDS,
+                "read_timeout": READ_TIMEOUT_SECONDS,
+                "retries": {"max_attempts": BOTOCORE_ATTEMPTS, "mode": "standard"},
+            },
         )
+        self.fs.retries = S3FS_RETRIES
 
     @classmethod
     def for_options(cls, options: StorageOptions) -> ObjectStore:
@@ -82,22 +102,23 @@ class ObjectStore:
         path = url[len(SCHEME) :]
         if not path or path.startswith("/"):
             raise SourceError(f"{url}: an s3:// path needs a bucket: s3://bucket/prefix/")
+        left = _Deadline(url)
         with self._errors(url):
             if glob.has_magic(path):
                 root = _glob_root(path)
-                listed = self.fs.glob(path, detail=True)
+                listed = self.fs.glob(path, detail=True, timeout=left())
                 return self._data_files(url, root, listed, fmt, from_glob=True)
             if not path.endswith("/"):
-                info = self._info(path)
+                info = self._info(path, left())
                 if info is not None and info.get("type") == "file":
                     return [self._data_file(path, info, ())]
             root = path.rstrip("/")
-            listed = self.fs.find(root, detail=True)
+            listed = self.fs.find(root, detail=True, timeout=left())
             return self._data_files(url, root, listed, fmt, from_glob=False)
 
-    def _info(self, path: str) -> dict[str, Any] | None:
+    def _info(self, path: str, timeout: float) -> dict[str, Any] | None:
         try:
-            info: dict[str, Any] = self.fs.info(path)
+            info: dict[str, Any] = self.fs.info(path, timeout=timeout)
         except FileNotFoundError:
             return None
         return info
@@ -153,6 +174,28 @@ class ObjectStore:
         return _store_errors(url)
 
 
+class _Deadline:
+    """What is left of LISTING_DEADLINE_SECONDS for the next call (fsspec's `timeout=`
+    cancels the call's coroutine when it runs out), or a SourceError once none is."""
+
+    def __init__(self, url: str) -> None:
+        self._url = url
+        self._ends_at = time.monotonic() + LISTING_DEADLINE_SECONDS
+
+    def __call__(self) -> float:
+        left = self._ends_at - time.monotonic()
+        if left <= 0:
+            raise SourceError(timeout_message(self._url))
+        return left
+
+
+def timeout_message(url: str) -> str:
+    return (
+        f"{url}: object storage did not answer within {LISTING_DEADLINE_SECONDS:g} s "
+        "(check source.storage.endpoint_url, the network and any proxy)"
+    )
+
+
 @contextmanager
 def _store_errors(url: str) -> Iterator[None]:
     """Turns s3fs / botocore exceptions into SourceErrors naming the URL."""
@@ -160,6 +203,8 @@ def _store_errors(url: str) -> Iterator[None]:
         yield
     except SourceError:
         raise
+    except TimeoutError:  # fsspec's FSTimeoutError: the listing's deadline ran out
+        raise SourceError(timeout_message(url)) from None
     except FileNotFoundError:
         raise SourceError(f"{url}: no such object or bucket") from None
     except PermissionError:
