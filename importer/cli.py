@@ -7,7 +7,6 @@ import gc
 import json
 import logging
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from importer import __version__
 from importer.config import JobConfig, with_overrides
 from importer.errors import EXIT_ABORTED, EXIT_INTERRUPTED, ImporterError
 from importer.outputs.load_notify import notify_load_failure
+from importer.outputs.logs import JsonFormatter, configure_logging
 from importer.outputs.report import Report, format_reasons, format_summary
 from importer.redaction import Secrets
 from importer.run.options import RunOutcome
@@ -88,6 +88,15 @@ def _add_outputs(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_slicing(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--slice", metavar="K/N", help="only customers of hash slice K of N (K: 0 to N-1)"
+    )
+    parser.add_argument(
+        "--workers", type=_positive_int, metavar="N", help="run slices 0..N-1 as N processes"
+    )
+
+
 def _add_insecure_http(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--allow-insecure-http",
@@ -107,7 +116,7 @@ def _add_notify(parser: argparse.ArgumentParser) -> None:
 def _add_run(commands: Any) -> None:
     run = commands.add_parser("run", help="import a job's input")
     run.add_argument("job", help="the job file (YAML)")
-    for add in (_add_input, _add_dry_run, _add_fresh, _add_full):
+    for add in (_add_input, _add_dry_run, _add_fresh, _add_full, _add_slicing):
         add(run)
     _add_target(run, sending=True)
     _add_outputs(run)
@@ -120,6 +129,7 @@ def _add_validate(commands: Any) -> None:
     validate.add_argument("job", help="the job file (YAML)")
     _add_input(validate)
     _add_full(validate)
+    _add_slicing(validate)
     _add_target(validate, sending=False)
     _add_outputs(validate)
 
@@ -211,6 +221,7 @@ def apply_overrides(
     return with_overrides(
         job,
         {
+            "slice": given("slice"),
             "api": {
                 "base_url": given("base_url"),
                 "allow_insecure_http": True if given("allow_insecure_http") else None,
@@ -226,28 +237,6 @@ def apply_overrides(
         },
         need_credentials=need_credentials,
     )
-
-
-class _JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        return orjson.dumps(
-            {
-                "ts": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(record.created)),
-                "level": record.levelname.lower(),
-                "message": record.getMessage(),
-            }
-        ).decode()
-
-
-def configure_logging(log_format: str) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    if log_format == "json":
-        handler.setFormatter(_JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("moe-import: %(levelname)s: %(message)s"))
-    log.handlers[:] = [handler]
-    log.setLevel(logging.INFO)
-    log.propagate = False
 
 
 def _print_outcome(
@@ -276,6 +265,7 @@ def _print_outcome(
 def _run_command(args: argparse.Namespace, secrets: Secrets) -> int:
     """run, validate and replay; the job's secrets go into `secrets` for the error message."""
     from importer import api  # here: `sandbox` and `init` start without the run's modules
+    from importer.run.workers import is_worker, worker_job
 
     # Millions of short-lived objects, few cycles: collecting less often costs no memory
     # worth counting and saves a tenth of the mapping time. Frozen: the imported modules.
@@ -293,6 +283,10 @@ def _run_command(args: argparse.Namespace, secrets: Secrets) -> int:
         raise
     secrets.update(job.secrets())
     job = apply_overrides(job, args, need_credentials=not validating)
+    if getattr(args, "workers", None) not in (None, 1):
+        return _workers_command(args, job, validating)
+    if is_worker():
+        job = worker_job(job, need_credentials=not validating)
     job = api.prepared(
         job,
         dry_run=validating,
@@ -304,8 +298,9 @@ def _run_command(args: argparse.Namespace, secrets: Secrets) -> int:
         dry_run=validating,
         fresh=getattr(args, "fresh", False),
         full=getattr(args, "full", False),
-        progress=False if args.no_progress else None,
+        progress=False if args.no_progress or is_worker() else None,
         retarget=getattr(args, "retarget", False),
+        progress_pipe=is_worker(),
     )
     # Through the library: metrics file and notification come with the run (importer.api).
     outcome = api.execute(
@@ -315,8 +310,20 @@ def _run_command(args: argparse.Namespace, secrets: Secrets) -> int:
         notify_url=getattr(args, "notify", None),
         replay_from=replay_from,
     )
-    _print_outcome(outcome, args, job, validating=validating)
+    if is_worker():  # the parent prints one summary of the slices
+        print(json.dumps({"report": outcome.report.to_dict()}), flush=True)
+    else:
+        _print_outcome(outcome, args, job, validating=validating)
     return _write_report(outcome.report, job.output.report)
+
+
+def _workers_command(args: argparse.Namespace, job: JobConfig, validating: bool) -> int:
+    """`--workers N`: the slices as processes, one merged report (importer.run.workers)."""
+    from importer.run.workers import run_slices  # here: as `api` in _run_command
+
+    report, job = run_slices(args, job, dry_run=validating)
+    _print_outcome(RunOutcome(report), args, job, validating=False)
+    return _write_report(report, job.output.report)
 
 
 def _verify_command(args: argparse.Namespace, secrets: Secrets) -> int:
@@ -348,6 +355,7 @@ def _write_report(report: Report, path: Path) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser(argv)
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # --workers: the slices' base
     configure_logging(getattr(args, "log_format", "text"))
     secrets = Secrets()
     try:
@@ -387,6 +395,6 @@ def _fatal(message: str, args: argparse.Namespace, prefix: str = "error: ") -> N
     --log-format json."""
     if getattr(args, "log_format", "text") == "json":
         record = logging.LogRecord("importer", logging.ERROR, "", 0, message, None, None)
-        print(_JsonFormatter().format(record), file=sys.stderr)
+        print(JsonFormatter().format(record), file=sys.stderr)
     else:
         print(f"moe-import: {prefix}{message}", file=sys.stderr)

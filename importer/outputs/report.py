@@ -114,6 +114,9 @@ class Report:
     # delivery.max_invalid_fraction, and the invalid rows a run exiting 0 tolerated under it.
     max_invalid_fraction: float = 0.0
     rows_invalid_tolerated: int = 0
+    # A slice (`slice: K/N`): its K/N, and the input's rows of other slices (not in rows_read).
+    slice: str | None = None
+    other_slices_rows: int = 0
 
     def warn(self, warning: str) -> bool:
         """Keep a warning for the summary once; False if it was kept already (or too many)."""

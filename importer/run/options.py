@@ -21,6 +21,8 @@ class RunOptions:
     retarget: bool = False  # replay: send lines of other jobs or targets to this job's target
     # The job's identity (state.job_identity); None: the job file's (preflight.job_id_of).
     job: str | None = None
+    # A slice run by `--workers`: settled counts go to stdout as JSON lines (run.workers).
+    progress_pipe: bool = False
 
 
 @dataclass
