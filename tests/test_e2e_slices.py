@@ -10,8 +10,10 @@ the changed rows; and what cannot be sliced is refused before anything is sent.
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
+import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,7 @@ from tests.support import (
     SANDBOX_WORKSPACE,
     assert_report_adds_up,
     run_cli,
+    start_cli,
     write_job,
 )
 
@@ -82,7 +85,8 @@ def _by_customer(records: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]
 
 def _profiles(sandbox: SandboxProcess) -> dict[str, Any]:
     got: dict[str, Any] = requests.get(f"{sandbox.url}/_sandbox/profiles", timeout=10).json()
-    return got
+    profiles: dict[str, Any] = got["profiles"]
+    return profiles
 
 
 def _report(path: Path) -> dict[str, Any]:
@@ -138,6 +142,9 @@ def test_four_slice_processes_deliver_what_one_run_does_within_one_redis_quota(
     assert _by_customer(records) == _by_customer(single_records)
     assert len(records) == len(single_records)
     assert profiles == single_profiles  # the last row of each customer won, as in one run
+    last = {f"c{(row * 7) % CUSTOMERS:04d}": row for row in range(ROWS)}
+    assert len(profiles) == CUSTOMERS
+    assert all(profiles[c]["points"] == row for c, row in last.items()), profiles["c0001"]
     assert max_in_any_window(arrivals, PERIOD) <= RATE
     # Each slice wrote its own files, and together they account for every row once.
     reports = [_report(tmp_path / "sliced" / f"report.slice-{k}-of-4.json") for k in range(4)]
@@ -204,7 +211,9 @@ def test_a_second_night_in_changed_mode_sends_only_the_changed_rows(tmp_path: Pa
 
 def _offline_job(tmp_path: Path, **extra: Any) -> Path:
     source = _messy_csv(tmp_path / "users.csv")
-    return _job(tmp_path / "out", "https://api.invalid", source, **extra)
+    # An unreachable host: nothing may reach it; a run that gets past the refusals gives up soon.
+    delivery = {"max_outage_seconds": 1, "timeout_seconds": 1, "max_attempts": 1}
+    return _job(tmp_path / "out", "https://api.invalid", source, delivery=delivery, **extra)
 
 
 @pytest.mark.subprocess
@@ -251,3 +260,31 @@ def test_a_state_made_with_another_n_is_refused_unless_fresh(tmp_path: Path) -> 
     # --fresh gets past it (to the unreachable host: a refusal of another kind, exit 3).
     fresh = run_cli("run", str(job), "--slice", "0/2", "--fresh", "--no-progress")
     assert "made with" not in fresh.stderr
+
+
+@pytest.mark.sandbox
+@pytest.mark.subprocess
+@pytest.mark.slow
+def test_ctrl_c_stops_every_slice_gently_and_exits_130_with_the_merged_report(
+    tmp_path: Path,
+) -> None:
+    source = _messy_csv(tmp_path / "users.csv")
+    (tmp_path / "stop").mkdir()
+    with start_sandbox(tmp_path / "stop") as sandbox:
+        slow = {"updates": 100, "period_seconds": 2.0}  # about 25 s for the whole file
+        job = _job(tmp_path / "stop", sandbox.url, source, rate_limit=slow)
+        process = start_cli("run", str(job), "--workers", "2", "--no-progress")
+        sandbox.wait_until_reached()
+        time.sleep(1.0)
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=60)
+        assert process.returncode == 130, stderr
+        merged = _report(tmp_path / "stop" / "report.json")
+        assert merged["exit_code"] == 130 and merged["rows_pending"] > 0
+        assert_report_adds_up(merged)
+        assert merged["rows_read"] == ROWS + 3
+        # The slices' progress lets the same command finish the work.
+        done = run_cli("run", str(job), "--workers", "2", "--no-progress", "--rate", "100000")
+        assert done.returncode == 1, done.stderr
+        kept = _profiles(sandbox)
+    assert {f"c{c:04d}" for c in range(CUSTOMERS)} <= set(kept)
