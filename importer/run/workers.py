@@ -138,6 +138,9 @@ def run_workers(
             one.reader = threading.Thread(target=_read, args=(one,), daemon=True)
             one.reader.start()
             slices.append(one)
+            for _ in stopped:  # a stop that came while the slices were starting
+                with contextlib.suppress(ProcessLookupError):
+                    process.send_signal(signal.SIGTERM)
         _watch(slices, job, paths, progress)
     merged = merge_reports(
         [(one.name, one.process.returncode, one.report) for one in slices],
