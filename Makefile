@@ -66,6 +66,7 @@ docs: install
 bench: install
 	$(BIN)/python -m scripts.bench $(BENCH_ARGS)
 	$(BIN)/python -m scripts.bench_sync
+	$(BIN)/python -m scripts.bench_slices
 	$(BIN)/python -m scripts.bench_events --runs 3
 	$(BIN)/python -m scripts.bench_ledger --events 10000000
 

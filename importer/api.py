@@ -62,6 +62,7 @@ from importer.run.options import RunOutcome as RunOutcome
 from importer.run.pipeline import Run
 from importer.run.preflight import dry_run_outputs, prepare, vet_job_outputs
 from importer.run.replay import replay_dead_letter, replay_paths
+from importer.run.slices import check_slicing, sliced_outputs
 from importer.run.transport import check_plain_http
 
 __all__ = [
@@ -170,6 +171,10 @@ def prepared(
         job = with_overrides(job, {"output": output}, need_credentials=False)
     else:
         check_plain_http(job.api.resolved_base_url(), job.api.allow_insecure_http)
+    if job.slice is not None:  # a slice writes its own files: X.slice-K-of-N.*
+        job = with_overrides(
+            job, {"output": sliced_outputs(job)}, need_credentials=need_credentials
+        )
     if replay_from is not None:  # the file replayed is an input: no output may be it
         vet_job_outputs(job, [replay_from], dry_run=dry_run)
     return job
@@ -317,13 +322,18 @@ def _run_files(
     job: JobConfig, options: RunOptions, observe: Callable[[Run], None] | None = None
 ) -> RunOutcome:
     """A run of the job over its source files (`observe` sees the run before it starts)."""
+    if not options.dry_run:
+        check_slicing(job, fresh=options.fresh)  # a state of another N is not this one's
     paths, mapper = prepare(job)
     run = Run(job, options, paths, mapper)
     if observe is not None:
         observe(run)  # the metrics file reads the live run's counters
     outcome = asyncio.run(run.execute())
     report = outcome.report
-    if report.rows_read == 0 and report.exit_code == EXIT_OK and not job.source.allow_empty:
+    report.slice = job.slice
+    report.other_slices_rows = getattr(run.feed, "other_slices_rows", 0)
+    read = report.rows_read + report.other_slices_rows  # a slice may hold no row of its own
+    if read == 0 and report.exit_code == EXIT_OK and not job.source.allow_empty:
         # An export that failed upstream must not pass unnoticed at 2 a.m.: exit 4.
         report.mark_empty()
         log.warning("%s", report.warnings[-1])

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import logging
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,8 +15,8 @@ import orjson
 from importer import __version__
 from importer.config import JobConfig, with_overrides
 from importer.errors import EXIT_ABORTED, EXIT_INTERRUPTED, ImporterError
-from importer.outputs.load_notify import notify_load_failure
-from importer.outputs.report import Report, format_reasons, format_summary
+from importer.outputs.logs import JsonFormatter, configure_logging
+from importer.outputs.report import format_reasons, format_summary
 from importer.redaction import Secrets
 from importer.run.options import RunOutcome
 
@@ -88,6 +86,15 @@ def _add_outputs(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_slicing(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--slice", metavar="K/N", help="only customers of hash slice K of N (K: 0 to N-1)"
+    )
+    parser.add_argument(
+        "--workers", type=_positive_int, metavar="N", help="run slices 0..N-1 as N processes"
+    )
+
+
 def _add_insecure_http(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--allow-insecure-http",
@@ -107,7 +114,7 @@ def _add_notify(parser: argparse.ArgumentParser) -> None:
 def _add_run(commands: Any) -> None:
     run = commands.add_parser("run", help="import a job's input")
     run.add_argument("job", help="the job file (YAML)")
-    for add in (_add_input, _add_dry_run, _add_fresh, _add_full):
+    for add in (_add_input, _add_dry_run, _add_fresh, _add_full, _add_slicing):
         add(run)
     _add_target(run, sending=True)
     _add_outputs(run)
@@ -120,6 +127,7 @@ def _add_validate(commands: Any) -> None:
     validate.add_argument("job", help="the job file (YAML)")
     _add_input(validate)
     _add_full(validate)
+    _add_slicing(validate)
     _add_target(validate, sending=False)
     _add_outputs(validate)
 
@@ -211,6 +219,7 @@ def apply_overrides(
     return with_overrides(
         job,
         {
+            "slice": given("slice"),
             "api": {
                 "base_url": given("base_url"),
                 "allow_insecure_http": True if given("allow_insecure_http") else None,
@@ -226,28 +235,6 @@ def apply_overrides(
         },
         need_credentials=need_credentials,
     )
-
-
-class _JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        return orjson.dumps(
-            {
-                "ts": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(record.created)),
-                "level": record.levelname.lower(),
-                "message": record.getMessage(),
-            }
-        ).decode()
-
-
-def configure_logging(log_format: str) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    if log_format == "json":
-        handler.setFormatter(_JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("moe-import: %(levelname)s: %(message)s"))
-    log.handlers[:] = [handler]
-    log.setLevel(logging.INFO)
-    log.propagate = False
 
 
 def _print_outcome(
@@ -274,55 +261,16 @@ def _print_outcome(
 
 
 def _run_command(args: argparse.Namespace, secrets: Secrets) -> int:
-    """run, validate and replay; the job's secrets go into `secrets` for the error message."""
-    from importer import api  # here: `sandbox` and `init` start without the run's modules
-    from importer.remote import remote_outputs  # here: as `api`
+    """run, validate and replay (importer.run.command)."""
+    from importer.run.command import run_command  # here: `sandbox` and `init` start without it
 
-    # Millions of short-lived objects, few cycles: collecting less often costs no memory
-    # worth counting and saves a tenth of the mapping time. Frozen: the imported modules.
-    gc.freeze()
-    gc.set_threshold(100_000, 50, 50)
+    def overrides(job: JobConfig, args: argparse.Namespace, need_credentials: bool) -> JobConfig:
+        return apply_overrides(job, args, need_credentials=need_credentials)
 
-    validating = args.command == "validate" or bool(getattr(args, "dry_run", False))
-    replay_from = Path(args.dead_letter_in) if args.command == "replay" else None
-    # A dry run sends nothing, so it needs no credentials.
-    try:
-        job = api.load_job(args.job, need_credentials=not validating)
-    except ImporterError as error:  # exit 2 at load: the webhook the file names still hears
-        if not validating:
-            notify_load_failure(Path(args.job), error, getattr(args, "notify", None))
-        raise
-    secrets.update(job.secrets())
-    job = apply_overrides(job, args, need_credentials=not validating)
-    job = api.prepared(
-        job,
-        dry_run=validating,
-        replay_from=replay_from,
-        dead_letter=args.dead_letter,
-        report=args.report,
-    )
-    options = api.RunOptions(
-        dry_run=validating,
-        fresh=getattr(args, "fresh", False),
-        full=getattr(args, "full", False),
-        progress=False if args.no_progress else None,
-        retarget=getattr(args, "retarget", False),
-    )
-    # Through the library: metrics file and notification come with the run (importer.api);
-    # s3:// outputs are local files during the run (importer.remote), uploaded after it.
-    with remote_outputs(job, dry_run=validating, replay_from=replay_from) as remote:
-        outcome = api.execute(
-            remote.job,
-            options,
-            job_name=Path(args.job).stem,
-            notify_url=getattr(args, "notify", None),
-            replay_from=remote.replay_from,
-            observe=remote.attach,
-        )
-        code = _write_report(outcome.report, remote.job.output.report)
-        code = remote.finish(outcome.report) if code == outcome.report.exit_code else code
-    _print_outcome(outcome, args, job, validating=validating)
-    return code
+    def show(outcome: RunOutcome, args: argparse.Namespace, job: JobConfig, dry: bool) -> None:
+        _print_outcome(outcome, args, job, validating=dry)
+
+    return run_command(args, secrets, overrides, show)
 
 
 def _verify_command(args: argparse.Namespace, secrets: Secrets) -> int:
@@ -340,22 +288,10 @@ def _verify_command(args: argparse.Namespace, secrets: Secrets) -> int:
     return outcome.exit_code
 
 
-def _write_report(report: Report, path: Path) -> int:
-    """The exit code, once the report is written."""
-    try:
-        report.write(path)
-    except OSError as error:
-        # The run itself is done and accounted for, but whoever reads the report cannot
-        # tell: a fault of our own (exit 3) unless a stronger code already stands.
-        log.error("cannot write the report %s: %s", path, error.strerror)
-        if report.exit_code in (0, 1):
-            return EXIT_ABORTED
-    return report.exit_code
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser(argv)
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # --workers: the slices' base
     configure_logging(getattr(args, "log_format", "text"))
     secrets = Secrets()
     try:
@@ -395,6 +331,6 @@ def _fatal(message: str, args: argparse.Namespace, prefix: str = "error: ") -> N
     --log-format json."""
     if getattr(args, "log_format", "text") == "json":
         record = logging.LogRecord("importer", logging.ERROR, "", 0, message, None, None)
-        print(_JsonFormatter().format(record), file=sys.stderr)
+        print(JsonFormatter().format(record), file=sys.stderr)
     else:
         print(f"moe-import: {prefix}{message}", file=sys.stderr)

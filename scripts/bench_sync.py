@@ -21,9 +21,10 @@ from typing import Any
 import numpy as np
 
 from importer import sources
-from importer.config import load_job
+from importer.config import load_job, with_overrides
 from importer.run import batching, ordering
 from importer.run.preflight import job_scope, mapper_for
+from importer.run.slices import in_slice, sliced_outputs
 from importer.run.sync import CustomerKeys, fingerprints
 from importer.sandbox.launcher import launched
 from importer.state import StateStore
@@ -75,16 +76,21 @@ def write_job_file(folder: Path, url: str, mode: str, night_1: Path) -> Path:
     )
 
 
-def build_snapshot(job_path: Path, night_1: Path) -> int:
+def build_snapshot(job_path: Path, night_1: Path, slicing: str | None = None) -> int:
     """The snapshot a night-1 run would leave: every row accepted (written directly, in key
-    order, as the bench's starting point). Returns the customers recorded."""
-    job = load_job(str(job_path), need_credentials=False)
+    order, as the bench's starting point); with `slicing` ("K/N"), that slice's, in its own
+    state file. Returns the customers recorded."""
+    job = load_job(str(job_path), need_credentials=False, overrides={"slice": slicing})
+    if job.slice is not None:
+        job = with_overrides(job, {"output": sliced_outputs(job)}, need_credentials=False)
     mapper = mapper_for(job)
     keys_of = CustomerKeys(job.mapping.identifiers)
     keys: list[np.ndarray] = []
     prints: list[np.ndarray] = []
     print("bench_sync: building the night-1 snapshot ...", flush=True)
     for chunk in sources.iter_chunks(night_1, job.source, mapper.columns):
+        if job.slice is not None and job.mapping.customer_id is not None:
+            chunk = in_slice(chunk, job.mapping.customer_id, False, *job.slice_parts() or (0, 1))
         valid = mapper.map_chunk(chunk).valid
         encoded, ids = batching.encoded_of(valid), ordering.customer_ids(valid)
         hashed, _ = keys_of.hashes(ids, encoded)

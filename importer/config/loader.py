@@ -20,7 +20,7 @@ from importer.config.user_rules import job_warnings
 from importer.redaction import Secrets
 
 # Sections as in the job file, e.g. {"source": {"path": "x.csv"}}; a None value is "not given".
-Overrides = Mapping[str, Mapping[str, Any]]
+Overrides = Mapping[str, Mapping[str, Any] | str | None]
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -132,6 +132,10 @@ def with_overrides(
     # Only what the file set: the rules tell options a user wrote from defaults.
     tree = job.model_dump(exclude_unset=True)  # the api key stays a SecretStr
     for section, values in overrides.items():
+        if not isinstance(values, Mapping):  # a top-level key (slice)
+            if values is not None:
+                tree[section] = values
+            continue
         tree.setdefault(section, {}).update({k: v for k, v in values.items() if v is not None})
     try:
         updated = JobConfig.model_validate(tree)

@@ -18,6 +18,7 @@ from pydantic import (
 )
 
 from importer import moengage
+from importer.config.slicing import parse_slice, slice_text
 from importer.config.source_models import SourceConfig, StorageOptions
 from importer.config.strict import Strict
 from importer.config.tls import ssl_context
@@ -325,6 +326,8 @@ class JobConfig(Strict):
     mapping: MappingConfig
     sync: SyncConfig = Field(default_factory=SyncConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
+    # "K/N": only the customers whose customer_id hashes to slice K of N (run.slices).
+    slice: Annotated[str | None, BeforeValidator(slice_text)] = None
 
     # The values of secret variables the job file named (${*TOKEN*}, ...), kept by the
     # loader so that errors met later in the run can be scrubbed of them too.
@@ -332,6 +335,10 @@ class JobConfig(Strict):
     # The job file this job was read from (None for a job built in code): its outputs'
     # ownership marks name it (see importer.outputs.ownership).
     _job_file: Path | None = PrivateAttr(default=None)
+
+    def slice_parts(self) -> tuple[int, int] | None:
+        """(K, N) of `slice`, or None for a run of every customer."""
+        return None if self.slice is None else parse_slice(self.slice)
 
     def job_file(self) -> Path | None:
         """The job file's resolved path, when the job was read from one."""

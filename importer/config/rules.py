@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 from importer.config.event_rules import event_job_problems, events_sync_problem
 from importer.config.messages import ConfigError
 from importer.config.models import ApiConfig, DeliveryConfig, JobConfig, MappingConfig
+from importer.config.slicing import slice_problems
 from importer.config.sync_rules import delete_absent_problems, on_empty_problems
 from importer.config.user_rules import (
     attribute_count_problems,
@@ -132,6 +133,7 @@ def check_job_rules(job: JobConfig, need_credentials: bool = True) -> None:
         *filter(None, [events_sync_problem(job.import_, job.sync.mode)]),
         *on_empty_problems(job),
         *delete_absent_problems(job),
+        *slice_problems(job.slice, mapping.customer_id),
     ]
     if problems:
         raise ConfigError("\n".join(problems))

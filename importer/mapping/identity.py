@@ -52,6 +52,13 @@ def customer_ids(
     return values, json_strings(text), errors, warnings
 
 
+def sent_ids(series: pd.Series, strip: bool = False) -> pa.Array:
+    """The column's ids as text, as `customer_ids` sends them (null where none would be):
+    what a run's slice is chosen by, before the rest of the row is mapped."""
+    text, _ = _id_text(series, "", [])
+    return pc.utf8_trim_whitespace(text) if strip else text
+
+
 def _id_text(
     series: pd.Series, column: str, warnings: list[str]
 ) -> tuple[pa.Array, dict[int, str]]:

@@ -9,7 +9,7 @@ import sys
 import time
 from collections import deque
 from collections.abc import Iterator
-from typing import NoReturn, Protocol
+from typing import NoReturn, Protocol, TextIO
 
 from tqdm import tqdm
 
@@ -129,7 +129,11 @@ class Progress:
         total: int | RowCount | None,
         limit_per_minute: float,
         interval: float = 10.0,
+        pipe: TextIO | None = None,
     ) -> None:
+        # A slice run by `--workers`: settled counts as JSON lines for the parent's one bar.
+        self._pipe = pipe
+        self._piped_at = 0.0
         # An estimated total (a large or compressed CSV) is shown as "about N", never as exact.
         self.total_exact = not isinstance(total, RowCount) or total.exact
         total = total.rows if isinstance(total, RowCount) else total
@@ -176,6 +180,10 @@ class Progress:
     def tick(self) -> None:
         """Called on a timer too: a long wait still shows, and its time is counted."""
         now = time.monotonic()
+        if self._pipe is not None and now - self._piped_at >= 0.25:
+            self._piped_at = now
+            self._pipe.write(f'{{"settled": {self.settled}}}\n')
+            self._pipe.flush()
         changed = self._sample(now)
         if self._bar is not None:
             words = self._waiting[1] if self._waiting else "sending"
@@ -231,6 +239,9 @@ class Progress:
         return {kind: round(self._waited[kind], 1) for kind in WAIT_NAMES if kind in self._waited}
 
     def close(self) -> None:
+        self._piped_at = 0.0
+        if self._pipe is not None:
+            self.tick()
         if self._bar is not None:
             self._bar.close()
 

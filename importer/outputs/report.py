@@ -114,6 +114,9 @@ class Report:
     # delivery.max_invalid_fraction, and the invalid rows a run exiting 0 tolerated under it.
     max_invalid_fraction: float = 0.0
     rows_invalid_tolerated: int = 0
+    # A slice (`slice: K/N`): its K/N, and the input's rows of other slices (not in rows_read).
+    slice: str | None = None
+    other_slices_rows: int = 0
 
     def warn(self, warning: str) -> bool:
         """Keep a warning for the summary once; False if it was kept already (or too many)."""
@@ -189,6 +192,9 @@ class Report:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def to_json(self) -> bytes:
+        return (json.dumps(self.to_dict(), indent=2) + "\n").encode()
+
     def write(self, path: Path) -> None:
         """Atomically, mode 0600, never through a symlink (OSError naming the path)."""
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -198,8 +204,7 @@ class Report:
                 raise OSError(
                     errno.ELOOP, "is a symbolic link; refusing to write through it", str(refused)
                 )
-        data = (json.dumps(self.to_dict(), indent=2) + "\n").encode()
-        write_atomically(path, data, mode=0o600, tmp=tmp)  # never a half-written report
+        write_atomically(path, self.to_json(), mode=0o600, tmp=tmp)  # never a half-written
 
 
 def dry_run_report_path(path: Path) -> Path:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -29,6 +30,7 @@ from importer.run.exactly_once import EventLedger, unsent
 from importer.run.preflight import scope_of
 from importer.run.resume import identify
 from importer.run.settled import dead_in_prefix, drop_settled_rows, resend_filter
+from importer.run.slices import in_slice
 from importer.run.sync import CustomerKeys, SyncDiff
 from importer.state import RunState, SettledRows, StateError, StateFault, peek_snapshot
 
@@ -199,6 +201,9 @@ class FileFeed:
         self.diff: SyncDiff | None = None
         self._warned_scope = False
         self._skipped_any = False
+        self.slicing = job.slice_parts()  # (K, N): only the rows of slice K are mapped
+        self.other_slices_rows = 0  # rows read that belong to other slices
+        self._count_lock = threading.Lock()
 
     def work(self, state: RunState | None, batch: Batcher) -> Iterator[Work]:
         snapshot: Future[SyncDiff] | None = None
@@ -312,6 +317,13 @@ class FileFeed:
         """
 
         def prepare(chunk: Chunk) -> tuple[int, tuple[int, int], MappedChunk]:
+            if self.slicing is not None and self.job.mapping.customer_id is not None:
+                # Rows of other slices are theirs: not read, mapped nor counted here.
+                column, strip = self.job.mapping.customer_id, self.job.mapping.strip_customer_id
+                before = len(chunk.frame) + len(chunk.malformed)
+                chunk = in_slice(chunk, column, strip, *self.slicing)
+                with self._count_lock:
+                    self.other_slices_rows += before - len(chunk.frame) - len(chunk.malformed)
             rows_read = len(chunk.frame) + len(chunk.malformed)
             skipped = drop_settled_rows(chunk, settled) if drop_settled else (0, 0)
             return rows_read, skipped, self.mapper.map_chunk(chunk)

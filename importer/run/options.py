@@ -24,6 +24,8 @@ class RunOptions:
     job: str | None = None
     # Sees the run before it starts (metrics, a remote state's checkpoints: importer.api).
     observe: Callable[[Any], None] | None = field(default=None, compare=False)
+    # A slice run by `--workers`: settled counts go to stdout as JSON lines (run.workers).
+    progress_pipe: bool = False
 
 
 @dataclass

@@ -123,7 +123,9 @@ class Run:
                     )
                 except OpenAborted:
                     return RunOutcome(self.report, self.samples)
-                progress = stack.enter_context(outputs.progress(self.paths, self.options.progress))
+                progress = stack.enter_context(
+                    outputs.progress(self.paths, self.options.progress, self.options.progress_pipe)
+                )
                 changed = self.job.sync.mode == "changed"  # the snapshot moves with progress
                 keys = CustomerKeys(self.job.mapping.identifiers) if changed else None
                 settler = Settler(

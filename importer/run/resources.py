@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from importer.outputs.deadletter import DeadLetterFault, DeadLetterWriter
 from importer.outputs.ownership import claim
 from importer.outputs.progress import Progress
 from importer.outputs.report import Report
+from importer.rows import RowCount
 from importer.run.carry_over import carry_over
 from importer.run.first_sync import check_first_sync
 from importer.run.preflight import (
@@ -141,12 +143,19 @@ class RunOutputs:
             self.report.warn(note)
 
     @contextlib.contextmanager
-    def progress(self, paths: list[DataFile], enabled: bool | None) -> Iterator[Progress]:
+    def progress(
+        self, paths: list[DataFile], enabled: bool | None, pipe: bool = False
+    ) -> Iterator[Progress]:
         job = self.job
+        total = count_rows(paths, job.source) if paths else None
+        slicing = job.slice_parts()
+        if slicing is not None and total is not None:  # a slice settles about 1/N of the rows
+            total = RowCount(total.rows // slicing[1], exact=False)
         progress = Progress(
             enabled=enabled,
-            total=count_rows(paths, job.source) if paths else None,
+            total=total,
             limit_per_minute=job.rate_limit.updates / job.rate_limit.period_seconds * 60,
+            pipe=sys.stdout if pipe else None,
         )
         try:
             yield progress

@@ -1,0 +1,114 @@
+"""The `run`, `validate` and `replay` commands, from a parsed command line to an exit code.
+
+The CLI (`importer.cli`) parses and reports errors; this module loads the job, applies the
+command line's overrides, and runs it: in this process, as the slices of `--workers`
+(`run.workers`), or as one of those slices (its report on stdout for the parent). Outputs
+in object storage are local files during the run (`importer.remote`), uploaded after it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+from importer import api
+from importer.config import JobConfig
+from importer.errors import EXIT_ABORTED, ImporterError
+from importer.outputs.load_notify import notify_load_failure
+from importer.outputs.location import object_url
+from importer.outputs.report import Report
+from importer.redaction import Secrets
+from importer.remote import remote_outputs
+from importer.remote.store import RemoteStore
+from importer.run.options import RunOutcome
+from importer.run.workers import is_worker, run_slices, worker_job
+
+log = logging.getLogger("importer")
+
+# How the CLI applies its flags to a loaded job, and prints a run's outcome.
+Overrides = Callable[[JobConfig, argparse.Namespace, bool], JobConfig]
+Printer = Callable[[RunOutcome, argparse.Namespace, JobConfig, bool], None]
+
+
+def run_command(
+    args: argparse.Namespace, secrets: Secrets, overrides: Overrides, show: Printer
+) -> int:
+    """run, validate and replay; the job's secrets go into `secrets` for the error message."""
+    # Millions of short-lived objects, few cycles: collecting less often costs no memory
+    # worth counting and saves a tenth of the mapping time. Frozen: the imported modules.
+    gc.freeze()
+    gc.set_threshold(100_000, 50, 50)
+
+    validating = args.command == "validate" or bool(getattr(args, "dry_run", False))
+    replay_from = Path(args.dead_letter_in) if args.command == "replay" else None
+    # A dry run sends nothing, so it needs no credentials.
+    try:
+        job = api.load_job(args.job, need_credentials=not validating)
+    except ImporterError as error:  # exit 2 at load: the webhook the file names still hears
+        if not validating:
+            notify_load_failure(Path(args.job), error, getattr(args, "notify", None))
+        raise
+    secrets.update(job.secrets())
+    job = overrides(job, args, not validating)
+    if getattr(args, "workers", None) not in (None, 1):
+        report, job = run_slices(args, job, dry_run=validating)
+        show(RunOutcome(report), args, job, False)
+        return write_report(report, job)
+    if is_worker():
+        job = worker_job(job, need_credentials=not validating)
+    job = api.prepared(
+        job,
+        dry_run=validating,
+        replay_from=replay_from,
+        dead_letter=args.dead_letter,
+        report=args.report,
+    )
+    options = api.RunOptions(
+        dry_run=validating,
+        fresh=getattr(args, "fresh", False),
+        full=getattr(args, "full", False),
+        progress=False if args.no_progress or is_worker() else None,
+        retarget=getattr(args, "retarget", False),
+        progress_pipe=is_worker(),
+    )
+    # Through the library: metrics file and notification come with the run (importer.api);
+    # s3:// outputs are local files during the run (importer.remote), uploaded after it.
+    with remote_outputs(job, dry_run=validating, replay_from=replay_from) as remote:
+        outcome = api.execute(
+            remote.job,
+            options,
+            job_name=Path(args.job).stem,
+            notify_url=getattr(args, "notify", None),
+            replay_from=remote.replay_from,
+            observe=remote.attach,
+        )
+        code = write_report(outcome.report, remote.job)
+        code = remote.finish(outcome.report) if code == outcome.report.exit_code else code
+    if is_worker():  # the parent prints one summary of the slices
+        print(json.dumps({"report": outcome.report.to_dict()}), flush=True)
+    else:
+        show(outcome, args, job, validating)
+    return code
+
+
+def write_report(report: Report, job: JobConfig) -> int:
+    """The exit code, once the report is written (to its object, for the merged report of
+    `--workers` in object storage; the slices upload their own)."""
+    path = job.output.report
+    url = object_url(path)
+    try:
+        if url is not None:
+            RemoteStore(job.output.storage).put(url, report.to_json())
+        else:
+            report.write(path)
+    except (OSError, ImporterError) as error:
+        # The run itself is done and accounted for, but whoever reads the report cannot
+        # tell: a fault of our own (exit 3) unless a stronger code already stands.
+        log.error("cannot write the report %s: %s", url or path, getattr(error, "strerror", error))
+        if report.exit_code in (0, 1):
+            return EXIT_ABORTED
+    return report.exit_code

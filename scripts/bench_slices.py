@@ -1,0 +1,109 @@
+"""Customer-hash slices: `--workers 1` against `--workers 2`, and the snapshot per slice.
+
+`python -m scripts.bench_slices [--rows N] [--folder DIR]` prints, on one export (the
+incremental-sync bench's night 2, 1% changed):
+- plain `validate` and the changed-mode diff (`validate`, sync.mode changed, against a
+  snapshot of night 1) at `--workers 1` and `--workers 2`, and the speed-up of 2 over 1
+  (target: at least 1.6x on 2 cores);
+- the snapshot's memory in one slice of N = 4 (the peak of `validate --slice 0/4` in
+  changed mode above the same command in mode all) against the same at N = 1 (target: at
+  most a third).
+The machine's load average is printed with the figures: they are only as quiet as it is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from importer.config import load_job
+from importer.sandbox.launcher import launched
+from scripts.bench_sync import build_snapshot, write_exports, write_job_file
+from scripts.measure import Measured, run_measured
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def measured(args: list[str]) -> Measured:
+    argv = [sys.executable, "-m", "importer", *args, "--no-progress"]
+    result = run_measured(argv, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    if result.exit_code not in (0, 1):
+        raise SystemExit(f"bench_slices: {' '.join(args)} exited {result.exit_code}\n"
+                         f"{result.stderr[-3000:]}")  # fmt: skip
+    return result
+
+
+def snapshots(job: Path, night_1: Path, slicings: list[str | None]) -> None:
+    """A night-1 snapshot for each slicing (None: unsliced), each in its own state file."""
+    state = load_job(str(job), need_credentials=False).output.state
+    for stale in state.parent.glob(f"{state.stem}*"):
+        stale.unlink()
+    for slicing in slicings:
+        print(f"bench_slices: snapshot {slicing or 'unsliced'} ...", flush=True)
+        build_snapshot(job, night_1, slicing)
+
+
+def slice_args(job: Path, night_2: Path, n: int) -> list[str]:
+    """validate of slice 0 of n (n = 1: unsliced)."""
+    sliced = [] if n == 1 else ["--slice", f"0/{n}"]
+    return ["validate", str(job), "--input", str(night_2), *sliced]
+
+
+def speed(job: Path, night_2: Path, workers: int) -> Measured:
+    return measured(["validate", str(job), "--input", str(night_2), "--workers", str(workers)])
+
+
+def _share(part: float, whole: float) -> str:
+    """part / whole, or why not: below ~20 MiB a peak's noise hides the snapshot."""
+    return f"{part / whole:.2f}" if whole >= 20 else "n/a (N = 1 under 20 MiB: noise)"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=5_000_000)
+    parser.add_argument("--folder", type=Path, default=Path(tempfile.gettempdir()) / "bench_sync")
+    options = parser.parse_args()
+    folder: Path = options.folder
+    folder.mkdir(parents=True, exist_ok=True)
+    night_1, night_2, _ = write_exports(folder, options.rows, 0.01)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    with launched(["--port", "0", "--no-schema-check"], cwd=ROOT, env=env) as (_, url):
+        changed = write_job_file(folder, url, "changed", night_1)
+        plain = write_job_file(folder, url, "all", night_1)
+        snapshots(changed, night_1, [None, "0/2", "1/2", "0/4"])
+        times = {
+            (mode, workers): speed(job, night_2, workers)
+            for mode, job in (("plain validate", plain), ("changed-mode diff", changed))
+            for workers in (1, 2)
+        }
+        memory = {
+            (mode, n): measured(slice_args(job, night_2, n))
+            for mode, job in (("all", plain), ("changed", changed))
+            for n in (1, 4)
+        }
+    print(f"\nslices, {options.rows:,} rows; load average {os.getloadavg()[0]:.2f} at the end")
+    for mode in ("plain validate", "changed-mode diff"):
+        one, two = times[(mode, 1)], times[(mode, 2)]
+        print(
+            f"  {mode:<20} --workers 1 {one.seconds:6.1f} s ({one.cpu_seconds:5.1f} s CPU),"
+            f" --workers 2 {two.seconds:6.1f} s ({two.cpu_seconds:5.1f} s CPU):"
+            f" {one.seconds / two.seconds:.2f}x (target >= 1.6x)"
+        )
+    above = {n: memory[("changed", n)].peak_mib - memory[("all", n)].peak_mib for n in (1, 4)}
+    print(
+        f"  snapshot memory: N = 1 {above[1]:,.0f} MiB, one slice of N = 4 {above[4]:,.0f} MiB"
+        f" ({_share(above[4], above[1])} of N = 1; target <= 0.33)"
+    )
+    for n in (1, 4):
+        print(
+            f"    peak N = {n}: all {memory[('all', n)].peak_mib:,.0f} MiB,"
+            f" changed {memory[('changed', n)].peak_mib:,.0f} MiB"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
