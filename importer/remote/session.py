@@ -8,10 +8,13 @@ of the pipeline is unchanged; checkpoints upload them while it goes on, and `fin
 more at its end, whatever its exit code.
 
 The crash bound: a runner that vanishes loses at most what was settled since its last
-upload, and the next run re-sends those rows (never loses them). For events, the next run
-counts as possibly duplicated up to what the rate limit lets through in one checkpoint
-interval plus one upload's time (`possibly_resent`), when the state it starts from was
-uploaded by a run that did not finish.
+upload, and the next run re-sends those rows (never loses them). A run never sends for
+longer than `checkpoint.crash_window` without a saved copy of its state (it holds requests
+while the store lags), so for events the next run counts as possibly duplicated what the
+rate limit lets through in that window (`possibly_resent`), when the state it starts from
+was uploaded by a run that did not finish. With `checkpoint_seconds` 0 the window is 0:
+every request waits for a copy holding its in-flight marks, which the events ledger counts
+one by one.
 """
 
 from __future__ import annotations
@@ -27,11 +30,17 @@ from importer.config import JobConfig, with_overrides
 from importer.errors import EXIT_ABORTED, EXIT_DEAD_LETTERED, EXIT_OK
 from importer.outputs.location import object_url
 from importer.outputs.report import Report
-from importer.remote.checkpoint import Checkpointer, Mirror, StateLost, StateMirror, Uploader
+from importer.quota.window import PACER_BURST_SHARE, PACER_HEADROOM
+from importer.remote.checkpoint import (
+    Checkpointer,
+    Mirror,
+    StateLost,
+    StateMirror,
+    Uploader,
+    crash_window,
+)
 from importer.remote.lease import Lease, lease_seconds, renew_seconds
 from importer.remote.store import (
-    ATTEMPTS,
-    CALL_TIMEOUT_SECONDS,
     RemoteStore,
     StoreFault,
     StoreRefused,
@@ -52,10 +61,15 @@ def remote_urls(job: JobConfig, *extra: Path | None) -> dict[str, str]:
 
 
 def possibly_resent(job: JobConfig) -> int:
-    """Events a vanished run may have sent after its last checkpoint: what the rate limit
-    lets through in one interval plus the longest an upload may take."""
-    window = job.output.checkpoint_seconds + CALL_TIMEOUT_SECONDS * ATTEMPTS
-    return math.ceil(job.rate_limit.updates * window / job.rate_limit.period_seconds)
+    """Events a vanished run may have sent after its last saved copy: what the limiter
+    grants in `crash_window` seconds (its pacer's rate and burst, and never more than the
+    window promise allows over as many periods)."""
+    window = crash_window(job.output.checkpoint_seconds)
+    if window <= 0:
+        return 0
+    updates, period = job.rate_limit.updates, job.rate_limit.period_seconds
+    paced = updates * (PACER_HEADROOM * window / period + PACER_BURST_SHARE)
+    return math.ceil(min(paced, updates * math.ceil(window / period)))
 
 
 class RemoteOutputs:
@@ -155,7 +169,9 @@ class RemoteOutputs:
             run.run_id = run.report.run_id = self.run_id
         if self._checkpoints is not None:
             self._checkpoints.attach(run.abort_from_thread)
-            run.after_answer = self._checkpoints.after_answer
+            run.before_send = self._checkpoints.before_send
+            if run.ledger is not None:
+                self._checkpoints.not_sent = run.ledger.not_sent
 
     def finish(self, report: Report) -> int:
         """The last upload (the report file written); the exit code it leaves."""
