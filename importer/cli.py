@@ -317,10 +317,9 @@ def _run_command(args: argparse.Namespace, secrets: Secrets) -> int:
             job_name=Path(args.job).stem,
             notify_url=getattr(args, "notify", None),
             replay_from=remote.replay_from,
-            observe=remote.attach,
+            remote=remote,  # uploads the report (written here too) before the notification
         )
         code = _write_report(outcome.report, remote.job.output.report)
-        code = remote.finish(outcome.report) if code == outcome.report.exit_code else code
     _print_outcome(outcome, args, job, validating=validating)
     return code
 

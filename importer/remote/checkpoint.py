@@ -35,7 +35,8 @@ log = logging.getLogger("importer")
 # A checkpoint (or renewal) failing this many times in a row stops the run, so that a
 # crash never re-sends more than the README's bound.
 FAILURES_BEFORE_STOP = 2
-# Sending waits while the saved state is older than the interval plus this (a slow store).
+# Sending waits while the saved state is older than the interval plus as much again, at
+# most this (a slow store, or a state too large to upload within the interval).
 OVERDUE_SECONDS = 15.0
 OVERDUE_POLL_SECONDS = 0.1
 RETRY_SECONDS = 5.0
@@ -43,7 +44,9 @@ RETRY_SECONDS = 5.0
 
 def crash_window(checkpoint_seconds: float) -> float:
     """The longest a run sends for without its remote state knowing (see `Checkpointer`)."""
-    return checkpoint_seconds + OVERDUE_SECONDS if checkpoint_seconds > 0 else 0.0
+    if checkpoint_seconds <= 0:
+        return 0.0
+    return checkpoint_seconds + min(checkpoint_seconds, OVERDUE_SECONDS)
 
 
 class StateLost(Exception):
@@ -152,7 +155,7 @@ class Checkpointer:
     leaves at most `crash_window(every)` seconds of sending unrecorded.
 
     Every `every` seconds (counted from the start of the last saved copy) a thread uploads
-    the state; if the saved copy grows older than `every + OVERDUE_SECONDS` (a slow or failing
+    the state; if the saved copy grows older than `crash_window(every)` (a slow or failing
     store), `before_send` holds every request until one is saved. With `every` 0 each request
     waits for an upload holding its events' in-flight marks (requests waiting together share
     one upload): nothing is sent that the remote state does not know of. A lost state or
@@ -218,7 +221,7 @@ class Checkpointer:
         return self.stopped is None
 
     def overdue(self) -> bool:
-        return time.monotonic() - self._saved > self.every + OVERDUE_SECONDS
+        return time.monotonic() - self._saved > crash_window(self.every)
 
     async def _saved_now(self) -> bool:
         """checkpoint_seconds 0: an upload that started after this call (off the loop)."""
@@ -254,6 +257,7 @@ class Checkpointer:
                     self._saved = started
                 else:  # once more soon; a second failure in a row stops the run
                     self._retry_at = time.monotonic() + min(self.renew_every, RETRY_SECONDS)
+
     def _guarded(self, step: Callable[[], None]) -> bool:
         try:
             step()

@@ -91,6 +91,7 @@ class RemoteOutputs:
         self.replay_from = replay_from
         self.urls = remote_urls(job, replay_from)
         self.workdir: Path | None = None
+        self.local: dict[str, Path] = {}  # output or input name -> its file in `workdir`
         self.resumed_unfinished = False
         self.run_id: str | None = None
         self._checkpoints: Checkpointer | None = None
@@ -124,7 +125,7 @@ class RemoteOutputs:
                 raise refuse_unguarded(state_url, output.storage)
             self._lease = Lease(store, state_url, run_id, lease_seconds(output.checkpoint_seconds))
             self._lease.acquire()
-        local = {
+        self.local = local = {
             name: self.workdir / name / url.rpartition("/")[2] for name, url in self.urls.items()
         }
         etag = self._download(store, local)
@@ -174,19 +175,44 @@ class RemoteOutputs:
                 self._checkpoints.not_sent = run.ledger.not_sent
 
     def finish(self, report: Report) -> int:
-        """The last upload (the report file written); the exit code it leaves."""
+        """Writes the report (its paths shown as URLs) and makes the last upload; the exit
+        code it leaves: 3 when that upload finds the state lost or cannot be made."""
         if not self.active or self._finished:
             return report.exit_code
         self._finished = True
         self._count_resent(report)
+        report.dead_letter = report.dead_letter and self.shown(report.dead_letter)
+        report.state = report.state and self.shown(report.state)
+        previous = report.dead_letter_previous
+        report.dead_letter_previous = previous and self.shown(previous)
+        self._write(report)
         lost = self._last_upload(report)
         if lost is not None:
             report.aborted = report.aborted or lost
             if report.exit_code in (EXIT_OK, EXIT_DEAD_LETTERED):
                 report.exit_code = EXIT_ABORTED
-            report.write(self.job.output.report)
+            self._write(report)
             self._last_upload(report, with_state=False)
         return report.exit_code
+
+    def _write(self, report: Report) -> None:
+        try:
+            report.write(self.job.output.report)
+        except OSError as error:  # our own disk: the run is accounted for, the file not
+            log.error("cannot write the report %s: %s", self.job.output.report, error.strerror)
+            if report.exit_code in (EXIT_OK, EXIT_DEAD_LETTERED):
+                report.exit_code = EXIT_ABORTED
+
+    def shown(self, path: str | Path) -> str:
+        """A path in the working directory as the object it stands for (its URL, or one
+        beside it); any other path as it is."""
+        path = Path(path)
+        for name, local in self.local.items():
+            if path == local:
+                return self.urls[name]
+            if path.parent == local.parent:
+                return f"{self.urls[name].rpartition('/')[0]}/{path.name}"
+        return str(path)
 
     def _count_resent(self, report: Report) -> None:
         if not (self.resumed_unfinished and self.job.import_ == "events" and not self.dry_run):

@@ -106,11 +106,8 @@ class RemoteStore:
         if if_none_match:
             conditions["IfNoneMatch"] = "*"
         extra: dict[str, Any] = {"Metadata": metadata} if metadata else {}
-        answer = self._call(
-            url,
-            lambda: self.client.put_object(Bucket=bucket, Key=key, Body=body, **conditions, **extra),
-            len(body),
-        )
+        arguments = {"Bucket": bucket, "Key": key, "Body": body, **conditions, **extra}
+        answer = self._call(url, lambda: self.client.put_object(**arguments), len(body))
         return str(answer.get("ETag", ""))
 
     def delete(self, url: str) -> None:
