@@ -122,8 +122,8 @@ class RemoteStore:
         `beside`, removed after): a second create-only write and a write over a version
         that is not there must both be refused."""
         probe = f"{beside}.probe-{uuid.uuid4().hex[:12]}"
+        self.put(probe, b"probe", if_none_match=True)  # a store that fails here: no cleanup
         try:
-            self.put(probe, b"probe", if_none_match=True)
             try:
                 self.put(probe, b"probe", if_none_match=True)
                 return False
@@ -153,7 +153,7 @@ def bounded(url: str, call: Callable[[], T], seconds: float) -> T:
     worker.start()
     worker.join(seconds)
     if not outcome:
-        raise StoreFault(f"{url}: the object store did not answer within {seconds:.0f} s")
+        raise StoreFault(f"{url}: the object store did not answer within {round(seconds, 1):g} s")
     done, value = outcome[0]
     if not done:
         raise value
