@@ -52,6 +52,7 @@ log = logging.getLogger("importer")
 
 OUTPUTS = ("state", "dead_letter", "report", "metrics")
 DOWNLOADED = ("state", "dead_letter", "metrics")  # the report is written anew
+VERIFY_REPORT = "verify_report"  # verify --report s3://...: written here, uploaded after
 
 
 def remote_urls(job: JobConfig, *extra: Path | None) -> dict[str, str]:
@@ -203,6 +204,12 @@ class RemoteOutputs:
             if report.exit_code in (EXIT_OK, EXIT_DEAD_LETTERED):
                 report.exit_code = EXIT_ABORTED
 
+    def local_of(self, path: Path | None) -> Path | None:
+        """The file standing for `path` in the working directory when it names an object."""
+        url = object_url(path)
+        found = [self.local[n] for n, u in self.urls.items() if u == url and n in self.local]
+        return found[0] if url is not None and found else path
+
     def shown(self, path: str | Path) -> str:
         """A path in the working directory as the object it stands for (its URL, or one
         beside it); any other path as it is."""
@@ -247,11 +254,8 @@ class RemoteOutputs:
         if self.read_only or self.workdir is None:
             return
         store = RemoteStore(self.remote_job.output.storage)
-        files = [
-            Mirror(self.urls[n], Path(str(getattr(self.job.output, n))))
-            for n in ("dead_letter", "report")
-            if n in self.urls
-        ]
+        names = ("dead_letter", "report", VERIFY_REPORT)
+        files = [Mirror(self.urls[n], self.local[n]) for n in names if n in self.urls]
         Uploader(store, None, files, "", self.workdir).upload(final=True)
 
     def __exit__(self, *exc: object) -> None:
@@ -281,7 +285,14 @@ def remote_outputs(
     return RemoteOutputs(job, dry_run=dry_run, replay_from=replay_from)
 
 
-def remote_view(job: JobConfig, *, upload: bool = False) -> RemoteOutputs:
+def remote_view(
+    job: JobConfig, *, upload: bool = False, report: Path | None = None
+) -> RemoteOutputs:
     """The job's outputs downloaded for reading (`status`, `verify`): no lease, never the
-    state uploaded; with `upload` the files written beside them are (verify's report)."""
-    return RemoteOutputs(job, dry_run=True, read_only=not upload)
+    state uploaded; with `upload` the files written beside them are (verify's report), and
+    `report` where it is an s3:// URL (`local_of` gives the file to write it to)."""
+    view = RemoteOutputs(job, dry_run=True, read_only=not upload)
+    url = object_url(report)
+    if url is not None:
+        view.urls[VERIFY_REPORT] = url
+    return view
