@@ -53,7 +53,8 @@ class _Trickle(http.server.BaseHTTPRequestHandler):
 def trickling(monkeypatch: pytest.MonkeyPatch) -> Iterator[RemoteStore]:
     for name, value in S3_ENV.items():
         monkeypatch.setenv(name, value)
-    handler = type("Handler", (_Trickle,), {"stop": threading.Event()})
+    stop = threading.Event()
+    handler = type("Handler", (_Trickle,), {"stop": stop})
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -64,7 +65,7 @@ def trickling(monkeypatch: pytest.MonkeyPatch) -> Iterator[RemoteStore]:
             OutputStorage(endpoint_url=endpoint, region="us-east-1"), timeout=DEADLINE
         )
     finally:
-        handler.stop.set()
+        stop.set()
         server.shutdown()
         server.server_close()
 
