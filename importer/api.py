@@ -55,7 +55,7 @@ from importer.outputs.metrics import MetricsWriter
 from importer.outputs.notify import notify, payload
 from importer.outputs.report import Report
 from importer.redaction import Secrets
-from importer.remote import remote_outputs
+from importer.remote import RemoteOutputs, remote_outputs
 from importer.run.history import remember_run
 from importer.run.options import RunOptions as RunOptions  # re-exported: the Python API
 from importer.run.options import RunOutcome as RunOutcome
@@ -206,12 +206,11 @@ def _command(
                 job_name=job_name,
                 notify_url=notify_url,
                 replay_from=remote.replay_from,
-                observe=remote.attach,
+                remote=remote,
             )
             report = outcome.report
-            if write_report:
+            if write_report and not remote.active:  # a remote one is written by `finish`
                 report.write(remote.job.output.report)
-            remote.finish(report)
     except UsageError as error:
         raise JobRefused(secrets.scrub(str(error))) from error
     except OSError as error:  # a disk full, a file gone: what the CLI exits 3 for
@@ -246,11 +245,14 @@ def execute(
     notify_url: str | None = None,
     replay_from: Path | None = None,
     observe: Callable[[Run], None] | None = None,
+    remote: RemoteOutputs | None = None,
 ) -> RunOutcome:
     """A run with its ops hooks (metrics file, notification): what the CLI and run_job share.
 
     Its outputs must be local files: a job with s3:// outputs runs inside
-    `importer.remote.remote_outputs` (its `job`, and its `attach` as `observe`).
+    `importer.remote.remote_outputs`, passed as `remote` with its `job`: it sees the run
+    start, and before the notification it writes and uploads the report (`finish`, which
+    may turn the exit code to 3), so the notification carries the final code and URLs.
 
     Errors of the job, input or outputs propagate (after a notification) for the caller to
     map; a notification that fails is logged and changes nothing.
@@ -261,6 +263,9 @@ def execute(
     on = hook.on if hook else ["failure", "success"]
     scrub = job.secrets()
     secrets = [job.api.api_key.get_secret_value()]
+    if remote is not None:
+        options = replace(options, replay_name=remote.urls.get("input0"))
+        observe = observe or remote.attach
     try:
         outcome = _run_with_metrics(job, options, job_name, replay_from, observe)
     except Exception as error:
@@ -273,10 +278,12 @@ def execute(
         raise
     _scrub_report(outcome.report, scrub)
     remember_run(job, options, outcome.report, "run" if replay_from is None else "replay")
+    report_path = str(job.output.report)
+    if remote is not None:
+        remote.finish(outcome.report)
+        report_path = remote.shown(job.output.report)
     if url:
-        body = payload(
-            outcome.report, job_name, report_path=str(job.output.report), secrets=secrets
-        )
+        body = payload(outcome.report, job_name, report_path=report_path, secrets=secrets)
         notify(url, body, on)
     return outcome
 

@@ -274,17 +274,17 @@ def _run_command(args: argparse.Namespace, secrets: Secrets) -> int:
 
 
 def _verify_command(args: argparse.Namespace, secrets: Secrets) -> int:
-    from importer import api, verify  # here: as `api` in _run_command
-    from importer.remote import remote_view
+    from importer import api, remote, verify  # here: as `api` in _run_command
 
     job = api.load_job(args.job)
     secrets.update(job.secrets())
     job = apply_overrides(job, args)
     report = Path(args.report) if args.report else None
-    with remote_view(job, upload=True) as copy:  # s3:// state read from a copy
+    with remote.remote_view(job, upload=True, report=report) as copy:  # s3:// read from a copy
+        report = copy.local_of(report)
         outcome = verify.verify_job(copy.job, sample=args.sample, seed=args.seed, report=report)
     print(verify.format_table(outcome.comparison))
-    print(f"read back at {outcome.export_limit}; report: {outcome.report_path}")
+    print(f"read back at {outcome.export_limit}; report: {copy.shown(outcome.report_path)}")
     return outcome.exit_code
 
 

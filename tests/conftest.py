@@ -133,3 +133,25 @@ def s3_env(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     for name, value in S3_ENV.items():
         monkeypatch.setenv(name, value)
     return {**S3_ENV, "AWS_ENDPOINT_URL": s3_endpoint}
+
+
+def s3_client(endpoint: str) -> Any:
+    import botocore.session
+
+    return botocore.session.get_session().create_client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id=S3_ENV["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=S3_ENV["AWS_SECRET_ACCESS_KEY"],
+    )
+
+
+@pytest.fixture
+def s3(s3_env: dict[str, str], request: pytest.FixtureRequest) -> Any:
+    """The test side's client, with a bucket of this test's own."""
+    client = s3_client(s3_env["AWS_ENDPOINT_URL"])
+    bucket = f"nightly-{abs(hash(request.node.name)) % 10**8}"
+    client.create_bucket(Bucket=bucket)
+    client.bucket = bucket
+    return client

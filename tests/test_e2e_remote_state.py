@@ -24,7 +24,6 @@ import yaml
 
 from tests.sandbox_proc import start_sandbox
 from tests.support import (
-    S3_ENV,
     USERS_MAPPING,
     assert_report_adds_up,
     job_dict,
@@ -36,28 +35,6 @@ from tests.support import (
 
 BUCKET = "nightly"
 PREFIX = f"s3://{BUCKET}/jobs/users"
-
-
-def _client(endpoint: str) -> Any:
-    import botocore.session
-
-    return botocore.session.get_session().create_client(
-        "s3",
-        endpoint_url=endpoint,
-        region_name="us-east-1",
-        aws_access_key_id=S3_ENV["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=S3_ENV["AWS_SECRET_ACCESS_KEY"],
-    )
-
-
-@pytest.fixture
-def s3(s3_env: dict[str, str], request: pytest.FixtureRequest) -> Any:
-    """The test side's client, with a bucket of this test's own."""
-    client = _client(s3_env["AWS_ENDPOINT_URL"])
-    bucket = f"{BUCKET}-{abs(hash(request.node.name)) % 10**8}"
-    client.create_bucket(Bucket=bucket)
-    client.bucket = bucket
-    return client
 
 
 def _remote_job(

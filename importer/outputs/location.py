@@ -48,8 +48,10 @@ def split_url(url: str) -> tuple[str, str]:
 
 def output_location(value: Any) -> Any:
     """The job file's output value: `s3://bucket/key` checked (a bucket and a key), local
-    paths left to pydantic."""
+    paths left to pydantic. An output derived from another (a replay's, beside its s3://
+    input) comes back as `str(path)`, `s3:/bucket/key`: the same object."""
     if isinstance(value, str) and value.startswith("s3:"):
+        value = object_url(value) or value  # `s3:/b/k`: a URL kept as a Path, written out
         if not value.startswith(OBJECT_SCHEME):
             raise ValueError(f"{value!r}: an object's URL is s3://bucket/key")
         bucket, key = split_url(value)

@@ -14,13 +14,16 @@ run went on) tells the next run its writer may have sent more than the state say
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from importer.outputs.location import OBJECT_SCHEME, split_url
 from importer.remote.lease import Lease, LeaseLost
@@ -32,6 +35,18 @@ log = logging.getLogger("importer")
 # A checkpoint (or renewal) failing this many times in a row stops the run, so that a
 # crash never re-sends more than the README's bound.
 FAILURES_BEFORE_STOP = 2
+# Sending waits while the saved state is older than the interval plus as much again, at
+# most this (a slow store, or a state too large to upload within the interval).
+OVERDUE_SECONDS = 15.0
+OVERDUE_POLL_SECONDS = 0.1
+RETRY_SECONDS = 5.0
+
+
+def crash_window(checkpoint_seconds: float) -> float:
+    """The longest a run sends for without its remote state knowing (see `Checkpointer`)."""
+    if checkpoint_seconds <= 0:
+        return 0.0
+    return checkpoint_seconds + min(checkpoint_seconds, OVERDUE_SECONDS)
 
 
 class StateLost(Exception):
@@ -136,9 +151,15 @@ class Uploader:
 
 
 class Checkpointer:
-    """Renews the lease and uploads at most every `checkpoint_seconds`, from a thread (or
-    after every answer when that is 0); a lost state or lease, or a store failing twice in
-    a row, stops the run through `stop`."""
+    """Renews the lease and keeps the remote state fresh, so that a runner that vanishes
+    leaves at most `crash_window(every)` seconds of sending unrecorded.
+
+    Every `every` seconds (counted from the start of the last saved copy) a thread uploads
+    the state; if the saved copy grows older than `crash_window(every)` (a slow or failing
+    store), `before_send` holds every request until one is saved. With `every` 0 each request
+    waits for an upload holding its events' in-flight marks (requests waiting together share
+    one upload): nothing is sent that the remote state does not know of. A lost state or
+    lease, or a store failing twice in a row, stops the run through `stop`."""
 
     def __init__(
         self,
@@ -153,8 +174,13 @@ class Checkpointer:
         self.renew_every = renew_seconds
         self.stop: Callable[[str], None] | None = None
         self.stopped: str | None = None
+        # Rows whose in-flight marks a request that was not sent leaves (the events ledger).
+        self.not_sent: Callable[[Sequence[Any]], None] | None = None
         self._failures = 0
-        self._last = time.monotonic()
+        self._saved = time.monotonic()  # the start of the last copy saved (or downloaded)
+        self._retry_at = 0.0
+        self._asked = self._covered = 0
+        self._turn: asyncio.Lock | None = None
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="checkpoints", daemon=True)
 
@@ -171,20 +197,66 @@ class Checkpointer:
         if self.stopped is not None:
             stop(self.stopped)
 
-    def after_answer(self) -> None:
-        """checkpoint_seconds 0: the state goes up after each settled answer."""
-        if self.every <= 0 and self.stopped is None:
-            self._guarded(lambda: self.uploader.upload(final=False))
+    async def before_send(self, rows: Sequence[Any]) -> bool:
+        """Whether the request holding `rows` may go (False: the run is stopping)."""
+        try:
+            saved = await (self._saved_now() if self.every <= 0 else self._fresh())
+        except asyncio.CancelledError:
+            self._unsent(rows)
+            raise
+        if not saved:
+            self._unsent(rows)
+        return saved
+
+    def _unsent(self, rows: Sequence[Any]) -> None:
+        if self.not_sent is not None:
+            self.not_sent(rows)
+
+    async def _fresh(self) -> bool:
+        """Until the saved copy is recent enough (at once, unless the store lags)."""
+        while self.uploader.state is not None and self.overdue():
+            if self.stopped is not None:
+                return False
+            await asyncio.sleep(OVERDUE_POLL_SECONDS)
+        return self.stopped is None
+
+    def overdue(self) -> bool:
+        return time.monotonic() - self._saved > crash_window(self.every)
+
+    async def _saved_now(self) -> bool:
+        """checkpoint_seconds 0: an upload that started after this call (off the loop)."""
+        self._asked += 1
+        wanted = self._asked
+        if self._turn is None:
+            self._turn = asyncio.Lock()
+        async with self._turn:
+            while self._covered < wanted:
+                if self.stopped is not None:
+                    return False
+                target = self._asked  # marks committed before now are in the next copy
+                upload = functools.partial(self.uploader.upload, final=False)
+                if await asyncio.to_thread(self._guarded, upload):
+                    self._covered = target
+        return self.stopped is None
 
     def _loop(self) -> None:
-        while not self._done.wait(self.renew_every) and self.stopped is None:
-            if self.lease is not None and not self._guarded(self.lease.renew):
+        next_renewal = time.monotonic() + self.renew_every
+        while self.stopped is None:
+            due = max(self._saved + self.every, self._retry_at) if self.every > 0 else next_renewal
+            if self._done.wait(max(0.0, min(next_renewal, due) - time.monotonic())):
                 return
-            due = self.every > 0 and time.monotonic() - self._last >= self.every
-            if due and self._guarded(lambda: self.uploader.upload(final=False)):
-                self._last = time.monotonic()
-            elif self.every <= 0:  # the state goes up after answers; the files here
-                self._guarded(lambda: self.uploader.upload(final=False, with_state=False))
+            if time.monotonic() >= next_renewal:
+                if self.lease is not None and not self._guarded(self.lease.renew):
+                    return
+                next_renewal = time.monotonic() + self.renew_every
+                if self.every <= 0:  # the state goes up before requests; the files here
+                    self._guarded(lambda: self.uploader.upload(final=False, with_state=False))
+            if self.every > 0 and time.monotonic() >= due:
+                started = time.monotonic()
+                if self._guarded(lambda: self.uploader.upload(final=False)):
+                    self._saved = started
+                else:  # once more soon; a second failure in a row stops the run
+                    self._retry_at = time.monotonic() + min(self.renew_every, RETRY_SECONDS)
 
     def _guarded(self, step: Callable[[], None]) -> bool:
         try:

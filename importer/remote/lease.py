@@ -24,7 +24,7 @@ from importer.state.database import StateError
 log = logging.getLogger("importer")
 
 LEASE_SUFFIX = ".lease"
-RENEW_AT_MOST_SECONDS = 20.0  # the holder renews at least this often
+RENEW_AT_MOST_SECONDS = 5.0  # the holder renews at least this often (a PUT of 150 bytes)
 EXPIRES_AFTER_RENEWALS = 3  # a lease not renewed this many times over has expired
 LEASE_AT_LEAST_SECONDS = 5.0
 
@@ -38,7 +38,7 @@ class LeaseLost(Exception):
 
 
 def renew_seconds(checkpoint_seconds: float) -> float:
-    """How often the holder renews: at each checkpoint, and at least every 20 s."""
+    """How often the holder renews: at each checkpoint, and at least every 5 s."""
     if checkpoint_seconds <= 0:
         return RENEW_AT_MOST_SECONDS
     return max(1.0, min(checkpoint_seconds, RENEW_AT_MOST_SECONDS))

@@ -8,10 +8,13 @@ of the pipeline is unchanged; checkpoints upload them while it goes on, and `fin
 more at its end, whatever its exit code.
 
 The crash bound: a runner that vanishes loses at most what was settled since its last
-upload, and the next run re-sends those rows (never loses them). For events, the next run
-counts as possibly duplicated up to what the rate limit lets through in one checkpoint
-interval plus one upload's time (`possibly_resent`), when the state it starts from was
-uploaded by a run that did not finish.
+upload, and the next run re-sends those rows (never loses them). A run never sends for
+longer than `checkpoint.crash_window` without a saved copy of its state (it holds requests
+while the store lags), so for events the next run counts as possibly duplicated what the
+rate limit lets through in that window (`possibly_resent`), when the state it starts from
+was uploaded by a run that did not finish. With `checkpoint_seconds` 0 the window is 0:
+every request waits for a copy holding its in-flight marks, which the events ledger counts
+one by one.
 """
 
 from __future__ import annotations
@@ -27,11 +30,17 @@ from importer.config import JobConfig, with_overrides
 from importer.errors import EXIT_ABORTED, EXIT_DEAD_LETTERED, EXIT_OK
 from importer.outputs.location import object_url
 from importer.outputs.report import Report
-from importer.remote.checkpoint import Checkpointer, Mirror, StateLost, StateMirror, Uploader
+from importer.quota.window import PACER_BURST_SHARE, PACER_HEADROOM
+from importer.remote.checkpoint import (
+    Checkpointer,
+    Mirror,
+    StateLost,
+    StateMirror,
+    Uploader,
+    crash_window,
+)
 from importer.remote.lease import Lease, lease_seconds, renew_seconds
 from importer.remote.store import (
-    ATTEMPTS,
-    CALL_TIMEOUT_SECONDS,
     RemoteStore,
     StoreFault,
     StoreRefused,
@@ -43,6 +52,7 @@ log = logging.getLogger("importer")
 
 OUTPUTS = ("state", "dead_letter", "report", "metrics")
 DOWNLOADED = ("state", "dead_letter", "metrics")  # the report is written anew
+VERIFY_REPORT = "verify_report"  # verify --report s3://...: written here, uploaded after
 
 
 def remote_urls(job: JobConfig, *extra: Path | None) -> dict[str, str]:
@@ -52,10 +62,15 @@ def remote_urls(job: JobConfig, *extra: Path | None) -> dict[str, str]:
 
 
 def possibly_resent(job: JobConfig) -> int:
-    """Events a vanished run may have sent after its last checkpoint: what the rate limit
-    lets through in one interval plus the longest an upload may take."""
-    window = job.output.checkpoint_seconds + CALL_TIMEOUT_SECONDS * ATTEMPTS
-    return math.ceil(job.rate_limit.updates * window / job.rate_limit.period_seconds)
+    """Events a vanished run may have sent after its last saved copy: what the limiter
+    grants in `crash_window` seconds (its pacer's rate and burst, and never more than the
+    window promise allows over as many periods)."""
+    window = crash_window(job.output.checkpoint_seconds)
+    if window <= 0:
+        return 0
+    updates, period = job.rate_limit.updates, job.rate_limit.period_seconds
+    paced = updates * (PACER_HEADROOM * window / period + PACER_BURST_SHARE)
+    return math.ceil(min(paced, updates * math.ceil(window / period)))
 
 
 class RemoteOutputs:
@@ -77,6 +92,7 @@ class RemoteOutputs:
         self.replay_from = replay_from
         self.urls = remote_urls(job, replay_from)
         self.workdir: Path | None = None
+        self.local: dict[str, Path] = {}  # output or input name -> its file in `workdir`
         self.resumed_unfinished = False
         self.run_id: str | None = None
         self._checkpoints: Checkpointer | None = None
@@ -110,7 +126,7 @@ class RemoteOutputs:
                 raise refuse_unguarded(state_url, output.storage)
             self._lease = Lease(store, state_url, run_id, lease_seconds(output.checkpoint_seconds))
             self._lease.acquire()
-        local = {
+        self.local = local = {
             name: self.workdir / name / url.rpartition("/")[2] for name, url in self.urls.items()
         }
         etag = self._download(store, local)
@@ -155,22 +171,55 @@ class RemoteOutputs:
             run.run_id = run.report.run_id = self.run_id
         if self._checkpoints is not None:
             self._checkpoints.attach(run.abort_from_thread)
-            run.after_answer = self._checkpoints.after_answer
+            run.before_send = self._checkpoints.before_send
+            if run.ledger is not None:
+                self._checkpoints.not_sent = run.ledger.not_sent
 
     def finish(self, report: Report) -> int:
-        """The last upload (the report file written); the exit code it leaves."""
+        """Writes the report (its paths shown as URLs) and makes the last upload; the exit
+        code it leaves: 3 when that upload finds the state lost or cannot be made."""
         if not self.active or self._finished:
             return report.exit_code
         self._finished = True
         self._count_resent(report)
+        report.dead_letter = report.dead_letter and self.shown(report.dead_letter)
+        report.state = report.state and self.shown(report.state)
+        previous = report.dead_letter_previous
+        report.dead_letter_previous = previous and self.shown(previous)
+        self._write(report)
         lost = self._last_upload(report)
         if lost is not None:
             report.aborted = report.aborted or lost
             if report.exit_code in (EXIT_OK, EXIT_DEAD_LETTERED):
                 report.exit_code = EXIT_ABORTED
-            report.write(self.job.output.report)
+            self._write(report)
             self._last_upload(report, with_state=False)
         return report.exit_code
+
+    def _write(self, report: Report) -> None:
+        try:
+            report.write(self.job.output.report)
+        except OSError as error:  # our own disk: the run is accounted for, the file not
+            log.error("cannot write the report %s: %s", self.job.output.report, error.strerror)
+            if report.exit_code in (EXIT_OK, EXIT_DEAD_LETTERED):
+                report.exit_code = EXIT_ABORTED
+
+    def local_of(self, path: Path | None) -> Path | None:
+        """The file standing for `path` in the working directory when it names an object."""
+        url = object_url(path)
+        found = [self.local[n] for n, u in self.urls.items() if u == url and n in self.local]
+        return found[0] if url is not None and found else path
+
+    def shown(self, path: str | Path) -> str:
+        """A path in the working directory as the object it stands for (its URL, or one
+        beside it); any other path as it is."""
+        path = Path(path)
+        for name, local in self.local.items():
+            if path == local:
+                return self.urls[name]
+            if path.parent == local.parent:
+                return f"{self.urls[name].rpartition('/')[0]}/{path.name}"
+        return str(path)
 
     def _count_resent(self, report: Report) -> None:
         if not (self.resumed_unfinished and self.job.import_ == "events" and not self.dry_run):
@@ -205,11 +254,8 @@ class RemoteOutputs:
         if self.read_only or self.workdir is None:
             return
         store = RemoteStore(self.remote_job.output.storage)
-        files = [
-            Mirror(self.urls[n], Path(str(getattr(self.job.output, n))))
-            for n in ("dead_letter", "report")
-            if n in self.urls
-        ]
+        names = ("dead_letter", "report", VERIFY_REPORT)
+        files = [Mirror(self.urls[n], self.local[n]) for n in names if n in self.urls]
         Uploader(store, None, files, "", self.workdir).upload(final=True)
 
     def __exit__(self, *exc: object) -> None:
@@ -239,7 +285,14 @@ def remote_outputs(
     return RemoteOutputs(job, dry_run=dry_run, replay_from=replay_from)
 
 
-def remote_view(job: JobConfig, *, upload: bool = False) -> RemoteOutputs:
+def remote_view(
+    job: JobConfig, *, upload: bool = False, report: Path | None = None
+) -> RemoteOutputs:
     """The job's outputs downloaded for reading (`status`, `verify`): no lease, never the
-    state uploaded; with `upload` the files written beside them are (verify's report)."""
-    return RemoteOutputs(job, dry_run=True, read_only=not upload)
+    state uploaded; with `upload` the files written beside them are (verify's report), and
+    `report` where it is an s3:// URL (`local_of` gives the file to write it to)."""
+    view = RemoteOutputs(job, dry_run=True, read_only=not upload)
+    url = object_url(report)
+    if url is not None:
+        view.urls[VERIFY_REPORT] = url
+    return view

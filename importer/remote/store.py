@@ -4,15 +4,19 @@ Plain botocore, not s3fs: a conditional PutObject (`If-Match` on the version we 
 `If-None-Match: *` for a first write) is what keeps two runners from overwriting each
 other's state, and s3fs does not pass those. The client's endpoint and region are the s3://
 input's (`objectstore.client_settings`); credentials come from botocore's standard chain.
-Every call is bounded (connect and read timeouts, three attempts), so a hung endpoint
-never hangs the run.
+Every call has a wall-clock deadline (`deadline`): all its attempts, connects and reads
+together, however slowly a server trickles bytes. botocore's own timeouts bound one read of
+a socket, not a whole answer, so each call runs in a daemon thread the caller stops waiting
+for at its deadline (the thread is abandoned, never joined; it ends when the socket does).
 """
 
 from __future__ import annotations
 
+import threading
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from importer.config import OutputStorage, StorageOptions
 from importer.errors import RunAborted, UsageError
@@ -20,8 +24,10 @@ from importer.outputs.location import split_url
 from importer.sources.objectstore import client_settings
 
 CONNECT_TIMEOUT_SECONDS = 10.0
-CALL_TIMEOUT_SECONDS = 30.0  # one read of an answer; three attempts at most
+CALL_TIMEOUT_SECONDS = 30.0  # the most one call takes, all its attempts included, plus:
+MIN_BYTES_PER_SECOND = 1 << 20  # a body's transfer: its size at 1 MiB/s at the slowest
 ATTEMPTS = 3
+T = TypeVar("T")
 _CONFLICT_CODES = frozenset({"PreconditionFailed", "ConditionalRequestConflict", "412", "409"})
 _MISSING_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
 
@@ -53,9 +59,10 @@ class RemoteStore:
         import botocore.config
         import botocore.session
 
+        self.timeout = timeout
         config = botocore.config.Config(
             connect_timeout=min(CONNECT_TIMEOUT_SECONDS, timeout),
-            read_timeout=timeout,
+            read_timeout=timeout / ATTEMPTS,
             retries={"total_max_attempts": ATTEMPTS, "mode": "standard"},
             signature_version=botocore.UNSIGNED if options.anonymous else None,
         )
@@ -63,15 +70,22 @@ class RemoteStore:
         session = botocore.session.get_session()
         self.client: Any = session.create_client("s3", config=config, **client_settings(options))
 
+    def deadline(self, size: int = 0) -> float:
+        """The most a call moving `size` bytes may take, in seconds."""
+        return self.timeout + size / MIN_BYTES_PER_SECOND
+
+    def _call(self, url: str, call: Callable[[], T], size: int = 0) -> T:
+        return bounded(url, call, self.deadline(size))
+
     def get(self, url: str) -> Fetched | None:
         """The object's bytes and ETag, or None when there is no such object."""
         bucket, key = split_url(url)
         try:
-            with _errors(url):
-                answer = self.client.get_object(Bucket=bucket, Key=key)
-                body = answer["Body"].read()
+            answer = self._call(url, lambda: self.client.get_object(Bucket=bucket, Key=key))
         except _Missing:
             return None
+        size = int(answer.get("ContentLength") or 0)
+        body: bytes = self._call(url, answer["Body"].read, size)
         return Fetched(body, str(answer.get("ETag", "")), dict(answer.get("Metadata") or {}))
 
     def put(
@@ -92,17 +106,14 @@ class RemoteStore:
         if if_none_match:
             conditions["IfNoneMatch"] = "*"
         extra: dict[str, Any] = {"Metadata": metadata} if metadata else {}
-        with _errors(url):
-            answer = self.client.put_object(
-                Bucket=bucket, Key=key, Body=body, **conditions, **extra
-            )
+        arguments = {"Bucket": bucket, "Key": key, "Body": body, **conditions, **extra}
+        answer = self._call(url, lambda: self.client.put_object(**arguments), len(body))
         return str(answer.get("ETag", ""))
 
     def delete(self, url: str) -> None:
         bucket, key = split_url(url)
         try:
-            with _errors(url):
-                self.client.delete_object(Bucket=bucket, Key=key)
+            self._call(url, lambda: self.client.delete_object(Bucket=bucket, Key=key))
         except _Missing:
             return
 
@@ -111,8 +122,8 @@ class RemoteStore:
         `beside`, removed after): a second create-only write and a write over a version
         that is not there must both be refused."""
         probe = f"{beside}.probe-{uuid.uuid4().hex[:12]}"
+        self.put(probe, b"probe", if_none_match=True)  # a store that fails here: no cleanup
         try:
-            self.put(probe, b"probe", if_none_match=True)
             try:
                 self.put(probe, b"probe", if_none_match=True)
                 return False
@@ -125,6 +136,29 @@ class RemoteStore:
                 return True
         finally:
             self.delete(probe)
+
+
+def bounded(url: str, call: Callable[[], T], seconds: float) -> T:
+    """`call()` (botocore's errors translated), or StoreFault once `seconds` have passed."""
+    outcome: list[Any] = []
+
+    def attempt() -> None:
+        try:
+            with _errors(url):
+                outcome.append((True, call()))
+        except BaseException as error:  # handed to the caller, whatever it is
+            outcome.append((False, error))
+
+    worker = threading.Thread(target=attempt, name="object-store", daemon=True)
+    worker.start()
+    worker.join(seconds)
+    if not outcome:
+        raise StoreFault(f"{url}: the object store did not answer within {round(seconds, 1):g} s")
+    done, value = outcome[0]
+    if not done:
+        raise value
+    result: T = value
+    return result
 
 
 class _Missing(Exception):

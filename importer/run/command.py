@@ -84,10 +84,9 @@ def run_command(
             job_name=Path(args.job).stem,
             notify_url=getattr(args, "notify", None),
             replay_from=remote.replay_from,
-            observe=remote.attach,
+            remote=remote,  # uploads the report (written here too) before the notification
         )
         code = write_report(outcome.report, remote.job)
-        code = remote.finish(outcome.report) if code == outcome.report.exit_code else code
     if is_worker():  # the parent prints one summary of the slices
         print(json.dumps({"report": outcome.report.to_dict()}), flush=True)
     else:

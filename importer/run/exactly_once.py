@@ -216,6 +216,17 @@ class EventLedger:
         with faults(self.reader.path):
             mark_in_flight(self._writer, keys)
 
+    def not_sent(self, rows: Sequence[Row]) -> None:
+        """A request held back after `sending` (the run stopping): its events are pending,
+        not in flight, so the next run sends them as new."""
+        if self._writer is None:
+            return
+        pending = self._pending
+        keys = [pending[(r.source, n)] for r in rows for n in r.numbers if (r.source, n) in pending]
+        if keys:
+            with faults(self.reader.path):
+                mark_in_flight(self._writer, keys, flying=False)
+
     def take(self, rows: Sequence[Row]) -> list[bytes]:
         """The keys of accepted rows (a merged element: one a row it was made of); rows an
         earlier run left in flight are counted as possibly duplicated. A replay (which

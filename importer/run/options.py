@@ -22,6 +22,9 @@ class RunOptions:
     retarget: bool = False  # replay: send lines of other jobs or targets to this job's target
     # The job's identity (state.job_identity); None: the job file's (preflight.job_id_of).
     job: str | None = None
+    # replay: its input as the user named it where that is not a local path (an s3:// URL),
+    # which keys the replay's progress the same on every runner.
+    replay_name: str | None = None
     # Sees the run before it starts (metrics, a remote state's checkpoints: importer.api).
     observe: Callable[[Any], None] | None = field(default=None, compare=False)
     # A slice run by `--workers`: settled counts go to stdout as JSON lines (run.workers).

@@ -93,8 +93,8 @@ class Run:
         self._settler: Settler | None = None
         # replay: customer ids of dead-letter lines of stage delete, to delete again
         self.replay_deletes: list[str] = []
-        # Called after each answer is settled (a remote state's checkpoint, importer.remote).
-        self.after_answer: Callable[[], None] | None = None
+        # Awaited before each request goes: False holds it (a remote state, importer.remote).
+        self.before_send: Callable[[list[Row]], Awaitable[bool]] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
@@ -322,6 +322,8 @@ class Run:
         try:
             if self.ledger is not None:
                 self.ledger.sending(batch)  # a kill from here on leaves them "in flight"
+            if self.before_send is not None and not await self.before_send(batch):
+                return  # the run is stopping: these rows stay pending
             await sender.send(batch, result)
         except ApiAbort as abort:
             self._abort(str(abort))
@@ -339,8 +341,6 @@ class Run:
                 # Our own writes failed (exit 3). Requests in flight finish: their answers
                 # are counted, and saved if the disk allows.
                 self._abort(str(fault), cancel_in_flight=False)
-            if self.after_answer is not None:
-                self.after_answer()
 
     async def _wait_workers(self) -> None:
         if not self._workers:

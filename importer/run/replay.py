@@ -266,10 +266,10 @@ class ReplayStore:
         self.own.mark_settled(source, fingerprint, rows, dead_lettered=dead_lettered)
 
 
-def replay_scope(job_scope: Scope, dead_letter_in: Path) -> str:
-    """A replay's own progress belongs to its input (path and content) and the job's scope."""
+def replay_scope(job_scope: Scope, dead_letter_in: Path, name: str | None = None) -> str:
+    """A replay's own progress belongs to its input (path or URL, content), the job's scope."""
     target = {
-        "replay": str(dead_letter_in.resolve()),
+        "replay": name or str(dead_letter_in.resolve()),
         "content": sources.fingerprint(dead_letter_in),
         "job": job_scope.key,
     }
@@ -287,7 +287,7 @@ def replay_dead_letter(job: JobConfig, dead_letter_in: Path, options: RunOptions
         )
     scope = scope_of(job, options.job)
     check_origins(letters, scope, dead_letter_in, retarget=options.retarget)
-    own_scope = replay_scope(scope, dead_letter_in)
+    own_scope = replay_scope(scope, dead_letter_in, options.replay_name)
     known = _Known(job.output.state, scope, own_scope, fresh=options.fresh)
     letters, left_out = known.still_to_send(letters)
     mapper = mapper_for(job)
@@ -302,7 +302,7 @@ def replay_dead_letter(job: JobConfig, dead_letter_in: Path, options: RunOptions
     for source, fingerprint, key in known.sources(letters):
         feed.fingerprints[source] = (key, fingerprint)
     run = Run(job, options, [], mapper, feed, open_state=open_state)
-    run.report.replay_of = str(dead_letter_in)
+    run.report.replay_of = options.replay_name or str(dead_letter_in)
     run.replay_deletes = deletes
     return asyncio.run(run.execute())
 
