@@ -199,7 +199,10 @@ def test_progress_lines_name_slow_answers(tmp_path: Path) -> None:
         run = run_cli("run", str(job), timeout=60)
         assert len(sandbox.records()) == 20
     assert run.returncode == 0, run.stderr
-    waits = [line for line in run.stderr.splitlines() if "waiting: slow answers" in line]
+    # Nothing answered yet, so the line names the host it waits on, never the rate limit.
+    waits = [line for line in run.stderr.splitlines() if "waiting: the first answer" in line]
     assert waits, run.stderr
-    assert "none answered for" in waits[0] and "of 20 rows settled" in waits[0]
+    assert "from 127.0.0.1:" in waits[0] and "none accepted in" in waits[0]
+    assert "of 20 rows settled" in waits[0]
+    assert not [line for line in run.stderr.splitlines() if "waiting: the rate limit" in line]
     assert read_report(tmp_path)["wait_seconds"].get("slow_answers", 0) >= 1

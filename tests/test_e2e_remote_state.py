@@ -140,15 +140,10 @@ def test_a_runner_killed_mid_run_resumes_on_another(
         )
         first = start_cli("run", str(job), "--no-progress")
         deadline = time.monotonic() + 30
-        while len(sandbox.records()) < 450:
+        while not sandbox.records():
             assert time.monotonic() < deadline, "the run did not get going"
             time.sleep(0.05)
-        first.send_signal(signal.SIGKILL)
-        first.communicate(timeout=30)
-        before = len(sandbox.records())
-        assert before < rows
-        shutil.rmtree(runner_a)
-        # The dead runner's lease expires (it renews every second, lasts 5 s).
+        # While runner A is alive, its lease keeps runner B from starting (and from the state).
         refused = run_cli(
             "run",
             str(
@@ -165,6 +160,15 @@ def test_a_runner_killed_mid_run_resumes_on_another(
             "--no-progress",
         )
         assert refused.returncode == 2 and "another run of this job holds" in refused.stderr
+        while len(sandbox.records()) < 450:
+            assert time.monotonic() < deadline, "the run did not get going"
+            time.sleep(0.05)
+        first.send_signal(signal.SIGKILL)
+        first.communicate(timeout=30)
+        before = len(sandbox.records())
+        assert before < rows
+        shutil.rmtree(runner_a)
+        # The dead runner's lease expires (it renews every second, lasts 5 s).
         time.sleep(max(0.0, float(_lease(s3)["expires_at"]) - time.time()) + 0.5)
         again = run_cli(
             "run",
