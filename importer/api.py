@@ -246,6 +246,7 @@ def execute(
     notify_url: str | None = None,
     replay_from: Path | None = None,
     observe: Callable[[Run], None] | None = None,
+    notifying: bool = True,
 ) -> RunOutcome:
     """A run with its ops hooks (metrics file, notification): what the CLI and run_job share.
 
@@ -253,32 +254,50 @@ def execute(
     `importer.remote.remote_outputs` (its `job`, and its `attach` as `observe`).
 
     Errors of the job, input or outputs propagate (after a notification) for the caller to
-    map; a notification that fails is logged and changes nothing.
+    map; a notification that fails is logged and changes nothing. A slice of `--workers`
+    runs with `notifying=False`: its parent sends the one notification of the command.
     """
-    hook = job.output.notify
-    # A dry run (validate) notifies only when asked on the command line, not from the file.
-    url = notify_url or (hook.url if hook and not options.dry_run else None)
-    on = hook.on if hook else ["failure", "success"]
     scrub = job.secrets()
-    secrets = [job.api.api_key.get_secret_value()]
     try:
         outcome = _run_with_metrics(job, options, job_name, replay_from, observe)
     except Exception as error:
-        if url:
-            # Refused (exit 2), or a fault of our own the CLI reports as exit 3.
-            code = error.exit_code if isinstance(error, ImporterError) else EXIT_ABORTED
-            failed = Report(dry_run=options.dry_run, exit_code=code)
-            reason = scrub(str(error) or type(error).__name__)
-            notify(url, payload(failed, job_name, error=reason, secrets=secrets), on)
+        if notifying:
+            notify_end(job, options.dry_run, job_name, notify_url, error=error)
         raise
     _scrub_report(outcome.report, scrub)
     remember_run(job, options, outcome.report, "run" if replay_from is None else "replay")
-    if url:
-        body = payload(
-            outcome.report, job_name, report_path=str(job.output.report), secrets=secrets
-        )
-        notify(url, body, on)
+    if notifying:
+        notify_end(job, options.dry_run, job_name, notify_url, report=outcome.report)
     return outcome
+
+
+def notify_end(
+    job: JobConfig,
+    dry_run: bool,
+    job_name: str,
+    notify_url: str | None,
+    *,
+    report: Report | None = None,
+    error: BaseException | None = None,
+) -> None:
+    """The end-of-run notification (`--notify`, else `output.notify` unless a dry run): the
+    report of a run that ended, or the error that stopped it (refused: exit 2, a fault of
+    our own: exit 3)."""
+    hook = job.output.notify
+    # A dry run (validate) notifies only when asked on the command line, not from the file.
+    url = notify_url or (hook.url if hook and not dry_run else None)
+    if not url:
+        return
+    on = hook.on if hook else ["failure", "success"]
+    secrets = [job.api.api_key.get_secret_value()]
+    if report is None:
+        code = error.exit_code if isinstance(error, ImporterError) else EXIT_ABORTED
+        failed = Report(dry_run=dry_run, exit_code=code)
+        reason = job.secrets()(str(error) or type(error).__name__)
+        notify(url, payload(failed, job_name, error=reason, secrets=secrets), on)
+        return
+    body = payload(report, job_name, report_path=str(job.output.report), secrets=secrets)
+    notify(url, body, on)
 
 
 def _scrub_report(report: Report, secrets: Secrets) -> None:

@@ -55,9 +55,7 @@ def run_command(
     secrets.update(job.secrets())
     job = overrides(job, args, not validating)
     if getattr(args, "workers", None) not in (None, 1):
-        report, job = run_slices(args, job, dry_run=validating)
-        show(RunOutcome(report), args, job, False)
-        return write_report(report, job)
+        return _workers(args, job, validating, show)
     if is_worker():
         job = worker_job(job, need_credentials=not validating)
     job = api.prepared(
@@ -85,6 +83,7 @@ def run_command(
             notify_url=getattr(args, "notify", None),
             replay_from=remote.replay_from,
             observe=remote.attach,
+            notifying=not is_worker(),  # the parent of the slices sends the one notification
         )
         code = write_report(outcome.report, remote.job)
         code = remote.finish(outcome.report) if code == outcome.report.exit_code else code
@@ -92,6 +91,22 @@ def run_command(
         print(json.dumps({"report": outcome.report.to_dict()}), flush=True)
     else:
         show(outcome, args, job, validating)
+    return code
+
+
+def _workers(args: argparse.Namespace, job: JobConfig, validating: bool, show: Printer) -> int:
+    """`--workers N`: the slices' merged report, written, shown, and notified once (the
+    slices send none)."""
+    name, url = Path(args.job).stem, getattr(args, "notify", None)
+    try:
+        report, job = run_slices(args, job, dry_run=validating)
+    except Exception as error:
+        api.notify_end(job, validating, name, url, error=error)
+        raise
+    show(RunOutcome(report), args, job, False)
+    code = write_report(report, job)
+    report.exit_code = code  # a report that could not be written is the command's exit 3
+    api.notify_end(job, validating, name, url, report=report)
     return code
 
 

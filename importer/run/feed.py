@@ -30,7 +30,7 @@ from importer.run.exactly_once import EventLedger, unsent
 from importer.run.preflight import scope_of
 from importer.run.resume import identify
 from importer.run.settled import dead_in_prefix, drop_settled_rows, resend_filter
-from importer.run.slices import in_slice
+from importer.run.slices import job_filter
 from importer.run.sync import CustomerKeys, SyncDiff
 from importer.state import RunState, SettledRows, StateError, StateFault, peek_snapshot
 
@@ -283,9 +283,12 @@ class FileFeed:
             [r for r in settled.dead if r[0] > prefix],
             settled.retry,
         )
-        chunks = sources.iter_chunks(
-            path, self.job.source, self.mapper.columns, start_row=prefix + 1
-        )
+        source, row_filter = self.job.source, job_filter(self.job)
+        if row_filter is not None and self.slicing is not None:
+            # A chunk read holds N times the rows a slice keeps of it: the slice maps chunks
+            # of about `chunk_rows`, not N times as many small ones (each has a fixed cost).
+            source = source.model_copy(update={"chunk_rows": source.chunk_rows * self.slicing[1]})
+        chunks = sources.iter_chunks(path, source, self.mapper.columns, prefix + 1, row_filter)
         # Rows resent after a delivery failure must not end older than the customer's
         # later rows, accepted before: those are resent after them (see resend_filter).
         resent: set[str] | None = set() if rest.retry else None
@@ -317,13 +320,9 @@ class FileFeed:
         """
 
         def prepare(chunk: Chunk) -> tuple[int, tuple[int, int], MappedChunk]:
-            if self.slicing is not None and self.job.mapping.customer_id is not None:
-                # Rows of other slices are theirs: not read, mapped nor counted here.
-                column, strip = self.job.mapping.customer_id, self.job.mapping.strip_customer_id
-                before = len(chunk.frame) + len(chunk.malformed)
-                chunk = in_slice(chunk, column, strip, *self.slicing)
+            if chunk.other_rows:  # other slices' rows, left out by the reader: counted only
                 with self._count_lock:
-                    self.other_slices_rows += before - len(chunk.frame) - len(chunk.malformed)
+                    self.other_slices_rows += chunk.other_rows
             rows_read = len(chunk.frame) + len(chunk.malformed)
             skipped = drop_settled_rows(chunk, settled) if drop_settled else (0, 0)
             return rows_read, skipped, self.mapper.map_chunk(chunk)

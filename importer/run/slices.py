@@ -20,7 +20,7 @@ import pyarrow as pa
 
 from importer.config import ConfigError, JobConfig
 from importer.mapping.identity import sent_ids
-from importer.rows import Chunk
+from importer.rows import Chunk, RowFilter
 
 PathLike = TypeVar("PathLike", str, Path)
 
@@ -55,23 +55,38 @@ def sliced_outputs(job: JobConfig) -> dict[str, str]:
 
 def slots(ids: pa.Array, n: int) -> np.ndarray:
     """Each id's slice (0 to n-1); a missing id is slice 0."""
-    texts = ids.to_numpy(zero_copy_only=False)
-    present = ~pd.isna(texts)
-    result = np.zeros(len(texts), dtype=np.int64)
-    if present.any():
-        hashed = pd.util.hash_array(texts[present].astype(object), categorize=False)
+    result = np.zeros(len(ids), dtype=np.int64)
+    if n == 1:
+        return result
+    present = ids.is_valid().to_numpy(zero_copy_only=False)
+    texts = (ids if ids.null_count == 0 else ids.filter(present)).to_numpy(zero_copy_only=False)
+    if len(texts):
+        hashed = pd.util.hash_array(texts.astype(object, copy=False), categorize=False)
         result[present] = (hashed % np.uint64(n)).astype(np.int64)
     return result
 
 
+def slice_filter(column: str, strip: bool, k: int, n: int) -> RowFilter:
+    """The reader's filter of slice k of n: the rows whose sent customer_id hashes to k;
+    malformed records (no id to hash) are slice 0's."""
+
+    def keep(cells: pd.Series) -> np.ndarray:
+        return slots(sent_ids(cells, strip, check_lossy=False), n) == k
+
+    return RowFilter(column, keep, keep_malformed=k == 0)
+
+
+def job_filter(job: JobConfig) -> RowFilter | None:
+    """The row filter of a sliced job (None: every row is the run's)."""
+    parts, column = job.slice_parts(), job.mapping.customer_id
+    if parts is None or column is None:
+        return None
+    return slice_filter(column, job.mapping.strip_customer_id, *parts)
+
+
 def in_slice(chunk: Chunk, column: str, strip: bool, k: int, n: int) -> Chunk:
-    """The chunk's rows of slice k (filtered before mapping, on the id column alone)."""
-    mine = slots(sent_ids(chunk.frame[column], strip), n) == k
-    if not mine.all():
-        chunk.frame = chunk.frame[mine]
-    if k != 0:
-        chunk.malformed = []
-    return chunk
+    """The chunk's rows of slice k (filtered on the id column alone, before mapping)."""
+    return slice_filter(column, strip, k, n).apply(chunk)
 
 
 def check_slicing(job: JobConfig, *, fresh: bool) -> None:
