@@ -172,9 +172,10 @@ def prepared(
     else:
         check_plain_http(job.api.resolved_base_url(), job.api.allow_insecure_http)
     if job.slice is not None:  # a slice writes its own files: X.slice-K-of-N.*
-        job = with_overrides(
-            job, {"output": sliced_outputs(job)}, need_credentials=need_credentials
-        )
+        sliced = sliced_outputs(job)
+        if replay_from is not None:  # a replay's own files are beside its input already
+            sliced = {name: sliced[name] for name in ("state", "metrics") if name in sliced}
+        job = with_overrides(job, {"output": sliced}, need_credentials=need_credentials)
     if replay_from is not None:  # the file replayed is an input: no output may be it
         vet_job_outputs(job, [replay_from], dry_run=dry_run)
     return job
@@ -199,6 +200,8 @@ def _command(
 ) -> Report:
     secrets = job.secrets()
     try:
+        if not options.dry_run and replay_from is None:
+            check_slicing(job, fresh=options.fresh)  # s3:// state: before its local copy
         with remote_outputs(job, dry_run=options.dry_run, replay_from=replay_from) as remote:
             outcome = execute(
                 remote.job,

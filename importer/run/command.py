@@ -25,6 +25,7 @@ from importer.redaction import Secrets
 from importer.remote import remote_outputs
 from importer.remote.store import RemoteStore
 from importer.run.options import RunOutcome
+from importer.run.slices import check_slicing, slice_in_name
 from importer.run.workers import is_worker, run_slices, worker_job
 
 log = logging.getLogger("importer")
@@ -53,6 +54,8 @@ def run_command(
             notify_load_failure(Path(args.job), error, getattr(args, "notify", None))
         raise
     secrets.update(job.secrets())
+    if replay_from is not None and args.slice is None and job.slice is None:
+        args.slice = slice_in_name(replay_from)  # a slice's dead letters: that slice's state
     job = overrides(job, args, not validating)
     if getattr(args, "workers", None) not in (None, 1):
         return _workers(args, job, validating, show)
@@ -75,6 +78,8 @@ def run_command(
     )
     # Through the library: metrics file and notification come with the run (importer.api);
     # s3:// outputs are local files during the run (importer.remote), uploaded after it.
+    if not validating and replay_from is None and object_url(job.output.state) is not None:
+        check_slicing(job, fresh=options.fresh)  # its objects' LastModified: before the copy
     with remote_outputs(job, dry_run=validating, replay_from=replay_from) as remote:
         outcome = api.execute(
             remote.job,

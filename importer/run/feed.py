@@ -283,12 +283,7 @@ class FileFeed:
             [r for r in settled.dead if r[0] > prefix],
             settled.retry,
         )
-        source, row_filter = self.job.source, job_filter(self.job)
-        if row_filter is not None and self.slicing is not None:
-            # A chunk read holds N times the rows a slice keeps of it: the slice maps chunks
-            # of about `chunk_rows`, not N times as many small ones (each has a fixed cost).
-            source = source.model_copy(update={"chunk_rows": source.chunk_rows * self.slicing[1]})
-        chunks = sources.iter_chunks(path, source, self.mapper.columns, prefix + 1, row_filter)
+        chunks = self._chunks(path, prefix + 1)
         # Rows resent after a delivery failure must not end older than the customer's
         # later rows, accepted before: those are resent after them (see resend_filter).
         resent: set[str] | None = set() if rest.retry else None
@@ -309,6 +304,15 @@ class FileFeed:
             work.source = name
             work.unchanged, work.already_sent, work.uncertain = unchanged, already, uncertain
             yield work
+
+    def _chunks(self, path: sources.DataFile, start_row: int) -> Iterator[Chunk]:
+        """The file's chunks from `start_row`; a slice's hold only its own rows."""
+        source, row_filter = self.job.source, job_filter(self.job)
+        if row_filter is not None and self.slicing is not None:
+            # A chunk read holds N times the rows a slice keeps of it: the slice maps chunks
+            # of about `chunk_rows`, not N times as many small ones (each has a fixed cost).
+            source = source.model_copy(update={"chunk_rows": source.chunk_rows * self.slicing[1]})
+        return sources.iter_chunks(path, source, self.mapper.columns, start_row, row_filter)
 
     def _map_ahead(
         self, chunks: Iterator[Chunk], settled: SettledRows, drop_settled: bool = True

@@ -16,8 +16,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from importer.config import SourceConfig
-import numpy as np
-
 from importer.rows import Chunk, RowFilter
 from importer.sources.datafile import DataFile, SourceError, as_data_file, encrypted_parquet
 
