@@ -39,6 +39,9 @@ log = logging.getLogger("importer")
 # Chunks mapped at once: the arrow kernels release the GIL, so two threads use two cores.
 MAPPING_THREADS = 2
 
+# A slice's chunks are read this many times `chunk_rows` at most (see FileFeed._chunks).
+SLICE_READ_FACTOR = 2
+
 # Requests per period at the least: smaller batches keep pacing smooth under a small limit.
 MIN_REQUESTS_PER_PERIOD = 20
 
@@ -309,9 +312,11 @@ class FileFeed:
         """The file's chunks from `start_row`; a slice's hold only its own rows."""
         source, row_filter = self.job.source, job_filter(self.job)
         if row_filter is not None and self.slicing is not None:
-            # A chunk read holds N times the rows a slice keeps of it: the slice maps chunks
-            # of about `chunk_rows`, not N times as many small ones (each has a fixed cost).
-            source = source.model_copy(update={"chunk_rows": source.chunk_rows * self.slicing[1]})
+            # A slice of 2 reads chunks of twice `chunk_rows`, so it maps chunks of about
+            # `chunk_rows` rather than twice as many half ones (each has a fixed cost). Not
+            # more: what a chunk holds before its rows are filtered is read memory.
+            rows = source.chunk_rows * min(self.slicing[1], SLICE_READ_FACTOR)
+            source = source.model_copy(update={"chunk_rows": rows})
         return sources.iter_chunks(path, source, self.mapper.columns, start_row, row_filter)
 
     def _map_ahead(
