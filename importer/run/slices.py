@@ -54,7 +54,8 @@ def sliced_outputs(job: JobConfig) -> dict[str, str]:
     paths = {"state": output.state, "dead_letter": output.dead_letter, "report": output.report}
     if output.metrics is not None:
         paths["metrics"] = output.metrics
-    return {name: str(slice_path(path, k, n)) for name, path in paths.items()}
+    # An object's URL as written (s3://...: its Path would say s3:/...).
+    return {name: slice_path(shown(path), k, n) for name, path in paths.items()}
 
 
 def slots(ids: pa.Array, n: int) -> np.ndarray:
