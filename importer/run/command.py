@@ -46,17 +46,7 @@ def run_command(
 
     validating = args.command == "validate" or bool(getattr(args, "dry_run", False))
     replay_from = Path(args.dead_letter_in) if args.command == "replay" else None
-    # A dry run sends nothing, so it needs no credentials.
-    try:
-        job = api.load_job(args.job, need_credentials=not validating)
-    except ImporterError as error:  # exit 2 at load: the webhook the file names still hears
-        if not validating:
-            notify_load_failure(Path(args.job), error, getattr(args, "notify", None))
-        raise
-    secrets.update(job.secrets())
-    if replay_from is not None and args.slice is None and job.slice is None:
-        args.slice = slice_in_name(replay_from)  # a slice's dead letters: that slice's state
-    job = overrides(job, args, not validating)
+    job = _loaded(args, validating, secrets, overrides)
     if getattr(args, "workers", None) not in (None, 1):
         return _workers(args, job, validating, show)
     if is_worker():
@@ -79,7 +69,13 @@ def run_command(
     # Through the library: metrics file and notification come with the run (importer.api);
     # s3:// outputs are local files during the run (importer.remote), uploaded after it.
     if not validating and replay_from is None and object_url(job.output.state) is not None:
-        check_slicing(job, fresh=options.fresh)  # its objects' LastModified: before the copy
+        try:  # s3:// state: its objects' LastModified, before the run's local copy is made
+            check_slicing(job, fresh=options.fresh)
+        except ImporterError as error:
+            api.notify_end(
+                job, False, Path(args.job).stem, getattr(args, "notify", None), error=error
+            )
+            raise
     with remote_outputs(job, dry_run=validating, replay_from=replay_from) as remote:
         outcome = api.execute(
             remote.job,
@@ -97,6 +93,23 @@ def run_command(
     else:
         show(outcome, args, job, validating)
     return code
+
+
+def _loaded(
+    args: argparse.Namespace, validating: bool, secrets: Secrets, overrides: Overrides
+) -> JobConfig:
+    """The job file, loaded (a dry run sends nothing: no credentials needed), with the
+    command line's overrides; a replay of a slice's dead letters takes that slice's state."""
+    try:
+        job = api.load_job(args.job, need_credentials=not validating)
+    except ImporterError as error:  # exit 2 at load: the webhook the file names still hears
+        if not validating:
+            notify_load_failure(Path(args.job), error, getattr(args, "notify", None))
+        raise
+    secrets.update(job.secrets())
+    if args.command == "replay" and args.slice is None and job.slice is None:
+        args.slice = slice_in_name(Path(args.dead_letter_in))
+    return overrides(job, args, not validating)
 
 
 def _workers(args: argparse.Namespace, job: JobConfig, validating: bool, show: Printer) -> int:
