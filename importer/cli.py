@@ -276,7 +276,7 @@ def _run_command(args: argparse.Namespace, secrets: Secrets) -> int:
     def show(outcome: RunOutcome, args: argparse.Namespace, job: JobConfig, dry: bool) -> None:
         _print_outcome(outcome, args, job, validating=dry)
 
-    return run_command(args, secrets, overrides, show)
+    return run_command(args, secrets, overrides, show, main)  # main: what a slice runs
 
 
 def _verify_command(args: argparse.Namespace, secrets: Secrets) -> int:

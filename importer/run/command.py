@@ -26,7 +26,7 @@ from importer.remote import remote_outputs
 from importer.remote.store import RemoteStore
 from importer.run.options import RunOutcome
 from importer.run.slices import check_slicing, slice_in_name
-from importer.run.workers import is_worker, run_slices, worker_job
+from importer.run.workers import Entry, is_worker, run_slices, worker_job
 
 log = logging.getLogger("importer")
 
@@ -36,9 +36,14 @@ Printer = Callable[[RunOutcome, argparse.Namespace, JobConfig, bool], None]
 
 
 def run_command(
-    args: argparse.Namespace, secrets: Secrets, overrides: Overrides, show: Printer
+    args: argparse.Namespace,
+    secrets: Secrets,
+    overrides: Overrides,
+    show: Printer,
+    entry: Entry | None = None,
 ) -> int:
-    """run, validate and replay; the job's secrets go into `secrets` for the error message."""
+    """run, validate and replay; the job's secrets go into `secrets` for the error message.
+    `entry` is the CLI's main, which the slices of `--workers` run (forked)."""
     # Millions of short-lived objects, few cycles: collecting less often costs no memory
     # worth counting and saves a tenth of the mapping time. Frozen: the imported modules.
     gc.freeze()
@@ -48,7 +53,9 @@ def run_command(
     replay_from = Path(args.dead_letter_in) if args.command == "replay" else None
     job = _loaded(args, validating, secrets, overrides)
     if getattr(args, "workers", None) not in (None, 1):
-        return _workers(args, job, validating, show)
+        if entry is None:
+            raise ValueError("--workers needs the CLI's entry point to run its slices")
+        return _workers(args, job, validating, show, entry)
     if is_worker():
         job = worker_job(job, need_credentials=not validating)
     job = api.prepared(
@@ -112,12 +119,14 @@ def _loaded(
     return overrides(job, args, not validating)
 
 
-def _workers(args: argparse.Namespace, job: JobConfig, validating: bool, show: Printer) -> int:
+def _workers(
+    args: argparse.Namespace, job: JobConfig, validating: bool, show: Printer, entry: Entry
+) -> int:
     """`--workers N`: the slices' merged report, written, shown, and notified once (the
     slices send none)."""
     name, url = Path(args.job).stem, getattr(args, "notify", None)
     try:
-        report, job = run_slices(args, job, dry_run=validating)
+        report, job = run_slices(args, job, entry, dry_run=validating)
     except Exception as error:
         api.notify_end(job, validating, name, url, error=error)
         raise
