@@ -75,14 +75,8 @@ def run_command(
     )
     # Through the library: metrics file and notification come with the run (importer.api);
     # s3:// outputs are local files during the run (importer.remote), uploaded after it.
-    if not validating and replay_from is None and object_url(job.output.state) is not None:
-        try:  # s3:// state: its objects' LastModified, before the run's local copy is made
-            check_slicing(job, fresh=options.fresh)
-        except ImporterError as error:
-            api.notify_end(
-                job, False, Path(args.job).stem, getattr(args, "notify", None), error=error
-            )
-            raise
+    if not validating and replay_from is None:
+        _check_remote_slicing(job, args, fresh=options.fresh)
     with remote_outputs(job, dry_run=validating, replay_from=replay_from) as remote:
         outcome = api.execute(
             remote.job,
@@ -100,6 +94,19 @@ def run_command(
     else:
         show(outcome, args, job, validating)
     return code
+
+
+def _check_remote_slicing(job: JobConfig, args: argparse.Namespace, *, fresh: bool) -> None:
+    """The other-N check of a state in object storage: its objects' LastModified, before the
+    run's local copy is made (a refusal is notified, as a run's would be)."""
+    if object_url(job.output.state) is None:
+        return  # a local state is checked as the run starts (api)
+    try:
+        check_slicing(job, fresh=fresh)
+    except ImporterError as error:
+        url = getattr(args, "notify", None)
+        api.notify_end(job, False, Path(args.job).stem, url, error=error)
+        raise
 
 
 def _loaded(
