@@ -181,3 +181,41 @@ def test_a_state_in_object_storage_made_with_another_n_is_refused(
     # The same N is this job's own memory: not refused for it (the host is unreachable).
     same = run_cli("run", str(job), "--slice", "1/4", "--no-progress")
     assert "made with" not in same.stderr
+
+
+@pytest.mark.sandbox
+@pytest.mark.subprocess
+def test_forked_slices_read_an_s3_export_and_keep_their_state_in_s3(
+    tmp_path: Path, s3_env: dict[str, str]
+) -> None:
+    from tests.test_e2e_warehouse import EXPECTED, EXPORT_MAPPING, _bucket, _export, _upload
+
+    endpoint = s3_env["AWS_ENDPOINT_URL"]
+    fs = _bucket(endpoint, "slices-export")  # the parent lists it before forking the slices
+    _upload(fs, _export(tmp_path / "export"), "slices-export/users")
+    storage = {"endpoint_url": endpoint, "region": "us-east-1"}
+    prefix = "s3://slices-export/state"
+    output = {
+        "state": f"{prefix}/state.db",
+        "dead_letter": f"{prefix}/dead_letter.jsonl",
+        "report": f"{prefix}/report.json",
+        "storage": storage,
+    }
+    with start_sandbox(tmp_path, "--rate", "1000000") as sandbox:
+        job = _job(tmp_path / "runner", sandbox.url, tmp_path, output=output)
+        settings = yaml.safe_load(job.read_text())
+        settings["source"] = {"path": "s3://slices-export/users/", "storage": storage}
+        settings["mapping"] = EXPORT_MAPPING
+        job.write_text(yaml.safe_dump(settings, sort_keys=False))
+        done = run_cli("run", str(job), "--workers", "2", "--no-progress")
+        again = run_cli("run", str(job), "--workers", "2", "--no-progress")
+        records = sandbox.records()
+    assert done.returncode == 0, done.stderr
+    assert {r["customer_id"]: r["attributes"] for r in records} == EXPECTED
+    assert len(records) == len(EXPECTED)  # the second night sent nothing: each slice resumed
+    assert again.returncode == 0, again.stderr
+    merged = json.loads(fs.cat("slices-export/state/report.json"))
+    assert merged["rows_skipped"] == len(EXPECTED) and merged["exit_code"] == 0
+    assert fs.exists("slices-export/state/state.slice-0-of-2.db")
+    assert fs.exists("slices-export/state/state.slice-1-of-2.db")
+    assert "slices: 0/2 exit 0" in done.stderr
