@@ -51,6 +51,7 @@ from importer.errors import (
     RunInterrupted,
     UsageError,
 )
+from importer.outputs.location import shown
 from importer.outputs.metrics import MetricsWriter
 from importer.outputs.notify import notify, payload
 from importer.outputs.report import Report
@@ -172,9 +173,10 @@ def prepared(
     else:
         check_plain_http(job.api.resolved_base_url(), job.api.allow_insecure_http)
     if job.slice is not None:  # a slice writes its own files: X.slice-K-of-N.*
-        job = with_overrides(
-            job, {"output": sliced_outputs(job)}, need_credentials=need_credentials
-        )
+        sliced = sliced_outputs(job)
+        if replay_from is not None:  # a replay's own files are beside its input already
+            sliced = {name: sliced[name] for name in ("state", "metrics") if name in sliced}
+        job = with_overrides(job, {"output": sliced}, need_credentials=need_credentials)
     if replay_from is not None:  # the file replayed is an input: no output may be it
         vet_job_outputs(job, [replay_from], dry_run=dry_run)
     return job
@@ -199,6 +201,8 @@ def _command(
 ) -> Report:
     secrets = job.secrets()
     try:
+        if not options.dry_run and replay_from is None:
+            check_slicing(job, fresh=options.fresh)  # s3:// state: before its local copy
         with remote_outputs(job, dry_run=options.dry_run, replay_from=replay_from) as remote:
             outcome = execute(
                 remote.job,
@@ -246,6 +250,7 @@ def execute(
     replay_from: Path | None = None,
     observe: Callable[[Run], None] | None = None,
     remote: RemoteOutputs | None = None,
+    notifying: bool = True,
 ) -> RunOutcome:
     """A run with its ops hooks (metrics file, notification): what the CLI and run_job share.
 
@@ -255,37 +260,60 @@ def execute(
     may turn the exit code to 3), so the notification carries the final code and URLs.
 
     Errors of the job, input or outputs propagate (after a notification) for the caller to
-    map; a notification that fails is logged and changes nothing.
+    map; a notification that fails is logged and changes nothing. A slice of `--workers`
+    runs with `notifying=False`: its parent sends the one notification of the command.
     """
-    hook = job.output.notify
-    # A dry run (validate) notifies only when asked on the command line, not from the file.
-    url = notify_url or (hook.url if hook and not options.dry_run else None)
-    on = hook.on if hook else ["failure", "success"]
     scrub = job.secrets()
-    secrets = [job.api.api_key.get_secret_value()]
     if remote is not None:
         options = replace(options, replay_name=remote.urls.get("input0"))
         observe = observe or remote.attach
     try:
         outcome = _run_with_metrics(job, options, job_name, replay_from, observe)
     except Exception as error:
-        if url:
-            # Refused (exit 2), or a fault of our own the CLI reports as exit 3.
-            code = error.exit_code if isinstance(error, ImporterError) else EXIT_ABORTED
-            failed = Report(dry_run=options.dry_run, exit_code=code)
-            reason = scrub(str(error) or type(error).__name__)
-            notify(url, payload(failed, job_name, error=reason, secrets=secrets), on)
+        if notifying:
+            notify_end(job, options.dry_run, job_name, notify_url, error=error)
         raise
     _scrub_report(outcome.report, scrub)
     remember_run(job, options, outcome.report, "run" if replay_from is None else "replay")
-    report_path = str(job.output.report)
+    report_path = shown(job.output.report)
     if remote is not None:
         remote.finish(outcome.report)
         report_path = remote.shown(job.output.report)
-    if url:
-        body = payload(outcome.report, job_name, report_path=report_path, secrets=secrets)
-        notify(url, body, on)
+    if notifying:
+        notify_end(
+            job, options.dry_run, job_name, notify_url, report=outcome.report, path=report_path
+        )
     return outcome
+
+
+def notify_end(
+    job: JobConfig,
+    dry_run: bool,
+    job_name: str,
+    notify_url: str | None,
+    *,
+    report: Report | None = None,
+    error: BaseException | None = None,
+    path: str | None = None,
+) -> None:
+    """The end-of-run notification (`--notify`, else `output.notify` unless a dry run): the
+    report of a run that ended, or the error that stopped it (refused: exit 2, a fault of
+    our own: exit 3)."""
+    hook = job.output.notify
+    # A dry run (validate) notifies only when asked on the command line, not from the file.
+    url = notify_url or (hook.url if hook and not dry_run else None)
+    if not url:
+        return
+    on = hook.on if hook else ["failure", "success"]
+    secrets = [job.api.api_key.get_secret_value()]
+    if report is None:
+        code = error.exit_code if isinstance(error, ImporterError) else EXIT_ABORTED
+        failed = Report(dry_run=dry_run, exit_code=code)
+        reason = job.secrets()(str(error) or type(error).__name__)
+        notify(url, payload(failed, job_name, error=reason, secrets=secrets), on)
+        return
+    report_path = path or shown(job.output.report)
+    notify(url, payload(report, job_name, report_path=report_path, secrets=secrets), on)
 
 
 def _scrub_report(report: Report, secrets: Secrets) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
@@ -148,6 +149,11 @@ def _add_replay(commands: Any) -> None:
         action="store_true",
         help="send lines of another job or workspace to this job's workspace (else refused)",
     )
+    replay.add_argument(
+        "--slice",
+        metavar="K/N",
+        help="the lines are slice K of N's (its state); default: as the file's name says",
+    )
     _add_notify(replay)
 
 
@@ -270,19 +276,29 @@ def _run_command(args: argparse.Namespace, secrets: Secrets) -> int:
     def show(outcome: RunOutcome, args: argparse.Namespace, job: JobConfig, dry: bool) -> None:
         _print_outcome(outcome, args, job, validating=dry)
 
-    return run_command(args, secrets, overrides, show)
+    return run_command(args, secrets, overrides, show, main)  # main: what a slice runs
 
 
 def _verify_command(args: argparse.Namespace, secrets: Secrets) -> int:
-    from importer import api, remote, verify  # here: as `api` in _run_command
+    from importer import api, verify  # here: as `api` in _run_command
+    from importer.remote import remote_view
+    from importer.run.slices import slice_jobs, slicing_of
 
     job = api.load_job(args.job)
     secrets.update(job.secrets())
     job = apply_overrides(job, args)
     report = Path(args.report) if args.report else None
-    with remote.remote_view(job, upload=True, report=report) as copy:  # s3:// read from a copy
+    n = slicing_of(job)  # a sliced job: the sample is drawn across its slices' states
+    with contextlib.ExitStack() as stack:  # s3:// state read from a copy
+        copy = stack.enter_context(remote_view(job, upload=True, report=report))
         report = copy.local_of(report)
-        outcome = verify.verify_job(copy.job, sample=args.sample, seed=args.seed, report=report)
+        slices = None
+        if n is not None:
+            views = [remote_view(one) for one in slice_jobs(job, n, need_credentials=True)]
+            slices = [stack.enter_context(view).job for view in views]
+        outcome = verify.verify_job(
+            copy.job, sample=args.sample, seed=args.seed, report=report, slices=slices
+        )
     print(verify.format_table(outcome.comparison))
     print(f"read back at {outcome.export_limit}; report: {copy.shown(outcome.report_path)}")
     return outcome.exit_code

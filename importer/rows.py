@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, NamedTuple, Protocol, overload
@@ -70,6 +70,9 @@ class Chunk:
     # No cell holds a control character (other than tab and newlines): checked on the raw
     # CSV bytes at once, which spares mapping a check per column.
     control_free: bool = False
+    # Rows read but left out by the reader's `RowFilter` (other slices' rows): counted, not
+    # kept, so that across the slices every row is counted exactly once.
+    other_rows: int = 0
 
     def record(self, row: int) -> dict[str, Any]:
         """The row as read, JSON-ready (missing cells are None), for the dead-letter file."""
@@ -78,6 +81,37 @@ class Chunk:
     def line(self, row: int) -> int | None:
         """The physical line where the row's record starts (CSV), else None."""
         return None if self.lines is None else self.lines.line(row)
+
+
+@dataclass(frozen=True, slots=True)
+class RowFilter:
+    """The rows a run keeps, chosen by one column as read (a slice's customers).
+
+    Readers apply it to the parsed table, before it becomes a frame and before line maps are
+    built, so rows that are not kept cost no more than their parse; `Chunk.other_rows` counts
+    them. Records that cannot be read as rows have no column: `keep_malformed` says whether
+    they are kept (exactly one of a set of filters keeps them)."""
+
+    column: str
+    keep: Callable[[pd.Series], np.ndarray]  # the column's cells -> a boolean mask
+    keep_malformed: bool
+
+    def mask(self, cells: pa.Array | pa.ChunkedArray) -> np.ndarray:
+        """Which of the column's cells (as parsed, arrow) are kept."""
+        series = pd.Series(pd.arrays.ArrowExtensionArray(cells), copy=False)
+        return np.asarray(self.keep(series), dtype=bool)
+
+    def apply(self, chunk: Chunk) -> Chunk:
+        """The chunk less the rows not kept (for a reader that could not filter earlier: the
+        column was filled in after reading, as a partition column is)."""
+        before = len(chunk.frame) + len(chunk.malformed)
+        mine = np.asarray(self.keep(chunk.frame[self.column]), dtype=bool)
+        if not mine.all():
+            chunk.frame = chunk.frame[mine]
+        if not self.keep_malformed:
+            chunk.malformed = []
+        chunk.other_rows += before - len(chunk.frame) - len(chunk.malformed)
+        return chunk
 
 
 @dataclass(slots=True)

@@ -39,6 +39,19 @@ def _process_state_restored() -> Iterator[None]:
     gc.unfreeze()
 
 
+@pytest.fixture(autouse=True)
+def _a_temp_directory_of_its_own(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The processes a test starts get a temp directory of the test's own (TMPDIR), and with
+    it their own default local quota ledger (keyed by the workspace ID, under the temp
+    directory). Every test talks to the sandbox's one workspace: two `--workers` runs of two
+    tests at once (`-n 2`, stretched by a loaded machine) with different limits would meet
+    in one ledger, and the later would stop, rightly, with exit 3 (another process shares
+    this key with another limit)."""
+    monkeypatch.setenv("TMPDIR", str(tmp_path_factory.mktemp("tmp")))
+
+
 # The tiers: a test says with a marker which processes it starts (README "Development").
 PROCESS_MARKERS = ("sandbox", "subprocess", "redis")
 FAST_TIER = os.environ.get("MOE_TEST_TIER") == "fast"

@@ -283,7 +283,10 @@ def test_ctrl_c_stops_every_slice_gently_and_exits_130_with_the_merged_report(
         assert merged["exit_code"] == 130 and merged["rows_pending"] > 0
         assert_report_adds_up(merged)
         assert merged["rows_read"] == ROWS + 3
-        # The slices' progress lets the same command finish the work.
+        # The slices' progress lets the same command finish the work. At another --rate,
+        # once the stopped run's grants have expired (a period after its last send): until
+        # then they count in the window, and another limit on the ledger is refused.
+        time.sleep(float(slow["period_seconds"]) + 1.5)
         done = run_cli("run", str(job), "--workers", "2", "--no-progress", "--rate", "100000")
         assert done.returncode == 1, done.stderr
         kept = _profiles(sandbox)

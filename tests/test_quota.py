@@ -447,3 +447,22 @@ def test_a_grant_never_handed_out_can_be_forgotten(backend: Backend) -> None:
         await ledger.aclose()
 
     backend.run(main)
+
+
+def test_a_ticket_left_by_a_killed_process_does_not_keep_its_limit(tmp_path: Path) -> None:
+    """A process killed while it waited in the queue never leaves it: once its ticket is
+    stale (and no grant of its limit lives), the local ledger takes another limit, as the
+    Redis script does; while a grant of the old limit lives, it is refused, naming why."""
+    now = [1000.0]
+    old = LocalLedger(QuotaTerms.for_limit(1, 10, 5), "k", tmp_path, clock=lambda: now[0])
+    new = LocalLedger(QuotaTerms.for_limit(50, 10, 5), "k", tmp_path, clock=lambda: now[0])
+
+    async def main() -> None:
+        assert (await old.try_acquire("first", 1, "g1")).grant_id is not None
+        assert (await old.try_acquire("killed", 1, "g2")).grant_id is None  # queued, then killed
+        with pytest.raises(QuotaMismatch, match="or ended less than a period ago"):
+            await new.try_acquire("next", 1, "g3")
+        now[0] += 30  # the grant expired; the killed process's ticket is long stale
+        assert (await new.try_acquire("next", 1, "g3")).grant_id is not None
+
+    asyncio.run(main())

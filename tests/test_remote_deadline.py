@@ -98,8 +98,9 @@ def test_a_trickling_store_fails_the_call_at_its_deadline(
     with pytest.raises(StoreFault, match=r"did not answer within 0\.6 s"):
         CALLS[call](trickling)
     took = time.monotonic() - started
-    # One deadline (the body's 1 KB adds a millisecond), never the trickle's 7 s.
-    assert DEADLINE <= took < DEADLINE + 1.0, took
+    # One deadline (the body's 1 KB adds a millisecond), never the trickle's 7 s; the margin
+    # is for a loaded machine (-n 6 on 2 cores), still far from the trickle's end.
+    assert DEADLINE <= took < DEADLINE + 3.0, took
 
 
 def test_a_large_body_gets_time_to_move() -> None:

@@ -12,13 +12,14 @@ import pyarrow as pa
 import pytest
 
 from importer import load_job
-from importer.config import ConfigError, with_overrides
+from importer.config import ConfigError, SourceConfig, with_overrides
 from importer.config.slicing import parse_slice
 from importer.mapping.identity import sent_ids
 from importer.outputs.merged import merge_reports, worst_exit
 from importer.rows import Chunk, Malformed
-from importer.run.slices import check_slicing, in_slice, slice_path, slots
+from importer.run.slices import check_slicing, in_slice, slice_filter, slice_path, slots
 from importer.run.workers import child_argv
+from importer.sources import iter_chunks
 from tests.support import job_dict, write_job
 
 
@@ -62,6 +63,44 @@ def test_every_row_is_in_exactly_one_slice() -> None:
     assert sum(len(r) for r in rows) == 201
     assert 201 in rows[0]  # no id: slice 0's, where it is dead-lettered once
     assert [len(part.malformed) for part in parts] == [1, 0, 0]
+
+
+@pytest.mark.parametrize("kind", ["csv", "parquet"])
+def test_the_reader_keeps_a_slices_rows_with_their_numbers_and_lines(
+    tmp_path: Path, kind: str
+) -> None:
+    """Filtered as read: each slice's chunks hold its own rows under the file's row numbers
+    (and, for CSV, their lines), malformed records are slice 0's, and every row is counted
+    once: kept in one slice, in `other_rows` in the others."""
+    ids = [f"c{i % 37}" if i % 11 else None for i in range(1, 301)]
+    frame = pd.DataFrame({"id": ids, "x": [str(i) for i in range(1, 301)]})
+    if kind == "csv":
+        lines = ["id,x"] + [f"{i or ''},{x}" for i, x in zip(ids, frame["x"], strict=True)]
+        lines.insert(51, "c1,too,many,fields")  # data row 51, on line 52
+        path = tmp_path / "users.csv"
+        path.write_text("\n".join(lines) + "\n")
+        total = 301
+    else:
+        path = tmp_path / "users.parquet"
+        frame.to_parquet(path, row_group_size=70)
+        total = 300
+    source = SourceConfig(chunk_rows=40)
+    seen: list[int] = []
+    for k in range(3):
+        chunks = list(iter_chunks(path, source, ["id", "x"], 1, slice_filter("id", False, k, 3)))
+        kept = sum(len(c.frame) + len(c.malformed) for c in chunks)
+        assert kept + sum(c.other_rows for c in chunks) == total
+        for chunk in chunks:
+            mine = slots(sent_ids(chunk.frame["id"]), 3)
+            assert (mine == k).all()
+            seen += [*chunk.frame.index, *(m.row for m in chunk.malformed)]
+            assert not chunk.malformed or k == 0
+            for row in chunk.frame.index:
+                x = int(chunk.frame.loc[row, "x"])
+                assert row == (x if kind == "parquet" or x < 51 else x + 1)
+                if kind == "csv":
+                    assert chunk.line(row) == row + 1
+    assert sorted(seen) == list(range(1, total + 1))
 
 
 def test_slice_paths_work_for_local_paths_and_object_storage() -> None:
@@ -127,4 +166,4 @@ def test_the_merged_report_sums_counts_and_takes_the_worst_exit_code() -> None:
 
 def test_a_slice_gets_the_parents_command_line_less_its_own_options() -> None:
     argv = child_argv(["run", "j.yaml", "--workers", "2", "--notify=http://x", "--fresh"], 1, 2)
-    assert argv[-7:] == ["importer", "run", "j.yaml", "--fresh", "--slice", "1/2", "--no-progress"]
+    assert argv == ["run", "j.yaml", "--fresh", "--slice", "1/2", "--no-progress"]

@@ -52,21 +52,22 @@ def customer_ids(
     return values, json_strings(text), errors, warnings
 
 
-def sent_ids(series: pd.Series, strip: bool = False) -> pa.Array:
+def sent_ids(series: pd.Series, strip: bool = False, *, check_lossy: bool = True) -> pa.Array:
     """The column's ids as text, as `customer_ids` sends them (null where none would be):
-    what a run's slice is chosen by, before the rest of the row is mapped."""
-    text, _ = _id_text(series, "", [])
+    what a run's slice is chosen by, before the rest of the row is mapped (without the
+    look for lossy '.0' text, which only makes a warning: `check_lossy=False`)."""
+    text, _ = _id_text(series, "", [], check_lossy=check_lossy)
     return pc.utf8_trim_whitespace(text) if strip else text
 
 
 def _id_text(
-    series: pd.Series, column: str, warnings: list[str]
+    series: pd.Series, column: str, warnings: list[str], *, check_lossy: bool = True
 ) -> tuple[pa.Array, dict[int, str]]:
     """The column's ids as arrow text, as written, and the rule each refused cell broke;
     what looks lossy is added to `warnings`."""
     text = text_array(series)
     if text is not None:
-        if pc.any(pc.match_substring_regex(text, r"^[+-]?\d+\.0+$")).as_py():
+        if check_lossy and pc.any(pc.match_substring_regex(text, r"^[+-]?\d+\.0+$")).as_py():
             warnings.append(
                 f"customer_id column {column!r} has whole numbers written with '.0' (a float "
                 "column written out by pandas or Spark?); they are sent as written, so '7.0' and "

@@ -59,6 +59,16 @@ class QuotaMismatch(QuotaUnavailable):
     """Another process uses the same key with a different limit: one of them is misconfigured."""
 
 
+def mismatch(theirs: str, ours: str) -> QuotaMismatch:
+    """The refusal of a limit other than the one the key's live grants were made under: a
+    process sharing the key now, or one that ended less than a period ago (its sends still
+    count in the window, so its grants stay until they expire)."""
+    return QuotaMismatch(
+        f"another process shares this key with the limit {theirs} (updates/period_seconds),"
+        f" not {ours}, or ended less than a period ago (its grants count until they expire)"
+    )
+
+
 @dataclass(frozen=True)
 class QuotaTerms:
     """What every process sharing a key agrees on, and how this one waits."""

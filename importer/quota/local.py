@@ -28,9 +28,9 @@ from importer.quota.base import (
     POLL_SECONDS,
     TICKET_STALE_SECONDS,
     Attempt,
-    QuotaMismatch,
     QuotaTerms,
     QuotaUnavailable,
+    mismatch,
 )
 
 # Per user, private (0700, owned by the user, checked): a predictable shared path under /tmp
@@ -84,16 +84,12 @@ def decide(
 ) -> Attempt:
     """One atomic step of the shared ledger (the Redis script does the same on its server)."""
     if state["limit"] != terms.limit_label:
-        raise QuotaMismatch(
-            f"another process shares this key with the limit {state['limit']}"
-            f" (updates/period_seconds), not {terms.limit_label}"
-        )
+        raise mismatch(state["limit"], terms.limit_label)
     grants: dict[str, list[float]] = state["grants"]
     for gid in [g for g, (_, expires) in grants.items() if expires <= now]:
         del grants[gid]
     queue: dict[str, list[float]] = state["queue"]
-    for stale in [t for t, (_, seen) in queue.items() if seen < now - TICKET_STALE_SECONDS]:
-        del queue[stale]
+    _forget_stale_tickets(queue, now)
     first_seen = queue[ticket][0] if ticket in queue else now
     queue[ticket] = [first_seen, now]
     head = min(queue, key=lambda t: (queue[t][0], t))
@@ -111,6 +107,12 @@ def decide(
     state["tat"] = tat + n * terms.pacer_interval
     del queue[ticket]
     return Attempt(grant_id)
+
+
+def _forget_stale_tickets(queue: dict[str, list[float]], now: float) -> None:
+    """Tickets not seen for TICKET_STALE_SECONDS: their process died waiting (killed)."""
+    for stale in [t for t, (_, seen) in queue.items() if seen < now - TICKET_STALE_SECONDS]:
+        del queue[stale]
 
 
 def _room_at(grants: dict[str, list[float]], excess: int) -> float:
@@ -223,6 +225,8 @@ class LocalLedger:
             return empty_state(self.terms)  # the clock restarted: every old grant is over
         now = self.clock()
         state["grants"] = {g: v for g, v in state["grants"].items() if v[1] > now}
+        # As the Redis script does: a ticket a killed process left must not keep its limit.
+        _forget_stale_tickets(state["queue"], now)
         if not state["grants"] and not state["queue"]:
             state["limit"] = self.terms.limit_label  # an idle ledger takes the caller's limit
         return state  # type: ignore[no-any-return]

@@ -25,9 +25,9 @@ from importer.quota.base import (
     POLL_SECONDS,
     TICKET_STALE_SECONDS,
     Attempt,
-    QuotaMismatch,
     QuotaTerms,
     QuotaUnavailable,
+    mismatch,
 )
 
 T = TypeVar("T")
@@ -200,10 +200,7 @@ class RedisLedger:
         if kind == "granted":
             return Attempt(f"{n}:{grant_id}")
         if kind == "mismatch":
-            raise QuotaMismatch(
-                f"another process shares this key with the limit {value}"
-                f" (updates/period_seconds), not {terms.limit_label}"
-            )
+            raise mismatch(str(value), terms.limit_label)
         return Attempt(None, float(value))
 
     async def release(self, grant_id: str, hold: float) -> None:

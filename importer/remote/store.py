@@ -117,6 +117,18 @@ class RemoteStore:
         except _Missing:
             return
 
+    def listed(self, prefix: str) -> list[tuple[str, float]]:
+        """The objects whose URL starts with `prefix`, each with its LastModified (seconds
+        since the epoch): siblings of a state object, for the other-N check of slices."""
+        bucket, key = split_url(prefix)
+        found: list[tuple[str, float]] = []
+        with _errors(prefix):
+            pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key)
+            for page in pages:
+                for item in page.get("Contents", []):
+                    found.append((f"s3://{bucket}/{item['Key']}", item["LastModified"].timestamp()))
+        return found
+
     def honours_conditions(self, beside: str) -> bool:
         """Whether the store refuses a conditional write it should (a probe object beside
         `beside`, removed after): a second create-only write and a write over a version

@@ -30,7 +30,7 @@ from importer.run.exactly_once import EventLedger, unsent
 from importer.run.preflight import scope_of
 from importer.run.resume import identify
 from importer.run.settled import dead_in_prefix, drop_settled_rows, resend_filter
-from importer.run.slices import in_slice
+from importer.run.slices import job_filter
 from importer.run.sync import CustomerKeys, SyncDiff
 from importer.state import RunState, SettledRows, StateError, StateFault, peek_snapshot
 
@@ -38,6 +38,9 @@ log = logging.getLogger("importer")
 
 # Chunks mapped at once: the arrow kernels release the GIL, so two threads use two cores.
 MAPPING_THREADS = 2
+
+# A slice's chunks are read this many times `chunk_rows` at most (see FileFeed._chunks).
+SLICE_READ_FACTOR = 2
 
 # Requests per period at the least: smaller batches keep pacing smooth under a small limit.
 MIN_REQUESTS_PER_PERIOD = 20
@@ -283,9 +286,7 @@ class FileFeed:
             [r for r in settled.dead if r[0] > prefix],
             settled.retry,
         )
-        chunks = sources.iter_chunks(
-            path, self.job.source, self.mapper.columns, start_row=prefix + 1
-        )
+        chunks = self._chunks(path, prefix + 1)
         # Rows resent after a delivery failure must not end older than the customer's
         # later rows, accepted before: those are resent after them (see resend_filter).
         resent: set[str] | None = set() if rest.retry else None
@@ -307,6 +308,17 @@ class FileFeed:
             work.unchanged, work.already_sent, work.uncertain = unchanged, already, uncertain
             yield work
 
+    def _chunks(self, path: sources.DataFile, start_row: int) -> Iterator[Chunk]:
+        """The file's chunks from `start_row`; a slice's hold only its own rows."""
+        source, row_filter = self.job.source, job_filter(self.job)
+        if row_filter is not None and self.slicing is not None:
+            # A slice of 2 reads chunks of twice `chunk_rows`, so it maps chunks of about
+            # `chunk_rows` rather than twice as many half ones (each has a fixed cost). Not
+            # more: what a chunk holds before its rows are filtered is read memory.
+            rows = source.chunk_rows * min(self.slicing[1], SLICE_READ_FACTOR)
+            source = source.model_copy(update={"chunk_rows": rows})
+        return sources.iter_chunks(path, source, self.mapper.columns, start_row, row_filter)
+
     def _map_ahead(
         self, chunks: Iterator[Chunk], settled: SettledRows, drop_settled: bool = True
     ) -> Iterator[tuple[int, tuple[int, int], MappedChunk]]:
@@ -317,13 +329,9 @@ class FileFeed:
         """
 
         def prepare(chunk: Chunk) -> tuple[int, tuple[int, int], MappedChunk]:
-            if self.slicing is not None and self.job.mapping.customer_id is not None:
-                # Rows of other slices are theirs: not read, mapped nor counted here.
-                column, strip = self.job.mapping.customer_id, self.job.mapping.strip_customer_id
-                before = len(chunk.frame) + len(chunk.malformed)
-                chunk = in_slice(chunk, column, strip, *self.slicing)
+            if chunk.other_rows:  # other slices' rows, left out by the reader: counted only
                 with self._count_lock:
-                    self.other_slices_rows += before - len(chunk.frame) - len(chunk.malformed)
+                    self.other_slices_rows += chunk.other_rows
             rows_read = len(chunk.frame) + len(chunk.malformed)
             skipped = drop_settled_rows(chunk, settled) if drop_settled else (0, 0)
             return rows_read, skipped, self.mapper.map_chunk(chunk)

@@ -21,6 +21,7 @@ from importer.remote import remote_view
 from importer.run.history import RUN_COUNTS
 from importer.run.preflight import job_id_of, scope_of
 from importer.run.retarget import foreign_reason
+from importer.run.slices import slice_jobs, slicing_of
 from importer.state import Scope, describe_target
 from importer.state.database import read_only, tables
 from importer.state.history import last_runs, scope_summary, version
@@ -177,7 +178,56 @@ def show_status(job: JobConfig, job_id: str, *, as_json: bool) -> str:
 
 
 def status_command(job_path: str, *, as_json: bool) -> int:
-    """`moe-import status`: print the job's memory; exit 0 (2 for a bad job file)."""
+    """`moe-import status`: print the job's memory; exit 0 (2 for a bad job file). A sliced
+    job's memory is each slice's state: each is shown, and their total."""
     job = load_job(Path(job_path), need_credentials=False)
-    print(show_status(job, job_id_of(job), as_json=as_json), end="")
+    n = slicing_of(job)
+    if n is None:
+        print(show_status(job, job_id_of(job), as_json=as_json), end="")
+        return 0
+    status = sliced_status([job_status(one, job_id_of(one)) for one in slice_jobs(job, n)])
+    if as_json:
+        print(json.dumps(status, indent=2, sort_keys=True))
+    else:
+        print(format_sliced(status), end="")
     return 0
+
+
+def sliced_status(slices: list[dict[str, Any]]) -> dict[str, Any]:
+    """The status of each slice (as `--json` prints one job's) and their total."""
+    stages: Counter[str] = Counter()
+    for one in slices:
+        stages.update(one["dead_letters"]["by_stage"])
+    total = {
+        "rows_pending": sum(one["rows_pending"] for one in slices),
+        "rows_to_resend": sum(one["rows_to_resend"] for one in slices),
+        "snapshot_customers": sum(one["progress"]["snapshot_customers"] for one in slices),
+        "dead_letters": dict(stages),
+        "last_run_counts": {
+            name: sum(int(one["runs"][0]["counts"].get(name) or 0) for one in slices if one["runs"])
+            for name in RUN_COUNTS
+        },
+    }
+    return {"job": slices[0]["job"], "slices": len(slices), "total": total, "by_slice": slices}
+
+
+def format_sliced(status: dict[str, Any]) -> str:
+    """The text of a sliced job's status: each slice's, then the total."""
+    parts = []
+    for k, one in enumerate(status["by_slice"]):
+        parts.append(f"slice {k}/{status['slices']}\n" + format_status(one))
+    total = status["total"]
+    counts = ", ".join(
+        f"{name.removeprefix('rows_')} {total['last_run_counts'][name]:,}"
+        for name in RUN_COUNTS
+        if total["last_run_counts"].get(name)
+    )
+    stages = ", ".join(f"{stage} {count:,}" for stage, count in total["dead_letters"].items())
+    parts.append(
+        f"total of {status['slices']} slices\n"
+        f"last runs       {counts or 'none recorded'}\n"
+        f"rows pending    {total['rows_pending']:,}; {total['rows_to_resend']:,} to resend\n"
+        f"dead letters    {sum(total['dead_letters'].values()):,}: {stages or 'none'}\n"
+        f"snapshot        {total['snapshot_customers']:,} customers\n"
+    )
+    return "\n".join(parts)

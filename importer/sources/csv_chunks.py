@@ -12,8 +12,8 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 
 from importer.config import SourceConfig
-from importer.rows import Chunk, LineMap, Malformed
-from importer.sources.csv_text import CONTROL_BYTES, names_of, parse_options, text_encoding
+from importer.rows import Chunk, LineMap, Malformed, RowFilter
+from importer.sources.csv_text import has_control_bytes, names_of, parse_options, text_encoding
 from importer.sources.csvrecords import BadRecord, Records
 from importer.sources.datafile import DataFile, SourceError
 
@@ -24,7 +24,9 @@ class ChunkAssembler:
 
     Rows before `start_row` (resume) are dropped unparsed. A record arrow finds with the
     wrong number of fields, one whose bytes are not in the encoding, and one the scanner set
-    aside are the chunk's `malformed` rows, each with its full raw text and lines.
+    aside are the chunk's `malformed` rows, each with its full raw text and lines. With a
+    `row_filter`, the rows it leaves out are dropped from the parsed table, before the frame
+    and the line map are made (`Chunk.other_rows` counts them).
     """
 
     def __init__(
@@ -34,8 +36,10 @@ class ChunkAssembler:
         header: bytes,
         columns: list[str] | None,
         start_row: int,
+        row_filter: RowFilter | None = None,
     ) -> None:
         self.path = path
+        self.row_filter = row_filter
         self.source = source
         self.header = header
         self.columns = columns
@@ -97,7 +101,7 @@ class ChunkAssembler:
                     payload.add(piece, run, decoded)
         good_rows, good_lines = payload.rows(), payload.lines()
         data = payload.data()
-        frame, wrong = self._arrow_frame(data, len(good_rows))
+        table, wrong = self._arrow_table(data, len(good_rows))
         keep = np.ones(len(good_rows), dtype=bool)
         spans = payload.spans() if wrong else []
         for position, (rule, arrow_text) in wrong:
@@ -111,15 +115,26 @@ class ChunkAssembler:
                     int(good_rows[position]), text, rule, first_line, _last_line(first_line, text)
                 )
             )
-        frame.index = _row_index(good_rows[keep])
+        rows, lines = good_rows[keep], good_lines[keep]
         malformed.sort(key=lambda m: m.row)
+        other = 0
+        if self.row_filter is not None:  # other slices' rows: parsed, never made into a frame
+            mine = self.row_filter.mask(table.column(self.row_filter.column))
+            if not mine.all():
+                table, rows, lines = table.filter(pa.array(mine)), rows[mine], lines[mine]
+            other = len(mine) - len(rows)
+            if not self.row_filter.keep_malformed:
+                other, malformed = other + len(malformed), []
+        frame = table.to_pandas(types_mapper=pd.ArrowDtype)
+        frame.index = _row_index(rows)
         return Chunk(
             source=str(self.path),
             frame=frame,
             malformed=malformed,
-            lines=_line_map(good_rows, good_lines, malformed),
+            lines=_line_map(rows, lines, malformed),
             warnings=self._spanning(malformed),
-            control_free=CONTROL_BYTES.search(data) is None,
+            control_free=not has_control_bytes(data),
+            other_rows=other,
         )
 
     def _spanning(self, malformed: list[Malformed]) -> list[str]:
@@ -136,9 +151,9 @@ class ChunkAssembler:
     def encoding_is_utf8(self) -> bool:
         return codecs.lookup(self.encoding).name == "utf-8"
 
-    def _arrow_frame(
+    def _arrow_table(
         self, payload: bytes, records: int
-    ) -> tuple[pd.DataFrame, list[tuple[int, tuple[str, str]]]]:
+    ) -> tuple[pa.Table, list[tuple[int, tuple[str, str]]]]:
         """The good records parsed, and those arrow found with the wrong number of fields:
         (position among the records, (reason, arrow's text of it))."""
         wrong: list[tuple[int, tuple[str, str]]] = []
@@ -172,7 +187,7 @@ class ChunkAssembler:
                 f"{self.path}: cannot split the records after data row {self._chunk_start - 1} "
                 "consistently (an unusual quoting?); set source.csv.quotechar / escapechar"
             )
-        return table.to_pandas(types_mapper=pd.ArrowDtype), wrong
+        return table, wrong
 
 
 class _Payload:

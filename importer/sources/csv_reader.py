@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 
 from importer.config import CsvOptions, SourceConfig
-from importer.rows import Chunk, RowCount
+from importer.rows import Chunk, RowCount, RowFilter
 from importer.sources.compression import codec_of, open_compressed, open_compressed_stream
 from importer.sources.csv_chunks import ChunkAssembler
 from importer.sources.csv_text import (
@@ -98,7 +98,11 @@ def header_names(path: DataFile, source: SourceConfig) -> list[str]:
 
 
 def csv_chunks(
-    path: DataFile, source: SourceConfig, columns: list[str] | None, start_row: int
+    path: DataFile,
+    source: SourceConfig,
+    columns: list[str] | None,
+    start_row: int,
+    row_filter: RowFilter | None = None,
 ) -> Iterator[Chunk]:
     assembler: ChunkAssembler | None = None
 
@@ -111,7 +115,7 @@ def csv_chunks(
         missing = sorted(set(columns or []) - set(names))
         if missing:
             raise SourceError(f"{path}: no column {', '.join(map(repr, missing))}")
-        assembler = ChunkAssembler(path, source, header, columns, start_row)
+        assembler = ChunkAssembler(path, source, header, columns, start_row, row_filter)
         for records in scanner.records():
             assembler.add(records)
             yield from assembler.ready()

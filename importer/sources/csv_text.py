@@ -58,6 +58,13 @@ def text_encoding(source: SourceConfig) -> str:
 
 
 CONTROL_BYTES = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_CONTROL_TABLE = bytes(b for b in range(256) if CONTROL_BYTES.match(bytes([b])))
+
+
+def has_control_bytes(data: bytes) -> bool:
+    """Whether `data` holds a control byte (other than tab and line ends): by deleting them
+    and comparing lengths, a few times faster than the regex's search over megabytes."""
+    return len(data.translate(None, _CONTROL_TABLE)) != len(data)
 
 
 def skip_invalid(_row: pa_csv.InvalidRow) -> str:

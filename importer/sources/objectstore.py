@@ -15,6 +15,7 @@ LISTING_DEADLINE_SECONDS, after which it ends with an error naming the URL.
 from __future__ import annotations
 
 import glob
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -88,6 +89,13 @@ class ObjectStore:
             },
         )
         self.fs.retries = S3FS_RETRIES
+
+    @classmethod
+    def forget_all(cls) -> None:
+        """In a forked process (a slice of `--workers`): the parent's stores hold its event
+        loop and connections, which the child must not use; it makes its own."""
+        cls._cache = {}
+        cls._lock = threading.Lock()
 
     @classmethod
     def for_options(cls, options: StorageOptions) -> ObjectStore:
@@ -226,3 +234,6 @@ def _store_errors(url: str) -> Iterator[None]:
 
 def _glob_root(path: str) -> str:
     return "/".join(fixed_parts(path))
+
+
+os.register_at_fork(after_in_child=ObjectStore.forget_all)

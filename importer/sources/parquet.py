@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from importer.config import SourceConfig
-from importer.rows import Chunk
+from importer.rows import Chunk, RowFilter
 from importer.sources.datafile import DataFile, SourceError, as_data_file, encrypted_parquet
 
 # What arrow says when a file is no Parquet at all (as opposed to a Parquet file it cannot
@@ -52,7 +52,11 @@ def parquet_schema(file: DataFile | Path) -> pa.Schema:
 
 
 def parquet_chunks(
-    path: DataFile, source: SourceConfig, columns: list[str] | None, start_row: int
+    path: DataFile,
+    source: SourceConfig,
+    columns: list[str] | None,
+    start_row: int,
+    row_filter: RowFilter | None = None,
 ) -> Iterator[Chunk]:
     parquet = parquet_file(path)
     first_group, first_row = _first_row_group(parquet.metadata, start_row)
@@ -73,11 +77,17 @@ def parquet_chunks(
                 to_skip -= skipped
             if batch.num_rows == 0:
                 continue
+            read = batch.num_rows
+            index: pd.Index = pd.RangeIndex(number, number + read)
+            if row_filter is not None:  # other slices' rows never become a frame
+                mine = row_filter.mask(batch.column(row_filter.column))
+                if not mine.all():
+                    batch, index = batch.filter(pa.array(mine)), index[mine]
+            number += read
             # ArrowDtype keeps every native type without loss (int64 with nulls stays int).
             frame = batch.to_pandas(types_mapper=pd.ArrowDtype)
-            frame.index = pd.RangeIndex(number, number + batch.num_rows)
-            number += batch.num_rows
-            yield Chunk(source=str(path), frame=frame)
+            frame.index = index
+            yield Chunk(source=str(path), frame=frame, other_rows=read - batch.num_rows)
     except (OSError, pa.ArrowException) as error:
         if _CHECKSUM in str(error).lower():
             raise SourceError(_corrupt_page(path, parquet, number, columns)) from None

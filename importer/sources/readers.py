@@ -10,7 +10,7 @@ import pandas as pd
 import pyarrow as pa
 
 from importer.config import SourceConfig, SourceFormat
-from importer.rows import Chunk, RowCount
+from importer.rows import Chunk, RowCount, RowFilter
 from importer.sources.columns import each_file, file_columns, read_columns
 from importer.sources.csv_reader import EmptyFile, csv_chunks, estimate_csv_rows
 from importer.sources.datafile import DataFile, SourceError, as_data_file, format_of
@@ -22,6 +22,7 @@ def iter_chunks(
     source: SourceConfig,
     columns: list[str] | None = None,
     start_row: int = 1,
+    row_filter: RowFilter | None = None,
 ) -> Iterator[Chunk]:
     """Chunks of about `source.chunk_rows` rows; `frame.index` holds the 1-based data row numbers.
 
@@ -39,6 +40,9 @@ def iter_chunks(
     `Chunk.lines` gives the physical line where each starts. Should arrow ever count the
     records differently from the scanner, the read stops with a SourceError naming the file
     and about where, rather than misnumber the rows after it.
+
+    A `row_filter` (a slice's customers) leaves rows out as they are read: a chunk holds
+    only the rows it keeps, and counts the others in `other_rows`.
     """
     if start_row < 1:
         raise ValueError("start_row is 1-based")
@@ -51,17 +55,20 @@ def iter_chunks(
         return  # a part with not even a header holds no rows
     wanted = list(columns) if columns is not None else read_columns(data, source)
     to_read = [c for c in wanted if c in stored]
+    # The filter's column is read from the file, or filled in after it (a partition column).
+    early = row_filter if row_filter is not None and row_filter.column in to_read else None
     if format_of(data, source.format) == SourceFormat.PARQUET:
-        chunks = parquet_chunks(data, source, to_read, start_row)
+        chunks = parquet_chunks(data, source, to_read, start_row, early)
     else:
-        chunks = csv_chunks(data, source, to_read, start_row)
-    if to_read == wanted:
+        chunks = csv_chunks(data, source, to_read, start_row, early)
+    if to_read == wanted and early is row_filter:
         yield from chunks
         return
     partitions = dict(data.partitions)
     for chunk in chunks:
-        chunk.frame = _completed(chunk.frame, wanted, partitions)
-        yield chunk
+        if to_read != wanted:
+            chunk.frame = _completed(chunk.frame, wanted, partitions)
+        yield chunk if early is row_filter or row_filter is None else row_filter.apply(chunk)
 
 
 def _completed(

@@ -20,6 +20,7 @@ from importer.config import ConfigError, JobConfig
 from importer.errors import EXIT_DEAD_LETTERED, EXIT_OK
 from importer.quota.window import WindowLimiter
 from importer.run.preflight import prepare
+from importer.run.slices import job_filter
 from importer.run.transport import AiohttpTransport
 from importer.run.users_api import UsersApiClient
 from importer.verify.compare import Comparison, Outcome, compare
@@ -44,13 +45,20 @@ def verify_report_path(report: Path) -> Path:
 
 
 def verify_job(
-    job: JobConfig, *, sample: int = DEFAULT_SAMPLE, seed: int = 0, report: Path | None = None
+    job: JobConfig,
+    *,
+    sample: int = DEFAULT_SAMPLE,
+    seed: int = 0,
+    report: Path | None = None,
+    slices: list[JobConfig] | None = None,
 ) -> VerifyOutcome:
+    """Verify the job; a sliced job's sample is drawn across its `slices` (each slice's
+    rows, among those its own state holds as accepted)."""
     if job.import_ != "users":
         raise ConfigError("verify reads user profiles back: it takes users jobs only")
     if sample < 1:
         raise ConfigError(f"--sample must be at least 1, not {sample}")
-    picked = sample_customers(job, sample, seed)
+    picked = sample_customers(job, sample, seed, slices)
     stored = asyncio.run(read_back(job, sorted(picked.elements)))
     comparison = compare(picked.elements, stored)
     path = report or verify_report_path(job.output.report)
@@ -60,22 +68,33 @@ def verify_job(
     return VerifyOutcome(comparison, picked.customer_ids(), path, code, limit)
 
 
-def sample_customers(job: JobConfig, size: int, seed: int) -> CustomerSample:
-    """One pass over the input: map every chunk, keep the sampled customers' elements,
-    among the rows the job's saved progress holds as accepted."""
+def sample_customers(
+    job: JobConfig, size: int, seed: int, slices: list[JobConfig] | None = None
+) -> CustomerSample:
+    """One pass over the input (one a slice): map every chunk, keep the sampled customers'
+    elements, among the rows the job's saved progress holds as accepted."""
     paths, mapper = prepare(job)
-    delivered = delivered_ranges(job, paths)
     picked = CustomerSample(size, seed)
-    for path in paths:
-        accepted = delivered.get(str(path), [])
-        for chunk in sources.iter_chunks(path, job.source, mapper.columns):
-            valid = mapper.map_chunk(chunk).valid
-            numbers = [number for row in valid for number in row.numbers]
-            if not numbers:
-                continue
-            mask = iter(within(numbers, accepted).tolist())
-            # A merged row stands for several of one customer's rows: kept if any was sent.
-            picked.add(row for row in valid if any([next(mask) for _ in row.numbers]))
+    refused: list[ConfigError] = []
+    for one in slices or [job]:
+        try:
+            delivered = delivered_ranges(one, paths)
+        except ConfigError as error:  # a slice may have delivered nothing: the others count
+            refused.append(error)
+            continue
+        row_filter = job_filter(one)
+        for path in paths:
+            accepted = delivered.get(str(path), [])
+            for chunk in sources.iter_chunks(path, job.source, mapper.columns, 1, row_filter):
+                valid = mapper.map_chunk(chunk).valid
+                numbers = [number for row in valid for number in row.numbers]
+                if not numbers:
+                    continue
+                mask = iter(within(numbers, accepted).tolist())
+                # A merged row stands for several of one customer's rows: kept if any was sent.
+                picked.add(row for row in valid if any([next(mask) for _ in row.numbers]))
+    if len(refused) == len(slices or [job]):
+        raise refused[0]
     return picked
 
 
