@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import tempfile
+import threading
 from collections import Counter
 from collections.abc import Collection
 from pathlib import Path
@@ -34,16 +38,83 @@ S3_ENV = {
 def run_cli(
     *args: str, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:
-    """`python -m importer ARGS`, as a subprocess, with text output captured."""
+    """`python -m importer ARGS`, with text output captured: a child forked from this test
+    process's zygote (tests/zygote.py: the imports already done), or a subprocess when the
+    zygote is busy, not wanted (MOE_TEST_ZYGOTE=0) or in the fast tier (no process at all)."""
     full_env = {**os.environ, **(env or {})}
+    argv = [sys.executable, "-m", "importer", *args]
+    zygote = _ZYGOTE if _zygote_wanted() else None
+    if zygote is not None and zygote.lock.acquire(blocking=False):
+        try:
+            return zygote.run(argv, list(args), cwd or ROOT, full_env, timeout)
+        finally:
+            zygote.lock.release()
     return subprocess.run(
-        [sys.executable, "-m", "importer", *args],
-        cwd=cwd or ROOT,
-        env=full_env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
+        argv, cwd=cwd or ROOT, env=full_env, capture_output=True, text=True, timeout=timeout
     )
+
+
+def _zygote_wanted() -> bool:
+    return (
+        os.environ.get("MOE_TEST_ZYGOTE", "1") != "0" and os.environ.get("MOE_TEST_TIER") != "fast"
+    )
+
+
+class _Zygote:
+    """This test process's zygote, started at its first run and left to end with it."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.process: subprocess.Popen[str] | None = None
+
+    def _started(self) -> subprocess.Popen[str]:
+        if self.process is None or self.process.poll() is not None:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "tests.zygote"],
+                cwd=ROOT,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+        return self.process
+
+    def run(
+        self, argv: list[str], args: list[str], cwd: Path, env: dict[str, str], timeout: float
+    ) -> subprocess.CompletedProcess[str]:
+        process = self._started()
+        assert process.stdin is not None and process.stdout is not None
+        with tempfile.TemporaryDirectory() as folder:
+            out, err = Path(folder, "stdout"), Path(folder, "stderr")
+            request = {
+                "argv": args,
+                "cwd": str(cwd),
+                "env": env,
+                "stdout": str(out),
+                "stderr": str(err),
+            }
+            process.stdin.write(json.dumps(request) + "\n")
+            process.stdin.flush()
+            pid = int(json.loads(process.stdout.readline())["pid"])
+            killed = threading.Event()  # the timeout's: the run took too long
+            timer = threading.Timer(timeout, _kill, (pid, killed))
+            timer.start()
+            try:
+                code = int(json.loads(process.stdout.readline())["code"])
+            finally:
+                timer.cancel()
+            stdout, stderr = out.read_text(errors="replace"), err.read_text(errors="replace")
+        if killed.is_set():
+            raise subprocess.TimeoutExpired(argv, timeout, stdout, stderr)
+        return subprocess.CompletedProcess(argv, code, stdout, stderr)
+
+
+def _kill(pid: int, killed: threading.Event) -> None:
+    killed.set()
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+
+
+_ZYGOTE = _Zygote()
 
 
 def start_cli(*args: str) -> subprocess.Popen[str]:

@@ -470,7 +470,8 @@ def test_init_proposes_an_events_job_that_runs(tmp_path: Path) -> None:
         proposed["api"] = job_dict(tmp_path, sandbox.url, source, {})["api"]
         proposed["output"] = {"dead_letter": str(tmp_path / "out" / "dl.jsonl")}
         job = write_job(tmp_path, proposed, "proposed.yaml")
-        result = run_cli("run", str(job), "--no-progress")
+        # The report's default place is out/proposed/ under the working directory: the test's.
+        result = run_cli("run", str(job), "--no-progress", cwd=tmp_path)
         records = sandbox.records()
     assert result.returncode == 1, result.stderr  # the future-dated and empty-action rows
     _check_every_field(records)
