@@ -128,6 +128,48 @@ def start_cli(*args: str) -> subprocess.Popen[str]:
     )
 
 
+def job_in_bucket(
+    runner: Path,
+    job: dict[str, Any],
+    bucket: str,
+    endpoint: str,
+    name: str = "users",
+    *,
+    output: dict[str, Any] | None = None,
+    storage: dict[str, Any] | None = None,
+) -> Path:
+    """The job file as a runner that keeps nothing has it (runner/NAME.yaml): its state, dead
+    letters and report in the bucket under jobs/NAME/, its store at `endpoint`."""
+    prefix = f"s3://{bucket}/jobs/{name}"
+    job["output"] = {
+        "state": f"{prefix}/state.db",
+        "dead_letter": f"{prefix}/dead_letter.jsonl",
+        "report": f"{prefix}/report.json",
+        **(output or {}),
+        "storage": {"endpoint_url": endpoint, "region": "us-east-1", **(storage or {})},
+    }
+    runner.mkdir(parents=True, exist_ok=True)
+    path = runner / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(job, sort_keys=False))
+    return path
+
+
+def bucket_json(s3: Any, key: str) -> dict[str, Any]:
+    """A JSON object in the test's bucket (a report, a lease)."""
+    body = s3.get_object(Bucket=s3.bucket, Key=key)["Body"].read()
+    found: dict[str, Any] = json.loads(body)
+    return found
+
+
+def saved_mid_run(s3: Any, key: str) -> bool:
+    """Whether the state object was last uploaded by a run still going (metadata final=0)."""
+    try:
+        head = s3.head_object(Bucket=s3.bucket, Key=key)
+    except Exception:  # not there yet
+        return False
+    return bool(head["Metadata"].get("final") == "0")
+
+
 def job_dict(
     tmp_path: Path, url: str, source: Path, mapping: dict[str, Any], **sections: Any
 ) -> dict[str, Any]:

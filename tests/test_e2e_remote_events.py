@@ -6,7 +6,6 @@ What MoEngage would hold is the sandbox's record of accepted elements, event by 
 
 from __future__ import annotations
 
-import json
 import shutil
 import signal
 import time
@@ -15,10 +14,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from tests.sandbox_proc import SandboxProcess, start_sandbox
-from tests.support import assert_report_adds_up, job_dict, run_cli, start_cli
+from tests.support import (
+    assert_report_adds_up,
+    bucket_json,
+    job_dict,
+    job_in_bucket,
+    run_cli,
+    saved_mid_run,
+    start_cli,
+)
 from tests.test_e2e_events_once import MAPPING, arrivals_per_event, event_line, write_events
 
 EVENTS = 2400
@@ -28,34 +34,17 @@ def remote_events_job(
     runner: Path, sandbox: SandboxProcess, source: Path, s3: Any, endpoint: str, **extra: Any
 ) -> Path:
     """The job as a runner has it: events, its outputs in the bucket, nothing kept locally."""
-    output = extra.pop("output", {})
+    output = extra.pop("output", None)
     job = {"import": "events", **job_dict(runner, sandbox.url, source, MAPPING, **extra)}
-    prefix = f"s3://{s3.bucket}/jobs/events"
-    job["output"] = {
-        "state": f"{prefix}/state.db",
-        "dead_letter": f"{prefix}/dead_letter.jsonl",
-        "report": f"{prefix}/report.json",
-        "storage": {"endpoint_url": endpoint, "region": "us-east-1"},
-        **output,
-    }
-    runner.mkdir(parents=True, exist_ok=True)
-    path = runner / "events.yaml"
-    path.write_text(yaml.safe_dump(job, sort_keys=False))
-    return path
+    return job_in_bucket(runner, job, s3.bucket, endpoint, "events", output=output)
 
 
 def remote_json(s3: Any, name: str) -> dict[str, Any]:
-    body = s3.get_object(Bucket=s3.bucket, Key=f"jobs/events/{name}")["Body"].read()
-    found: dict[str, Any] = json.loads(body)
-    return found
+    return bucket_json(s3, f"jobs/events/{name}")
 
 
 def state_saved_mid_run(s3: Any) -> bool:
-    try:
-        head = s3.head_object(Bucket=s3.bucket, Key="jobs/events/state.db")
-    except Exception:  # not there yet
-        return False
-    return bool(head["Metadata"].get("final") == "0")
+    return saved_mid_run(s3, "jobs/events/state.db")
 
 
 def kill_mid_run(job: Path, sandbox: SandboxProcess, s3: Any, at_least: int) -> int:

@@ -16,14 +16,16 @@ from typing import Any
 from urllib.parse import urlparse
 
 import pytest
-import yaml
 
 from tests.sandbox_proc import start_sandbox
 from tests.support import (
     USERS_MAPPING,
     assert_report_adds_up,
+    bucket_json,
     job_dict,
+    job_in_bucket,
     run_cli,
+    saved_mid_run,
     start_cli,
     users_csv,
 )
@@ -31,34 +33,17 @@ from tests.test_ops_hooks import webhook
 
 
 def users_job(runner: Path, url: str, source: Path, s3: Any, endpoint: str, **extra: Any) -> Path:
-    output = extra.pop("output", {})
+    output = extra.pop("output", None)
     job = job_dict(runner, url, source, USERS_MAPPING, **extra)
-    prefix = f"s3://{s3.bucket}/jobs/users"
-    job["output"] = {
-        "state": f"{prefix}/state.db",
-        "dead_letter": f"{prefix}/dead_letter.jsonl",
-        "report": f"{prefix}/report.json",
-        "storage": {"endpoint_url": endpoint, "region": "us-east-1"},
-        **output,
-    }
-    runner.mkdir(parents=True, exist_ok=True)
-    path = runner / "users.yaml"
-    path.write_text(yaml.safe_dump(job, sort_keys=False))
-    return path
+    return job_in_bucket(runner, job, s3.bucket, endpoint, output=output)
 
 
 def remote_json(s3: Any, name: str) -> dict[str, Any]:
-    body = s3.get_object(Bucket=s3.bucket, Key=f"jobs/users/{name}")["Body"].read()
-    found: dict[str, Any] = json.loads(body)
-    return found
+    return bucket_json(s3, f"jobs/users/{name}")
 
 
-def saved_mid_run(s3: Any) -> bool:
-    try:
-        head = s3.head_object(Bucket=s3.bucket, Key="jobs/users/state.db")
-    except Exception:  # not there yet
-        return False
-    return bool(head["Metadata"].get("final") == "0")
+def state_saved_mid_run(s3: Any) -> bool:
+    return saved_mid_run(s3, "jobs/users/state.db")
 
 
 @pytest.mark.sandbox
@@ -87,7 +72,7 @@ def test_a_replay_of_an_s3_dead_letter_file_resumes_on_another_runner(
         )
         replay = start_cli("replay", str(job_b), letters, "--no-progress")
         deadline = time.monotonic() + 30
-        while len(healthy.records()) < 150 or not saved_mid_run(s3):
+        while len(healthy.records()) < 150 or not state_saved_mid_run(s3):
             assert replay.poll() is None, replay.communicate()
             assert time.monotonic() < deadline
             time.sleep(0.02)

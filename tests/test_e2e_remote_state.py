@@ -20,13 +20,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from tests.sandbox_proc import start_sandbox
 from tests.support import (
     USERS_MAPPING,
     assert_report_adds_up,
+    bucket_json,
     job_dict,
+    job_in_bucket,
     run_cli,
     start_cli,
     user_ids,
@@ -41,26 +42,13 @@ def _remote_job(
     runner: Path, url: str, source: Path, bucket: str, endpoint: str, **extra: Any
 ) -> Path:
     """The job file as a runner has it: its outputs in the bucket, nothing local kept."""
-    output, storage = extra.pop("output", {}), extra.pop("storage", {})
+    output, storage = extra.pop("output", None), extra.pop("storage", None)
     job = job_dict(runner, url, source, USERS_MAPPING, **extra)
-    prefix = f"s3://{bucket}/jobs/users"
-    job["output"] = {
-        "state": f"{prefix}/state.db",
-        "dead_letter": f"{prefix}/dead_letter.jsonl",
-        "report": f"{prefix}/report.json",
-        **output,
-        "storage": {"endpoint_url": endpoint, "region": "us-east-1", **storage},
-    }
-    runner.mkdir(parents=True, exist_ok=True)
-    path = runner / "users.yaml"
-    path.write_text(yaml.safe_dump(job, sort_keys=False))
-    return path
+    return job_in_bucket(runner, job, bucket, endpoint, output=output, storage=storage)
 
 
 def _report(s3: Any) -> dict[str, Any]:
-    body = s3.get_object(Bucket=s3.bucket, Key="jobs/users/report.json")["Body"].read()
-    report: dict[str, Any] = json.loads(body)
-    return report
+    return bucket_json(s3, "jobs/users/report.json")
 
 
 def _sent(sandbox: Any) -> Counter[str]:
@@ -109,9 +97,7 @@ def test_night_two_on_another_runner_sends_only_changed_rows(
 
 
 def _lease(s3: Any) -> dict[str, Any]:
-    body = s3.get_object(Bucket=s3.bucket, Key="jobs/users/state.db.lease")["Body"].read()
-    lease: dict[str, Any] = json.loads(body)
-    return lease
+    return bucket_json(s3, "jobs/users/state.db.lease")
 
 
 @pytest.mark.sandbox

@@ -3,20 +3,20 @@ loopback, conftest.s3_endpoint), two nights on two runners whose disks are throw
 
 from __future__ import annotations
 
-import json
 import shutil
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from tests.sandbox_proc import start_sandbox
 from tests.support import (
     USERS_MAPPING,
     assert_report_adds_up,
+    bucket_json,
     job_dict,
+    job_in_bucket,
     run_cli,
     user_ids,
     users_csv,
@@ -25,23 +25,11 @@ from tests.support import (
 
 def _job_in_bucket(runner: Path, url: str, source: Path, s3: Any, endpoint: str) -> Path:
     job = job_dict(runner, url, source, USERS_MAPPING, sync={"mode": "changed"})
-    prefix = f"s3://{s3.bucket}/jobs/users"
-    job["output"] = {
-        "state": f"{prefix}/state.db",
-        "dead_letter": f"{prefix}/dead_letter.jsonl",
-        "report": f"{prefix}/report.json",
-        "storage": {"endpoint_url": endpoint, "region": "us-east-1"},
-    }
-    runner.mkdir(parents=True, exist_ok=True)
-    path = runner / "users.yaml"
-    path.write_text(yaml.safe_dump(job, sort_keys=False))
-    return path
+    return job_in_bucket(runner, job, s3.bucket, endpoint)
 
 
 def _object(s3: Any, key: str) -> dict[str, Any]:
-    body = s3.get_object(Bucket=s3.bucket, Key=f"jobs/users/{key}")["Body"].read()
-    loaded: dict[str, Any] = json.loads(body)
-    return loaded
+    return bucket_json(s3, f"jobs/users/{key}")
 
 
 def _keys(s3: Any) -> set[str]:
