@@ -40,7 +40,7 @@ def run_command(
     secrets: Secrets,
     overrides: Overrides,
     show: Printer,
-    entry: Entry | None = None,
+    entry: Entry,
 ) -> int:
     """run, validate and replay; the job's secrets go into `secrets` for the error message.
     `entry` is the CLI's main, which the slices of `--workers` run (forked)."""
@@ -53,8 +53,6 @@ def run_command(
     replay_from = Path(args.dead_letter_in) if args.command == "replay" else None
     job = _loaded(args, validating, secrets, overrides)
     if getattr(args, "workers", None) not in (None, 1):
-        if entry is None:
-            raise ValueError("--workers needs the CLI's entry point to run its slices")
         return _workers(args, job, validating, show, entry)
     if is_worker():
         job = worker_job(job, need_credentials=not validating)
